@@ -1,0 +1,731 @@
+"""The embedded SQLite backend of :class:`kubeling.storage.interface.Store`, modelled on kine.
+
+Data model
+----------
+One append-only table, ``kine``. Each row is one revision of one key::
+
+    id               INTEGER PRIMARY KEY AUTOINCREMENT -- the revision; mod_revision of the row
+    name             the key
+    created          1 if this row (re)creates the key (then create_revision == id)
+    deleted          1 if this row is a tombstone; ``value`` then holds the deleted value
+    create_revision  the revision that created this incarnation of the key
+    prev_revision    id of the row this one supersedes (0 for the first create of a key)
+    value            the value written at this revision
+    old_value        the superseded value (updates only; NULL on creates and tombstones)
+
+``UNIQUE(name, prev_revision)`` is the compare-and-swap guard: two writes that read the same
+latest row can never both append a successor. The current revision is ``sqlite_sequence``'s
+counter, so it keeps climbing even when compaction deletes the newest rows, and a reopened file
+continues where it stopped. ``meta.compact_revision`` persists the compaction point.
+
+Reading at a revision R is "for every key, the row with the largest id <= R, unless it is a
+tombstone", served by the ``(name, id)`` index. Compacting to C deletes every row superseded by a
+row with id <= C and every tombstone with id <= C, which never touches the newest row of a live
+key and leaves the snapshot at C (and every later one) intact. So ``list`` accepts revisions
+``>= C`` while ``watch`` needs ``start_revision > C`` (the events at and below C are gone).
+
+Concurrency model
+-----------------
+* **One writer thread** owns the only write connection. ``create``/``update``/``delete``/``compact``
+  put an operation and an asyncio future on a queue and await the future. The writer takes
+  everything queued (group commit), applies it in queue order inside one ``BEGIN IMMEDIATE``
+  transaction, COMMITs, and only then hands the whole batch back to the event loop with a single
+  ``call_soon_threadsafe``. There the loop first fans the batch's events out to watchers, then
+  resolves the callers' futures. Writes are therefore linearizable in queue order, revisions have
+  no gaps, and an acknowledged write is committed.
+* **Reads** run on a small thread pool; each thread has its own read-only connection and every
+  read is one read transaction, i.e. one consistent snapshot (WAL lets it run beside the writer).
+  A read started after a write was acknowledged sees that write.
+* **Watches** never poll. ``watch()`` subscribes to the in-process fan-out first, then (at the
+  first iteration) backfills ``id >= start_revision`` from the log, then drops live events whose
+  revision it has already yielded. Fan-out groups watchers by prefix and appends to per-watcher
+  bounded buffers, so it costs one ``startswith`` per prefix per event and never blocks the
+  writer. A watcher whose buffer exceeds ``watch_buffer`` events is dropped: it yields what it
+  had buffered and then raises :class:`WatchOverflowError` (a ``CompactedError`` -> 410 Gone, so
+  the client relists).
+* The event loop never blocks on SQLite. The store belongs to the loop it was opened on, and one
+  process owns a database file at a time (enforced with an ``flock`` on ``<path>.lock``), as an
+  etcd member owns its data dir: another process's writes would bypass the fan-out.
+
+Durability
+----------
+WAL mode. ``synchronous="FULL"`` (the default) fsyncs the WAL at every COMMIT, so an acknowledged
+write survives power loss and kernel crashes, which is the promise etcd makes (it fsyncs before
+acknowledging). Group commit pays one fsync per batch, not per write, so the cost is small.
+``synchronous="NORMAL"`` skips that fsync: a COMMIT has still written the WAL frames to the OS
+before it returns, so an acknowledged write survives ``kill -9`` of the process, but not a power
+cut. Checkpoints run automatically on the writer connection.
+
+Compaction
+----------
+Every ``compact_interval`` seconds the store compacts to ``current_revision - compact_keep``. A
+compaction is split into steps of ``COMPACT_STEP`` revisions, each its own short transaction
+queued behind user writes, so it never stalls the writer for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fcntl
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from kubeling.storage.interface import (
+    DELETE,
+    PUT,
+    CompactedError,
+    Event,
+    FutureRevisionError,
+    KeyValue,
+    ListResult,
+    StorageError,
+    WatchOverflowError,
+    prefix_end,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 512  # writes per group commit; bounds the latency one batch adds to the next
+COMPACT_STEP = 1000  # revisions per compaction transaction
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    create_revision INTEGER NOT NULL,
+    prev_revision INTEGER NOT NULL,
+    value BLOB,
+    old_value BLOB
+);
+CREATE UNIQUE INDEX IF NOT EXISTS kine_name_prev_revision ON kine (name, prev_revision);
+CREATE INDEX IF NOT EXISTS kine_name_id ON kine (name, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+_LATEST = (
+    "SELECT id, deleted, create_revision, value FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1"
+)
+_INSERT = (
+    "INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, value,"
+    " old_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_STOP = object()
+
+# Operation kinds queued to the writer.
+_CREATE, _UPDATE, _DELETE, _COMPACT = "create", "update", "delete", "compact"
+
+
+class _hybridmethod:
+    """Lets ``open`` be called both as ``await SQLiteStore.open(path)`` and ``await s.open()``."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+
+    def __get__(self, obj: Any, cls: type) -> Callable[..., Any]:
+        return self.func.__get__(cls if obj is None else obj)
+
+
+# --- read transactions (run on reader threads) ----------------------------------------------
+
+
+def _range_sql(prefix: str, start_after: str) -> tuple[str, list[Any]]:
+    """SQL condition and args selecting names under ``prefix`` and greater than ``start_after``."""
+    cond, args = ["name >= ?"], [prefix]
+    end = prefix_end(prefix)
+    if end is not None:
+        cond.append("name < ?")
+        args.append(end)
+    if start_after:
+        cond.append("name > ?")
+        args.append(start_after)
+    return " AND ".join(cond), args
+
+
+def _state(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(current revision, compact revision) as seen by this read transaction."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kine'").fetchone()
+    comp = conn.execute("SELECT value FROM meta WHERE key = 'compact_revision'").fetchone()
+    return (row[0] if row else 0), (comp[0] if comp else 0)
+
+
+def _read_get(conn: sqlite3.Connection, key: str) -> tuple[int, KeyValue | None]:
+    current, _ = _state(conn)
+    row = conn.execute(_LATEST, (key,)).fetchone()
+    if row is None or row[1]:
+        return current, None
+    return current, KeyValue(key, row[3], row[2], row[0])
+
+
+def _read_list(
+    conn: sqlite3.Connection, prefix: str, revision: int, start_after: str, limit: int
+) -> ListResult:
+    current, compact = _state(conn)
+    if revision == 0:
+        revision = current
+    elif revision > current:
+        raise FutureRevisionError(revision, current)
+    elif revision < compact:
+        raise CompactedError(compact, current)
+    cond, args = _range_sql(prefix, start_after)
+    latest = (
+        f"FROM kine AS k JOIN (SELECT MAX(id) AS mid FROM kine WHERE {cond} AND id <= ?"
+        " GROUP BY name) AS m ON k.id = m.mid WHERE k.deleted = 0"
+    )
+    args.append(revision)
+    sql = f"SELECT k.name, k.value, k.create_revision, k.id {latest} ORDER BY k.name"
+    if limit > 0:
+        rows = conn.execute(sql + " LIMIT ?", (*args, limit + 1)).fetchall()
+    else:
+        rows = conn.execute(sql, args).fetchall()
+    more = limit > 0 and len(rows) > limit
+    if more:
+        rows = rows[:limit]
+        count = conn.execute(f"SELECT COUNT(*) {latest}", args).fetchone()[0]
+    else:
+        count = len(rows)
+    kvs = [KeyValue(r[0], r[1], r[2], r[3]) for r in rows]
+    return ListResult(revision=revision, kvs=kvs, more=more, count=count)
+
+
+def _read_count(conn: sqlite3.Connection, prefix: str) -> int:
+    cond, args = _range_sql(prefix, "")
+    sql = (
+        "SELECT COUNT(*) FROM kine AS k JOIN (SELECT MAX(id) AS mid FROM kine WHERE "
+        f"{cond} GROUP BY name) AS m ON k.id = m.mid WHERE k.deleted = 0"
+    )
+    return conn.execute(sql, args).fetchone()[0]
+
+
+def _read_revision(conn: sqlite3.Connection) -> int:
+    return _state(conn)[0]
+
+
+def _row_event(row: tuple[Any, ...]) -> Event:
+    rid, name, created, deleted, create_rev, prev_rev, value, old_value = row
+    if deleted:
+        kv = KeyValue(name, value, create_rev, rid)
+        return Event(DELETE, kv, KeyValue(name, value, create_rev, prev_rev))
+    kv = KeyValue(name, value, create_rev, rid)
+    if created:
+        return Event(PUT, kv, None)
+    return Event(PUT, kv, KeyValue(name, old_value, create_rev, prev_rev))
+
+
+def _read_backfill(conn: sqlite3.Connection, prefix: str, start: int) -> list[Event]:
+    current, compact = _state(conn)
+    if start <= compact:
+        raise CompactedError(compact, current)
+    cond, args = _range_sql(prefix, "")
+    rows = conn.execute(
+        "SELECT id, name, created, deleted, create_revision, prev_revision, value, old_value"
+        f" FROM kine WHERE id >= ? AND {cond} ORDER BY id",
+        (start, *args),
+    ).fetchall()
+    return [_row_event(r) for r in rows]
+
+
+# --- watch ----------------------------------------------------------------------------------
+
+
+class SQLiteWatch:
+    """One watch on a :class:`SQLiteStore`; see ``interface.Watch`` for the contract.
+
+    Lives entirely on the store's event loop: the fan-out calls :meth:`_push`, the consumer
+    iterates. ``_next`` is the smallest revision not yet yielded; it is what dedupes the overlap
+    between the backfill and the live stream.
+    """
+
+    def __init__(self, store: SQLiteStore, prefix: str, start_revision: int) -> None:
+        self._store = store
+        self.prefix = prefix
+        self._next = start_revision if start_revision > 0 else store._revision + 1
+        self._needs_backfill = start_revision > 0
+        self._backfill: collections.deque[Event] = collections.deque()
+        self._live: collections.deque[Event] = collections.deque()
+        self._limit = store._watch_buffer
+        self._overflowed = False
+        self._error: BaseException | None = None
+        self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        if store._closed:
+            self._error = StorageError("store is closed")
+        else:
+            store._subscribe(self)  # subscribe before backfilling: nothing falls in between
+
+    def __aiter__(self) -> SQLiteWatch:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._needs_backfill:
+            self._needs_backfill = False
+            try:
+                events = await self._store._read(_read_backfill, self.prefix, self._next)
+            except BaseException:
+                self.close()
+                raise
+            self._backfill.extend(events)
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._backfill:
+                event = self._backfill.popleft()
+            elif self._live:
+                event = self._live.popleft()
+            elif self._overflowed or self._error is not None:
+                self._fail()
+            else:
+                self._waiter = self._store._loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+                continue
+            if event.kv.mod_revision >= self._next:
+                self._next = event.kv.mod_revision + 1
+                return event
+
+    def _fail(self) -> None:
+        err = self._error
+        if self._overflowed:
+            store = self._store
+            err = WatchOverflowError(store._compact_revision, store._revision, self._next - 1)
+        self.close()
+        raise err  # type: ignore[misc]
+
+    def _push(self, event: Event) -> None:
+        """Called by the fan-out on the loop, in revision order."""
+        if len(self._live) >= self._limit:
+            # Dropping the watcher (rather than blocking the writer or growing without bound)
+            # is the only choice that keeps every other watcher and writer on time.
+            self._overflowed = True
+            self._store._unsubscribe(self)
+        else:
+            self._live.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._backfill.clear()
+        self._live.clear()
+        self._store._unsubscribe(self)
+        self._wake()
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+class SQLiteStore:
+    """A :class:`~kubeling.storage.interface.Store` on one SQLite file.
+
+    ``await SQLiteStore.open(path)`` (or ``s = SQLiteStore(path); await s.open()``) starts it;
+    ``await s.close()`` finishes queued writes, ends every watch and releases the file.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        compact_interval: float = 300,
+        compact_keep: int = 1000,
+        synchronous: str = "FULL",
+        watch_buffer: int = 10000,
+        readers: int = 4,
+    ) -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self.path = str(path)
+        self.compact_interval = compact_interval
+        self.compact_keep = compact_keep
+        self._synchronous = synchronous.upper()
+        self._watch_buffer = watch_buffer
+        self._n_readers = readers
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._wconn: sqlite3.Connection | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._rconns: list[sqlite3.Connection] = []
+        self._rconns_lock = threading.Lock()
+        self._lock_fd: int | None = None
+        self._compactor: asyncio.Task[None] | None = None
+        self._watchers: dict[str, set[SQLiteWatch]] = {}
+        # Loop-side view: the last revision fanned out and the compact revision in force.
+        self._revision = 0
+        self._compact_revision = 0
+        # Writer-side state, touched only by the writer thread once it runs.
+        self._wrev = 0
+        self._wcompact = 0
+        self._opened = False
+        self._closed = False
+
+    # -- lifecycle --
+
+    @_hybridmethod
+    async def open(self_or_cls: Any, *args: Any, **kwargs: Any) -> SQLiteStore:
+        store = self_or_cls(*args, **kwargs) if isinstance(self_or_cls, type) else self_or_cls
+        await store._start()
+        return store
+
+    async def __aenter__(self) -> SQLiteStore:
+        if not self._opened:
+            await self._start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def _start(self) -> None:
+        if self._opened:
+            raise StorageError("store already opened")
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._init_db)
+        self._revision, self._compact_revision = self._wrev, self._wcompact
+        self._readers = ThreadPoolExecutor(self._n_readers, thread_name_prefix="sqlite-read")
+        self._writer = threading.Thread(target=self._writer_main, name="sqlite-write", daemon=True)
+        self._writer.start()
+        if self.compact_interval > 0:
+            self._compactor = asyncio.create_task(self._compact_loop(), name="sqlite-compactor")
+        self._opened = True
+
+    def _init_db(self) -> None:
+        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            raise StorageError(f"{self.path} is in use by another process") from e
+        self._lock_fd = fd
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA cache_size=-32000")
+        conn.execute("PRAGMA journal_size_limit=67108864")
+        conn.executescript(_SCHEMA)
+        self._wrev, self._wcompact = _state(conn)
+        self._wconn = conn
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA query_only=1")
+            conn.execute("PRAGMA cache_size=-16000")
+            self._local.conn = conn
+            with self._rconns_lock:
+                self._rconns.append(conn)
+        return conn
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self._opened:
+            return
+        try:
+            if self._compactor is not None:
+                self._compactor.cancel()
+                await asyncio.gather(self._compactor, return_exceptions=True)
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._writer.join)  # type: ignore[union-attr]
+            # The writer's last call_soon_threadsafe ran before to_thread's own wake-up (FIFO),
+            # so every queued write has been acknowledged by now.
+        finally:
+            for ws in list(self._watchers.values()):
+                for w in list(ws):
+                    w.close()
+            self._readers.shutdown(wait=True)  # type: ignore[union-attr]
+            with self._rconns_lock:
+                for conn in self._rconns:
+                    conn.close()
+                self._rconns.clear()
+            if self._wconn is not None:
+                self._wconn.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
+
+    # -- reads --
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._closed or not self._opened:
+            raise StorageError("store is closed" if self._closed else "store is not open")
+        return await self._loop.run_in_executor(self._readers, self._read_txn, fn, args)
+
+    def _read_txn(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        conn = self._reader_conn()
+        conn.execute("BEGIN")  # one snapshot for every statement of this read
+        try:
+            return fn(conn, *args)
+        except sqlite3.Error as e:
+            raise StorageError(f"sqlite read failed: {e}") from e
+        finally:
+            conn.execute("COMMIT")
+
+    async def get(self, key: str) -> tuple[int, KeyValue | None]:
+        return await self._read(_read_get, key)
+
+    async def list(
+        self, prefix: str, *, revision: int = 0, start_after: str = "", limit: int = 0
+    ) -> ListResult:
+        if revision < 0 or limit < 0:
+            raise ValueError("revision and limit must not be negative")
+        return await self._read(_read_list, prefix, revision, start_after, limit)
+
+    async def count(self, prefix: str) -> int:
+        return await self._read(_read_count, prefix)
+
+    async def current_revision(self) -> int:
+        return await self._read(_read_revision)
+
+    @property
+    def compact_revision(self) -> int:
+        return self._compact_revision
+
+    # -- writes --
+
+    async def _submit(self, op: tuple[Any, ...]) -> Any:
+        if self._closed or not self._opened:
+            raise StorageError("store is closed" if self._closed else "store is not open")
+        fut = self._loop.create_future()
+        self._queue.put((op, fut))
+        return await fut
+
+    async def create(self, key: str, value: bytes) -> tuple[bool, KeyValue | None]:
+        return await self._submit((_CREATE, _check_key(key), _as_bytes(value), 0))
+
+    async def update(
+        self, key: str, value: bytes, expected_mod_revision: int
+    ) -> tuple[bool, KeyValue | None]:
+        op = (_UPDATE, _check_key(key), _as_bytes(value), expected_mod_revision)
+        return await self._submit(op)
+
+    async def delete(
+        self, key: str, expected_mod_revision: int = 0
+    ) -> tuple[bool, KeyValue | None]:
+        return await self._submit((_DELETE, _check_key(key), None, expected_mod_revision))
+
+    async def compact(self, revision: int) -> int:
+        """Compact to ``revision``; raises FutureRevisionError if it has not happened yet.
+
+        Unlike etcd, compacting to a revision at or below the one in force is not an error: it
+        returns the compact revision in force, so periodic compactors need no coordination.
+        """
+        while True:
+            step = min(revision, self._compact_revision + COMPACT_STEP)
+            done = await self._submit((_COMPACT, "", None, (step, revision)))
+            if done >= revision or done < step:
+                return done
+
+    async def _compact_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.compact_interval)
+            target = self._revision - self.compact_keep
+            if target > self._compact_revision:
+                try:
+                    await self.compact(target)
+                except StorageError:
+                    log.exception("periodic compaction to revision %d failed", target)
+
+    # -- writer thread --
+
+    def _writer_main(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            try:
+                results, events = self._commit_batch(batch)
+            except BaseException as e:  # never leave a caller waiting forever
+                log.exception("sqlite writer failed")
+                err = StorageError(f"sqlite writer failed: {e}")
+                results, events = [(fut, err) for _, fut in batch], []
+            try:
+                self._loop.call_soon_threadsafe(
+                    self._deliver, results, events, self._wrev, self._wcompact
+                )
+            except RuntimeError:  # the loop is gone; nobody is waiting any more
+                log.warning("event loop closed; dropping %d write acknowledgements", len(batch))
+
+    def _commit_batch(self, batch: list[Any]) -> tuple[list[tuple[Any, Any]], list[Event]]:
+        """Writes in one transaction, then each compaction step in its own."""
+        writes = [b for b in batch if b[0][0] != _COMPACT]
+        results: list[tuple[Any, Any]] = []  # (future, result or exception)
+        events: list[Event] = []
+        if writes:
+            results += self._commit_writes(writes, events)
+        for op, fut in batch:
+            if op[0] == _COMPACT:
+                results.append((fut, self._commit_compact(*op[3])))
+        return results, events
+
+    def _commit_writes(self, batch: list[Any], events: list[Event]) -> list[tuple[Any, Any]]:
+        conn = self._wconn
+        assert conn is not None
+        start_rev = self._wrev
+        out: list[tuple[Any, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, fut in batch:
+                result, event = self._apply(conn, op)
+                out.append((fut, result))
+                if event is not None:
+                    events.append(event)
+            conn.execute("COMMIT")
+            return out
+        except BaseException as e:  # I/O error, disk full, ...: nothing of this batch happened
+            log.exception("sqlite write transaction failed")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._wrev = start_rev
+            events.clear()
+            err = StorageError(f"sqlite write failed: {e}")
+            return [(fut, err) for _, fut in batch]
+
+    def _apply(
+        self, conn: sqlite3.Connection, op: tuple[Any, ...]
+    ) -> tuple[tuple[bool, KeyValue | None], Event | None]:
+        kind, key, value, expected = op
+        row = conn.execute(_LATEST, (key,)).fetchone()
+        live = row is not None and not row[1]
+        current = KeyValue(key, row[3], row[2], row[0]) if live else None
+        rev = self._wrev + 1
+        if kind == _CREATE:
+            if live:
+                return (False, current), None
+            args = (rev, key, 1, 0, rev, row[0] if row else 0, value, None)
+            kv = KeyValue(key, value, rev, rev)
+        elif not live or (expected != row[0] and (kind == _UPDATE or expected != 0)):
+            return (False, current), None
+        elif kind == _UPDATE:
+            args = (rev, key, 0, 0, row[2], row[0], value, row[3])
+            kv = KeyValue(key, value, row[2], rev)
+        else:  # delete: the tombstone keeps the last value so the DELETE event can carry it
+            args = (rev, key, 0, 1, row[2], row[0], row[3], None)
+            kv = KeyValue(key, row[3], row[2], rev)
+        try:
+            conn.execute(_INSERT, args)
+        except sqlite3.IntegrityError:
+            # The UNIQUE(name, prev_revision) guard fired: someone else appended first.
+            return (False, current), None
+        self._wrev = rev
+        if kind == _CREATE:
+            event = Event(PUT, kv, None)
+        else:
+            event = Event(DELETE if kind == _DELETE else PUT, kv, current)
+        return (True, kv), event
+
+    def _commit_compact(self, step: int, final: int) -> Any:
+        if final > self._wrev:
+            return FutureRevisionError(final, self._wrev)
+        if step <= self._wcompact:
+            return self._wcompact
+        conn = self._wconn
+        assert conn is not None
+        lo = self._wcompact
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            # Superseded rows first: a tombstone's prev row is found through the tombstone.
+            conn.execute(
+                "DELETE FROM kine WHERE id IN (SELECT prev_revision FROM kine"
+                " WHERE id > ? AND id <= ? AND prev_revision != 0)",
+                (lo, step),
+            )
+            conn.execute("DELETE FROM kine WHERE deleted = 1 AND id > ? AND id <= ?", (lo, step))
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('compact_revision', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (step,),
+            )
+            conn.execute("COMMIT")
+        except BaseException as e:
+            log.exception("sqlite compaction failed")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return StorageError(f"sqlite compaction failed: {e}")
+        self._wcompact = step
+        return step
+
+    # -- fan-out (event loop) --
+
+    def _deliver(
+        self, results: list[tuple[Any, Any]], events: list[Event], revision: int, compact: int
+    ) -> None:
+        """Runs on the loop after a COMMIT: fan out first, so an acknowledged write's event is
+        already queued for every watcher by the time its writer resumes."""
+        self._revision = max(self._revision, revision)
+        self._compact_revision = max(self._compact_revision, compact)
+        if events and self._watchers:
+            for prefix, watchers in list(self._watchers.items()):
+                matching = [e for e in events if e.kv.key.startswith(prefix)]
+                if matching:
+                    for w in list(watchers):
+                        for e in matching:
+                            w._push(e)
+        for fut, result in results:
+            if fut.done():  # the caller was cancelled; the write happened anyway (like etcd)
+                continue
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+
+    def watch(self, prefix: str, start_revision: int) -> SQLiteWatch:
+        if start_revision < 0:
+            raise ValueError("start_revision must not be negative")
+        return SQLiteWatch(self, prefix, start_revision)
+
+    def _subscribe(self, w: SQLiteWatch) -> None:
+        self._watchers.setdefault(w.prefix, set()).add(w)
+
+    def _unsubscribe(self, w: SQLiteWatch) -> None:
+        ws = self._watchers.get(w.prefix)
+        if ws is not None:
+            ws.discard(w)
+            if not ws:
+                del self._watchers[w.prefix]
+
+    def watcher_count(self) -> int:
+        """Number of live watchers (for metrics and leak tests)."""
+        return sum(len(ws) for ws in self._watchers.values())
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise ValueError("key must be a non-empty string")
+    return key
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"value must be bytes, not {type(value).__name__}")
