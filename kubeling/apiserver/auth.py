@@ -1,0 +1,151 @@
+"""Authentication and authorization.
+
+Authenticators (tried in order; the first that recognises the request wins):
+- x509 client certificates signed by the cluster CA: user = CN, groups = O entries;
+- bearer tokens from a static token file (``token,user,uid,"group1,group2"``), as upstream's
+  ``--token-auth-file``.
+A request with no credentials is ``system:anonymous`` in ``system:unauthenticated``, which may
+only read the health and version endpoints (upstream's ``system:public-info-viewer``).
+Every authenticated user is also in ``system:authenticated``.
+
+Authorization is an `Authorizer` (``authorize(attrs) -> Decision``). The default chain allows
+``system:masters`` everything and the public-info endpoints to everyone; RBAC plugs in later
+as another authorizer in the chain.
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version", "/version/")
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+ANONYMOUS = UserInfo("system:anonymous", groups=("system:unauthenticated",))
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What is being asked: upstream's authorizer.Attributes."""
+
+    user: UserInfo
+    verb: str
+    resource_request: bool
+    path: str = ""
+    group: str = ""
+    version: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+    denied: bool = False   # an explicit deny stops the chain
+
+
+class Authorizer(Protocol):
+    def authorize(self, attrs: Attributes) -> Decision: ...
+
+
+class MastersAuthorizer:
+    """``system:masters`` may do anything (upstream's privileged group)."""
+
+    def authorize(self, attrs: Attributes) -> Decision:
+        if "system:masters" in attrs.user.groups:
+            return Decision(True, "")
+        return Decision(False, "")
+
+
+class PublicInfoAuthorizer:
+    """Health and version endpoints are readable by everyone."""
+
+    def authorize(self, attrs: Attributes) -> Decision:
+        if not attrs.resource_request and attrs.verb == "get" and (
+                attrs.path in PUBLIC_PATHS or attrs.path.startswith(("/healthz/", "/livez/", "/readyz/"))):
+            return Decision(True, "public info")
+        return Decision(False, "")
+
+
+class ChainAuthorizer:
+    def __init__(self, authorizers: list[Authorizer]) -> None:
+        self.authorizers = authorizers
+
+    def authorize(self, attrs: Attributes) -> Decision:
+        for a in self.authorizers:
+            d = a.authorize(attrs)
+            if d.allowed or d.denied:
+                return d
+        return Decision(False, "")
+
+
+class TokenFile:
+    """Static bearer tokens, reloaded when the file changes."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+        self._mtime = -1.0
+        self._tokens: dict[str, UserInfo] = {}
+
+    def _load(self) -> None:
+        if not self.path or not self.path.exists():
+            self._tokens = {}
+            return
+        mtime = self.path.stat().st_mtime
+        if mtime == self._mtime:
+            return
+        tokens = {}
+        with self.path.open(newline="") as f:
+            for row in csv.reader(f):
+                if len(row) < 3 or row[0].startswith("#"):
+                    continue
+                groups = tuple(g for g in (row[3].split(",") if len(row) > 3 else []) if g)
+                tokens[row[0]] = UserInfo(row[1], row[2], groups)
+        self._tokens, self._mtime = tokens, mtime
+
+    def lookup(self, token: str) -> UserInfo | None:
+        self._load()
+        for known, user in self._tokens.items():
+            if hmac.compare_digest(known, token):
+                return user
+        return None
+
+
+def user_from_cert(peercert: dict | None) -> UserInfo | None:
+    """The user of a verified client certificate (ssl's getpeercert() dict)."""
+    if not peercert:
+        return None
+    cn, orgs = "", []
+    for rdn in peercert.get("subject", ()):
+        for k, v in rdn:
+            if k == "commonName":
+                cn = v
+            elif k == "organizationName":
+                orgs.append(v)
+    if not cn:
+        return None
+    return UserInfo(cn, groups=tuple(orgs))
+
+
+def with_authenticated(user: UserInfo) -> UserInfo:
+    if user.name == "system:anonymous" or "system:authenticated" in user.groups:
+        return user
+    return UserInfo(user.name, user.uid, user.groups + ("system:authenticated",), user.extra)
+
+
+def default_authorizer() -> ChainAuthorizer:
+    return ChainAuthorizer([PublicInfoAuthorizer(), MastersAuthorizer()])

@@ -1,0 +1,158 @@
+"""The cluster's PKI, generated on first start as k3s does, and the admin kubeconfig.
+
+Layout under ``<data-dir>/pki``::
+
+    ca.crt, ca.key                 the cluster CA (10 years)
+    apiserver.crt, apiserver.key   serving certificate for 127.0.0.1, localhost, the node's name,
+                                   kubernetes.default.svc.* and the first service IP
+    admin.crt, admin.key           client certificate: CN=kubernetes-admin, O=system:masters
+
+Files are written once and reused on every later start; a missing file is
+regenerated from the CA that exists. Keys are EC P-256 (fast to generate and
+handshake; upstream accepts them), written with mode 0600.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import os
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ADMIN_USER = "kubernetes-admin"
+ADMIN_GROUP = "system:masters"
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _key_pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _cert_pem(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, pub, days: int) -> x509.CertificateBuilder:
+    now = dt.datetime.now(dt.timezone.utc)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(pub)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days)))
+
+
+class PKI:
+    """Loads or creates the cluster's certificates under ``<data_dir>/pki``."""
+
+    def __init__(self, data_dir: str | os.PathLike, *, hosts: list[str] | None = None) -> None:
+        self.dir = Path(data_dir) / "pki"
+        self.hosts = hosts or []
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.dir / "ca.crt"
+
+    @property
+    def serving_cert(self) -> Path:
+        return self.dir / "apiserver.crt"
+
+    @property
+    def serving_key(self) -> Path:
+        return self.dir / "apiserver.key"
+
+    @property
+    def admin_cert(self) -> Path:
+        return self.dir / "admin.crt"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.dir / "admin.key"
+
+    def ensure(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.ca_cert.exists() or not (self.dir / "ca.key").exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"kubeling-ca@{int(dt.datetime.now().timestamp())}")])
+            cert = (_builder(name, name, key.public_key(), 3650)
+                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                    .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+                    .sign(key, hashes.SHA256()))
+            _write(self.dir / "ca.key", _key_pem(key), private=True)
+            _write(self.ca_cert, _cert_pem(cert))
+            for p in (self.serving_cert, self.admin_cert):
+                p.unlink(missing_ok=True)
+        if not self.serving_cert.exists():
+            self._issue(self.serving_cert, self.serving_key, "kube-apiserver", [], server=True)
+        if not self.admin_cert.exists():
+            self._issue(self.admin_cert, self.admin_key, ADMIN_USER, [ADMIN_GROUP], server=False)
+
+    def issue_client(self, cert_path: Path, key_path: Path, user: str, groups: list[str]) -> None:
+        """A client certificate for a component or user (e.g. a node agent), signed by the CA."""
+        self._issue(cert_path, key_path, user, groups, server=False)
+
+    def _issue(self, cert_path: Path, key_path: Path, cn: str, orgs: list[str], server: bool) -> None:
+        ca_key = serialization.load_pem_private_key((self.dir / "ca.key").read_bytes(), None)
+        ca = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+        b = _builder(x509.Name(attrs), ca.subject, key.public_key(), 365 * 5)
+        b = b.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        b = b.add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
+        if server:
+            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            names: list[x509.GeneralName] = []
+            dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                   "kubernetes.default.svc.cluster.local"]
+            ips = ["127.0.0.1", "::1", "10.43.0.1"]
+            for h in self.hosts:
+                try:
+                    ipaddress.ip_address(h)
+                    ips.append(h)
+                except ValueError:
+                    dns.append(h)
+            names += [x509.DNSName(d) for d in dict.fromkeys(dns)]
+            names += [x509.IPAddress(ipaddress.ip_address(i)) for i in dict.fromkeys(ips)]
+            b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        else:
+            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        cert = b.sign(ca_key, hashes.SHA256())
+        _write(key_path, _key_pem(key), private=True)
+        _write(cert_path, _cert_pem(cert))
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def write_kubeconfig(path: str | os.PathLike, server: str, pki: PKI, *, cluster: str = "kubeling",
+                     user: str = "admin", cert: Path | None = None, key: Path | None = None) -> None:
+    """A kubeconfig with the CA and a client certificate embedded, so it works from any directory."""
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": {"server": server,
+                                                   "certificate-authority-data": _b64(pki.ca_cert)}}],
+        "users": [{"name": user, "user": {"client-certificate-data": _b64(cert or pki.admin_cert),
+                                          "client-key-data": _b64(key or pki.admin_key)}}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
+        "current-context": cluster,
+        "preferences": {},
+    }
+    _write(Path(path), yaml.safe_dump(cfg, sort_keys=False).encode(), private=True)
