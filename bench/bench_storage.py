@@ -111,7 +111,8 @@ async def paced(store: SQLiteStore, rate: float, seconds: float, watchers: int) 
     await asyncio.gather(*wtasks, return_exceptions=True)
     print(
         f"paced    {rate:.0f} writes/s for {seconds:.0f}s, {watchers} watchers: "
-        f"p50={_pct(lat, 0.5):6.2f} ms  p99={_pct(lat, 0.99):6.2f} ms  max={max(lat) * 1000:6.2f} ms"
+        f"p50={_pct(lat, 0.5):6.2f} ms  p99={_pct(lat, 0.99):6.2f} ms"
+        f"  max={max(lat) * 1000:6.2f} ms"
         f"  events delivered={received} (expected {n * watchers})"
     )
 

@@ -32,7 +32,7 @@ outcome and comes back as ``(False, current_kv)``. Exceptions are for the rest::
     StorageError                  any fault of the backend (I/O, closed store, ...)
     ├── CompactedError            the requested revision is no longer retained   -> HTTP 410
     │   └── WatchOverflowError    a watcher fell too far behind and was dropped   -> HTTP 410
-    └── FutureRevisionError       the requested revision has not happened yet    -> HTTP 504/500
+    └── FutureRevisionError       the requested revision has not happened yet    -> HTTP 504
 
 Watch contract
 --------------

@@ -36,13 +36,11 @@ Concurrency model
 * **Reads** run on a small thread pool; each thread has its own read-only connection and every
   read is one read transaction, i.e. one consistent snapshot (WAL lets it run beside the writer).
   A read started after a write was acknowledged sees that write.
-* **Watches** never poll. ``watch()`` subscribes to the in-process fan-out first, then (at the
-  first iteration) backfills ``id >= start_revision`` from the log, then drops live events whose
-  revision it has already yielded. Fan-out groups watchers by prefix and appends to per-watcher
-  bounded buffers, so it costs one ``startswith`` per prefix per event and never blocks the
-  writer. A watcher whose buffer exceeds ``watch_buffer`` events is dropped: it yields what it
-  had buffered and then raises :class:`WatchOverflowError` (a ``CompactedError`` -> 410 Gone, so
-  the client relists).
+* **Watches** never poll. They are served by :mod:`kubeling.storage.broadcaster`: subscribe to
+  the in-process fan-out first, then backfill ``id >= start_revision`` from the log in one read
+  snapshot, then drop live events already yielded. A watcher more than ``watch_buffer`` events
+  behind is dropped with :class:`WatchOverflowError` (a ``CompactedError`` -> 410 Gone, so the
+  client relists); the writer never waits for a watcher.
 * The event loop never blocks on SQLite. The store belongs to the loop it was opened on, and one
   process owns a database file at a time (enforced with an ``flock`` on ``<path>.lock``), as an
   etcd member owns its data dir: another process's writes would bypass the fan-out.
@@ -85,9 +83,9 @@ from kubeling.storage.interface import (
     KeyValue,
     ListResult,
     StorageError,
-    WatchOverflowError,
     prefix_end,
 )
+from kubeling.storage.broadcaster import Broadcaster, BufferedWatch
 
 log = logging.getLogger(__name__)
 
@@ -232,99 +230,6 @@ def _read_backfill(conn: sqlite3.Connection, prefix: str, start: int) -> list[Ev
     return [_row_event(r) for r in rows]
 
 
-# --- watch ----------------------------------------------------------------------------------
-
-
-class SQLiteWatch:
-    """One watch on a :class:`SQLiteStore`; see ``interface.Watch`` for the contract.
-
-    Lives entirely on the store's event loop: the fan-out calls :meth:`_push`, the consumer
-    iterates. ``_next`` is the smallest revision not yet yielded; it is what dedupes the overlap
-    between the backfill and the live stream.
-    """
-
-    def __init__(self, store: SQLiteStore, prefix: str, start_revision: int) -> None:
-        self._store = store
-        self.prefix = prefix
-        self._next = start_revision if start_revision > 0 else store._revision + 1
-        self._needs_backfill = start_revision > 0
-        self._backfill: collections.deque[Event] = collections.deque()
-        self._live: collections.deque[Event] = collections.deque()
-        self._limit = store._watch_buffer
-        self._overflowed = False
-        self._error: BaseException | None = None
-        self._closed = False
-        self._waiter: asyncio.Future[None] | None = None
-        if store._closed:
-            self._error = StorageError("store is closed")
-        else:
-            store._subscribe(self)  # subscribe before backfilling: nothing falls in between
-
-    def __aiter__(self) -> SQLiteWatch:
-        return self
-
-    async def __anext__(self) -> Event:
-        if self._needs_backfill:
-            self._needs_backfill = False
-            try:
-                events = await self._store._read(_read_backfill, self.prefix, self._next)
-            except BaseException:
-                self.close()
-                raise
-            self._backfill.extend(events)
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._backfill:
-                event = self._backfill.popleft()
-            elif self._live:
-                event = self._live.popleft()
-            elif self._overflowed or self._error is not None:
-                self._fail()
-            else:
-                self._waiter = self._store._loop.create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
-                continue
-            if event.kv.mod_revision >= self._next:
-                self._next = event.kv.mod_revision + 1
-                return event
-
-    def _fail(self) -> None:
-        err = self._error
-        if self._overflowed:
-            store = self._store
-            err = WatchOverflowError(store._compact_revision, store._revision, self._next - 1)
-        self.close()
-        raise err  # type: ignore[misc]
-
-    def _push(self, event: Event) -> None:
-        """Called by the fan-out on the loop, in revision order."""
-        if len(self._live) >= self._limit:
-            # Dropping the watcher (rather than blocking the writer or growing without bound)
-            # is the only choice that keeps every other watcher and writer on time.
-            self._overflowed = True
-            self._store._unsubscribe(self)
-        else:
-            self._live.append(event)
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._backfill.clear()
-        self._live.clear()
-        self._store._unsubscribe(self)
-        self._wake()
-
-
 # --- the store ------------------------------------------------------------------------------
 
 
@@ -351,7 +256,6 @@ class SQLiteStore:
         self.compact_interval = compact_interval
         self.compact_keep = compact_keep
         self._synchronous = synchronous.upper()
-        self._watch_buffer = watch_buffer
         self._n_readers = readers
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -363,10 +267,10 @@ class SQLiteStore:
         self._rconns_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._compactor: asyncio.Task[None] | None = None
-        self._watchers: dict[str, set[SQLiteWatch]] = {}
-        # Loop-side view: the last revision fanned out and the compact revision in force.
-        self._revision = 0
-        self._compact_revision = 0
+        # Loop-side view (revision last fanned out, compact revision in force) lives in the hub.
+        self._hub = Broadcaster(
+            self._read_backfill, revision=0, compact_revision=0, buffer=watch_buffer
+        )
         # Writer-side state, touched only by the writer thread once it runs.
         self._wrev = 0
         self._wcompact = 0
@@ -393,8 +297,12 @@ class SQLiteStore:
         if self._opened:
             raise StorageError("store already opened")
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self._init_db)
-        self._revision, self._compact_revision = self._wrev, self._wcompact
+        try:
+            await asyncio.to_thread(self._init_db)
+        except BaseException:
+            self._release_files()
+            raise
+        self._hub.revision, self._hub.compact_revision = self._wrev, self._wcompact
         self._readers = ThreadPoolExecutor(self._n_readers, thread_name_prefix="sqlite-read")
         self._writer = threading.Thread(target=self._writer_main, name="sqlite-write", daemon=True)
         self._writer.start()
@@ -410,15 +318,18 @@ class SQLiteStore:
             os.close(fd)
             raise StorageError(f"{self.path} is in use by another process") from e
         self._lock_fd = fd
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA cache_size=-32000")
-        conn.execute("PRAGMA journal_size_limit=67108864")
-        conn.executescript(_SCHEMA)
-        self._wrev, self._wcompact = _state(conn)
-        self._wconn = conn
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._wconn = conn
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA cache_size=-32000")
+            conn.execute("PRAGMA journal_size_limit=67108864")
+            conn.executescript(_SCHEMA)
+            self._wrev, self._wcompact = _state(conn)
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open {self.path}: {e}") from e
 
     def _reader_conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -447,19 +358,21 @@ class SQLiteStore:
             # The writer's last call_soon_threadsafe ran before to_thread's own wake-up (FIFO),
             # so every queued write has been acknowledged by now.
         finally:
-            for ws in list(self._watchers.values()):
-                for w in list(ws):
-                    w.close()
+            self._hub.close()
             self._readers.shutdown(wait=True)  # type: ignore[union-attr]
             with self._rconns_lock:
                 for conn in self._rconns:
                     conn.close()
                 self._rconns.clear()
-            if self._wconn is not None:
-                self._wconn.close()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)  # releases the flock
-                self._lock_fd = None
+            self._release_files()
+
+    def _release_files(self) -> None:
+        if self._wconn is not None:
+            self._wconn.close()
+            self._wconn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     # -- reads --
 
@@ -496,7 +409,10 @@ class SQLiteStore:
 
     @property
     def compact_revision(self) -> int:
-        return self._compact_revision
+        return self._hub.compact_revision
+
+    async def _read_backfill(self, prefix: str, start: int) -> list[Event]:
+        return await self._read(_read_backfill, prefix, start)
 
     # -- writes --
 
@@ -528,7 +444,7 @@ class SQLiteStore:
         returns the compact revision in force, so periodic compactors need no coordination.
         """
         while True:
-            step = min(revision, self._compact_revision + COMPACT_STEP)
+            step = min(revision, self._hub.compact_revision + COMPACT_STEP)
             done = await self._submit((_COMPACT, "", None, (step, revision)))
             if done >= revision or done < step:
                 return done
@@ -536,8 +452,8 @@ class SQLiteStore:
     async def _compact_loop(self) -> None:
         while True:
             await asyncio.sleep(self.compact_interval)
-            target = self._revision - self.compact_keep
-            if target > self._compact_revision:
+            target = self._hub.revision - self.compact_keep
+            if target > self._hub.compact_revision:
                 try:
                     await self.compact(target)
                 except StorageError:
@@ -678,17 +594,9 @@ class SQLiteStore:
     def _deliver(
         self, results: list[tuple[Any, Any]], events: list[Event], revision: int, compact: int
     ) -> None:
-        """Runs on the loop after a COMMIT: fan out first, so an acknowledged write's event is
-        already queued for every watcher by the time its writer resumes."""
-        self._revision = max(self._revision, revision)
-        self._compact_revision = max(self._compact_revision, compact)
-        if events and self._watchers:
-            for prefix, watchers in list(self._watchers.items()):
-                matching = [e for e in events if e.kv.key.startswith(prefix)]
-                if matching:
-                    for w in list(watchers):
-                        for e in matching:
-                            w._push(e)
+        """Runs on the loop after a COMMIT. Fans out first, so that by the time a writer resumes,
+        its event is already queued for every watcher."""
+        self._hub.publish(events, revision, compact)
         for fut, result in results:
             if fut.done():  # the caller was cancelled; the write happened anyway (like etcd)
                 continue
@@ -697,24 +605,12 @@ class SQLiteStore:
             else:
                 fut.set_result(result)
 
-    def watch(self, prefix: str, start_revision: int) -> SQLiteWatch:
-        if start_revision < 0:
-            raise ValueError("start_revision must not be negative")
-        return SQLiteWatch(self, prefix, start_revision)
-
-    def _subscribe(self, w: SQLiteWatch) -> None:
-        self._watchers.setdefault(w.prefix, set()).add(w)
-
-    def _unsubscribe(self, w: SQLiteWatch) -> None:
-        ws = self._watchers.get(w.prefix)
-        if ws is not None:
-            ws.discard(w)
-            if not ws:
-                del self._watchers[w.prefix]
+    def watch(self, prefix: str, start_revision: int) -> BufferedWatch:
+        return self._hub.watch(prefix, start_revision)
 
     def watcher_count(self) -> int:
-        """Number of live watchers (for metrics and leak tests)."""
-        return sum(len(ws) for ws in self._watchers.values())
+        """Number of subscribed watchers (for metrics and leak tests)."""
+        return self._hub.watcher_count()
 
 
 def _check_key(key: str) -> str:

@@ -227,12 +227,12 @@ def test_watch_with_concurrent_writers_is_ordered_and_complete(tmp_path):
         last = await s.current_revision()
         assert last == total  # every create or update succeeded: no gaps in revisions
         for w in watches:
-            start = w._next
+            start = w.next_revision
             events = await take(w, last - start + 1)
             revs = [e.kv.mod_revision for e in events]
             assert revs == list(range(start, last + 1))
             w.close()
-        assert watches[1]._next - 1 == last and watches[3]._next - 1 == last
+        assert watches[1].next_revision - 1 == last and watches[3].next_revision - 1 == last
     run(body, tmp_path)
 
 
