@@ -34,6 +34,11 @@ outcome and comes back as ``(False, current_kv)``. Exceptions are for the rest::
     │   └── WatchOverflowError    a watcher fell too far behind and was dropped   -> HTTP 410
     └── FutureRevisionError       the requested revision has not happened yet    -> HTTP 504
 
+Cancellation
+------------
+Cancelling a pending ``create``/``update``/``delete`` does not undo it: as with etcd, the write
+may or may not have been applied. Re-read the key to find out.
+
 Watch contract
 --------------
 A watch yields every event on keys under ``prefix`` whose revision is ``>= start_revision``, in
@@ -200,7 +205,12 @@ class Store(Protocol):
         """The revision of the last committed mutation."""
 
     async def compact(self, revision: int) -> int:
-        """Drop history older than ``revision``; return the compact revision now in force."""
+        """Drop history up to ``revision``; return the compact revision now in force.
+
+        Afterwards ``list`` accepts revisions ``>= revision`` and ``watch`` start revisions
+        ``> revision``. Compacting at or below the revision in force is a no-op (not an error);
+        a revision newer than the current one raises :class:`FutureRevisionError`.
+        """
 
     @property
     def compact_revision(self) -> int:

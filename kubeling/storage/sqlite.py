@@ -354,17 +354,22 @@ class SQLiteStore:
                 self._compactor.cancel()
                 await asyncio.gather(self._compactor, return_exceptions=True)
             self._queue.put(_STOP)
-            await asyncio.to_thread(self._writer.join)  # type: ignore[union-attr]
+            # Shielded: even if close() is cancelled, teardown finishes in its thread, in order.
+            await asyncio.shield(asyncio.to_thread(self._shutdown))
             # The writer's last call_soon_threadsafe ran before to_thread's own wake-up (FIFO),
-            # so every queued write has been acknowledged by now.
+            # so every queued write has been acknowledged and fanned out by now.
         finally:
             self._hub.close()
-            self._readers.shutdown(wait=True)  # type: ignore[union-attr]
-            with self._rconns_lock:
-                for conn in self._rconns:
-                    conn.close()
-                self._rconns.clear()
-            self._release_files()
+
+    def _shutdown(self) -> None:
+        """Thread side of close(): drain the writer, then the readers, then release the files."""
+        self._writer.join()  # type: ignore[union-attr]
+        self._readers.shutdown(wait=True)  # type: ignore[union-attr]
+        with self._rconns_lock:
+            for conn in self._rconns:
+                conn.close()
+            self._rconns.clear()
+        self._release_files()
 
     def _release_files(self) -> None:
         if self._wconn is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 
 import pytest
 
@@ -373,7 +374,10 @@ def test_one_process_per_file_and_closed_store(tmp_path):
         with pytest.raises(StorageError):
             await take(s.watch("/x/", 0), 1)
         s2 = await SQLiteStore.open(path, compact_interval=0)  # the lock was released
+        await s2.get("/x/a")
         await s2.close()
+        leaked = [t.name for t in threading.enumerate() if t.name.startswith("sqlite-")]
+        assert leaked == []
     asyncio.run(main())
 
 
