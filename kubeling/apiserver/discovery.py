@@ -193,12 +193,18 @@ def storage_version_hash(res: Resource, resources: list[Resource]) -> str:
     """Upstream's opaque storage-version digest: 8 bytes of sha256("<g>/<v>/<kind>").
 
     The digest names the version the object is *stored* as: a legacy version's
-    ``storage_version``, or the owning group's resource for shared storage
-    (``events.k8s.io`` events are stored as core ``v1`` Events).
+    ``storage_version``; else the group's preferred version when it serves the
+    same resource (``autoscaling/v1`` HPAs are stored as ``v2``); and the owning
+    group's resource for shared storage (``events.k8s.io`` events are stored as
+    core ``v1`` Events).
     """
     group, version, kind = res.group, res.version, res.kind
+    preferred = kinds.PREFERRED_VERSION.get(res.group)
     if res.storage_version:
         group, _, version = res.storage_version.rpartition("/")
+    elif not res.crd and preferred and preferred != res.version and any(
+            (o.group, o.version, o.resource) == (res.group, preferred, res.resource) for o in resources):
+        version = preferred
     owner = kinds.SHARED_STORAGE.get((res.group, res.resource))
     if owner:
         for other in resources:
