@@ -236,8 +236,13 @@ def _read_backfill(conn: sqlite3.Connection, prefix: str, start: int) -> list[Ev
 class SQLiteStore:
     """A :class:`~kubeling.storage.interface.Store` on one SQLite file.
 
-    ``await SQLiteStore.open(path)`` (or ``s = SQLiteStore(path); await s.open()``) starts it;
-    ``await s.close()`` finishes queued writes, ends every watch and releases the file.
+    ``await SQLiteStore.open(path)`` (or ``s = SQLiteStore(path); await s.open()``, or
+    ``async with SQLiteStore(path) as s``) starts it; ``await s.close()`` finishes queued writes,
+    ends every watch and releases the file. Options: ``compact_interval`` seconds between
+    automatic compactions (0 disables them), keeping the last ``compact_keep`` revisions;
+    ``synchronous`` "FULL" (power-loss safe, default) or "NORMAL" (process-crash safe);
+    ``watch_buffer`` events a watcher may lag before it is dropped; ``readers`` threads
+    (0 = one per core, 2..4).
     """
 
     def __init__(
@@ -248,7 +253,7 @@ class SQLiteStore:
         compact_keep: int = 1000,
         synchronous: str = "FULL",
         watch_buffer: int = 10000,
-        readers: int = 4,
+        readers: int = 0,
     ) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
@@ -256,7 +261,8 @@ class SQLiteStore:
         self.compact_interval = compact_interval
         self.compact_keep = compact_keep
         self._synchronous = synchronous.upper()
-        self._n_readers = readers
+        # One reader thread per core (2..4): more threads only fight over the GIL.
+        self._n_readers = readers or max(2, min(4, os.cpu_count() or 2))
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
