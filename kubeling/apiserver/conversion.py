@@ -24,6 +24,9 @@ def to_storage(served: Served, obj: dict) -> dict:
     gv = served.res.group_version
     if gv == served.storage_gv:
         return obj
+    if served.res.crd:  # conversion strategy None: only apiVersion differs
+        obj["apiVersion"] = served.storage_gv
+        return obj
     if served.res.storage_version:
         return convert.to_storage(obj)
     if served.res.resource == "horizontalpodautoscalers":
@@ -36,6 +39,9 @@ def to_storage(served: Served, obj: dict) -> dict:
 def from_storage(served: Served, obj: dict) -> dict:
     gv = served.res.group_version
     if gv == served.storage_gv or obj.get("apiVersion") == gv:
+        return obj
+    if served.res.crd:
+        obj["apiVersion"] = gv
         return obj
     if served.res.storage_version:
         return convert.from_storage(obj, gv)

@@ -31,6 +31,7 @@ from kubeling.apiserver.resources import Served
 from kubeling.storage.interface import KeyValue, Store
 
 MAX_CAS_RETRIES = 16
+INTERNAL_WRITES = ("binding", "finalize")
 _GEN_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -194,6 +195,8 @@ class Registry:
                     meta.pop(k, None)
             if ctx.subresource == "status":
                 strat.prepare_for_status_update(obj, old)
+            elif ctx.subresource in INTERNAL_WRITES:
+                pass  # binding and finalize write exactly the fields they own, spec and status alike
             else:
                 strat.prepare_for_update(obj, old)
             if not strat.generation:

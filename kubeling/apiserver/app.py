@@ -1,0 +1,238 @@
+"""The API server: an aiohttp application over one `Store`.
+
+Request pipeline (one middleware, then dispatch by path)::
+
+    TLS (client cert optional) ─► authn (x509 | bearer token | anonymous) ─► dispatch
+      ├─ /healthz /livez /readyz /version /metrics        (non-resource, authz by path)
+      ├─ /openapi/v2  /openapi/v3[/...]                    (built at runtime, cached per CRD set)
+      ├─ /api  /apis  /api/v1  /apis/<g>[/<v>]            (discovery, plain or aggregated)
+      └─ /api/v1/...  /apis/<g>/<v>/...                    ResourceHandler: authz ─► admission ─► registry
+
+Every failure leaves as a ``metav1.Status`` with upstream's code and reason; an
+unexpected exception is logged and becomes 500 InternalError, never a dropped
+connection. Concurrency: a single asyncio loop; the store does blocking I/O in its
+own threads; `resources` is swapped atomically when CRDs change.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+
+import orjson
+from aiohttp import web
+
+from kubeling.api import errors, schema
+from kubeling.apiserver import discovery, openapi
+from kubeling.apiserver.admission import Admission
+from kubeling.apiserver.auth import ANONYMOUS, Attributes, TokenFile, default_authorizer, user_from_cert, \
+    with_authenticated
+from kubeling.apiserver.handlers import ResourceHandler, parse_path, status_response
+from kubeling.apiserver.metrics import Metrics
+from kubeling.apiserver.patching import Patcher
+from kubeling.apiserver.registry import Registry
+from kubeling.apiserver.resources import ResourceMap, builtin_served
+from kubeling.apiserver.subresources import Subresources
+
+log = logging.getLogger(__name__)
+
+NOT_FOUND = errors.StatusError(404, "NotFound", "the server could not find the requested resource", details={})
+
+
+class APIServer:
+    def __init__(self, store, *, token_file: str | None = None, advertise_address: str = "127.0.0.1",
+                 secure_port: int = 6443) -> None:
+        self.store = store
+        self.resources = ResourceMap(builtin_served())
+        self.admission = Admission(store)
+        self.registry = Registry(store, self.admission)
+        self.handler = ResourceHandler(self)
+        self.patcher = Patcher(self)
+        self.subresources = Subresources(self)
+        self.authorizer = default_authorizer()
+        self.tokens = TokenFile(token_file)
+        self.metrics = Metrics()
+        self.advertise_address = advertise_address
+        self.secure_port = secure_port
+        self.ready = False
+        self._openapi: dict = {}
+        self.crd_schemas: dict = {}
+
+    # -- resources -----------------------------------------------------------------------------
+
+    def set_custom_resources(self, served: list, crd_schemas: dict) -> None:
+        """Swap in a new set of CRD-served resources (called by the CRD controller)."""
+        self.resources = self.resources.with_custom(served)
+        self.crd_schemas = crd_schemas
+        self._openapi = {}
+
+    def _v3(self) -> openapi.V3Documents:
+        docs = self._openapi.get("v3")
+        if docs is None:
+            docs = openapi.V3Documents(self.resources.resources(), schema.get(), self.crd_schemas)
+            self._openapi["v3"] = docs
+        return docs
+
+    def _v2(self, protobuf: bool) -> bytes:
+        key = "v2pb" if protobuf else "v2"
+        body = self._openapi.get(key)
+        if body is None:
+            doc = openapi.build_v2(self.resources.resources(), schema.get(), self.crd_schemas)
+            body = openapi.v2_protobuf(doc) if protobuf else orjson.dumps(doc)
+            self._openapi[key] = body
+        return body
+
+    # -- auth ----------------------------------------------------------------------------------
+
+    def authenticate(self, request: web.Request):
+        authz = request.headers.get("Authorization", "")
+        if authz:
+            scheme, _, token = authz.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                user = self.tokens.lookup(token.strip())
+                if user is None:
+                    raise errors.unauthorized()
+                return with_authenticated(user)
+            raise errors.unauthorized()
+        peercert = request.transport.get_extra_info("peercert") if request.transport else None
+        user = user_from_cert(peercert)
+        if user is not None:
+            return with_authenticated(user)
+        if request.get("insecure"):
+            from kubeling.apiserver.auth import UserInfo
+            return UserInfo("system:admin", groups=("system:masters", "system:authenticated"))
+        return ANONYMOUS
+
+    def authorize(self, request: web.Request, attrs: Attributes) -> None:
+        d = self.authorizer.authorize(attrs)
+        if d.allowed:
+            return
+        user = attrs.user.name
+        if attrs.resource_request:
+            resource = attrs.resource + (f"/{attrs.subresource}" if attrs.subresource else "")
+            raise errors.forbidden_error(user, attrs.verb, resource, attrs.group, attrs.name, attrs.namespace,
+                                         d.reason)
+        raise errors.StatusError(403, "Forbidden", f'forbidden: User "{user}" cannot {attrs.verb} path '
+                                 f'"{attrs.path}"', details={})
+
+    # -- the application -----------------------------------------------------------------------
+
+    def build_app(self, *, insecure: bool = False) -> web.Application:
+        @web.middleware
+        async def pipeline(request: web.Request, _handler):
+            start = time.monotonic()
+            request["insecure"] = insecure
+            verb, resource = request.method, ""
+            try:
+                request["user"] = self.authenticate(request)
+                resp, verb, resource = await self.dispatch(request)
+            except errors.StatusError as e:
+                resp = status_response(e)
+            except web.HTTPException:
+                raise
+            except Exception as e:  # noqa: BLE001 - every fault leaves as a Status
+                log.exception("%s %s", request.method, request.path)
+                resp = status_response(errors.internal(str(e) or type(e).__name__))
+            self.metrics.observe(verb, resource, resp.status, time.monotonic() - start)
+            return resp
+
+        app = web.Application(middlewares=[pipeline], client_max_size=3 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._unreachable)
+        return app
+
+    async def _unreachable(self, request: web.Request) -> web.Response:  # the pipeline answers everything
+        raise NOT_FOUND
+
+    async def dispatch(self, request: web.Request) -> tuple[web.StreamResponse, str, str]:
+        path = request.path
+        info = parse_path(request.method, path, request.query)
+        if info is not None:
+            return await self.handler.handle(request, info), info.verb.upper(), info.resource
+        verb = {"GET": "get", "HEAD": "get", "POST": "post", "PUT": "put", "DELETE": "delete",
+                "PATCH": "patch"}.get(request.method, request.method.lower())
+        self.authorize(request, Attributes(request["user"], verb, False, path))
+        if request.method not in ("GET", "HEAD"):
+            raise errors.method_not_allowed(verb, "")
+        return await self.non_resource(request, path), "GET", ""
+
+    async def non_resource(self, request: web.Request, path: str) -> web.StreamResponse:
+        p = path.rstrip("/") or "/"
+        if p in ("/healthz", "/livez", "/readyz") or p.startswith(("/healthz/", "/livez/", "/readyz/")):
+            return await self.health(request, p)
+        if p == "/version":
+            return _json(discovery.version_info())
+        if p == "/metrics":
+            body, ctype = self.metrics.render()
+            return web.Response(body=body, headers={"Content-Type": ctype})
+        if p == "/openapi/v2":
+            accept = request.headers.get("Accept", "")
+            if "protobuf" in accept and "application/json" not in accept.split("protobuf")[0]:
+                return web.Response(body=self._v2(True), headers={"Content-Type": openapi.V2_PROTOBUF_MEDIA_TYPE})
+            return web.Response(body=self._v2(False), content_type="application/json")
+        if p == "/openapi/v3":
+            return web.Response(body=self._v3().index_body, content_type="application/json")
+        if p.startswith("/openapi/v3/"):
+            got = self._v3().get(p[len("/openapi/v3/"):])
+            if got is None:
+                raise NOT_FOUND
+            body, digest = got
+            headers = {"ETag": f'"{digest}"', "Cache-Control": "public, immutable" if request.query.get("hash")
+                       else "no-cache, private", "Content-Type": "application/json"}
+            if request.headers.get("If-None-Match") == f'"{digest}"':
+                return web.Response(status=304, headers=headers)
+            return web.Response(body=body, headers=headers)
+        resources = [r for r in self.resources.resources()]
+        aggregated = discovery.negotiate_aggregated(request.headers.get("Accept"))
+        agg_ct = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        if p == "/api":
+            if aggregated:
+                return _json(discovery.aggregated_api(resources), agg_ct)
+            return _json(discovery.api_versions(f"{self.advertise_address}:{self.secure_port}"))
+        if p == "/apis":
+            if aggregated:
+                return _json(discovery.aggregated_apis(resources), agg_ct)
+            return _json(discovery.api_group_list(resources))
+        parts = [x for x in p.split("/") if x]
+        if parts[0] == "api" and len(parts) == 2:
+            doc = discovery.api_resource_list(parts[1], resources)
+        elif parts[0] == "apis" and len(parts) == 2:
+            doc = discovery.api_group(parts[1], resources)
+        elif parts[0] == "apis" and len(parts) == 3:
+            doc = discovery.api_resource_list(f"{parts[1]}/{parts[2]}", resources)
+        else:
+            doc = None
+        if doc is None:
+            raise NOT_FOUND
+        return _json(doc)
+
+    async def health(self, request: web.Request, path: str) -> web.Response:
+        checks = {"ping": True, "etcd": await self._store_ok(), "poststarthook/crd-informer-synced": self.ready}
+        if path.startswith("/livez"):
+            checks.pop("poststarthook/crd-informer-synced")
+        ok = all(checks.values())
+        if "verbose" in request.query:
+            lines = [f"[{'+' if v else '-'}]{k} {'ok' if v else 'failed'}" for k, v in checks.items()]
+            lines.append(f"{path.strip('/').split('/')[0]} check {'passed' if ok else 'failed'}")
+            return web.Response(text="\n".join(lines) + "\n", status=200 if ok else 500)
+        return web.Response(text="ok" if ok else "not ready", status=200 if ok else 500)
+
+    async def _store_ok(self) -> bool:
+        try:
+            await self.store.current_revision()
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+
+def _json(doc: dict, content_type: str = "application/json") -> web.Response:
+    return web.Response(body=orjson.dumps(doc), headers={"Content-Type": content_type})
+
+
+def server_ssl_context(pki) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(pki.serving_cert), str(pki.serving_key))
+    ctx.load_verify_locations(str(pki.ca_cert))
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx

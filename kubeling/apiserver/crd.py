@@ -1,0 +1,182 @@
+"""Serving CustomResourceDefinitions: the apiextensions part of the API server.
+
+The CRD controller keeps `APIServer.resources` in step with the stored CRDs. It is
+part of the API server process (as upstream's apiextensions-apiserver is), so it reads
+the CRD prefix of the store directly: list at start, then watch.
+
+For each CRD it:
+- serves every ``served`` version as a `Served` with the version's schema,
+  printer columns, status and scale subresources (all versions share storage; with
+  conversion ``None`` only ``apiVersion`` changes between them);
+- sets ``status.conditions`` NamesAccepted and Established, ``acceptedNames`` and
+  ``storedVersions``, and adds the ``customresourcecleanup.apiextensions.k8s.io`` finalizer;
+- on deletion, deletes every custom resource of the CRD, then removes that finalizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+
+from kubeling.api import errors, kinds
+from kubeling.apiserver.registry import Context, decode, now_rfc3339
+from kubeling.apiserver.resources import Served
+from kubeling.storage.interface import CompactedError
+
+log = logging.getLogger(__name__)
+
+CRD_PREFIX = "/registry/apiextensions.k8s.io/customresourcedefinitions/"
+CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+
+
+def served_for(crd: dict) -> list[Served]:
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group = spec.get("group", "")
+    kind = names.get("kind", "")
+    plural = names.get("plural", "")
+    if not (group and kind and plural):
+        return []
+    versions = spec.get("versions") or []
+    storage = next((v["name"] for v in versions if v.get("storage")), versions[0]["name"] if versions else "")
+    out = []
+    for v in versions:
+        if not v.get("served", True):
+            continue
+        subs = v.get("subresources") or {}
+        subresources = tuple(s for s in ("status", "scale") if s in subs)
+        res = kinds.Resource(
+            group, v["name"], plural, kind, spec.get("scope", "Namespaced") == "Namespaced",
+            tuple(names.get("shortNames") or ()), tuple(names.get("categories") or ()), subresources,
+            kinds.ALL_VERBS, crd=True, singular=names.get("singular") or kind.lower(),
+            list_kind=names.get("listKind") or kind + "List",
+            extra={"selectableFields": v.get("selectableFields") or [], "crd": crd["metadata"]["name"]})
+        schema_node = ((v.get("schema") or {}).get("openAPIV3Schema")) or {"type": "object",
+                                                                           "x-kubernetes-preserve-unknown-fields": True}
+        out.append(Served(res, f"/registry/{group}/{plural}/", f"{group}/{storage}", schema_node,
+                          tuple(v.get("additionalPrinterColumns") or ()),
+                          ".status" if "status" in subs else None, subs.get("scale"), crd["metadata"]["name"]))
+    return out
+
+
+def _established(crd: dict) -> bool:
+    conds = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
+
+
+class CRDController:
+    def __init__(self, api) -> None:
+        self.api = api
+        self.crds: dict[str, dict] = {}
+        self.revision = 0
+
+    async def start(self) -> None:
+        res = await self.api.store.list(CRD_PREFIX)
+        self.revision = res.revision
+        for kv in res.kvs:
+            crd = decode(kv)
+            self.crds[crd["metadata"]["name"]] = crd
+        self._publish()
+
+    def _publish(self) -> None:
+        served, schemas = [], {}
+        # A CRD being deleted stays served until its cleanup finalizer is done.
+        for crd in self.crds.values():
+            for s in served_for(crd):
+                served.append(s)
+                schemas[(s.res.group, s.res.version, s.res.kind)] = s.schema
+        self.api.set_custom_resources(served, schemas)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        for crd in list(self.crds.values()):
+            await self._reconcile(crd)
+        while not stop.is_set():
+            w = self.api.store.watch(CRD_PREFIX, self.revision + 1)
+            try:
+                async for ev in w:
+                    self.revision = ev.kv.mod_revision
+                    name = ev.kv.key[len(CRD_PREFIX):]
+                    if ev.type == "DELETE":
+                        self.crds.pop(name, None)
+                        self._publish()
+                        continue
+                    crd = decode(ev.kv)
+                    self.crds[name] = crd
+                    self._publish()
+                    await self._reconcile(crd)
+            except CompactedError:
+                await self.start()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad CRD must not stop serving the others
+                log.exception("CRD controller")
+                await asyncio.sleep(1)
+            finally:
+                w.close()
+
+    async def _reconcile(self, crd: dict) -> None:
+        try:
+            if crd["metadata"].get("deletionTimestamp"):
+                await self._cleanup(crd)
+            elif not _established(crd) or CLEANUP_FINALIZER not in (crd["metadata"].get("finalizers") or []):
+                await self._establish(crd)
+        except errors.StatusError as e:
+            if e.code not in (404, 409):
+                log.warning("CRD %s: %s", crd["metadata"]["name"], e.message)
+
+    def _served_crd(self) -> Served:
+        return self.api.resources.get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+
+    async def _establish(self, crd: dict) -> None:
+        name = crd["metadata"]["name"]
+        served = self._served_crd()
+        ctx = Context(user="system:apiserver", field_manager="kube-apiserver", subresource="finalize")
+
+        async def mutate(current: dict | None) -> dict:
+            if current is None:
+                raise errors.not_found("customresourcedefinitions", "apiextensions.k8s.io", name)
+            new = copy.deepcopy(current)
+            fins = new["metadata"].setdefault("finalizers", [])
+            if CLEANUP_FINALIZER not in fins:
+                fins.append(CLEANUP_FINALIZER)
+            spec = new.get("spec") or {}
+            names = dict(spec.get("names") or {})
+            names.setdefault("singular", names.get("kind", "").lower())
+            names.setdefault("listKind", names.get("kind", "") + "List")
+            now = now_rfc3339()
+            status = new.setdefault("status", {})
+            status["acceptedNames"] = names
+            status["conditions"] = [
+                {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now, "reason": "NoConflicts",
+                 "message": "no conflicts found"},
+                {"type": "Established", "status": "True", "lastTransitionTime": now,
+                 "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+            ]
+            stored = [v["name"] for v in spec.get("versions") or [] if v.get("storage")]
+            status["storedVersions"] = sorted(set((status.get("storedVersions") or []) + stored))
+            return new
+
+        await self.api.registry.guaranteed_update(served, None, name, mutate, ctx)
+
+    async def _cleanup(self, crd: dict) -> None:
+        name = crd["metadata"]["name"]
+        if CLEANUP_FINALIZER not in (crd["metadata"].get("finalizers") or []):
+            return
+        spec = crd.get("spec") or {}
+        prefix = f"/registry/{spec.get('group')}/{(spec.get('names') or {}).get('plural')}/"
+        res = await self.api.store.list(prefix)
+        for kv in res.kvs:
+            await self.api.store.delete(kv.key)
+        served = self._served_crd()
+        ctx = Context(user="system:apiserver", field_manager="kube-apiserver", subresource="finalize")
+
+        async def mutate(current: dict | None) -> dict:
+            if current is None:
+                raise errors.not_found("customresourcedefinitions", "apiextensions.k8s.io", name)
+            new = copy.deepcopy(current)
+            new["metadata"]["finalizers"] = [f for f in new["metadata"].get("finalizers") or []
+                                             if f != CLEANUP_FINALIZER]
+            return new
+
+        await self.api.registry.guaranteed_update(served, None, name, mutate, ctx)

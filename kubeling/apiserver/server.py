@@ -1,0 +1,143 @@
+"""Running the API server: storage, PKI, bootstrap objects, listeners, in-process controllers.
+
+`run(options, stop)` owns everything it starts and tears it down in a shielded
+``finally``, in reverse order: controllers, listeners, then the store (so that an
+acknowledged write is on disk before the process exits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from kubeling.api import errors
+from kubeling.apiserver.app import APIServer, server_ssl_context
+from kubeling.apiserver.certs import PKI, write_kubeconfig
+from kubeling.apiserver.crd import CRDController
+from kubeling.apiserver.registry import Context
+from kubeling.storage.sqlite import SQLiteStore
+
+log = logging.getLogger(__name__)
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+KUBERNETES_SERVICE_IP = "10.43.0.1"
+
+
+@dataclass
+class Options:
+    data_dir: str = ".kubeling"
+    bind_address: str = "127.0.0.1"
+    secure_port: int = 6443
+    insecure_port: int = 0
+    token_auth_file: str | None = None
+    advertise_address: str = ""
+    compact_interval: float = 300.0
+    compact_keep: int = 1000
+    controllers: list[str] = field(default_factory=lambda: ["*"])
+
+
+async def bootstrap(api: APIServer) -> None:
+    """Objects every cluster has: system namespaces, the `kubernetes` Service and its endpoints,
+    and the system priority classes. Idempotent."""
+    ctx = Context(user="system:apiserver", field_manager="kube-apiserver")
+
+    async def ensure(group, version, resource, obj, namespace=None):
+        served = api.resources.get(group, version, resource)
+        try:
+            await api.registry.create(served, obj, Context(user=ctx.user, field_manager=ctx.field_manager,
+                                                           namespace=namespace))
+        except errors.StatusError as e:
+            if e.reason != "AlreadyExists":
+                raise
+
+    for ns in SYSTEM_NAMESPACES:
+        await ensure("", "v1", "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    port = api.secure_port
+    await ensure("", "v1", "services", {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": KUBERNETES_SERVICE_IP, "type": "ClusterIP", "sessionAffinity": "None",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}},
+        namespace="default")
+    await ensure("", "v1", "endpoints", {
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": api.advertise_address}],
+                     "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}, namespace="default")
+    for name, value in (("system-node-critical", 2000001000), ("system-cluster-critical", 2000000000)):
+        await ensure("scheduling.k8s.io", "v1", "priorityclasses", {
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+            "value": value, "description": "Used for system critical pods that must not be moved from their "
+            "current node." if name == "system-node-critical" else "Used for system critical pods that must run "
+            "in the cluster, but can be moved to another node if necessary."})
+
+
+async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
+    data = Path(opts.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    os.chmod(data, 0o700)
+    advertise = opts.advertise_address or (opts.bind_address if opts.bind_address not in ("0.0.0.0", "::")
+                                           else "127.0.0.1")
+    pki = PKI(data, hosts=[advertise, opts.bind_address])
+    pki.ensure()
+    store = await SQLiteStore.open(str(data / "state.db"), compact_interval=opts.compact_interval,
+                                   compact_keep=opts.compact_keep)
+    runners: list[web.AppRunner] = []
+    tasks: list[asyncio.Task] = []
+    try:
+        api = APIServer(store, token_file=opts.token_auth_file, advertise_address=advertise,
+                        secure_port=opts.secure_port)
+        crds = CRDController(api)
+        await crds.start()
+        await bootstrap(api)
+        runner = web.AppRunner(api.build_app(), access_log=None, handler_cancellation=True)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, opts.bind_address, opts.secure_port, ssl_context=server_ssl_context(pki),
+                           backlog=1024)
+        await site.start()
+        if opts.insecure_port:
+            log.warning("serving WITHOUT authentication on http://127.0.0.1:%d (development only)",
+                        opts.insecure_port)
+            irunner = web.AppRunner(api.build_app(insecure=True), access_log=None, handler_cancellation=True)
+            await irunner.setup()
+            runners.append(irunner)
+            await web.TCPSite(irunner, "127.0.0.1", opts.insecure_port).start()
+        kubeconfig = data / "admin.kubeconfig"
+        host = advertise if ":" not in advertise else f"[{advertise}]"
+        write_kubeconfig(kubeconfig, f"https://{host}:{opts.secure_port}", pki)
+        api.ready = True
+        tasks.append(asyncio.create_task(crds.run(stop), name="crd-controller"))
+        from kubeling.controllers import manager
+        tasks.append(asyncio.create_task(manager.run(str(kubeconfig), stop, opts.controllers),
+                                         name="controller-manager"))
+        log.info("kubeling API server ready on https://%s:%d", host, opts.secure_port)
+        if on_ready:
+            on_ready(api, kubeconfig)
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not waiter and t.exception():
+                raise t.exception()
+    finally:
+        await asyncio.shield(_shutdown(tasks, runners, store))
+
+
+async def _shutdown(tasks, runners, store) -> None:
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        try:
+            await t
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            pass
+    for r in reversed(runners):
+        await r.cleanup()
+    await store.close()

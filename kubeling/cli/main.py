@@ -1,0 +1,72 @@
+"""The ``kubeling`` command.
+
+``kubeling server`` runs the API server and the in-process controllers (like k3s, one
+process tree); later issues add the scheduler and the node agent to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from kubeling.apiserver import server
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=".kubeling", help="state, PKI and kubeconfig (default: .kubeling)")
+    p.add_argument("--bind-address", default="127.0.0.1")
+    p.add_argument("--secure-port", type=int, default=6443)
+    p.add_argument("--insecure-port", type=int, default=0,
+                   help="DEVELOPMENT ONLY: also serve plain HTTP without authentication on 127.0.0.1")
+    p.add_argument("--advertise-address", default="")
+    p.add_argument("--token-auth-file", default=None, help='CSV of token,user,uid,"group1,group2"')
+    p.add_argument("--compact-interval", type=float, default=300.0, help="seconds between compactions")
+    p.add_argument("--compact-keep", type=int, default=1000, help="revisions of history compaction keeps")
+    p.add_argument("--controllers", default="*", help="comma-separated controllers to run ('*' = all, '' = none)")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    opts = server.Options(data_dir=args.data_dir, bind_address=args.bind_address, secure_port=args.secure_port,
+                          insecure_port=args.insecure_port, token_auth_file=args.token_auth_file,
+                          advertise_address=args.advertise_address, compact_interval=args.compact_interval,
+                          compact_keep=args.compact_keep,
+                          controllers=[c for c in args.controllers.split(",") if c])
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        def ready(api, kubeconfig) -> None:
+            print(f"kubeling: ready. export KUBECONFIG={kubeconfig.resolve()}", file=sys.stderr, flush=True)
+
+        await server.run(opts, stop, on_ready=ready)
+
+    try:
+        import uvloop  # type: ignore[import-not-found]
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kubeling", description="A real Kubernetes, written in Python")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("server", help="run the API server and controllers")
+    _server_args(p)
+    p.set_defaults(func=cmd_server)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
