@@ -8,7 +8,9 @@ field numbers are those of gnostic-models' ``openapiv2/OpenAPIv2.proto``.
 A small hand-written proto3 encoder: varints, length-delimited fields, 64-bit
 doubles; default values (empty string, false, 0) are omitted as proto3 does,
 while a message chosen in a ``oneof`` is always written, even when empty, so
-the reader sees which branch was taken. Vendor extensions (``x-kubernetes-*``)
+the reader sees which branch was taken. As with upstream's gnostic encoding, a
+numeric constraint equal to 0 (``minimum: 0``) or a false flag is therefore
+indistinguishable from an absent one. Vendor extensions (``x-kubernetes-*``)
 and ``default``/``enum``/``example`` values are ``Any`` messages whose ``yaml``
 field holds the value as JSON (a YAML subset every YAML reader accepts).
 
