@@ -158,6 +158,12 @@ class Watch:
 
     async def aclose(self) -> None:
         self._closed = True
+        lines, self._lines = self._lines, None
+        if lines is not None and hasattr(lines, "aclose"):
+            try:
+                await lines.aclose()  # finalize the line generator now, not at GC time
+            except RuntimeError:
+                pass  # it is being iterated by another task; closing the response ends it
         if self._resp is not None:
             resp, self._resp = self._resp, None
             await resp.aclose()
