@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeling.api.errors import FieldError, forbidden, invalid_value, required
+from kubeling.api.errors import FieldError, invalid_value, required
+
+
+def forbidden(field: str, detail: str) -> FieldError:
+    """A Forbidden field error (``errors.forbidden`` is shadowed by the StatusError constructor)."""
+    return FieldError("Forbidden", field, detail)
+
 
 TYPES = ("array", "boolean", "integer", "number", "object", "string")
 COMBINATORS = ("allOf", "anyOf", "oneOf")

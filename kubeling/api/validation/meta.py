@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from kubeling.api.errors import FieldError, forbidden, invalid_value, not_supported, required, too_long
+from kubeling.api.errors import FieldError, invalid_value, not_supported, required, too_long
 from kubeling.api.validation import util
+
+
+def forbidden(field: str, detail: str) -> FieldError:
+    """A Forbidden field error (``errors.forbidden`` is shadowed by the StatusError constructor)."""
+    return FieldError("Forbidden", field, detail)
+
 
 TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024
 IMMUTABLE = "field is immutable"

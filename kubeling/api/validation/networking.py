@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeling.api.errors import FieldError, duplicate, forbidden, invalid_value, not_supported, required
+from kubeling.api.errors import FieldError, duplicate, invalid_value, not_supported, required
+from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation import meta, util
 from kubeling.api.validation.container import PROTOCOLS, validate_port_num_or_name
 from kubeling.api.validation.kind import Kind

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeling.api.errors import FieldError, forbidden, invalid_value, not_supported, required
+from kubeling.api.errors import FieldError, invalid_value, not_supported, required
+from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation import meta
 from kubeling.api.validation.apps import _not_over_100_percent, validate_int_or_percent
 from kubeling.api.validation.kind import Kind
