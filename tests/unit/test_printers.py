@@ -60,8 +60,9 @@ ROWS = [
                                                     "controller": True}]), "revision": 2},
         ["db-7f", "statefulset.apps/db", 2, "5m"], id="controllerrevision"),
     pytest.param(res("Job", "batch"), {
-        "metadata": meta("pi", 7200), "spec": {"completions": 1, "template": POD_TEMPLATE,
-                                               "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u"}}},
+        "metadata": meta("pi", 7200),
+        "spec": {"completions": 1, "template": POD_TEMPLATE,
+                 "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u"}}},
         "status": {"succeeded": 1, "startTime": ago(7200), "completionTime": ago(7200 - 62),
                    "conditions": [{"type": "Complete", "status": "True"}]}},
         ["pi", "Complete", "1/1", "62s", "120m", "nginx,log", "nginx:1.25,busybox",
@@ -89,7 +90,8 @@ ROWS = [
                                                   "kubernetes.io/role": "worker"}),
         "spec": {"unschedulable": True},
         "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                   "addresses": [{"type": "InternalIP", "address": "172.18.0.2"}, {"type": "Hostname", "address": "n1"}],
+                   "addresses": [{"type": "InternalIP", "address": "172.18.0.2"},
+                                 {"type": "Hostname", "address": "n1"}],
                    "nodeInfo": {"kubeletVersion": "v1.33.0", "osImage": "Debian", "kernelVersion": "6.1",
                                 "containerRuntimeVersion": "kubeling://0.1"}}},
         ["n1", "Ready,SchedulingDisabled", "control-plane,worker", "5h", "v1.33.0", "172.18.0.2", "<none>", "Debian",
@@ -102,7 +104,8 @@ ROWS = [
         {"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}], "ports": [{"port": 80}, {"port": 443}]}]},
         ["svc", "10.0.0.1:80,10.0.0.2:80,10.0.0.1:443 + 1 more...", "5m"], id="endpoints-more"),
     pytest.param(res("Endpoints"), {"metadata": meta("v6"), "subsets": [
-        {"addresses": [{"ip": "fd00::1"}], "ports": [{"port": 53}]}]}, ["v6", "[fd00::1]:53", "5m"], id="endpoints-ipv6"),
+        {"addresses": [{"ip": "fd00::1"}], "ports": [{"port": 53}]}]},
+        ["v6", "[fd00::1]:53", "5m"], id="endpoints-ipv6"),
     pytest.param(res("ConfigMap"), {"metadata": meta("cm"), "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}},
                  ["cm", 3, "5m"], id="configmap"),
     pytest.param(res("Secret"), {"metadata": meta("s"), "type": "Opaque", "data": {"a": "MQ=="}},
@@ -184,9 +187,11 @@ ROWS = [
     pytest.param(res("PriorityClass", "scheduling.k8s.io"), {
         "metadata": meta("high"), "value": 1000, "globalDefault": False, "preemptionPolicy": "Never"},
         ["high", 1000, False, "5m", "Never"], id="priorityclass"),
-    pytest.param(res("Role", "rbac.authorization.k8s.io"), {"metadata": meta("r", creationTimestamp="2024-01-02T03:04:05Z")},
-                 ["r", "2024-01-02T03:04:05Z"], id="role-default-table"),
-    pytest.param(res("CustomResourceDefinition", "apiextensions.k8s.io"), {"metadata": meta("crontabs.stable.example.com")},
+    pytest.param(res("Role", "rbac.authorization.k8s.io"),
+                 {"metadata": meta("r", creationTimestamp="2024-01-02T05:04:05+02:00")},
+                 ["r", "2024-01-02T03:04:05Z"], id="role-default-table-in-utc"),
+    pytest.param(res("CustomResourceDefinition", "apiextensions.k8s.io"),
+                 {"metadata": meta("crontabs.stable.example.com")},
                  ["crontabs.stable.example.com", ago(300)], id="crd-default-table"),
 ]
 
@@ -248,6 +253,11 @@ EVENT_NEW = {
 ])
 def test_event_rows(r, obj, expected):
     assert printers.cells(r, obj, NOW) == expected
+
+
+def test_events_k8s_io_printer_accepts_core_shape():
+    core_cells = printers.cells(res("Event"), EVENT_CORE, NOW)
+    assert printers.cells(res("Event", "events.k8s.io"), EVENT_CORE, NOW) == core_cells
 
 
 def test_event_columns_match_upstream():

@@ -242,7 +242,12 @@ ENDPOINT_SLICE = Printer((
 # --- events.k8s.io: Event, shown with core Event's columns (upstream prints both alike) ----------
 
 def core_event(o: dict) -> dict:
-    """An events.k8s.io/v1 Event in core/v1 field names, for the shared printer."""
+    """An events.k8s.io/v1 Event in core/v1 field names, for the shared printer.
+
+    The two groups share storage, so an object already in core shape passes through.
+    """
+    if "involvedObject" in o or "regarding" not in o and "note" not in o:
+        return o
     out = {"metadata": o.get("metadata") or {}, "involvedObject": o.get("regarding") or {},
            "message": o.get("note", ""), "reason": o.get("reason", ""), "type": o.get("type", ""),
            "source": o.get("deprecatedSource") or {}, "firstTimestamp": o.get("deprecatedFirstTimestamp"),
