@@ -11,7 +11,7 @@ import pytest
 
 from kubeling.client import kubeconfig
 from kubeling.client.events import EventRecorder
-from kubeling.client.exceptions import TransportError, is_conflict, is_not_found
+from kubeling.client.exceptions import ResourceExpired, TransportError, is_conflict, is_not_found
 from kubeling.client.informer import Informer
 from kubeling.client.leaderelection import LeaderElector
 from kubeling.client.rest import RESTClient
@@ -25,14 +25,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("kubeling")
+def _start(data, *extra):
+    """Start ``kubeling server`` on a free loopback port; yield its admin kubeconfig path."""
     port = _free_port()
     log = open(data / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "kubeling.cli.main", "server", "--data-dir", str(data),
-                             "--secure-port", str(port), "--bind-address", "127.0.0.1", "--controllers", ""],
-                            stdout=log, stderr=subprocess.STDOUT)
+                             "--secure-port", str(port), "--bind-address", "127.0.0.1", "--controllers", "",
+                             *extra], stdout=log, stderr=subprocess.STDOUT)
     kc = data / "admin.kubeconfig"
     try:
         deadline = time.monotonic() + 60
@@ -53,6 +52,18 @@ def server(tmp_path_factory):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from _start(tmp_path_factory.mktemp("kubeling"))
+
+
+@pytest.fixture(scope="module")
+def compacting_server(tmp_path_factory):
+    """A server that compacts away all but the last revision every 0.2s."""
+    yield from _start(tmp_path_factory.mktemp("kubeling-compact"), "--compact-interval", "0.2",
+                      "--compact-keep", "1")
 
 
 async def _ready(kc: str) -> bool:
@@ -245,5 +256,37 @@ def test_event_recorder_writes_and_bumps_count(server):
             assert synced["involvedObject"]["uid"] == cm["metadata"]["uid"]
             assert synced["source"] == {"component": "live-test", "host": "host-1"}
             assert by_reason["Failed"]["count"] == 1
+
+    asyncio.run(main())
+
+
+def test_compacted_history_is_resource_expired_and_informer_relists(compacting_server):
+    async def main():
+        async with RESTClient.from_kubeconfig(compacting_server, component="test") as c:
+            ns = await _namespace(c)
+            for n in ("a", "b", "c"):
+                await c.create("", "v1", "configmaps", _cm(n, ns))
+            page = await c.list("", "v1", "configmaps", namespace=ns, limit=1)
+            old_rv = page["metadata"]["resourceVersion"]
+            for n in ("d", "e"):
+                await c.create("", "v1", "configmaps", _cm(n, ns))
+            await asyncio.sleep(1.0)  # several compactions
+            with pytest.raises(ResourceExpired):
+                async with c.watch("", "v1", "configmaps", namespace=ns, resource_version=old_rv) as w:
+                    async for _ in w:
+                        pass
+            with pytest.raises(ResourceExpired):
+                await c.list("", "v1", "configmaps", namespace=ns, limit=1, continue_=page["metadata"]["continue"])
+
+            # An informer paging through a compacting store still ends with the full set.
+            inf = Informer(c, "", "v1", "configmaps", namespace=ns, page_size=1)
+            stop = asyncio.Event()
+            task = asyncio.create_task(inf.run(stop))
+            try:
+                assert await inf.wait_for_sync(10)
+                assert sorted(inf.indexer.list_keys()) == [f"{ns}/{n}" for n in "abcde"]
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 10)
 
     asyncio.run(main())
