@@ -171,14 +171,15 @@ def compare(lhs: Any, rhs: Any, node: dict | None, schemas) -> Comparison:
 
     Leaves (scalars, atomics, empty containers) are added, modified or removed.
     A container that appears or disappears as a whole is itself added or
-    removed too, so that its writer owns its existence -- except that a new
-    struct field is not: Go objects always carry their non-pointer structs, so
-    upstream rarely records them, and we lean the same way.
+    removed too, so that its writer owns its existence -- except a new struct
+    field or required field: upstream compares typed Go objects, whose
+    non-pointer structs and non-omitempty (required) fields always exist, so it
+    does not record those, and we follow.
     """
     c = Comparison(FieldSet(), FieldSet(), FieldSet())
     if node is not None and schemas is not None:
         node = schemas.resolve(node)
-    _compare(lhs, rhs, node, schemas, (), c)
+    _compare(lhs, rhs, node, schemas, (), c, False)
     return c
 
 
@@ -200,7 +201,7 @@ def _leaf(l: Any, r: Any, node: dict | None) -> bool:
     return all(not v for v in present)
 
 
-def _compare(l: Any, r: Any, node: dict | None, schemas, path: Path, c: Comparison) -> None:
+def _compare(l: Any, r: Any, node: dict | None, schemas, path: Path, c: Comparison, owns_itself: bool) -> None:
     if _leaf(l, r, node):
         if l is _MISSING:
             c.added.insert(path)
@@ -212,21 +213,24 @@ def _compare(l: Any, r: Any, node: dict | None, schemas, path: Path, c: Comparis
     if path:
         if r is _MISSING:
             c.removed.insert(path)
-        elif l is _MISSING and not (path[-1].startswith("f:") and is_struct(node)):
+        elif l is _MISSING and owns_itself:
             c.added.insert(path)
     v = r if r is not _MISSING else l
     if isinstance(v, dict):
         ld = l if isinstance(l, dict) else {}
         rd = r if isinstance(r, dict) else {}
+        required = (node or {}).get("required") or ()
         for k in {**ld, **rd}:
-            _compare(ld.get(k, _MISSING), rd.get(k, _MISSING), prop(schemas, node, k), schemas, path + ("f:" + k,), c)
+            child = prop(schemas, node, k)
+            _compare(ld.get(k, _MISSING), rd.get(k, _MISSING), child, schemas, path + ("f:" + k,), c,
+                     not is_struct(child) and k not in required)
         return
     ltype, keys = list_type(node)
     inode = items_of(schemas, node)
     li = index_items(l if isinstance(l, list) else [], ltype, keys, inode)
     ri = index_items(r if isinstance(r, list) else [], ltype, keys, inode)
     for pe in {**li, **ri}:
-        _compare(li.get(pe, _MISSING), ri.get(pe, _MISSING), inode, schemas, path + (pe,), c)
+        _compare(li.get(pe, _MISSING), ri.get(pe, _MISSING), inode, schemas, path + (pe,), c, True)
 
 
 def index_items(items: list, ltype: str, keys: list[str], inode: dict | None) -> dict[str, Any]:
