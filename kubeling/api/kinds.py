@@ -32,7 +32,8 @@ class Resource:
     crd: bool = False
     singular: str = ""
     list_kind: str = ""
-    # Served in discovery; a legacy (beyond-upstream) version is served but hidden.
+    # Served in discovery. Legacy (beyond-upstream) versions are discoverable, so that kubectl can
+    # map their kinds, but have no OpenAPI documents (upstream has no schemas for them).
     discoverable: bool = True
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -135,13 +136,12 @@ BUILTIN: list[Resource] = [
     # apiextensions
     _r("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
        ["crd", "crds"], ("api-extensions",), ["status"]),
-    # Legacy versions (beyond upstream): served by conversion to apps/v1, hidden from discovery.
-    _r("extensions", "v1beta1", "deployments", "Deployment", True, ["deploy"], ALL, ["status", "scale"],
-       storage_version="apps/v1", discoverable=False),
-    _r("apps", "v1beta1", "deployments", "Deployment", True, ["deploy"], ALL, ["status", "scale"],
-       storage_version="apps/v1", discoverable=False),
-    _r("apps", "v1beta2", "deployments", "Deployment", True, ["deploy"], ALL, ["status", "scale"],
-       storage_version="apps/v1", discoverable=False),
+    # Legacy versions (beyond upstream): served by conversion to apps/v1.
+    # No short names or categories, so that `kubectl get deploy` and `get all` find apps/v1 only.
+    _r("extensions", "v1beta1", "deployments", "Deployment", True, sub=["status", "scale"],
+       storage_version="apps/v1"),
+    _r("apps", "v1beta1", "deployments", "Deployment", True, sub=["status", "scale"], storage_version="apps/v1"),
+    _r("apps", "v1beta2", "deployments", "Deployment", True, sub=["status", "scale"], storage_version="apps/v1"),
 ]
 
 # The version each group prefers (first listed in discovery).
@@ -161,6 +161,7 @@ PREFERRED_VERSION = {
     "authorization.k8s.io": "v1",
     "authentication.k8s.io": "v1",
     "apiextensions.k8s.io": "v1",
+    "extensions": "v1beta1",
 }
 
 # Group order in /apis, as upstream lists them.
@@ -178,6 +179,8 @@ SHARED_STORAGE = {
 
 def storage_prefix(res: Resource) -> str:
     group, resource = SHARED_STORAGE.get((res.group, res.resource), (res.group, res.resource))
+    if res.storage_version:
+        group = res.storage_version.rpartition("/")[0]
     return f"/registry/{group or 'core'}/{resource}/"
 
 

@@ -120,7 +120,7 @@ class APIServer:
 
     def build_app(self, *, insecure: bool = False) -> web.Application:
         @web.middleware
-        async def pipeline(request: web.Request, _handler):
+        async def pipeline(request: web.Request, handler):
             start = time.monotonic()
             request["insecure"] = insecure
             verb, resource = request.method, ""
@@ -166,8 +166,7 @@ class APIServer:
             body, ctype = self.metrics.render()
             return web.Response(body=body, headers={"Content-Type": ctype})
         if p == "/openapi/v2":
-            accept = request.headers.get("Accept", "")
-            if "protobuf" in accept and "application/json" not in accept.split("protobuf")[0]:
+            if openapi.wants_v2_protobuf(request.headers.get("Accept", "")):
                 return web.Response(body=self._v2(True), headers={"Content-Type": openapi.V2_PROTOBUF_MEDIA_TYPE})
             return web.Response(body=self._v2(False), content_type="application/json")
         if p == "/openapi/v3":
@@ -184,7 +183,7 @@ class APIServer:
             return web.Response(body=body, headers=headers)
         resources = [r for r in self.resources.resources()]
         aggregated = discovery.negotiate_aggregated(request.headers.get("Accept"))
-        agg_ct = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        agg_ct = discovery.AGGREGATED_MEDIA_TYPE
         if p == "/api":
             if aggregated:
                 return _json(discovery.aggregated_api(resources), agg_ct)

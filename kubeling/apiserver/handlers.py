@@ -225,8 +225,7 @@ class ResourceHandler:
         try:
             lsel = labels.parse(q.get("labelSelector", ""))
         except ValueError as e:
-            raise errors.bad_request(f"unable to parse requirement: {e}" if "unable to parse" not in str(e)
-                                     else str(e)) from None
+            raise errors.bad_request(str(e)) from None
         try:
             fsel = fields.parse(q.get("fieldSelector", ""))
         except ValueError as e:

@@ -353,7 +353,7 @@ def root_doc_path(route: Route) -> str:
 
 def routes(resources: list[Resource], defs: Definitions) -> list[Route]:
     """All routes of the served, discoverable resources, plus the discovery roots."""
-    served = [r for r in resources if r.discoverable]
+    served = [r for r in resources if r.discoverable and not r.storage_version]
     out: list[Route] = []
     groups: list[str] = []
     for res in served:

@@ -215,7 +215,8 @@ class Registry:
     def strategy(self, served: Served) -> strategies.Strategy:
         if served.res.crd:
             return strategies.for_resource(served.res.group, served.res.resource, served.has_status)
-        return strategies.for_resource(served.res.group, served.res.resource)
+        group = served.storage_gv.rpartition("/")[0] if served.res.storage_version else served.res.group
+        return strategies.for_resource(group, served.res.resource)
 
     def _manage(self, served: Served, obj: dict, old: dict | None, ctx: Context, operation: str = "Update"):
         if operation == "Update":

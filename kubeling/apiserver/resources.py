@@ -30,7 +30,6 @@ class Served:
     status_path: str | None = None    # CRD subresources.status present -> ".status"
     scale: dict | None = None         # CRD subresources.scale
     crd_name: str = ""
-    selectable_fields: tuple = ()
     extra: dict = field(default_factory=dict, compare=False)
 
     def key(self, namespace: str | None, name: str) -> str:

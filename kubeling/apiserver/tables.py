@@ -45,6 +45,10 @@ def table(served: Served, items: list[dict], resource_version: str, include_obje
     rows = []
     for obj in items:
         row: dict = {"cells": _cells(served, obj, len(cols))}
+        if not served.res.crd:
+            conds = printers.row_conditions(served.res, obj)
+            if conds:
+                row["conditions"] = conds
         if include_object == "Metadata":
             row["object"] = _meta_object(obj, version)
         elif include_object == "Object":
@@ -55,7 +59,7 @@ def table(served: Served, items: list[dict], resource_version: str, include_obje
         rows.append(row)
     return {"kind": "Table", "apiVersion": f"meta.k8s.io/{version or 'v1'}",
             "metadata": {"resourceVersion": resource_version},
-            "columnDefinitions": [] if no_headers else cols, "rows": rows}
+            "columnDefinitions": None if no_headers else cols, "rows": rows}
 
 
 def partial_metadata(obj: dict, is_list: bool, version: str = "v1") -> dict:

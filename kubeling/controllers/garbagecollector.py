@@ -99,6 +99,8 @@ class GarbageCollector:
                 continue
             if res.group == "events.k8s.io" or (res.group == "" and res.resource == "events"):
                 continue
+            if res.group == "extensions":
+                continue  # legacy Deployments: the same objects as apps/v1
             inf = Informer(self.client, res.group, res.version, res.resource)
             inf.add_handler(on_add=lambda o, r=res: self._observe(r, o),
                             on_update=lambda old, new, r=res: self._observe(r, new),
