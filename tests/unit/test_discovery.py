@@ -49,8 +49,10 @@ def test_api_group_list():
     groups = {g["name"]: g for g in doc["groups"]}
     assert [g["name"] for g in doc["groups"]][:2] == ["apps", "events.k8s.io"]
     assert doc["groups"][-1]["name"] == "stable.example.com"  # after every built-in group
-    assert "extensions" not in groups  # only undiscoverable legacy versions
-    assert groups["apps"]["versions"] == [{"groupVersion": "apps/v1", "version": "v1"}]
+    # Legacy Deployment versions are discoverable (kubectl maps kinds through discovery), after v1.
+    assert groups["extensions"]["versions"] == [{"groupVersion": "extensions/v1beta1", "version": "v1beta1"}]
+    assert groups["apps"]["versions"][0] == {"groupVersion": "apps/v1", "version": "v1"}
+    assert groups["apps"]["preferredVersion"] == {"groupVersion": "apps/v1", "version": "v1"}
     autoscaling = groups["autoscaling"]
     assert autoscaling["preferredVersion"] == {"groupVersion": "autoscaling/v2", "version": "v2"}
     assert [v["version"] for v in autoscaling["versions"]] == ["v2", "v1"]
@@ -63,7 +65,7 @@ def test_api_group():
     doc = discovery.api_group("autoscaling", RESOURCES)
     assert (doc["kind"], doc["apiVersion"], doc["name"]) == ("APIGroup", "v1", "autoscaling")
     assert doc["preferredVersion"]["version"] == "v2"
-    assert discovery.api_group("extensions", RESOURCES) is None
+    assert discovery.api_group("extensions", RESOURCES)["preferredVersion"]["version"] == "v1beta1"
     assert discovery.api_group("nope.example.com", RESOURCES) is None
     assert discovery.api_group("", RESOURCES) is None
 
@@ -149,9 +151,10 @@ def test_review_resources_have_no_storage_hash():
     assert "storageVersionHash" not in entry
 
 
-def test_hidden_versions_are_not_listed():
-    assert discovery.api_resource_list("apps/v1beta1", RESOURCES) is None
-    assert discovery.api_resource_list("extensions/v1beta1", RESOURCES) is None
+def test_legacy_versions_list_only_deployments():
+    for gv in ("apps/v1beta1", "apps/v1beta2", "extensions/v1beta1"):
+        names = [r["name"] for r in discovery.api_resource_list(gv, RESOURCES)["resources"]]
+        assert names == ["deployments", "deployments/scale", "deployments/status"], gv
     assert discovery.api_resource_list("nope/v1", RESOURCES) is None
 
 
@@ -184,8 +187,8 @@ def test_aggregated_apis():
     doc = discovery.aggregated_apis(RESOURCES)
     groups = {g["metadata"]["name"]: g for g in doc["items"]}
     assert doc["items"][0]["metadata"]["name"] == "apps"
-    assert "extensions" not in groups
-    assert [v["version"] for v in groups["apps"]["versions"]] == ["v1"]
+    assert [v["version"] for v in groups["extensions"]["versions"]] == ["v1beta1"]
+    assert [v["version"] for v in groups["apps"]["versions"]][0] == "v1"
     deployments = next(r for r in groups["apps"]["versions"][0]["resources"] if r["resource"] == "deployments")
     assert [(s["subresource"], s["responseKind"]["kind"]) for s in deployments["subresources"]] == [
         ("scale", "Scale"), ("status", "Deployment")]
