@@ -330,10 +330,13 @@ class ResourceHandler:
                 await resp.write(orjson.dumps({"type": etype, "object": obj}) + b"\n")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
+        except Exception:  # noqa: BLE001 - headers are sent: end the stream, never a second response
+            log.exception("watch %s", info.path)
         finally:
             self.server.metrics.watchers(-1)
             if pending is not None:
                 pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
             await events.aclose()
         try:
             await resp.write_eof()

@@ -107,7 +107,8 @@ def namespace(cluster, request) -> str:
                     pytrace=False)
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:5]}"
-    cluster.kubectl("create", "namespace", name)
+    # `create -f` sends JSON; `create namespace` would send protobuf, which is under test elsewhere.
+    cluster.kubectl("create", "-f", "-", input=f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
     yield name
     if cluster.running:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

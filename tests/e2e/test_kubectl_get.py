@@ -174,7 +174,7 @@ def test_get_pods_by_phase_field_selector(kubectl, namespace):
 def test_get_all_namespaces(kubectl, cluster, namespace):
     marker = f"m{uuid.uuid4().hex[:8]}"
     other = f"{namespace[:50]}-other"
-    cluster.kubectl("create", "namespace", other)
+    cluster.kubectl("create", "-f", "-", input=f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {other}\n")
     try:
         for ns in (namespace, other):
             kubectl("create", "configmap", "shared-name", "-n", ns, "--from-literal=k=v")
