@@ -148,22 +148,26 @@ class _Walk:
 
 
 def check(obj: Any, node: dict | None, schemas: Schemas | None) -> tuple[list[FieldError], list[str]]:
-    """Type errors and unknown field paths of ``obj`` against ``node`` (see the module docstring)."""
+    """Type errors and unknown field paths of ``obj`` against ``node`` (see the module docstring).
+
+    For a custom resource the type errors are the ones `validate` reports too (upstream decodes
+    custom resources as plain JSON and reports wrong types as 422 Invalid); the API server may
+    use only the unknown fields from here and leave types to `validate`.
+    """
     w = _Walk(schemas)
-    if schemas is None and isinstance(obj, dict):
-        # A custom resource: its root always carries TypeMeta and ObjectMeta.
-        node = node or {}
-        rest = {k: v for k, v in obj.items() if k not in (*nodes.TYPE_META_FIELDS, "metadata")
-                or k in (node.get("properties") or {}) and k != "metadata"}
-        for key in nodes.TYPE_META_FIELDS:
-            if key in obj and key not in rest:
-                w.embedded_field(key, obj[key], key)
-        if "metadata" in obj:
-            w.object_meta(obj["metadata"], "metadata")
-        if nodes.type_of(node) in (None, "object"):
-            w.walk_object(rest, node, "", "")
-        else:
-            w.walk(rest, node, "", "")
+    if schemas is not None or not isinstance(obj, dict):
+        w.walk(obj, node, "", "")
         return w.errors, w.unknown
-    w.walk(obj, node, "", "")
+    # A custom resource: its root always carries TypeMeta and ObjectMeta, whatever the schema says.
+    node = node or {}
+    props = node.get("properties") or {}
+    body = {}
+    for key, value in obj.items():
+        if key == "metadata":
+            w.object_meta(value, "metadata")
+        elif key in nodes.TYPE_META_FIELDS and key not in props:
+            w.embedded_field(key, value, key)
+        else:
+            body[key] = value
+    w.walk_object(body, node, "", "")
     return w.errors, w.unknown

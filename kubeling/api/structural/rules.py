@@ -25,8 +25,9 @@ def forbidden(field: str, detail: str) -> FieldError:
 TYPES = ("array", "boolean", "integer", "number", "object", "string")
 COMBINATORS = ("allOf", "anyOf", "oneOf")
 # Inside a value-validation branch, these would change what a field *is*.
-NOT_IN_VALUE_VALIDATION = ("type", "default", "additionalProperties", "nullable", "x-kubernetes-preserve-unknown-fields",
-                           "x-kubernetes-embedded-resource", "x-kubernetes-int-or-string", "description", "title")
+NOT_IN_VALUE_VALIDATION = ("type", "default", "additionalProperties", "nullable",
+                           "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource",
+                           "x-kubernetes-int-or-string")
 METADATA_ALLOWED = ("name", "generateName")
 
 
@@ -34,7 +35,7 @@ def _value_validation(node: Any, path: str, errs: list[FieldError]) -> None:
     if not isinstance(node, dict):
         return
     for key in NOT_IN_VALUE_VALIDATION:
-        if key in node and key not in ("description", "title"):
+        if key in node:
             errs.append(forbidden(f"{path}.{key}", "must be empty to be structural"))
     for k, sub in (node.get("properties") or {}).items():
         _value_validation(sub, f"{path}.properties[{k}]", errs)

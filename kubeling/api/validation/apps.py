@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from kubeling.api.errors import FieldError, invalid_value, not_supported, required
-from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation import meta, util
 from kubeling.api.validation.kind import Kind
+from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation.persistentvolume import validate_pvc
 from kubeling.api.validation.pod import validate_pod_template
 

@@ -11,8 +11,8 @@ import re
 from typing import Any
 
 from kubeling.api.errors import FieldError, duplicate, invalid_value, not_supported, required
-from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation import meta, util
+from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation.resources import validate_resource_requirements
 from kubeling.api.validation.volumes import validate_volume_devices, validate_volume_mounts
 

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 
 from kubeling.api.errors import FieldError, duplicate, invalid_value, required, too_long
-from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation import meta, util
 from kubeling.api.validation.kind import Kind
+from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation.pod import TAINT_EFFECTS, validate_pod, validate_pod_template, validate_pod_update
 from kubeling.api.validation.resources import quantity, validate_resource_list, validate_resource_name
 

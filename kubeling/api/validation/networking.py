@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from kubeling.api.errors import FieldError, duplicate, invalid_value, not_supported, required
-from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation import meta, util
 from kubeling.api.validation.container import PROTOCOLS, validate_port_num_or_name
 from kubeling.api.validation.kind import Kind
+from kubeling.api.validation.meta import forbidden
 
 PATH_TYPES = ("Exact", "ImplementationSpecific", "Prefix")
 # Sequences a proxy would normalise away, so a path containing them can never match as written.

@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from kubeling.api.errors import FieldError, invalid_value, not_supported, required
-from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation import meta
 from kubeling.api.validation.apps import _not_over_100_percent, validate_int_or_percent
 from kubeling.api.validation.kind import Kind
+from kubeling.api.validation.meta import forbidden
 
 METRIC_TYPES = ("ContainerResource", "External", "Object", "Pods", "Resource")
 TARGET_TYPES = ("AverageValue", "Utilization", "Value")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 
 from kubeling.api.errors import FieldError, invalid_value, not_supported, required
-from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation import meta
 from kubeling.api.validation.kind import Kind
+from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation.resources import quantity, validate_resource_list
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 
 from kubeling.api.errors import FieldError, duplicate, invalid_value, not_supported, required
-from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation import meta, util
 from kubeling.api.validation.container import validate_app_probes, validate_container
+from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation.volumes import validate_volumes
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")

@@ -7,13 +7,12 @@ cluster IP never changes once allocated.
 
 from __future__ import annotations
 
-from typing import Any
 
 from kubeling.api.errors import FieldError, duplicate, invalid_value, not_supported, required
-from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation import meta, util
 from kubeling.api.validation.container import PROTOCOLS, validate_port_num_or_name
 from kubeling.api.validation.kind import Kind
+from kubeling.api.validation.meta import forbidden
 
 SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
 SESSION_AFFINITIES = ("ClientIP", "None")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from kubeling.api.errors import FieldError, duplicate, invalid_value, not_supported, required
-from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation import meta
+from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation.resources import quantity
 
 # Every VolumeSource member of core/v1 (the "one of" set).
