@@ -165,4 +165,5 @@ def test_list_type_falls_back_to_patch_merge_key():
 def test_fieldsv1_serialises_as_compact_json():
     s = FieldSet.of(("f:spec", "f:containers", 'k:{"name":"a"}'), ("f:spec", "f:containers", 'k:{"name":"a"}',
                                                                     "f:image"))
-    assert orjson.dumps(s.to_fieldsv1()) == b'{"f:spec":{"f:containers":{"k:{\\"name\\":\\"a\\"}":{".":{},"f:image":{}}}}}'
+    assert orjson.dumps(s.to_fieldsv1()) == \
+        b'{"f:spec":{"f:containers":{"k:{\\"name\\":\\"a\\"}":{".":{},"f:image":{}}}}}'

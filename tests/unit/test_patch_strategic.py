@@ -56,12 +56,14 @@ def smp(doc, patch):
                  {"retainKeysMergingList": [{"name": "bar"}, {"name": "foo", "value": "b"}]},
                  id="retainkeys-list-change-field"),
     pytest.param({"mergingList": [{"name": "1"}, {"name": "2", "value": "b"}, {"name": "3"}]},
-                 {"mergingList": [{"name": "3", "value": "c"}, {"name": "1", "value": "a"}, {"name": "2", "other": "x"}]},
+                 {"mergingList": [{"name": "3", "value": "c"}, {"name": "1", "value": "a"},
+                                  {"name": "2", "other": "x"}]},
                  {"mergingList": [{"name": "3", "value": "c"}, {"name": "1", "value": "a"},
                                   {"name": "2", "value": "b", "other": "x"}]}, id="preserve-patch-order"),
     pytest.param({"mergingList": [{"name": "1"}, {"name": "2", "value": "b"}, {"name": "3"}]},
                  {"mergingList": [{"name": "3", "value": "c"}, {"name": "1", "value": "a"}]},
-                 {"mergingList": [{"name": "2", "value": "b"}, {"name": "3", "value": "c"}, {"name": "1", "value": "a"}]},
+                 {"mergingList": [{"name": "2", "value": "b"}, {"name": "3", "value": "c"},
+                                  {"name": "1", "value": "a"}]},
                  id="preserve-patch-order-with-server-only-item"),
     pytest.param({"mergingIntList": [1, 2, 3]}, {"mergingIntList": [3, 1]}, {"mergingIntList": [2, 3, 1]},
                  id="preserve-patch-order-int-list"),
@@ -210,11 +212,19 @@ def test_set_element_order_with_changes_like_kubectl_apply(schemas):
                                          {"name": "a", "image": "a:2"}]
 
 
+def test_kubectl_apply_style_container_removal(schemas):
+    doc = pod([{"name": "old", "image": "o"}, {"name": "keep", "image": "k:1"}])
+    patch = {"spec": {"$setElementOrder/containers": [{"name": "keep"}],
+                      "containers": [{"name": "keep", "image": "k:2"}, {"$patch": "delete", "name": "old"}]}}
+    assert pod_patch(schemas, doc, patch)["spec"]["containers"] == [{"name": "keep", "image": "k:2"}]
+
+
 @pytest.mark.parametrize("patch,expected", [
     pytest.param({"metadata": {"$deleteFromPrimitiveList/finalizers": ["b"]}}, ["a", "c"], id="delete-one"),
     pytest.param({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a", "c", "zz"]}}, ["b"], id="delete-many"),
     pytest.param({"metadata": {"finalizers": ["d", "a"]}}, ["d", "a", "b", "c"], id="merge-is-a-union"),
-    pytest.param({"metadata": {"$setElementOrder/finalizers": ["c", "a"], "$deleteFromPrimitiveList/finalizers": ["b"]}},
+    pytest.param({"metadata": {"$setElementOrder/finalizers": ["c", "a"],
+                               "$deleteFromPrimitiveList/finalizers": ["b"]}},
                  ["c", "a"], id="kubectl-apply-style-removal"),
     pytest.param({"metadata": {"finalizers": None}}, None, id="null-drops-the-list"),
 ])
@@ -237,7 +247,8 @@ def test_atomic_list_is_replaced(schemas):
 
 
 def test_without_schema_lists_are_replaced():
-    out = strategic.apply({"spec": {"items": [{"name": "a"}], "x": 1}}, {"spec": {"items": [{"name": "b"}]}}, None, None)
+    doc = {"spec": {"items": [{"name": "a"}], "x": 1}}
+    out = strategic.apply(doc, {"spec": {"items": [{"name": "b"}]}}, None, None)
     assert out == {"spec": {"items": [{"name": "b"}], "x": 1}}
 
 

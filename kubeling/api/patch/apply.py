@@ -61,15 +61,20 @@ class Conflicts(Exception):
 
 
 def apply(live: dict | None, applied: dict, manager: str, force: bool, node: dict | None, schemas,
-          api_version: str, subresource: str = "", now: dt.datetime | str | None = None,
+          api_version: str | None = None, subresource: str = "", now: dt.datetime | str | None = None,
           ignored: FieldSet | None = None) -> dict:
     """Apply ``applied`` for ``manager`` over ``live`` (None to create) and return the new object.
 
+    ``api_version`` is the version of the endpoint (the configuration must use
+    it; default: whatever the configuration says). ``ignored`` are fields the
+    endpoint resets and nobody may own (e.g. ``status`` on the main resource).
     The result carries the updated ``metadata.managedFields``; inputs are not
     modified. Raises `errors.StatusError`: 400 for a malformed configuration,
     409 Conflict with causes for conflicts, 422 when list items cannot be keyed.
     """
-    _validate(applied, api_version)
+    if api_version is None and isinstance(applied, dict):
+        api_version = applied.get("apiVersion") or ""
+    _validate(applied, api_version or "")
     if node is not None and schemas is not None:
         node = schemas.resolve(node)
     when = format_time(now)

@@ -233,7 +233,8 @@ class FieldSet:
     def empty(self) -> bool:
         return not self.members and not self.children
 
-    __bool__ = lambda self: not self.empty()  # noqa: E731
+    def __bool__(self) -> bool:
+        return not self.empty()
 
     def copy(self) -> "FieldSet":
         out = FieldSet()

@@ -278,7 +278,8 @@ def cap_update_managers(managers: Managers, limit: int = MAX_UPDATE_MANAGERS) ->
             excess -= 1
 
 
-def changes(old: dict | None, new: dict, node: dict | None, schemas, ignored: FieldSet | None) -> tuple[FieldSet, FieldSet]:
+def changes(old: dict | None, new: dict, node: dict | None, schemas,
+            ignored: FieldSet | None) -> tuple[FieldSet, FieldSet]:
     """``(changed, removed)`` between two objects, minus fields nobody may own."""
     cmp = compare(without_managed_fields(old), without_managed_fields(new), node, schemas)
     changed, removed = cmp.changed().difference(STRIP), cmp.removed
