@@ -206,7 +206,7 @@ def forbidden_error(user: str, verb: str, resource: str, group: str, name: str =
     return StatusError(403, "Forbidden", msg, details=_details(name, group, resource))
 
 
-def forbidden(resource: str, group: str, name: str, message: str) -> StatusError:
+def forbidden_status(resource: str, group: str, name: str, message: str) -> StatusError:
     gr = f"{resource}.{group}" if group else resource
     return StatusError(403, "Forbidden", f'{gr} "{name}" is forbidden: {message}',
                        details=_details(name, group, resource))

@@ -60,7 +60,7 @@ class Admission:
             if pc is None and pc_name in ("system-cluster-critical", "system-node-critical"):
                 pc = {"value": 2000000000 if pc_name == "system-cluster-critical" else 2000001000}
             if pc is None:
-                raise errors.forbidden("pods", "", pod["metadata"].get("name", ""),
+                raise errors.forbidden_status("pods", "", pod["metadata"].get("name", ""),
                                        f"no PriorityClass with name {pc_name} was found")
             spec.setdefault("priority", pc.get("value", 0))
             spec.setdefault("preemptionPolicy", pc.get("preemptionPolicy", "PreemptLowerPriority"))
@@ -152,7 +152,7 @@ class Admission:
         if op == "DELETE" and res.group == "" and res.resource == "namespaces":
             name = (old or {}).get("metadata", {}).get("name")
             if name in IMMORTAL_NAMESPACES:
-                raise errors.forbidden("namespaces", "", name, "this namespace may not be deleted")
+                raise errors.forbidden_status("namespaces", "", name, "this namespace may not be deleted")
             return
         if op != "CREATE" or not res.namespaced:
             return

@@ -149,7 +149,7 @@ class Registry:
             return
         schemas = None if served.res.crd else _schemas()
         type_errs, unknown = structural.check(obj, served.schema, schemas)
-        if type_errs:
+        if type_errs and not served.res.crd:  # a CR's type errors are 422s from structural.validate
             res = served.res
             raise errors.bad_request(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
                                      + "; ".join(str(e) for e in type_errs),

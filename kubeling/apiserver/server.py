@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,9 +116,12 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
         write_kubeconfig(kubeconfig, f"https://{host}:{opts.secure_port}", pki)
         api.ready = True
         tasks.append(asyncio.create_task(crds.run(stop), name="crd-controller"))
-        from kubeling.controllers import manager
-        tasks.append(asyncio.create_task(manager.run(str(kubeconfig), stop, opts.controllers),
-                                         name="controller-manager"))
+        if opts.controllers:
+            # A child process: controllers are API clients, and a second interpreter keeps their
+            # CPU off the API server's event loop.
+            tasks.append(asyncio.create_task(supervise_child(
+                ["controller-manager", "--kubeconfig", str(kubeconfig), "--controllers",
+                 ",".join(opts.controllers)], stop), name="controller-manager"))
         log.info("kubeling API server ready on https://%s:%d", host, opts.secure_port)
         if on_ready:
             on_ready(api, kubeconfig)
@@ -128,6 +132,31 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                 raise t.exception()
     finally:
         await asyncio.shield(_shutdown(tasks, runners, store))
+
+
+async def supervise_child(args: list[str], stop: asyncio.Event) -> None:
+    """Run ``kubeling <args>`` as a child; restart it with backoff if it dies; SIGTERM it at stop."""
+    delay = 1.0
+    while not stop.is_set():
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "kubeling.cli.main", *args,
+                                                    stdin=asyncio.subprocess.DEVNULL)
+        try:
+            waiter = asyncio.create_task(stop.wait())
+            exited = asyncio.create_task(proc.wait())
+            await asyncio.wait([waiter, exited], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if exited.done():
+                log.warning("%s exited with %s; restarting in %.0fs", args[0], proc.returncode, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except asyncio.TimeoutError:
+                    proc.kill()
+                    await proc.wait()
 
 
 async def _shutdown(tasks, runners, store) -> None:

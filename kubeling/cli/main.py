@@ -1,7 +1,8 @@
 """The ``kubeling`` command.
 
-``kubeling server`` runs the API server and the in-process controllers (like k3s, one
-process tree); later issues add the scheduler and the node agent to it.
+``kubeling server`` runs the API server and, as a child process, the controller manager (like
+k3s, one process tree); later issues add the scheduler and the node agent to it.
+``kubeling controller-manager`` runs the controllers alone against any API server.
 """
 
 from __future__ import annotations
@@ -13,6 +14,16 @@ import signal
 import sys
 
 from kubeling.apiserver import server
+
+
+def _run(coro) -> None:
+    """uvloop when available: it doubles the API server's request rate (bench/RESULTS.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
@@ -49,12 +60,23 @@ def cmd_server(args: argparse.Namespace) -> int:
 
         await server.run(opts, stop, on_ready=ready)
 
-    try:
-        import uvloop  # type: ignore[import-not-found]
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(main())
+    _run(main())
+    return 0
+
+
+def cmd_controller_manager(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from kubeling.controllers import manager
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await manager.run(args.kubeconfig, stop, [c for c in args.controllers.split(",") if c])
+
+    _run(main())
     return 0
 
 
@@ -64,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("server", help="run the API server and controllers")
     _server_args(p)
     p.set_defaults(func=cmd_server)
+    p = sub.add_parser("controller-manager", help="run the controllers against an API server")
+    p.add_argument("--kubeconfig", required=True)
+    p.add_argument("--controllers", default="*", help="comma-separated controllers ('*' = all)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_controller_manager)
     args = parser.parse_args(argv)
     return args.func(args)
 
