@@ -89,7 +89,7 @@ class Patcher:
                 if current is not None and want_rv and want_rv != current["metadata"]["resourceVersion"]:
                     raise errors.conflict(res.resource, res.group, info.name, errors.STALE_DETAIL)
                 return ssa.apply(current, applied, ctx.field_manager, force, node, schemas, res.group_version,
-                                 ctx.subresource)
+                                 ctx.subresource, ignored=registry.ignored_fields(served, ctx))
             if current is None:
                 raise errors.not_found(res.resource, res.group, info.name)
             new = apply_patch(ptype, current, doc, node, res.crd)

@@ -26,12 +26,15 @@ import orjson
 
 from kubeling.api import defaults, errors, structural, validation
 from kubeling.api.patch import managedfields
+from kubeling.api.patch.fieldpath import FieldSet, parse_path
 from kubeling.apiserver import conversion, strategies
 from kubeling.apiserver.resources import Served
 from kubeling.storage.interface import KeyValue, Store
 
 MAX_CAS_RETRIES = 16
 INTERNAL_WRITES = ("binding", "finalize")
+_IGNORED_ON_MAIN = FieldSet.of(parse_path("status"))
+_IGNORED_ON_STATUS = FieldSet.of(parse_path("spec"))
 _GEN_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -218,11 +221,19 @@ class Registry:
         group = served.storage_gv.rpartition("/")[0] if served.res.storage_version else served.res.group
         return strategies.for_resource(group, served.res.resource)
 
-    def _manage(self, served: Served, obj: dict, old: dict | None, ctx: Context, operation: str = "Update"):
-        if operation == "Update":
-            schemas = None if served.res.crd else _schemas()
-            managedfields.update(old, obj, default_manager(ctx), "Update", served.res.group_version,
-                                 ctx.subresource, node=served.schema, schemas=schemas)
+    def ignored_fields(self, served: Served, ctx: Context):
+        """Fields an endpoint resets, which its writer therefore never owns (upstream's resetFields)."""
+        if ctx.subresource == "status":
+            return _IGNORED_ON_STATUS
+        if self.strategy(served).status_subresource and not ctx.subresource:
+            return _IGNORED_ON_MAIN
+        return None
+
+    def _manage(self, served: Served, obj: dict, old: dict | None, ctx: Context) -> None:
+        schemas = None if served.res.crd else _schemas()
+        managedfields.update(old, obj, default_manager(ctx), "Update", served.res.group_version,
+                             ctx.subresource, node=served.schema, schemas=schemas,
+                             ignored=self.ignored_fields(served, ctx))
 
     async def create(self, served: Served, obj: Any, ctx: Context, *, checked: bool = False,
                      managed: bool = False) -> dict:

@@ -36,7 +36,7 @@ involvedObject:
   kind: {obj["kind"]}
   name: {meta["name"]}
   namespace: {ns}
-  uid: {meta["uid"]}
+  uid: "{meta["uid"]}"
 reason: {reason}
 message: "{message}"
 type: {type_}

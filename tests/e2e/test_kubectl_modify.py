@@ -138,8 +138,9 @@ def test_patch_invalid_result_is_refused(kubectl, web):
     out = kubectl("patch", "deployment", "web", "-n", web, "--type", "merge", "-p",
                   '{"spec":{"selector":{"matchLabels":{"app":"other"}}}}', check=False)
     assert out.returncode != 0
-    assert 'Deployment.apps "web" is invalid' in out.stderr
-    assert "spec.selector" in out.stderr
+    # kubectl renders a 422 Invalid Status as "The <Kind> "<name>" is invalid:" plus its causes.
+    assert 'The Deployment "web" is invalid' in out.stderr
+    assert "spec.selector: Invalid value" in out.stderr and "field is immutable" in out.stderr
     assert get_web(kubectl, web)["spec"]["selector"] == {"matchLabels": {"app": "web"}}
 
 
@@ -161,10 +162,14 @@ def test_label(kubectl, web):
     assert out.returncode != 0
 
 
-def test_label_invalid_value_is_refused_by_server(kubectl, web):
-    out = kubectl("label", "deployment", "web", "-n", web, "v=" + "x" * 64, check=False)
+def test_invalid_label_value_is_refused_by_server(kubectl, web):
+    """`kubectl label` checks values itself, so send the bad label with a patch."""
+    out = kubectl("patch", "deployment", "web", "-n", web, "--type=merge",
+                  "-p", '{"metadata":{"labels":{"v":"%s"}}}' % ("x" * 64), check=False)
     assert out.returncode != 0
-    assert "metadata.labels" in out.stderr and "must be no more than 63 characters" in out.stderr
+    assert "metadata.labels: Invalid value" in out.stderr
+    assert "must be no more than 63 characters" in out.stderr
+    assert "v" not in get_web(kubectl, web)["metadata"]["labels"]
 
 
 def test_annotate(kubectl, web):
