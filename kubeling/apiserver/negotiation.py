@@ -1,6 +1,7 @@
 """Content negotiation: decoding request bodies and choosing the response encoding.
 
-Bodies are JSON or YAML (``application/yaml``); patch bodies are typed by their
+Bodies are JSON, YAML (``application/yaml``) or Kubernetes protobuf (decoded to the same
+JSON dict by `kubeling.api.protobuf`); patch bodies are typed by their
 Content-Type. Responses are JSON unless the client asks for YAML, a server-side
 ``Table`` (``as=Table;g=meta.k8s.io;v=v1``) or metadata only
 (``as=PartialObjectMetadata``/``PartialObjectMetadataList``). A client that accepts
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import orjson
 import yaml
 
-from kubeling.api import errors
+from kubeling.api import errors, protobuf
 
 JSON = "application/json"
 YAML = "application/yaml"
@@ -79,9 +80,7 @@ def decode_body(data: bytes, content_type: str | None) -> object:
     if not data.strip():
         raise errors.bad_request("the body of the request was empty")
     if media == PROTOBUF:
-        raise errors.StatusError(415, "UnsupportedMediaType",
-                                 f"the body of the request was in an unknown format - accepted media types "
-                                 f"include: {JSON}, {YAML}")
+        return protobuf.decode_body(data)
     if media in (YAML, "application/apply-patch+yaml", "text/yaml", "application/x-yaml"):
         try:
             return yaml.load(data, Loader=_Loader)

@@ -262,6 +262,7 @@ def write(table: Table, out: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(table.to_json())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the table is public data
         os.replace(tmp, out)
     except BaseException:
         os.unlink(tmp)
