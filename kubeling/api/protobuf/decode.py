@@ -263,34 +263,33 @@ class _Decoder:
         return self._fields(msg, data).get(msg.fields[1].json_name, [])
 
     def _fields(self, msg: d.Message, data: bytes) -> dict:
-        out: dict = {}
-        repeated: dict[int, list] = {}
+        singles: dict[int, object] = {}    # last one wins, as in Go's generated Unmarshal
+        lists: dict[int, list] = {}
+        maps: dict[int, dict] = {}
         for n, w, v in wire.iter_fields(data):
             f = msg.fields.get(n)
             if f is None:
                 continue  # unknown fields are skipped, as Go's generated Unmarshal does
             if f.is_map:
                 key, value = self._entry(f.type_name, v)
-                out.setdefault(f.json_name, {})[key] = value
+                maps.setdefault(n, {})[key] = value
             elif f.repeated:
-                items = repeated.setdefault(n, [])
+                items = lists.setdefault(n, [])
                 if w == wire.LEN and f.type not in (d.STRING, d.BYTES, d.MESSAGE):
-                    items.extend(self._unpacked(f, v))
+                    items.extend(self._unpacked(f, v))  # packed encoding
                 else:
                     items.append(self.scalar_or_message(f, v))
             else:
-                out[f.json_name] = (f, self.scalar_or_message(f, v))
+                singles[n] = self.scalar_or_message(f, v)
         result: dict = {}
         for n in sorted(msg.fields):  # Go emits struct fields in declaration (= number) order
             f = msg.fields[n]
-            if f.is_map:
-                if out.get(f.json_name):
-                    result[f.json_name] = out[f.json_name]
-            elif f.repeated:
-                if repeated.get(n):
-                    result[f.json_name] = repeated[n]
-            elif f.json_name in out:
-                self._emit(result, *out[f.json_name])
+            if maps.get(n):
+                result[f.json_name] = maps[n]
+            elif lists.get(n):
+                result[f.json_name] = lists[n]
+            elif n in singles:
+                self._emit(result, f, singles[n])
         return result
 
     def _emit(self, result: dict, f: d.Field, value) -> None:
