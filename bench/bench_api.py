@@ -1,0 +1,375 @@
+"""Benchmark of the API server over HTTPS: ``python bench/bench_api.py [--quick]``.
+
+Starts its own ``kubeling server`` (through the e2e harness, on 127.0.0.1, fresh data dir,
+no controllers unless ``--controllers``) and drives it with aiohttp using the admin client
+certificate. Everything is bounded in count, so a run takes a few minutes at most. It prints
+Markdown tables:
+
+1. create / get / list throughput with p50 and p99 latency for 1, 10 and 50 concurrent clients
+   (ConfigMaps of ~1 KB; list = one namespace of 100 objects, unpaginated);
+2. watch throughput: 1, 10 and 50 concurrent watchers while one writer creates objects as fast
+   as it can (10 in flight); events delivered per second (all watchers) and delivery latency;
+3. paced mutations: creates/updates/deletes launched open-loop at 200/s (the target is
+   p99 <= 25 ms), once without and once with 100 watchers attached;
+4. watch fan-out: 100 watchers, paced writes; delivery latency per (event, watcher), measured
+   from the writer's receipt of the 201/200 ("ack") — the target is p99 <= 50 ms;
+5. server RSS, idle after start and after the run (from /proc/<pid>/status).
+
+Client and server share the machine, so client CPU shows up in the figures; the client stays
+lean (orjson, one session per phase, no per-request TLS handshakes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+
+import aiohttp  # noqa: E402
+import orjson  # noqa: E402
+
+import harness  # noqa: E402
+
+PAYLOAD = {f"key{i}": "v" * 40 for i in range(20)}  # ~1 KB of data per ConfigMap
+
+
+def pct(samples: list[float], p: float) -> float:
+    """The p-th quantile of ``samples`` (seconds) in milliseconds; nan when empty."""
+    if not samples:
+        return float("nan")
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(len(s) * p))] * 1000
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+@dataclass
+class Row:
+    op: str
+    clients: int
+    count: int
+    seconds: float
+    lat: list[float] = field(default_factory=list)
+    note: str = ""
+
+    def line(self) -> str:
+        rate = self.count / self.seconds if self.seconds else 0
+        return (f"| {self.op} | {self.clients} | {self.count} | {rate:,.0f}/s | "
+                f"{pct(self.lat, 0.50):.1f} | {pct(self.lat, 0.99):.1f} | "
+                f"{pct(self.lat, 1.0):.1f} | {self.note} |")
+
+
+class Bench:
+    def __init__(self, cluster: harness.Cluster):
+        self.c = cluster
+        self.base = cluster.url
+
+    def session(self, limit: int) -> aiohttp.ClientSession:
+        conn = aiohttp.TCPConnector(ssl=self.c.ssl_context(), limit=limit)
+        return aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60),
+                                     json_serialize=lambda o: orjson.dumps(o).decode())
+
+    @staticmethod
+    def cm_url(ns: str, name: str = "") -> str:
+        return f"/api/v1/namespaces/{ns}/configmaps" + (f"/{name}" if name else "")
+
+    async def request(self, s: aiohttp.ClientSession, method: str, path: str, body=None,
+                      ctype: str = "application/json", ok=(200, 201)) -> bytes:
+        data = orjson.dumps(body) if body is not None else None
+        async with s.request(method, self.base + path, data=data,
+                             headers={"Content-Type": ctype}) as r:
+            raw = await r.read()
+            if r.status not in ok:
+                raise RuntimeError(f"{method} {path} -> {r.status}: {raw[:300]!r}")
+            return raw
+
+    async def namespace(self, s, name: str) -> None:
+        await self.request(s, "POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+
+    # -- closed-loop throughput -------------------------------------------------------------
+
+    async def closed_loop(self, op: str, clients: int, total: int, ns: str,
+                          make_call) -> Row:
+        """``clients`` callers share ``total`` calls; each caller waits for its reply."""
+        lat: list[float] = []
+        counter = iter(range(total))
+        async with self.session(clients) as s:
+            async def caller() -> None:
+                for i in counter:
+                    t = time.perf_counter()
+                    await make_call(s, i)
+                    lat.append(time.perf_counter() - t)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(caller() for _ in range(clients)))
+            return Row(op, clients, total, time.perf_counter() - t0, lat)
+
+    async def crud_rows(self, levels, creates: int, gets: int, lists: int) -> list[Row]:
+        rows = []
+        async with self.session(4) as s:
+            await self.namespace(s, "bench-list")
+            for i in range(100):
+                await self.request(s, "POST", self.cm_url("bench-list"),
+                                   {"metadata": {"name": f"l-{i:03d}"}, "data": PAYLOAD})
+        for clients in levels:
+            ns = f"bench-c{clients}"
+            async with self.session(2) as s:
+                await self.namespace(s, ns)
+
+            async def create(s, i, ns=ns):
+                await self.request(s, "POST", self.cm_url(ns),
+                                   {"metadata": {"name": f"cm-{i:05d}"}, "data": PAYLOAD})
+
+            async def get(s, i, ns=ns):
+                await self.request(s, "GET", self.cm_url(ns, f"cm-{random.randrange(creates):05d}"))
+
+            async def lst(s, i):
+                await self.request(s, "GET", self.cm_url("bench-list"))
+
+            rows.append(await self.closed_loop("create", clients, creates, ns, create))
+            rows.append(await self.closed_loop("get", clients, gets, ns, get))
+            rows.append(await self.closed_loop("list (100 objects)", clients, lists, ns, lst))
+        return rows
+
+    # -- watchers ---------------------------------------------------------------------------
+
+    async def watchers(self, ns: str, n: int, rv: str, arrivals: list[dict], ready: asyncio.Event,
+                       stop: asyncio.Event):
+        """Start ``n`` watch streams from ``rv``; each ADDED/MODIFIED/DELETED event's arrival
+        time is recorded per watcher as arrivals[w][(type, name, rv)]."""
+        s = self.session(n + 1)
+        opened = 0
+
+        async def one(w: int) -> None:
+            nonlocal opened
+            url = f"{self.base}{self.cm_url(ns)}?watch=1&resourceVersion={rv}&timeoutSeconds=600"
+            async with s.get(url, timeout=aiohttp.ClientTimeout(total=None)) as r:
+                opened += 1
+                if opened == n:
+                    ready.set()
+                async for line in r.content:
+                    now = time.perf_counter()
+                    ev = orjson.loads(line)
+                    meta = ev["object"].get("metadata", {})
+                    arrivals[w][(ev["type"], meta.get("name"), meta.get("resourceVersion"))] = now
+                    if stop.is_set():
+                        return
+
+        tasks = [asyncio.create_task(one(w)) for w in range(n)]
+        return s, tasks
+
+    async def list_rv(self, s, ns: str) -> str:
+        return orjson.loads(await self.request(s, "GET", self.cm_url(ns)))["metadata"]["resourceVersion"]
+
+    async def with_watchers(self, ns: str, n: int, writes):
+        """Run ``writes(s, acks)`` while ``n`` watchers listen; returns (acks, arrivals)."""
+        arrivals: list[dict] = [dict() for _ in range(n)]
+        acks: dict = {}
+        ready, stop = asyncio.Event(), asyncio.Event()
+        async with self.session(2) as s:
+            await self.namespace(s, ns)
+            rv = await self.list_rv(s, ns)
+        ws, tasks = await self.watchers(ns, n, rv, arrivals, ready, stop) if n else (None, [])
+        try:
+            if n:
+                await asyncio.wait_for(ready.wait(), 60)
+            await writes(acks)
+            # Let the last events drain, bounded.
+            deadline = time.perf_counter() + 10
+            while n and time.perf_counter() < deadline and \
+                    min(len(a) for a in arrivals) < len(acks):
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if ws is not None:
+                await ws.close()
+        return acks, arrivals
+
+    @staticmethod
+    def delivery(acks: dict, arrivals: list[dict]) -> tuple[list[float], int, int]:
+        """Per (event, watcher) latency from ack; also the count of missing deliveries and of
+        events that reached a watcher before the writer saw its ack (counted as 0 ms)."""
+        lat, missing, early = [], 0, 0
+        for key, t_ack in acks.items():
+            for a in arrivals:
+                t = a.get(key)
+                if t is None:
+                    missing += 1
+                    continue
+                if t < t_ack:
+                    early += 1
+                lat.append(max(0.0, t - t_ack))
+        return lat, missing, early
+
+    async def watch_rows(self, levels, events: int) -> list[Row]:
+        rows = []
+        for n in levels:
+            ns = f"bench-w{n}"
+
+            async def writes(acks, ns=ns):
+                async with self.session(10) as s:
+                    counter = iter(range(events))
+
+                    async def writer():
+                        for i in counter:
+                            raw = await self.request(s, "POST", self.cm_url(ns),
+                                                     {"metadata": {"name": f"w-{i:05d}"}, "data": PAYLOAD})
+                            meta = orjson.loads(raw)["metadata"]
+                            acks[("ADDED", meta["name"], meta["resourceVersion"])] = time.perf_counter()
+                    await asyncio.gather(*(writer() for _ in range(10)))
+
+            t0 = time.perf_counter()
+            acks, arrivals = await self.with_watchers(ns, n, writes)
+            lat, missing, early = self.delivery(acks, arrivals)
+            last = max((max(a.values()) for a in arrivals if a), default=time.perf_counter())
+            rows.append(Row("watch events delivered", n, len(lat), last - t0, lat,
+                            f"{events} creates, 10 writers; missing {missing}"))
+        return rows
+
+    # -- paced mutations --------------------------------------------------------------------
+
+    async def paced(self, rate: float, seconds: float, watchers: int, tag: str) -> tuple[Row, Row | None]:
+        """Open loop: operation k starts at t0 + k/rate whatever happened before (so server
+        slowness shows as latency, not as a lower offered rate). Operations rotate through
+        create (a new name), merge-patch and delete (of objects made before the clock starts),
+        so that no operation depends on another's completion."""
+        ns = f"bench-paced-{tag}"
+        total = int(rate * seconds)
+        pool = total // 3 + 1
+        lat: list[float] = []
+        errors: list[str] = []
+
+        async def writes(acks):
+            async with self.session(200) as s:
+                for prefix in ("u", "d"):
+                    counter = iter(range(pool))
+
+                    async def prep(prefix=prefix, counter=counter):
+                        for j in counter:
+                            await self.request(s, "POST", self.cm_url(ns),
+                                               {"metadata": {"name": f"{prefix}-{j:05d}"}, "data": PAYLOAD})
+                    await asyncio.gather(*(prep() for _ in range(10)))
+                t0 = time.perf_counter()
+
+                async def op(k: int) -> None:
+                    await asyncio.sleep(max(0.0, t0 + k / rate - time.perf_counter()))
+                    j, step = k // 3, k % 3
+                    t = time.perf_counter()
+                    try:
+                        if step == 0:
+                            kind, raw = "ADDED", await self.request(
+                                s, "POST", self.cm_url(ns), {"metadata": {"name": f"p-{j:05d}"}, "data": PAYLOAD})
+                        elif step == 1:
+                            kind, raw = "MODIFIED", await self.request(
+                                s, "PATCH", self.cm_url(ns, f"u-{j:05d}"), {"data": {"step": str(k)}},
+                                "application/merge-patch+json")
+                        else:
+                            kind, raw = "DELETED", await self.request(s, "DELETE", self.cm_url(ns, f"d-{j:05d}"))
+                    except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+                        errors.append(f"{type(e).__name__}: {e}"[:200])
+                        return
+                    now = time.perf_counter()
+                    lat.append(now - t)
+                    obj = orjson.loads(raw)
+                    if obj.get("kind") == "Status":
+                        return  # a delete's Status has no resourceVersion to match its event
+                    meta = obj.get("metadata", {})
+                    acks[(kind, meta.get("name"), meta.get("resourceVersion"))] = now
+
+                await asyncio.gather(*(op(k) for k in range(total)))
+
+        acks, arrivals = await self.with_watchers(ns, watchers, writes)
+        note = f"offered {rate:.0f}/s for {seconds:.0f}s; errors {len(errors)}"
+        if errors:
+            note += f" (first: {errors[0]})"
+        write_row = Row(f"paced create/patch/delete ({watchers} watchers)", 1, len(lat),
+                        seconds, lat, note)
+        if not watchers:
+            return write_row, None
+        dl, missing, early = self.delivery(acks, arrivals)
+        fan = Row(f"fan-out delivery after ack ({watchers} watchers)", watchers, len(dl), seconds, dl,
+                  f"{len(acks)} events; missing {missing}; {early} arrived before the ack")
+        return write_row, fan
+
+
+HEADER = ("| operation | clients | count | throughput | p50 ms | p99 ms | max ms | notes |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---|")
+
+
+async def run(args, cluster: harness.Cluster) -> None:
+    b = Bench(cluster)
+    pid = cluster.proc.pid
+    await asyncio.sleep(2)
+    idle_main = rss_kb(pid)
+    idle_children = {c: rss_kb(c) for c in children(pid)}
+    q = args.quick
+    levels = (1, 10, 50)
+
+    print(HEADER)
+    for row in await b.crud_rows(levels, creates=300 if q else 3000, gets=300 if q else 3000,
+                                 lists=50 if q else 300):
+        print(row.line(), flush=True)
+    for row in await b.watch_rows(levels, events=200 if q else 1000):
+        print(row.line(), flush=True)
+    w, _ = await b.paced(200, 3 if q else 10, 0, "alone")
+    print(w.line(), flush=True)
+    w, fan = await b.paced(200, 3 if q else 10, 100, "fanout200")
+    print(w.line(), flush=True)
+    print(fan.line(), flush=True)
+    w, fan = await b.paced(args.fanout_rate, 3 if q else 10, 100, "fanout")
+    print(w.line(), flush=True)
+    print(fan.line(), flush=True)
+
+    print()
+    kids = ", ".join(f"child {c}: {kb / 1024:.1f} MiB" for c, kb in idle_children.items())
+    print(f"Server RSS idle (2 s after ready): main {idle_main / 1024:.1f} MiB"
+          + (f"; {kids}" if kids else ""))
+    print(f"Server RSS after the run: main {rss_kb(pid) / 1024:.1f} MiB")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    p.add_argument("--controllers", default="", help="passed to kubeling server (default: none)")
+    p.add_argument("--fanout-rate", type=float, default=50.0,
+                   help="writes/s in the second fan-out phase (default 50)")
+    args = p.parse_args()
+    data_dir = tempfile.mkdtemp(prefix="kubeling-bench-")
+    cluster = harness.Cluster(data_dir, extra_args=("--controllers", args.controllers))
+    cluster.start()
+    try:
+        print(f"kubeling server pid {cluster.proc.pid} on {cluster.url}, data dir {data_dir}, "
+              f"controllers={args.controllers!r}, {os.cpu_count()} CPUs\n")
+        asyncio.run(run(args, cluster))
+    finally:
+        cluster.stop()
+        harness.remove_cluster_dir(cluster)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
