@@ -16,6 +16,7 @@ trip. A failure shows the minimal request (Hypothesis shrinks it) and the server
 from __future__ import annotations
 
 import copy
+import http.client
 import json
 import urllib.parse
 
@@ -156,8 +157,13 @@ def check(cluster, method: str, path: str, body: bytes | None = None,
           ctype: str = "application/json") -> int:
     """Send one request and assert the server handled it: < 500, errors as a Status."""
     headers = {"Content-Type": ctype, "Accept": "application/json"}
-    status, raw = cluster.request(method, path, body, headers, timeout=30)
     shown = (body or b"")[:2000]
+    try:
+        status, raw = cluster.request(method, path, body, headers, timeout=30)
+    except (OSError, http.client.HTTPException) as e:
+        # No HTTP answer at all (connection dropped, reset, timed out) is as bad as a 5xx.
+        raise AssertionError(f"{method} {path} -> no response: {type(e).__name__}: {e}\n"
+                             f"request body ({ctype}): {shown!r}\n{cluster.log_tail(40)}") from e
     assert status < 500, (f"{method} {path} -> {status}\nrequest body ({ctype}): {shown!r}\n"
                           f"response: {raw[:2000]!r}\n{cluster.log_tail(40)}")
     if status >= 400 and method != "HEAD":
@@ -208,8 +214,8 @@ def test_fuzz_update(cluster, seeded, resource):
         assert status == 200, raw
         live = json.loads(raw)
         obj = data.draw(mutated_object(resource, name="fuzz"))
-        if data.draw(st.booleans()):
-            # Mostly send the live resourceVersion, so the update reaches validation.
+        if isinstance(obj.get("metadata"), dict) and data.draw(st.booleans()):
+            # Often send the live resourceVersion, so that the update reaches validation.
             obj["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
         body, ctype = encode(data.draw, obj)
         target = data.draw(st.sampled_from(["", "/status", "/scale"]))
