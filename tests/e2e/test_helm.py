@@ -21,7 +21,8 @@ def chart(helm, tmp_path):
 
 
 def deployment(cluster, ns: str) -> dict:
-    return json.loads(cluster.kubectl("get", "deployment", "demo", "-n", ns, "-o", "json").stdout)
+    return json.loads(cluster.kubectl("get", "deployment", "demo", "-n", ns, "-o", "json",
+                                      "--show-managed-fields").stdout)
 
 
 def release_secrets(cluster, ns: str) -> list[str]:
@@ -89,4 +90,4 @@ def test_helm_install_twice_fails(helm, namespace, chart):
     helm("install", "demo", str(chart), "-n", namespace)
     out = helm("install", "demo", str(chart), "-n", namespace, check=False)
     assert out.returncode != 0
-    assert "cannot re-use a name that is still in use" in out.stderr
+    assert "cannot reuse a name that is still in use" in out.stderr
