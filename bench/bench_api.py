@@ -38,6 +38,7 @@ import orjson  # noqa: E402
 
 import harness  # noqa: E402
 
+WRITE_CONNECTIONS = 32  # keep-alive connections for writers; prepare() opens them up front
 PAYLOAD = {f"key{i}": "v" * 40 for i in range(20)}  # ~1 KB of data per ConfigMap
 
 
@@ -85,6 +86,7 @@ class Bench:
     def __init__(self, cluster: harness.Cluster):
         self.c = cluster
         self.base = cluster.url
+        self.expired = 0  # watch streams the server ended with an ERROR event (410)
 
     def session(self, limit: int) -> aiohttp.ClientSession:
         conn = aiohttp.TCPConnector(ssl=self.c.ssl_context(), limit=limit)
@@ -171,6 +173,10 @@ class Bench:
                 async for line in r.content:
                     now = time.perf_counter()
                     ev = orjson.loads(line)
+                    if ev["type"] == "ERROR":
+                        # The server ends a watch that falls too far behind with a 410.
+                        self.expired += 1
+                        return
                     meta = ev["object"].get("metadata", {})
                     arrivals[w][(ev["type"], meta.get("name"), meta.get("resourceVersion"))] = now
                     if stop.is_set():
@@ -182,19 +188,22 @@ class Bench:
     async def list_rv(self, s, ns: str) -> str:
         return orjson.loads(await self.request(s, "GET", self.cm_url(ns)))["metadata"]["resourceVersion"]
 
-    async def with_watchers(self, ns: str, n: int, writes):
-        """Run ``writes(s, acks)`` while ``n`` watchers listen; returns (acks, arrivals)."""
+    async def with_watchers(self, ns: str, n: int, writes, prepare=None):
+        """Create ``ns``, run ``prepare(session)``, then run ``writes(acks)`` while ``n``
+        watchers listen from the revision after the preparation; returns (acks, arrivals)."""
         arrivals: list[dict] = [dict() for _ in range(n)]
         acks: dict = {}
         ready, stop = asyncio.Event(), asyncio.Event()
-        async with self.session(2) as s:
-            await self.namespace(s, ns)
-            rv = await self.list_rv(s, ns)
+        s = self.session(WRITE_CONNECTIONS)
+        await self.namespace(s, ns)
+        if prepare is not None:
+            await prepare(s)
+        rv = await self.list_rv(s, ns)
         ws, tasks = await self.watchers(ns, n, rv, arrivals, ready, stop) if n else (None, [])
         try:
             if n:
                 await asyncio.wait_for(ready.wait(), 60)
-            await writes(acks)
+            await writes(s, acks)
             # Let the last events drain, bounded.
             deadline = time.perf_counter() + 10
             while n and time.perf_counter() < deadline and \
@@ -207,6 +216,7 @@ class Bench:
             await asyncio.gather(*tasks, return_exceptions=True)
             if ws is not None:
                 await ws.close()
+            await s.close()
         return acks, arrivals
 
     @staticmethod
@@ -230,24 +240,25 @@ class Bench:
         for n in levels:
             ns = f"bench-w{n}"
 
-            async def writes(acks, ns=ns):
-                async with self.session(10) as s:
-                    counter = iter(range(events))
+            async def writes(s, acks, ns=ns):
+                counter = iter(range(events))
 
-                    async def writer():
-                        for i in counter:
-                            raw = await self.request(s, "POST", self.cm_url(ns),
-                                                     {"metadata": {"name": f"w-{i:05d}"}, "data": PAYLOAD})
-                            meta = orjson.loads(raw)["metadata"]
-                            acks[("ADDED", meta["name"], meta["resourceVersion"])] = time.perf_counter()
-                    await asyncio.gather(*(writer() for _ in range(10)))
+                async def writer():
+                    for i in counter:
+                        raw = await self.request(s, "POST", self.cm_url(ns),
+                                                 {"metadata": {"name": f"w-{i:05d}"}, "data": PAYLOAD})
+                        meta = orjson.loads(raw)["metadata"]
+                        acks[("ADDED", meta["name"], meta["resourceVersion"])] = time.perf_counter()
+                await asyncio.gather(*(writer() for _ in range(10)))
 
             t0 = time.perf_counter()
+            self.expired = 0
             acks, arrivals = await self.with_watchers(ns, n, writes)
             lat, missing, early = self.delivery(acks, arrivals)
             last = max((max(a.values()) for a in arrivals if a), default=time.perf_counter())
             rows.append(Row("watch events delivered", n, len(lat), last - t0, lat,
-                            f"{events} creates, 10 writers; missing {missing}"))
+                            f"{events} creates, 10 writers; missing {missing}; "
+                            f"{self.expired} watchers ended by 410"))
         return rows
 
     # -- paced mutations --------------------------------------------------------------------
@@ -263,46 +274,49 @@ class Bench:
         lat: list[float] = []
         errors: list[str] = []
 
-        async def writes(acks):
-            async with self.session(200) as s:
-                for prefix in ("u", "d"):
-                    counter = iter(range(pool))
+        async def prepare(s):
+            for prefix in ("u", "d"):
+                counter = iter(range(pool))
 
-                    async def prep(prefix=prefix, counter=counter):
-                        for j in counter:
-                            await self.request(s, "POST", self.cm_url(ns),
-                                               {"metadata": {"name": f"{prefix}-{j:05d}"}, "data": PAYLOAD})
-                    await asyncio.gather(*(prep() for _ in range(10)))
-                t0 = time.perf_counter()
+                async def prep(prefix=prefix, counter=counter):
+                    for j in counter:
+                        await self.request(s, "POST", self.cm_url(ns),
+                                           {"metadata": {"name": f"{prefix}-{j:05d}"}, "data": PAYLOAD})
+                await asyncio.gather(*(prep() for _ in range(10)))
 
-                async def op(k: int) -> None:
-                    await asyncio.sleep(max(0.0, t0 + k / rate - time.perf_counter()))
-                    j, step = k // 3, k % 3
-                    t = time.perf_counter()
-                    try:
-                        if step == 0:
-                            kind, raw = "ADDED", await self.request(
-                                s, "POST", self.cm_url(ns), {"metadata": {"name": f"p-{j:05d}"}, "data": PAYLOAD})
-                        elif step == 1:
-                            kind, raw = "MODIFIED", await self.request(
-                                s, "PATCH", self.cm_url(ns, f"u-{j:05d}"), {"data": {"step": str(k)}},
-                                "application/merge-patch+json")
-                        else:
-                            kind, raw = "DELETED", await self.request(s, "DELETE", self.cm_url(ns, f"d-{j:05d}"))
-                    except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as e:
-                        errors.append(f"{type(e).__name__}: {e}"[:200])
-                        return
-                    now = time.perf_counter()
-                    lat.append(now - t)
-                    obj = orjson.loads(raw)
-                    if obj.get("kind") == "Status":
-                        return  # a delete's Status has no resourceVersion to match its event
-                    meta = obj.get("metadata", {})
-                    acks[(kind, meta.get("name"), meta.get("resourceVersion"))] = now
+        async def writes(s, acks):
+            # The session was warmed by prepare(): its connections are already open.
+            t0 = time.perf_counter()
 
-                await asyncio.gather(*(op(k) for k in range(total)))
+            async def op(k: int) -> None:
+                await asyncio.sleep(max(0.0, t0 + k / rate - time.perf_counter()))
+                j, step = k // 3, k % 3
+                t = time.perf_counter()
+                try:
+                    if step == 0:
+                        kind, raw = "ADDED", await self.request(
+                            s, "POST", self.cm_url(ns), {"metadata": {"name": f"p-{j:05d}"}, "data": PAYLOAD})
+                    elif step == 1:
+                        kind, raw = "MODIFIED", await self.request(
+                            s, "PATCH", self.cm_url(ns, f"u-{j:05d}"), {"data": {"step": str(k)}},
+                            "application/merge-patch+json")
+                    else:
+                        kind, raw = "DELETED", await self.request(s, "DELETE", self.cm_url(ns, f"d-{j:05d}"))
+                except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+                    errors.append(f"{type(e).__name__}: {e}"[:200])
+                    return
+                now = time.perf_counter()
+                lat.append(now - t)
+                obj = orjson.loads(raw)
+                if obj.get("kind") == "Status":
+                    return  # a delete's Status has no resourceVersion to match its event
+                meta = obj.get("metadata", {})
+                acks[(kind, meta.get("name"), meta.get("resourceVersion"))] = now
 
-        acks, arrivals = await self.with_watchers(ns, watchers, writes)
+            await asyncio.gather(*(op(k) for k in range(total)))
+
+        self.expired = 0
+        acks, arrivals = await self.with_watchers(ns, watchers, writes, prepare)
         note = f"offered {rate:.0f}/s for {seconds:.0f}s; errors {len(errors)}"
         if errors:
             note += f" (first: {errors[0]})"
@@ -312,7 +326,8 @@ class Bench:
             return write_row, None
         dl, missing, early = self.delivery(acks, arrivals)
         fan = Row(f"fan-out delivery after ack ({watchers} watchers)", watchers, len(dl), seconds, dl,
-                  f"{len(acks)} events; missing {missing}; {early} arrived before the ack")
+                  f"{len(acks)} events; missing {missing}; {early} arrived before the ack; "
+                  f"{self.expired} watchers ended by 410")
         return write_row, fan
 
 
@@ -329,20 +344,24 @@ async def run(args, cluster: harness.Cluster) -> None:
     q = args.quick
     levels = (1, 10, 50)
 
+    phases = set(args.phases.split(","))
+    secs = 3 if q else 10
     print(HEADER)
-    for row in await b.crud_rows(levels, creates=300 if q else 3000, gets=300 if q else 3000,
-                                 lists=50 if q else 300):
-        print(row.line(), flush=True)
-    for row in await b.watch_rows(levels, events=200 if q else 1000):
-        print(row.line(), flush=True)
-    w, _ = await b.paced(200, 3 if q else 10, 0, "alone")
-    print(w.line(), flush=True)
-    w, fan = await b.paced(200, 3 if q else 10, 100, "fanout200")
-    print(w.line(), flush=True)
-    print(fan.line(), flush=True)
-    w, fan = await b.paced(args.fanout_rate, 3 if q else 10, 100, "fanout")
-    print(w.line(), flush=True)
-    print(fan.line(), flush=True)
+    if "crud" in phases:
+        for row in await b.crud_rows(levels, creates=300 if q else 3000, gets=300 if q else 3000,
+                                     lists=50 if q else 300):
+            print(row.line(), flush=True)
+    if "watch" in phases:
+        for row in await b.watch_rows(levels, events=200 if q else 1000):
+            print(row.line(), flush=True)
+    if "paced" in phases:
+        w, _ = await b.paced(200, secs, 0, "alone")
+        print(w.line(), flush=True)
+    if "fanout" in phases:
+        for rate in (200, args.fanout_rate):
+            w, fan = await b.paced(rate, secs, 100, f"fanout{rate:.0f}")
+            print(w.line(), flush=True)
+            print(fan.line(), flush=True)
 
     print()
     kids = ", ".join(f"child {c}: {kb / 1024:.1f} MiB" for c, kb in idle_children.items())
@@ -357,6 +376,8 @@ def main() -> int:
     p.add_argument("--controllers", default="", help="passed to kubeling server (default: none)")
     p.add_argument("--fanout-rate", type=float, default=50.0,
                    help="writes/s in the second fan-out phase (default 50)")
+    p.add_argument("--phases", default="crud,watch,paced,fanout",
+                   help="comma-separated subset of crud,watch,paced,fanout")
     args = p.parse_args()
     data_dir = tempfile.mkdtemp(prefix="kubeling-bench-")
     cluster = harness.Cluster(data_dir, extra_args=("--controllers", args.controllers))
