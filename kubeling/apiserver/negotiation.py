@@ -75,8 +75,16 @@ def parse_accept(header: str | None, *, allow_as: tuple[str, ...] = ("Table", "P
     return Accept()
 
 
+_BODY_TYPES = (JSON, YAML, PROTOBUF, "application/apply-patch+yaml", "text/yaml", "application/x-yaml", "*/*",
+               *PATCH_TYPES)
+
+
 def decode_body(data: bytes, content_type: str | None) -> object:
     media = (content_type or JSON).split(";", 1)[0].strip().lower()
+    if media not in _BODY_TYPES:
+        raise errors.StatusError(415, "UnsupportedMediaType",
+                                 f"the body of the request was in an unknown format - accepted media types "
+                                 f"include: {JSON}, {YAML}, {PROTOBUF}")
     if not data.strip():
         raise errors.bad_request("the body of the request was empty")
     if media == PROTOBUF:
@@ -89,12 +97,6 @@ def decode_body(data: bytes, content_type: str | None) -> object:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
-        # Be lenient like upstream, which accepts YAML wherever JSON is expected on create.
-        if media == JSON:
-            try:
-                return yaml.load(data, Loader=_Loader)
-            except yaml.YAMLError:
-                pass
         raise errors.bad_request(f"couldn't get version/kind; json parse error: {e}") from None
 
 
