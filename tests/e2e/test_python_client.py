@@ -273,17 +273,23 @@ def _events(core, ns: str, rv: str, want: int | None, timeout: int = 10, **kw) -
 
 
 def test_watch_from_listed_resource_version(core, namespace):
-    """Upstream's conformance pattern: list, watch from its RV, see exactly the three events."""
-    ns = namespace
-    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata={"name": "existing"}))
-    listed = core.list_namespaced_config_map(ns)
-    rv = listed.metadata.resource_version
+    """Upstream's conformance pattern: list, watch from its RV, see exactly the three events.
 
-    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata={"name": "w"}, data={"n": "1"}))
+    As upstream's conformance test does, the list and the watch use a label selector unique
+    to the test, so that objects controllers add to the namespace (kube-root-ca.crt) stay out.
+    """
+    ns, sel = namespace, {"watch-test": "exactly-three"}
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata={"name": "existing", "labels": sel}))
+    listed = core.list_namespaced_config_map(ns, label_selector="watch-test=exactly-three")
+    rv = listed.metadata.resource_version
+    assert [i.metadata.name for i in listed.items] == ["existing"]
+
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata={"name": "w", "labels": sel},
+                                                             data={"n": "1"}))
     core.patch_namespaced_config_map("w", ns, {"data": {"n": "2"}})
     core.delete_namespaced_config_map("w", ns)
 
-    events = _events(core, ns, rv, want=None, timeout=3)
+    events = _events(core, ns, rv, want=None, timeout=3, label_selector="watch-test=exactly-three")
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
         ("ADDED", "w"), ("MODIFIED", "w"), ("DELETED", "w")]
     assert [e["object"].get("data") for e in events[:2]] == [{"n": "1"}, {"n": "2"}]
@@ -297,7 +303,8 @@ def test_watch_typed_objects(core, namespace):
     rv = core.list_namespaced_config_map(ns).metadata.resource_version
     core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata={"name": "typed"}))
     w = watch.Watch()
-    for ev in w.stream(core.list_namespaced_config_map, ns, resource_version=rv, timeout_seconds=10):
+    for ev in w.stream(core.list_namespaced_config_map, ns, resource_version=rv, timeout_seconds=10,
+                       field_selector="metadata.name=typed"):
         assert ev["type"] == "ADDED"
         assert isinstance(ev["object"], client.V1ConfigMap) and ev["object"].metadata.name == "typed"
         w.stop()
@@ -356,25 +363,26 @@ def test_watch_class_resumes_after_server_closes_stream(core, namespace):
 # -- list semantics ---------------------------------------------------------------------------
 
 def test_pagination_with_limit_and_continue(core, namespace):
+    """limit/continue over Secrets (no controller writes Secrets into a new namespace, so the
+    expected listing is exactly ours): a consistent snapshot with remainingItemCount."""
     ns = namespace
-    # The namespace may already hold objects (kube-root-ca.crt); they are part of the listing.
-    before = [i.metadata.name for i in core.list_namespaced_config_map(ns).items]
     for i in range(7):
-        core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata={"name": f"page-{i}"}))
-    expected = sorted(before + [f"page-{i}" for i in range(7)])
-    first = core.list_namespaced_config_map(ns, limit=3)
+        core.create_namespaced_secret(ns, client.V1Secret(metadata={"name": f"page-{i}"}))
+    expected = [f"page-{i}" for i in range(7)]
+    first = core.list_namespaced_secret(ns, limit=3)
     assert len(first.items) == 3 and first.metadata._continue
-    assert first.metadata.remaining_item_count == len(expected) - 3
+    assert first.metadata.remaining_item_count == 4
     # A write after the first page is not visible in later pages (consistent snapshot).
-    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata={"name": "page-9"}))
+    core.create_namespaced_secret(ns, client.V1Secret(metadata={"name": "page-9"}))
     names = [i.metadata.name for i in first.items]
     token = first.metadata._continue
     while token:
-        page = core.list_namespaced_config_map(ns, limit=3, _continue=token)
+        page = core.list_namespaced_secret(ns, limit=3, _continue=token)
         assert page.metadata.resource_version == first.metadata.resource_version
         names += [i.metadata.name for i in page.items]
         token = page.metadata._continue
     assert names == expected
+    assert len(core.list_namespaced_secret(ns).items) == 8
 
 
 def test_stale_resource_version_update_is_409(core, namespace):
