@@ -342,7 +342,7 @@ async def run(args, cluster: harness.Cluster) -> None:
     idle_main = rss_kb(pid)
     idle_children = {c: rss_kb(c) for c in children(pid)}
     q = args.quick
-    levels = (1, 10, 50)
+    levels = tuple(int(x) for x in args.levels.split(","))
 
     phases = set(args.phases.split(","))
     secs = 3 if q else 10
@@ -376,6 +376,7 @@ def main() -> int:
     p.add_argument("--controllers", default="", help="passed to kubeling server (default: none)")
     p.add_argument("--fanout-rate", type=float, default=50.0,
                    help="writes/s in the second fan-out phase (default 50)")
+    p.add_argument("--levels", default="1,10,50", help="client concurrency levels (default 1,10,50)")
     p.add_argument("--phases", default="crud,watch,paced,fanout",
                    help="comma-separated subset of crud,watch,paced,fanout")
     args = p.parse_args()
