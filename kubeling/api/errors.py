@@ -41,6 +41,14 @@ _NO_VALUE = object()
 
 
 def _fmt_value(v: Any) -> str:
+    try:
+        return _fmt(v)
+    except (TypeError, ValueError):  # e.g. integers beyond 64 bits: still say what was sent
+        import json
+        return json.dumps(v, default=str)
+
+
+def _fmt(v: Any) -> str:
     if isinstance(v, str):
         return orjson.dumps(v).decode()
     if isinstance(v, bool):

@@ -193,6 +193,8 @@ class APIServer:
                 return _json(discovery.aggregated_apis(resources), agg_ct)
             return _json(discovery.api_group_list(resources))
         parts = [x for x in p.split("/") if x]
+        if not parts:
+            return _json({"paths": self.root_paths()})
         if parts[0] == "api" and len(parts) == 2:
             doc = discovery.api_resource_list(parts[1], resources)
         elif parts[0] == "apis" and len(parts) == 2:
@@ -204,6 +206,16 @@ class APIServer:
         if doc is None:
             raise NOT_FOUND
         return _json(doc)
+
+    def root_paths(self) -> list[str]:
+        """What ``GET /`` lists, as upstream's index: every API path and the non-resource endpoints."""
+        paths = {"/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/metrics", "/openapi/v2",
+                 "/openapi/v3", "/openapi/v3/", "/version"}
+        for group, versions in self.resources.groups.items():
+            if group:
+                paths.add(f"/apis/{group}")
+                paths.update(f"/apis/{group}/{v}" for v in versions)
+        return sorted(paths)
 
     async def health(self, request: web.Request, path: str) -> web.Response:
         checks = {"ping": True, "etcd": await self._store_ok(), "poststarthook/crd-informer-synced": self.ready}

@@ -107,9 +107,12 @@ def success_status(served: Served, name: str, uid: str) -> dict:
 
 
 def _warning_headers(ctx: Context) -> list[tuple[str, str]]:
+    """RFC 7234 warn-text: quoted, with quotes, backslashes and control characters escaped."""
     out = []
     for w in dict.fromkeys(ctx.warnings):
-        out.append(("Warning", '299 - "' + w.replace('"', '\\"') + '"'))
+        text = w.replace("\\", "\\\\").replace('"', '\\"')
+        text = "".join(c if 0x20 <= ord(c) < 0x7f or ord(c) > 0x9f else f"\\u{ord(c):04x}" for c in text)
+        out.append(("Warning", f'299 - "{text}"'))
     return out
 
 

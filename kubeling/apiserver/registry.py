@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ from kubeling.api.patch.fieldpath import FieldSet, parse_path
 from kubeling.apiserver import conversion, strategies
 from kubeling.apiserver.resources import Served
 from kubeling.storage.interface import KeyValue, Store
+
+log = logging.getLogger(__name__)
 
 MAX_CAS_RETRIES = 16
 INTERNAL_WRITES = ("binding", "finalize")
@@ -157,6 +160,9 @@ class Registry:
             raise errors.bad_request(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
                                      + "; ".join(str(e) for e in type_errs),
                                      [e.cause() for e in type_errs])
+        if not served.res.crd:
+            _normalize(obj, served.schema, schemas, drop_unknown=bool(unknown) and
+                       ctx.field_validation != "Strict")
         if not unknown:
             return
         if ctx.field_validation == "Strict":
@@ -168,16 +174,18 @@ class Registry:
             ctx.warnings.extend(f'unknown field "{u}"' for u in unknown)
         if served.res.crd:
             structural.prune(obj, served.schema)
-        else:
-            _drop_paths(obj, unknown)
 
     def _prepare(self, served: Served, obj: dict, old: dict | None, ctx: Context) -> dict:
         """Convert, default and run the strategy: the common middle of create and update."""
         obj = conversion.to_storage(served, obj)
-        if served.res.crd:
-            structural.apply_defaults(obj, served.schema)
-        else:
-            defaults.apply_defaults(obj)
+        try:
+            if served.res.crd:
+                structural.apply_defaults(obj, served.schema)
+            else:
+                defaults.apply_defaults(obj)
+        except Exception as e:  # noqa: BLE001 - a defaulter bug must not turn bad input into a 500
+            log.exception("defaulting %s", served.res.kind)
+            raise errors.bad_request(f"the object could not be defaulted: {e}") from None
         strat = self.strategy(served)
         meta = obj["metadata"]
         if old is None:
@@ -208,9 +216,14 @@ class Registry:
         return obj
 
     def _validate(self, served: Served, obj: dict, old: dict | None) -> None:
-        errs = list(validation.validate(obj, old))
-        if served.res.crd and served.schema is not None:
-            errs += structural.validate(obj, served.schema)
+        try:
+            errs = list(validation.validate(obj, old))
+            if served.res.crd and served.schema is not None:
+                errs += structural.validate(obj, served.schema)
+        except Exception as e:  # noqa: BLE001 - a validator bug must not turn bad input into a 500
+            log.exception("validating %s", served.res.kind)
+            raise errors.invalid(served.res.kind, served.res.group, obj["metadata"].get("name", ""),
+                                 [errors.invalid_value("", None, f"the object could not be validated: {e}")])
         if errs:
             res = served.res
             raise errors.invalid(res.kind, res.group, obj["metadata"].get("name", ""), errs)
@@ -439,22 +452,49 @@ def _ns_spec_finalizers(served: Served, obj: dict) -> bool:
         (obj.get("spec") or {}).get("finalizers"))
 
 
-def _drop_paths(obj: dict, paths: list[str]) -> None:
-    """Remove unknown fields (``spec.foo``, ``spec.containers[0].bar``) that a Go decoder would drop."""
-    import re
-    for p in paths:
-        parts = re.findall(r"[^.\[\]]+|\[\d+\]", p)
-        cur: Any = obj
-        for part in parts[:-1]:
-            if part.startswith("["):
-                idx = int(part[1:-1])
-                cur = cur[idx] if isinstance(cur, list) and idx < len(cur) else None
+def _normalize(value: Any, node: dict | None, schemas, drop_unknown: bool) -> Any:
+    """Make a decoded built-in object look as it would after decoding into upstream's Go types:
+    ``null`` fields are absent, ``null`` list items and map values are zero values, and (when
+    asked) fields the schema does not know are dropped. Returns the value to keep."""
+    node = schemas.resolve(node) if node else None
+    if not node:
+        return value
+    if value is None:
+        return _ZERO.get(schema_type(node))
+    if isinstance(value, list):
+        item = node.get("items")
+        if isinstance(item, dict):
+            value[:] = [_normalize(v, item, schemas, drop_unknown) for v in value]
+            value[:] = [v for v in value if v is not None]
+        return value
+    if not isinstance(value, dict):
+        return value
+    props, addl = node.get("properties"), node.get("additionalProperties")
+    if props is None and not isinstance(addl, dict):
+        return value  # free-form: RawExtension, FieldsV1, IntOrString, ...
+    for k in list(value):
+        if props and k in props:
+            if value[k] is None:
+                del value[k]
             else:
-                cur = cur.get(part) if isinstance(cur, dict) else None
-            if cur is None:
-                break
-        if isinstance(cur, dict) and parts:
-            cur.pop(parts[-1], None)
+                value[k] = _normalize(value[k], props[k], schemas, drop_unknown)
+        elif isinstance(addl, dict):
+            v = _normalize(value[k], addl, schemas, drop_unknown)
+            if v is None:
+                del value[k]
+            else:
+                value[k] = v
+        elif drop_unknown:
+            del value[k]
+    return value
+
+
+_ZERO = {"object": {}, "string": "", "integer": 0, "number": 0, "boolean": False, "array": []}
+
+
+def schema_type(node: dict) -> str | None:
+    from kubeling.api.schema import type_of
+    return type_of(node)
 
 
 def _schemas():

@@ -4,7 +4,7 @@ import asyncio
 import copy
 import logging
 
-from kubeling.api.errors import forbidden, internal, not_found
+from kubeling.api.errors import forbidden_status as forbidden, internal, not_found
 from kubeling.client.clock import FakeClock
 from kubeling.client.events import COMBINED_PREFIX, EventRecorder
 from kubeling.client.exceptions import TransportError
