@@ -213,9 +213,16 @@ class ResourceHandler:
             resp.headers.add(k, v)
         return resp
 
-    async def body(self, request: web.Request) -> object:
+    async def body(self, request: web.Request, ctx: Context | None = None) -> object:
         data = await request.read()
-        return negotiation.decode_body(data, request.headers.get("Content-Type"))
+        obj = negotiation.decode_body(data, request.headers.get("Content-Type"))
+        if ctx is not None and ctx.field_validation != "Ignore":
+            dups = negotiation.duplicate_fields(data, request.headers.get("Content-Type"))
+            if dups and ctx.field_validation == "Strict":
+                raise errors.bad_request("strict decoding error: " + ", ".join(
+                    f'json: duplicate field "{d}"' for d in dups))
+            ctx.warnings.extend(f'duplicate field "{d}"' for d in dups)
+        return obj
 
     # -- verbs ---------------------------------------------------------------------------------
 
@@ -361,12 +368,13 @@ class ResourceHandler:
         ctx = self.context(request, info, served)
         if served.res.verbs == ("create",):
             return await self.server.subresources.virtual_create(request, info, served, ctx)
-        obj = await self.registry.create(served, await self.body(request), ctx)
+        obj = await self.registry.create(served, await self.body(request, ctx), ctx)
         return self.respond(request, served, obj, 201, ctx)
 
     async def update(self, request, info, served) -> web.Response:
         ctx = self.context(request, info, served)
-        obj, created = await self.registry.update(served, info.namespace, info.name, await self.body(request), ctx)
+        obj, created = await self.registry.update(served, info.namespace, info.name, await self.body(request, ctx),
+                                                   ctx)
         return self.respond(request, served, obj, 201 if created else 200, ctx)
 
     async def _delete_options(self, request: web.Request) -> dict:

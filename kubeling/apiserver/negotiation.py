@@ -11,6 +11,7 @@ gets JSON, as kubectl expects.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import orjson
@@ -98,6 +99,29 @@ def decode_body(data: bytes, content_type: str | None) -> object:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise errors.bad_request(f"couldn't get version/kind; json parse error: {e}") from None
+
+
+def duplicate_fields(data: bytes, content_type: str | None) -> list[str]:
+    """Paths of keys given twice in one JSON object (``data``, ``spec.template``), which a strict
+    decoder refuses. Only JSON is checked; it costs a second parse, so callers skip it for Ignore."""
+    media = (content_type or JSON).split(";", 1)[0].strip().lower()
+    if media not in (JSON, "application/merge-patch+json", "application/strategic-merge-patch+json") or \
+            data.count(b'"') < 4:
+        return []
+    found: list[str] = []
+
+    def hook(pairs):
+        seen = set()
+        for k, _ in pairs:
+            if k in seen and k not in found:
+                found.append(k)
+            seen.add(k)
+        return dict(pairs)
+    try:
+        json.loads(data, object_pairs_hook=hook)
+    except ValueError:
+        return []
+    return found
 
 
 def _yaml_msg(e: yaml.YAMLError) -> str:

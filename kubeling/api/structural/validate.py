@@ -95,6 +95,11 @@ class _Validator:
     def invalid(self, path: str, value: Any, sentence: str) -> None:
         self.errors.append(invalid_value(path, value, f"{path or '<root>'} in body {sentence}"))
 
+    def type_invalid(self, path: str, value: Any, sentence: str) -> None:
+        """Upstream reports a wrong JSON type as field.TypeInvalid with the type's name as value."""
+        self.errors.append(FieldError("TypeInvalid", path, f"{path or '<root>'} in body {sentence}",
+                                      nodes.json_type(value)))
+
     def run(self, value: Any, node: dict, path: str) -> None:
         if value is None:
             if not nodes.nullable(node) and nodes.type_of(node):
@@ -119,11 +124,11 @@ class _Validator:
         if node.get("x-kubernetes-int-or-string"):
             if isinstance(value, str) or nodes.matches_type(value, "integer"):
                 return True
-            self.invalid(path, value, f'must be of type integer or string: "{nodes.json_type(value)}"')
+            self.type_invalid(path, value, f'must be of type integer or string: "{nodes.json_type(value)}"')
             return False
         t = nodes.type_of(node)
         if t and not nodes.matches_type(value, t):
-            self.invalid(path, value, f'must be of type {t}: "{nodes.json_type(value)}"')
+            self.type_invalid(path, value, f'must be of type {t}: "{nodes.json_type(value)}"')
             return False
         return True
 
