@@ -13,9 +13,12 @@ Each test runs its own server (`make_cluster`), because they restart, SIGKILL or
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
@@ -78,6 +81,29 @@ def create_namespace(cluster, name: str) -> None:
                                    json.dumps({"metadata": {"name": name}}).encode(),
                                    {"Content-Type": "application/json"})
     assert status == 201, body
+
+
+def server_children(cluster) -> list[int]:
+    """Pids of the server's child processes (the controller manager runs as one)."""
+    pid = cluster.proc.pid
+    kids: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def still_running(pids: list[int], marker: str) -> list[int]:
+    """Those of ``pids`` still alive and still ours (their command line names ``marker``)."""
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    alive.append(pid)
+        except OSError:
+            pass
+    return alive
 
 
 def get_json(cluster, path: str) -> dict:
@@ -147,6 +173,7 @@ def test_sigkill_during_concurrent_writes_loses_no_acknowledged_write(make_clust
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    children = server_children(c)
     try:
         assert reached.wait(120), "the writer never got going: " + writer.stderr.read()
         c.kill9()
@@ -173,6 +200,21 @@ def test_sigkill_during_concurrent_writes_loses_no_acknowledged_write(make_clust
             assert cm["data"] == {"i": str(int(cm["metadata"]["name"][2:]))}
     print(f"acked={len(acked)} acked_before_kill={killed_at} present={len(present)} "
           f"attempted={total}")
+
+    # A crashed server must not leave its children behind: an orphaned controller manager
+    # would keep running against the restarted server, next to the new one.
+    marker = str(c.kubeconfig)
+    try:
+        orphans = still_running(children, marker)
+        deadline = time.monotonic() + 10
+        while orphans and time.monotonic() < deadline:
+            time.sleep(0.2)
+            orphans = still_running(orphans, marker)
+        assert not orphans, (f"children {orphans} of the SIGKILLed server are still running "
+                             f"10 s later (ppid now 1); they were started with {marker}")
+    finally:
+        for pid in still_running(children, marker):
+            os.kill(pid, signal.SIGKILL)  # started by this test's server: ours to clean up
 
 
 # -- watch from an old revision, and compaction -----------------------------------------------
