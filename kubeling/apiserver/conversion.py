@@ -12,6 +12,7 @@ version. Pairs handled here:
 
 from __future__ import annotations
 
+import base64
 import copy
 
 from kubeling.api import convert
@@ -21,6 +22,8 @@ _CPU_ANN = "autoscaling.alpha.kubernetes.io/"
 
 
 def to_storage(served: Served, obj: dict) -> dict:
+    if served.res.resource == "secrets" and served.res.group == "" and "stringData" in obj:
+        _secret_string_data(obj)
     gv = served.res.group_version
     if gv == served.storage_gv:
         return obj
@@ -120,3 +123,15 @@ def _event_from_core(obj: dict) -> dict:
         if old in out:
             out[new] = out.pop(old)
     return out
+
+
+def _secret_string_data(obj: dict) -> None:
+    """``stringData`` is write-only: its keys are merged into ``data``, base64-encoded, and it is
+    never stored (upstream's v1 Secret conversion)."""
+    string_data = obj.pop("stringData") or {}
+    if not isinstance(string_data, dict):
+        return
+    data = obj.get("data") or {}
+    for k, v in string_data.items():
+        data[k] = base64.b64encode(str(v).encode()).decode()
+    obj["data"] = data

@@ -12,10 +12,11 @@ registry may call it again when it retries a compare-and-swap.
 from __future__ import annotations
 
 import copy
+import functools
 import uuid
 from typing import Any
 
-from kubeling.api import quantity
+from kubeling.api import quantity, schema
 
 
 def _qty(v: Any) -> Any:
@@ -89,7 +90,30 @@ class WorkloadStrategy(Strategy):
     status_subresource = True
 
     def initial_status(self, obj: dict) -> dict | None:
-        return {}
+        return zero_status(obj)
+
+
+_ZERO = {"integer": 0, "number": 0, "string": "", "boolean": False}
+
+
+@functools.lru_cache(maxsize=None)
+def _zero_status(api_version: str, kind: str) -> tuple:
+    group, _, version = api_version.rpartition("/")
+    schemas = schema.get()
+    node = schemas.for_gvk(group, version, kind)
+    status = schemas.resolve(((node or {}).get("properties") or {}).get("status"))
+    out = []
+    for prop in status.get("required") or ():
+        t = schema.type_of(schemas.resolve(status["properties"][prop]))
+        if t in _ZERO:
+            out.append((prop, _ZERO[t]))
+    return tuple(out)
+
+
+def zero_status(obj: dict) -> dict:
+    """A new object's status as upstream serializes its zero value: the required (non-omitempty)
+    scalar fields, e.g. ``{"replicas": 0}`` for a ReplicaSet."""
+    return dict(_zero_status(obj.get("apiVersion", ""), obj.get("kind", "")))
 
 
 class PodStrategy(Strategy):
