@@ -152,7 +152,8 @@ def test_unknown_fields_strict_is_400_naming_each_field(cluster, namespace):
 
 
 def test_duplicate_field_strict_is_400(cluster, namespace):
-    body = '{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup"},"data":{"a":"1"},"data":{"b":"2"}}'
+    body = ('{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup"},'
+            '"data":{"a":"1"},"data":{"b":"2"}}')
     st = assert_status(send(cluster, "POST", cm_path(namespace) + "?fieldValidation=Strict", body),
                        400, "BadRequest")
     assert 'duplicate field "data"' in st["message"], st["message"]

@@ -226,7 +226,8 @@ def test_patch_merge_json_and_strategic_is_415(custom, namespace):
         custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "p", {"spec": {"size": 100}})
     assert e.value.status == 422
     after = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "p")
-    assert after["spec"]["size"] == 6 and after["metadata"]["resourceVersion"] == patched["metadata"]["resourceVersion"]
+    assert after["spec"]["size"] == 6
+    assert after["metadata"]["resourceVersion"] == patched["metadata"]["resourceVersion"]
 
 
 def test_kubectl_patch_types_on_custom_resource(kubectl, namespace, widgets_crd):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 
 import pytest
 from kubernetes import client, watch
@@ -314,8 +316,9 @@ def test_watch_typed_objects(core, namespace):
 def test_watch_with_label_selector(core, namespace):
     ns = namespace
     rv = core.list_namespaced_config_map(ns).metadata.resource_version
-    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata={"name": "other", "labels": {"sel": "no"}}))
-    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata={"name": "mine", "labels": {"sel": "yes"}}))
+    for name, sel in (("other", "no"), ("mine", "yes")):
+        core.create_namespaced_config_map(
+            ns, client.V1ConfigMap(metadata={"name": name, "labels": {"sel": sel}}))
     core.patch_namespaced_config_map("other", ns, {"data": {"x": "1"}})
     core.patch_namespaced_config_map("mine", ns, {"data": {"x": "1"}})
     # Leaving the selector is seen as DELETED by this watch (upstream's cacher semantics).
@@ -336,9 +339,6 @@ def test_watch_class_resumes_after_server_closes_stream(core, namespace):
 
     def list_short(namespace, **kw):
         return core.list_namespaced_config_map(namespace, timeout_seconds=1, **kw)
-
-    import threading
-    import time
 
     def writer():
         for i in range(5):
