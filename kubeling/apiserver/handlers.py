@@ -292,6 +292,7 @@ class ResourceHandler:
         bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
         sie = q.get("sendInitialEvents")
         send_initial = None if sie is None else sie in ("true", "1")
+        listwatch.check_watch_options(q.get("resourceVersion", ""), send_initial, q.get("resourceVersionMatch", ""))
         events = listwatch.watch_objects(self.server.store, served, info.namespace, match,
                                          resource_version=q.get("resourceVersion", ""),
                                          send_initial=send_initial, rv_match=q.get("resourceVersionMatch", ""))

@@ -137,6 +137,21 @@ def _match_all(obj: dict) -> bool:
 MATCH_ALL: Filter = _match_all
 
 
+def check_watch_options(resource_version: str | None, send_initial: bool | None, rv_match: str) -> bool:
+    """Validate watch parameters before the stream starts; returns whether to send initial events."""
+    parse_rv(resource_version)
+    if send_initial is None:
+        if rv_match:
+            raise errors.invalid("ListOptions", "meta.k8s.io", "", [errors.forbidden(
+                "resourceVersionMatch", "resourceVersionMatch is forbidden for watch unless sendInitialEvents "
+                "is provided")])
+        return resource_version in ("", "0", None)
+    if rv_match != "NotOlderThan":
+        raise errors.invalid("ListOptions", "meta.k8s.io", "", [errors.forbidden(
+            "resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")])
+    return send_initial
+
+
 async def watch_objects(store: Store, served: Served, namespace: str | None, match: Filter, *,
                         resource_version: str = "", send_initial: bool | None = None,
                         rv_match: str = "") -> AsyncIterator[tuple[str, dict]]:
@@ -146,11 +161,7 @@ async def watch_objects(store: Store, served: Served, namespace: str | None, mat
     """
     prefix = served.list_prefix(namespace)
     rv = parse_rv(resource_version)
-    if send_initial is None:
-        send_initial = resource_version in ("", "0", None)
-    elif send_initial and rv_match != "NotOlderThan":
-        raise errors.invalid("WatchOptions", "meta.k8s.io", "", [errors.forbidden(
-            "resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")])
+    send_initial = check_watch_options(resource_version, send_initial, rv_match)
     start = rv + 1
     if send_initial:
         res = await store.list(prefix)

@@ -1,0 +1,206 @@
+"""API semantics that clients rely on, checked over raw HTTPS against a real server.
+
+Watch modes (initial events, sendInitialEvents with the initial-events-end bookmark, bookmarks,
+timeoutSeconds, selector transitions), metadata.generation, the status/spec split, graceful pod
+deletion and the namespace lifecycle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+
+def call(cluster, method, path, body=None, ctype="application/json"):
+    data = json.dumps(body).encode() if body is not None else None
+    status, raw = cluster.request(method, path, data, {"Content-Type": ctype} if data else {})
+    return status, json.loads(raw) if raw else None
+
+
+def cm(name, labels=None, data=None):
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels or {}},
+            "data": data or {"k": "v"}}
+
+
+def watch_lines(cluster, path, seconds: float = 10.0):
+    """Yield parsed watch events from a streaming GET until the server ends the stream."""
+    req = urllib.request.Request(cluster.url + path)
+    with urllib.request.urlopen(req, context=cluster.ssl_context(), timeout=seconds) as r:
+        for line in r:
+            if line.strip():
+                yield json.loads(line)
+
+
+def test_watch_without_resource_version_starts_with_current_state(cluster, namespace):
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    for n in ("a", "b"):
+        assert call(cluster, "POST", base, cm(n))[0] == 201
+    events = list(watch_lines(cluster, base + "?watch=true&timeoutSeconds=1"))
+    names = sorted(e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED")
+    assert {"a", "b"} <= set(names), events
+
+
+def test_send_initial_events_ends_with_annotated_bookmark(cluster, namespace):
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    assert call(cluster, "POST", base, cm("x"))[0] == 201
+    events = list(watch_lines(cluster, base + "?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan"
+                                             "&allowWatchBookmarks=true&timeoutSeconds=1"))
+    types = [e["type"] for e in events]
+    assert "ADDED" in types and types[types.index("BOOKMARK") - 1] == "ADDED", types
+    bookmark = next(e for e in events if e["type"] == "BOOKMARK")
+    assert bookmark["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert int(bookmark["object"]["metadata"]["resourceVersion"]) >= int(
+        next(e for e in events if e["type"] == "ADDED")["object"]["metadata"]["resourceVersion"])
+
+
+def test_send_initial_events_requires_not_older_than(cluster, namespace):
+    status, st = call(cluster, "GET", f"/api/v1/namespaces/{namespace}/configmaps?watch=true&sendInitialEvents=true")
+    assert status == 422 and st["reason"] == "Invalid", st
+
+
+def test_idle_watch_gets_bookmarks_and_ends_at_timeout(cluster, namespace):
+    base = f"/api/v1/namespaces/{namespace}/serviceaccounts"  # nothing writes here once "default" exists
+    deadline = time.monotonic() + 10
+    while call(cluster, "GET", f"{base}/default")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _, lst = call(cluster, "GET", base)
+    rv = lst["metadata"]["resourceVersion"]
+    start = time.monotonic()
+    events = list(watch_lines(cluster, base + f"?watch=true&resourceVersion={rv}&allowWatchBookmarks=true"
+                                             "&timeoutSeconds=7", seconds=20))
+    elapsed = time.monotonic() - start
+    assert 6 <= elapsed < 15, elapsed
+    assert events and all(e["type"] == "BOOKMARK" for e in events), events
+    assert all(int(e["object"]["metadata"]["resourceVersion"]) >= int(rv) for e in events)
+
+
+def test_label_selector_watch_sees_objects_leave_and_enter(cluster, namespace):
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    _, created = call(cluster, "POST", base, cm("s", {"tier": "web"}))
+    rv = created["metadata"]["resourceVersion"]
+    for tier in ("db", "web"):
+        status, _ = call(cluster, "PATCH", f"{base}/s", {"metadata": {"labels": {"tier": tier}}},
+                         "application/merge-patch+json")
+        assert status == 200
+    events = list(watch_lines(cluster, base + f"?watch=true&resourceVersion={rv}&labelSelector=tier%3Dweb"
+                                             "&timeoutSeconds=1"))
+    assert [e["type"] for e in events] == ["DELETED", "ADDED"], events
+
+
+def test_generation_tracks_spec_only_and_status_is_split(cluster, namespace):
+    base = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "g"},
+           "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}},
+                    "template": {"metadata": {"labels": {"a": "b"}},
+                                 "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+           "status": {"replicas": 7}}
+    status, obj = call(cluster, "POST", base, dep)
+    assert status == 201 and obj["metadata"]["generation"] == 1 and obj["status"] == {}, obj
+    _, obj = call(cluster, "PATCH", f"{base}/g", {"metadata": {"labels": {"x": "y"}}}, "application/merge-patch+json")
+    assert obj["metadata"]["generation"] == 1
+    _, obj = call(cluster, "PATCH", f"{base}/g", {"spec": {"replicas": 3}, "status": {"replicas": 9}},
+                  "application/merge-patch+json")
+    assert obj["metadata"]["generation"] == 2 and obj["status"] == {}, obj
+    _, obj = call(cluster, "PATCH", f"{base}/g/status", {"spec": {"replicas": 5}, "status": {"replicas": 2}},
+                  "application/merge-patch+json")
+    assert obj["status"]["replicas"] == 2 and obj["spec"]["replicas"] == 3
+    assert obj["metadata"]["generation"] == 2
+
+
+def test_noop_update_keeps_resource_version(cluster, namespace):
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    _, obj = call(cluster, "POST", base, cm("same"))
+    status, again = call(cluster, "PUT", f"{base}/same", obj)
+    assert status == 200 and again["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+
+
+def test_scheduled_pod_is_deleted_gracefully(cluster, namespace):
+    base = f"/api/v1/namespaces/{namespace}/pods"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"nodeName": "node-1", "terminationGracePeriodSeconds": 20,
+                    "containers": [{"name": "c", "image": "busybox"}]}}
+    assert call(cluster, "POST", base, pod)[0] == 201
+    status, obj = call(cluster, "DELETE", f"{base}/p")
+    assert status == 200 and obj["metadata"]["deletionGracePeriodSeconds"] == 20, obj
+    assert obj["metadata"]["deletionTimestamp"]
+    assert call(cluster, "GET", f"{base}/p")[0] == 200  # the node agent finishes the deletion
+    status, _ = call(cluster, "DELETE", f"{base}/p", {"gracePeriodSeconds": 0})
+    assert status == 200 and call(cluster, "GET", f"{base}/p")[0] == 404
+
+
+def test_unscheduled_pod_is_deleted_at_once(cluster, namespace):
+    base = f"/api/v1/namespaces/{namespace}/pods"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "u"},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    _, created = call(cluster, "POST", base, pod)
+    assert created["status"]["phase"] == "Pending" and created["spec"]["serviceAccountName"] == "default"
+    assert call(cluster, "DELETE", f"{base}/u")[0] == 200
+    assert call(cluster, "GET", f"{base}/u")[0] == 404
+
+
+def test_terminating_namespace_refuses_new_objects_then_goes_away(cluster):
+    ns = f"term-{int(time.time() * 1000) % 100000}"
+    assert call(cluster, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                        "metadata": {"name": ns}})[0] == 201
+    base = f"/api/v1/namespaces/{ns}/configmaps"
+    held = cm("held")
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    assert call(cluster, "POST", base, held)[0] == 201
+    status, obj = call(cluster, "DELETE", f"/api/v1/namespaces/{ns}")
+    assert status == 200 and obj["status"]["phase"] == "Terminating", obj
+    status, st = call(cluster, "POST", base, cm("late"))
+    assert status == 403 and "is being terminated" in st["message"], st
+    status, st = call(cluster, "POST", "/api/v1/namespaces/nope-ns/configmaps", cm("x"))
+    assert status == 404 and st["message"] == 'namespaces "nope-ns" not found', st
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the namespace controller reports what remains
+        _, nsobj = call(cluster, "GET", f"/api/v1/namespaces/{ns}")
+        conds = {c["type"]: c for c in nsobj.get("status", {}).get("conditions", [])}
+        if "NamespaceContentRemaining" in conds:
+            break
+        time.sleep(0.2)
+    assert "configmaps has 1 resource instances" in conds["NamespaceContentRemaining"]["message"], conds
+    _, obj = call(cluster, "GET", f"{base}/held")
+    obj["metadata"]["finalizers"] = []
+    assert call(cluster, "PUT", f"{base}/held", obj)[0] == 200
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and call(cluster, "GET", f"/api/v1/namespaces/{ns}")[0] != 404:
+        time.sleep(0.2)
+    assert call(cluster, "GET", f"/api/v1/namespaces/{ns}")[0] == 404
+
+
+@pytest.mark.parametrize("name", ["default", "kube-system", "kube-public"])
+def test_system_namespaces_cannot_be_deleted(cluster, name):
+    status, st = call(cluster, "DELETE", f"/api/v1/namespaces/{name}")
+    assert status == 403 and st["reason"] == "Forbidden", st
+
+
+def test_new_namespace_gets_default_service_account_and_root_ca(cluster, namespace):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        sa, _ = call(cluster, "GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
+        ca, body = call(cluster, "GET", f"/api/v1/namespaces/{namespace}/configmaps/kube-root-ca.crt")
+        if sa == 200 and ca == 200:
+            break
+        time.sleep(0.1)
+    assert (sa, ca) == (200, 200)
+    assert body["data"]["ca.crt"].startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_anonymous_and_bad_token(cluster):
+    import ssl
+    ctx = ssl.create_default_context(cafile=None)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    for path, headers, code in (("/healthz", {}, 200), ("/api", {}, 403),
+                                ("/api", {"Authorization": "Bearer nope"}, 401)):
+        req = urllib.request.Request(cluster.url + path, headers=headers)
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+                got = r.status
+        except urllib.error.HTTPError as e:
+            got = e.code
+        assert got == code, (path, headers, got)
