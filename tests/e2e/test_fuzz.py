@@ -153,11 +153,40 @@ def query(draw) -> str:
 
 # -- the property -----------------------------------------------------------------------------
 
+class ServerErrors:
+    """Reads what the API server logged at ERROR level since the last call.
+
+    A handler may catch its own crash and answer 4xx (so the status alone looks fine); the
+    logged traceback still shows the crash. Controllers log to the same file under their own
+    logger names, so only ``kubeling.apiserver`` errors count.
+    """
+
+    MARK = b" ERROR kubeling.apiserver"
+
+    def __init__(self, cluster):
+        self.path = cluster.log_path
+        self.offset = self.path.stat().st_size
+
+    def new(self) -> str:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            text = f.read()
+        self.offset += len(text)
+        i = text.find(self.MARK)
+        return "" if i < 0 else text[max(0, text.rfind(b"\n", 0, i)):][:4000].decode(errors="replace")
+
+
+_errors: dict[int, ServerErrors] = {}
+
+
 def check(cluster, method: str, path: str, body: bytes | None = None,
           ctype: str = "application/json") -> int:
-    """Send one request and assert the server handled it: < 500, errors as a Status."""
+    """Send one request and assert the server handled it: < 500, errors as a Status, and
+    nothing logged as an API server error while handling it."""
     headers = {"Content-Type": ctype, "Accept": "application/json"}
     shown = (body or b"")[:2000]
+    errs = _errors.setdefault(id(cluster), ServerErrors(cluster))
+    errs.new()  # forget anything logged before this request
     try:
         status, raw = cluster.request(method, path, body, headers, timeout=30)
     except (OSError, http.client.HTTPException) as e:
@@ -172,6 +201,9 @@ def check(cluster, method: str, path: str, body: bytes | None = None,
         except ValueError:
             raise AssertionError(f"{method} {path} -> {status} with a non-JSON body {raw[:500]!r}")
         assert st_.get("kind") == "Status" and st_.get("code") == status, (method, path, st_)
+    logged = errs.new()
+    assert not logged, (f"{method} {path} -> {status}, but the server logged an error\n"
+                        f"request body ({ctype}): {shown!r}\nresponse: {raw[:1000]!r}\n{logged}")
     return status
 
 
