@@ -192,7 +192,10 @@ class Cluster:
             + self.log_tail())
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code.
+
+        The server stops its own children on SIGTERM; any that outlive it are killed with the
+        rest of its process group, so no test leaves processes behind."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -202,15 +205,25 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._kill_group()
         code, self.proc = self.proc.returncode, None
         return code
 
     def kill9(self) -> None:
-        """SIGKILL the server: no clean shutdown, as in a crash."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        """SIGKILL the server and every process it started, at once: a crash of the whole
+        server (its in-process controllers included), with no clean shutdown."""
+        if self.proc is not None:
+            self._kill_group()
             self.proc.wait()
         self.proc = None
+
+    def _kill_group(self) -> None:
+        # start_new_session made the server the leader of its own process group (pgid = pid),
+        # so the group holds exactly the server and the children it started.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def restart(self) -> "Cluster":
         self.stop()
