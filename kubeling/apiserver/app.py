@@ -26,8 +26,8 @@ from aiohttp import web
 from kubeling.api import errors, schema
 from kubeling.apiserver import discovery, openapi
 from kubeling.apiserver.admission import Admission
-from kubeling.apiserver.auth import ANONYMOUS, Attributes, TokenFile, default_authorizer, user_from_cert, \
-    with_authenticated
+from kubeling.apiserver.auth import ANONYMOUS, Attributes, TokenFile, UserInfo, default_authorizer, \
+    user_from_cert, with_authenticated
 from kubeling.apiserver.handlers import ResourceHandler, parse_path, status_response
 from kubeling.apiserver.metrics import Metrics
 from kubeling.apiserver.patching import Patcher
@@ -37,6 +37,8 @@ from kubeling.apiserver.subresources import Subresources
 
 log = logging.getLogger(__name__)
 
+# Everyone on the development-only insecure port is an administrator, as upstream's old insecure port.
+INSECURE_USER = UserInfo("system:admin", groups=("system:masters", "system:authenticated"))
 NOT_FOUND = errors.StatusError(404, "NotFound", "the server could not find the requested resource", details={})
 
 
@@ -100,8 +102,7 @@ class APIServer:
         if user is not None:
             return with_authenticated(user)
         if request.get("insecure"):
-            from kubeling.apiserver.auth import UserInfo
-            return UserInfo("system:admin", groups=("system:masters", "system:authenticated"))
+            return INSECURE_USER
         return ANONYMOUS
 
     def authorize(self, request: web.Request, attrs: Attributes) -> None:
