@@ -221,7 +221,7 @@ def forbidden_status(resource: str, group: str, name: str, message: str) -> Stat
 
 
 def method_not_allowed(verb: str, resource: str) -> StatusError:
-    return StatusError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource",
+    return StatusError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource",
                        details=_details(None, None, resource))
 
 
@@ -235,13 +235,9 @@ def too_many_requests(message: str = "Too many requests, please try again later.
                        headers={"Retry-After": str(retry_after)})
 
 
-def unsupported_media_type(content_type: str) -> StatusError:
-    return StatusError(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - '
-                       f'accepted media types include: application/json, application/yaml, '
-                       f'application/vnd.kubernetes.protobuf' if not content_type else
-                       f"the body of the request was in an unknown format - accepted media types include: "
-                       f"application/json-patch+json, application/merge-patch+json, "
-                       f"application/apply-patch+yaml, application/strategic-merge-patch+json")
+def unsupported_media_type(accepted: list[str] | tuple[str, ...]) -> StatusError:
+    return StatusError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                       f"accepted media types include: {', '.join(accepted)}")
 
 
 def not_acceptable(message: str) -> StatusError:

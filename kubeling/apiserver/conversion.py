@@ -44,8 +44,7 @@ def from_storage(served: Served, obj: dict) -> dict:
     if gv == served.storage_gv or obj.get("apiVersion") == gv:
         return obj
     if served.res.crd:
-        obj["apiVersion"] = gv
-        return obj
+        return {**obj, "apiVersion": gv}
     if served.res.storage_version:
         return convert.from_storage(obj, gv)
     if served.res.resource == "horizontalpodautoscalers":

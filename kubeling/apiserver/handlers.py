@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 import orjson
@@ -21,12 +20,12 @@ from kubeling.apiserver import listwatch, negotiation, tables
 from kubeling.apiserver.auth import Attributes
 from kubeling.apiserver.registry import Context
 from kubeling.apiserver.resources import Served
+from kubeling.apiserver.watchstream import WatchStream
 
 log = logging.getLogger(__name__)
 
 NAMESPACE_SUBRESOURCES = ("status", "finalize")
 RETURNS_DELETED_OBJECT = {("", "pods"), ("", "services"), ("", "namespaces")}
-BOOKMARK_INTERVAL = 5.0
 DEFAULT_WATCH_TIMEOUT = 1800
 
 
@@ -296,72 +295,25 @@ class ResourceHandler:
         events = listwatch.watch_objects(self.server.store, served, info.namespace, match,
                                          resource_version=q.get("resourceVersion", ""),
                                          send_initial=send_initial, rv_match=q.get("resourceVersionMatch", ""))
-        # Surface a 410 for a compacted start revision as an error event, like upstream.
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
-                                                       "Transfer-Encoding": "chunked",
                                                        "Cache-Control": "no-cache, private"})
+        resp.enable_chunked_encoding()
         await resp.prepare(request)
+        stream = WatchStream(served, resp, events, bookmarks=bookmarks, start_rv=q.get("resourceVersion", ""),
+                             as_kind=accept.as_kind, as_version=accept.version,
+                             include_object=q.get("includeObject", "Metadata"))
         self.server.metrics.watchers(1)
-        deadline = time.monotonic() + timeout_s
-        last_rv = q.get("resourceVersion", "") or "0"
-        table_mode = accept.as_kind == "Table"
-        it = events.__aiter__()
-        pending: asyncio.Task | None = None
         try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                if pending is None:
-                    pending = asyncio.ensure_future(it.__anext__())
-                done, _ = await asyncio.wait({pending}, timeout=min(remaining, BOOKMARK_INTERVAL))
-                if not done:
-                    if bookmarks and last_rv != "0":
-                        await resp.write(self._bookmark(served, last_rv))
-                    continue
-                task, pending = pending, None
-                try:
-                    etype, obj = task.result()
-                except StopAsyncIteration:
-                    break
-                except errors.StatusError as e:
-                    await resp.write(orjson.dumps({"type": "ERROR", "object": e.to_status()}) + b"\n")
-                    break
-                if etype == "INITIAL_END":
-                    last_rv = str(obj["revision"])
-                    if bookmarks:
-                        await resp.write(self._bookmark(served, last_rv, initial_end=True))
-                    continue
-                last_rv = obj["metadata"].get("resourceVersion", last_rv)
-                if table_mode:
-                    obj = tables.table(served, [obj], last_rv, q.get("includeObject", "Metadata"),
-                                       accept.version)
-                elif accept.as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
-                    obj = tables.partial_metadata(obj, False, accept.version)
-                await resp.write(orjson.dumps({"type": etype, "object": obj}) + b"\n")
+            await stream.run(timeout_s)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
-        except Exception:  # noqa: BLE001 - headers are sent: end the stream, never a second response
-            log.exception("watch %s", info.path)
         finally:
             self.server.metrics.watchers(-1)
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
-            await events.aclose()
         try:
             await resp.write_eof()
         except (ConnectionResetError, RuntimeError):
             pass
         return resp
-
-    def _bookmark(self, served: Served, rv: str, initial_end: bool = False) -> bytes:
-        meta: dict = {"resourceVersion": rv}
-        if initial_end:
-            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-        return orjson.dumps({"type": "BOOKMARK", "object": {"kind": served.res.kind,
-                                                             "apiVersion": served.res.group_version,
-                                                             "metadata": meta}}) + b"\n"
 
     async def create(self, request, info, served) -> web.Response:
         if info.name:

@@ -83,9 +83,7 @@ _BODY_TYPES = (JSON, YAML, PROTOBUF, "application/apply-patch+yaml", "text/yaml"
 def decode_body(data: bytes, content_type: str | None) -> object:
     media = (content_type or JSON).split(";", 1)[0].strip().lower()
     if media not in _BODY_TYPES:
-        raise errors.StatusError(415, "UnsupportedMediaType",
-                                 f"the body of the request was in an unknown format - accepted media types "
-                                 f"include: {JSON}, {YAML}, {PROTOBUF}")
+        raise errors.unsupported_media_type((JSON, YAML, PROTOBUF))
     if not data.strip():
         raise errors.bad_request("the body of the request was empty")
     if media == PROTOBUF:

@@ -27,9 +27,7 @@ def patch_type(request: web.Request, served: Served) -> str:
         allowed = ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
         if not served.res.crd:
             allowed.append("application/strategic-merge-patch+json")
-        raise errors.StatusError(415, "UnsupportedMediaType",
-                                 f"the body of the request was in an unknown format - accepted media types "
-                                 f"include: {', '.join(allowed)}")
+        raise errors.unsupported_media_type(allowed)
     return ptype
 
 

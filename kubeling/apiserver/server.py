@@ -8,7 +8,9 @@ acknowledged write is on disk before the process exits).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import signal
 import os
 import sys
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 KUBERNETES_SERVICE_IP = "10.43.0.1"
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -139,7 +142,7 @@ async def supervise_child(args: list[str], stop: asyncio.Event) -> None:
     delay = 1.0
     while not stop.is_set():
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "kubeling.cli.main", *args,
-                                                    stdin=asyncio.subprocess.DEVNULL)
+                                                    stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent)
         try:
             waiter = asyncio.create_task(stop.wait())
             exited = asyncio.create_task(proc.wait())
@@ -157,6 +160,15 @@ async def supervise_child(args: list[str], stop: asyncio.Event) -> None:
                 except asyncio.TimeoutError:
                     proc.kill()
                     await proc.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the server dies, even by SIGKILL (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 async def _shutdown(tasks, runners, store) -> None:

@@ -153,7 +153,8 @@ class GarbageCollector:
         if len(absent) == len(refs):
             await self._delete(oid, "Background")
         elif foreground_block:
-            await self._delete(oid, "Foreground")
+            # Foreground only if the dependent has dependents of its own to wait for (as upstream).
+            await self._delete(oid, "Foreground" if self.dependents.get(oid.uid) else "Background")
         elif absent:
             await self._update(oid, lambda o: _drop_refs(o, set(absent)))
 
@@ -174,7 +175,7 @@ class GarbageCollector:
                 if cur is None:
                     continue
                 if not cur["metadata"].get("deletionTimestamp"):
-                    await self._delete(dep, "Foreground")
+                    await self._delete(dep, "Foreground" if self.dependents.get(dep.uid) else "Background")
             still = [d for d in live if await self._get(d) is not None]
             if still:
                 self.queue.add_after(("owner", oid), FOREGROUND_RECHECK)

@@ -64,7 +64,6 @@ queued behind user writes, so it never stalls the writer for long.
 from __future__ import annotations
 
 import asyncio
-import collections
 import fcntl
 import logging
 import os
