@@ -292,16 +292,18 @@ class ResourceHandler:
         sie = q.get("sendInitialEvents")
         send_initial = None if sie is None else sie in ("true", "1")
         listwatch.check_watch_options(q.get("resourceVersion", ""), send_initial, q.get("resourceVersionMatch", ""))
+        state: dict = {}
         events = listwatch.watch_objects(self.server.store, served, info.namespace, match,
                                          resource_version=q.get("resourceVersion", ""),
-                                         send_initial=send_initial, rv_match=q.get("resourceVersionMatch", ""))
+                                         send_initial=send_initial, rv_match=q.get("resourceVersionMatch", ""),
+                                         state=state)
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
                                                        "Cache-Control": "no-cache, private"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         stream = WatchStream(served, resp, events, bookmarks=bookmarks, start_rv=q.get("resourceVersion", ""),
                              as_kind=accept.as_kind, as_version=accept.version,
-                             include_object=q.get("includeObject", "Metadata"))
+                             include_object=q.get("includeObject", "Metadata"), state=state)
         self.server.metrics.watchers(1)
         try:
             await stream.run(timeout_s)

@@ -155,10 +155,12 @@ def check_watch_options(resource_version: str | None, send_initial: bool | None,
 
 async def watch_objects(store: Store, served: Served, namespace: str | None, match: Filter, *,
                         resource_version: str = "", send_initial: bool | None = None,
-                        rv_match: str = "") -> AsyncIterator[tuple[str, dict, tuple | None]]:
+                        rv_match: str = "", state: dict | None = None) \
+        -> AsyncIterator[tuple[str, dict, tuple | None]]:
     """Yields (event type, object, cache key) triples; ``("INITIAL_END", {"revision": R}, None)``
     marks the end of the initial events. Objects are shared between watchers: never mutate them.
     The cache key ``(key, revision, type)`` names the event for encoders that cache per event.
+    ``state["watch"]`` is set to the store watch once changes are being streamed.
 
     Raises `errors.StatusError` (410) before the first event when the start revision is gone.
     """
@@ -177,6 +179,8 @@ async def watch_objects(store: Store, served: Served, namespace: str | None, mat
     elif rv == 0:
         start = await store.current_revision() + 1
     w = store.watch(prefix, start)
+    if state is not None:
+        state["watch"] = w  # lets the stream see how many events are already buffered
     try:
         async for ev in _events(w, served, match):
             yield ev

@@ -29,6 +29,7 @@ from kubeling.apiserver.resources import Served
 log = logging.getLogger(__name__)
 
 BOOKMARK_INTERVAL = 5.0
+BATCH_MAX = 256
 _LINES: collections.OrderedDict = collections.OrderedDict()
 _LINES_MAX = 4096
 
@@ -56,7 +57,8 @@ def bookmark(served: Served, rv: str, initial_end: bool = False) -> bytes:
 
 class WatchStream:
     def __init__(self, served: Served, resp: web.StreamResponse, events, *, bookmarks: bool, start_rv: str,
-                 as_kind: str = "", as_version: str = "v1", include_object: str = "Metadata") -> None:
+                 as_kind: str = "", as_version: str = "v1", include_object: str = "Metadata",
+                 state: dict | None = None) -> None:
         self.served = served
         self.resp = resp
         self.events = events
@@ -66,6 +68,13 @@ class WatchStream:
         self.as_version = as_version
         self.include_object = include_object
         self.last_write = time.monotonic()
+        self.state = state if state is not None else {}
+        self._batch: list[bytes] = []
+
+    def _more_ready(self) -> bool:
+        w = self.state.get("watch")
+        pending = getattr(w, "pending", None)
+        return bool(pending and pending() and len(self._batch) < BATCH_MAX)
 
     async def _write(self, data: bytes) -> None:
         self.last_write = time.monotonic()
@@ -89,9 +98,16 @@ class WatchStream:
                         await self._write(bookmark(self.served, self.last_rv, initial_end=True))
                     continue
                 self.last_rv = obj["metadata"].get("resourceVersion", self.last_rv)
-                await self._write(self._render(etype, obj, cache_key))
+                # Events already buffered go out in one write: one TLS record and syscall, not N.
+                self._batch.append(self._render(etype, obj, cache_key))
+                if not self._more_ready():
+                    batch, self._batch = b"".join(self._batch), []
+                    await self._write(batch)
         except errors.StatusError as e:
-            await self._write(orjson.dumps({"type": "ERROR", "object": e.to_status()}) + b"\n")
+            self._batch.append(orjson.dumps({"type": "ERROR", "object": e.to_status()}) + b"\n")
+        if self._batch:
+            batch, self._batch = b"".join(self._batch), []
+            await self._write(batch)
 
     async def _ticker(self) -> None:
         while True:

@@ -59,6 +59,10 @@ class BufferedWatch:
         """The smallest revision this watch has not yielded yet."""
         return self._next
 
+    def pending(self) -> int:
+        """Events buffered and ready to yield without waiting (lets consumers batch their writes)."""
+        return len(self._backfill) + len(self._live)
+
     def __aiter__(self) -> BufferedWatch:
         return self
 

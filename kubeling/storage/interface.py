@@ -161,6 +161,9 @@ class Watch(Protocol):
     def close(self) -> None:
         """Stop the watch. Idempotent; the iteration ends at its next step."""
 
+    def pending(self) -> int:
+        """How many events are buffered and can be yielded without waiting (0 if unknown)."""
+
 
 @runtime_checkable
 class Store(Protocol):
