@@ -183,7 +183,7 @@ def test_defaults_are_copies():
                   '2 properties'], id="max-properties"),
     pytest.param({"port": 80}, [], id="int-or-string-int"),
     pytest.param({"port": "http"}, [], id="int-or-string-string"),
-    pytest.param({"port": 1.5}, ['spec.port: Invalid value: 1.5: spec.port in body must be of type integer or '
+    pytest.param({"port": 1.5}, ['spec.port: Invalid value: "number": spec.port in body must be of type integer or '
                                  'string: "number"'], id="int-or-string-bad"),
     pytest.param({"mode": None}, ['spec.mode: Invalid value: null: spec.mode in body must be of type string: "null"'],
                  id="not-nullable"),
