@@ -24,6 +24,8 @@ import struct
 
 import orjson
 
+from kubeling.api.protobuf import wire
+
 # Clients send either form in Accept; the reply's Content-Type must be the dotted one,
 # because Go's mime.ParseMediaType (in kubectl) rejects the "@" of the older form.
 MEDIA_TYPE = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
@@ -47,26 +49,7 @@ def wants_protobuf(accept: str | None) -> bool:
 # --- wire format ----------------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    if n < 0:
-        n &= (1 << 64) - 1  # int64 negatives are ten-byte two's complement
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _tag(field: int, wire_type: int) -> bytes:
-    return _varint(field << 3 | wire_type)
-
-
-def _len(field: int, payload: bytes) -> bytes:
-    return _tag(field, 2) + _varint(len(payload)) + payload
+_varint, _tag, _len = wire.varint, wire.key, wire.len_field
 
 
 def _msg(field: int, payload: bytes) -> bytes:
