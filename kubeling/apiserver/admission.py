@@ -23,8 +23,10 @@ import ipaddress
 import orjson
 
 from kubeling.api import errors
+from kubeling.storage.interface import CompactedError
 
 IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
+NAMESPACE_PREFIX = "/registry/core/namespaces/"
 SERVICE_CIDR = "10.43.0.0/16"
 NODE_PORT_RANGE = (30000, 32767)
 TOLERATION_SECONDS = 300
@@ -35,6 +37,27 @@ class Admission:
         self.store = store
         self.service_net = ipaddress.ip_network(service_cidr)
         self._alloc_lock = asyncio.Lock()
+        # namespace name -> is terminating; kept by `watch_namespaces`, so that creates need no read.
+        self.namespaces: dict[str, bool] = {}
+
+    async def watch_namespaces(self, stop: asyncio.Event) -> None:
+        """Keep `namespaces` current from the store (list, then watch; relist on 410)."""
+        while not stop.is_set():
+            res = await self.store.list(NAMESPACE_PREFIX)
+            self.namespaces = {kv.key[len(NAMESPACE_PREFIX):]: _terminating(orjson.loads(kv.value))
+                               for kv in res.kvs}
+            w = self.store.watch(NAMESPACE_PREFIX, res.revision + 1)
+            try:
+                async for ev in w:
+                    name = ev.kv.key[len(NAMESPACE_PREFIX):]
+                    if ev.type == "DELETE":
+                        self.namespaces.pop(name, None)
+                    else:
+                        self.namespaces[name] = _terminating(orjson.loads(ev.kv.value))
+            except CompactedError:
+                continue
+            finally:
+                w.close()
 
     async def _get(self, key: str) -> dict | None:
         _, kv = await self.store.get(key)
@@ -157,11 +180,13 @@ class Admission:
         if op != "CREATE" or not res.namespaced:
             return
         ns = obj["metadata"].get("namespace")
-        nsobj = await self._get(f"/registry/core/namespaces/{ns}")
-        if nsobj is None:
-            raise errors.not_found("namespaces", "", ns)
-        if nsobj.get("metadata", {}).get("deletionTimestamp") or nsobj.get("status", {}).get("phase") == \
-                "Terminating":
+        terminating = self.namespaces.get(ns)
+        if terminating is None:  # not seen by the cache yet: ask the store
+            nsobj = await self._get(f"{NAMESPACE_PREFIX}{ns}")
+            if nsobj is None:
+                raise errors.not_found("namespaces", "", ns)
+            terminating = _terminating(nsobj)
+        if terminating:
             if res.group in ("", "events.k8s.io") and res.resource == "events":
                 return
             raise errors.StatusError(403, "Forbidden", f"{res.group_resource} \"{obj['metadata'].get('name')}\" is "
@@ -172,3 +197,8 @@ class Admission:
                                               "causes": [{"reason": "NamespaceTerminating",
                                                           "message": f"namespace {ns} is being terminated",
                                                           "field": "metadata.namespace"}]})
+
+
+def _terminating(ns: dict) -> bool:
+    return bool(ns.get("metadata", {}).get("deletionTimestamp")) or \
+        ns.get("status", {}).get("phase") == "Terminating"

@@ -119,6 +119,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
         write_kubeconfig(kubeconfig, f"https://{host}:{opts.secure_port}", pki)
         api.ready = True
         tasks.append(asyncio.create_task(crds.run(stop), name="crd-controller"))
+        tasks.append(asyncio.create_task(api.admission.watch_namespaces(stop), name="namespace-cache"))
         if opts.controllers:
             # A child process: controllers are API clients, and a second interpreter keeps their
             # CPU off the API server's event loop.
