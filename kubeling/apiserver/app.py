@@ -88,6 +88,11 @@ class APIServer:
     # -- auth ----------------------------------------------------------------------------------
 
     def authenticate(self, request: web.Request):
+        """Upstream's union order: a verified client certificate first, then a bearer token."""
+        peercert = request.transport.get_extra_info("peercert") if request.transport else None
+        user = user_from_cert(peercert)
+        if user is not None:
+            return with_authenticated(user)
         authz = request.headers.get("Authorization", "")
         if authz:
             scheme, _, token = authz.partition(" ")
@@ -97,10 +102,6 @@ class APIServer:
                     raise errors.unauthorized()
                 return with_authenticated(user)
             raise errors.unauthorized()
-        peercert = request.transport.get_extra_info("peercert") if request.transport else None
-        user = user_from_cert(peercert)
-        if user is not None:
-            return with_authenticated(user)
         if request.get("insecure"):
             return INSECURE_USER
         return ANONYMOUS

@@ -9,8 +9,9 @@ only read the health and version endpoints (upstream's ``system:public-info-view
 Every authenticated user is also in ``system:authenticated``.
 
 Authorization is an `Authorizer` (``authorize(attrs) -> Decision``). The default chain allows
-``system:masters`` everything and the public-info endpoints to everyone; RBAC plugs in later
-as another authorizer in the chain.
+the public-info endpoints to everyone, discovery and self access reviews to every authenticated
+user (as upstream's bootstrap roles do), and everything to ``system:masters``; RBAC plugs in
+later as another authorizer in the chain.
 """
 
 from __future__ import annotations
@@ -81,6 +82,27 @@ class PublicInfoAuthorizer:
         return Decision(False, "")
 
 
+SELF_REVIEWS = {("authorization.k8s.io", "selfsubjectaccessreviews"),
+                ("authorization.k8s.io", "selfsubjectrulesreviews"),
+                ("authentication.k8s.io", "selfsubjectreviews")}
+DISCOVERY_PATHS = ("/api", "/apis", "/openapi", "/version", "/healthz", "/livez", "/readyz")
+
+
+class BasicUserAuthorizer:
+    """What upstream's bootstrap roles grant every authenticated user (``system:basic-user`` and
+    ``system:discovery``): asking about one's own access, and reading discovery and OpenAPI."""
+
+    def authorize(self, attrs: Attributes) -> Decision:
+        if "system:authenticated" not in attrs.user.groups:
+            return Decision(False, "")
+        if attrs.resource_request:
+            ok = attrs.verb == "create" and (attrs.group, attrs.resource) in SELF_REVIEWS
+        else:
+            ok = attrs.verb == "get" and any(attrs.path == p or attrs.path.startswith(p + "/")
+                                             for p in DISCOVERY_PATHS)
+        return Decision(ok, "")
+
+
 class ChainAuthorizer:
     def __init__(self, authorizers: list[Authorizer]) -> None:
         self.authorizers = authorizers
@@ -148,4 +170,4 @@ def with_authenticated(user: UserInfo) -> UserInfo:
 
 
 def default_authorizer() -> ChainAuthorizer:
-    return ChainAuthorizer([PublicInfoAuthorizer(), MastersAuthorizer()])
+    return ChainAuthorizer([PublicInfoAuthorizer(), BasicUserAuthorizer(), MastersAuthorizer()])

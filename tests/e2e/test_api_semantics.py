@@ -8,11 +8,17 @@ deletion and the namespace lifecycle.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 import urllib.error
 import urllib.request
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import harness  # noqa: E402
 
 
 def call(cluster, method, path, body=None, ctype="application/json"):
@@ -204,3 +210,33 @@ def test_anonymous_and_bad_token(cluster):
         except urllib.error.HTTPError as e:
             got = e.code
         assert got == code, (path, headers, got)
+
+
+def test_bearer_tokens_authenticate_and_authorize(make_cluster, tmp_path):
+    tokens = tmp_path / "tokens.csv"
+    tokens.write_text('admintoken,alice,1,"system:masters"\nusertoken,bob,2,dev\n')
+    c = make_cluster(extra_args=("--token-auth-file", str(tokens)))
+
+    def kubectl(token, *args):
+        # A kubeconfig with no client certificate: the token is the only credential.
+        cfg = tmp_path / f"{token}.kubeconfig"
+        cfg.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "t",
+            "clusters": [{"name": "c", "cluster": {"server": c.url,
+                                                   "certificate-authority": str(c.data_dir / "pki" / "ca.crt")}}],
+            "users": [{"name": "u", "user": {"token": token}}],
+            "contexts": [{"name": "t", "context": {"cluster": "c", "user": "u"}}]}))
+        return subprocess.run([harness.kubectl_binary("1.33"), f"--kubeconfig={cfg}", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    ok = kubectl("admintoken", "get", "ns", "default", "-o", "name")
+    assert ok.returncode == 0 and ok.stdout.strip() == "namespace/default", ok.stderr
+    denied = kubectl("usertoken", "get", "pods", "-n", "default")
+    assert denied.returncode != 0
+    assert 'User "bob" cannot list resource "pods" in API group "" in the namespace "default"' in denied.stderr
+    can = kubectl("usertoken", "auth", "can-i", "create", "pods")
+    assert can.stdout.strip() == "no", (can.stdout, can.stderr)
+    whoami = kubectl("usertoken", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    assert whoami.stdout == "bob", (whoami.stdout, whoami.stderr)
+    bad = kubectl("nope", "get", "ns")
+    assert bad.returncode != 0 and "Unauthorized" in bad.stderr
