@@ -7,6 +7,8 @@ orphan the Pods according to the propagation policy.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import yaml
 
@@ -127,14 +129,29 @@ def test_delete_with_label_selector_and_all(kubectl, namespace):
     assert out.returncode == 0
 
 
+def open_watches(cluster) -> float:
+    """The server's count of open watch requests (apiserver_longrunning_requests)."""
+    _, body = cluster.request("GET", "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith('apiserver_longrunning_requests{verb="WATCH"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def test_wait_for_delete(kubectl, cluster, namespace):
     kubectl("create", "configmap", "doomed", "-n", namespace, "--from-literal=k=v")
     # A finalizer keeps the object around after the delete request, so `wait` must really wait.
     kubectl("patch", "configmap", "doomed", "-n", namespace, "--type=merge",
             "-p", '{"metadata":{"finalizers":["example.com/hold"]}}')
     kubectl("delete", "configmap", "doomed", "-n", namespace, "--wait=false")
+    watches = open_watches(cluster)
     with kubectl.stream("wait", "--for=delete", "configmap/doomed", "-n", namespace,
                         "--timeout=60s") as waiter:
+        # Only release the object once `wait` watches it; released earlier, kubectl 1.33 finds it
+        # gone at its first GET and exits 0 without a word.
+        deadline = time.monotonic() + 20
+        while open_watches(cluster) <= watches and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert waiter.proc.poll() is None  # still there: it must not have returned yet
         cluster.kubectl("patch", "configmap", "doomed", "-n", namespace, "--type=json",
                         "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')
