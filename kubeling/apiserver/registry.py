@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from kubeling.api import defaults, errors, structural, validation
+from kubeling.api import defaults, errors, schema, structural, validation
 from kubeling.api.patch import managedfields
 from kubeling.api.patch.fieldpath import FieldSet, parse_path
 from kubeling.apiserver import conversion, strategies
@@ -153,7 +153,7 @@ class Registry:
     def _check_fields(self, served: Served, obj: dict, ctx: Context) -> None:
         if served.schema is None or served.res.storage_version:
             return
-        schemas = None if served.res.crd else _schemas()
+        schemas = None if served.res.crd else schema.get()
         type_errs, unknown = structural.check(obj, served.schema, schemas)
         if type_errs and not served.res.crd:  # a CR's type errors are 422s from structural.validate
             res = served.res
@@ -210,9 +210,11 @@ class Registry:
                 pass  # binding and finalize write exactly the fields they own, spec and status alike
             else:
                 strat.prepare_for_update(obj, old)
-            if not strat.generation:
-                meta.pop("generation", None) if "generation" not in om else meta.__setitem__(
-                    "generation", om["generation"])
+            if not strat.generation:  # clients cannot set it where the server does not track it
+                if "generation" in om:
+                    meta["generation"] = om["generation"]
+                else:
+                    meta.pop("generation", None)
         return obj
 
     def _validate(self, served: Served, obj: dict, old: dict | None) -> None:
@@ -243,7 +245,7 @@ class Registry:
         return None
 
     def _manage(self, served: Served, obj: dict, old: dict | None, ctx: Context) -> None:
-        schemas = None if served.res.crd else _schemas()
+        schemas = None if served.res.crd else schema.get()
         managedfields.update(old, obj, default_manager(ctx), "Update", served.res.group_version,
                              ctx.subresource, node=served.schema, schemas=schemas,
                              ignored=self.ignored_fields(served, ctx))
@@ -460,7 +462,7 @@ def _normalize(value: Any, node: dict | None, schemas, drop_unknown: bool) -> An
     if not node:
         return value
     if value is None:
-        return _ZERO.get(schema_type(node))
+        return copy.copy(_ZERO.get(schema.type_of(node)))  # fresh {} / []
     if isinstance(value, list):
         item = node.get("items")
         if isinstance(item, dict):
@@ -492,11 +494,3 @@ def _normalize(value: Any, node: dict | None, schemas, drop_unknown: bool) -> An
 _ZERO = {"object": {}, "string": "", "integer": 0, "number": 0, "boolean": False, "array": []}
 
 
-def schema_type(node: dict) -> str | None:
-    from kubeling.api.schema import type_of
-    return type_of(node)
-
-
-def _schemas():
-    from kubeling.api import schema
-    return schema.get()
