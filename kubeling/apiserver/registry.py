@@ -20,6 +20,7 @@ import copy
 import datetime as dt
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +42,15 @@ _IGNORED_ON_STATUS = FieldSet.of(parse_path("spec"))
 _GEN_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
+_NOW: list = [0, ""]
+
+
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current time as Kubernetes writes timestamps (RFC 3339, seconds), formatted once a second."""
+    t = int(time.time())
+    if _NOW[0] != t:
+        _NOW[0], _NOW[1] = t, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return _NOW[1]
 
 
 @dataclass

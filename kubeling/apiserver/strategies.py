@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import random
 import uuid
 from typing import Any
 
@@ -274,6 +275,11 @@ def for_resource(group: str, resource: str, crd_status: bool | None = None) -> S
     return STRATEGIES.get((group, resource), DEFAULT)
 
 
+_UID_RANDOM = random.Random()  # seeded from os.urandom once
+
+
 def new_uid() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID. UIDs need uniqueness, not secrecy, and ``uuid4()`` reads
+    ``os.urandom`` on every call, which showed as 15% of a create's CPU here."""
+    return str(uuid.UUID(int=_UID_RANDOM.getrandbits(128), version=4))
 
