@@ -10,7 +10,8 @@ For each CRD it:
   conversion ``None`` only ``apiVersion`` changes between them);
 - sets ``status.conditions`` NamesAccepted and Established, ``acceptedNames`` and
   ``storedVersions``, and adds the ``customresourcecleanup.apiextensions.k8s.io`` finalizer;
-- on deletion, deletes every custom resource of the CRD, then removes that finalizer.
+- on deletion, deletes every custom resource of the CRD through the registry (their own finalizers
+  run), waits until none is left, then removes that finalizer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CRD_PREFIX = "/registry/apiextensions.k8s.io/customresourcedefinitions/"
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+CLEANUP_RECHECK = 1.0  # seconds between passes while instances held by finalizers remain
 
 
 def served_for(crd: dict) -> list[Served]:
@@ -70,6 +72,7 @@ class CRDController:
         self.api = api
         self.crds: dict[str, dict] = {}
         self.revision = 0
+        self.cleanups: dict[str, asyncio.Task] = {}
 
     async def start(self) -> None:
         res = await self.api.store.list(CRD_PREFIX)
@@ -89,6 +92,14 @@ class CRDController:
         self.api.set_custom_resources(served, schemas)
 
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self._run(stop)
+        finally:
+            for t in self.cleanups.values():
+                t.cancel()
+            await asyncio.gather(*self.cleanups.values(), return_exceptions=True)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         for crd in list(self.crds.values()):
             await self._reconcile(crd)
         while not stop.is_set():
@@ -160,15 +171,36 @@ class CRDController:
         await self.api.registry.guaranteed_update(served, None, name, mutate, ctx)
 
     async def _cleanup(self, crd: dict) -> None:
+        """Start (once per CRD) the task that deletes its custom resources, then the finalizer."""
         name = crd["metadata"]["name"]
         if CLEANUP_FINALIZER not in (crd["metadata"].get("finalizers") or []):
             return
-        spec = crd.get("spec") or {}
-        prefix = f"/registry/{spec.get('group')}/{(spec.get('names') or {}).get('plural')}/"
-        res = await self.api.store.list(prefix)
-        for kv in res.kvs:
-            await self.api.store.delete(kv.key)
-        served = self._served_crd()
+        task = self.cleanups.get(name)
+        if task is None or task.done():
+            self.cleanups[name] = asyncio.create_task(self._delete_instances(crd), name=f"crd-cleanup-{name}")
+
+    async def _delete_instances(self, crd: dict) -> None:
+        """Delete every instance through the registry, so that their own finalizers run, and wait
+        until none is left (as upstream's CRD finalizer); then remove the cleanup finalizer."""
+        name = crd["metadata"]["name"]
+        while True:
+            served = next((s for s in self.api.resources.served if s.crd_name == name), None)
+            if served is None:
+                break
+            _, items = await self.api.registry.list_raw(served, None)
+            if not items:
+                break
+            ctx = Context(user="system:apiserver", field_manager="kube-apiserver")
+            for obj in items:
+                if obj["metadata"].get("deletionTimestamp"):
+                    continue
+                try:
+                    await self.api.registry.delete(served, obj["metadata"].get("namespace"),
+                                                   obj["metadata"]["name"], {"propagationPolicy": "Background"}, ctx)
+                except errors.StatusError as e:
+                    if e.code not in (404, 409):
+                        log.warning("CRD %s: deleting %s: %s", name, obj["metadata"]["name"], e.message)
+            await asyncio.sleep(CLEANUP_RECHECK)
         ctx = Context(user="system:apiserver", field_manager="kube-apiserver", subresource="finalize")
 
         async def mutate(current: dict | None) -> dict:
@@ -179,4 +211,8 @@ class CRDController:
                                              if f != CLEANUP_FINALIZER]
             return new
 
-        await self.api.registry.guaranteed_update(served, None, name, mutate, ctx)
+        try:
+            await self.api.registry.guaranteed_update(self._served_crd(), None, name, mutate, ctx)
+        except errors.StatusError as e:
+            if e.code != 404:
+                raise

@@ -240,3 +240,39 @@ def test_bearer_tokens_authenticate_and_authorize(make_cluster, tmp_path):
     assert whoami.stdout == "bob", (whoami.stdout, whoami.stderr)
     bad = kubectl("nope", "get", "ns")
     assert bad.returncode != 0 and "Unauthorized" in bad.stderr
+
+
+def test_deleting_a_crd_waits_for_its_instances_finalizers(cluster):
+    group = f"fin{int(time.time() * 1000) % 100000}.example.com"
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": f"gadgets.{group}"},
+           "spec": {"group": group, "scope": "Namespaced",
+                    "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": {"type": "object",
+                                                                 "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    assert call(cluster, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)[0] == 201
+    base = f"/apis/{group}/v1/namespaces/default/gadgets"
+    deadline = time.monotonic() + 10
+    while call(cluster, "GET", base)[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    held = {"apiVersion": f"{group}/v1", "kind": "Gadget",
+            "metadata": {"name": "held", "finalizers": ["example.com/hold"]}}
+    assert call(cluster, "POST", base, held)[0] == 201
+    crd_path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gadgets.{group}"
+    assert call(cluster, "DELETE", crd_path)[0] == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        _, obj = call(cluster, "GET", f"{base}/held")
+        if obj.get("metadata", {}).get("deletionTimestamp"):
+            break
+        time.sleep(0.1)
+    assert obj["metadata"]["deletionTimestamp"], obj  # deleted through the API: its finalizer holds it
+    assert call(cluster, "GET", crd_path)[0] == 200  # and the CRD waits for it
+    status, _ = call(cluster, "PATCH", f"{base}/held", {"metadata": {"finalizers": None}},
+                     "application/merge-patch+json")
+    assert status == 200
+    deadline = time.monotonic() + 15
+    while call(cluster, "GET", crd_path)[0] != 404 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert call(cluster, "GET", crd_path)[0] == 404
