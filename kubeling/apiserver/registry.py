@@ -159,16 +159,18 @@ class Registry:
         return obj
 
     def _check_fields(self, served: Served, obj: dict, ctx: Context) -> None:
-        if served.schema is None or served.res.storage_version:
+        if served.schema is None:
             return
         schemas = None if served.res.crd else schema.get()
-        type_errs, unknown = structural.check(obj, served.schema, schemas)
+        # A legacy version has no schema upstream any more: check what it converts to.
+        probe = _convert(served, copy.deepcopy(obj)) if served.res.storage_version else obj
+        type_errs, unknown = structural.check(probe, served.schema, schemas)
         if type_errs and not served.res.crd:  # a CR's type errors are 422s from structural.validate
             res = served.res
             raise errors.bad_request(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
                                      + "; ".join(str(e) for e in type_errs),
                                      [e.cause() for e in type_errs])
-        if not served.res.crd:
+        if not served.res.crd and not served.res.storage_version:
             _normalize(obj, served.schema, schemas, drop_unknown=bool(unknown) and
                        ctx.field_validation != "Strict")
         if not unknown:
@@ -185,7 +187,9 @@ class Registry:
 
     def _prepare(self, served: Served, obj: dict, old: dict | None, ctx: Context) -> dict:
         """Convert, default and run the strategy: the common middle of create and update."""
-        obj = conversion.to_storage(served, obj)
+        obj = _convert(served, obj)
+        if served.res.storage_version:  # legacy versions: drop what apps/v1 does not know
+            _normalize(obj, served.schema, schema.get(), drop_unknown=True)
         try:
             if served.res.crd:
                 structural.apply_defaults(obj, served.schema)
@@ -450,6 +454,15 @@ class Registry:
     async def list_raw(self, served: Served, namespace: str | None) -> tuple[int, list[dict]]:
         res = await self.store.list(served.list_prefix(namespace))
         return res.revision, [decode(kv) for kv in res.kvs]
+
+
+def _convert(served: Served, obj: dict) -> dict:
+    try:
+        return conversion.to_storage(served, obj)
+    except Exception as e:  # noqa: BLE001 - malformed input must be a 400, never a 500
+        log.warning("converting %s: %s", served.res.kind, e)
+        raise errors.bad_request(f"{served.res.kind} in version \"{served.res.version}\" cannot be converted: "
+                                 f"{e}") from None
 
 
 def _after(seconds: int) -> str:

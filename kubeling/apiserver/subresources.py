@@ -111,7 +111,7 @@ class Subresources:
         ctx = h.context(request, info, served)
         ctx.subresource = ""  # the write goes to the main resource's spec
         if info.verb == "update":
-            body = await h.body(request)
+            body = _object(await h.body(request))
             if not isinstance(body, dict) or body.get("kind") not in (None, "Scale"):
                 raise errors.bad_request("expected a Scale object")
         else:
@@ -127,13 +127,22 @@ class Subresources:
             if info.verb == "update":
                 new_scale = body
             elif ptype == "apply":
-                new_scale = {**scale, "spec": {**scale["spec"], **(doc.get("spec") or {})}}
+                applied = doc.get("spec") or {}
+                if not isinstance(applied, dict):
+                    raise errors.bad_request("spec must be an object")
+                new_scale = {**scale, "spec": {**scale["spec"], **applied}}
             else:
                 new_scale = patching.apply_patch(ptype, scale, doc, scale_node, False)
-            rv = (new_scale.get("metadata") or {}).get("resourceVersion")
+            if not isinstance(new_scale, dict):
+                raise errors.bad_request("the scale patch must produce an object")
+            meta, spec = new_scale.get("metadata") or {}, new_scale.get("spec") or {}
+            if not isinstance(meta, dict) or not isinstance(spec, dict):
+                raise errors.bad_request('Scale in version "v1" cannot be handled as a Scale: metadata and spec '
+                                         'must be objects')
+            rv = meta.get("resourceVersion")
             if rv and rv != current["metadata"]["resourceVersion"]:
                 raise errors.conflict(served.res.resource, served.res.group, info.name, errors.STALE_DETAIL)
-            replicas = (new_scale.get("spec") or {}).get("replicas", 0)
+            replicas = spec.get("replicas", 0)
             if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
                 raise errors.invalid("Scale", "autoscaling", info.name, [errors.invalid_value(
                     "spec.replicas", replicas, "must be greater than or equal to 0")])
@@ -150,10 +159,10 @@ class Subresources:
         h, reg = self.server.handler, self.server.registry
         ctx = h.context(request, info, served)
         ctx.subresource = ""
-        body = await h.body(request)
-        target = (body or {}).get("target") or {}
-        node = target.get("name")
-        if not node:
+        body = _object(await h.body(request))
+        target = body.get("target") or {}
+        node = target.get("name") if isinstance(target, dict) else None
+        if not node or not isinstance(node, str):
             raise errors.invalid("Binding", "", info.name, [errors.required("target.name")])
 
         async def mutate(current: dict | None) -> dict:
@@ -183,7 +192,7 @@ class Subresources:
         h, reg = self.server.handler, self.server.registry
         ctx = h.context(request, info, served)
         ctx.subresource = ""
-        body = await h.body(request)
+        body = _object(await h.body(request))
         pod = await reg.get(served, info.namespace, info.name)
         pdbs = self.server.resources.get("policy", "v1", "poddisruptionbudgets")
         _, items = await reg.list_raw(pdbs, info.namespace)
@@ -202,7 +211,9 @@ class Subresources:
                                                               f" healthy pods and has "
                                                               f"{(pdb.get('status') or {}).get('currentHealthy', 0)}"
                                                               f" currently"}]})
-        opts = (body or {}).get("deleteOptions") or {}
+        opts = body.get("deleteOptions") or {}
+        if not isinstance(opts, dict):
+            raise errors.bad_request("deleteOptions must be an object")
         await reg.delete(served, info.namespace, info.name, opts, ctx)
         return h.respond(request, served, {"kind": "Status", "apiVersion": "v1", "metadata": {},
                                            "status": "Success", "code": 201}, 201)
@@ -210,8 +221,13 @@ class Subresources:
     async def _finalize(self, request, info, served) -> web.Response:
         h, reg = self.server.handler, self.server.registry
         ctx = h.context(request, info, served)
-        body = await h.body(request)
-        fins = ((body or {}).get("spec") or {}).get("finalizers") or []
+        body = _object(await h.body(request))
+        spec = body.get("spec") or {}
+        fins = spec.get("finalizers") if isinstance(spec, dict) else None
+        if not isinstance(fins or [], list) or not all(isinstance(f, str) for f in fins or []):
+            raise errors.invalid("Namespace", "", info.name, [errors.invalid_value(
+                "spec.finalizers", fins, "must be a list of finalizer names")])
+        fins = fins or []
         ctx.subresource = "finalize"
 
         async def mutate(current: dict | None) -> dict:
@@ -236,7 +252,7 @@ class Subresources:
 
     async def virtual_create(self, request, info, served, ctx) -> web.Response:
         h = self.server.handler
-        body = await h.body(request)
+        body = _object(await h.body(request))
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request must be an object")
         user: UserInfo = request["user"]
@@ -279,3 +295,9 @@ class Subresources:
 def _now() -> str:
     from kubeling.apiserver.registry import now_rfc3339
     return now_rfc3339()
+
+
+def _object(body):
+    if not isinstance(body, dict):
+        raise errors.bad_request("the body of the request must be a JSON or YAML object")
+    return body
