@@ -25,16 +25,21 @@ import argparse
 import asyncio
 import os
 import random
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 import aiohttp  # noqa: E402
 import orjson  # noqa: E402
+import uvloop  # noqa: E402
 
 import harness  # noqa: E402
 
@@ -74,12 +79,13 @@ class Row:
     seconds: float
     lat: list[float] = field(default_factory=list)
     note: str = ""
+    fixed: tuple | None = None  # (p50, p99, max) in ms when the samples are not ours (wrk)
 
     def line(self) -> str:
         rate = self.count / self.seconds if self.seconds else 0
+        p50, p99, mx = self.fixed or (pct(self.lat, 0.50), pct(self.lat, 0.99), pct(self.lat, 1.0))
         return (f"| {self.op} | {self.clients} | {self.count} | {rate:,.0f}/s | "
-                f"{pct(self.lat, 0.50):.1f} | {pct(self.lat, 0.99):.1f} | "
-                f"{pct(self.lat, 1.0):.1f} | {self.note} |")
+                f"{p50:.1f} | {p99:.1f} | {mx:.1f} | {self.note} |")
 
 
 class Bench:
@@ -341,6 +347,70 @@ class Bench:
         return write_row, fan
 
 
+TOKEN = "kubeling-bench-" + os.urandom(8).hex()
+WRK_CREATE = """wrk.method = "POST"
+wrk.body = '{"apiVersion":"v1","kind":"ConfigMap","metadata":{"generateName":"w-"},"data":{"k":"%s"}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+"""
+
+
+def wrk_row(op: str, url: str, token: str, connections: int, seconds: int, tmp: Path) -> Row | None:
+    """Creates from wrk (C, one thread): a load generator that does not compete for the GIL-bound
+    CPU the way a Python client does. Names come from generateName."""
+    if not shutil.which("wrk"):
+        print(f"(wrk not installed: `make deps` installs it; skipping {op})")
+        return None
+    script = tmp / "create.lua"
+    script.write_text(WRK_CREATE % ("v" * 1000, token))
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    pcts = {int(p): _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M)}
+    errors_ = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    row = Row(op, connections, total, total / rate, [])
+    row.fixed = (pcts.get(50), pcts.get(99), _ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1)))
+    row.note = f"wrk, {seconds}s; non-2xx: {errors_.group(1) if errors_ else 0}"
+    return row
+
+
+def _ms(v: str) -> float:
+    for unit, mult in (("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60000.0)):
+        if v.endswith(unit):
+            return float(v[:-len(unit)]) * mult
+    return float(v)
+
+
+async def baseline_rows(cluster: harness.Cluster, levels, total: int) -> list[Row]:
+    """The same closed-loop creates against `baseline_server.py` (bare aiohttp, same TLS)."""
+    port = harness.free_port()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("baseline_server.py")),
+                             str(cluster.data_dir / "pki"), str(port)])
+    try:
+        b = Bench(cluster)
+        b.base = f"https://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                async with b.session(1) as s:
+                    await b.request(s, "GET", "/")
+                break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+        rows = []
+        for clients in levels:
+            async def call(s, i):
+                await b.request(s, "POST", b.cm_url("baseline", f"b-{i}"),
+                                {"metadata": {"name": f"b-{i}"}, "data": PAYLOAD})
+            row = await b.closed_loop("baseline: bare aiohttp TLS echo, create-sized POST", clients, total,
+                                      "baseline", call)
+            rows.append(row)
+        return rows
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 HEADER = ("| operation | clients | count | throughput | p50 ms | p99 ms | max ms | notes |\n"
           "|---|---:|---:|---:|---:|---:|---:|---|")
 
@@ -357,6 +427,17 @@ async def run(args, cluster: harness.Cluster) -> None:
     phases = set(args.phases.split(","))
     secs = 3 if q else 10
     print(HEADER)
+    if "baseline" in phases:
+        for row in await baseline_rows(cluster, levels, 300 if q else 3000):
+            print(row.line(), flush=True)
+    if "wrk" in phases:
+        tmp = Path(tempfile.mkdtemp(prefix="kubeling-wrk-"))
+        for conns in (10, 50):
+            row = wrk_row("create (wrk, bearer token, generateName)",
+                          f"{cluster.url}/api/v1/namespaces/default/configmaps", TOKEN, conns, 3 if q else 10, tmp)
+            if row:
+                print(row.line(), flush=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     if "crud" in phases:
         for row in await b.crud_rows(levels, creates=300 if q else 3000, gets=300 if q else 3000,
                                      lists=50 if q else 300):
@@ -388,16 +469,19 @@ def main() -> int:
     p.add_argument("--fanout-rate", type=float, default=50.0,
                    help="writes/s in the second fan-out phase (default 50)")
     p.add_argument("--levels", default="1,10,50", help="client concurrency levels (default 1,10,50)")
-    p.add_argument("--phases", default="crud,watch,paced,fanout",
-                   help="comma-separated subset of crud,watch,paced,fanout")
+    p.add_argument("--phases", default="baseline,wrk,crud,watch,paced,fanout",
+                   help="comma-separated subset of baseline,wrk,crud,watch,paced,fanout")
     args = p.parse_args()
     data_dir = tempfile.mkdtemp(prefix="kubeling-bench-")
-    cluster = harness.Cluster(data_dir, extra_args=("--controllers", args.controllers))
+    tokens = Path(data_dir) / "bench-tokens.csv"
+    tokens.write_text(f'{TOKEN},bench,bench,"system:masters"\n')
+    cluster = harness.Cluster(data_dir, extra_args=("--controllers", args.controllers,
+                                                    "--token-auth-file", str(tokens)))
     cluster.start()
     try:
         print(f"kubeling server pid {cluster.proc.pid} on {cluster.url}, data dir {data_dir}, "
               f"controllers={args.controllers!r}, {os.cpu_count()} CPUs\n")
-        asyncio.run(run(args, cluster))
+        uvloop.run(run(args, cluster))
     finally:
         cluster.stop()
         harness.remove_cluster_dir(cluster)

@@ -40,6 +40,7 @@ INTERNAL_WRITES = ("binding", "finalize")
 _IGNORED_ON_MAIN = FieldSet.of(parse_path("status"))
 _IGNORED_ON_STATUS = FieldSet.of(parse_path("spec"))
 _GEN_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+GENERATE_NAME_RETRIES = 7
 
 
 _NOW: list = [0, ""]
@@ -267,9 +268,11 @@ class Registry:
         if not checked:
             obj = self.check_body(served, obj, ctx)
         meta = obj["metadata"]
+        generated = False
         if not meta.get("name"):
             if meta.get("generateName"):
-                meta["name"] = meta["generateName"] + "".join(secrets.choice(_GEN_ALPHABET) for _ in range(5))
+                meta["name"] = _generate_name(meta["generateName"])
+                generated = True
             else:
                 raise errors.invalid(served.res.kind, served.res.group, "",
                                      [errors.required("metadata.name", "name or generateName is required")])
@@ -288,6 +291,13 @@ class Registry:
                 raise errors.already_exists(served.res.resource, served.res.group, obj["metadata"]["name"])
             return conversion.from_storage(served, obj)
         ok, kv = await self.store.create(key, encode(obj))
+        for _ in range(GENERATE_NAME_RETRIES if generated and not ok else 0):
+            # A generated name that is taken is drawn again (upstream's RetryGenerateName).
+            obj["metadata"]["name"] = _generate_name(obj["metadata"]["generateName"])
+            key = served.key(meta.get("namespace"), obj["metadata"]["name"])
+            ok, kv = await self.store.create(key, encode(obj))
+            if ok:
+                break
         if not ok:
             raise errors.already_exists(served.res.resource, served.res.group, obj["metadata"]["name"])
         obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
@@ -454,6 +464,10 @@ class Registry:
     async def list_raw(self, served: Served, namespace: str | None) -> tuple[int, list[dict]]:
         res = await self.store.list(served.list_prefix(namespace))
         return res.revision, [decode(kv) for kv in res.kvs]
+
+
+def _generate_name(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(_GEN_ALPHABET) for _ in range(5))
 
 
 def _convert(served: Served, obj: dict) -> dict:
