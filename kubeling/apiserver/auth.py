@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import csv
 import hmac
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+RELOAD_CHECK_SECONDS = 1.0  # how often the token file's mtime is looked at
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version", "/version/")
 
 
@@ -116,18 +118,26 @@ class ChainAuthorizer:
 
 
 class TokenFile:
-    """Static bearer tokens, reloaded when the file changes."""
+    """Static bearer tokens, reloaded when the file changes (checked at most once a second)."""
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path else None
         self._mtime = -1.0
+        self._checked = -RELOAD_CHECK_SECONDS
         self._tokens: dict[str, UserInfo] = {}
 
     def _load(self) -> None:
-        if not self.path or not self.path.exists():
+        now = time.monotonic()
+        if now - self._checked < RELOAD_CHECK_SECONDS:
+            return
+        self._checked = now
+        try:
+            mtime = self.path.stat().st_mtime if self.path else -1.0
+        except FileNotFoundError:
+            mtime = -1.0
+        if mtime < 0:
             self._tokens = {}
             return
-        mtime = self.path.stat().st_mtime
         if mtime == self._mtime:
             return
         tokens = {}

@@ -215,6 +215,8 @@ class ResourceHandler:
     async def body(self, request: web.Request, ctx: Context | None = None) -> object:
         data = await request.read()
         obj = negotiation.decode_body(data, request.headers.get("Content-Type"))
+        if ctx is not None:
+            ctx.may_hold_nulls = negotiation.may_hold_nulls(data, request.headers.get("Content-Type"))
         if ctx is not None and ctx.field_validation != "Ignore":
             dups = negotiation.duplicate_fields(data, request.headers.get("Content-Type"))
             if dups and ctx.field_validation == "Strict":

@@ -12,6 +12,7 @@ gets JSON, as kubectl expects.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import orjson
@@ -99,6 +100,16 @@ def decode_body(data: bytes, content_type: str | None) -> object:
         raise errors.bad_request(f"couldn't get version/kind; json parse error: {e}") from None
 
 
+def may_hold_nulls(data: bytes, content_type: str | None) -> bool:
+    """False only when the body certainly decodes without a null anywhere."""
+    media = (content_type or JSON).split(";", 1)[0].strip().lower()
+    if media == PROTOBUF:
+        return False
+    if media == JSON:
+        return b"null" in data
+    return True
+
+
 def duplicate_fields(data: bytes, content_type: str | None) -> list[str]:
     """Paths of keys given twice in one JSON object (``data``, ``spec.template``), which a strict
     decoder refuses. Only JSON is checked; it costs a second parse, so callers skip it for Ignore."""
@@ -106,6 +117,8 @@ def duplicate_fields(data: bytes, content_type: str | None) -> list[str]:
     if media not in (JSON, "application/merge-patch+json", "application/strategic-merge-patch+json") or \
             data.count(b'"') < 4:
         return []
+    if _key_tokens(data) == _count_keys(orjson.loads(data)):
+        return []  # as many key tokens as distinct keys: no object repeats one
     found: list[str] = []
 
     def hook(pairs):
@@ -120,6 +133,23 @@ def duplicate_fields(data: bytes, content_type: str | None) -> list[str]:
     except ValueError:
         return []
     return found
+
+
+# Every JSON string, scanned left to right (so a match never starts inside a string); a string
+# followed by ":" is an object key.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?')
+
+
+def _key_tokens(data: bytes) -> int:
+    return sum(1 for m in _STRING.finditer(data) if m.group(1))
+
+
+def _count_keys(value) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_count_keys(v) for v in value.values() if isinstance(v, (dict, list)))
+    if isinstance(value, list):
+        return sum(_count_keys(v) for v in value if isinstance(v, (dict, list)))
+    return 0
 
 
 def _yaml_msg(e: yaml.YAMLError) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import logging
-import secrets
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +41,7 @@ _IGNORED_ON_MAIN = FieldSet.of(parse_path("status"))
 _IGNORED_ON_STATUS = FieldSet.of(parse_path("spec"))
 _GEN_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 GENERATE_NAME_RETRIES = 7
+_NAME_RANDOM = random.Random()
 
 
 _NOW: list = [0, ""]
@@ -67,6 +68,7 @@ class Context:
     subresource: str = ""
     user_agent: str = ""
     warnings: list[str] = field(default_factory=list)
+    may_hold_nulls: bool = True  # False when the body is known to have no JSON null (skips a walk)
 
 
 def decode(kv: KeyValue) -> dict:
@@ -171,7 +173,7 @@ class Registry:
             raise errors.bad_request(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
                                      + "; ".join(str(e) for e in type_errs),
                                      [e.cause() for e in type_errs])
-        if not served.res.crd and not served.res.storage_version:
+        if not served.res.crd and not served.res.storage_version and (unknown or ctx.may_hold_nulls):
             _normalize(obj, served.schema, schemas, drop_unknown=bool(unknown) and
                        ctx.field_validation != "Strict")
         if not unknown:
@@ -467,7 +469,8 @@ class Registry:
 
 
 def _generate_name(prefix: str) -> str:
-    return prefix + "".join(secrets.choice(_GEN_ALPHABET) for _ in range(5))
+    """Five random characters, as upstream (a PRNG is enough: collisions are retried)."""
+    return prefix + "".join(_NAME_RANDOM.choices(_GEN_ALPHABET, k=5))
 
 
 def _convert(served: Served, obj: dict) -> dict:

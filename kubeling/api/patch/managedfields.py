@@ -201,7 +201,31 @@ def _leaf(l: Any, r: Any, node: dict | None) -> bool:
     return all(not v for v in present)
 
 
+def _added(v: Any, node: dict | None, schemas, path: Path, c: Comparison, owns_itself: bool) -> None:
+    """`_compare` when the left side is missing (a create, or a new subtree): every field is
+    added. The same rules as `_compare`, without comparing anything: creates are the hot path."""
+    if not isinstance(v, (dict, list)) or not v or (
+            is_atomic_map(node) if isinstance(v, dict) else list_type(node)[0] == "atomic"):
+        c.added.insert(path)
+        return
+    if path and owns_itself:
+        c.added.insert(path)
+    if isinstance(v, dict):
+        required = (node or {}).get("required") or ()
+        for k, x in v.items():
+            child = prop(schemas, node, k)
+            _added(x, child, schemas, path + ("f:" + k,), c, not is_struct(child) and k not in required)
+        return
+    ltype, keys = list_type(node)
+    inode = items_of(schemas, node)
+    for pe, item in index_items(v, ltype, keys, inode).items():
+        _added(item, inode, schemas, path + (pe,), c, True)
+
+
 def _compare(l: Any, r: Any, node: dict | None, schemas, path: Path, c: Comparison, owns_itself: bool) -> None:
+    if l is _MISSING and r is not _MISSING:
+        _added(r, node, schemas, path, c, owns_itself)
+        return
     if _leaf(l, r, node):
         if l is _MISSING:
             c.added.insert(path)
