@@ -48,3 +48,17 @@ async def run_workers(name: str, queue: RateLimitingQueue, sync: Callable[[Hasha
     finally:
         queue.shutdown()
         await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+
+
+async def run_controller(name: str, informers: list, queue: RateLimitingQueue,
+                         sync: Callable[[Hashable], Awaitable[None]], stop: asyncio.Event, workers: int = 2) -> None:
+    """Run the informers, wait for their caches, then the workers; stop everything at ``stop``."""
+    tasks = [asyncio.create_task(inf.run(stop), name=f"{name}-informer") for inf in informers]
+    try:
+        for inf in informers:
+            await inf.wait_for_sync()
+        await run_workers(name, queue, sync, stop, workers)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -18,7 +18,7 @@ from kubeling.api.errors import StatusError
 from kubeling.client.discovery import discover
 from kubeling.client.informer import Informer
 from kubeling.client.workqueue import RateLimitingQueue
-from kubeling.controllers.base import run_workers
+from kubeling.controllers.base import run_controller
 
 NAME = "namespace"
 FINALIZER = "kubernetes"
@@ -59,13 +59,7 @@ async def run(ctx, stop: asyncio.Event) -> None:
         spec["finalizers"] = [f for f in spec.get("finalizers") or [] if f != FINALIZER]
         await client.update("", "v1", "namespaces", fresh, subresource="finalize")
 
-    informer = asyncio.create_task(namespaces.run(stop))
-    try:
-        await namespaces.wait_for_sync()
-        await run_workers(NAME, queue, sync, stop)
-    finally:
-        informer.cancel()
-        await asyncio.gather(informer, return_exceptions=True)
+    await run_controller(NAME, [namespaces], queue, sync, stop)
 
 
 async def _delete_content(client, namespace: str) -> dict[str, int]:

@@ -8,7 +8,7 @@ import asyncio
 from kubeling.api.errors import StatusError
 from kubeling.client.informer import Informer
 from kubeling.client.workqueue import RateLimitingQueue
-from kubeling.controllers.base import run_workers
+from kubeling.controllers.base import run_controller
 
 NAME = "serviceaccount"
 ROOT_CA = "kube-root-ca.crt"
@@ -38,13 +38,7 @@ async def run(ctx, stop: asyncio.Event) -> None:
                                              "is guaranteed across distributions of Kubernetes clusters."}},
                 "data": {"ca.crt": ca_pem}})
 
-    informer = asyncio.create_task(namespaces.run(stop))
-    try:
-        await namespaces.wait_for_sync()
-        await run_workers(NAME, queue, sync, stop)
-    finally:
-        informer.cancel()
-        await asyncio.gather(informer, return_exceptions=True)
+    await run_controller(NAME, [namespaces], queue, sync, stop)
 
 
 async def _ensure(client, resource: str, ns: str, obj: dict) -> None:

@@ -32,6 +32,8 @@ import re
 import struct
 from dataclasses import dataclass, field
 
+from kubeling.api.protobuf.wire import read_varint
+
 # Go reflect kinds (abi.Kind) that matter here.
 BOOL, INT32, INT64, FLOAT64, ARRAY, MAP, POINTER, SLICE, STRING, STRUCT = 1, 5, 6, 14, 17, 21, 22, 23, 24, 25
 _KIND_MASK = 0x1F
@@ -116,11 +118,11 @@ class _Reader:
         """(name, tag) of the abi.Name at ``addr``."""
         o = self.elf.offset(addr)
         flags = self.data[o]
-        length, o = _varint(self.data, o + 1)
+        length, o = read_varint(self.data, o + 1)
         text = self.data[o:o + length].decode("utf-8", "replace")
         tag = ""
         if flags & 2:
-            tag_len, o2 = _varint(self.data, o + length)
+            tag_len, o2 = read_varint(self.data, o + length)
             tag = self.data[o2:o2 + tag_len].decode("utf-8", "replace")
         return text, tag
 
@@ -141,17 +143,6 @@ class _Reader:
         pkg_off = struct.unpack_from("<i", self.data, self.elf.offset(addr) + _UNCOMMON_AT[kind])[0]
         pkg, _ = self.name(self.base + pkg_off)
         return f"{pkg}.{text.rsplit('.', 1)[-1]}" if pkg else None
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[i]
-        i += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, i
-        shift += 7
 
 
 def _field(r: _Reader, tag: str, typ: int) -> GoField | None:
