@@ -93,6 +93,7 @@ BUILTIN: list[Resource] = [
     _r("", "v1", "limitranges", "LimitRange", True, ["limits"]),
     _r("", "v1", "replicationcontrollers", "ReplicationController", True, ["rc"], ALL, ["status", "scale"]),
     _r("", "v1", "podtemplates", "PodTemplate", True),
+    _r("", "v1", "bindings", "Binding", True, verbs=CREATE_ONLY),  # the older form of pods/binding
     # apps/v1
     _r("apps", "v1", "deployments", "Deployment", True, ["deploy"], ALL, ["status", "scale"]),
     _r("apps", "v1", "replicasets", "ReplicaSet", True, ["rs"], ALL, ["status", "scale"]),

@@ -155,11 +155,11 @@ class Subresources:
 
     # -- pods ----------------------------------------------------------------------------------
 
-    async def _binding(self, request, info, served) -> web.Response:
+    async def _binding(self, request, info, served, body: dict | None = None) -> web.Response:
         h, reg = self.server.handler, self.server.registry
         ctx = h.context(request, info, served)
         ctx.subresource = ""
-        body = _object(await h.body(request))
+        body = body if body is not None else _object(await h.body(request))
         target = body.get("target") or {}
         node = target.get("name") if isinstance(target, dict) else None
         if not node or not isinstance(node, str):
@@ -253,8 +253,13 @@ class Subresources:
     async def virtual_create(self, request, info, served, ctx) -> web.Response:
         h = self.server.handler
         body = _object(await h.body(request))
-        if not isinstance(body, dict):
-            raise errors.bad_request("the body of the request must be an object")
+        if served.res.resource == "bindings":  # POST .../bindings binds the pod named in the body
+            name = (body.get("metadata") or {}).get("name") if isinstance(body.get("metadata"), dict) else None
+            if not name:
+                raise errors.invalid("Binding", "", "", [errors.required("metadata.name")])
+            pods = self.server.resources.get("", "v1", "pods")
+            info.name, info.resource = name, "pods"
+            return await self._binding(request, info, pods, body)
         user: UserInfo = request["user"]
         out = copy.deepcopy(body)
         out["apiVersion"], out["kind"] = served.res.group_version, served.res.kind

@@ -276,3 +276,24 @@ def test_deleting_a_crd_waits_for_its_instances_finalizers(cluster):
     while call(cluster, "GET", crd_path)[0] != 404 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert call(cluster, "GET", crd_path)[0] == 404
+
+
+@pytest.mark.parametrize("form", ["subresource", "bindings"])
+def test_binding_assigns_a_node_once(cluster, namespace, form):
+    base = f"/api/v1/namespaces/{namespace}/pods"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b"},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    assert call(cluster, "POST", base, pod)[0] == 201
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "b"},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}}
+    path = f"{base}/b/binding" if form == "subresource" else f"/api/v1/namespaces/{namespace}/bindings"
+    status, st = call(cluster, "POST", path, binding)
+    assert status == 201 and st["status"] == "Success", st
+    _, obj = call(cluster, "GET", f"{base}/b")
+    assert obj["spec"]["nodeName"] == "node-1"
+    assert [c["type"] for c in obj["status"]["conditions"]] == ["PodScheduled"]
+    status, st = call(cluster, "POST", path, {**binding, "target": {"name": "node-2"}})
+    assert status == 409 and "already assigned to node" in st["message"], st
+    obj["status"]["phase"] = "Running"
+    status, obj = call(cluster, "PUT", f"{base}/b/status", obj)
+    assert status == 200 and obj["status"]["phase"] == "Running"
