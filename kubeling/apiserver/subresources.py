@@ -20,6 +20,7 @@ from aiohttp import web
 from kubeling.api import errors, jsonpath, labels, schema
 from kubeling.apiserver import patching
 from kubeling.apiserver.auth import Attributes, UserInfo
+from kubeling.apiserver.registry import Context, now_rfc3339
 from kubeling.apiserver.resources import Served
 
 NODE_STREAMS = ("log", "exec", "attach", "portforward", "proxy")
@@ -179,7 +180,7 @@ class Subresources:
             conds = new.setdefault("status", {}).setdefault("conditions", [])
             conds[:] = [c for c in conds if c.get("type") != "PodScheduled"]
             conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                          "lastTransitionTime": _now()})
+                          "lastTransitionTime": now_rfc3339()})
             return new
 
         # Binding writes spec and status together, so it bypasses the spec/status split.
@@ -189,34 +190,51 @@ class Subresources:
                                            "status": "Success", "code": 201}, 201)
 
     async def _eviction(self, request, info, served) -> web.Response:
+        """Delete a pod unless its PodDisruptionBudget forbids it. As upstream, the budget is
+        charged first (``disruptionsAllowed`` - 1, the pod in ``disruptedPods``) with a
+        compare-and-swap, so two concurrent evictions cannot both spend the last disruption."""
         h, reg = self.server.handler, self.server.registry
         ctx = h.context(request, info, served)
         ctx.subresource = ""
         body = _object(await h.body(request))
+        opts = body.get("deleteOptions") or {}
+        if not isinstance(opts, dict):
+            raise errors.bad_request("deleteOptions must be an object")
         pod = await reg.get(served, info.namespace, info.name)
         pdbs = self.server.resources.get("policy", "v1", "poddisruptionbudgets")
         _, items = await reg.list_raw(pdbs, info.namespace)
         pod_labels = pod["metadata"].get("labels") or {}
-        for pdb in items:
-            sel = labels.from_label_selector((pdb.get("spec") or {}).get("selector"))
-            if sel.empty or not sel.matches(pod_labels):
-                continue
-            if (pdb.get("status") or {}).get("disruptionsAllowed", 0) < 1:
-                raise errors.StatusError(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's "
-                                         "disruption budget.",
-                                         details={"causes": [{"reason": "DisruptionBudget",
-                                                              "message": f"The disruption budget "
-                                                              f"{pdb['metadata']['name']} needs "
-                                                              f"{(pdb.get('status') or {}).get('desiredHealthy', 0)}"
-                                                              f" healthy pods and has "
-                                                              f"{(pdb.get('status') or {}).get('currentHealthy', 0)}"
-                                                              f" currently"}]})
-        opts = body.get("deleteOptions") or {}
-        if not isinstance(opts, dict):
-            raise errors.bad_request("deleteOptions must be an object")
+        matching = [p for p in items if _selects(p, pod_labels)]
+        if len(matching) > 1:
+            raise errors.internal("This pod has more than one PodDisruptionBudget, which the eviction subresource "
+                                  "does not support.")
+        terminal = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        if matching and not terminal and not ctx.dry_run:
+            await self._charge_budget(pdbs, matching[0]["metadata"]["name"], info, ctx)
         await reg.delete(served, info.namespace, info.name, opts, ctx)
         return h.respond(request, served, {"kind": "Status", "apiVersion": "v1", "metadata": {},
                                            "status": "Success", "code": 201}, 201)
+
+    async def _charge_budget(self, pdbs: Served, name: str, info, ctx) -> None:
+        async def mutate(current: dict | None) -> dict:
+            if current is None:
+                raise errors.not_found("poddisruptionbudgets", "policy", name)
+            status = current.get("status") or {}
+            if status.get("disruptionsAllowed", 0) < 1:
+                raise errors.StatusError(
+                    429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.",
+                    details={"causes": [{"reason": "DisruptionBudget", "message":
+                                         f"The disruption budget {name} needs {status.get('desiredHealthy', 0)} "
+                                         f"healthy pods and has {status.get('currentHealthy', 0)} currently"}]})
+            new = copy.deepcopy(current)
+            st = new.setdefault("status", {})
+            st["disruptionsAllowed"] = st["disruptionsAllowed"] - 1
+            st.setdefault("disruptedPods", {})[info.name] = now_rfc3339()
+            return new
+
+        status_ctx = Context(user=ctx.user, groups=ctx.groups, namespace=info.namespace,
+                             field_manager="kube-apiserver", subresource="status")
+        await self.server.registry.guaranteed_update(pdbs, info.namespace, name, mutate, status_ctx)
 
     async def _finalize(self, request, info, served) -> web.Response:
         h, reg = self.server.handler, self.server.registry
@@ -297,12 +315,12 @@ class Subresources:
         return h.respond(request, served, out, 201, ctx)
 
 
-def _now() -> str:
-    from kubeling.apiserver.registry import now_rfc3339
-    return now_rfc3339()
-
-
 def _object(body):
     if not isinstance(body, dict):
         raise errors.bad_request("the body of the request must be a JSON or YAML object")
     return body
+
+
+def _selects(pdb: dict, pod_labels: dict) -> bool:
+    sel = labels.from_label_selector((pdb.get("spec") or {}).get("selector"))
+    return not sel.empty and sel.matches(pod_labels)
