@@ -185,9 +185,5 @@ def storage_prefix(res: Resource) -> str:
     return f"/registry/{group or 'core'}/{resource}/"
 
 
-def by_gvr() -> dict[tuple[str, str, str], Resource]:
-    return {(r.group, r.version, r.resource): r for r in BUILTIN}
-
-
 def by_gvk() -> dict[tuple[str, str, str], Resource]:
     return {(r.group, r.version, r.kind): r for r in BUILTIN}

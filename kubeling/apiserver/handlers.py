@@ -191,8 +191,7 @@ class ResourceHandler:
         headers = _warning_headers(ctx) if ctx else []
         if accept.as_kind == "Table" and obj.get("kind") != "Status":
             items = obj["items"] if is_list else [obj]
-            body = tables.table(served, items, obj["metadata"].get("resourceVersion", "") if is_list else
-                                obj["metadata"].get("resourceVersion", ""),
+            body = tables.table(served, items, obj["metadata"].get("resourceVersion", ""),
                                 request.query.get("includeObject", "Metadata"), accept.version,
                                 no_headers=False)
             if is_list and obj["metadata"].get("continue"):

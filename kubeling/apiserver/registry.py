@@ -315,9 +315,6 @@ class Registry:
             new = copy.deepcopy(obj)
             if current is not None and want_rv and want_rv != current["metadata"]["resourceVersion"]:
                 raise errors.conflict(served.res.resource, served.res.group, name, errors.STALE_DETAIL)
-            if current is not None and not want_rv and not strat.allow_unconditional_update:
-                raise errors.invalid(served.res.kind, served.res.group, name, [errors.required(
-                    "metadata.resourceVersion", "must be specified for an update")])
             return new
 
         return await self.guaranteed_update(served, namespace, name, mutate, ctx,

@@ -68,9 +68,6 @@ class ResourceMap:
     def __init__(self, served: list[Served]) -> None:
         self.served = served
         self.by_gvr = {(s.res.group, s.res.version, s.res.resource): s for s in served}
-        self.by_gvk = {}
-        for s in served:
-            self.by_gvk.setdefault((s.res.group, s.res.version, s.res.kind), s)
         self.groups: dict[str, list[str]] = {}
         for s in served:
             versions = self.groups.setdefault(s.res.group, [])
@@ -80,9 +77,6 @@ class ResourceMap:
     def get(self, group: str, version: str, resource: str) -> Served | None:
         return self.by_gvr.get((group, version, resource))
 
-    def for_kind(self, api_version: str, kind: str) -> Served | None:
-        group, _, version = api_version.rpartition("/")
-        return self.by_gvk.get((group, version, kind))
 
     def resources(self) -> list[kinds.Resource]:
         return [s.res for s in self.served]
@@ -90,11 +84,3 @@ class ResourceMap:
     def with_custom(self, custom: list[Served]) -> "ResourceMap":
         builtins = [s for s in self.served if not s.res.crd]
         return ResourceMap(builtins + custom)
-
-    def all_storage(self) -> list[Served]:
-        """One Served per storage prefix (for the garbage collector and namespace cleanup)."""
-        seen: dict[str, Served] = {}
-        for s in self.served:
-            if s.res.discoverable and "list" in s.res.verbs and s.prefix not in seen:
-                seen[s.prefix] = s
-        return list(seen.values())

@@ -38,7 +38,6 @@ class Strategy:
     status_subresource = False  # writes to the main resource keep the old status
     reset_status_on_create = True
     allow_create_on_update = False
-    allow_unconditional_update = True
     default_gc_policy = "Background"
 
     def prepare_for_create(self, obj: dict) -> None:
@@ -122,9 +121,6 @@ class PodStrategy(Strategy):
 
     def initial_status(self, obj: dict) -> dict | None:
         return {"phase": "Pending", "qosClass": qos_class(obj.get("spec", {}))}
-
-    def prepare_for_update(self, new: dict, old: dict) -> None:
-        super().prepare_for_update(new, old)
 
     def grace_period(self, obj: dict, requested: int | None) -> int:
         spec = obj.get("spec", {})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from kubeling.api.printers.common import (AGE, CONTAINERS, IMAGES, NAME, Column, Printer, age,
-                                          container_cells, format_labels, format_selector, g, name,
+                                          container_cells, format_labels, format_selector, g, name, replicated_cells,
                                           selector_string)
 
 _APPS = "io.k8s.api.apps.v1."
@@ -36,10 +36,7 @@ DEPLOYMENT = Printer((
 
 
 def _replica_set(o: dict, now: datetime) -> list:
-    names, images = container_cells(g(o, "spec", "template", "spec"))
-    return [name(o), g(o, "spec", "replicas", default=0), g(o, "status", "replicas", default=0),
-            g(o, "status", "readyReplicas", default=0), age(o, now), names, images,
-            format_selector(g(o, "spec", "selector"))]
+    return replicated_cells(o, now, format_selector(g(o, "spec", "selector")))
 
 
 REPLICA_SET = Printer((

@@ -108,6 +108,14 @@ def container_cells(pod_spec: dict | None) -> tuple[str, str]:
     return ",".join(c.get("name", "") for c in cs), ",".join(c.get("image", "") for c in cs)
 
 
+def replicated_cells(o: dict, now, selector: str) -> list:
+    """NAME DESIRED CURRENT READY AGE CONTAINERS IMAGES SELECTOR: ReplicaSets and
+    ReplicationControllers print alike; only how their selector is written differs."""
+    names, images = container_cells(g(o, "spec", "template", "spec"))
+    return [name(o), g(o, "spec", "replicas", default=0), g(o, "status", "replicas", default=0),
+            g(o, "status", "readyReplicas", default=0), age(o, now), names, images, selector]
+
+
 def format_labels(m: dict | None) -> str:
     return labels.format_labels(m)
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from kubeling.api.printers import pod
 from kubeling.api.printers.common import (AGE, CONTAINERS, IMAGES, META, NAME, Column, Printer, age,
                                           container_cells, deleting, format_labels, g, join_host_port,
-                                          name, since)
+                                          name, replicated_cells, since)
 
 _V1 = "io.k8s.api.core.v1."
 
@@ -286,10 +286,7 @@ RESOURCE_QUOTA = Printer((
 
 
 def _replication_controller(o: dict, now: datetime) -> list:
-    names, images = container_cells(g(o, "spec", "template", "spec"))
-    return [name(o), g(o, "spec", "replicas", default=0), g(o, "status", "replicas", default=0),
-            g(o, "status", "readyReplicas", default=0), age(o, now), names, images,
-            format_labels(g(o, "spec", "selector"))]
+    return replicated_cells(o, now, format_labels(g(o, "spec", "selector")))
 
 
 REPLICATION_CONTROLLER = Printer((
