@@ -3,7 +3,11 @@
 Each group module exposes ``KINDS: dict[(group, kind), Kind]``; the package
 `__init__` merges them. Metadata (name, namespace, labels, ...) is checked by
 the package itself, using ``name`` and the kind's scope, so a Kind's
-``create``/``update`` look at the rest of the object only.
+``create``/``update``/``create_only`` look at the rest of the object only.
+
+On create the package runs ``create`` then ``create_only``; on update it runs
+``create`` on the new object, then ``update(new, old)``. ``create_only`` holds the
+rules upstream applies to new objects alone (events.k8s.io's strict Event rules).
 """
 
 from __future__ import annotations
@@ -29,3 +33,5 @@ class Kind:
     update: UpdateCheck = _nothing
     name: NameFn = name_is_dns_subdomain
     namespaced: bool = True
+    # Rules for a new object only, run after ``create``.
+    create_only: Check = _nothing

@@ -1,11 +1,8 @@
 """The smaller groups: autoscaling (HPA), policy (PDB), coordination (Lease),
-scheduling (PriorityClass), storage (StorageClass), and Events (core/v1 and
-events.k8s.io/v1).
+scheduling (PriorityClass) and storage (StorageClass). Events are in `events`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from kubeling.api.errors import FieldError, invalid_value, not_supported, required
 from kubeling.api.validation import meta
@@ -16,9 +13,6 @@ from kubeling.api.validation.meta import forbidden
 METRIC_TYPES = ("ContainerResource", "External", "Object", "Pods", "Resource")
 TARGET_TYPES = ("AverageValue", "Utilization", "Value")
 HIGHEST_USER_PRIORITY = 1_000_000_000
-EVENT_TYPES = ("Normal", "Warning")
-EVENT_FIELD_LIMIT = 128
-EVENT_NOTE_LIMIT = 1024
 
 
 # --- HorizontalPodAutoscaler ------------------------------------------------------------------------
@@ -151,58 +145,6 @@ def validate_storage_class_update(new: dict, old: dict) -> list[FieldError]:
     return errs
 
 
-# --- Events -----------------------------------------------------------------------------------------
-
-def _limit(value: Any, path: str, limit: int) -> list[FieldError]:
-    if isinstance(value, str) and len(value) > limit:
-        return [invalid_value(path, "", f"can have at most {limit} characters")]
-    return []
-
-
-def _new_style_event(ev: dict, *, controller_field: str, note_field: str) -> list[FieldError]:
-    """Events with an ``eventTime`` (all events.k8s.io events): who reported what, and why."""
-    errs: list[FieldError] = []
-    ctrl = ev.get(controller_field) or ""
-    if not ctrl:
-        errs.append(required(controller_field, ""))
-    else:
-        errs += meta.qualified_name(ctrl, controller_field)
-    for k in ("reportingInstance", "action", "reason"):
-        if not ev.get(k):
-            errs.append(required(k, ""))
-        errs += _limit(ev.get(k), k, EVENT_FIELD_LIMIT)
-    errs += _limit(ev.get(note_field), note_field, EVENT_NOTE_LIMIT)
-    if ev.get("type") not in EVENT_TYPES:
-        errs.append(invalid_value("type", "", f"has invalid value: {ev.get('type') or ''}"))
-    return errs
-
-
-def validate_core_event(ev: dict) -> list[FieldError]:
-    ns = (ev.get("metadata") or {}).get("namespace") or ""
-    involved = ev.get("involvedObject") or {}
-    ins = involved.get("namespace") or ""
-    errs: list[FieldError] = []
-    if not ev.get("eventTime"):
-        # Old-style events: the event lives in its object's namespace (or default, for cluster objects).
-        if (ins and ins != ns) or (not ins and ns not in ("", "default")):
-            errs.append(invalid_value("involvedObject.namespace", ins, "does not match event.namespace"))
-        return errs
-    if not ins and ns not in ("default", "kube-system"):
-        errs.append(invalid_value("involvedObject.namespace", ins, "does not match event.namespace"))
-    return errs + _new_style_event(ev, controller_field="reportingComponent", note_field="message")
-
-
-def validate_events_v1_event(ev: dict) -> list[FieldError]:
-    errs: list[FieldError] = []
-    if not ev.get("eventTime"):
-        errs.append(required("eventTime", ""))
-    ns = (ev.get("metadata") or {}).get("namespace") or ""
-    rns = (ev.get("regarding") or {}).get("namespace") or ""
-    if rns and rns != ns:
-        errs.append(invalid_value("regarding.namespace", rns, "does not match event.namespace"))
-    return errs + _new_style_event(ev, controller_field="reportingController", note_field="note")
-
-
 KINDS = {
     ("autoscaling", "HorizontalPodAutoscaler"): Kind(validate_hpa, name=meta.name_is_path_segment),
     ("policy", "PodDisruptionBudget"): Kind(validate_pdb),
@@ -211,6 +153,4 @@ KINDS = {
                                                  namespaced=False),
     ("storage.k8s.io", "StorageClass"): Kind(validate_storage_class, validate_storage_class_update,
                                              namespaced=False),
-    ("", "Event"): Kind(validate_core_event),
-    ("events.k8s.io", "Event"): Kind(validate_events_v1_event),
 }

@@ -118,7 +118,7 @@ def is_qualified_name(value: str) -> list[str]:
         errs.append("name part " + empty_error())
     elif len(name) > QUALIFIED_NAME_MAX:
         errs.append("name part " + max_len_error(QUALIFIED_NAME_MAX))
-    if name and not _QUALIFIED_NAME.match(name):
+    if not _QUALIFIED_NAME.match(name):  # upstream reports an empty name part twice: empty, and no match
         errs.append("name part " + regex_error(_QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, "MyName", "my.name",
                                                "123-abc"))
     return errs
