@@ -1,15 +1,19 @@
 """Storage: an etcd v3 shaped key-value store with revisions (see ``interface``).
 
-``interface`` holds the contract; ``sqlite`` the embedded backend. Nothing here knows about
-Kubernetes objects: keys are strings, values are bytes, revisions are resourceVersions.
+``interface`` holds the contract; ``sqlite`` the embedded backend; ``memory`` an in-memory fake
+for in-process tests; ``backup`` online backups, offline restores and integrity checks of a
+SQLite state file. Nothing here knows about Kubernetes objects: keys are strings, values are
+bytes, revisions are resourceVersions.
 """
 
 from kubeling.storage.interface import (
     DELETE,
     PUT,
     CompactedError,
+    CorruptStoreError,
     Event,
     FutureRevisionError,
+    InsufficientStorageError,
     KeyValue,
     ListResult,
     StorageError,
@@ -18,16 +22,20 @@ from kubeling.storage.interface import (
     WatchOverflowError,
     prefix_end,
 )
+from kubeling.storage.memory import MemoryStore
 from kubeling.storage.sqlite import SQLiteStore
 
 __all__ = [
     "DELETE",
     "PUT",
     "CompactedError",
+    "CorruptStoreError",
     "Event",
     "FutureRevisionError",
+    "InsufficientStorageError",
     "KeyValue",
     "ListResult",
+    "MemoryStore",
     "SQLiteStore",
     "StorageError",
     "Store",

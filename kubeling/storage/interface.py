@@ -32,7 +32,16 @@ outcome and comes back as ``(False, current_kv)``. Exceptions are for the rest::
     StorageError                  any fault of the backend (I/O, closed store, ...)
     ├── CompactedError            the requested revision is no longer retained   -> HTTP 410
     │   └── WatchOverflowError    a watcher fell too far behind and was dropped   -> HTTP 410
-    └── FutureRevisionError       the requested revision has not happened yet    -> HTTP 504
+    ├── FutureRevisionError       the requested revision has not happened yet    -> HTTP 504
+    ├── InsufficientStorageError  a write could not be persisted: disk full/I/O  -> HTTP 507
+    └── CorruptStoreError         the stored data is damaged; restore a backup   -> HTTP 500
+
+Health
+------
+``check()`` raises the :class:`StorageError` that describes the store's current fault (a write
+failed for lack of space or an I/O error, or the data was found corrupt) and returns ``None``
+while it is healthy. A store that lost a write to a full disk heals by itself: ``check()`` then
+tries a small write that does not change the revision, and reports healthy once one succeeds.
 
 Cancellation
 ------------
@@ -150,6 +159,22 @@ class FutureRevisionError(StorageError):
         )
 
 
+class InsufficientStorageError(StorageError):
+    """A write was not persisted because the disk is full or failing; nothing of it happened.
+
+    The analogue of etcd's ``mvcc: database space exceeded``: the apiserver answers 507 (or 500
+    with reason ``StorageError``). Reads keep working, and writes work again once space is freed.
+    """
+
+
+class CorruptStoreError(StorageError):
+    """The store's data is damaged (or is not a store at all): the backend refuses to serve it.
+
+    The message names the file, says what is wrong and how to restore a backup. Unlike a full
+    disk this does not heal by itself.
+    """
+
+
 @runtime_checkable
 class Watch(Protocol):
     """An async iterator of :class:`Event`; see the module docstring for the contract."""
@@ -218,6 +243,12 @@ class Store(Protocol):
     @property
     def compact_revision(self) -> int:
         """The revision of the last compaction (0 if none)."""
+
+    async def check(self) -> None:
+        """Raise the :class:`StorageError` describing the store's fault, if it has one.
+
+        Cheap while healthy (no write); see "Health" in the module docstring. ``/readyz`` calls it.
+        """
 
     async def close(self) -> None:
         """Finish queued writes, end every watch and release resources. Idempotent."""

@@ -54,6 +54,22 @@ acknowledging). Group commit pays one fsync per batch, not per write, so the cos
 before it returns, so an acknowledged write survives ``kill -9`` of the process, but not a power
 cut. Checkpoints run automatically on the writer connection.
 
+Integrity and health
+--------------------
+A new state file is created whole (``backup.create_database``: built aside, renamed into place),
+so a state file that exists but is empty, or is not a SQLite database, was damaged: ``open``
+refuses it with :class:`CorruptStoreError` rather than start a new, empty cluster over it. Every
+open runs ``PRAGMA quick_check`` and refuses a damaged file the same way; the message says how
+to restore a backup. The file, its ``-wal``/``-shm`` and the lock file are 0600.
+
+A write that fails for lack of space (SQLITE_FULL) or an I/O error changes nothing and raises
+:class:`InsufficientStorageError`; from then on ``check()`` raises it too, until a probe write to
+``meta`` (which does not bump the revision) or any other write succeeds, so the store heals by
+itself once space is freed. Damage met at run time (SQLITE_CORRUPT) raises
+:class:`CorruptStoreError` and stays in ``check()``: it does not heal. Numbers larger than
+SQLite's int64 never reach SQL: a future revision is rejected (list) or waited for (watch)
+before, and a list limit is clamped.
+
 Compaction
 ----------
 Every ``compact_interval`` seconds the store compacts to ``current_revision - compact_keep``. A
@@ -64,21 +80,25 @@ queued behind user writes, so it never stalls the writer for long.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import queue
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
+from kubeling.storage import backup
 from kubeling.storage.interface import (
     DELETE,
     PUT,
     CompactedError,
+    CorruptStoreError,
     Event,
     FutureRevisionError,
+    InsufficientStorageError,
     KeyValue,
     ListResult,
     StorageError,
@@ -90,6 +110,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 512  # writes per group commit; bounds the latency one batch adds to the next
 COMPACT_STEP = 1000  # revisions per compaction transaction
+MAX_LIMIT = 2**62  # list limits beyond this are "no limit" (SQLite integers are int64)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kine (
@@ -116,8 +137,8 @@ _INSERT = (
 )
 _STOP = object()
 
-# Operation kinds queued to the writer.
-_CREATE, _UPDATE, _DELETE, _COMPACT = "create", "update", "delete", "compact"
+# Operation kinds queued to the writer. A probe is the health check's write (see check()).
+_CREATE, _UPDATE, _DELETE, _COMPACT, _PROBE = "create", "update", "delete", "compact", "probe"
 
 
 class _hybridmethod:
@@ -171,6 +192,7 @@ def _read_list(
         raise FutureRevisionError(revision, current)
     elif revision < compact:
         raise CompactedError(compact, current)
+    limit = min(limit, MAX_LIMIT)  # larger limits mean the same, and would overflow SQL's int64
     cond, args = _range_sql(prefix, start_after)
     latest = (
         f"FROM kine AS k JOIN (SELECT MAX(id) AS mid FROM kine WHERE {cond} AND id <= ?"
@@ -220,6 +242,8 @@ def _read_backfill(conn: sqlite3.Connection, prefix: str, start: int) -> list[Ev
     current, compact = _state(conn)
     if start <= compact:
         raise CompactedError(compact, current)
+    if start > current:  # a future start (perhaps beyond int64): nothing to backfill, it waits
+        return []
     cond, args = _range_sql(prefix, "")
     rows = conn.execute(
         "SELECT id, name, created, deleted, create_revision, prev_revision, value, old_value"
@@ -279,6 +303,9 @@ class SQLiteStore:
         # Writer-side state, touched only by the writer thread once it runs.
         self._wrev = 0
         self._wcompact = 0
+        # The fault check() reports; set by the writer thread (or a read that met damage) and
+        # read on the loop. A single attribute store, so no lock is needed.
+        self._fault: StorageError | None = None
         self._opened = False
         self._closed = False
 
@@ -316,25 +343,32 @@ class SQLiteStore:
         self._opened = True
 
     def _init_db(self) -> None:
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            raise StorageError(f"{self.path} is in use by another process") from e
-        self._lock_fd = fd
+        self._lock_fd = backup.lock(self.path)
+        if not os.path.exists(self.path):
+            backup.create_database(self.path, lambda conn: conn.executescript(_SCHEMA))
+        elif os.path.getsize(self.path) == 0:
+            # A state file is never created empty, so this one lost its contents: starting a new
+            # cluster over it would silently drop every object.
+            raise CorruptStoreError(
+                f"cannot open {self.path}: the file is empty (0 bytes), so the cluster state is"
+                f" lost; {backup.restore_hint(self.path)}, or move it away to start a new cluster")
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._wconn = conn
             conn.execute("PRAGMA journal_mode=WAL")
+            problems = backup.check_connection(conn, full=False)
+            if problems:
+                raise CorruptStoreError(
+                    f"cannot open {self.path}: the database is damaged (quick_check: "
+                    f"{'; '.join(problems[:3])}); {backup.restore_hint(self.path)}")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA busy_timeout=10000")
             conn.execute("PRAGMA cache_size=-32000")
             conn.execute("PRAGMA journal_size_limit=67108864")
-            conn.executescript(_SCHEMA)
             self._wrev, self._wcompact = _state(conn)
         except sqlite3.Error as e:
-            raise StorageError(f"cannot open {self.path}: {e}") from e
+            raise backup.storage_error(e, f"cannot open {self.path}", self.path) from e
+        backup.restrict_permissions(self.path)
 
     def _reader_conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -392,14 +426,18 @@ class SQLiteStore:
         return await self._loop.run_in_executor(self._readers, self._read_txn, fn, args)
 
     def _read_txn(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        conn = self._reader_conn()
-        conn.execute("BEGIN")  # one snapshot for every statement of this read
         try:
-            return fn(conn, *args)
+            conn = self._reader_conn()
+            conn.execute("BEGIN")  # one snapshot for every statement of this read
+            try:
+                return fn(conn, *args)
+            finally:
+                conn.execute("COMMIT")
         except sqlite3.Error as e:
-            raise StorageError(f"sqlite read failed: {e}") from e
-        finally:
-            conn.execute("COMMIT")
+            err = backup.storage_error(e, "sqlite read failed", self.path)
+            if isinstance(err, CorruptStoreError):
+                self._fault = err  # damage does not heal: report it until a restore
+            raise err from e
 
     def _read_now(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A point read on the event loop's own thread: an indexed lookup costs tens of
@@ -424,6 +462,24 @@ class SQLiteStore:
 
     async def current_revision(self) -> int:
         return self._read_now(_read_revision)
+
+    async def check(self) -> None:
+        """See ``Store.check``. Healthy: one point read. After a failed write: a probe write."""
+        fault = self._fault
+        if fault is None or isinstance(fault, CorruptStoreError):
+            if fault is not None:
+                raise fault
+            self._read_now(_read_revision)  # raises if the file became unreadable
+            return
+        await self._submit((_PROBE, "", None, 0))  # raises the probe's error; clears on success
+
+    async def backup(self, path: str | os.PathLike) -> backup.BackupInfo:
+        """Write a consistent copy of the store to ``path`` while it keeps serving (one read
+        snapshot on a reader thread; writes go on). See :func:`backup.backup_database`."""
+        if self._closed or not self._opened:
+            raise StorageError("store is closed" if self._closed else "store is not open")
+        return await self._loop.run_in_executor(
+            self._readers, backup.backup_database, self.path, Path(path))
 
     @property
     def compact_revision(self) -> int:
@@ -509,8 +565,8 @@ class SQLiteStore:
                 log.warning("event loop closed; dropping %d write acknowledgements", len(batch))
 
     def _commit_batch(self, batch: list[Any]) -> tuple[list[tuple[Any, Any]], list[Event]]:
-        """Writes in one transaction, then each compaction step in its own."""
-        writes = [b for b in batch if b[0][0] != _COMPACT]
+        """Writes in one transaction, then each compaction step and probe in its own."""
+        writes = [b for b in batch if b[0][0] not in (_COMPACT, _PROBE)]
         results: list[tuple[Any, Any]] = []  # (future, result or exception)
         events: list[Event] = []
         if writes:
@@ -518,7 +574,42 @@ class SQLiteStore:
         for op, fut in batch:
             if op[0] == _COMPACT:
                 results.append((fut, self._commit_compact(*op[3])))
+            elif op[0] == _PROBE:
+                results.append((fut, self._commit_probe()))
         return results, events
+
+    def _failed(self, e: BaseException, what: str) -> StorageError:
+        """The error for a failed write transaction (rolled back), remembered for check()."""
+        if isinstance(e, sqlite3.Error):
+            err = backup.storage_error(e, what, self.path, writing=True)
+        else:
+            err = StorageError(f"{what}: {e}")
+        if isinstance(err, (InsufficientStorageError, CorruptStoreError)):
+            self._fault = err
+        return err
+
+    def _succeeded(self) -> None:
+        """A write reached the disk: a full disk has been relieved (damage stays reported)."""
+        if isinstance(self._fault, InsufficientStorageError):
+            self._fault = None
+
+    def _commit_probe(self) -> Any:
+        """check()'s write: tiny, to ``meta``, no new revision. None, or the failure."""
+        conn = self._wconn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('health_probe', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (time.time_ns(),),
+            )
+            conn.execute("COMMIT")
+        except BaseException as e:
+            _rollback(conn)
+            return self._failed(e, "sqlite health probe write failed")
+        self._succeeded()
+        return None
 
     def _commit_writes(self, batch: list[Any], events: list[Event]) -> list[tuple[Any, Any]]:
         conn = self._wconn
@@ -533,15 +624,16 @@ class SQLiteStore:
                 if event is not None:
                     events.append(event)
             conn.execute("COMMIT")
-            return out
         except BaseException as e:  # I/O error, disk full, ...: nothing of this batch happened
-            log.exception("sqlite write transaction failed")
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            log.error("sqlite write transaction failed: %s", e,
+                      exc_info=not isinstance(e, sqlite3.Error))
+            _rollback(conn)
             self._wrev = start_rev
             events.clear()
-            err = StorageError(f"sqlite write failed: {e}")
+            err = self._failed(e, "sqlite write failed")
             return [(fut, err) for _, fut in batch]
+        self._succeeded()
+        return out
 
     def _apply(
         self, conn: sqlite3.Connection, op: tuple[Any, ...]
@@ -600,10 +692,11 @@ class SQLiteStore:
             )
             conn.execute("COMMIT")
         except BaseException as e:
-            log.exception("sqlite compaction failed")
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            return StorageError(f"sqlite compaction failed: {e}")
+            log.error("sqlite compaction failed: %s", e,
+                      exc_info=not isinstance(e, sqlite3.Error))
+            _rollback(conn)
+            return self._failed(e, "sqlite compaction failed")
+        self._succeeded()
         self._wcompact = step
         return step
 
@@ -629,6 +722,15 @@ class SQLiteStore:
     def watcher_count(self) -> int:
         """Number of subscribed watchers (for metrics and leak tests)."""
         return self._hub.watcher_count()
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End a failed transaction. SQLite may already have rolled it back (it does on SQLITE_FULL)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("sqlite rollback failed")
 
 
 def _check_key(key: str) -> str:

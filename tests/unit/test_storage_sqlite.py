@@ -1,4 +1,9 @@
-"""Unit tests of kubeling.storage.sqlite.SQLiteStore: etcd semantics on a kine-style log."""
+"""SQLite-specific tests of kubeling.storage.sqlite.SQLiteStore: the kine-style rows on disk,
+stepwise compaction, reopening a file, and one process per file.
+
+The Store contract itself (revisions, CAS, lists, watches, compaction semantics, closing) is
+tested on every backend in ``test_storage_contract.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,7 @@ import threading
 
 import pytest
 
-from kubeling.storage import (
-    DELETE,
-    PUT,
-    CompactedError,
-    FutureRevisionError,
-    KeyValue,
-    SQLiteStore,
-    StorageError,
-    Store,
-    WatchOverflowError,
-    prefix_end,
-)
+from kubeling.storage import CompactedError, FutureRevisionError, SQLiteStore, StorageError
 
 
 def run(coro_fn, tmp_path, **kw):
@@ -47,69 +41,6 @@ async def take(watch, n, timeout=5.0):
     return out
 
 
-def test_store_satisfies_protocol(tmp_path):
-    async def body(s):
-        assert isinstance(s, Store)
-    run(body, tmp_path)
-
-
-def test_create_get(tmp_path):
-    async def body(s):
-        assert await s.get("/a/x") == (0, None)
-        ok, kv = await s.create("/a/x", b"one")
-        assert ok and kv == KeyValue("/a/x", b"one", 1, 1)
-        ok, existing = await s.create("/a/x", b"two")
-        assert not ok and existing == kv
-        assert await s.get("/a/x") == (1, kv)
-        assert await s.current_revision() == 1  # the failed create did not bump the revision
-        ok, kv2 = await s.create("/a/y", bytearray(b"y"))
-        assert ok and kv2.mod_revision == 2 and kv2.value == b"y"
-        assert await s.get("/a/x") == (2, kv)
-    run(body, tmp_path)
-
-
-def test_update_compare_and_swap(tmp_path):
-    async def body(s):
-        _, kv = await s.create("/a/x", b"v1")
-        ok, kv2 = await s.update("/a/x", b"v2", kv.mod_revision)
-        assert ok and kv2 == KeyValue("/a/x", b"v2", 1, 2)
-        ok, cur = await s.update("/a/x", b"v3", kv.mod_revision)  # stale revision loses
-        assert not ok and cur == kv2
-        assert await s.update("/a/missing", b"v", 1) == (False, None)
-        assert (await s.get("/a/x"))[1].value == b"v2"
-        assert await s.current_revision() == 2
-    run(body, tmp_path)
-
-
-def test_delete_conditional_and_unconditional(tmp_path):
-    async def body(s):
-        _, a = await s.create("/a/x", b"x")
-        _, b = await s.create("/a/y", b"y")
-        ok, cur = await s.delete("/a/x", expected_mod_revision=b.mod_revision)
-        assert not ok and cur == a
-        ok, gone = await s.delete("/a/x", expected_mod_revision=a.mod_revision)
-        assert ok and gone == KeyValue("/a/x", b"x", 1, 3)
-        ok, gone = await s.delete("/a/y")
-        assert ok and gone == KeyValue("/a/y", b"y", 2, 4)
-        assert await s.delete("/a/y") == (False, None)
-        assert await s.get("/a/x") == (4, None)
-        assert await s.update("/a/x", b"z", 3) == (False, None)  # deleted keys cannot be updated
-        ok, again = await s.create("/a/x", b"x2")  # a new incarnation, new create_revision
-        assert ok and again == KeyValue("/a/x", b"x2", 5, 5)
-    run(body, tmp_path)
-
-
-def test_rejects_bad_arguments(tmp_path):
-    async def body(s):
-        with pytest.raises(TypeError):
-            await s.create("/a/x", "not bytes")
-        with pytest.raises(ValueError):
-            await s.create("", b"x")
-        with pytest.raises(ValueError):
-            await s.list("/a/", revision=-1)
-    run(body, tmp_path)
-
-
 async def _fill(s):
     """Revisions: 1 a=1, 2 b=1, 3 c=1, 4 a=2, 5 del b, 6 d=1, 7 (other prefix) /ab/x."""
     await s.create("/p/a", b"a1")
@@ -121,152 +52,8 @@ async def _fill(s):
     await s.create("/pq/x", b"other prefix")
 
 
-def test_list_now_and_at_past_revisions(tmp_path):
-    async def body(s):
-        await _fill(s)
-        now = await s.list("/p/")
-        assert now.revision == 7 and not now.more and now.count == 3
-        assert [(kv.key, kv.value, kv.mod_revision) for kv in now.kvs] == [
-            ("/p/a", b"a2", 4), ("/p/c", b"c1", 3), ("/p/d", b"d1", 6)]
-        at3 = await s.list("/p/", revision=3)
-        assert at3.revision == 3
-        assert [(kv.key, kv.value) for kv in at3.kvs] == [
-            ("/p/a", b"a1"), ("/p/b", b"b1"), ("/p/c", b"c1")]
-        at5 = await s.list("/p/", revision=5)
-        assert [kv.key for kv in at5.kvs] == ["/p/a", "/p/c"]
-        assert [kv.key for kv in (await s.list("")).kvs] == ["/p/a", "/p/c", "/p/d", "/pq/x"]
-        with pytest.raises(FutureRevisionError):
-            await s.list("/p/", revision=8)
-    run(body, tmp_path)
-
-
-@pytest.mark.parametrize(
-    "revision,start_after,limit,keys,more,count",
-    [
-        pytest.param(0, "", 2, ["/p/a", "/p/c"], True, 3, id="first-page"),
-        pytest.param(0, "/p/c", 2, ["/p/d"], False, 1, id="last-page"),
-        pytest.param(0, "/p/a", 1, ["/p/c"], True, 2, id="middle-page"),
-        pytest.param(3, "/p/a", 1, ["/p/b"], True, 2, id="page-at-past-revision"),
-        pytest.param(0, "/p/d", 5, [], False, 0, id="past-the-end"),
-        pytest.param(0, "", 3, ["/p/a", "/p/c", "/p/d"], False, 3, id="limit-equals-count"),
-    ],
-)
-def test_list_pagination(tmp_path, revision, start_after, limit, keys, more, count):
-    async def body(s):
-        await _fill(s)
-        res = await s.list("/p/", revision=revision, start_after=start_after, limit=limit)
-        assert [kv.key for kv in res.kvs] == keys
-        assert (res.more, res.count) == (more, count)
-    run(body, tmp_path)
-
-
-def test_count(tmp_path):
-    async def body(s):
-        await _fill(s)
-        assert await s.count("/p/") == 3
-        assert await s.count("/pq/") == 1
-        assert await s.count("/none/") == 0
-        assert await s.count("") == 4
-    run(body, tmp_path)
-
-
-def test_watch_backfill_then_live_without_gaps(tmp_path):
-    async def body(s):
-        await _fill(s)
-        w = s.watch("/p/", 2)
-        first = await take(w, 5)  # revisions 2..6 from the log (7 is another prefix)
-        assert [e.kv.mod_revision for e in first] == [2, 3, 4, 5, 6]
-        assert [e.type for e in first] == [PUT, PUT, PUT, DELETE, PUT]
-        upd, dele = first[2], first[3]
-        assert upd.prev_kv == KeyValue("/p/a", b"a1", 1, 1) and upd.kv.value == b"a2"
-        assert dele.kv == KeyValue("/p/b", b"b1", 2, 5)
-        assert dele.prev_kv == KeyValue("/p/b", b"b1", 2, 2)
-        assert first[0].prev_kv is None and first[0].kv.create_revision == 2
-        await s.update("/p/c", b"c2", 3)
-        (live,) = await take(w, 1)
-        assert live.kv.mod_revision == 8 and live.prev_kv.value == b"c1"
-        w.close()
-        w.close()  # idempotent
-        assert [e async for e in w] == []
-        assert s.watcher_count() == 0
-    run(body, tmp_path)
-
-
-def test_watch_from_now_sees_only_new_events(tmp_path):
-    async def body(s):
-        await _fill(s)
-        w = s.watch("/p/", 0)
-        await s.create("/pq/y", b"other prefix")
-        _, kv = await s.create("/p/e", b"e")
-        (ev,) = await take(w, 1)
-        assert ev.type == PUT and ev.kv == kv and ev.prev_kv is None
-        w.close()
-    run(body, tmp_path)
-
-
-def test_watch_with_concurrent_writers_is_ordered_and_complete(tmp_path):
-    """Watchers started before, during and after a write storm each see every revision from
-    their start exactly once, in order: the backfill/live overlap is deduplicated."""
-
-    async def body(s):
-        n_writers, per = 10, 30
-        total = n_writers * per
-        watches = [s.watch("/w/", 1)]
-
-        async def writer(i):
-            for j in range(per):
-                key = f"/w/{i}-{j % 3}"
-                ok, kv = await s.create(key, b"v")
-                if not ok:
-                    await s.update(key, b"v%d" % j, kv.mod_revision)
-                if j == per // 2 and i == 0:  # mid-storm: a from-revision and a from-now watch
-                    watches.append(s.watch("/w/", 5))
-                    watches.append(s.watch("/w/", 0))
-
-        await asyncio.gather(*(writer(i) for i in range(n_writers)))
-        watches.append(s.watch("/w/", 100))
-        last = await s.current_revision()
-        assert last == total  # every create or update succeeded: no gaps in revisions
-        for w in watches:
-            start = w.next_revision
-            events = await take(w, last - start + 1)
-            revs = [e.kv.mod_revision for e in events]
-            assert revs == list(range(start, last + 1))
-            w.close()
-        assert watches[1].next_revision - 1 == last and watches[3].next_revision - 1 == last
-    run(body, tmp_path)
-
-
-def test_watch_overflow_drops_slow_watcher_only(tmp_path):
-    async def body(s):
-        slow = s.watch("/o/", 0)
-        fast = s.watch("/o/", 0)
-        got = []
-
-        async def consume():
-            async for ev in fast:
-                got.append(ev.kv.mod_revision)
-                if len(got) == 25:
-                    return
-
-        consumer = asyncio.create_task(consume())
-        for i in range(25):  # never awaited by `slow`: its buffer of 10 overflows
-            await s.create(f"/o/{i}", b"v")
-        await asyncio.wait_for(consumer, 5)
-        assert got == list(range(1, 26))
-        delivered = []
-        with pytest.raises(WatchOverflowError) as info:
-            async for ev in slow:
-                delivered.append(ev.kv.mod_revision)
-        assert delivered == list(range(1, 11))  # what was buffered still arrives, in order
-        assert isinstance(info.value, CompactedError) and info.value.last_revision == 10
-        assert [e async for e in slow] == []  # ended for good
-        fast.close()
-        assert s.watcher_count() == 0
-    run(body, tmp_path, watch_buffer=10)
-
-
-def test_compaction_keeps_live_keys_and_reports_compacted(tmp_path):
+def test_compaction_deletes_superseded_rows_and_tombstones(tmp_path):
+    """What compaction leaves in the table; the contract side is in test_storage_contract.py."""
     db = tmp_path / "db"
 
     async def body(s):
@@ -278,24 +65,6 @@ def test_compaction_keeps_live_keys_and_reports_compacted(tmp_path):
             await s.compact(9)
         rows = sqlite3.connect(db).execute("SELECT id, name FROM kine ORDER BY id").fetchall()
         assert rows == [(4, "/p/a"), (6, "/p/d"), (7, "/pq/x"), (8, "/p/c")]
-        res = await s.list("/p/")
-        assert [(kv.key, kv.value) for kv in res.kvs] == [
-            ("/p/a", b"a2"), ("/p/c", b"c2"), ("/p/d", b"d1")]
-        assert (await s.list("/p/", revision=8)).kvs == res.kvs  # the compact revision is readable
-        with pytest.raises(CompactedError) as info:
-            await s.list("/p/", revision=7)
-        assert (info.value.compact_revision, info.value.current_revision) == (8, 8)
-        with pytest.raises(CompactedError):
-            await take(s.watch("/p/", 8), 1)
-        assert s.watcher_count() == 0
-        w = s.watch("/p/", 9)
-        ok, kv = await s.create("/p/b", b"b2")  # a key whose tombstone was compacted
-        assert ok and kv.create_revision == 9
-        (ev,) = await take(w, 1)
-        assert ev.kv == kv and ev.prev_kv is None
-        w.close()
-        ok, _ = await s.update("/p/a", b"a3", 4)  # the surviving row still guards CAS
-        assert ok
     run(body, tmp_path)
 
 
@@ -314,23 +83,6 @@ def test_compaction_in_steps(tmp_path, monkeypatch):
         n = sqlite3.connect(tmp_path / "db").execute("SELECT COUNT(*) FROM kine").fetchone()[0]
         assert n == 5 + 2  # the newest row of each key, plus revisions 39 and 40's predecessors
     run(body, tmp_path)
-
-
-def test_periodic_compaction(tmp_path):
-    async def main():
-        s = await SQLiteStore.open(str(tmp_path / "db"), compact_interval=0.02, compact_keep=5)
-        try:
-            for i in range(20):
-                await s.create(f"/k/{i}", b"v")
-            for _ in range(200):
-                if s.compact_revision == 15:
-                    break
-                await asyncio.sleep(0.01)
-            assert s.compact_revision == 15
-            assert await s.count("/k/") == 20
-        finally:
-            await s.close()
-    asyncio.run(main())
 
 
 def test_reopen_restores_data_revisions_and_compaction(tmp_path):
@@ -381,44 +133,18 @@ def test_one_process_per_file_and_closed_store(tmp_path):
     asyncio.run(main())
 
 
-def test_concurrent_creates_are_all_acknowledged_with_unique_revisions(tmp_path):
-    """Throughput sanity (no timing asserts; see bench/bench_storage.py): 50 callers, one writer
-    thread, group commits; every write acknowledged once, revisions dense and unique."""
+def test_values_survive_a_reopen_byte_for_byte(tmp_path):
+    path = str(tmp_path / "db")
+    values = {f"/b/{i}": bytes([i]) * i + bytes(range(256)) for i in range(0, 256, 15)}
+    values["/b/empty"] = b""
 
-    async def body(s):
-        results = await asyncio.gather(
-            *(s.create(f"/t/{c}/{i}", b"x" * 200) for c in range(50) for i in range(20)))
-        assert all(ok for ok, _ in results)
-        revs = sorted(kv.mod_revision for _, kv in results)
-        assert revs == list(range(1, 1001))
-        res = await s.list("/t/")
-        assert res.count == 1000 and len(res.kvs) == 1000
-    run(body, tmp_path)
-
-
-def test_write_acknowledged_after_fan_out(tmp_path):
-    """When create() returns, the event is already queued for every watcher."""
-
-    async def body(s):
-        w = s.watch("/f/", 0)
-        await s.create("/f/a", b"v")
-        assert len(w._live) == 1
-        w.close()
-    run(body, tmp_path)
-
-
-@pytest.mark.parametrize(
-    "prefix,end",
-    [
-        pytest.param("/registry/pods/", "/registry/pods0", id="slash"),
-        pytest.param("a", "b", id="single"),
-        pytest.param("", None, id="empty"),
-        pytest.param("a\U0010ffff", "b", id="max-codepoint-carries"),
-        pytest.param("\ud7ff", "\ue000", id="skips-surrogates"),
-    ],
-)
-def test_prefix_end(prefix, end):
-    assert prefix_end(prefix) == end
+    async def main():
+        async with SQLiteStore(path, compact_interval=0) as s:
+            for key, value in values.items():
+                assert (await s.create(key, value))[0]
+        async with SQLiteStore(path, compact_interval=0) as s:
+            assert {kv.key: kv.value for kv in (await s.list("/b/")).kvs} == values
+    asyncio.run(main())
 
 
 def test_lock_file_next_to_database(tmp_path):
