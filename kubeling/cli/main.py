@@ -74,7 +74,8 @@ def cmd_controller_manager(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await manager.run(args.kubeconfig, stop, [c for c in args.controllers.split(",") if c])
+        election = manager.LeaderElection() if args.leader_elect else None
+        await manager.run(args.kubeconfig, stop, [c for c in args.controllers.split(",") if c], election)
 
     _run(main())
     return 0
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_server)
     p = sub.add_parser("controller-manager", help="run the controllers against an API server")
     p.add_argument("--kubeconfig", required=True)
-    p.add_argument("--controllers", default="*", help="comma-separated controllers ('*' = all)")
+    p.add_argument("--controllers", default="*", help="comma-separated controllers ('*' = all, '-name' = not name)")
+    p.add_argument("--leader-elect", action="store_true",
+                   help="run only while holding the Lease kube-system/kube-controller-manager")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_controller_manager)
     args = parser.parse_args(argv)

@@ -31,16 +31,26 @@ Ordering and concurrency guarantees:
    resourceVersion order.
 3. Handlers are independent: each has its own unbounded queue and task, so a
    slow handler delays neither the cache nor the other handlers.
-4. ``on_add(obj)``; ``on_update(old, new)`` — on resync (every
-   ``resync_period`` seconds, if non-zero) and re-list ``old`` may equal ``new``;
-   ``on_delete(obj)`` where obj is the final object or a tombstone (use
-   `kubeling.client.store.object_of`). Handlers may be plain or async
-   functions; an exception in one is logged and delivery continues.
+4. ``on_add(obj)``; ``on_update(old, new)`` — on resync and re-list ``old``
+   may equal ``new``; ``on_delete(obj)`` where obj is the final object or a
+   tombstone (use `kubeling.client.store.object_of`). Handlers may be plain or
+   async functions; an exception in one is logged and delivery continues.
+   Resync is per handler: ``add_handler(..., resync_period=p)`` re-delivers
+   every cached object to that handler as ``on_update(obj, obj)`` every ``p``
+   seconds once synced; ``None`` takes the informer's ``resync_period`` (the
+   default), ``0`` never resyncs, and anything shorter than
+   `MINIMUM_RESYNC_PERIOD` is raised to it, as client-go does. (client-go
+   checks all handlers on one ticker of the shortest period and so may stretch
+   a late handler's period; here each handler has its own timer instead.)
 5. A handler added after the cache synced first receives ``on_add`` for every
    cached object, then live changes.
 6. ``has_synced()`` becomes true once the first complete list is in the cache
    and its notifications are queued; ``registration.has_synced()`` once that
-   handler has *processed* them. ``wait_for_sync()`` awaits the former.
+   handler has *processed* them. ``wait_for_sync()`` and
+   ``registration.wait_for_sync()`` await them. A controller waits for its
+   registrations: then every object cached at sync time is in its workqueue.
+8. Indexers may be added before or after the informer starts (existing objects
+   are indexed at once); a name that is already taken raises ``ValueError``.
 7. ``run(stop)`` returns after ``stop`` is set; queued notifications not yet
    delivered are dropped. Objects handed out are shared: never mutate them.
 
@@ -63,6 +73,8 @@ from kubeling.client.exceptions import ResourceExpired, TransportError
 from kubeling.client.store import DeletedFinalStateUnknown, Indexer, IndexFunc
 
 log = logging.getLogger(__name__)
+
+MINIMUM_RESYNC_PERIOD = 1.0  # seconds; client-go's floor for a handler's resync period
 
 Handler = Callable[..., Any]
 
@@ -96,16 +108,26 @@ class HandlerRegistration:
     _SYNCED = object()  # queue marker: everything before it was the initial state
 
     def __init__(self, on_add: Handler | None, on_update: Handler | None, on_delete: Handler | None,
-                 name: str) -> None:
+                 name: str, resync_period: float = 0) -> None:
         self.on_add, self.on_update, self.on_delete = on_add, on_update, on_delete
+        self.resync_period = resync_period
         self._name = name
         self._queue: collections.deque = collections.deque()
         self._wakeup = asyncio.Event()
-        self._synced = False
+        self._synced = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._resync_task: asyncio.Task | None = None
 
     def has_synced(self) -> bool:
-        return self._synced
+        return self._synced.is_set()
+
+    async def wait_for_sync(self, timeout: float | None = None) -> bool:
+        """Wait until this handler has processed the initial state; False if ``timeout`` passed first."""
+        try:
+            await asyncio.wait_for(self._synced.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     def pending(self) -> int:
         return len(self._queue)
@@ -126,7 +148,7 @@ class HandlerRegistration:
                 await self._wakeup.wait()
             fn, args = self._queue.popleft()
             if fn is self._SYNCED:
-                self._synced = True
+                self._synced.set()
                 continue
             try:
                 result = fn(*args)
@@ -176,24 +198,34 @@ class Informer:
     # -- handlers ---------------------------------------------------------
 
     def add_handler(self, on_add: Handler | None = None, on_update: Handler | None = None,
-                    on_delete: Handler | None = None) -> HandlerRegistration:
-        reg = HandlerRegistration(on_add, on_update, on_delete, self.name)
+                    on_delete: Handler | None = None, *,
+                    resync_period: float | None = None) -> HandlerRegistration:
+        """Register handlers (see the module docstring, items 4–6, for resync and sync)."""
+        period = self.resync_period if resync_period is None else resync_period
+        if 0 < period < MINIMUM_RESYNC_PERIOD:
+            log.warning("informer %s: resync period %.3fs is below the minimum; using %.0fs", self.name,
+                        period, MINIMUM_RESYNC_PERIOD)
+            period = MINIMUM_RESYNC_PERIOD
+        reg = HandlerRegistration(on_add, on_update, on_delete, self.name, max(period, 0))
         self._handlers.append(reg)
         if self._synced.is_set():
             for obj in self.indexer.list():
                 reg._push(reg.on_add, obj)
             reg._mark_synced()
         if self._running:
-            reg._task = asyncio.get_running_loop().create_task(reg._deliver())
+            self._start_handler(reg)
         return reg
 
     def remove_handler(self, reg: HandlerRegistration) -> None:
         if reg in self._handlers:
             self._handlers.remove(reg)
-            if reg._task is not None:
-                reg._task.cancel()
+            for t in (reg._task, reg._resync_task):
+                if t is not None:
+                    t.cancel()
+            reg._task = reg._resync_task = None
 
     def add_indexers(self, indexers: dict[str, IndexFunc]) -> None:
+        """Add named index functions; allowed after start too (the cache is re-indexed at once)."""
         self.indexer.add_indexers(indexers)
 
     def has_synced(self) -> bool:
@@ -216,22 +248,28 @@ class Informer:
         self._running = True
         loop = asyncio.get_running_loop()
         for reg in self._handlers:
-            reg._task = loop.create_task(reg._deliver())
+            self._start_handler(reg)
         reflector = loop.create_task(self._reflect(), name=f"informer-{self.name}")
-        aux = [loop.create_task(self._resync_loop())] if self.resync_period > 0 else []
         stopper = loop.create_task(stop.wait())
         try:
             await asyncio.wait([stopper, reflector], return_when=asyncio.FIRST_COMPLETED)
             if reflector.done() and not reflector.cancelled() and reflector.exception():
                 raise reflector.exception()  # a bug in the reflector escalates, never vanishes
         finally:
-            tasks = [stopper, reflector, *aux, *(r._task for r in self._handlers if r._task)]
+            tasks = [stopper, reflector]
+            for r in self._handlers:
+                tasks += [t for t in (r._task, r._resync_task) if t is not None]
+                r._task = r._resync_task = None
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for r in self._handlers:
-                r._task = None
             self._running = False
+
+    def _start_handler(self, reg: HandlerRegistration) -> None:
+        loop = asyncio.get_running_loop()
+        reg._task = loop.create_task(reg._deliver(), name=f"informer-{self.name}-handler")
+        if reg.resync_period > 0:
+            reg._resync_task = loop.create_task(self._resync_loop(reg), name=f"informer-{self.name}-resync")
 
     def _selectors(self) -> dict:
         return {"namespace": self.namespace, "label_selector": self.label_selector,
@@ -338,12 +376,14 @@ class Informer:
                     self.last_sync_resource_version = rv
         return n, self._clock.now() - started
 
-    async def _resync_loop(self) -> None:
+    async def _resync_loop(self, reg: HandlerRegistration) -> None:
+        # Pushing the cached state into the handler's own queue keeps order: every
+        # later change is pushed after it, so the handler never sees an older object last.
         while True:
-            await self._clock.sleep(self.resync_period)
+            await self._clock.sleep(reg.resync_period)
             if self._synced.is_set():
                 for obj in self.indexer.list():
-                    self._notify("on_update", obj, obj)
+                    reg._push(reg.on_update, obj, obj)
 
     def _notify(self, which: str, *args: Any) -> None:
         for reg in self._handlers:

@@ -118,6 +118,12 @@ class Indexer:
             raise KeyError(f"index {index_name!r} does not exist")
         return sorted(self._indices[index_name])
 
+    def has_indexer(self, index_name: str) -> bool:
+        return index_name in self._indexers
+
+    def indexer_func(self, index_name: str) -> IndexFunc | None:
+        return self._indexers.get(index_name)
+
     def by_namespace(self, namespace: str) -> list[dict]:
         return self.by_index(NAMESPACE_INDEX, namespace)
 

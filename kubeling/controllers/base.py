@@ -1,30 +1,139 @@
-"""The shape every controller shares: informers feed keys into a workqueue; workers call
-``sync(key)``.
+"""The one shape every controller has: informer handlers enqueue keys, workers call ``sync(key)``.
 
-`run_workers` runs ``n`` workers until ``stop``: a normal return from ``sync`` forgets the key,
-an exception requeues it with backoff (logged; the worker goes on), and at ``stop`` the queue
-shuts down and the workers drain in a shielded ``finally``.
+::
+
+    shared informers ──handlers──▶ RateLimitingQueue ──get──▶ worker × N ──▶ sync(key)
+    (ctx.informers)     (enqueue keys only)        ▲                 │
+                                                   └─ add_rate_limited on exception, forget on return
+
+A controller is a subclass of `Controller` with
+
+- ``NAME`` (the name ``--controllers`` uses) and ``WORKERS`` (its default concurrency);
+- ``__init__(ctx)``: take informers from ``ctx.informers`` (the process's
+  `SharedInformerFactory`) and register handlers with `Controller.handle`, which only enqueue
+  keys. Construction does no I/O; the manager starts the factory after constructing every
+  controller, so each informer lists once for all of them;
+- ``async def sync(key)``: level-triggered — read the informer caches (never mutate what they
+  hand out), make the world match, and return. A normal return forgets the key's backoff; an
+  exception requeues it with the queue's rate limit; a key whose object is gone is cleaned up
+  and returns.
+
+`Controller.run` (the same for all) keeps these promises:
+
+1. It waits until every registered handler has processed its informer's initial list (so every
+   object cached at sync time is in the queue), or returns if ``stop`` comes first.
+2. It runs ``workers`` workers; the queue guarantees one key is never synced twice at once.
+3. When ``stop`` is set the queue shuts down and the workers finish the key in hand, in a
+   shielded ``finally``: cancelling ``run`` does not cut a sync short.
+4. A worker that dies (an exception outside ``sync``: a bug) stops the others and is re-raised
+   from ``run`` — a crashed worker escalates, it never vanishes. The manager then exits, and
+   its supervisor restarts it.
+
+`ControllerContext` is what every controller gets: the REST client (``RESTClient`` or the
+test's ``FakeClient``), the shared informer factory, cluster facts (the CA), and the clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import ClassVar, Hashable
 
+from kubeling.client.clock import REAL_CLOCK, Clock
+from kubeling.client.factory import SharedInformerFactory
+from kubeling.client.informer import Handler, HandlerRegistration, Informer
+from kubeling.client.store import meta_namespace_key
 from kubeling.client.workqueue import RateLimitingQueue
 
 log = logging.getLogger(__name__)
 
-
-def key_of(obj: dict) -> str:
-    meta = obj.get("metadata", {})
-    ns = meta.get("namespace")
-    return f"{ns}/{meta['name']}" if ns else meta["name"]
+key_of = meta_namespace_key
 
 
-async def run_workers(name: str, queue: RateLimitingQueue, sync: Callable[[Hashable], Awaitable[None]],
-                      stop: asyncio.Event, workers: int = 2) -> None:
+@dataclass
+class ControllerContext:
+    """What a controller is built from. ``client`` has `RESTClient`'s verbs."""
+
+    client: object
+    informers: SharedInformerFactory
+    ca_pem: str = ""
+    clock: Clock = field(default=REAL_CLOCK)
+
+
+class Controller:
+    """Base of every controller. See the module docstring for the contract."""
+
+    NAME: ClassVar[str] = ""
+    WORKERS: ClassVar[int] = 2
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        self.ctx = ctx
+        self.client = ctx.client
+        self.clock = ctx.clock
+        self.queue = RateLimitingQueue(name=self.NAME, clock=ctx.clock)
+        self.registrations: list[tuple[Informer, HandlerRegistration]] = []
+
+    def handle(self, informer: Informer, on_add: Handler | None = None, on_update: Handler | None = None,
+               on_delete: Handler | None = None, *, resync_period: float | None = None) -> HandlerRegistration:
+        """Register handlers on a shared informer; `run` waits for them to sync."""
+        reg = informer.add_handler(on_add, on_update, on_delete, resync_period=resync_period)
+        self.registrations.append((informer, reg))
+        return reg
+
+    async def sync(self, key: Hashable) -> None:
+        raise NotImplementedError
+
+    async def wait_for_caches(self, stop: asyncio.Event) -> bool:
+        """Wait until every registration synced; False if ``stop`` came first."""
+        return await wait_or_stop([reg.wait_for_sync() for _, reg in self.registrations], stop)
+
+    async def run(self, workers: int, stop: asyncio.Event) -> None:
+        try:
+            if not await self.wait_for_caches(stop):
+                return
+            log.info("%s: caches synced; starting %d workers", self.NAME, workers)
+            await run_workers(self.NAME, self.queue, self.sync, stop, workers)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop taking work: shut the queue down and unregister from the shared informers."""
+        self.queue.shutdown()
+        for informer, reg in self.registrations:
+            informer.remove_handler(reg)
+        self.registrations.clear()
+
+
+async def wait_or_stop(waits: list, stop: asyncio.Event) -> bool:
+    """Await every awaitable in ``waits``; False (and the rest cancelled) if ``stop`` is set first."""
+    if stop.is_set():
+        for w in waits:
+            if asyncio.iscoroutine(w):
+                w.close()  # never awaited: close it so Python does not warn
+        return False
+    everything = asyncio.ensure_future(asyncio.gather(*waits))
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([everything, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not everything.done():
+            everything.cancel()
+            await asyncio.gather(everything, return_exceptions=True)
+    return everything.done() and not everything.cancelled() and everything.exception() is None
+
+
+async def sleep_or_stop(clock: Clock, seconds: float, stop: asyncio.Event) -> bool:
+    """Sleep ``seconds`` on ``clock``; True if ``stop`` was set first (or already)."""
+    if stop.is_set():
+        return True
+    return not await wait_or_stop([clock.sleep(seconds)], stop)
+
+
+async def run_workers(name: str, queue: RateLimitingQueue, sync, stop: asyncio.Event, workers: int = 2) -> None:
+    """Run ``workers`` workers on ``queue`` until ``stop``; promises 2–4 of the module docstring."""
+
     async def worker() -> None:
         while True:
             key, shutdown = await queue.get()
@@ -42,23 +151,19 @@ async def run_workers(name: str, queue: RateLimitingQueue, sync: Callable[[Hasha
             finally:
                 queue.done(key)
 
-    tasks = [asyncio.create_task(worker(), name=f"{name}-worker-{i}") for i in range(workers)]
+    tasks = [asyncio.create_task(worker(), name=f"{name}-worker-{i}") for i in range(max(workers, 1))]
+    stopper = asyncio.create_task(stop.wait())
+    crashed: BaseException | None = None
     try:
-        await stop.wait()
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not stopper:
+                crashed = t.exception() if not t.cancelled() else None
+                crashed = crashed or RuntimeError(f"{name}: a worker returned before stop")
+                break
     finally:
+        stopper.cancel()
         queue.shutdown()
         await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
-
-
-async def run_controller(name: str, informers: list, queue: RateLimitingQueue,
-                         sync: Callable[[Hashable], Awaitable[None]], stop: asyncio.Event, workers: int = 2) -> None:
-    """Run the informers, wait for their caches, then the workers; stop everything at ``stop``."""
-    tasks = [asyncio.create_task(inf.run(stop), name=f"{name}-informer") for inf in informers]
-    try:
-        for inf in informers:
-            await inf.wait_for_sync()
-        await run_workers(name, queue, sync, stop, workers)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    if crashed is not None:
+        raise crashed

@@ -1,17 +1,27 @@
 """Garbage collector: deletes objects whose owners are gone, and carries out ``Orphan`` and
 ``Foreground`` deletion.
 
-Informers watch every resource the server lists as deletable (re-discovered periodically, so
-custom resources join). Two indexes are kept from their events: ``uid -> object identity`` and
-``owner uid -> dependents``. Work items are level-triggered:
+Upstream's ``pkg/controller/garbagecollector``. Monitors are shared informers (from the
+process's factory) on every resource the server lists as deletable; discovery runs again every
+`RESYNC_DISCOVERY` seconds, so custom resources join (monitors of resources that went away stay,
+failing quietly with backoff, as nothing else watches them). Two indexes are kept from their
+events: ``uid -> object identity`` and ``owner uid -> dependents``. Work items are
+level-triggered:
 
-- ``("dependent", id)``: if every owner of the object is absent (not cached, and a GET by name
-  returns 404 or another uid), delete it in the background; if only some are absent, drop those
-  references; if an owner is being deleted in the foreground and the reference has
-  ``blockOwnerDeletion``, delete the dependent in the foreground too.
+- ``("dependent", id)``: if every owner of the object is absent (a GET by name returns 404 or
+  another uid), delete it in the background; if only some are absent, drop those references; if
+  an owner is being deleted in the foreground and the reference has ``blockOwnerDeletion``,
+  delete the dependent in the foreground too (background when it has no dependents itself).
 - ``("owner", id)``: for an object being deleted with the ``orphan`` finalizer, remove its
   ownerReference from every dependent, then remove the finalizer; with ``foregroundDeletion``,
-  delete the dependents and remove the finalizer once none is left.
+  delete the dependents and remove the finalizer once none is left (looked at again every
+  `FOREGROUND_RECHECK` seconds until then).
+
+Owners are read fresh from the server, never from a cache, so a stale cache can never make the
+collector delete an object whose owner exists. Deletes carry a uid precondition, so an object
+re-created under the same name is never collected by mistake. Workers start only once every
+monitor found at start-up has synced, so the dependents index is complete before any owner's
+``orphan`` finalizer is removed.
 """
 
 from __future__ import annotations
@@ -20,20 +30,17 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from kubeling.api.errors import StatusError
+from kubeling.client import StatusError, is_conflict, is_not_found, object_of
 from kubeling.client.discovery import APIResource, RESTMapper, discover
-from kubeling.client.informer import Informer
-from kubeling.client.store import object_of
-from kubeling.client.workqueue import RateLimitingQueue
-from kubeling.controllers.base import run_workers
+from kubeling.controllers.base import Controller, ControllerContext, run_workers, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
-NAME = "garbagecollector"
 ORPHAN = "orphan"
 FOREGROUND = "foregroundDeletion"
 RESYNC_DISCOVERY = 15.0
 FOREGROUND_RECHECK = 1.0
+DISCOVERY_RETRY = 2.0
 MANAGER = "generic-garbage-collector"
 
 
@@ -45,12 +52,21 @@ class ObjectId:
     uid: str
 
 
-class GarbageCollector:
-    def __init__(self, client) -> None:
-        self.client = client
-        self.queue = RateLimitingQueue(name=NAME)
-        self.informers: dict[APIResource, Informer] = {}
-        self.tasks: list[asyncio.Task] = []
+def _collectable(res: APIResource) -> bool:
+    if not {"list", "watch", "delete"} <= set(res.verbs):
+        return False
+    if res.group == "events.k8s.io" or (res.group == "" and res.resource == "events"):
+        return False  # events are never owners, and there are many of them
+    return res.group != "extensions"  # legacy Deployments: the same objects as apps/v1
+
+
+class GarbageCollector(Controller):
+    NAME = "garbagecollector"
+    WORKERS = 4  # upstream runs 20 (--concurrent-gc-syncs); fewer here, the API server has one core
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        self.monitored: set[APIResource] = set()
         self.by_uid: dict[str, ObjectId] = {}
         self.dependents: dict[str, set[ObjectId]] = {}
         self.owners_of: dict[str, list[dict]] = {}
@@ -91,22 +107,51 @@ class GarbageCollector:
         for dep in list(self.dependents.get(oid.uid, ())):
             self.queue.add(("dependent", dep))
 
-    async def _sync_informers(self, stop: asyncio.Event) -> None:
+    async def sync_monitors(self, stop: asyncio.Event) -> None:
+        """Discover resources; add a monitor (a shared informer + handlers) for each new one and start it."""
         resources = await discover(self.client)
         self.mapper = RESTMapper(resources)
         for res in resources:
-            if res in self.informers or not {"list", "watch", "delete"} <= set(res.verbs):
+            if res in self.monitored or not _collectable(res):
                 continue
-            if res.group == "events.k8s.io" or (res.group == "" and res.resource == "events"):
-                continue
-            if res.group == "extensions":
-                continue  # legacy Deployments: the same objects as apps/v1
-            inf = Informer(self.client, res.group, res.version, res.resource)
-            inf.add_handler(on_add=lambda o, r=res: self._observe(r, o),
-                            on_update=lambda old, new, r=res: self._observe(r, new),
-                            on_delete=lambda o, r=res: self._forget(r, object_of(o)))
-            self.informers[res] = inf
-            self.tasks.append(asyncio.create_task(inf.run(stop), name=f"gc-{res.resource}"))
+            inf = self.ctx.informers.informer_for(res.group, res.version, res.resource)
+            self.handle(inf, on_add=lambda o, r=res: self._observe(r, o),
+                        on_update=lambda old, new, r=res: self._observe(r, new),
+                        on_delete=lambda o, r=res: self._forget(r, object_of(o)))
+            self.monitored.add(res)
+        self.ctx.informers.start(stop)
+
+    async def run(self, workers: int, stop: asyncio.Event) -> None:
+        try:
+            while True:
+                try:
+                    await self.sync_monitors(stop)
+                    break
+                except Exception as e:  # noqa: BLE001 - the server may not be ready yet
+                    log.warning("%s: discovery failed: %s; retrying", self.NAME, e)
+                    if await sleep_or_stop(self.clock, DISCOVERY_RETRY, stop):
+                        return
+            if not await self.wait_for_caches(stop):
+                return
+            log.info("%s: %d monitors synced; starting %d workers", self.NAME, len(self.monitored), workers)
+            work = asyncio.create_task(run_workers(self.NAME, self.queue, self.sync, stop, workers))
+            try:
+                while True:
+                    tick = asyncio.ensure_future(sleep_or_stop(self.clock, RESYNC_DISCOVERY, stop))
+                    await asyncio.wait([tick, work], return_when=asyncio.FIRST_COMPLETED)
+                    if work.done() or tick.result():
+                        tick.cancel()
+                        break
+                    try:
+                        await self.sync_monitors(stop)
+                    except Exception as e:  # noqa: BLE001 - keep collecting with what we know
+                        log.warning("%s: discovery failed: %s", self.NAME, e)
+            finally:
+                await asyncio.shield(asyncio.gather(work, return_exceptions=True))
+            if not work.cancelled() and work.exception() is not None:
+                raise work.exception()  # a crashed worker escalates
+        finally:
+            self.shutdown()
 
     # -- sync ----------------------------------------------------------------------------------
 
@@ -122,7 +167,7 @@ class GarbageCollector:
             obj = await self.client.get(oid.res.group, oid.res.version, oid.res.resource, oid.name,
                                         namespace=oid.namespace)
         except StatusError as e:
-            if e.code == 404:
+            if is_not_found(e):
                 return None
             raise
         return obj if obj["metadata"].get("uid") == oid.uid else None
@@ -188,7 +233,7 @@ class GarbageCollector:
                                      namespace=oid.namespace, propagation_policy=policy,
                                      preconditions={"uid": oid.uid})
         except StatusError as e:
-            if e.code not in (404, 409):
+            if not (is_not_found(e) or is_conflict(e)):  # gone, or re-created (uid precondition)
                 raise
 
     async def _update(self, oid: ObjectId, change) -> None:
@@ -202,26 +247,8 @@ class GarbageCollector:
             await self.client.update(oid.res.group, oid.res.version, oid.res.resource, obj, namespace=oid.namespace,
                                      field_manager=MANAGER)
         except StatusError as e:
-            if e.code != 404:
+            if not is_not_found(e):
                 raise
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await self._sync_informers(stop)
-        workers = asyncio.create_task(run_workers(NAME, self.queue, self.sync, stop, workers=4))
-        try:
-            while not stop.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), RESYNC_DISCOVERY)
-                except asyncio.TimeoutError:
-                    try:
-                        await self._sync_informers(stop)
-                    except Exception as e:  # noqa: BLE001 - keep collecting with what we know
-                        log.warning("garbage collector: discovery failed: %s", e)
-        finally:
-            await asyncio.shield(asyncio.gather(workers, return_exceptions=True))
-            for t in self.tasks:
-                t.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def _drop_refs(obj: dict, uids: set[str]) -> bool:
@@ -243,6 +270,3 @@ def _drop_finalizer(obj: dict, fin: str) -> bool:
     obj["metadata"]["finalizers"] = [f for f in fins if f != fin]
     return True
 
-
-async def run(ctx, stop: asyncio.Event) -> None:
-    await GarbageCollector(ctx.client).run(stop)

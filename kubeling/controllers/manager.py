@@ -1,73 +1,161 @@
 """The controller manager: runs the enabled controllers as API clients of one server.
 
-Each controller is a module in this package with ``NAME`` and ``async def run(ctx, stop)``, where
-``ctx`` is a `ControllerContext` (the shared REST client and cluster facts such as the CA).
-They talk to the API server only over HTTP through `kubeling.client`, so the manager can run
-in the server's process (as ``kubeling server`` does) or in a process of its own.
+``kubeling server`` starts it as a supervised child process (``kubeling controller-manager``);
+it can as well run alone against any API server. Controllers talk to the API server only over
+HTTP, through `kubeling.client`.
+
+Start-up, as upstream's kube-controller-manager::
+
+    REST client ─▶ SharedInformerFactory ─▶ construct every enabled controller (handlers only)
+                 ─▶ factory.start(stop)    ─▶ controller.run(WORKERS, stop) for each, concurrently
+
+Building every controller before starting the factory means an informer two controllers share
+lists once and both see its initial objects as adds.
+
+Failure model: a controller's ``run`` that raises (a crashed worker), or returns before stop,
+or an informer that crashes, stops every other controller (drained, shielded) and makes `run`
+raise. The process then exits non-zero and its supervisor restarts it with fresh caches: a crash
+escalates, it never vanishes, and no half-working controller keeps running.
+
+Leader election (``--leader-elect``, off by default): the manager campaigns for the Lease
+``kube-system/kube-controller-manager`` and builds the factory and the controllers only once it
+leads, as upstream does. Losing the lease stops them and makes `run` raise `LeadershipLost`, so
+the process restarts and stands again (upstream exits too).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
+import socket
+import uuid
 from dataclasses import dataclass
+
+from kubeling.client.clock import REAL_CLOCK, Clock
+from kubeling.client.factory import SharedInformerFactory
+from kubeling.controllers.base import Controller, ControllerContext
+from kubeling.controllers.garbagecollector import GarbageCollector
+from kubeling.controllers.namespace import NamespaceController
+from kubeling.controllers.rootcacertpublisher import RootCACertPublisher
+from kubeling.controllers.serviceaccount import ServiceAccountsController
 
 log = logging.getLogger(__name__)
 
-# name -> module path; explicit, no import-time discovery.
-REGISTRY = {
-    "garbagecollector": "kubeling.controllers.garbagecollector",
-    "namespace": "kubeling.controllers.namespace",
-    "serviceaccount": "kubeling.controllers.serviceaccount",
+# name -> controller class; explicit, no import-time discovery. Names are upstream's.
+REGISTRY: dict[str, type[Controller]] = {
+    c.NAME: c for c in (GarbageCollector, NamespaceController, ServiceAccountsController, RootCACertPublisher)
 }
+
+LEASE_NAMESPACE = "kube-system"
+LEASE_NAME = "kube-controller-manager"
+
+__all__ = ["REGISTRY", "ControllerContext", "LeaderElection", "LeadershipLost", "enabled", "run",
+           "run_controllers"]
+
+
+class LeadershipLost(Exception):
+    """The manager stopped leading while it was meant to keep running."""
 
 
 @dataclass
-class ControllerContext:
-    client: object
-    ca_pem: str = ""
+class LeaderElection:
+    """``--leader-elect`` settings (upstream's defaults)."""
+
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    identity: str = ""
+
+    def holder(self) -> str:
+        return self.identity or f"{socket.gethostname()}_{uuid.uuid4()}"
 
 
 def enabled(selection: list[str]) -> list[str]:
+    """Upstream's ``--controllers``: ``*`` is every controller, ``foo`` enables, ``-foo`` disables."""
     if "*" in selection:
         return [n for n in REGISTRY if f"-{n}" not in selection]
     return [n for n in selection if n in REGISTRY]
 
 
-async def run(kubeconfig: str, stop: asyncio.Event, selection: list[str]) -> None:
+async def run(kubeconfig: str, stop: asyncio.Event, selection: list[str],
+              leader_election: LeaderElection | None = None) -> None:
+    """Run the controllers named by ``selection`` until ``stop``; raises if one crashes."""
     from kubeling.client import kubeconfig as kc
     from kubeling.client.rest import RESTClient
     names = enabled(selection)
+    unknown = [n for n in selection if n.lstrip("-") not in REGISTRY and n != "*"]
+    if unknown:
+        log.warning("unknown controllers ignored: %s", ", ".join(unknown))
     if not names:
         await stop.wait()
         return
     cfg = kc.load(kubeconfig)
     client = RESTClient.from_config(cfg, component="kube-controller-manager")
-    ctx = ControllerContext(client, (cfg.certificate_authority_data or b"").decode())
-    tasks = []
+    ca_pem = (cfg.certificate_authority_data or b"").decode()
     try:
-        for name in names:
-            mod = importlib.import_module(REGISTRY[name])
-            tasks.append(asyncio.create_task(_supervise(name, mod.run, ctx, stop), name=name))
-        await stop.wait()
+        if leader_election is None:
+            await run_controllers(client, names, stop, ca_pem=ca_pem)
+        else:
+            await _run_leading(client, names, stop, ca_pem, leader_election)
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await client.close()
 
 
-async def _supervise(name: str, fn, ctx: ControllerContext, stop: asyncio.Event) -> None:
-    """A crashed controller is logged and restarted with backoff; it never vanishes silently."""
-    delay = 1.0
-    while not stop.is_set():
-        try:
-            await fn(ctx, stop)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001
-            log.exception("controller %s crashed; restarting in %.0fs", name, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60)
+async def _run_leading(client, names: list[str], stop: asyncio.Event, ca_pem: str, le: LeaderElection) -> None:
+    from kubeling.client.leaderelection import LeaderElector
+    identity = le.holder()
+
+    async def lead(lost: asyncio.Event) -> None:
+        log.info("leading as %s", identity)
+        await run_controllers(client, names, lost, ca_pem=ca_pem)
+
+    elector = LeaderElector(client, LEASE_NAMESPACE, LEASE_NAME, identity, lease_duration=le.lease_duration,
+                            renew_deadline=le.renew_deadline, retry_period=le.retry_period,
+                            on_started_leading=lead,
+                            on_new_leader=lambda who: log.info("the leader is %s", who))
+    await elector.run(stop)
+    if not stop.is_set():
+        raise LeadershipLost(f"{identity} lost the lease {LEASE_NAMESPACE}/{LEASE_NAME}")
+
+
+async def run_controllers(client, names: list[str], stop: asyncio.Event, *, ca_pem: str = "",
+                          clock: Clock | None = None, registry: dict[str, type[Controller]] | None = None) -> None:
+    """Build one factory and the named controllers, start them, run until ``stop``; see the module docstring."""
+    registry = REGISTRY if registry is None else registry
+    halt = asyncio.Event()  # stops everything: set by ``stop`` or by a crash
+    factory = SharedInformerFactory(client, clock=clock)
+    ctx = ControllerContext(client, factory, ca_pem=ca_pem, clock=clock or REAL_CLOCK)
+    controllers = [registry[n](ctx) for n in names]
+    factory.start(halt)
+    tasks = {asyncio.create_task(c.run(c.WORKERS, halt), name=f"controller-{c.NAME}"): c for c in controllers}
+    stopper = asyncio.create_task(stop.wait())
+    crashed = factory.failure()
+    failure: BaseException | None = None
+    try:
+        done, _ = await asyncio.wait([stopper, crashed, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if not stopper.done():
+            failure = _first_failure(done, tasks, crashed)
+            log.error("stopping every controller: %s", failure)
+    finally:
+        halt.set()
+        stopper.cancel()
+        results = await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+        await asyncio.shield(factory.shutdown())
+        for c, r in zip(tasks.values(), results):
+            if isinstance(r, Exception) and failure is None and not stop.is_set():
+                failure = r
+            elif isinstance(r, Exception):
+                log.error("controller %s ended with %r", c.NAME, r)
+    if failure is not None:
+        raise failure
+
+
+def _first_failure(done, tasks: dict, crashed: asyncio.Future) -> BaseException:
+    if crashed.done():
+        return crashed.exception() or RuntimeError("an informer crashed")
+    for t in done:
+        if t in tasks:
+            if t.cancelled():
+                return RuntimeError(f"controller {tasks[t].NAME} was cancelled")
+            return t.exception() or RuntimeError(f"controller {tasks[t].NAME} returned before stop")
+    return RuntimeError("a controller stopped")

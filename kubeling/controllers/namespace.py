@@ -1,109 +1,130 @@
 """Namespace controller: empties a Terminating namespace, then finalizes it.
 
-When a namespace has a ``deletionTimestamp``, ``sync`` deletes every namespaced resource in it
-(discovered from the server, so custom resources are included), sets upstream's status
-conditions (``NamespaceDeletionDiscoveryFailure``, ``NamespaceDeletionContentFailure``,
-``NamespaceContentRemaining``, ``NamespaceFinalizersRemaining``), and once nothing is left removes
-the ``kubernetes`` finalizer through the ``finalize`` subresource; the API server then deletes
-the namespace. Objects held by finalizers keep the namespace Terminating; the key is requeued.
+Upstream's ``pkg/controller/namespace``. The key is a namespace name; a namespace is enqueued
+when the informer shows it with a ``deletionTimestamp``. ``sync``:
+
+1. skips a namespace that is gone, not terminating, or already without the ``kubernetes``
+   finalizer in ``spec.finalizers``;
+2. deletes every namespaced object in it, over every resource discovery lists (so custom
+   resources too), with background propagation; ``events.k8s.io`` events are the core events
+   under another name and are skipped;
+3. while objects remain (held by their finalizers or still terminating) it records upstream's
+   conditions — ``NamespaceContentRemaining`` and ``NamespaceFinalizersRemaining`` — and looks
+   again after `RECHECK_SECONDS`; a failed delete records ``NamespaceDeletionContentFailure``
+   and raises (the queue retries with backoff);
+4. once nothing is left, removes ``kubernetes`` through the ``finalize`` subresource; with no
+   finalizer left the API server deletes the namespace.
+
+Every step is idempotent, so a retry or a second worker's late sync does no harm.
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import datetime as dt
 
-from kubeling.api.errors import StatusError
+from kubeling.client import StatusError, is_conflict, is_not_found
 from kubeling.client.discovery import discover
-from kubeling.client.informer import Informer
-from kubeling.client.workqueue import RateLimitingQueue
-from kubeling.controllers.base import run_controller
+from kubeling.controllers.base import Controller, ControllerContext
 
-NAME = "namespace"
 FINALIZER = "kubernetes"
 RECHECK_SECONDS = 2.0
 
 
-async def run(ctx, stop: asyncio.Event) -> None:
-    client = ctx.client
-    namespaces = Informer(client, "", "v1", "namespaces")
-    queue = RateLimitingQueue(name=NAME)
+class NamespaceController(Controller):
+    NAME = "namespace"
+    WORKERS = 10  # upstream's --concurrent-namespace-syncs default
 
-    def enqueue(obj: dict) -> None:
-        if obj["metadata"].get("deletionTimestamp"):
-            queue.add(obj["metadata"]["name"])
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        self.namespaces = ctx.informers.informer_for("", "v1", "namespaces")
+        self.handle(self.namespaces, on_add=self._enqueue, on_update=lambda old, new: self._enqueue(new))
 
-    namespaces.add_handler(on_add=enqueue, on_update=lambda old, new: enqueue(new))
+    def _enqueue(self, ns: dict) -> None:
+        if ns["metadata"].get("deletionTimestamp"):
+            self.queue.add(ns["metadata"]["name"])
 
-    async def sync(name: str) -> None:
-        ns = namespaces.get(name)
+    async def sync(self, name: str) -> None:
+        ns = self.namespaces.get(name)
         if ns is None or not ns["metadata"].get("deletionTimestamp"):
             return
         if FINALIZER not in ((ns.get("spec") or {}).get("finalizers") or []):
             return
         try:
-            remaining = await _delete_content(client, name)
+            remaining, finalizers = await self._delete_content(name)
         except StatusError as e:
-            await _set_condition(client, ns, "NamespaceDeletionContentFailure", "True", "ContentDeletionFailed",
-                                 e.message)
+            await self._set_conditions(ns, [("NamespaceDeletionContentFailure", "ContentDeletionFailed", e.message)])
             raise
         if remaining:
-            await _set_condition(client, ns, "NamespaceContentRemaining", "True", "SomeResourcesRemain",
-                                 "Some resources are remaining: " + ", ".join(
-                                     f"{r} has {n} resource instances" for r, n in sorted(remaining.items())))
-            queue.add_after(name, RECHECK_SECONDS)
+            conds = [("NamespaceContentRemaining", "SomeResourcesRemain", "Some resources are remaining: " + ", ".join(
+                f"{r} has {n} resource instances" for r, n in sorted(remaining.items())))]
+            if finalizers:
+                conds.append(("NamespaceFinalizersRemaining", "SomeFinalizersRemain",
+                              "Some content in the namespace has finalizers remaining: " + ", ".join(
+                                  f"{f} in {n} resource instances" for f, n in sorted(finalizers.items()))))
+            await self._set_conditions(ns, conds)
+            self.queue.add_after(name, RECHECK_SECONDS)
             return
-        fresh = await client.get("", "v1", "namespaces", name)
+        try:
+            fresh = await self.client.get("", "v1", "namespaces", name)
+        except StatusError as e:
+            if is_not_found(e):
+                return
+            raise
         spec = fresh.setdefault("spec", {})
         spec["finalizers"] = [f for f in spec.get("finalizers") or [] if f != FINALIZER]
-        await client.update("", "v1", "namespaces", fresh, subresource="finalize")
+        await self.client.update("", "v1", "namespaces", fresh, subresource="finalize")
 
-    await run_controller(NAME, [namespaces], queue, sync, stop)
-
-
-async def _delete_content(client, namespace: str) -> dict[str, int]:
-    """Delete everything in the namespace; returns {resource: count} of what is still there."""
-    remaining: dict[str, int] = {}
-    for r in await discover(client):
-        if not r.namespaced or "list" not in r.verbs or "delete" not in r.verbs:
-            continue
-        if r.group == "events.k8s.io":
-            continue  # the same objects as core events
-        lst = await client.list(r.group, r.version, r.resource, namespace=namespace)
-        items = lst.get("items") or []
-        if not items:
-            continue
-        for item in items:
-            if item["metadata"].get("deletionTimestamp"):
+    async def _delete_content(self, namespace: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Delete everything in the namespace; return what is left: ({resource: count}, {finalizer: count})."""
+        remaining: dict[str, int] = {}
+        finalizers: dict[str, int] = {}
+        for r in await discover(self.client):
+            if not r.namespaced or "list" not in r.verbs or "delete" not in r.verbs:
                 continue
-            try:
-                await client.delete(r.group, r.version, r.resource, item["metadata"]["name"], namespace=namespace,
-                                    propagation_policy="Background")
-            except StatusError as e:
-                if e.code not in (404, 409):
-                    raise
-        left = await client.list(r.group, r.version, r.resource, namespace=namespace)
-        if left.get("items"):
-            remaining[f"{r.resource}.{r.group}" if r.group else r.resource] = len(left["items"])
-    return remaining
+            if r.group == "events.k8s.io":
+                continue
+            items = (await self.client.list(r.group, r.version, r.resource, namespace=namespace)).get("items") or []
+            if not items:
+                continue
+            for item in items:
+                if item["metadata"].get("deletionTimestamp"):
+                    continue
+                try:
+                    await self.client.delete(r.group, r.version, r.resource, item["metadata"]["name"],
+                                             namespace=namespace, propagation_policy="Background")
+                except StatusError as e:
+                    if not (is_not_found(e) or is_conflict(e)):
+                        raise
+            left = (await self.client.list(r.group, r.version, r.resource, namespace=namespace)).get("items") or []
+            if left:
+                remaining[f"{r.resource}.{r.group}" if r.group else r.resource] = len(left)
+                for item in left:
+                    for f in item["metadata"].get("finalizers") or []:
+                        finalizers[f] = finalizers.get(f, 0) + 1
+        return remaining, finalizers
 
-
-async def _set_condition(client, ns: dict, ctype: str, status: str, reason: str, message: str) -> None:
-    new = copy.deepcopy(ns)
-    conds = new.setdefault("status", {}).setdefault("conditions", [])
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    for c in conds:
-        if c.get("type") == ctype:
-            if (c.get("status"), c.get("reason"), c.get("message")) == (status, reason, message):
-                return
-            c.update(status=status, reason=reason, message=message, lastTransitionTime=now)
-            break
-    else:
-        conds.append({"type": ctype, "status": status, "reason": reason, "message": message,
-                      "lastTransitionTime": now})
-    try:
-        await client.update_status("", "v1", "namespaces", new)
-    except StatusError as e:
-        if e.code not in (404, 409):
-            raise
+    async def _set_conditions(self, ns: dict, wanted: list[tuple[str, str, str]]) -> None:
+        """Set each ``(type, reason, message)`` condition to True in one status write (none if unchanged)."""
+        new = copy.deepcopy(ns)  # the cached object is shared: change a copy
+        conds = new.setdefault("status", {}).setdefault("conditions", [])
+        now = self.clock.wall().strftime("%Y-%m-%dT%H:%M:%SZ")
+        changed = False
+        for ctype, reason, message in wanted:
+            cur = next((c for c in conds if c.get("type") == ctype), None)
+            if cur is None:
+                conds.append({"type": ctype, "status": "True", "reason": reason, "message": message,
+                              "lastTransitionTime": now})
+            elif (cur.get("status"), cur.get("reason"), cur.get("message")) != ("True", reason, message):
+                if cur.get("status") != "True":
+                    cur["lastTransitionTime"] = now  # a transition is a change of status, not of message
+                cur.update(status="True", reason=reason, message=message)
+            else:
+                continue
+            changed = True
+        if not changed:
+            return
+        try:
+            await self.client.update_status("", "v1", "namespaces", new)
+        except StatusError as e:
+            if not (is_not_found(e) or is_conflict(e)):  # a conflict: the next round writes them
+                raise

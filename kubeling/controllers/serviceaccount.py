@@ -1,53 +1,51 @@
-"""ServiceAccount controller: every active namespace has a ``default`` ServiceAccount, and the
-``kube-root-ca.crt`` ConfigMap carrying the cluster CA (upstream's root-CA publisher)."""
+"""ServiceAccount controller: every active namespace has a ``default`` ServiceAccount.
+
+Upstream's ``pkg/controller/serviceaccount``. The key is a namespace name. Handlers:
+
+- a namespace added or updated enqueues itself;
+- a ``default`` ServiceAccount deleted enqueues its namespace, so it is recreated.
+
+``sync(namespace)`` skips namespaces that are gone or terminating, and creates ``default`` when
+the ServiceAccount cache does not have it. ``AlreadyExists`` means another writer won, and a
+namespace that went away meanwhile (404, or 403 ``NamespaceTerminating``) needs nothing: both
+are success. The ServiceAccount informer is a ``metadata.name=default`` one, so the cache holds
+one object per namespace, not every ServiceAccount.
+"""
 
 from __future__ import annotations
 
-import asyncio
+from kubeling.client import is_already_exists, is_forbidden, is_not_found, object_of
+from kubeling.controllers.base import Controller, ControllerContext
 
-from kubeling.api.errors import StatusError
-from kubeling.client.informer import Informer
-from kubeling.client.workqueue import RateLimitingQueue
-from kubeling.controllers.base import run_controller
-
-NAME = "serviceaccount"
-ROOT_CA = "kube-root-ca.crt"
+DEFAULT = "default"
+MANAGER = "kube-controller-manager"
 
 
-async def run(ctx, stop: asyncio.Event) -> None:
-    client = ctx.client
-    namespaces = Informer(client, "", "v1", "namespaces")
-    queue = RateLimitingQueue(name=NAME)
-    namespaces.add_handler(on_add=lambda o: queue.add(o["metadata"]["name"]),
-                           on_update=lambda old, new: queue.add(new["metadata"]["name"]))
-    ca_pem = ctx.ca_pem
+class ServiceAccountsController(Controller):
+    NAME = "serviceaccount"
+    WORKERS = 5  # upstream's --concurrent-serviceaccount-token-syncs default
 
-    async def sync(ns: str) -> None:
-        obj = namespaces.get(ns)
-        if obj is None or obj["metadata"].get("deletionTimestamp"):
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        self.namespaces = ctx.informers.informer_for("", "v1", "namespaces")
+        self.accounts = ctx.informers.informer_for("", "v1", "serviceaccounts",
+                                                   field_selector=f"metadata.name={DEFAULT}")
+        self.handle(self.namespaces, on_add=self._enqueue, on_update=lambda old, new: self._enqueue(new))
+        self.handle(self.accounts, on_delete=lambda o: self.queue.add(object_of(o)["metadata"]["namespace"]))
+
+    def _enqueue(self, ns: dict) -> None:
+        self.queue.add(ns["metadata"]["name"])
+
+    async def sync(self, namespace: str) -> None:
+        ns = self.namespaces.get(namespace)
+        if ns is None or ns["metadata"].get("deletionTimestamp"):
             return
-        await _ensure(client, "serviceaccounts", ns, {"apiVersion": "v1", "kind": "ServiceAccount",
-                                                      "metadata": {"name": "default", "namespace": ns}})
-        if ca_pem:
-            await _ensure(client, "configmaps", ns, {
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": ROOT_CA, "namespace": ns,
-                             "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used "
-                                             "to verify the kube-apiserver when using internal endpoints such as "
-                                             "the internal service IP or kubernetes.default.svc. No other usage "
-                                             "is guaranteed across distributions of Kubernetes clusters."}},
-                "data": {"ca.crt": ca_pem}})
-
-    await run_controller(NAME, [namespaces], queue, sync, stop)
-
-
-async def _ensure(client, resource: str, ns: str, obj: dict) -> None:
-    try:
-        await client.create("", "v1", resource, obj, namespace=ns, field_manager="kube-controller-manager")
-    except StatusError as e:
-        if e.code == 409:  # AlreadyExists
+        if self.accounts.get(f"{namespace}/{DEFAULT}") is not None:
             return
-        if e.code in (403, 404):  # namespace going away
-            return
-        raise
-
+        sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": DEFAULT, "namespace": namespace}}
+        try:
+            await self.client.create("", "v1", "serviceaccounts", sa, namespace=namespace, field_manager=MANAGER)
+        except Exception as e:
+            if is_already_exists(e) or is_not_found(e) or is_forbidden(e):
+                return  # someone else made it, or the namespace is going away
+            raise
