@@ -472,3 +472,24 @@ def test_wait_for_sync_times_out():
         assert not await h.informer.wait_for_sync(0.01)
 
     asyncio.run(main())
+
+
+def test_handler_added_while_running_resyncs_on_its_own_period_until_removed():
+    async def main():
+        h = Harness(resync_period=30)
+        h.api.put("a")
+        async with h:
+            await h.watching()
+            late = Recorder()
+            reg = h.informer.add_handler(late.on_add, late.on_update, late.on_delete, resync_period=5)
+            assert await reg.wait_for_sync(1)
+            h.clock.step(5)
+            await until(lambda: len(late.events) == 2)
+            assert late.events == [("add", "a"), ("update", "a", "11", "11")]
+            assert len(h.rec.events) == 1  # the first handler keeps the informer's 30s default
+            h.informer.remove_handler(reg)
+            h.clock.step(5)
+            await asyncio.sleep(0.01)
+            assert len(late.events) == 2
+
+    asyncio.run(main())
