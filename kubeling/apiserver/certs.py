@@ -9,7 +9,13 @@ Layout under ``<data-dir>/pki``::
 
 Files are written once and reused on every later start; a missing file is
 regenerated from the CA that exists. Keys are EC P-256 (fast to generate and
-handshake; upstream accepts them), written with mode 0600.
+handshake; upstream accepts them). ``pki/`` is 0700 and keys are 0600 (existing
+ones are narrowed on every start).
+
+Every file is written atomically (a temp file in the same directory, fsynced,
+renamed): a crash or a full disk leaves the old file or the new one, never a
+partial one, and no temp file. A failed write raises
+:class:`~kubeling.apiserver.datadir.DataDirError` with one line.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import base64
 import datetime as dt
 import ipaddress
 import os
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -26,18 +33,37 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kubeling.apiserver.datadir import DataDirError
+
 ADMIN_USER = "kubernetes-admin"
 ADMIN_GROUP = "system:masters"
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Replace ``path`` with ``data`` atomically; DataDirError (one line) if that fails."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o600 if private else 0o644)
+            f.write(data)
+            f.flush()
+            os.fsync(fd)
+        os.replace(tmp, path)
+        tmp = None
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # make the rename itself durable
+        finally:
+            os.close(dfd)
+    except OSError as e:
+        raise DataDirError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def _key_pem(key) -> bytes:
@@ -85,7 +111,13 @@ class PKI:
         return self.dir / "admin.key"
 
     def ensure(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.dir, 0o700)  # older releases made it 0755
+            for key in self.dir.glob("*.key"):
+                os.chmod(key, 0o600)
+        except OSError as e:
+            raise DataDirError(f"cannot prepare {self.dir}: {e.strerror or e}") from None
         if not self.ca_cert.exists() or not (self.dir / "ca.key").exists():
             key = ec.generate_private_key(ec.SECP256R1())
             name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"kubeling-ca@{int(dt.datetime.now().timestamp())}")])

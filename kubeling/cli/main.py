@@ -14,6 +14,7 @@ import signal
 import sys
 
 from kubeling.apiserver import server
+from kubeling.cli import backup as backup_cli
 
 
 def _run(coro) -> None:
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="run only while holding the Lease kube-system/kube-controller-manager")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_controller_manager)
+    backup_cli.add_parsers(sub)  # backup, restore, doctor
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -432,7 +432,8 @@ class SQLiteStore:
             try:
                 return fn(conn, *args)
             finally:
-                conn.execute("COMMIT")
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
         except sqlite3.Error as e:
             err = backup.storage_error(e, "sqlite read failed", self.path)
             if isinstance(err, CorruptStoreError):
