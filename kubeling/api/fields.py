@@ -22,7 +22,7 @@ with deprecated labels renamed (pods' ``spec.host`` → ``spec.nodeName``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from kubeling.api import errors
@@ -225,32 +225,54 @@ _EVENT_LABELS = ("involvedObject.kind", "involvedObject.namespace", "involvedObj
                  "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
                  "reason", "reportingComponent", "source", "type", "metadata.namespace", "metadata.name")
 
-# (group, kind) -> (extra fields of an object, labels accepted by the kind's conversion function).
-# Kinds not listed accept only metadata.name/metadata.namespace (upstream's default conversion).
-_KINDS: dict[tuple[str, str], tuple[Callable[[dict], dict], tuple[str, ...]]] = {
-    ("", "Pod"): (_pod, ("metadata.name", "metadata.namespace", "spec.nodeName", "spec.restartPolicy",
-                         "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase",
-                         "status.podIP", "status.podIPs", "status.nominatedNodeName")),
-    ("", "Node"): (lambda o: {"spec.unschedulable": _s(bool(_g(o, "spec", "unschedulable", default=False)))},
-                   ("metadata.name", "spec.unschedulable")),
-    ("", "ReplicationController"): (lambda o: {"status.replicas": _s(_g(o, "status", "replicas", default=0))},
-                                    ("metadata.name", "metadata.namespace", "status.replicas")),
-    ("", "Event"): (_event, _EVENT_LABELS),
-    ("events.k8s.io", "Event"): (_event, _EVENT_LABELS),
-    ("", "Namespace"): (lambda o: {"status.phase": _s(_g(o, "status", "phase"))},
-                        ("status.phase", "metadata.name")),
-    ("", "Secret"): (lambda o: {"type": _s(o.get("type"))}, ("type", "metadata.namespace", "metadata.name")),
-    ("", "Service"): (lambda o: {"spec.clusterIP": _s(_g(o, "spec", "clusterIP")),
-                                 "spec.type": _s(_g(o, "spec", "type"))},
-                      ("metadata.namespace", "metadata.name", "spec.clusterIP", "spec.type")),
-    ("apps", "ReplicaSet"): (lambda o: {"status.replicas": _s(_g(o, "status", "replicas", default=0))},
-                             ("metadata.name", "metadata.namespace", "status.replicas")),
-    ("batch", "Job"): (lambda o: {"status.successful": _s(_g(o, "status", "succeeded", default=0))},
-                       ("metadata.name", "metadata.namespace", "status.successful")),
+@dataclass(frozen=True)
+class KindFields:
+    """A kind's selectable fields: ``attrs(obj)`` gives the values beyond metadata.name/namespace,
+    ``labels`` the field labels its conversion accepts, ``renames`` the deprecated labels it maps."""
+
+    attrs: Callable[[dict], dict]
+    labels: tuple[str, ...]
+    renames: dict = field(default_factory=dict)
+
+
+_NS_NAME = ("metadata.name", "metadata.namespace")
+
+POD = KindFields(_pod, ("metadata.name", "metadata.namespace", "spec.nodeName", "spec.restartPolicy",
+                        "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase",
+                        "status.podIP", "status.podIPs", "status.nominatedNodeName"),
+                 {"spec.host": "spec.nodeName"})
+NODE = KindFields(lambda o: {"spec.unschedulable": _s(bool(_g(o, "spec", "unschedulable", default=False)))},
+                  ("metadata.name", "spec.unschedulable"))
+REPLICAS = KindFields(lambda o: {"status.replicas": _s(_g(o, "status", "replicas", default=0))},
+                      _NS_NAME + ("status.replicas",))
+EVENT = KindFields(_event, _EVENT_LABELS)
+NAMESPACE = KindFields(lambda o: {"status.phase": _s(_g(o, "status", "phase"))}, ("status.phase", "metadata.name"))
+SECRET = KindFields(lambda o: {"type": _s(o.get("type"))}, ("type",) + _NS_NAME)
+SERVICE = KindFields(lambda o: {"spec.clusterIP": _s(_g(o, "spec", "clusterIP")), "spec.type": _s(_g(o, "spec", "type"))},
+                     _NS_NAME + ("spec.clusterIP", "spec.type"))
+JOB = KindFields(lambda o: {"status.successful": _s(_g(o, "status", "succeeded", default=0))},
+                 _NS_NAME + ("status.successful",))
+
+# (group, kind) -> fields, for the pure helpers below. Kinds not listed accept only
+# metadata.name/metadata.namespace (upstream's default conversion). The API server reads the
+# same constants through each resource's strategy.
+_KINDS: dict[tuple[str, str], KindFields] = {
+    ("", "Pod"): POD,
+    ("", "Node"): NODE,
+    ("", "ReplicationController"): REPLICAS,
+    ("", "Event"): EVENT,
+    ("events.k8s.io", "Event"): EVENT,
+    ("", "Namespace"): NAMESPACE,
+    ("", "Secret"): SECRET,
+    ("", "Service"): SERVICE,
+    ("apps", "ReplicaSet"): REPLICAS,
+    ("batch", "Job"): JOB,
 }
 
-# Labels that old clients send, renamed by the kind's conversion.
-_RENAMES = {("", "Pod"): {"spec.host": "spec.nodeName"}}
+
+def as_string(v) -> str:
+    """A field value as selectors compare it (booleans as ``true``/``false``, missing as "")."""
+    return _s(v)
 
 
 def _crd_field_names(res: Resource) -> list[str]:
@@ -286,7 +308,7 @@ def object_fields(res: Resource, obj: dict) -> dict[str, str]:
         return out
     kind = _KINDS.get((res.group, res.kind))
     if kind:
-        out.update(kind[0](obj))
+        out.update(kind.attrs(obj))
     return out
 
 
@@ -297,14 +319,14 @@ def supported_fields(res: Resource) -> tuple[str, ...]:
         return tuple(base + _crd_field_names(res))
     kind = _KINDS.get((res.group, res.kind))
     if kind:
-        return kind[1] + tuple(_RENAMES.get((res.group, res.kind), {}))
+        return kind.labels + tuple(kind.renames)
     return ("metadata.name", "metadata.namespace")
 
 
 def _convert_label(res: Resource, label: str) -> str:
     """One field label through the kind's conversion; raises `SelectorError` if unsupported."""
     if res.crd or (res.group, res.kind) in _KINDS:
-        renames = _RENAMES.get((res.group, res.kind), {})
+        renames = _KINDS[(res.group, res.kind)].renames if not res.crd else {}
         if label in renames:
             return renames[label]
         if label in supported_fields(res):

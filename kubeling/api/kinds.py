@@ -137,6 +137,8 @@ BUILTIN: list[Resource] = [
     # apiextensions
     _r("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
        ["crd", "crds"], ("api-extensions",), ["status"]),
+    # apiregistration (the aggregator's APIServices)
+    _r("apiregistration.k8s.io", "v1", "apiservices", "APIService", False, cat=("api-extensions",), sub=["status"]),
     # Legacy versions (beyond upstream): served by conversion to apps/v1.
     # No short names or categories, so that `kubectl get deploy` and `get all` find apps/v1 only.
     _r("extensions", "v1beta1", "deployments", "Deployment", True, sub=["status", "scale"],
@@ -162,6 +164,7 @@ PREFERRED_VERSION = {
     "authorization.k8s.io": "v1",
     "authentication.k8s.io": "v1",
     "apiextensions.k8s.io": "v1",
+    "apiregistration.k8s.io": "v1",
     "extensions": "v1beta1",
 }
 
@@ -170,6 +173,8 @@ GROUP_ORDER = [
     "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "autoscaling", "batch",
     "networking.k8s.io", "policy", "rbac.authorization.k8s.io", "storage.k8s.io",
     "apiextensions.k8s.io", "scheduling.k8s.io", "coordination.k8s.io", "discovery.k8s.io",
+    # Upstream lists apiregistration.k8s.io first; here it follows the groups clients rely on.
+    "apiregistration.k8s.io",
 ]
 
 # Resources whose storage is shared between two API groups: (group, resource) -> storage owner.
@@ -178,10 +183,16 @@ SHARED_STORAGE = {
 }
 
 
-def storage_prefix(res: Resource) -> str:
+def storage_resource(res: Resource) -> tuple[str, str]:
+    """The (group, resource) a served resource is stored as (shared storage, legacy versions)."""
     group, resource = SHARED_STORAGE.get((res.group, res.resource), (res.group, res.resource))
     if res.storage_version:
         group = res.storage_version.rpartition("/")[0]
+    return group, resource
+
+
+def storage_prefix(res: Resource) -> str:
+    group, resource = storage_resource(res)
     return f"/registry/{group or 'core'}/{resource}/"
 
 

@@ -1,17 +1,19 @@
 """The API server: an aiohttp application over one `Store`.
 
-Request pipeline (one middleware, then dispatch by path)::
+Request pipeline (one middleware)::
 
-    TLS (client cert optional) ─► authn (x509 | bearer token | anonymous) ─► dispatch
-      ├─ /healthz /livez /readyz /version /metrics        (non-resource, authz by path)
-      ├─ /openapi/v2  /openapi/v3[/...]                    (built at runtime, cached per CRD set)
-      ├─ /api  /apis  /api/v1  /apis/<g>[/<v>]            (discovery, plain or aggregated)
-      └─ /api/v1/...  /apis/<g>/<v>/...                    ResourceHandler: authz ─► admission ─► registry
+    TLS (client cert optional) ─► authn (x509 | bearer token | anonymous) ─► parse RequestInfo
+      ├─ resource request: resolve Served ─► authz ─► endpoints.serve ─► generic store
+      │                                                       (admission runs inside the store)
+      ├─ an aggregated API (an APIService's group/version not served here) ─► aggregator
+      └─ non-resource: authz by path ─► /healthz /livez /readyz /version /metrics
+                                        /openapi/v2 /openapi/v3[/...]  (built at runtime)
+                                        /api /apis /api/v1 /apis/<g>[/<v>]  (discovery)
 
-Every failure leaves as a ``metav1.Status`` with upstream's code and reason; an
-unexpected exception is logged and becomes 500 InternalError, never a dropped
-connection. Concurrency: a single asyncio loop; the store does blocking I/O in its
-own threads; `resources` is swapped atomically when CRDs change.
+Every failure leaves as a ``metav1.Status`` with upstream's code and reason; an unexpected
+exception is logged and becomes 500 InternalError, never a dropped connection. Concurrency: one
+asyncio loop; the store does blocking I/O in its own threads; `resources` is swapped atomically
+when CRDs change.
 """
 
 from __future__ import annotations
@@ -24,44 +26,46 @@ import orjson
 from aiohttp import web
 
 from kubeling.api import errors, schema
-from kubeling.apiserver import discovery, openapi
-from kubeling.apiserver.admission import Admission
+from kubeling.apiserver import discovery, endpoints, openapi, registry
+from kubeling.apiserver.admission import default_chain
 from kubeling.apiserver.auth import ANONYMOUS, Attributes, TokenFile, UserInfo, default_authorizer, \
     user_from_cert, with_authenticated
-from kubeling.apiserver.handlers import ResourceHandler, parse_path, status_response
+from kubeling.apiserver.endpoints.response import json_body, status_response
 from kubeling.apiserver.metrics import Metrics
-from kubeling.apiserver.patching import Patcher
-from kubeling.apiserver.registry import Registry
-from kubeling.apiserver.resources import ResourceMap, builtin_served
-from kubeling.apiserver.subresources import Subresources
+from kubeling.apiserver.registry.rest import Deps
+from kubeling.apiserver.resources import ResourceMap, Served, builtin_served
 
 log = logging.getLogger(__name__)
 
 # Everyone on the development-only insecure port is an administrator, as upstream's old insecure port.
 INSECURE_USER = UserInfo("system:admin", groups=("system:masters", "system:authenticated"))
-NOT_FOUND = errors.StatusError(404, "NotFound", "the server could not find the requested resource", details={})
+NOT_FOUND = endpoints.NOT_FOUND
 
 
 class APIServer:
     def __init__(self, store, *, token_file: str | None = None, advertise_address: str = "127.0.0.1",
-                 secure_port: int = 6443) -> None:
-        self.store = store
-        self.resources = ResourceMap(builtin_served())
-        self.admission = Admission(store)
-        self.registry = Registry(store, self.admission)
-        self.handler = ResourceHandler(self)
-        self.patcher = Patcher(self)
-        self.subresources = Subresources(self)
+                 secure_port: int = 6443, config: registry.Config | None = None) -> None:
+        self.config = config or registry.Config()
+        self.strategies = registry.strategies(self.config)
+        self.resources = ResourceMap(builtin_served(self.strategies))
         self.authorizer = default_authorizer()
+        self.registry = registry.GenericStore(store)
+        self.admission = self.registry.admission = default_chain(self.registry, self.lookup)
+        self.scope = endpoints.Scope(self.registry, Deps(self.registry, self.lookup, self.authorizer))
         self.tokens = TokenFile(token_file)
         self.metrics = Metrics()
+        self.scope.metrics = self.metrics
         self.advertise_address = advertise_address
         self.secure_port = secure_port
         self.ready = False
+        self.aggregator = None  # set by server.run: answers for aggregated APIs
         self._openapi: dict = {}
         self.crd_schemas: dict = {}
 
     # -- resources -----------------------------------------------------------------------------
+
+    def lookup(self, group: str, version: str, resource: str) -> Served | None:
+        return self.resources.get(group, version, resource)
 
     def set_custom_resources(self, served: list, crd_schemas: dict) -> None:
         """Swap in a new set of CRD-served resources (called by the CRD controller)."""
@@ -106,7 +110,7 @@ class APIServer:
             return INSECURE_USER
         return ANONYMOUS
 
-    def authorize(self, request: web.Request, attrs: Attributes) -> None:
+    def authorize(self, attrs: Attributes) -> None:
         d = self.authorizer.authorize(attrs)
         if d.allowed:
             return
@@ -120,7 +124,7 @@ class APIServer:
 
     # -- the application -----------------------------------------------------------------------
 
-    def build_app(self, *, insecure: bool = False) -> web.Application:
+    def build_app(self, *, insecure: bool = False, middlewares: tuple = ()) -> web.Application:
         @web.middleware
         async def pipeline(request: web.Request, handler):
             start = time.monotonic()
@@ -139,7 +143,7 @@ class APIServer:
             self.metrics.observe(verb, resource, resp.status, time.monotonic() - start)
             return resp
 
-        app = web.Application(middlewares=[pipeline], client_max_size=3 * 1024 * 1024)
+        app = web.Application(middlewares=[*middlewares, pipeline], client_max_size=3 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._unreachable)
         return app
 
@@ -148,12 +152,19 @@ class APIServer:
 
     async def dispatch(self, request: web.Request) -> tuple[web.StreamResponse, str, str]:
         path = request.path
-        info = parse_path(request.method, path, request.query)
+        info = endpoints.parse_path(request.method, path, request.query)
         if info is not None:
-            return await self.handler.handle(request, info), info.verb.upper(), info.resource
+            if self.resources.get(info.group, info.version, info.resource) is None and self.aggregator is not None \
+                    and self.aggregator.serves(info.group, info.version):
+                return await self.aggregator.proxy(request, info.group, info.version), info.verb.upper(), \
+                    info.resource
+            served = endpoints.resolve(self.resources, info)
+            self.authorize(Attributes(request["user"], info.verb, True, info.path, info.group, info.version,
+                                      info.resource, info.subresource, info.namespace or "", info.name))
+            return await endpoints.serve(request, info, served, self.scope), info.verb.upper(), info.resource
         verb = {"GET": "get", "HEAD": "get", "POST": "post", "PUT": "put", "DELETE": "delete",
                 "PATCH": "patch"}.get(request.method, request.method.lower())
-        self.authorize(request, Attributes(request["user"], verb, False, path))
+        self.authorize(Attributes(request["user"], verb, False, path))
         if request.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(verb, "")
         return await self.non_resource(request, path), "GET", ""
@@ -183,7 +194,10 @@ class APIServer:
             if request.headers.get("If-None-Match") == f'"{digest}"':
                 return web.Response(status=304, headers=headers)
             return web.Response(body=body, headers=headers)
-        resources = [r for r in self.resources.resources()]
+        return self.discovery(request, p)
+
+    def discovery(self, request: web.Request, p: str) -> web.Response:
+        resources = self.resources.resources()
         aggregated = discovery.negotiate_aggregated(request.headers.get("Accept"))
         agg_ct = discovery.AGGREGATED_MEDIA_TYPE
         if p == "/api":
@@ -193,7 +207,10 @@ class APIServer:
         if p == "/apis":
             if aggregated:
                 return _json(discovery.aggregated_apis(resources), agg_ct)
-            return _json(discovery.api_group_list(resources))
+            doc = discovery.api_group_list(resources)
+            if self.aggregator is not None:
+                doc["groups"].extend(self.aggregator.discovery_groups(doc["groups"]))
+            return _json(doc)
         parts = [x for x in p.split("/") if x]
         if not parts:
             return _json({"paths": self.root_paths()})
@@ -203,6 +220,8 @@ class APIServer:
             doc = discovery.api_group(parts[1], resources)
         elif parts[0] == "apis" and len(parts) == 3:
             doc = discovery.api_resource_list(f"{parts[1]}/{parts[2]}", resources)
+            if doc is None and self.aggregator is not None and self.aggregator.serves(parts[1], parts[2]):
+                raise self.aggregator.unavailable(parts[1], parts[2])
         else:
             doc = None
         if doc is None:
@@ -232,14 +251,14 @@ class APIServer:
 
     async def _store_ok(self) -> bool:
         try:
-            await self.store.current_revision()
+            await self.registry.health()
             return True
         except Exception:  # noqa: BLE001
             return False
 
 
 def _json(doc: dict, content_type: str = "application/json") -> web.Response:
-    return web.Response(body=orjson.dumps(doc), headers={"Content-Type": content_type})
+    return web.Response(body=json_body(doc), headers={"Content-Type": content_type})
 
 
 def server_ssl_context(pki) -> ssl.SSLContext:

@@ -1,13 +1,13 @@
 """Serving CustomResourceDefinitions: the apiextensions part of the API server.
 
 The CRD controller keeps `APIServer.resources` in step with the stored CRDs. It is
-part of the API server process (as upstream's apiextensions-apiserver is), so it reads
-the CRD prefix of the store directly: list at start, then watch.
+part of the API server process (as upstream's apiextensions-apiserver is), and reads the CRDs
+through the generic store: list at start, then watch from the list's revision.
 
 For each CRD it:
-- serves every ``served`` version as a `Served` with the version's schema,
-  printer columns, status and scale subresources (all versions share storage; with
-  conversion ``None`` only ``apiVersion`` changes between them);
+- serves every ``served`` version as a `Served` with a `CustomResourceStrategy` built from the
+  version's schema, printer columns, selectable fields, status and scale subresources (all
+  versions share storage; with conversion ``None`` only ``apiVersion`` changes between them);
 - sets ``status.conditions`` NamesAccepted and Established, ``acceptedNames`` and
   ``storedVersions``, and adds the ``customresourcecleanup.apiextensions.k8s.io`` finalizer;
 - on deletion, deletes every custom resource of the CRD through the registry (their own finalizers
@@ -21,13 +21,11 @@ import copy
 import logging
 
 from kubeling.api import errors, kinds
-from kubeling.apiserver.registry import Context, decode, now_rfc3339
+from kubeling.apiserver.registry import Context, CustomResourceStrategy, now_rfc3339
 from kubeling.apiserver.resources import Served
-from kubeling.storage.interface import CompactedError
 
 log = logging.getLogger(__name__)
 
-CRD_PREFIX = "/registry/apiextensions.k8s.io/customresourcedefinitions/"
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 CLEANUP_RECHECK = 1.0  # seconds between passes while instances held by finalizers remain
 
@@ -56,9 +54,12 @@ def served_for(crd: dict) -> list[Served]:
             extra={"selectableFields": v.get("selectableFields") or [], "crd": crd["metadata"]["name"]})
         schema_node = ((v.get("schema") or {}).get("openAPIV3Schema")) or {"type": "object",
                                                                            "x-kubernetes-preserve-unknown-fields": True}
-        out.append(Served(res, f"/registry/{group}/{plural}/", f"{group}/{storage}", schema_node,
-                          tuple(v.get("additionalPrinterColumns") or ()),
-                          ".status" if "status" in subs else None, subs.get("scale"), crd["metadata"]["name"]))
+        strategy = CustomResourceStrategy(group, plural, kind, res.namespaced, schema=schema_node,
+                                          has_status="status" in subs, has_scale="scale" in subs,
+                                          printer_columns=v.get("additionalPrinterColumns") or (),
+                                          selectable_fields=v.get("selectableFields") or ())
+        out.append(Served(res, f"/registry/{group}/{plural}/", f"{group}/{storage}", schema_node, strategy,
+                          scale=subs.get("scale"), crd_name=crd["metadata"]["name"]))
     return out
 
 
@@ -75,11 +76,8 @@ class CRDController:
         self.cleanups: dict[str, asyncio.Task] = {}
 
     async def start(self) -> None:
-        res = await self.api.store.list(CRD_PREFIX)
-        self.revision = res.revision
-        for kv in res.kvs:
-            crd = decode(kv)
-            self.crds[crd["metadata"]["name"]] = crd
+        self.revision, items = await self.api.registry.list_raw(self._served_crd(), None)
+        self.crds = {crd["metadata"]["name"]: crd for crd in items}
         self._publish()
 
     def _publish(self) -> None:
@@ -103,28 +101,33 @@ class CRDController:
         for crd in list(self.crds.values()):
             await self._reconcile(crd)
         while not stop.is_set():
-            w = self.api.store.watch(CRD_PREFIX, self.revision + 1)
+            events = self.api.registry.watch(self._served_crd(), None, resource_version=str(self.revision))
             try:
-                async for ev in w:
-                    self.revision = ev.kv.mod_revision
-                    name = ev.kv.key[len(CRD_PREFIX):]
-                    if ev.type == "DELETE":
+                async for etype, crd, _ in events:
+                    if etype == "INITIAL_END":
+                        continue
+                    self.revision = int(crd["metadata"]["resourceVersion"])
+                    name = crd["metadata"]["name"]
+                    if etype == "DELETED":
                         self.crds.pop(name, None)
                         self._publish()
                         continue
-                    crd = decode(ev.kv)
                     self.crds[name] = crd
                     self._publish()
                     await self._reconcile(crd)
-            except CompactedError:
-                await self.start()
+            except errors.StatusError as e:
+                if e.code == 410:
+                    await self.start()
+                else:
+                    log.warning("CRD controller: %s", e.message)
+                    await asyncio.sleep(1)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - one bad CRD must not stop serving the others
                 log.exception("CRD controller")
                 await asyncio.sleep(1)
             finally:
-                w.close()
+                await events.aclose()
 
     async def _reconcile(self, crd: dict) -> None:
         try:

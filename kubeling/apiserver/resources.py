@@ -1,14 +1,16 @@
 """The set of resources this server serves right now: built-ins plus CRD-defined ones.
 
-`ResourceMap` is read on every request and replaced (never mutated in place)
-when CRDs change, so a request sees one consistent snapshot. Each entry is a
-`Served`: the `kinds.Resource`, its storage prefix and storage version, and for
-custom resources the CRD's schema, printer columns and subresource paths.
+`ResourceMap` is read on every request and replaced (never mutated in place) when CRDs
+change, so a request sees one consistent snapshot. Each entry is a `Served`: one served version
+of a resource, with its `kinds.Resource` (discovery facts), the storage prefix and version it
+shares with the resource's other versions, the schema of the served version, and the resource's
+`Strategy` (everything the generic store needs to know about it; see ``registry/``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from kubeling.api import kinds, schema
 
@@ -26,9 +28,8 @@ class Served:
     prefix: str                       # store key prefix, shared by every version of the group/resource
     storage_gv: str                   # apiVersion objects are stored in
     schema: dict | None = None        # schema node for structural checks (built-in: upstream's; CR: openAPIV3Schema)
-    printer_columns: tuple = ()       # CRD additionalPrinterColumns
-    status_path: str | None = None    # CRD subresources.status present -> ".status"
-    scale: dict | None = None         # CRD subresources.scale
+    strategy: Any = None              # registry.Strategy: the resource's behaviour
+    scale: dict | None = None         # CRD subresources.scale (spec/status/selector paths)
     crd_name: str = ""
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -42,12 +43,12 @@ class Served:
             return f"{self.prefix}{namespace}/"
         return self.prefix
 
-    @property
-    def has_status(self) -> bool:
-        return "status" in self.res.subresources
 
-
-def builtin_served() -> list[Served]:
+def builtin_served(strategies: dict | None = None) -> list[Served]:
+    """Every built-in served version, each with the strategy of the resource it is stored as."""
+    if strategies is None:
+        from kubeling.apiserver import registry  # noqa: PLC0415 - the registry imports this module
+        strategies = registry.strategies()
     schemas = schema.get()
     out = []
     for r in kinds.BUILTIN:
@@ -58,7 +59,7 @@ def builtin_served() -> list[Served]:
         if node is None:
             sg, _, sv = storage_gv.rpartition("/")
             node = schemas.for_gvk(sg, sv, r.kind)
-        out.append(Served(r, kinds.storage_prefix(r), storage_gv, node))
+        out.append(Served(r, kinds.storage_prefix(r), storage_gv, node, strategies[kinds.storage_resource(r)]))
     return out
 
 
@@ -76,7 +77,6 @@ class ResourceMap:
 
     def get(self, group: str, version: str, resource: str) -> Served | None:
         return self.by_gvr.get((group, version, resource))
-
 
     def resources(self) -> list[kinds.Resource]:
         return [s.res for s in self.served]

@@ -1,8 +1,10 @@
-"""Running the API server: storage, PKI, bootstrap objects, listeners, in-process controllers.
+"""Running the API server: storage, PKI, bootstrap objects, listeners, and the controller
+manager as a supervised child process.
 
-`run(options, stop)` owns everything it starts and tears it down in a shielded
-``finally``, in reverse order: controllers, listeners, then the store (so that an
-acknowledged write is on disk before the process exits).
+`run(options, stop)` owns everything it starts and tears it down in a shielded ``finally``, in
+reverse order: the API server's own loops (CRD controller, admission caches, aggregator), the
+controller-manager child, listeners, then the store (so that an acknowledged write is on disk
+before the process exits).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from kubeling.api import errors
+from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.certs import PKI, write_kubeconfig
 from kubeling.apiserver.crd import CRDController
@@ -52,6 +55,12 @@ async def bootstrap(api: APIServer) -> None:
 
     async def ensure(group, version, resource, obj, namespace=None):
         served = api.resources.get(group, version, resource)
+        try:
+            await api.registry.get_raw(served, namespace, obj["metadata"]["name"])
+            return  # as upstream's bootstrap controller: look first, create only what is missing
+        except errors.StatusError as e:
+            if e.code != 404:
+                raise
         try:
             await api.registry.create(served, obj, Context(user=ctx.user, field_manager=ctx.field_manager,
                                                            namespace=namespace))
@@ -100,7 +109,11 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                         secure_port=opts.secure_port)
         crds = CRDController(api)
         await crds.start()
+        await api.strategies[("", "services")].repair(api.registry, api.lookup("", "v1", "services"))
         await bootstrap(api)
+        aggregator = Aggregator(api)
+        await aggregator.start()
+        api.aggregator = aggregator
         runner = web.AppRunner(api.build_app(), access_log=None, handler_cancellation=True)
         await runner.setup()
         runners.append(runner)
@@ -119,7 +132,8 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
         write_kubeconfig(kubeconfig, f"https://{host}:{opts.secure_port}", pki)
         api.ready = True
         tasks.append(asyncio.create_task(crds.run(stop), name="crd-controller"))
-        tasks.append(asyncio.create_task(api.admission.watch_namespaces(stop), name="namespace-cache"))
+        tasks.append(asyncio.create_task(api.admission.run(stop), name="admission"))
+        tasks.append(asyncio.create_task(aggregator.run(stop), name="aggregator"))
         if opts.controllers:
             # A child process: controllers are API clients, and a second interpreter keeps their
             # CPU off the API server's event loop.

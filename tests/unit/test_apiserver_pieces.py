@@ -8,8 +8,10 @@ import base64
 import pytest
 
 from kubeling.api import errors
-from kubeling.apiserver import conversion, listwatch, negotiation, strategies
-from kubeling.apiserver.handlers import parse_path
+from kubeling.apiserver import conversion, listwatch, negotiation
+from kubeling.apiserver.endpoints.request import parse_path
+from kubeling.apiserver.registry import strategy as strategies
+from kubeling.apiserver.registry.core.pod import qos_class
 from kubeling.apiserver.resources import ResourceMap, builtin_served
 
 RESOURCES = ResourceMap(builtin_served())
@@ -146,11 +148,11 @@ def test_initial_status_zero_values_follow_the_schema():
                  id="burstable"),
 ])
 def test_pod_qos_class(spec, qos):
-    assert strategies.qos_class(spec) == qos
+    assert qos_class(spec) == qos
 
 
 def test_status_update_changes_only_status():
-    strat = strategies.for_resource("apps", "deployments")
+    strat = RESOURCES.get("apps", "v1", "deployments").strategy
     old = {"metadata": {"name": "d", "labels": {"a": "1"}}, "spec": {"replicas": 1}, "status": {"replicas": 0}}
     new = {"metadata": {"name": "d", "labels": {"a": "2"}}, "spec": {"replicas": 9}, "status": {"replicas": 3}}
     strat.prepare_for_status_update(new, old)

@@ -23,6 +23,7 @@ time) is the only clock, so tests pin it.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from kubeling.api import duration
@@ -30,6 +31,8 @@ from kubeling.api.kinds import Resource
 from kubeling.api.printers import apps, batch, core, crd, other
 from kubeling.api.printers.common import Column, Printer
 from kubeling.api.printers.crd import DEFAULT, crd_cells, crd_columns
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Column", "Printer", "REGISTRY", "DEFAULT", "printer_for", "columns", "cells", "row_conditions",
            "crd_columns", "crd_cells", "table", "partial_object_metadata"]
@@ -62,20 +65,23 @@ def row_conditions(res: Resource, obj: dict) -> list:
     return p.conditions(obj) if p.conditions else []
 
 
-def partial_object_metadata(obj: dict) -> dict:
+def partial_object_metadata(obj: dict, version: str = "v1") -> dict:
     """What a Table row carries with ``includeObject=Metadata``."""
-    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata") or {}}
+    return {"kind": "PartialObjectMetadata", "apiVersion": f"meta.k8s.io/{version or 'v1'}",
+            "metadata": obj.get("metadata") or {}}
 
 
-def table(res: Resource, objs: list[dict], include_object: str = "Metadata", now: datetime | None = None, *,
-          resource_version: str = "", continue_token: str = "", remaining_item_count: int | None = None,
-          no_headers: bool = False) -> dict:
-    """A complete ``meta.k8s.io/v1`` Table for `objs` (a list response, or one object in a list).
+def table(what: Resource | Printer, objs: list[dict], include_object: str = "Metadata",
+          now: datetime | None = None, *, resource_version: str = "", continue_token: str = "",
+          remaining_item_count: int | None = None, no_headers: bool = False, version: str = "v1") -> dict:
+    """A complete ``meta.k8s.io/<version>`` Table for `objs` (a list response, or one object in a
+    list), printed by `what` (a printer, or a resource whose printer is looked up).
 
-    ``no_headers`` (``TableOptions.noHeaders``) leaves out the column definitions,
-    as watches do after their first event.
+    ``no_headers`` (``TableOptions.noHeaders``) leaves out the column definitions, as watches do
+    after their first event. A row whose printer fails still appears, with ``<error>`` cells, so one
+    odd object never breaks a list.
     """
-    printer = printer_for(res)
+    printer = what if isinstance(what, Printer) else printer_for(what)
     now = now or duration.utcnow()
     meta: dict = {}
     if resource_version:
@@ -86,17 +92,25 @@ def table(res: Resource, objs: list[dict], include_object: str = "Metadata", now
         meta["remainingItemCount"] = remaining_item_count
     rows = []
     for obj in objs:
-        row: dict = {"cells": printer.row(obj, now)}
+        row: dict = {"cells": _cells(printer, obj, now)}
         conds = printer.conditions(obj) if printer.conditions else []
         if conds:
             row["conditions"] = conds
         if include_object == "Object":
             row["object"] = obj
         elif include_object != "None":
-            row["object"] = partial_object_metadata(obj)
+            row["object"] = partial_object_metadata(obj, version)
         rows.append(row)
-    out = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta}
+    out = {"kind": "Table", "apiVersion": f"meta.k8s.io/{version}", "metadata": meta}
     # Upstream serializes the omitted definitions as null (a nil slice), not as a missing key.
     out["columnDefinitions"] = None if no_headers else [c.to_dict() for c in printer.columns]
     out["rows"] = rows
     return out
+
+
+def _cells(printer: Printer, obj: dict, now: datetime) -> list:
+    try:
+        return printer.row(obj, now)
+    except Exception:  # noqa: BLE001 - a printer bug must not fail the whole list
+        log.exception("printing %s", (obj.get("metadata") or {}).get("name"))
+        return [(obj.get("metadata") or {}).get("name", "")] + ["<error>"] * (len(printer.columns) - 1)

@@ -259,6 +259,8 @@ def core_event(o: dict) -> dict:
     return out
 
 
+ROLE_BINDING = _binding_printer("RoleBinding")
+CLUSTER_ROLE_BINDING = _binding_printer("ClusterRoleBinding")
 EVENTS_EVENT = Printer(core.EVENT.columns, lambda o, now: core.EVENT.row(core_event(o), now))
 
 
@@ -270,9 +272,29 @@ PRINTERS: dict[tuple[str, str], Printer] = {
     ("storage.k8s.io", "StorageClass"): STORAGE_CLASS,
     ("scheduling.k8s.io", "PriorityClass"): PRIORITY_CLASS,
     ("policy", "PodDisruptionBudget"): PDB,
-    ("rbac.authorization.k8s.io", "RoleBinding"): _binding_printer("RoleBinding"),
-    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): _binding_printer("ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io", "RoleBinding"): ROLE_BINDING,
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): CLUSTER_ROLE_BINDING,
     ("coordination.k8s.io", "Lease"): LEASE,
     ("discovery.k8s.io", "EndpointSlice"): ENDPOINT_SLICE,
     ("events.k8s.io", "Event"): EVENTS_EVENT,
 }
+
+
+def _apiservice(o: dict, now: datetime) -> list:
+    svc = g(o, "spec", "service")
+    service = f"{svc.get('namespace', '')}/{svc.get('name', '')}" if isinstance(svc, dict) else "Local"
+    cond = next((c for c in g(o, "status", "conditions", default=[]) or [] if c.get("type") == "Available"), None)
+    if cond is None:
+        available = "Unknown"
+    elif cond.get("status") == "True":
+        available = "True"
+    else:
+        available = f"{cond.get('status', 'Unknown')} ({cond.get('reason', '')})"
+    return [name(o), service, available, age(o, now)]
+
+
+# kube-aggregator's table convertor.
+APISERVICE = Printer((
+    NAME, Column("Service", doc="The reference to the service that hosts this API endpoint."),
+    Column("Available", doc="Whether this service is available."), AGE,
+), _apiservice)

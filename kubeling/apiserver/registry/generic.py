@@ -1,17 +1,27 @@
-"""The one generic registry: create, get, update, patch and delete for every resource.
+"""The one generic store: get, list, watch, create, update and delete for every resource
+(upstream's ``registry/generic/registry.Store``).
 
-A new kind needs a `strategies.Strategy` (and defaults/validation in
-`kubeling.api`), never new CRUD code. The registry owns the write path::
+A resource brings a `Strategy` (its module under ``registry/<group>/``); it never brings CRUD
+code. The store owns the write path::
 
-    body ─► decode check (fieldValidation) ─► convert to storage version ─► defaults
-         ─► strategy (status/spec split, generation) ─► system metadata ─► managedFields
-         ─► mutating admission ─► validation ─► validating admission ─► store (CAS)
+    body ─► shape checks (kind, apiVersion, namespace, name, fieldValidation)
+         ─► strategy.to_storage ─► defaults ─► strategy.prepare_* (status/spec split, generation)
+         ─► system metadata ─► managedFields ─► mutating admission ─► strategy.check (422)
+         ─► validating admission ─► strategy.begin_create/begin_update (e.g. IP allocation)
+         ─► size limit ─► store (compare-and-swap) ─► finish hook
 
-Objects are stored without ``metadata.resourceVersion``; it is the store's
-``mod_revision`` and is set on the way out. Updates are a compare-and-swap
-loop ("GuaranteedUpdate"): a client-supplied resourceVersion is a
-precondition (409 Conflict when stale); without one, the registry retries on
-its own. An update that changes nothing writes nothing.
+Authentication and authorization happen before (the request pipeline); admission runs here,
+through the chain the store was built with, so that every writer (handlers, subresources, the
+CRD controller, bootstrap) gets it.
+
+Objects are stored without ``metadata.resourceVersion``; it is the store's ``mod_revision``
+and is set on the way out. Updates are a compare-and-swap loop ("GuaranteedUpdate"): a
+client-supplied resourceVersion is a precondition (409 Conflict when stale); without one the
+store retries on its own. An update that changes nothing writes nothing.
+
+Reads: GET reads the store; LIST and WATCH go through `listwatch` (and the watch cache when
+one is attached). This module is the only one in the API server that touches
+`kubeling.storage`.
 """
 
 from __future__ import annotations
@@ -20,18 +30,18 @@ import copy
 import datetime as dt
 import logging
 import random
-import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import orjson
 
-from kubeling.api import defaults, errors, schema, structural, validation
+from kubeling.api import errors, schema, structural
 from kubeling.api.patch import managedfields
 from kubeling.api.patch.fieldpath import FieldSet, parse_path
-from kubeling.apiserver import conversion, strategies
+from kubeling.apiserver.registry.codec import decode, encode
+from kubeling.apiserver.registry.context import Context, default_manager, now_rfc3339
+from kubeling.apiserver.registry.strategy import new_uid
 from kubeling.apiserver.resources import Served
-from kubeling.storage.interface import KeyValue, Store
+from kubeling.storage.interface import KeyValue, Store, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -42,50 +52,8 @@ _IGNORED_ON_STATUS = FieldSet.of(parse_path("spec"))
 _GEN_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 GENERATE_NAME_RETRIES = 7
 _NAME_RANDOM = random.Random()
-
-
-_NOW: list = [0, ""]
-
-
-def now_rfc3339() -> str:
-    """The current time as Kubernetes writes timestamps (RFC 3339, seconds), formatted once a second."""
-    t = int(time.time())
-    if _NOW[0] != t:
-        _NOW[0], _NOW[1] = t, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-    return _NOW[1]
-
-
-@dataclass
-class Context:
-    """What one request knows about itself, passed down the write path."""
-
-    user: str = "system:admin"
-    groups: tuple[str, ...] = ("system:masters",)
-    namespace: str | None = None
-    dry_run: bool = False
-    field_manager: str = ""
-    field_validation: str = "Warn"   # Strict | Warn | Ignore
-    subresource: str = ""
-    user_agent: str = ""
-    warnings: list[str] = field(default_factory=list)
-    may_hold_nulls: bool = True  # False when the body is known to have no JSON null (skips a walk)
-
-
-def decode(kv: KeyValue) -> dict:
-    obj = orjson.loads(kv.value)
-    obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
-    return obj
-
-
-def encode(obj: dict) -> bytes:
-    meta = obj.get("metadata", {})
-    rv = meta.pop("resourceVersion", None)
-    try:
-        return orjson.dumps(obj)
-    finally:
-        if rv is not None:
-            meta["resourceVersion"] = rv
-
+# The largest stored object (upstream: etcd's default request limit of 1.5 MiB).
+MAX_OBJECT_BYTES = 3 * 1024 * 1024 // 2
 
 def _strip_for_compare(obj: dict) -> dict:
     o = copy.copy(obj)
@@ -96,32 +64,74 @@ def _strip_for_compare(obj: dict) -> dict:
     return o
 
 
-def default_manager(ctx: Context) -> str:
-    """Upstream names an unnamed manager after the user agent's program name."""
-    if ctx.field_manager:
-        return ctx.field_manager
-    ua = ctx.user_agent.split("/", 1)[0] if ctx.user_agent else ""
-    return ua or "unknown"
+Mutate = Callable[[dict | None], Awaitable[dict]]
+Filter = Callable[[dict], bool]
 
 
-class Registry:
-    """CRUD for every served resource over one `Store`. Admission and authz happen in the caller."""
+class GenericStore:
+    """CRUD for every served resource over one `Store`, with the admission chain built in.
+
+    ``admission`` is an `admission.Chain` (or None in tests that want none); ``cacher`` the
+    watch cache LIST and WATCH read from when one is attached.
+    """
 
     def __init__(self, store: Store, admission: Any = None) -> None:
         self.store = store
         self.admission = admission
+        self.cacher: Any = None
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def get_raw(self, served: Served, namespace: str | None, name: str) -> tuple[dict, KeyValue]:
+    async def get_raw(self, served: Served, namespace: str | None, name: str) -> dict:
+        """The stored object (storage version), or a 404."""
         _, kv = await self.store.get(served.key(namespace, name))
         if kv is None:
             raise errors.not_found(served.res.resource, served.res.group, name)
-        return decode(kv), kv
+        return self._decode(served, kv)
 
     async def get(self, served: Served, namespace: str | None, name: str) -> dict:
-        obj, _ = await self.get_raw(served, namespace, name)
-        return conversion.from_storage(served, obj)
+        return served.strategy.from_storage(await self.get_raw(served, namespace, name), served)
+
+    async def list(self, served: Served, namespace: str | None, match: Filter | None = None,
+                   **options: Any) -> tuple[list[dict], int, str, int | None]:
+        """Items in ``served``'s version, the list revision, a continue token and remainingItemCount
+        (options: limit, continue_token, resource_version, rv_match; see `listwatch.list_objects`)."""
+        from kubeling.apiserver import listwatch  # noqa: PLC0415 - listwatch imports this package
+        return await listwatch.list_objects(self.store, served, namespace, match or listwatch.MATCH_ALL, **options)
+
+    async def list_raw(self, served: Served, namespace: str | None) -> tuple[int, list[dict]]:
+        """Every stored object under the resource (storage version) and the list revision."""
+        res = await self.store.list(served.list_prefix(namespace))
+        out = []
+        for kv in res.kvs:
+            try:
+                out.append(decode(kv))
+            except (orjson.JSONDecodeError, TypeError, AttributeError) as e:
+                log.error("skipping %s: its stored value cannot be decoded: %s", kv.key, e)
+        return res.revision, out
+
+    def watch(self, served: Served, namespace: str | None, match: Filter | None = None, **options: Any):
+        """Events in ``served``'s version (see `listwatch.watch_objects`)."""
+        from kubeling.apiserver import listwatch  # noqa: PLC0415 - listwatch imports this package
+        return listwatch.watch_objects(self.store, served, namespace, match or listwatch.MATCH_ALL, **options)
+
+    async def current_revision(self) -> int:
+        return await self.store.current_revision()
+
+    async def health(self) -> None:
+        """Raise when the store cannot serve (the ``etcd`` check of ``/readyz``)."""
+        check = getattr(self.store, "check", None)
+        if check is not None:
+            await check()
+        else:
+            await self.store.current_revision()
+
+    def _decode(self, served: Served, kv: KeyValue) -> dict:
+        try:
+            return decode(kv)
+        except (orjson.JSONDecodeError, TypeError, AttributeError) as e:
+            log.error("stored value of %s cannot be decoded: %s", kv.key, e)
+            raise errors.internal(f"the stored object {kv.key} cannot be decoded: {e}") from None
 
     # -- the write path ------------------------------------------------------------------------
 
@@ -166,7 +176,7 @@ class Registry:
             return
         schemas = None if served.res.crd else schema.get()
         # A legacy version has no schema upstream any more: check what it converts to.
-        probe = _convert(served, copy.deepcopy(obj)) if served.res.storage_version else obj
+        probe = self._to_storage(served, copy.deepcopy(obj)) if served.res.storage_version else obj
         type_errs, unknown = structural.check(probe, served.schema, schemas)
         if type_errs and not served.res.crd:  # a CR's type errors are 422s from structural.validate
             res = served.res
@@ -188,25 +198,32 @@ class Registry:
         if served.res.crd:
             structural.prune(obj, served.schema)
 
+    def _to_storage(self, served: Served, obj: dict) -> dict:
+        try:
+            return served.strategy.to_storage(obj, served)
+        except errors.StatusError:
+            raise
+        except Exception as e:  # noqa: BLE001 - malformed input must be a 400, never a 500
+            log.warning("converting %s: %s", served.res.kind, e)
+            raise errors.bad_request(f"{served.res.kind} in version \"{served.res.version}\" cannot be converted: "
+                                     f"{e}") from None
+
     def _prepare(self, served: Served, obj: dict, old: dict | None, ctx: Context) -> dict:
         """Convert, default and run the strategy: the common middle of create and update."""
-        obj = _convert(served, obj)
+        strat = served.strategy
+        obj = self._to_storage(served, obj)
         if served.res.storage_version:  # legacy versions: drop what apps/v1 does not know
             _normalize(obj, served.schema, schema.get(), drop_unknown=True)
         try:
-            if served.res.crd:
-                structural.apply_defaults(obj, served.schema)
-            else:
-                defaults.apply_defaults(obj)
+            strat.defaults(obj)
         except Exception as e:  # noqa: BLE001 - a defaulter bug must not turn bad input into a 500
             log.exception("defaulting %s", served.res.kind)
             raise errors.bad_request(f"the object could not be defaulted: {e}") from None
-        strat = self.strategy(served)
         meta = obj["metadata"]
         if old is None:
             for k in ("deletionTimestamp", "deletionGracePeriodSeconds"):
                 meta.pop(k, None)
-            meta["uid"] = strategies.new_uid()
+            meta["uid"] = new_uid()
             meta["creationTimestamp"] = now_rfc3339()
             meta.pop("generation", None)
             if ctx.subresource:
@@ -234,9 +251,7 @@ class Registry:
 
     def _validate(self, served: Served, obj: dict, old: dict | None) -> None:
         try:
-            errs = list(validation.validate(obj, old))
-            if served.res.crd and served.schema is not None:
-                errs += structural.validate(obj, served.schema)
+            errs = served.strategy.check(obj, old, served)
         except Exception as e:  # noqa: BLE001 - a validator bug must not turn bad input into a 500
             log.exception("validating %s", served.res.kind)
             raise errors.invalid(served.res.kind, served.res.group, obj["metadata"].get("name", ""),
@@ -245,17 +260,11 @@ class Registry:
             res = served.res
             raise errors.invalid(res.kind, res.group, obj["metadata"].get("name", ""), errs)
 
-    def strategy(self, served: Served) -> strategies.Strategy:
-        if served.res.crd:
-            return strategies.for_resource(served.res.group, served.res.resource, served.has_status)
-        group = served.storage_gv.rpartition("/")[0] if served.res.storage_version else served.res.group
-        return strategies.for_resource(group, served.res.resource)
-
     def ignored_fields(self, served: Served, ctx: Context):
         """Fields an endpoint resets, which its writer therefore never owns (upstream's resetFields)."""
         if ctx.subresource == "status":
             return _IGNORED_ON_STATUS
-        if self.strategy(served).status_subresource and not ctx.subresource:
+        if served.strategy.status_subresource and not ctx.subresource:
             return _IGNORED_ON_MAIN
         return None
 
@@ -264,6 +273,23 @@ class Registry:
         managedfields.update(old, obj, default_manager(ctx), "Update", served.res.group_version,
                              ctx.subresource, node=served.schema, schemas=schemas,
                              ignored=self.ignored_fields(served, ctx))
+
+    async def _admit(self, op: str, served: Served, obj: dict | None, old: dict | None, ctx: Context,
+                     validating: bool) -> None:
+        if self.admission is None:
+            return
+        if validating:
+            await self.admission.validate(op, served, obj, old, ctx)
+        else:
+            await self.admission.admit(op, served, obj, old, ctx)
+
+    def _encode_checked(self, served: Served, obj: dict) -> bytes:
+        data = encode(obj)
+        if len(data) > MAX_OBJECT_BYTES:
+            raise errors.StatusError(413, "RequestEntityTooLarge",
+                                     f"Request entity too large: the {served.res.kind} is {len(data)} bytes once "
+                                     f"stored, over the limit of {MAX_OBJECT_BYTES} bytes", details={})
+        return data
 
     async def create(self, served: Served, obj: Any, ctx: Context, *, checked: bool = False,
                      managed: bool = False) -> dict:
@@ -281,35 +307,40 @@ class Registry:
         obj = self._prepare(served, obj, None, ctx)
         if not managed:
             self._manage(served, obj, None, ctx)
-        if self.admission:
-            await self.admission.admit("CREATE", served, obj, None, ctx)
-        self._validate(served, obj, None)
-        if self.admission:
-            await self.admission.validate("CREATE", served, obj, None, ctx)
-        key = served.key(meta.get("namespace"), obj["metadata"]["name"])
-        if ctx.dry_run:
-            _, kv = await self.store.get(key)
-            if kv is not None:
-                raise errors.already_exists(served.res.resource, served.res.group, obj["metadata"]["name"])
-            return conversion.from_storage(served, obj)
-        ok, kv = await self.store.create(key, encode(obj))
-        for _ in range(GENERATE_NAME_RETRIES if generated and not ok else 0):
-            # A generated name that is taken is drawn again (upstream's RetryGenerateName).
-            obj["metadata"]["name"] = _generate_name(obj["metadata"]["generateName"])
+        await self._admit("CREATE", served, obj, None, ctx, validating=False)
+        finish = await served.strategy.begin_create(self, served, obj, ctx)
+        ok = False
+        try:
+            self._validate(served, obj, None)
+            await self._admit("CREATE", served, obj, None, ctx, validating=True)
             key = served.key(meta.get("namespace"), obj["metadata"]["name"])
-            ok, kv = await self.store.create(key, encode(obj))
-            if ok:
-                break
+            data = self._encode_checked(served, obj)
+            if ctx.dry_run:
+                _, kv = await self.store.get(key)
+                if kv is not None:
+                    raise errors.already_exists(served.res.resource, served.res.group, obj["metadata"]["name"])
+                return served.strategy.from_storage(obj, served)
+            ok, kv = await self._store_write(self.store.create(key, data))
+            for _ in range(GENERATE_NAME_RETRIES if generated and not ok else 0):
+                # A generated name that is taken is drawn again (upstream's RetryGenerateName).
+                obj["metadata"]["name"] = _generate_name(obj["metadata"]["generateName"])
+                key = served.key(meta.get("namespace"), obj["metadata"]["name"])
+                ok, kv = await self._store_write(self.store.create(key, encode(obj)))
+                if ok:
+                    break
+        finally:
+            if finish is not None:
+                await finish(ok)
         if not ok:
             raise errors.already_exists(served.res.resource, served.res.group, obj["metadata"]["name"])
         obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
-        return conversion.from_storage(served, obj)
+        return served.strategy.from_storage(obj, served)
 
-    async def update(self, served: Served, namespace: str | None, name: str, obj: Any, ctx: Context) -> tuple[dict, bool]:
+    async def update(self, served: Served, namespace: str | None, name: str, obj: Any, ctx: Context) \
+            -> tuple[dict, bool]:
         """PUT. Returns (object, created)."""
         obj = self.check_body(served, obj, ctx, name=name)
         want_rv = obj["metadata"].get("resourceVersion")
-        strat = self.strategy(served)
 
         async def mutate(current: dict | None) -> dict:
             new = copy.deepcopy(obj)
@@ -318,16 +349,17 @@ class Registry:
             return new
 
         return await self.guaranteed_update(served, namespace, name, mutate, ctx,
-                                            create_ok=strat.allow_create_on_update and not ctx.subresource,
+                                            create_ok=served.strategy.allow_create_on_update and not ctx.subresource,
                                             precondition_rv=want_rv)
 
-    async def guaranteed_update(self, served: Served, namespace: str | None, name: str, mutate, ctx: Context, *,
-                                create_ok: bool = False, precondition_rv: str | None = None,
+    async def guaranteed_update(self, served: Served, namespace: str | None, name: str, mutate: Mutate,
+                                ctx: Context, *, create_ok: bool = False, precondition_rv: str | None = None,
                                 managed_by_caller: bool = False) -> tuple[dict, bool]:
         """Read, let ``mutate(current_in_request_version | None)`` build the new object, write with CAS.
 
         ``mutate`` returns the whole new object in the request's version (or raises a StatusError).
         On a CAS miss the loop re-reads and calls ``mutate`` again, so it must be pure.
+        Returns (object, created).
         """
         key = served.key(namespace, name)
         for _ in range(MAX_CAS_RETRIES):
@@ -346,41 +378,55 @@ class Registry:
                     if e.reason == "AlreadyExists":
                         continue
                     raise
-            stored = decode(kv)
-            current = conversion.from_storage(served, copy.deepcopy(stored))
+            stored = self._decode(served, kv)
+            current = served.strategy.from_storage(copy.deepcopy(stored), served)
             new = await mutate(current)
             new = self._prepare(served, new, stored, ctx)
             if not managed_by_caller:
                 self._manage(served, new, stored, ctx)
-            if self.admission:
-                await self.admission.admit("UPDATE", served, new, stored, ctx)
-            if ctx.subresource not in INTERNAL_WRITES:  # binding/finalize check what they change themselves
-                self._validate(served, new, stored)
-            if self.admission:
-                await self.admission.validate("UPDATE", served, new, stored, ctx)
-            new["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"]
-            if _strip_for_compare(new) == _strip_for_compare(stored) and \
-                    new["metadata"].get("managedFields") == stored["metadata"].get("managedFields"):
-                return conversion.from_storage(served, stored), False
-            if ctx.dry_run:
-                return conversion.from_storage(served, new), False
-            # Removing the last finalizer of an object being deleted completes the deletion.
-            if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers") and \
-                    not _ns_spec_finalizers(served, new):
-                ok, cur = await self.store.delete(key, kv.mod_revision)
-                if ok:
-                    new["metadata"]["resourceVersion"] = str(cur.mod_revision)
-                    return conversion.from_storage(served, new), False
-                if precondition_rv:
-                    raise errors.conflict(served.res.resource, served.res.group, name, errors.STALE_DETAIL)
-                continue
-            ok, cur = await self.store.update(key, encode(new), kv.mod_revision)
+            await self._admit("UPDATE", served, new, stored, ctx, validating=False)
+            finish = await served.strategy.begin_update(self, served, new, stored, ctx)
+            ok, done = False, None
+            try:
+                done = await self._write_update(served, key, kv, new, stored, ctx, name, precondition_rv)
+                ok = done is not None and done[1]
+            finally:
+                if finish is not None:
+                    await finish(ok)
+            if done is not None:
+                return done[0], False
+        raise errors.conflict(served.res.resource, served.res.group, name, "too many concurrent updates")
+
+    async def _write_update(self, served: Served, key: str, kv: KeyValue, new: dict, stored: dict, ctx: Context,
+                            name: str, precondition_rv: str | None) -> tuple[dict, bool] | None:
+        """Validate and write one attempt of an update. Returns (object, written) or None when the
+        compare-and-swap lost and the caller should retry."""
+        if ctx.subresource not in INTERNAL_WRITES:  # binding/finalize check what they change themselves
+            self._validate(served, new, stored)
+        await self._admit("UPDATE", served, new, stored, ctx, validating=True)
+        new["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"]
+        if _strip_for_compare(new) == _strip_for_compare(stored) and \
+                new["metadata"].get("managedFields") == stored["metadata"].get("managedFields"):
+            return served.strategy.from_storage(stored, served), False
+        data = self._encode_checked(served, new)
+        if ctx.dry_run:
+            return served.strategy.from_storage(new, served), False
+        # Removing the last finalizer of an object being deleted completes the deletion.
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers") and \
+                not _ns_spec_finalizers(served, new):
+            ok, cur = await self._store_write(self.store.delete(key, kv.mod_revision))
             if ok:
                 new["metadata"]["resourceVersion"] = str(cur.mod_revision)
-                return conversion.from_storage(served, new), False
-            if precondition_rv:
-                raise errors.conflict(served.res.resource, served.res.group, name, errors.STALE_DETAIL)
-        raise errors.conflict(served.res.resource, served.res.group, name, "too many concurrent updates")
+                await served.strategy.after_delete(self, served, new)
+                return served.strategy.from_storage(new, served), False
+        else:
+            ok, cur = await self._store_write(self.store.update(key, data, kv.mod_revision))
+            if ok:
+                new["metadata"]["resourceVersion"] = str(cur.mod_revision)
+                return served.strategy.from_storage(new, served), True
+        if precondition_rv:
+            raise errors.conflict(served.res.resource, served.res.group, name, errors.STALE_DETAIL)
+        return None
 
     # -- deletion ------------------------------------------------------------------------------
 
@@ -393,7 +439,7 @@ class Registry:
             _, kv = await self.store.get(key)
             if kv is None:
                 raise errors.not_found(res.resource, res.group, name)
-            obj = decode(kv)
+            obj = self._decode(served, kv)
             pre = options.get("preconditions") or {}
             if pre.get("uid") and pre["uid"] != obj["metadata"].get("uid"):
                 raise errors.conflict(res.resource, res.group, name,
@@ -404,23 +450,23 @@ class Registry:
                                       f"Precondition failed: ResourceVersion in precondition: "
                                       f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                                       f"{obj['metadata']['resourceVersion']}")
-            if self.admission:
-                await self.admission.validate("DELETE", served, None, obj, ctx)
+            await self._admit("DELETE", served, None, obj, ctx, validating=True)
             new, delete_now = self._plan_delete(served, obj, options)
             if ctx.dry_run:
-                return conversion.from_storage(served, new), delete_now
+                return served.strategy.from_storage(new, served), delete_now
             if delete_now:
-                ok, cur = await self.store.delete(key, kv.mod_revision)
+                ok, cur = await self._store_write(self.store.delete(key, kv.mod_revision))
                 if ok:
                     obj["metadata"]["resourceVersion"] = str(cur.mod_revision)
-                    return conversion.from_storage(served, obj), True
+                    await served.strategy.after_delete(self, served, obj)
+                    return served.strategy.from_storage(obj, served), True
                 continue
             if new == obj:
-                return conversion.from_storage(served, obj), False
-            ok, cur = await self.store.update(key, encode(new), kv.mod_revision)
+                return served.strategy.from_storage(obj, served), False
+            ok, cur = await self._store_write(self.store.update(key, encode(new), kv.mod_revision))
             if ok:
                 new["metadata"]["resourceVersion"] = str(cur.mod_revision)
-                return conversion.from_storage(served, new), False
+                return served.strategy.from_storage(new, served), False
         raise errors.conflict(res.resource, res.group, name, "too many concurrent updates")
 
     def _plan_delete(self, served: Served, obj: dict, options: dict) -> tuple[dict, bool]:
@@ -432,7 +478,7 @@ class Registry:
         if policy is None and options.get("orphanDependents") is not None:
             policy = "Orphan" if options["orphanDependents"] else "Background"
         if policy is None:
-            policy = "Orphan" if served.res.storage_version else self.strategy(served).default_gc_policy
+            policy = "Orphan" if served.res.storage_version else served.strategy.default_gc_policy
             if "orphan" in fins or "foregroundDeletion" in fins:
                 policy = None  # keep what an earlier delete asked for
         if policy == "Orphan" and "orphan" not in fins:
@@ -442,8 +488,7 @@ class Registry:
         elif policy == "Background":
             fins = [f for f in fins if f not in ("orphan", "foregroundDeletion")] if not meta.get(
                 "deletionTimestamp") else fins
-        grace_req = options.get("gracePeriodSeconds")
-        grace = self.strategy(served).grace_period(obj, grace_req)
+        grace = served.strategy.grace_period(obj, options.get("gracePeriodSeconds"))
         ns_pending = _ns_spec_finalizers(served, new)
         if ns_pending:
             new.setdefault("status", {})["phase"] = "Terminating"
@@ -461,23 +506,58 @@ class Registry:
             return new, True
         return new, False
 
-    async def list_raw(self, served: Served, namespace: str | None) -> tuple[int, list[dict]]:
-        res = await self.store.list(served.list_prefix(namespace))
-        return res.revision, [decode(kv) for kv in res.kvs]
+    async def delete_collection(self, served: Served, namespace: str | None, match: Filter | None,
+                                options: dict, ctx: Context) -> tuple[list[dict], int]:
+        """Delete every matching object (each through `delete`); returns what was deleted and the
+        revision of the list it worked from."""
+        items, rv, _, _ = await self.list(served, namespace, match)
+        deleted = []
+        for it in items:
+            m = it["metadata"]
+            try:
+                obj, _ = await self.delete(served, m.get("namespace"), m["name"], options, ctx)
+                deleted.append(obj)
+            except errors.StatusError as e:
+                if e.code != 404:
+                    raise
+        return deleted, rv
+
+    # -- raw keys for the registry's own bookkeeping (allocators) -------------------------------
+
+    async def read_key(self, key: str) -> tuple[bytes | None, int]:
+        """The value and mod revision of a bookkeeping key outside any resource (0 when absent)."""
+        _, kv = await self.store.get(key)
+        return (kv.value, kv.mod_revision) if kv else (None, 0)
+
+    async def swap_key(self, key: str, value: bytes, expected_revision: int) -> bool:
+        """Compare-and-swap of a bookkeeping key (create when ``expected_revision`` is 0)."""
+        if expected_revision == 0:
+            ok, _ = await self._store_write(self.store.create(key, value))
+        else:
+            ok, _ = await self._store_write(self.store.update(key, value, expected_revision))
+        return ok
+
+    async def _store_write(self, op: Awaitable):
+        """Run one store write; a storage fault becomes the Status upstream gives for etcd's."""
+        try:
+            return await op
+        except StorageError as e:
+            raise storage_status(e) from None
+
+
+def storage_status(e: Exception) -> errors.StatusError:
+    """A storage fault as a Status: 507 for a full disk (upstream: etcd's "database space
+    exceeded"), 500 StorageError otherwise."""
+    name = type(e).__name__
+    if name == "InsufficientStorageError":
+        return errors.StatusError(507, "InsufficientStorage", f"storage is full: {e}", details={})
+    return errors.StatusError(500, "InternalError", f"Internal error occurred: storage error: {e}",
+                              details={"causes": [{"reason": "StorageError", "message": str(e)}]})
 
 
 def _generate_name(prefix: str) -> str:
     """Five random characters, as upstream (a PRNG is enough: collisions are retried)."""
     return prefix + "".join(_NAME_RANDOM.choices(_GEN_ALPHABET, k=5))
-
-
-def _convert(served: Served, obj: dict) -> dict:
-    try:
-        return conversion.to_storage(served, obj)
-    except Exception as e:  # noqa: BLE001 - malformed input must be a 400, never a 500
-        log.warning("converting %s: %s", served.res.kind, e)
-        raise errors.bad_request(f"{served.res.kind} in version \"{served.res.version}\" cannot be converted: "
-                                 f"{e}") from None
 
 
 def _after(seconds: int) -> str:
@@ -528,5 +608,3 @@ def _normalize(value: Any, node: dict | None, schemas, drop_unknown: bool) -> An
 
 
 _ZERO = {"object": {}, "string": "", "integer": 0, "number": 0, "boolean": False, "array": []}
-
-

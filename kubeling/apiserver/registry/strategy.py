@@ -1,12 +1,24 @@
-"""Per-kind behaviour of the one generic registry: upstream's "strategies".
+"""`Strategy`: everything the one generic store needs to know about one resource.
 
-A `Strategy` says what the generic `Registry` cannot know: whether a kind has a
-status subresource (so that spec writes keep the old status and status writes
-keep the old spec), whether ``metadata.generation`` tracks spec changes, what a
-new object's status starts as, and how deletion is graceful.
+Upstream spreads this over ``RESTCreateStrategy``, ``RESTUpdateStrategy``,
+``RESTDeleteStrategy``, ``TableConvertor``, ``GetAttrs`` and the scheme's defaulters and
+conversions; here it is one class per resource, in a module named after the resource
+(``registry/apps/deployment.py``). A strategy says:
 
-Every hook mutates the new object in place and must be idempotent: the
-registry may call it again when it retries a compare-and-swap.
+- identity and scope: ``group``, ``resource``, ``kind``, ``namespaced``;
+- the write path: `defaults`, `validate` / `validate_update` (the kind's own rules;
+  metadata is checked here for every kind), `prepare_for_create` / `prepare_for_update` /
+  `prepare_for_status_update` (status/spec split, generation, initial status),
+  `grace_period`, ``allow_create_on_update``, ``default_gc_policy``;
+- the read path: `printer` (the Table), `get_attrs` and ``selectable_fields`` (field selectors);
+- versions: `to_storage` / `from_storage` between a served version and the storage version;
+- ``returns_deleted_object`` (DELETE answers with the object, not a Status);
+- ``subresources``: name → subresource class (``registry/status.py``, ``registry/scale.py``,
+  or the resource's own, e.g. pods/binding), built once per server by the registry.
+
+Every hook that changes an object does it in place and must be idempotent: the generic store
+may call it again when it retries a compare-and-swap. Hooks never do I/O; what needs other
+objects (allocation, admission) happens in the store or the admission chain.
 """
 
 from __future__ import annotations
@@ -17,28 +29,67 @@ import random
 import uuid
 from typing import Any
 
-from kubeling.api import quantity, schema
+from kubeling.api import errors, fields, printers, schema, validation
+from kubeling.api.errors import FieldError
+from kubeling.api.printers.common import Printer
+from kubeling.api.validation.meta import NameFn, name_is_dns_subdomain
 
 
-def _qty(v: Any) -> Any:
-    try:
-        return quantity.parse(str(v))
-    except Exception:  # noqa: BLE001 - validation reports bad quantities; here they just differ
-        return v
-
-
-def _spec_changed(new: dict, old: dict) -> bool:
+def spec_changed(new: dict, old: dict) -> bool:
     """Everything but metadata and status: what upstream compares to bump generation."""
     skip = ("metadata", "status", "apiVersion", "kind")
     return {k: v for k, v in new.items() if k not in skip} != {k: v for k, v in old.items() if k not in skip}
 
 
 class Strategy:
+    """The base strategy: no status subresource, no generation, no defaults, metadata checks only."""
+
+    group = ""
+    resource = ""
+    kind = ""
+    namespaced = True
+    name_rule: NameFn = staticmethod(name_is_dns_subdomain)  # type: ignore[assignment]
+
     generation = False          # maintain metadata.generation (1 on create, +1 per spec change)
     status_subresource = False  # writes to the main resource keep the old status
     reset_status_on_create = True
     allow_create_on_update = False
     default_gc_policy = "Background"
+    returns_deleted_object = False
+
+    printer: Printer = printers.DEFAULT
+    # The kind's selectable fields (`kubeling.api.fields`); None is upstream's default conversion:
+    # only metadata.name and metadata.namespace.
+    field_set: fields.KindFields | None = None
+    subresources: dict[str, type] = {}
+    # A resource not kept in the store (access reviews, the older ``bindings``): the REST class
+    # that serves it instead of the generic store (built with the registry's `rest.Deps`).
+    rest: type | None = None
+
+    def __init__(self, config=None) -> None:
+        self.config = config  # the server's `registry.Config` (CIDRs, ranges): per server, not global
+
+    # -- the write path ------------------------------------------------------------------------
+
+    def defaults(self, obj: dict) -> None:
+        """Upstream's SetObjectDefaults for the kind (pure, in place)."""
+
+    def validate(self, obj: dict) -> list[FieldError]:
+        """The kind's own rules on a new or updated object (metadata is checked by `check`)."""
+        return []
+
+    def validate_update(self, obj: dict, old: dict) -> list[FieldError]:
+        """Extra rules of an update (immutable fields), run after `validate`."""
+        return []
+
+    def check(self, obj: dict, old: dict | None, served=None) -> list[FieldError]:
+        """Metadata, then the kind's rules: what the generic store turns into a 422. ``served`` is
+        the version the client wrote through (a kind may validate each version differently)."""
+        errs = validation.validate_meta(obj, self.namespaced, old, self.name_rule)
+        errs += self.validate(obj)
+        if old is not None:
+            errs += self.validate_update(obj, old)
+        return errs
 
     def prepare_for_create(self, obj: dict) -> None:
         if self.status_subresource and self.reset_status_on_create:
@@ -60,10 +111,10 @@ class Strategy:
                 new.pop("status", None)
         if self.generation:
             gen = old["metadata"].get("generation", 1)
-            new["metadata"]["generation"] = gen + 1 if _spec_changed(new, old) else gen
+            new["metadata"]["generation"] = gen + 1 if spec_changed(new, old) else gen
 
     def prepare_for_status_update(self, new: dict, old: dict) -> None:
-        """A write to /status changes only status (and, as upstream, not metadata beyond labels and
+        """A write to /status changes only status (and, as upstream, of metadata only labels and
         annotations)."""
         status = new.get("status")
         keep_meta = new["metadata"]
@@ -84,8 +135,68 @@ class Strategy:
         """Seconds of graceful deletion; 0 deletes at once (unless finalizers hold it)."""
         return 0
 
+    # -- hooks around the store write (upstream's BeginCreate / BeginUpdate / AfterDelete) ------
+    # The only hooks that may do I/O, through the generic store they are given. A begin hook
+    # returns None or ``finish(ok)``, awaited after the write with whether it succeeded, so that
+    # what the hook took (an IP, a port) is given back when the write fails.
+
+    async def begin_create(self, store, served, obj: dict, ctx):
+        return None
+
+    async def begin_update(self, store, served, new: dict, old: dict, ctx):
+        return None
+
+    async def after_delete(self, store, served, obj: dict) -> None:
+        """Called once an object is gone from the store (release what it held)."""
+
+    # -- versions ------------------------------------------------------------------------------
+
+    def to_storage(self, obj: dict, served) -> dict:
+        """A request's object in ``served``'s version → the storage version."""
+        return obj
+
+    def from_storage(self, obj: dict, served) -> dict:
+        """A stored object → ``served``'s version. May return ``obj`` itself: never mutate it."""
+        return obj
+
+    # -- the read path -------------------------------------------------------------------------
+
+    def printer_for(self, served) -> Printer:
+        return self.printer
+
+    def get_attrs(self, obj: dict) -> dict[str, str]:
+        """The field set selectors match (upstream's GetAttrs): metadata.name/namespace plus
+        the kind's own fields."""
+        meta = obj.get("metadata") or {}
+        out = {"metadata.name": fields.as_string(meta.get("name"))}
+        if self.namespaced:
+            out["metadata.namespace"] = fields.as_string(meta.get("namespace"))
+        if self.field_set is not None:
+            out.update(self.field_set.attrs(obj))
+        return out
+
+    def field_selector(self, selector: fields.FieldSelector) -> fields.FieldSelector:
+        """Check and convert the labels of a field selector (upstream's field label conversion);
+        raises a 400 for a label the kind does not support."""
+        fs = self.field_set
+
+        def convert(label: str, value: str) -> tuple[str, str]:
+            if fs is None:
+                if label in ("metadata.name", "metadata.namespace"):
+                    return label, value
+                raise errors.bad_request(f'"{label}" is not a known field selector: only "metadata.name", '
+                                         f'"metadata.namespace"')
+            if label in fs.renames:
+                return fs.renames[label], value
+            if label in fs.labels:
+                return label, value
+            raise errors.bad_request(f"field label not supported: {label}")
+        return selector.transform(convert)
+
 
 class WorkloadStrategy(Strategy):
+    """Spec/status split, generation, and a status that starts at the schema's zero values."""
+
     generation = True
     status_subresource = True
 
@@ -116,161 +227,6 @@ def zero_status(obj: dict) -> dict:
     return dict(_zero_status(obj.get("apiVersion", ""), obj.get("kind", "")))
 
 
-class PodStrategy(Strategy):
-    status_subresource = True
-
-    def initial_status(self, obj: dict) -> dict | None:
-        return {"phase": "Pending", "qosClass": qos_class(obj.get("spec", {}))}
-
-    def grace_period(self, obj: dict, requested: int | None) -> int:
-        spec = obj.get("spec", {})
-        phase = obj.get("status", {}).get("phase")
-        if not spec.get("nodeName") or phase in ("Succeeded", "Failed"):
-            return 0
-        if requested is not None:
-            return max(requested, 0)
-        return int(spec.get("terminationGracePeriodSeconds", 30) or 0)
-
-
-def qos_class(spec: dict) -> str:
-    """Guaranteed when every container has equal cpu and memory requests and limits; BestEffort
-    when none sets any; Burstable otherwise (upstream's GetPodQOS, simplified to cpu/memory)."""
-    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
-    any_set = False
-    guaranteed = True
-    for c in containers:
-        res = c.get("resources") or {}
-        req, lim = res.get("requests") or {}, res.get("limits") or {}
-        for r in ("cpu", "memory"):
-            if r in req or r in lim:
-                any_set = True
-            if r not in lim:
-                guaranteed = False
-            elif r in req and _qty(req[r]) != _qty(lim[r]):
-                guaranteed = False
-    if not any_set:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed else "Burstable"
-
-
-class NamespaceStrategy(Strategy):
-    status_subresource = True
-
-    def initial_status(self, obj: dict) -> dict | None:
-        return {"phase": "Active"}
-
-    def prepare_for_create(self, obj: dict) -> None:
-        super().prepare_for_create(obj)
-        spec = obj.setdefault("spec", {})
-        fins = spec.setdefault("finalizers", [])
-        if "kubernetes" not in fins:
-            fins.append("kubernetes")
-
-    def prepare_for_update(self, new: dict, old: dict) -> None:
-        super().prepare_for_update(new, old)
-        # spec.finalizers change only through the finalize subresource.
-        new["spec"] = copy.deepcopy(old.get("spec", {}))
-
-
-class ServiceStrategy(Strategy):
-    status_subresource = True
-
-    def initial_status(self, obj: dict) -> dict | None:
-        return {"loadBalancer": {}}
-
-    def prepare_for_update(self, new: dict, old: dict) -> None:
-        super().prepare_for_update(new, old)
-        # Allocated values the client left out are kept, as upstream's patchAllocatedValues.
-        ns, os_ = new.setdefault("spec", {}), old.get("spec", {})
-        for k in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
-            if not ns.get(k) and os_.get(k) and ns.get("type", "ClusterIP") != "ExternalName":
-                ns[k] = copy.deepcopy(os_[k])
-        old_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in os_.get("ports") or []}
-        for p in ns.get("ports") or []:
-            prev = old_ports.get((p.get("port"), p.get("protocol", "TCP")))
-            if prev and not p.get("nodePort") and prev.get("nodePort") and ns.get("type") in ("NodePort",
-                                                                                             "LoadBalancer"):
-                p["nodePort"] = prev["nodePort"]
-
-
-class VolumeStrategy(Strategy):
-    status_subresource = True
-
-    def initial_status(self, obj: dict) -> dict | None:
-        return {"phase": "Pending"}
-
-
-class JobStrategy(WorkloadStrategy):
-    def prepare_for_create(self, obj: dict) -> None:
-        super().prepare_for_create(obj)
-        spec = obj.setdefault("spec", {})
-        if spec.get("manualSelector"):
-            return
-        # Upstream's generateSelector: the job's uid labels its pods.
-        uid = obj["metadata"]["uid"]
-        name = obj["metadata"].get("name", "")
-        labels = {"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
-                  "controller-uid": uid, "job-name": name}
-        tmeta = spec.setdefault("template", {}).setdefault("metadata", {})
-        tlabels = tmeta.setdefault("labels", {})
-        for k, v in labels.items():
-            tlabels.setdefault(k, v)
-        if not spec.get("selector"):
-            spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
-
-
-class CustomResourceStrategy(Strategy):
-    generation = True
-
-    def __init__(self, has_status: bool) -> None:
-        self.status_subresource = has_status
-
-
-class CRDStrategy(Strategy):
-    generation = True
-    status_subresource = True
-
-    def initial_status(self, obj: dict) -> dict | None:
-        return {"conditions": [], "acceptedNames": {"plural": "", "kind": ""}, "storedVersions": []}
-
-
-_WORKLOAD = WorkloadStrategy()
-STRATEGIES: dict[tuple[str, str], Strategy] = {
-    ("", "pods"): PodStrategy(),
-    ("", "namespaces"): NamespaceStrategy(),
-    ("", "services"): ServiceStrategy(),
-    ("", "nodes"): type("NodeStrategy", (Strategy,), {"status_subresource": True,
-                                                        "reset_status_on_create": False})(),
-    ("", "persistentvolumes"): VolumeStrategy(),
-    ("", "persistentvolumeclaims"): VolumeStrategy(),
-    ("", "replicationcontrollers"): _WORKLOAD,
-    ("", "resourcequotas"): type("QuotaStrategy", (Strategy,), {"status_subresource": True})(),
-    ("", "endpoints"): type("EndpointsStrategy", (Strategy,), {"allow_create_on_update": True})(),
-    ("", "events"): type("EventStrategy", (Strategy,), {"allow_create_on_update": True})(),
-    ("coordination.k8s.io", "leases"): type("LeaseStrategy", (Strategy,), {"allow_create_on_update": True})(),
-    ("apps", "deployments"): _WORKLOAD,
-    ("apps", "replicasets"): _WORKLOAD,
-    ("apps", "daemonsets"): _WORKLOAD,
-    ("apps", "statefulsets"): _WORKLOAD,
-    ("batch", "jobs"): JobStrategy(),
-    ("batch", "cronjobs"): _WORKLOAD,
-    ("autoscaling", "horizontalpodautoscalers"): _WORKLOAD,
-    ("policy", "poddisruptionbudgets"): _WORKLOAD,
-    ("networking.k8s.io", "ingresses"): type("IngressStrategy", (Strategy,), {"status_subresource": True,
-                                                                              "generation": True})(),
-    ("networking.k8s.io", "networkpolicies"): type("NPStrategy", (Strategy,), {"generation": True})(),
-    ("apiextensions.k8s.io", "customresourcedefinitions"): CRDStrategy(),
-    ("scheduling.k8s.io", "priorityclasses"): Strategy(),
-}
-DEFAULT = Strategy()
-
-
-def for_resource(group: str, resource: str, crd_status: bool | None = None) -> Strategy:
-    if crd_status is not None:
-        return CustomResourceStrategy(crd_status)
-    return STRATEGIES.get((group, resource), DEFAULT)
-
-
 _UID_RANDOM = random.Random()  # seeded from os.urandom once
 
 
@@ -279,3 +235,12 @@ def new_uid() -> str:
     ``os.urandom`` on every call, which showed as 15% of a create's CPU here."""
     return str(uuid.UUID(int=_UID_RANDOM.getrandbits(128), version=4))
 
+
+def status_subresources(*extra: str) -> Any:
+    """The usual subresource table: ``status`` (and ``scale`` when asked)."""
+    from kubeling.apiserver.registry.scale import ScaleREST
+    from kubeling.apiserver.registry.status import StatusREST
+    table: dict[str, type] = {"status": StatusREST}
+    if "scale" in extra:
+        table["scale"] = ScaleREST
+    return table

@@ -1,0 +1,126 @@
+"""Reading a request: its `Context`, body, and the option structs upstream decodes from the query
+(CreateOptions/UpdateOptions/PatchOptions, DeleteOptions, ListOptions).
+
+Query parameters are converted as apimachinery converts them (booleans in `request.query_bool`);
+a value that does not parse is a 400 naming the parameter.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from kubeling.api import errors, labels
+from kubeling.api import fields as fieldsel
+from kubeling.apiserver import listwatch, negotiation
+from kubeling.apiserver.endpoints.request import RequestInfo, query_bool
+from kubeling.apiserver.registry import Context
+from kubeling.apiserver.resources import Served
+
+FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
+PROPAGATION = ("Orphan", "Background", "Foreground")
+
+
+def context(request: web.Request, info: RequestInfo, served: Served) -> Context:
+    q = request.query
+    dry = q.getall("dryRun", [])
+    for d in dry:
+        if d != "All":
+            raise errors.invalid("DeleteOptions" if info.verb.startswith("delete") else "CreateOptions",
+                                 "meta.k8s.io", "", [errors.not_supported("dryRun", d, ["All"])])
+    fv = q.get("fieldValidation", "Warn") or "Warn"
+    if fv not in FIELD_VALIDATION:
+        raise errors.bad_request(f"invalid fieldValidation directive: {fv}")
+    user = request["user"]
+    return Context(user=user.name, groups=user.groups, uid=user.uid,
+                   namespace=info.namespace if served.res.namespaced else None, dry_run=bool(dry),
+                   field_manager=q.get("fieldManager", ""), field_validation=fv, subresource=info.subresource,
+                   user_agent=request.headers.get("User-Agent", ""))
+
+
+async def body(request: web.Request, ctx: Context | None = None) -> object:
+    """The decoded body; with a `Context`, duplicate JSON fields are refused (Strict) or warned."""
+    data = await request.read()
+    ctype = request.headers.get("Content-Type")
+    obj = negotiation.decode_body(data, ctype)
+    if ctx is not None:
+        ctx.may_hold_nulls = negotiation.may_hold_nulls(data, ctype)
+        if ctx.field_validation != "Ignore":
+            dups = negotiation.duplicate_fields(data, ctype)
+            if dups and ctx.field_validation == "Strict":
+                raise errors.bad_request("strict decoding error: " + ", ".join(
+                    f'json: duplicate field "{d}"' for d in dups))
+            ctx.warnings.extend(f'duplicate field "{d}"' for d in dups)
+    return obj
+
+
+def object_body(value) -> dict:
+    if not isinstance(value, dict):
+        raise errors.bad_request("the body of the request must be a JSON or YAML object")
+    return value
+
+
+def int_param(query, name: str) -> int | None:
+    """An integer query parameter (int64, as upstream); None when absent."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.bad_request(f"{name}: Invalid value: {raw!r}: must be an integer") from None
+    if not -(2 ** 63) <= value < 2 ** 63:
+        raise errors.bad_request(f"{name}: Invalid value: {raw!r}: out of range")
+    return value
+
+
+async def delete_options(request: web.Request) -> dict:
+    """DeleteOptions from the body and the query (the query wins, as upstream)."""
+    data = await request.read()
+    opts: dict = {}
+    if data.strip():
+        opts = negotiation.decode_body(data, request.headers.get("Content-Type"))
+        if not isinstance(opts, dict):
+            raise errors.bad_request("DeleteOptions must be an object")
+    q = request.query
+    grace = int_param(q, "gracePeriodSeconds")
+    if grace is not None:
+        opts["gracePeriodSeconds"] = grace
+    if "propagationPolicy" in q:
+        opts["propagationPolicy"] = q["propagationPolicy"]
+    if "orphanDependents" in q:
+        opts["orphanDependents"] = query_bool(q, "orphanDependents")
+    pp = opts.get("propagationPolicy")
+    if pp is not None and pp not in PROPAGATION:
+        raise errors.invalid("DeleteOptions", "meta.k8s.io", "", [errors.not_supported(
+            "propagationPolicy", pp, ["Foreground", "Background", "Orphan", "nil"])])
+    for d in opts.get("dryRun") or []:
+        if d != "All":
+            raise errors.invalid("DeleteOptions", "meta.k8s.io", "", [errors.not_supported("dryRun", d, ["All"])])
+    return opts
+
+
+def predicate(request: web.Request, served: Served, name: str = "") -> listwatch.Filter:
+    """The label and field selectors as a filter over objects (upstream's SelectionPredicate), with
+    the kind's field labels checked and converted by its strategy."""
+    q = request.query
+    try:
+        lsel = labels.parse(q.get("labelSelector", ""))
+    except ValueError as e:
+        raise errors.bad_request(str(e)) from None
+    try:
+        fsel = fieldsel.parse(q.get("fieldSelector", ""))
+    except ValueError as e:
+        raise errors.bad_request(str(e)) from None
+    strategy = served.strategy
+    fsel = strategy.field_selector(fsel)
+    if lsel.empty and fsel.empty and not name:
+        return listwatch.MATCH_ALL
+
+    def match(obj: dict) -> bool:
+        meta = obj.get("metadata") or {}
+        if name and meta.get("name") != name:
+            return False
+        if not lsel.matches(meta.get("labels") or {}):
+            return False
+        return fsel.empty or fsel.matches(strategy.get_attrs(obj))
+    return match

@@ -1,0 +1,70 @@
+"""WATCH (upstream ``endpoints/handlers/watch.go``): a chunked stream of JSON events.
+
+The stream itself (bookmarks, timeout, shared encoding, slow consumers) is `watchstream`; this
+handler parses the options, checks them before the response starts, and counts the watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from kubeling.api import errors
+from kubeling.apiserver import listwatch, negotiation
+from kubeling.apiserver.endpoints import options
+from kubeling.apiserver.endpoints.request import RequestInfo, query_bool
+from kubeling.apiserver.endpoints.scope import Scope
+from kubeling.apiserver.resources import Served
+from kubeling.apiserver.watchstream import WatchStream
+
+DEFAULT_WATCH_TIMEOUT = 1800
+
+
+def timeout_seconds(query) -> float:
+    """``timeoutSeconds`` is an int64 count of seconds, as upstream decodes it (so ``nan``, ``inf``
+    and ``1.5`` are 400s); 0 or absent means the server's default."""
+    raw = query.get("timeoutSeconds")
+    if raw in (None, ""):
+        return DEFAULT_WATCH_TIMEOUT
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.bad_request(f"timeoutSeconds: Invalid value: {raw!r}: must be an integer") from None
+    if not 0 <= value < 2 ** 63:
+        raise errors.bad_request(f"timeoutSeconds: Invalid value: {raw!r}: must be a non-negative integer")
+    return float(value) if value else DEFAULT_WATCH_TIMEOUT
+
+
+async def watch(request: web.Request, info: RequestInfo, served: Served, scope: Scope) -> web.StreamResponse:
+    q = request.query
+    match = options.predicate(request, served, info.name)
+    accept = negotiation.parse_accept(request.headers.get("Accept"))
+    timeout = timeout_seconds(q)
+    bookmarks = bool(query_bool(q, "allowWatchBookmarks"))
+    send_initial = query_bool(q, "sendInitialEvents", None)
+    rv, rv_match = q.get("resourceVersion", ""), q.get("resourceVersionMatch", "")
+    listwatch.check_watch_options(rv, send_initial, rv_match)
+    state: dict = {}
+    events = scope.store.watch(served, info.namespace, match, resource_version=rv, send_initial=send_initial,
+                               rv_match=rv_match, state=state)
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
+                                                   "Cache-Control": "no-cache, private"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    stream = WatchStream(served, resp, events, bookmarks=bookmarks, start_rv=rv, as_kind=accept.as_kind,
+                         as_version=accept.version, include_object=q.get("includeObject", "Metadata"), state=state)
+    if scope.metrics is not None:
+        scope.metrics.watchers(1)
+    try:
+        await stream.run(timeout)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        if scope.metrics is not None:
+            scope.metrics.watchers(-1)
+    try:
+        await resp.write_eof()
+    except (ConnectionResetError, RuntimeError):
+        pass
+    return resp

@@ -1,0 +1,269 @@
+"""Services (upstream ``pkg/registry/core/service``): ClusterIP and NodePort allocation.
+
+Allocation happens in the store's ``begin_create`` / ``begin_update`` hooks (upstream's
+``BeginCreate``/``BeginUpdate`` in the service REST storage), before validation, so validation
+sees the allocated values; the hook's ``finish`` gives back what it took when the write fails, and
+``after_delete`` releases a deleted Service's IP and node ports. The allocators are bitmaps held
+in the store (`rangeallocation`), so several API servers can share them, and no write lists the
+other Services.
+
+- ``clusterIP`` unset: a free IP of the service CIDR; set: it must be in the CIDR and free
+  (upstream's messages); ``None``: headless, nothing allocated; ExternalName: no IP.
+- NodePort and LoadBalancer: each port without a ``nodePort`` gets a free one of the node port
+  range; a given one must be free. A Service that stops being NodePort/LoadBalancer loses its
+  node ports.
+- On update, allocated values the client left out are kept (upstream's patchAllocatedValues).
+- ``services/<name>[:port]/proxy`` needs Service routing (issue 6): until then 503.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+
+from kubeling.api import errors, fields
+from kubeling.api.defaults import core as defaults
+from kubeling.api.printers import core as printers
+from kubeling.api.validation import meta
+from kubeling.api.validation import service as validation
+from kubeling.apiserver.registry.core.rangeallocation import RangeAllocator, RangeFull
+from kubeling.apiserver.registry.rest import Deps
+from kubeling.apiserver.registry.strategy import Strategy, status_subresources
+
+SERVICE_CIDR = "10.43.0.0/16"
+NODE_PORT_RANGE = (30000, 32767)
+IPS_KEY = "/registry/ranges/serviceips"
+PORTS_KEY = "/registry/ranges/servicenodeports"
+
+
+class ServiceProxyREST:
+    """``services/<[scheme:]name[:port]>/proxy/<path>``: reaching a Service's endpoints through the
+    API server needs Service routing, which arrives with issue 6."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.store = deps.store
+
+    async def connect(self, served, namespace, name, request, info):
+        svc_name = info.name
+        await self.store.get(served, namespace, svc_name)  # 404 for a Service that does not exist
+        raise errors.StatusError(503, "ServiceUnavailable",
+                                 f"proxying to service {namespace}/{svc_name} is not available yet: the API server "
+                                 f"does not route to Service endpoints", details={"name": svc_name, "kind": "services"})
+
+
+def _ports(spec: dict) -> list[int]:
+    return [p["nodePort"] for p in spec.get("ports") or [] if isinstance(p, dict) and p.get("nodePort")]
+
+
+def _wants_node_ports(spec: dict) -> bool:
+    return spec.get("type") in ("NodePort", "LoadBalancer")
+
+
+def _wants_ip(spec: dict) -> bool:
+    return spec.get("type", "ClusterIP") != "ExternalName" and spec.get("clusterIP") != "None"
+
+
+class ServiceStrategy(Strategy):
+    group, resource, kind = "", "services", "Service"
+    name_rule = staticmethod(meta.name_is_dns1035_label)
+    printer = printers.SERVICE
+    field_set = fields.SERVICE
+    status_subresource = True
+    returns_deleted_object = True
+    subresources = {**status_subresources(), "proxy": ServiceProxyREST}
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        cidr = getattr(config, "service_cidr", None) or SERVICE_CIDR
+        self.net = ipaddress.ip_network(cidr)
+        self.port_range = getattr(config, "node_port_range", None) or NODE_PORT_RANGE
+        self._ips: RangeAllocator | None = None
+        self._node_ports: RangeAllocator | None = None
+
+    def initial_status(self, obj):
+        return {"loadBalancer": {}}
+
+    def defaults(self, obj):
+        defaults.set_object_defaults_service(obj)
+
+    def validate(self, obj):
+        return validation.validate_service(obj)
+
+    def validate_update(self, obj, old):
+        return validation.validate_service_update(obj, old)
+
+    def prepare_for_update(self, new, old):
+        super().prepare_for_update(new, old)
+        ns, os_ = new.setdefault("spec", {}), old.get("spec", {})
+        for k in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+            if not ns.get(k) and os_.get(k) and ns.get("type", "ClusterIP") != "ExternalName":
+                ns[k] = copy.deepcopy(os_[k])
+        old_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in os_.get("ports") or []}
+        for p in ns.get("ports") or []:
+            prev = old_ports.get((p.get("port"), p.get("protocol", "TCP")))
+            if prev and not p.get("nodePort") and prev.get("nodePort") and _wants_node_ports(ns):
+                p["nodePort"] = prev["nodePort"]
+
+    # -- allocation ----------------------------------------------------------------------------
+
+    def allocators(self, store) -> tuple[RangeAllocator, RangeAllocator]:
+        if self._ips is None:
+            size = self.net.num_addresses - (2 if self.net.version == 4 else 1)
+            self._ips = RangeAllocator(store, IPS_KEY, "serviceips", str(self.net), size)
+            lo, hi = self.port_range
+            self._node_ports = RangeAllocator(store, PORTS_KEY, "servicenodeports", f"{lo}-{hi}", hi - lo + 1)
+        return self._ips, self._node_ports
+
+    def _ip_offset(self, ip: str) -> int | None:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        if addr not in self.net:
+            return -1
+        return int(addr) - int(self.net.network_address) - 1
+
+    def _ip_at(self, offset: int) -> str:
+        return str(ipaddress.ip_address(int(self.net.network_address) + 1 + offset))
+
+    async def _take_ip(self, ips: RangeAllocator, svc: dict, dry_run: bool) -> int | None:
+        spec = svc["spec"]
+        name = svc["metadata"].get("name", "")
+        ip = spec.get("clusterIP")
+        if not ip:
+            try:
+                offset = await ips.allocate_next(dry_run=dry_run)
+            except RangeFull:
+                raise errors.internal("failed to allocate a serviceIP: range is full") from None
+            spec["clusterIP"] = self._ip_at(offset)
+        else:
+            offset = self._ip_offset(ip)
+            if offset is None:
+                return None  # not an IP: validation reports it
+            if offset < 0 or offset >= ips.size:
+                raise errors.invalid("Service", "", name, [errors.invalid_value(
+                    "spec.clusterIPs", [ip], f"failed to allocate IP {ip}: the provided IP ({ip}) is not in the "
+                    f"valid range. The range of valid IPs is {self.net}")])
+            if not await ips.allocate(offset, dry_run=dry_run):
+                raise errors.invalid("Service", "", name, [errors.invalid_value(
+                    "spec.clusterIPs", [ip], f"failed to allocate IP {ip}: provided IP is already allocated")])
+        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        return None if dry_run else offset
+
+    async def _take_port(self, node_ports: RangeAllocator, svc: dict, idx: int, dry_run: bool) -> int | None:
+        port = svc["spec"]["ports"][idx]
+        lo, _ = self.port_range
+        name = svc["metadata"].get("name", "")
+        want = port.get("nodePort")
+        if not want:
+            try:
+                offset = await node_ports.allocate_next(dry_run=dry_run)
+            except RangeFull:
+                raise errors.internal("failed to allocate a nodePort: range is full") from None
+            port["nodePort"] = lo + offset
+            return None if dry_run else offset
+        if not isinstance(want, int) or isinstance(want, bool):
+            return None  # validation reports it
+        offset = want - lo
+        if offset < 0 or offset >= node_ports.size:
+            raise errors.invalid("Service", "", name, [errors.invalid_value(
+                f"spec.ports[{idx}].nodePort", want, f"provided port is not in the valid range. The range of valid "
+                f"ports is {lo}-{lo + node_ports.size - 1}")])
+        if not await node_ports.allocate(offset, dry_run=dry_run):
+            raise errors.invalid("Service", "", name, [errors.invalid_value(
+                f"spec.ports[{idx}].nodePort", want, "provided port is already allocated")])
+        return None if dry_run else offset
+
+    async def begin_create(self, store, served, obj, ctx):
+        return await self._allocate(store, obj, None, ctx.dry_run)
+
+    async def begin_update(self, store, served, new, old, ctx):
+        return await self._allocate(store, new, old, ctx.dry_run)
+
+    async def _allocate(self, store, svc: dict, old: dict | None, dry_run: bool):
+        """Take what ``svc`` needs beyond what ``old`` holds; return ``finish(ok)``, which gives
+        back the new values if the write failed, or the values ``old`` held and ``svc`` dropped if
+        it succeeded."""
+        ips, node_ports = self.allocators(store)
+        spec = svc.setdefault("spec", {})
+        old_spec = (old or {}).get("spec") or {}
+        lo, _ = self.port_range
+        taken_ip: list[int] = []
+        taken_ports: list[int] = []
+        try:
+            had_ip = old is not None and _wants_ip(old_spec) and old_spec.get("clusterIP")
+            if _wants_ip(spec) and not (had_ip and spec.get("clusterIP") == old_spec.get("clusterIP")):
+                off = await self._take_ip(ips, svc, dry_run)
+                if off is not None:
+                    taken_ip.append(off)
+            if _wants_node_ports(spec):
+                held = set(_ports(old_spec)) if _wants_node_ports(old_spec) else set()
+                for idx, p in enumerate(spec.get("ports") or []):
+                    if isinstance(p, dict) and not (p.get("nodePort") and p["nodePort"] in held):
+                        off = await self._take_port(node_ports, svc, idx, dry_run)
+                        if off is not None:
+                            taken_ports.append(off)
+            elif old is not None:
+                for p in spec.get("ports") or []:
+                    if isinstance(p, dict):
+                        p.pop("nodePort", None)
+        except BaseException:
+            if taken_ip:
+                await ips.release(*taken_ip)
+            if taken_ports:
+                await node_ports.release(*taken_ports)
+            raise
+        if dry_run:
+            return None
+        dropped_ip = [] if old is None else self._held_ips(old_spec, spec)
+        dropped_ports = [] if old is None else [p - lo for p in self._held_ports(old_spec)
+                                                if p not in set(_ports(spec) if _wants_node_ports(spec) else [])]
+
+        async def finish(ok: bool) -> None:
+            give_ip, give_ports = (dropped_ip, dropped_ports) if ok else (taken_ip, taken_ports)
+            if give_ip:
+                await ips.release(*give_ip)
+            if give_ports:
+                await node_ports.release(*give_ports)
+        return finish
+
+    def _held_ips(self, old_spec: dict, spec: dict) -> list[int]:
+        if not (_wants_ip(old_spec) and old_spec.get("clusterIP")):
+            return []
+        if _wants_ip(spec) and spec.get("clusterIP") == old_spec.get("clusterIP"):
+            return []
+        off = self._ip_offset(old_spec["clusterIP"])
+        return [off] if off is not None and off >= 0 else []
+
+    def _held_ports(self, spec: dict) -> list[int]:
+        return _ports(spec) if _wants_node_ports(spec) else []
+
+    async def after_delete(self, store, served, obj):
+        ips, node_ports = self.allocators(store)
+        spec = obj.get("spec") or {}
+        if _wants_ip(spec) and spec.get("clusterIP"):
+            off = self._ip_offset(spec["clusterIP"])
+            if off is not None and off >= 0:
+                await ips.release(off)
+        lo, _ = self.port_range
+        ports = [p - lo for p in self._held_ports(spec)]
+        if ports:
+            await node_ports.release(*ports)
+
+    async def repair(self, store, served) -> None:
+        """At start: every IP and node port a stored Service holds is marked taken."""
+        ips, node_ports = self.allocators(store)
+        _, services = await store.list_raw(served, None)
+        lo, _ = self.port_range
+        in_ips, in_ports = set(), set()
+        for svc in services:
+            spec = svc.get("spec") or {}
+            if _wants_ip(spec) and spec.get("clusterIP"):
+                off = self._ip_offset(spec["clusterIP"])
+                if off is not None and off >= 0:
+                    in_ips.add(off)
+            in_ports.update(p - lo for p in self._held_ports(spec))
+        await ips.repair(in_ips)
+        await node_ports.repair(in_ports)
