@@ -274,6 +274,7 @@ def restore(backup_file: str | os.PathLike, data_dir: str | os.PathLike) -> Rest
             wal = Path(f"{db}-wal")
             if wal.exists():
                 os.rename(wal, f"{previous}-wal")
+            restrict_permissions(previous)  # it holds the same secrets
         _remove(f"{db}-wal", f"{db}-shm")  # never apply the old state's log to the backup
         os.rename(tmp, db)
         _fsync_dir(db)

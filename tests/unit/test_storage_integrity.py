@@ -393,6 +393,8 @@ def test_restore_keeps_the_wal_of_a_crashed_server_with_the_old_state(tmp_path):
     conn.close()
     info = backup.restore(snap, copy)
     assert (copy / f"{info.previous.name}-wal").read_bytes() == wal
+    # The copies were made 0644; what is set aside holds the same secrets, so it is narrowed.
+    assert mode(info.previous) == mode(f"{info.previous}-wal") == 0o600
     assert not (copy / "state.db-wal").exists()
     assert backup.describe(copy / "state.db")["keys"] == 5
     assert backup.describe(info.previous)["keys"] == 6
