@@ -16,6 +16,7 @@ from kubeling.apiserver.cacher import Cacher
 from kubeling.apiserver.resources import ResourceMap, builtin_served
 from kubeling.apiserver.watch_cache import frame
 from kubeling.storage import SQLiteStore
+from kubeling.storage.memory import MemoryStore
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,11 +62,20 @@ async def delete(store, obj: dict, **kw) -> int:
     return kv.mod_revision
 
 
-def run(body, tmp_path, store_kw: dict | None = None, **cacher_kw):
+BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("memory", id="memory")]
+
+
+async def open_store(backend: str, tmp_path, **kw):
+    if backend == "memory":
+        return await MemoryStore.open(**kw)
+    return await SQLiteStore.open(str(tmp_path / "db"), compact_interval=0, **kw)
+
+
+def run(body, tmp_path, store_kw: dict | None = None, backend: str = "sqlite", **cacher_kw):
     """Open a store, start a cacher on it, run ``body(store, cacher)``, stop both."""
 
     async def main():
-        store = await SQLiteStore.open(str(tmp_path / "db"), compact_interval=0, **(store_kw or {}))
+        store = await open_store(backend, tmp_path, **(store_kw or {}))
         cacher = Cacher(store, **cacher_kw)
         try:
             await cacher.start()
@@ -160,7 +170,7 @@ class Client:
                    **kw) -> Client:
         w = await cacher.watch(sv, namespace, pred, **kw)
         c = cls(w, timeout, buffered)
-        await asyncio.sleep(0)
+        await until(lambda: w.live or w.done.done())
         return c
 
     async def stop(self) -> list[dict]:
@@ -170,6 +180,13 @@ class Client:
 
     def events(self) -> list[dict]:
         return events(self.transport)
+
+
+async def until(cond, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
 
 
 async def settle(cacher: Cacher, store) -> None:
