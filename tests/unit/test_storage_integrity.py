@@ -428,6 +428,8 @@ def test_cli_backup_runs_beside_a_live_store_restore_and_doctor(tmp_path, capsys
             assert cli(["restore", str(snap), "--data-dir", str(data)]) == 1
             err = capsys.readouterr().err.strip()
             assert err.startswith("kubeling restore: ") and "in use" in err and "\n" not in err
+            assert cli(["doctor", "--data-dir", str(data)]) == 0  # reads beside the live store
+            assert "integrity_check: ok" in capsys.readouterr().out
 
     asyncio.run(main())
     assert cli(["restore", str(snap), "--data-dir", str(fresh)]) == 0
