@@ -155,6 +155,21 @@ class WatchStream:
             await self.events.aclose()
 
 
+async def respond(request: web.BaseRequest, watcher: CacheWatcher, timeout: float | None) -> web.StreamResponse:
+    """The HTTP side of a cached watch: start a 200 chunked JSON stream, serve the watcher until
+    it is done, end the body. Connection errors end it quietly (the client is gone)."""
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
+                                                   "Cache-Control": "no-cache, private"})
+    resp.enable_chunked_encoding()
+    try:
+        await resp.prepare(request)
+        await watcher.serve(request, resp, timeout)
+        await resp.write_eof()
+    except (ConnectionError, RuntimeError):
+        watcher.terminate()
+    return resp
+
+
 def renderer(served: Served, as_kind: str, as_version: str, include_object: str) -> Render | None:
     """The per-watcher renderer for Table and PartialObjectMetadata watches; None for plain JSON
     (whose event bytes the cacher shares between watchers)."""
