@@ -33,6 +33,7 @@ client-side ``kubectl apply`` sees the truth.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 from collections import deque
 from typing import Any
@@ -90,7 +91,7 @@ def apply(live: dict | None, applied: dict, manager: str, force: bool, node: dic
             record(managers, changed, removed, BEFORE_FIRST_APPLY, "Update", api_version, subresource, when)
         args = (live_obj, applied, manager, node, schemas, api_version, subresource, when, ignored)
         try:
-            result = _apply(copy.deepcopy(managers), force, *args)
+            result = _apply(_copy_managers(managers), force, *args)
         except Conflicts as c:
             remaining = c.conflicts
             if manager == KUBECTL:
@@ -104,6 +105,11 @@ def apply(live: dict | None, applied: dict, manager: str, force: bool, node: dic
     if manager == KUBECTL:
         _sync_last_applied(result, applied)
     return result
+
+
+def _copy_managers(managers: Managers) -> Managers:
+    """Entries with their own field sets (copied without a recursive deepcopy of the tries)."""
+    return {k: dataclasses.replace(e, fields=e.fields.copy()) for k, e in managers.items()}
 
 
 def _validate(applied: Any, api_version: str) -> None:
