@@ -13,6 +13,13 @@ Storage errors are translated to these at the registry boundary; the client
 translates them back into `kubeling.client` exceptions. Validation functions
 return ``list[FieldError]`` (an expected outcome) and the registry raises
 `invalid(...)` from them.
+
+On the wire a Status is written as upstream's JSON serializer writes it (`encode_status`): keys
+in the Go struct's field order, empty fields left out, ``<``, ``>``, ``&``, U+2028 and U+2029
+escaped, and a trailing newline. What an error echoes is bounded (`kubeling.api.limits`): a
+field error quotes at most MAX_ECHOED_VALUE_CHARS of the value it is about, a Status message
+is cut at MAX_STATUS_MESSAGE_CHARS and its causes at MAX_STATUS_CAUSES_CHARS, so that a small
+request can never produce a huge error.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from kubeling.api import limits
 
 
 # field.ErrorType -> (CauseType, message prefix), as upstream's apimachinery.
@@ -41,23 +50,70 @@ _NO_VALUE = object()
 
 
 def _fmt_value(v: Any) -> str:
-    try:
-        return _fmt(v)
-    except (TypeError, ValueError):  # e.g. integers beyond 64 bits: still say what was sent
-        import json
-        return json.dumps(v, default=str)
+    """A value as a field error quotes it: scalars as Go prints them, the rest as JSON, and
+    anything longer than MAX_ECHOED_VALUE_CHARS cut there and marked with ``...``."""
+    limit = limits.MAX_ECHOED_VALUE_CHARS
+    out: list[str] = []
+    size = 0
+    for token in _tokens(v, limit):
+        out.append(token)
+        size += len(token)
+        if size > limit:
+            return "".join(out)[:limit] + "..."
+    return "".join(out)
 
 
-def _fmt(v: Any) -> str:
+def _scalar(v: Any, limit: int) -> str:
     if isinstance(v, str):
-        return orjson.dumps(v).decode()
+        return orjson.dumps(v[:limit + 1]).decode()
     if isinstance(v, bool):
         return "true" if v else "false"
     if v is None:
         return "null"
-    if isinstance(v, (int, float)):
-        return str(v)
-    return orjson.dumps(v).decode()
+    if isinstance(v, int):
+        try:
+            return str(v)
+        except ValueError:  # more digits than Python will print
+            return f"<{v.bit_length()}-bit integer>"
+    if isinstance(v, float):
+        return orjson.dumps(v).decode()
+    return orjson.dumps(str(v)[:limit + 1]).decode()
+
+
+def _tokens(v: Any, limit: int):
+    """The JSON text of ``v`` in small pieces, generated lazily and iteratively: the caller stops
+    once it has enough, so a value of any size or depth costs about ``limit`` steps."""
+    if not isinstance(v, (dict, list)):
+        # Go's %v for a lone float (1e+21); inside JSON it is JSON's spelling.
+        yield str(v) if isinstance(v, float) else _scalar(v, limit)
+        return
+    stack: list[tuple[Any, str]] = []
+
+    def open_(c):
+        stack.append((iter(c.items()) if isinstance(c, dict) else iter(c), "}" if isinstance(c, dict) else "]"))
+        return "{" if isinstance(c, dict) else "["
+
+    yield open_(v)
+    first = True
+    while stack:
+        it, close = stack[-1]
+        item = next(it, _NO_VALUE)
+        if item is _NO_VALUE:
+            stack.pop()
+            first = False
+            yield close
+            continue
+        if not first:
+            yield ","
+        first = False
+        if close == "}":
+            key, item = item
+            yield _scalar(str(key), limit) + ":"
+        if isinstance(item, (dict, list)):
+            yield open_(item)
+            first = True
+        else:
+            yield _scalar(item, limit)
 
 
 @dataclass
@@ -126,30 +182,102 @@ def too_long(field: str, value: Any, limit: int) -> FieldError:
 
 
 class StatusError(Exception):
-    """An API failure carrying everything needed for a ``metav1.Status``."""
+    """An API failure carrying everything needed for a ``metav1.Status``.
+
+    The message is cut at MAX_STATUS_MESSAGE_CHARS and ``details.causes`` at
+    MAX_STATUS_CAUSES_CHARS (the last kept cause then says how many were left out).
+    """
 
     def __init__(self, code: int, reason: str, message: str, *, details: dict | None = None,
                  headers: dict | None = None) -> None:
+        message = _cap_message(message)
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
-        self.details = details
+        self.details = _cap_causes(details)
         self.headers = headers or {}
 
     def to_status(self) -> dict:
-        st: dict[str, Any] = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        }
+        """The ``Status`` dict, keys in the Go struct's order, empty fields left out."""
+        st: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
+        if self.message:
+            st["message"] = self.message
+        if self.reason:
+            st["reason"] = self.reason
         if self.details is not None:
-            st["details"] = self.details
+            st["details"] = _ordered_details(self.details)
+        if self.code:
+            st["code"] = self.code
         return st
+
+
+_DETAILS_ORDER = ("name", "group", "kind", "uid", "causes", "retryAfterSeconds")
+_CAUSE_ORDER = ("reason", "message", "field")
+
+
+def _ordered_details(details: dict) -> dict:
+    out = {k: details[k] for k in _DETAILS_ORDER if details.get(k)}
+    if out.get("causes"):
+        out["causes"] = [{k: c[k] for k in _CAUSE_ORDER if c.get(k)} for c in out["causes"]]
+    out.update((k, v) for k, v in details.items() if k not in _DETAILS_ORDER and v)
+    return out
+
+
+def _cap_message(message: str) -> str:
+    if len(message) <= limits.MAX_STATUS_MESSAGE_CHARS:
+        return message
+    return message[:limits.MAX_STATUS_MESSAGE_CHARS] + "... (truncated)"
+
+
+def _cap_causes(details: dict | None) -> dict | None:
+    causes = (details or {}).get("causes")
+    if not causes:
+        return details
+    kept = _bounded(causes, len(causes))
+    return details if len(kept) == len(causes) else {**details, "causes": kept}
+
+
+def _bounded(causes, total: int) -> list[dict]:
+    """The first causes of an iterable of ``total`` that fit MAX_STATUS_CAUSES_CHARS (at least one),
+    plus a last one saying how many were left out."""
+    kept: list[dict] = []
+    size = 0
+    for cause in causes:
+        cause = {**cause, "message": _cap_message(cause.get("message") or "")}
+        size += sum(len(str(v)) for v in cause.values())
+        if kept and size > limits.MAX_STATUS_CAUSES_CHARS:
+            kept.append({"message": f"{total - len(kept)} more causes omitted"})
+            break
+        kept.append(cause)
+    return kept
+
+
+def encode_json(obj: Any) -> bytes:
+    """JSON bytes as upstream's serializer (Go's ``json.Encoder``) writes them: HTML-sensitive
+    characters and the two Unicode line separators escaped, and a trailing newline. Those
+    characters are only ever inside strings, so escaping the encoded bytes is exact."""
+    data = orjson.dumps(obj)
+    for raw, escaped in _GO_ESCAPES:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data + b"\n"
+
+
+_GO_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"),
+               ("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+
+
+def encode_status(status: "StatusError | dict") -> bytes:
+    """A Status (an error, or a Status dict) as upstream writes it in a response body."""
+    if isinstance(status, StatusError):
+        return encode_json(status.to_status())
+    details = status.get("details")
+    err = StatusError(status.get("code") or 0, status.get("reason") or "", status.get("message") or "",
+                      details=details if isinstance(details, dict) else None)
+    st = err.to_status()
+    st["status"] = status.get("status") or "Failure"
+    return encode_json(st)
 
 
 def _details(name: str | None, group: str | None, kind: str | None, causes: list[dict] | None = None,
@@ -189,13 +317,24 @@ STALE_DETAIL = "the object has been modified; please apply your changes to the l
 
 
 def invalid(kind: str, group: str, name: str, errs: list[FieldError]) -> StatusError:
+    """422 Invalid, as upstream's ``NewInvalid``: one cause per error, and a message that lists
+    each distinct error once (its ``ToAggregate``). Both are bounded (see `StatusError`)."""
     qk = f"{kind}.{group}" if group else kind
-    if len(errs) == 1:
-        agg = str(errs[0])
-    else:
-        agg = "[" + ", ".join(str(e) for e in errs) + "]"
+    distinct: list[str] = []
+    seen: set[str] = set()
+    size = 0
+    for e in errs:
+        text = str(e)
+        if text not in seen:
+            seen.add(text)
+            distinct.append(text)
+            size += len(text) + 2
+            if size > limits.MAX_STATUS_MESSAGE_CHARS:
+                break  # the message is cut here anyway
+    agg = distinct[0] if len(distinct) == 1 else "[" + ", ".join(distinct) + "]"
+    causes = _bounded((e.cause() for e in errs), len(errs))
     return StatusError(422, "Invalid", f'{qk} "{name}" is invalid: {agg}',
-                       details=_details(name, group, kind, [e.cause() for e in errs]))
+                       details=_details(name, group, kind, causes))
 
 
 def bad_request(message: str, causes: list[dict] | None = None) -> StatusError:
@@ -233,6 +372,16 @@ def too_many_requests(message: str = "Too many requests, please try again later.
         -> StatusError:
     return StatusError(429, "TooManyRequests", message, details=_details(None, None, None, None, retry_after),
                        headers={"Retry-After": str(retry_after)})
+
+
+def request_entity_too_large(message: str) -> StatusError:
+    """413, as upstream's ``NewRequestEntityTooLargeError``."""
+    return StatusError(413, "RequestEntityTooLarge", f"Request entity too large: {message}")
+
+
+def body_too_large(limit: int = limits.MAX_REQUEST_BODY_BYTES) -> StatusError:
+    """The 413 for a request body over ``limit`` bytes (upstream's limited body read)."""
+    return request_entity_too_large(f"limit is {limit}")
 
 
 def unsupported_media_type(accepted: list[str] | tuple[str, ...]) -> StatusError:

@@ -64,7 +64,7 @@ from kubeling.client.workqueue import RateLimitingQueue
 __all__ = [
     "Clock", "Config", "ConfigError", "DeletedFinalStateUnknown", "EventRecorder", "FakeClock", "Indexer",
     "Informer", "InformerKey", "LeaderElector", "RESTClient", "RateLimitingQueue", "RealClock", "ResourceExpired",
-    "SharedInformerFactory", "StatusError", "TransportError", "Watch", "is_already_exists", "is_conflict", "is_forbidden", "is_gone",
-    "is_invalid", "is_not_found", "is_too_many_requests", "meta_namespace_key", "object_of",
-    "split_meta_namespace_key", "wait_for_cache_sync",
+    "SharedInformerFactory", "StatusError", "TransportError", "Watch", "is_already_exists", "is_conflict",
+    "is_forbidden", "is_gone", "is_invalid", "is_not_found", "is_too_many_requests", "meta_namespace_key",
+    "object_of", "split_meta_namespace_key", "wait_for_cache_sync",
 ]

@@ -30,7 +30,8 @@ Callbacks and their order:
   ``on_stopped_leading()`` is called. ``run`` then returns: like client-go,
   an elector leads at most once; loop around ``run`` to stand again.
 
-Timing requirement: ``lease_duration > renew_deadline > 1.2 * retry_period``.
+Timing requirement: ``lease_duration > renew_deadline > 1.2 * retry_period``, and
+``lease_duration >= 1`` (the Lease stores whole seconds).
 Callbacks may be plain or async. Requests go through ``client`` (`RESTClient`
 or anything with its ``get``/``create``/``update``), so tests use a fake.
 """
@@ -78,6 +79,9 @@ class LeaderElector:
                  clock: Clock | None = None) -> None:
         if not identity:
             raise ValueError("identity must not be empty")
+        if lease_duration < 1:
+            # The Lease stores whole seconds: a shorter lease would be written as 0 and look expired.
+            raise ValueError("lease_duration must be at least 1 second")
         if not lease_duration > renew_deadline:
             raise ValueError("lease_duration must be greater than renew_deadline")
         if not renew_deadline > JITTER_FACTOR * retry_period:

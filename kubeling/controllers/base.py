@@ -11,8 +11,9 @@ A controller is a subclass of `Controller` with
 - ``NAME`` (the name ``--controllers`` uses) and ``WORKERS`` (its default concurrency);
 - ``__init__(ctx)``: take informers from ``ctx.informers`` (the process's
   `SharedInformerFactory`) and register handlers with `Controller.handle`, which only enqueue
-  keys. Construction does no I/O; the manager starts the factory after constructing every
-  controller, so each informer lists once for all of them;
+  keys. An informer read only as a lister is registered with ``handle(informer)`` and no
+  handlers, so that `run` waits for it too. Construction does no I/O; the manager starts the
+  factory after constructing every controller, so each informer lists once for all of them;
 - ``async def sync(key)``: level-triggered — read the informer caches (never mutate what they
   hand out), make the world match, and return. A normal return forgets the key's backoff; an
   exception requeues it with the queue's rate limit; a key whose object is gone is cleaned up

@@ -31,8 +31,11 @@ import socket
 import uuid
 from dataclasses import dataclass
 
+from kubeling.client import kubeconfig as kc
 from kubeling.client.clock import REAL_CLOCK, Clock
 from kubeling.client.factory import SharedInformerFactory
+from kubeling.client.leaderelection import LeaderElector
+from kubeling.client.rest import RESTClient
 from kubeling.controllers.base import Controller, ControllerContext
 from kubeling.controllers.garbagecollector import GarbageCollector
 from kubeling.controllers.namespace import NamespaceController
@@ -50,7 +53,7 @@ LEASE_NAMESPACE = "kube-system"
 LEASE_NAME = "kube-controller-manager"
 
 __all__ = ["REGISTRY", "ControllerContext", "LeaderElection", "LeadershipLost", "enabled", "run",
-           "run_controllers"]
+           "run_controllers", "serve"]
 
 
 class LeadershipLost(Exception):
@@ -80,8 +83,6 @@ def enabled(selection: list[str]) -> list[str]:
 async def run(kubeconfig: str, stop: asyncio.Event, selection: list[str],
               leader_election: LeaderElection | None = None) -> None:
     """Run the controllers named by ``selection`` until ``stop``; raises if one crashes."""
-    from kubeling.client import kubeconfig as kc
-    from kubeling.client.rest import RESTClient
     names = enabled(selection)
     unknown = [n for n in selection if n.lstrip("-") not in REGISTRY and n != "*"]
     if unknown:
@@ -93,16 +94,18 @@ async def run(kubeconfig: str, stop: asyncio.Event, selection: list[str],
     client = RESTClient.from_config(cfg, component="kube-controller-manager")
     ca_pem = (cfg.certificate_authority_data or b"").decode()
     try:
-        if leader_election is None:
-            await run_controllers(client, names, stop, ca_pem=ca_pem)
-        else:
-            await _run_leading(client, names, stop, ca_pem, leader_election)
+        await serve(client, names, stop, ca_pem=ca_pem, leader_election=leader_election)
     finally:
         await client.close()
 
 
-async def _run_leading(client, names: list[str], stop: asyncio.Event, ca_pem: str, le: LeaderElection) -> None:
-    from kubeling.client.leaderelection import LeaderElector
+async def serve(client, names: list[str], stop: asyncio.Event, *, ca_pem: str = "",
+                leader_election: LeaderElection | None = None) -> None:
+    """Run the named controllers over ``client`` until ``stop`` — while leading, if ``leader_election``."""
+    if leader_election is None:
+        await run_controllers(client, names, stop, ca_pem=ca_pem)
+        return
+    le = leader_election
     identity = le.holder()
 
     async def lead(lost: asyncio.Event) -> None:

@@ -22,10 +22,12 @@ from kubeling.storage.interface import (
     WatchOverflowError,
     prefix_end,
 )
+from kubeling.storage import backup
 from kubeling.storage.memory import MemoryStore
 from kubeling.storage.sqlite import SQLiteStore
 
 __all__ = [
+    "backup",
     "DELETE",
     "PUT",
     "CompactedError",

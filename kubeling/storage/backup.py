@@ -35,6 +35,7 @@ STATE_FILE = "state.db"
 SIDECARS = ("-wal", "-shm")
 _CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 _OUT_OF_SPACE = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+LOW_SPACE = 1 << 20  # an I/O error with less free space than this is taken for a full disk
 
 
 @dataclass(frozen=True)
@@ -63,15 +64,23 @@ def restore_hint(db_path: str | os.PathLike) -> str:
 
 def storage_error(e: sqlite3.Error, what: str, db_path: str | os.PathLike, *,
                   writing: bool = False) -> StorageError:
-    """Translate a sqlite3 error: damage -> CorruptStoreError; a failed write for lack of space
-    or an I/O error -> InsufficientStorageError (SQLite reports ENOSPC as SQLITE_FULL, but as an
-    I/O error where it grows its shared-memory file); anything else -> StorageError."""
+    """Translate a sqlite3 error into the storage exception tree.
+
+    Damage -> CorruptStoreError. SQLITE_FULL, or an I/O error while writing or on a nearly full
+    disk -> InsufficientStorageError (SQLite reports ENOSPC as SQLITE_FULL when a file grows, but
+    as an I/O error when it makes its shared-memory file, e.g. at open). Else StorageError.
+    """
     code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
     if code in _CORRUPT:
         return CorruptStoreError(f"{what}: {db_path} is damaged ({e}); {restore_hint(db_path)}")
-    if writing and code in _OUT_OF_SPACE:
-        return InsufficientStorageError(
-            f"{what}: {e}; free space on the disk holding {db_path} (writes resume by themselves)")
+    if code in _OUT_OF_SPACE:
+        free = _free_bytes(db_path)
+        if code == sqlite3.SQLITE_FULL or writing or (free is not None and free < LOW_SPACE):
+            space = "" if free is None else f", {free} bytes free"
+            then = ("writes resume by themselves once there is room" if writing
+                    else "free some space and try again")
+            return InsufficientStorageError(
+                f"{what}: {e} (out of space on the disk holding {db_path}{space}); {then}")
     return StorageError(f"{what}: {e}")
 
 
@@ -265,6 +274,7 @@ def restore(backup_file: str | os.PathLike, data_dir: str | os.PathLike) -> Rest
             wal = Path(f"{db}-wal")
             if wal.exists():
                 os.rename(wal, f"{previous}-wal")
+            restrict_permissions(previous)  # it holds the same secrets
         _remove(f"{db}-wal", f"{db}-shm")  # never apply the old state's log to the backup
         os.rename(tmp, db)
         _fsync_dir(db)
@@ -289,6 +299,15 @@ def _connect_readonly(path: Path, *, immutable: bool = False) -> sqlite3.Connect
     of a file a server is writing. ``immutable`` skips them: only for files nobody else sees."""
     uri = f"{path.absolute().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
     return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+
+def _free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes an unprivileged writer may still use on ``path``'s filesystem (None if unknown)."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def _revision(conn: sqlite3.Connection) -> int:

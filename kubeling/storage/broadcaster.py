@@ -52,6 +52,7 @@ class BufferedWatch:
         self._overflowed = False
         self._error: BaseException | None = None
         self._closed = False
+        self._backfilling = False
         self._waiter: asyncio.Future[None] | None = None
 
     @property
@@ -60,8 +61,23 @@ class BufferedWatch:
         return self._next
 
     def pending(self) -> int:
-        """Events buffered and ready to yield without waiting (lets consumers batch their writes)."""
+        """Events buffered and ready to yield without waiting (lets consumers batch their writes).
+
+        Exact once the backfill is loaded: the buffers never hold an event that would be skipped.
+        """
         return len(self._backfill) + len(self._live)
+
+    def progress(self) -> int:
+        """A revision P such that every event under the prefix with revision <= P has been
+        yielded or is buffered here (etcd's progress notification).
+
+        Commits that touch no key under the prefix advance P without an event, which lets a
+        consumer that has drained `pending` know it is current up to the store's revision.
+        """
+        if self._needs_backfill or self._backfilling or self._overflowed or self._closed \
+                or self._error is not None:
+            return self._next - 1
+        return max(self._next - 1, self._hub.revision)
 
     def __aiter__(self) -> BufferedWatch:
         return self
@@ -69,12 +85,20 @@ class BufferedWatch:
     async def __anext__(self) -> Event:
         if self._needs_backfill and not self._closed and self._error is None:
             self._needs_backfill = False
+            self._backfilling = True
             try:
                 events = await self._hub._backfill(self.prefix, self._next)
             except BaseException:
                 self.close()
                 raise
+            finally:
+                self._backfilling = False
             self._backfill.extend(events)
+            # Live events the backfill already holds (or older than the start) would never be
+            # yielded; dropping them now keeps `pending` exact.
+            floor = max(self._next, events[-1].kv.mod_revision + 1) if events else self._next
+            while self._live and self._live[0].kv.mod_revision < floor:
+                self._live.popleft()
         while True:
             if self._closed:
                 raise StopAsyncIteration
@@ -104,6 +128,8 @@ class BufferedWatch:
         raise err  # type: ignore[misc]
 
     def _push(self, event: Event) -> None:
+        if event.kv.mod_revision < self._next and not (self._needs_backfill or self._backfilling):
+            return  # before a start revision that is still in the future
         if len(self._live) >= self._hub.buffer:
             # Dropping this watcher, rather than blocking the writer or growing without bound,
             # is what keeps every other watcher and every writer on time.

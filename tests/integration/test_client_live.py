@@ -17,6 +17,7 @@ from kubeling.client.leaderelection import LeaderElector
 from kubeling.client.rest import RESTClient
 from kubeling.client.store import DeletedFinalStateUnknown
 from kubeling.api.errors import StatusError
+from kubeling.controllers import manager
 
 
 def _free_port() -> int:
@@ -290,3 +291,60 @@ def test_compacted_history_is_resource_expired_and_informer_relists(compacting_s
                 await asyncio.wait_for(task, 10)
 
     asyncio.run(main())
+
+
+def test_controllers_in_process_on_one_shared_factory(server):
+    """The controller manager's controllers against the real server: their field-selector informers,
+    the root CA, garbage collection and namespace deletion."""
+    async def main():
+        cfg = kubeconfig.load(server)
+        async with RESTClient.from_config(cfg, component="test-controllers") as c:
+            stop = asyncio.Event()
+            task = asyncio.create_task(manager.run_controllers(
+                c, manager.enabled(["*"]), stop, ca_pem=cfg.certificate_authority_data.decode()))
+
+            async def until(check, timeout=20):
+                async def loop():
+                    while True:
+                        try:
+                            if await check():
+                                return
+                        except StatusError as e:
+                            if not is_not_found(e):
+                                raise
+                        await asyncio.sleep(0.1)
+                await asyncio.wait_for(loop(), timeout)
+
+            try:
+                ns = await _namespace(c)
+                await until(lambda: c.get("", "v1", "serviceaccounts", "default", namespace=ns))
+                await until(lambda: c.get("", "v1", "configmaps", "kube-root-ca.crt", namespace=ns))
+                owner = await c.create("", "v1", "configmaps", _cm("owner", ns))
+                dep = _cm("dependent", ns)
+                dep["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+                                                       "uid": owner["metadata"]["uid"]}]
+                await c.create("", "v1", "configmaps", dep)
+                await c.delete("", "v1", "configmaps", "owner", namespace=ns, propagation_policy="Background")
+
+                async def dependent_gone():
+                    try:
+                        await c.get("", "v1", "configmaps", "dependent", namespace=ns)
+                    except StatusError as e:
+                        return is_not_found(e)
+                    return False
+                await until(dependent_gone)
+                await c.delete("", "v1", "namespaces", ns)
+
+                async def namespace_gone():
+                    try:
+                        await c.get("", "v1", "namespaces", ns)
+                    except StatusError as e:
+                        return is_not_found(e)
+                    return False
+                await until(namespace_gone, 30)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 15)
+
+    asyncio.run(main())
+

@@ -224,6 +224,7 @@ def test_stop_before_acquiring_returns_without_callbacks():
 
 @pytest.mark.parametrize("kw", [
     pytest.param(dict(lease_duration=10, renew_deadline=10), id="lease-not-longer-than-deadline"),
+    pytest.param(dict(lease_duration=0.6, renew_deadline=0.4, retry_period=0.1), id="lease-under-a-second"),
     pytest.param(dict(renew_deadline=2, retry_period=2), id="deadline-too-short-for-retries"),
     pytest.param(dict(identity=""), id="empty-identity"),
 ])

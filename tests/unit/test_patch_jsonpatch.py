@@ -1,10 +1,11 @@
 """JSON Patch: RFC 6902 appendix A cases and the apiserver's error statuses."""
 
 import copy
+import time
 
 import pytest
 
-from kubeling.api import errors
+from kubeling.api import errors, limits
 from kubeling.api.patch import jsonpatch
 
 
@@ -105,3 +106,80 @@ def test_too_many_operations_is_413():
 ])
 def test_json_equal(a, b, equal):
     assert jsonpatch.json_equal(a, b) is equal
+
+
+# -- bounds: copies, depth, equality of deep values ------------------------------------------------
+
+def _deep(depth: int, leaf=1):
+    v = leaf
+    for _ in range(depth):
+        v = {"a": v}
+    return v
+
+
+def test_copy_bomb_is_refused_quickly():
+    # Finding 2: each op copies /data into itself, doubling it; n = 16 killed the server.
+    doc = {"data": {"k": "x" * 10_000}}
+    ops = [{"op": "copy", "from": "/data", "path": f"/data/c{i}"} for i in range(16)]
+    start = time.monotonic()
+    with pytest.raises(errors.StatusError) as exc:
+        jsonpatch.apply(doc, ops)
+    assert time.monotonic() - start < 2
+    assert (exc.value.code, exc.value.reason) == (422, "Invalid")
+    assert len(errors.encode_status(exc.value)) < 1000
+
+
+def test_copies_within_the_limit_apply():
+    doc = {"data": {"k": "x" * 10_000}}
+    ops = [{"op": "copy", "from": "/data", "path": f"/data/c{i}"} for i in range(6)]
+    out = jsonpatch.apply(doc, ops)
+    assert len(out["data"]) == 7 and out["data"]["c0"] == {"k": "x" * 10_000}
+
+
+@pytest.mark.parametrize("copies, ok", [pytest.param(20, True, id="at-limit"), pytest.param(21, False, id="over")])
+def test_accumulated_copy_size_counts_the_json_bytes_copied(copies, ok):
+    # json-patch's AccumulatedCopySizeLimit: '"bar"' is 5 bytes, so 20 copies fit in 100.
+    ops = [{"op": "copy", "from": "/foo/0", "path": "/foo/-"}] * copies
+    if ok:
+        assert jsonpatch.apply({"foo": ["bar"]}, ops, max_copy_bytes=100)["foo"] == ["bar"] * (copies + 1)
+    else:
+        with pytest.raises(errors.StatusError) as exc:
+            jsonpatch.apply({"foo": ["bar"]}, ops, max_copy_bytes=100)
+        assert exc.value.code == 422
+
+
+def test_copies_do_not_share_values():
+    out = jsonpatch.apply({"a": {"b": [1]}}, [{"op": "copy", "from": "/a", "path": "/c"},
+                                              {"op": "add", "path": "/c/b/-", "value": 2}])
+    assert out == {"a": {"b": [1]}, "c": {"b": [1, 2]}}
+
+
+def test_a_result_nested_beyond_the_limit_is_refused():
+    ops, path = [], ""
+    for _ in range(limits.MAX_NESTING_DEPTH + 5):
+        ops.append({"op": "add", "path": path + "/a", "value": {}})
+        path += "/a"
+    with pytest.raises(errors.StatusError) as exc:
+        jsonpatch.apply({}, ops)
+    assert exc.value.code == 422
+
+
+def test_moves_that_double_the_depth_are_refused_not_crashed():
+    # Moving a deep subtree under its deep sibling's leaf doubles the depth at each step.
+    doc = {"x": _deep(150), "y": _deep(150)}
+    ops = [{"op": "move", "from": "/x", "path": "/y" + "/a" * 150}]
+    with pytest.raises(errors.StatusError) as exc:
+        jsonpatch.apply(doc, ops)
+    assert exc.value.code == 422
+
+
+def test_a_document_already_deeper_than_the_limit_may_still_be_patched():
+    # Stored objects carry managedFields a few levels deeper than the object itself.
+    doc = {"metadata": {"managedFields": [{"fieldsV1": _deep(limits.MAX_NESTING_DEPTH + 3, {})}]}, "data": {}}
+    out = jsonpatch.apply(doc, [{"op": "add", "path": "/data/k", "value": "v"}])
+    assert out["data"] == {"k": "v"}
+
+
+def test_json_equal_handles_any_depth():
+    assert jsonpatch.json_equal(_deep(5000), _deep(5000))
+    assert not jsonpatch.json_equal(_deep(5000), _deep(5000, 2))

@@ -1,6 +1,7 @@
 """Strategic merge patch: upstream's patch_test.go cases on a MergeItem-like schema, and real kinds."""
 
 import copy
+import time
 
 import pytest
 
@@ -269,3 +270,33 @@ def test_volumes_merge_retain_keys(schemas):
     patch = {"spec": {"volumes": [{"$retainKeys": ["name", "configMap"], "name": "v", "configMap": {"name": "cm"}}]}}
     out = pod_patch(schemas, doc, patch)
     assert out["spec"]["volumes"] == [{"name": "v", "configMap": {"name": "cm"}}, {"name": "w", "emptyDir": {}}]
+
+
+# -- cost: merging lists is linear, not a product of both sizes ------------------------------------
+
+@pytest.mark.parametrize("live_names, patch_items", [
+    pytest.param(range(5000), [{"name": f"n{i}", "value": "x"} for i in range(5000, 10000)], id="append-5000"),
+    pytest.param(range(5000), [{"name": f"n{i}", "value": "x"} for i in range(5000)], id="merge-5000"),
+    pytest.param(range(5000), [{"name": f"n{i}", "$patch": "delete"} for i in range(5000)], id="delete-5000"),
+])
+def test_large_merging_lists_merge_in_linear_time(live_names, patch_items):
+    live = {"mergingList": [{"name": f"n{i}", "other": "o"} for i in live_names]}
+    start = time.monotonic()
+    out = smp(live, {"mergingList": patch_items})
+    assert time.monotonic() - start < 2
+    deleted = patch_items[0].get("$patch") == "delete"
+    assert len(out["mergingList"]) == len({*(f"n{i}" for i in live_names),
+                                           *(p["name"] for p in patch_items)}) - (5000 if deleted else 0)
+
+
+@pytest.mark.parametrize("key_a, key_b, same", [
+    pytest.param(80, 80.0, True, id="int-matches-float"),
+    pytest.param(1, True, False, id="int-is-not-bool"),
+    pytest.param("80", 80, False, id="string-is-not-number"),
+])
+def test_merge_keys_match_as_json_values(key_a, key_b, same):
+    item = {"type": "array", "x-kubernetes-patch-strategy": "merge", "x-kubernetes-patch-merge-key": "port",
+            "items": {"type": "object"}}
+    node = {"type": "object", "properties": {"ports": item}}
+    out = strategic.apply({"ports": [{"port": key_a, "a": 1}]}, {"ports": [{"port": key_b, "b": 2}]}, node, None)
+    assert len(out["ports"]) == (1 if same else 2)

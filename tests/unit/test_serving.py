@@ -361,18 +361,24 @@ def test_request_deadline(path, status, body):
     assert body in raw
 
 
+@pytest.mark.parametrize("tls", [pytest.param(True, id="tls"), pytest.param(False, id="plain")])
 @pytest.mark.parametrize("loop_factory", LOOPS)
-def test_slow_reader_of_a_large_response_is_disconnected_and_the_response_freed(loop_factory):
+def test_slow_reader_of_a_large_response_is_disconnected_and_the_response_freed(pki, loop_factory, tls):
     async def main():
-        listener = await serving.start(_deadline_app(request_timeout=0.5), "127.0.0.1", 0, None, SHORT)
+        server_tls = server_ssl_context(pki) if tls else None
+        # Connection timers far away: only the request deadline may close this connection.
+        opts = serving.ServingOptions(read_header_timeout=30, idle_timeout=30, raise_open_file_limit=False)
+        listener = await serving.start(_deadline_app(request_timeout=0.5), "127.0.0.1", 0, server_tls, opts)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", listener.port, limit=1024)
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.port, limit=1024,
+                                                          ssl=client_tls(pki, True) if tls else None)
+            await asyncio.sleep(0.1)
             writer.transport.pause_reading()  # a client that asks and never reads
             gc.collect()
             tracemalloc.start()
             writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
             await asyncio.sleep(0.3)
-            peak_while_stuck = tracemalloc.get_traced_memory()[0]
+            stuck = tracemalloc.get_traced_memory()[0]
             for _ in range(40):
                 await asyncio.sleep(0.05)
                 if listener.stats()["open"] == 0:
@@ -381,10 +387,27 @@ def test_slow_reader_of_a_large_response_is_disconnected_and_the_response_freed(
             after = tracemalloc.get_traced_memory()[0]
             tracemalloc.stop()
             writer.transport.abort()
-            return peak_while_stuck, after, listener.stats()
+            return stuck, after, listener.stats()
         finally:
             await listener.close()
 
     stuck, after, stats = run(loop_factory, main())
     assert stats["open"] == 0  # the server closed it although the client never did
     assert stuck > BIG // 2 and after < BIG // 10, (stuck, after)
+
+
+def test_large_bodies_are_sent_whole_to_a_reader_that_reads(pki):
+    async def main():
+        listener = await serving.start(_deadline_app(request_timeout=5), "127.0.0.1", 0, server_ssl_context(pki),
+                                       SHORT)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.port, ssl=client_tls(pki, True))
+            got = await get(reader, writer, "/big")
+            writer.close()
+            return got
+        finally:
+            await listener.close()
+
+    head, _, body = run(uvloop.new_event_loop, main()).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {BIG}".encode() in head
+    assert body == b"x" * BIG

@@ -393,6 +393,8 @@ def test_restore_keeps_the_wal_of_a_crashed_server_with_the_old_state(tmp_path):
     conn.close()
     info = backup.restore(snap, copy)
     assert (copy / f"{info.previous.name}-wal").read_bytes() == wal
+    # The copies were made 0644; what is set aside holds the same secrets, so it is narrowed.
+    assert mode(info.previous) == mode(f"{info.previous}-wal") == 0o600
     assert not (copy / "state.db-wal").exists()
     assert backup.describe(copy / "state.db")["keys"] == 5
     assert backup.describe(info.previous)["keys"] == 6
@@ -426,6 +428,8 @@ def test_cli_backup_runs_beside_a_live_store_restore_and_doctor(tmp_path, capsys
             assert cli(["restore", str(snap), "--data-dir", str(data)]) == 1
             err = capsys.readouterr().err.strip()
             assert err.startswith("kubeling restore: ") and "in use" in err and "\n" not in err
+            assert cli(["doctor", "--data-dir", str(data)]) == 0  # reads beside the live store
+            assert "integrity_check: ok" in capsys.readouterr().out
 
     asyncio.run(main())
     assert cli(["restore", str(snap), "--data-dir", str(fresh)]) == 0

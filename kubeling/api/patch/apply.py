@@ -33,7 +33,9 @@ client-side ``kubectl apply`` sees the truth.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
+from collections import deque
 from typing import Any
 
 import orjson
@@ -89,7 +91,7 @@ def apply(live: dict | None, applied: dict, manager: str, force: bool, node: dic
             record(managers, changed, removed, BEFORE_FIRST_APPLY, "Update", api_version, subresource, when)
         args = (live_obj, applied, manager, node, schemas, api_version, subresource, when, ignored)
         try:
-            result = _apply(copy.deepcopy(managers), force, *args)
+            result = _apply(_copy_managers(managers), force, *args)
         except Conflicts as c:
             remaining = c.conflicts
             if manager == KUBECTL:
@@ -103,6 +105,11 @@ def apply(live: dict | None, applied: dict, manager: str, force: bool, node: dic
     if manager == KUBECTL:
         _sync_last_applied(result, applied)
     return result
+
+
+def _copy_managers(managers: Managers) -> Managers:
+    """Entries with their own field sets (copied without a recursive deepcopy of the tries)."""
+    return {k: dataclasses.replace(e, fields=e.fields.copy()) for k, e in managers.items()}
 
 
 def _validate(applied: Any, api_version: str) -> None:
@@ -181,8 +188,8 @@ def _merge_list(lhs: list, rhs: list, node: dict | None, schemas) -> list:
     for i, item in enumerate(lhs):
         dups.setdefault(item_key(item, ltype, keys, inode, i), []).append(item)
     lorder, rorder = list(lmap), list(rmap)
-    shared = [pe for pe in rorder if pe in lmap]
-    next_shared = shared.pop(0) if shared else None
+    shared = deque(pe for pe in rorder if pe in lmap)
+    next_shared = shared.popleft() if shared else None
     out: list = []
     li = ri = 0
     while li < len(lorder) or ri < len(rorder):
@@ -191,7 +198,7 @@ def _merge_list(lhs: list, rhs: list, node: dict | None, schemas) -> list:
             if pe == rorder[ri]:
                 out.append(merge(lmap[pe], rmap[pe], inode, schemas))
                 li, ri = li + 1, ri + 1
-                next_shared = shared.pop(0) if shared else None
+                next_shared = shared.popleft() if shared else None
                 continue
             if pe in rmap and next_shared is not None and next_shared != pe:
                 li += 1  # a shared item the configuration places later: emitted when we get there
@@ -206,7 +213,7 @@ def _merge_list(lhs: list, rhs: list, node: dict | None, schemas) -> list:
                        else _without_nulls(copy.deepcopy(rmap[pe])))
             ri += 1
             if next_shared == pe:
-                next_shared = shared.pop(0) if shared else None
+                next_shared = shared.popleft() if shared else None
         else:
             li += 1  # a shared item already emitted from the configuration side
     return out
@@ -221,6 +228,7 @@ def prune(obj: dict, managers: Managers, last_applied: FieldSet, node: dict | No
     owned = FieldSet()
     for e in managers.values():
         owned = owned | e.fields
+    remover = _Remover(node, schemas)
     for path in last_applied.nodes():
         # Members go when unowned; so do struct fields they leave behind empty.
         # Never the object's identity (apiVersion, kind, metadata.name, ...).
@@ -228,33 +236,56 @@ def prune(obj: dict, managers: Managers, last_applied: FieldSet, node: dict | No
             continue
         if owned.covers(path) or STRIP.covers(path):
             continue
-        _remove(obj, path, node, schemas)
+        remover.remove(obj, path)
+    remover.finish()
 
 
-def _remove(obj: Any, path: Path, node: dict | None, schemas) -> None:
-    cur = obj
-    for depth, pe in enumerate(path):
-        last = depth == len(path) - 1
-        if pe.startswith("f:"):
-            name = pe[2:]
-            if not isinstance(cur, dict) or name not in cur:
+class _Remover:
+    """Removes paths from one object. Each list's items are keyed once, and removed list items
+    are dropped together at `finish`, so pruning n items of a list costs O(n), not O(n²)."""
+
+    def __init__(self, node: dict | None, schemas) -> None:
+        self.node, self.schemas = node, schemas
+        self.keyed: dict[int, dict[str, list[int]]] = {}
+        self.doomed: dict[int, tuple[list, set[int]]] = {}
+
+    def remove(self, obj: Any, path: Path) -> None:
+        cur, node = obj, self.node
+        for depth, pe in enumerate(path):
+            last = depth == len(path) - 1
+            if pe.startswith("f:"):
+                name = pe[2:]
+                if not isinstance(cur, dict) or name not in cur:
+                    return
+                if last:
+                    del cur[name]
+                    return
+                node, cur = prop(self.schemas, node, name), cur[name]
+                continue
+            if not isinstance(cur, list):
+                return
+            hits = self._items(cur, node).get(pe)
+            if not hits:
                 return
             if last:
-                del cur[name]
+                self.doomed.setdefault(id(cur), (cur, set()))[1].update(hits)
                 return
-            node, cur = prop(schemas, node, name), cur[name]
-            continue
-        if not isinstance(cur, list):
-            return
-        ltype, keys = list_type(node)
-        inode = items_of(schemas, node)
-        hits = [i for i, item in enumerate(cur) if _pe_or_none(item, ltype, keys, inode, i) == pe]
-        if not hits:
-            return
-        if last:
-            cur[:] = [item for i, item in enumerate(cur) if i not in hits]
-            return
-        node, cur = inode, cur[hits[0]]
+            node, cur = items_of(self.schemas, node), cur[hits[0]]
+
+    def _items(self, items: list, node: dict | None) -> dict[str, list[int]]:
+        keyed = self.keyed.get(id(items))
+        if keyed is None:
+            ltype, keys = list_type(node)
+            inode = items_of(self.schemas, node)
+            keyed = {}
+            for i, item in enumerate(items):
+                keyed.setdefault(_pe_or_none(item, ltype, keys, inode, i), []).append(i)
+            self.keyed[id(items)] = keyed
+        return keyed
+
+    def finish(self) -> None:
+        for items, gone in self.doomed.values():
+            items[:] = [item for i, item in enumerate(items) if i not in gone]
 
 
 def _pe_or_none(item: Any, ltype: str, keys: list[str], inode: dict | None, index: int) -> str | None:

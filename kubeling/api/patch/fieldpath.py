@@ -237,9 +237,15 @@ class FieldSet:
         return not self.empty()
 
     def copy(self) -> "FieldSet":
+        """A copy sharing nothing with this set (iterative: tries of any depth)."""
         out = FieldSet()
-        out.members = set(self.members)
-        out.children = {pe: c.copy() for pe, c in self.children.items()}
+        stack = [(self, out)]
+        while stack:
+            src, dst = stack.pop()
+            dst.members = set(src.members)
+            for pe, c in src.children.items():
+                dst.children[pe] = child = FieldSet()
+                stack.append((c, child))
         return out
 
     def union(self, other: "FieldSet") -> "FieldSet":

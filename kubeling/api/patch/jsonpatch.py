@@ -11,6 +11,14 @@ Errors follow the apiserver's PATCH handler for ``application/json-patch+json``:
 Like upstream's json-patch library, array indices may be negative (counted
 from the end) and ``-`` appends. Operations apply in order to a copy; the input
 document is never modified.
+
+Bounds (figures in `kubeling.api.limits`): ``copy`` operations may together add at
+most JSON_PATCH_MAX_COPY_BYTES of JSON (json-patch's ``AccumulatedCopySizeLimit``,
+which the apiserver sets from ``JSONPatchMaxCopyBytes``), so n copies of a value
+into itself cannot double it n times; and the result may not nest deeper than
+MAX_NESTING_DEPTH (or the input, when that was deeper already). Both are 422 like
+any other operation that cannot apply. Values are copied by encoding them, never
+by a recursive walk, so intermediate documents of any depth are safe.
 """
 
 from __future__ import annotations
@@ -18,9 +26,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kubeling.api import errors
+import orjson
 
-MAX_OPERATIONS = 10000
+from kubeling.api import errors, limits
+
+MAX_OPERATIONS = limits.MAX_JSON_PATCH_OPERATIONS
 
 
 class PatchFailed(Exception):
@@ -34,38 +44,90 @@ def unprocessable() -> errors.StatusError:
 
 
 def json_equal(a: Any, b: Any) -> bool:
-    """JSON value equality: ``1 == 1.0`` but ``true != 1``, objects by keys, arrays by order."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
+    """JSON value equality: ``1 == 1.0`` but ``true != 1``, objects by keys, arrays by order.
+
+    Iterative, so values of any depth compare."""
+    stack = [(a, b)]
+    while stack:
+        a, b = stack.pop()
+        if isinstance(a, bool) or isinstance(b, bool):
+            if type(a) is not type(b) or a != b:
+                return False
+        elif isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            if a != b:
+                return False
+        elif isinstance(a, dict):
+            if not isinstance(b, dict) or a.keys() != b.keys():
+                return False
+            stack.extend((a[k], b[k]) for k in a)
+        elif isinstance(a, list):
+            if not isinstance(b, list) or len(a) != len(b):
+                return False
+            stack.extend(zip(a, b))
+        elif type(a) is not type(b) or a != b:
+            return False
+    return True
 
 
-def apply(doc: Any, ops: Any) -> Any:
-    """Apply a JSON Patch to ``doc`` and return the new document."""
+def apply(doc: Any, ops: Any, *, max_copy_bytes: int = limits.JSON_PATCH_MAX_COPY_BYTES,
+          max_depth: int = limits.MAX_NESTING_DEPTH) -> Any:
+    """Apply a JSON Patch to ``doc`` and return the new document (see the module docstring)."""
     if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
         kind = type(ops).__name__ if not isinstance(ops, list) else "array element"
         raise errors.bad_request(f"json: cannot unmarshal {kind} into Go value of type jsonpatch.Patch")
     if len(ops) > MAX_OPERATIONS:
-        raise errors.StatusError(413, "RequestEntityTooLarge",
-                                 f"Request entity too large: The allowed maximum operations in a JSON patch is "
-                                 f"{MAX_OPERATIONS}, got {len(ops)}")
-    doc = copy.deepcopy(doc)
+        raise errors.request_entity_too_large(
+            f"The allowed maximum operations in a JSON patch is {MAX_OPERATIONS}, got {len(ops)}")
+    original = doc
+    doc = _clone(doc)
+    copied = [0, max_copy_bytes]  # bytes copied so far, and the allowance
     try:
         for op in ops:
-            doc = apply_operation(doc, op)
+            doc = apply_operation(doc, op, copied)
     except PatchFailed:
         raise unprocessable() from None
+    if limits.depth_exceeds(doc, max_depth) and limits.depth_exceeds(doc, max(max_depth, _depth(original))):
+        raise unprocessable()
     return doc
 
 
-def apply_operation(doc: Any, op: dict) -> Any:
-    """Apply one operation (mutating ``doc`` where possible); raises PatchFailed."""
+def _clone(value: Any) -> Any:
+    """A deep copy through JSON (fast, and iterative in C); deepcopy for what JSON cannot hold."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError):
+        return copy.deepcopy(value)
+
+
+def _depth(value: Any) -> int:
+    """The nesting depth of a JSON value (iterative)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _copy_counted(value: Any, copied: list[int]) -> Any:
+    """A copy of ``value`` for a ``copy`` operation, charged to the accumulated copy size."""
+    try:
+        raw = orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        raise PatchFailed("Unable to complete the copy: the value cannot be encoded") from None
+    copied[0] += len(raw)
+    if copied[1] > 0 and copied[0] > copied[1]:
+        raise PatchFailed(f"Unable to complete the copy, the accumulated size increase of copy is {copied[0]}, "
+                          f"exceeding the limit {copied[1]}")
+    return orjson.loads(raw)
+
+
+def apply_operation(doc: Any, op: dict, copied: list[int] | None = None) -> Any:
+    """Apply one operation (mutating ``doc`` where possible); raises PatchFailed.
+
+    ``copied`` is ``[bytes copied so far, allowance]`` across a patch's operations (no limit
+    when omitted)."""
     kind = op.get("op")
     path = _pointer(op, "path")
     if kind == "add":
@@ -85,7 +147,7 @@ def apply_operation(doc: Any, op: dict) -> Any:
         _remove(doc, src)
         return _add(doc, path, value)
     if kind == "copy":
-        return _add(doc, path, copy.deepcopy(_get(doc, _pointer(op, "from"))))
+        return _add(doc, path, _copy_counted(_get(doc, _pointer(op, "from")), copied or [0, 0]))
     if kind == "test":
         expected = _value(op)
         try:
@@ -119,7 +181,7 @@ def _pointer(op: dict, field: str) -> list[str]:
 def _value(op: dict) -> Any:
     if "value" not in op:
         raise PatchFailed(f"operation {op.get('op')!r} missing 'value'")
-    return copy.deepcopy(op["value"])
+    return _clone(op["value"])
 
 
 def _display(path: list[str]) -> str:

@@ -44,7 +44,7 @@ import orjson
 
 from kubeling.api import errors
 from kubeling.api.patch.fieldpath import items_of, patch_strategies, prop
-from kubeling.api.patch.jsonpatch import json_equal, unprocessable
+from kubeling.api.patch.jsonpatch import unprocessable
 
 DIRECTIVE = "$patch"
 RETAIN_KEYS = "$retainKeys"
@@ -234,7 +234,7 @@ def _element_kind(*lists: list) -> str:
 def _special_elements(original: list, patch: list, merge_key: str, item_node: dict | None,
                       schemas) -> tuple[list, list]:
     """Apply ``$patch`` items of a merging list; return (original, patch without them)."""
-    plain, replace = [], False
+    plain, replace, doomed = [], False, set()
     for item in patch:
         directive = item.get(DIRECTIVE, _MISSING)
         if directive is _MISSING:
@@ -242,36 +242,63 @@ def _special_elements(original: list, patch: list, merge_key: str, item_node: di
         elif directive == "delete":
             if merge_key not in item:
                 raise _BadPatch(_no_merge_key(item, merge_key))
-            original = [o for o in original if not _key_matches(o, merge_key, item[merge_key])]
+            doomed.add(_match_key(item[merge_key]))
         elif directive == "replace":
             replace = True
         elif directive == "merge":
             raise _BadPatch("merging lists cannot yet be specified in the patch")
         else:
             raise _BadPatch(f"unknown patch type: {_go(directive)} in map: {_go(item)}")
+    if doomed:
+        original = [o for o in original if _key_of(o, merge_key) not in doomed]
     if replace:
         return [_fresh(v, item_node, schemas) for v in plain], []
     return original, plain
 
 
 def _merge_items(original: list, patch: list, merge_key: str, item_node: dict | None, schemas) -> list:
+    """Merge patch items into the live items they match by merge key (the first match), append
+    the others. Matches are found through an index, so this is linear in both lists."""
     merged = list(original)
+    index: dict[tuple, int] = {}
+    for i, o in enumerate(merged):
+        key = _key_of(o, merge_key)
+        if key is not None:
+            index.setdefault(key, i)
     for item in patch:
         if merge_key not in item:
             raise _BadPatch(_no_merge_key(item, merge_key))
-        for i, o in enumerate(merged):
-            if _key_matches(o, merge_key, item[merge_key]):
-                merged[i] = _merge_map(o, item, item_node, schemas)
-                break
-        else:
+        key = _match_key(item[merge_key])
+        i = index.get(key)
+        if i is None:
+            index[key] = len(merged)
             merged.append(_fresh(item, item_node, schemas))
+            continue
+        merged[i] = _merge_map(merged[i], item, item_node, schemas)
+        if _key_of(merged[i], merge_key) != key:  # $retainKeys may drop the merge key itself
+            del index[key]
     return merged
 
 
-def _key_matches(item: Any, merge_key: str, value: Any) -> bool:
+def _key_of(item: Any, merge_key: str) -> tuple | None:
+    """The match key of a live item's merge key value (None when it has none)."""
     if not isinstance(item, dict):
         raise _BadPatch(f"value for key {_go(item)} is not a map.")
-    return merge_key in item and json_equal(item[merge_key], value)
+    return _match_key(item[merge_key]) if merge_key in item else None
+
+
+def _match_key(value: Any) -> tuple:
+    """A hashable key equal for JSON-equal merge key values (`json_equal`: 80 matches 80.0, but
+    true does not match 1)."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, (int, float)):
+        return ("n", value)
+    if isinstance(value, str):
+        return ("s", value)
+    if value is None:
+        return ("z",)
+    return ("j", _ckey(value))
 
 
 def _identity(item: Any, merge_key: str) -> str:

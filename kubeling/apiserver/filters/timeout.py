@@ -18,7 +18,8 @@ prepares and writes the response itself, under the same deadline. When the deadl
 - after the response started (a slow reader, or a streaming handler): nothing else can be said
   on this connection, so it is aborted (upstream panics with ``http.ErrAbortHandler`` for the same
   reason). Aborting drops the transport's buffer at once, which is what frees a slow reader's
-  30 MB list.
+  30 MB list. Large bodies are written in slices (`SlicedBody`) so that the wait for a slow
+  reader happens here, under the deadline, also over TLS.
 
 As upstream, a handler that is cancelled by the deadline may already have had effects (a write
 that committed); the 504 says the outcome is unknown, not that nothing happened.
@@ -36,7 +37,7 @@ import logging
 from collections.abc import Callable
 
 import orjson
-from aiohttp import web
+from aiohttp import payload, web
 
 from kubeling.api import errors
 from kubeling.apiserver.filters import longrunning
@@ -52,6 +53,7 @@ TIMEOUT_MESSAGE = "Timeout: request did not complete within the allotted timeout
 _UNITS = {"ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
           "m": 60_000_000_000, "h": 3_600_000_000_000}
 _MAX_NS = (1 << 63) - 1
+SLICE = 64 * 1024  # aiohttp's drain threshold: one slice in flight before waiting for the peer
 
 
 def _quote(s: str) -> str:
@@ -139,6 +141,9 @@ def middleware(request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
                 return web.Response(status=504)  # never sent: the transport is gone
             log.info("request timed out after %.1fs: %s %s", seconds, request.method, request.path_qs)
             return _status(errors.StatusError(504, "Timeout", TIMEOUT_MESSAGE, details={}))
+        if isinstance(resp, web.Response) and isinstance(resp.body, (bytes, bytearray)) \
+                and len(resp.body) > SLICE and not resp.prepared:
+            resp.body = SlicedBody(resp.body, resp.content_type)
         try:
             async with asyncio.timeout_at(when):
                 await resp.prepare(request)
@@ -148,6 +153,30 @@ def middleware(request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         return resp
 
     return deadline
+
+
+class SlicedBody(payload.Payload):
+    """A bytes body written in `SLICE`-sized pieces, waiting for the peer between them.
+
+    aiohttp hands a `web.Response` body to the transport in one write. Over TLS that defeats
+    flow control: the TLS layer encrypts all of it at once into the socket transport's buffer,
+    the application is never paused, and a reader that never reads pins the whole body in a
+    buffer no deadline can see. Written in slices, the TLS layer fills up after one slice,
+    aiohttp's drain waits, and the deadline can abort the connection."""
+
+    _autoclose = True  # plain bytes: nothing to close
+
+    def __init__(self, value: bytes | bytearray, content_type: str) -> None:
+        super().__init__(value, content_type=content_type)
+        self._size = len(value)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._value).decode(encoding, errors)
+
+    async def write(self, writer) -> None:
+        view = memoryview(self._value)
+        for start in range(0, len(view), SLICE):
+            await writer.write(view[start:start + SLICE])
 
 
 def _abort(request: web.Request, why: str) -> None:
