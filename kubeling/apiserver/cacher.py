@@ -81,7 +81,7 @@ from kubeling.apiserver.watch_cache import (
     too_old,
 )
 from kubeling.apiserver.watchstream import BOOKMARK_INTERVAL, CacheWatcher, Render
-from kubeling.storage.interface import CompactedError, Event, KeyValue, Store
+from kubeling.storage.interface import Event, KeyValue, Store
 
 log = logging.getLogger(__name__)
 

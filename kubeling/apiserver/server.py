@@ -10,17 +10,17 @@ before the process exits).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ctypes
 import logging
 import signal
-import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
 from kubeling.api import errors
+from kubeling.apiserver import datadir
 from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.certs import PKI, write_kubeconfig
@@ -31,7 +31,6 @@ from kubeling.storage.sqlite import SQLiteStore
 log = logging.getLogger(__name__)
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-KUBERNETES_SERVICE_IP = "10.43.0.1"
 PR_SET_PDEATHSIG = 1
 
 
@@ -46,6 +45,11 @@ class Options:
     compact_interval: float = 300.0
     compact_keep: int = 1000
     controllers: list[str] = field(default_factory=lambda: ["*"])
+
+
+def kubernetes_service_ip(service_cidr: str) -> str:
+    """The first address of the service CIDR, as upstream gives the ``kubernetes`` Service."""
+    return str(next(ipaddress.ip_network(service_cidr).hosts()))
 
 
 async def bootstrap(api: APIServer) -> None:
@@ -75,7 +79,7 @@ async def bootstrap(api: APIServer) -> None:
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default",
                      "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": KUBERNETES_SERVICE_IP, "type": "ClusterIP", "sessionAffinity": "None",
+        "spec": {"clusterIP": kubernetes_service_ip(api.config.service_cidr), "type": "ClusterIP", "sessionAffinity": "None",
                  "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}},
         namespace="default")
     await ensure("", "v1", "endpoints", {
@@ -93,9 +97,7 @@ async def bootstrap(api: APIServer) -> None:
 
 
 async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
-    data = Path(opts.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
-    os.chmod(data, 0o700)
+    data = datadir.prepare(opts.data_dir)
     advertise = opts.advertise_address or (opts.bind_address if opts.bind_address not in ("0.0.0.0", "::")
                                            else "127.0.0.1")
     pki = PKI(data, hosts=[advertise, opts.bind_address])

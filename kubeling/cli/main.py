@@ -61,7 +61,13 @@ def cmd_server(args: argparse.Namespace) -> int:
 
         await server.run(opts, stop, on_ready=ready)
 
-    _run(main())
+    from kubeling.apiserver.datadir import DataDirError
+    from kubeling.storage import StorageError
+    try:
+        _run(main())
+    except (DataDirError, StorageError) as e:
+        print(f"kubeling server: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

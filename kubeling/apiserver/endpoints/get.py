@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from kubeling.apiserver import negotiation
 from kubeling.apiserver.endpoints import options
 from kubeling.apiserver.endpoints.request import RequestInfo
 from kubeling.apiserver.endpoints.response import respond
@@ -18,9 +19,9 @@ async def get(request: web.Request, info: RequestInfo, served: Served, scope: Sc
 async def list_(request: web.Request, info: RequestInfo, served: Served, scope: Scope) -> web.Response:
     q = request.query
     match = options.predicate(request, served)
-    limit = options.int_param(q, "limit") or 0
+    limit = negotiation.list_limit(q.get("limit"))
     items, rv, token, remaining = await scope.store.list(
-        served, info.namespace, match, limit=max(limit, 0), continue_token=q.get("continue", ""),
+        served, info.namespace, match, limit=limit, continue_token=q.get("continue", ""),
         resource_version=q.get("resourceVersion", ""), rv_match=q.get("resourceVersionMatch", ""))
     meta: dict = {"resourceVersion": str(rv)}
     if token:

@@ -60,17 +60,9 @@ def object_body(value) -> dict:
 
 
 def int_param(query, name: str) -> int | None:
-    """An integer query parameter (int64, as upstream); None when absent."""
+    """An int64 query parameter as upstream's parameter codec decodes it; None when absent."""
     raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.bad_request(f"{name}: Invalid value: {raw!r}: must be an integer") from None
-    if not -(2 ** 63) <= value < 2 ** 63:
-        raise errors.bad_request(f"{name}: Invalid value: {raw!r}: out of range")
-    return value
+    return None if raw is None else negotiation.int64_param(raw)
 
 
 async def delete_options(request: web.Request) -> dict:

@@ -10,31 +10,18 @@ server-side ``Table`` or ``PartialObjectMetadata[List]`` when the Accept header 
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
-from kubeling.api import errors
+from kubeling.api import errors, limits
 from kubeling.apiserver import negotiation, tables
 from kubeling.apiserver.registry import Context
 from kubeling.apiserver.resources import Served
 
-STATUS_ORDER = ("kind", "apiVersion", "metadata", "status", "message", "reason", "details", "code")
-
-
-def status_dict(status: dict) -> dict:
-    """A Status with its fields in Go's struct order (unknown keys after)."""
-    ordered = {k: status[k] for k in STATUS_ORDER if k in status}
-    ordered.update((k, v) for k, v in status.items() if k not in ordered)
-    return ordered
-
-
-def json_body(obj) -> bytes:
-    """JSON as upstream writes a response body: compact, then a newline."""
-    return orjson.dumps(obj) + b"\n"
+json_body = errors.encode_json  # upstream's bytes: Go's escapes, then a newline
 
 
 def status_response(e: errors.StatusError) -> web.Response:
-    return web.Response(body=json_body(status_dict(e.to_status())), status=e.code, content_type="application/json",
+    return web.Response(body=errors.encode_status(e), status=e.code, content_type="application/json",
                         headers=dict(e.headers))
 
 
@@ -46,7 +33,7 @@ def success_status(served: Served, name: str, uid: str) -> dict:
 def warning_headers(ctx: Context) -> list[tuple[str, str]]:
     """RFC 7234 warn-text: quoted, with quotes, backslashes and control characters escaped."""
     out = []
-    for w in dict.fromkeys(ctx.warnings):
+    for w in limits.truncate_warnings(ctx.warnings):
         text = w.replace("\\", "\\\\").replace('"', '\\"')
         text = "".join(c if 0x20 <= ord(c) < 0x7f or ord(c) > 0x9f else f"\\u{ord(c):04x}" for c in text)
         out.append(("Warning", f'299 - "{text}"'))
@@ -58,7 +45,7 @@ def respond(request: web.Request, served: Served, obj: dict, status: int = 200, 
     accept = negotiation.parse_accept(request.headers.get("Accept"))
     headers = warning_headers(ctx) if ctx else []
     if obj.get("kind") == "Status":
-        obj = status_dict(obj)
+        pass
     elif accept.as_kind == "Table":
         items = obj["items"] if is_list else [obj]
         body = tables.table(served, items, obj["metadata"].get("resourceVersion", ""),
@@ -74,6 +61,8 @@ def respond(request: web.Request, served: Served, obj: dict, status: int = 200, 
         return web.Response(status=status, headers=headers)
     if accept.media == negotiation.YAML:
         resp = web.Response(body=negotiation.dump_yaml(obj), status=status, content_type="application/yaml")
+    elif obj.get("kind") == "Status":
+        resp = web.Response(body=errors.encode_status(obj), status=status, content_type="application/json")
     else:
         resp = web.Response(body=json_body(obj), status=status, content_type="application/json")
     for k, v in headers:

@@ -22,7 +22,7 @@ async def serve(request: web.Request, info: RequestInfo, served: Served, scope: 
         raise errors.method_not_allowed(info.verb, f"{info.resource}/{info.subresource}")
     rest = scope.rest(cls)
     method = method_for(info.verb)
-    if method == "connect" or (not hasattr(rest, method) and hasattr(rest, "connect")):
+    if hasattr(rest, "connect") and (method == "connect" or not hasattr(rest, method)):
         return await rest.connect(served, info.namespace, info.name, request, info)
     if not hasattr(rest, method):
         raise errors.method_not_allowed(info.verb, f"{info.resource}/{info.subresource}")

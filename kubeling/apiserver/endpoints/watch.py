@@ -10,7 +10,6 @@ import asyncio
 
 from aiohttp import web
 
-from kubeling.api import errors
 from kubeling.apiserver import listwatch, negotiation
 from kubeling.apiserver.endpoints import options
 from kubeling.apiserver.endpoints.request import RequestInfo, query_bool
@@ -21,26 +20,11 @@ from kubeling.apiserver.watchstream import WatchStream
 DEFAULT_WATCH_TIMEOUT = 1800
 
 
-def timeout_seconds(query) -> float:
-    """``timeoutSeconds`` is an int64 count of seconds, as upstream decodes it (so ``nan``, ``inf``
-    and ``1.5`` are 400s); 0 or absent means the server's default."""
-    raw = query.get("timeoutSeconds")
-    if raw in (None, ""):
-        return DEFAULT_WATCH_TIMEOUT
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.bad_request(f"timeoutSeconds: Invalid value: {raw!r}: must be an integer") from None
-    if not 0 <= value < 2 ** 63:
-        raise errors.bad_request(f"timeoutSeconds: Invalid value: {raw!r}: must be a non-negative integer")
-    return float(value) if value else DEFAULT_WATCH_TIMEOUT
-
-
 async def watch(request: web.Request, info: RequestInfo, served: Served, scope: Scope) -> web.StreamResponse:
     q = request.query
     match = options.predicate(request, served, info.name)
     accept = negotiation.parse_accept(request.headers.get("Accept"))
-    timeout = timeout_seconds(q)
+    timeout = negotiation.watch_timeout(q.get("timeoutSeconds"), DEFAULT_WATCH_TIMEOUT)
     bookmarks = bool(query_bool(q, "allowWatchBookmarks"))
     send_initial = query_bool(q, "sendInitialEvents", None)
     rv, rv_match = q.get("resourceVersion", ""), q.get("resourceVersionMatch", "")

@@ -41,7 +41,7 @@ from kubeling.apiserver.registry.codec import decode, encode
 from kubeling.apiserver.registry.context import Context, default_manager, now_rfc3339
 from kubeling.apiserver.registry.strategy import new_uid
 from kubeling.apiserver.resources import Served
-from kubeling.storage.interface import KeyValue, Store, StorageError
+from kubeling.storage.interface import InsufficientStorageError, KeyValue, Store, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -548,8 +548,7 @@ class GenericStore:
 def storage_status(e: Exception) -> errors.StatusError:
     """A storage fault as a Status: 507 for a full disk (upstream: etcd's "database space
     exceeded"), 500 StorageError otherwise."""
-    name = type(e).__name__
-    if name == "InsufficientStorageError":
+    if isinstance(e, InsufficientStorageError):
         return errors.StatusError(507, "InsufficientStorage", f"storage is full: {e}", details={})
     return errors.StatusError(500, "InternalError", f"Internal error occurred: storage error: {e}",
                               details={"causes": [{"reason": "StorageError", "message": str(e)}]})

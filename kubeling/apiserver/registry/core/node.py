@@ -17,7 +17,7 @@ class NodeProxyREST:
         self.store = deps.store
 
     async def connect(self, served, namespace, name, request, info):
-        node_name = info.name
+        node_name = info.proxy_name or info.name
         await self.store.get(served, None, node_name)  # 404 for a node that does not exist
         raise errors.StatusError(503, "ServiceUnavailable",
                                  f"the node agent of node {node_name} does not serve proxy requests yet",

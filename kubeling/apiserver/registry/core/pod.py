@@ -188,13 +188,14 @@ class NodeStreamREST:
         self.store = deps.store
 
     async def connect(self, served, namespace, name, request, info):
-        pod = await self.store.get(served, namespace, info.name)
+        pod_name = info.proxy_name or info.name
+        pod = await self.store.get(served, namespace, pod_name)
         node = (pod.get("spec") or {}).get("nodeName")
         if not node:
-            raise errors.bad_request(f"pod {info.name} does not have a host assigned")
+            raise errors.bad_request(f"pod {pod_name} does not have a host assigned")
         raise errors.StatusError(503, "ServiceUnavailable",
                                  f"the node agent of node {node} does not serve {info.subresource} yet",
-                                 details={"name": info.name, "kind": "pods"})
+                                 details={"name": pod_name, "kind": "pods"})
 
 
 class PodStrategy(Strategy):

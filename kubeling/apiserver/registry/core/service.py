@@ -44,7 +44,7 @@ class ServiceProxyREST:
         self.store = deps.store
 
     async def connect(self, served, namespace, name, request, info):
-        svc_name = info.name
+        svc_name = info.proxy_name or info.name
         await self.store.get(served, namespace, svc_name)  # 404 for a Service that does not exist
         raise errors.StatusError(503, "ServiceUnavailable",
                                  f"proxying to service {namespace}/{svc_name} is not available yet: the API server "

@@ -1,0 +1,49 @@
+"""An API server in the test's own process, over the in-memory store: the seam for registry,
+admission, subresource and endpoint tests that run in milliseconds.
+
+``api_server()`` builds an `APIServer` on a `MemoryStore` and runs what ``kubeling server`` runs
+before serving (CRDs, allocator repair, bootstrap objects, APIService registration), without
+listeners or controllers. ``http(api)`` serves it on loopback through aiohttp's test server
+(plain HTTP, the development-only insecure mode, so every request is ``system:admin``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from kubeling.apiserver.aggregator import Aggregator
+from kubeling.apiserver.app import APIServer
+from kubeling.apiserver.crd import CRDController
+from kubeling.apiserver.registry import Context
+from kubeling.apiserver.server import bootstrap
+from kubeling.storage.memory import MemoryStore
+
+ADMIN = Context(user="system:admin", groups=("system:masters", "system:authenticated"), field_manager="test")
+
+
+async def api_server(**kwargs) -> APIServer:
+    api = APIServer(MemoryStore(), **kwargs)
+    await CRDController(api).start()
+    await api.strategies[("", "services")].repair(api.registry, api.lookup("", "v1", "services"))
+    await bootstrap(api)
+    api.aggregator = Aggregator(api)
+    await api.aggregator.start()
+    api.ready = True
+    return api
+
+
+def ctx(namespace: str | None = None, **kwargs) -> Context:
+    fields = {**ADMIN.__dict__, "warnings": [], "namespace": namespace, **kwargs}
+    return Context(**fields)
+
+
+@contextlib.asynccontextmanager
+async def http(api: APIServer):
+    client = TestClient(TestServer(api.build_app(insecure=True), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
