@@ -3,11 +3,12 @@
 Starts its own ``kubeling server`` through the e2e harness (127.0.0.1, fresh data dir, no
 controllers, a bench bearer token for a user outside ``system:masters``) and prints Markdown:
 
-1. ``readyz``: ``/readyz`` latency (p50/p99/max), polled every 20 ms, alone and while one client
-   creates then replaces a ConfigMap of ~3 MB (200,000 keys) in a loop (finding 10);
-2. ``watchers``: server RSS with 2,000 idle watches open (admin certificate, one connection each);
-3. ``slow``: server RSS while 20 clients each ask for a ~30 MB list and never read (finding 4),
+1. ``watchers``: server RSS with 2,000 idle watches open (admin certificate, one connection each);
+   first, because later phases leave freed heap behind that blurs a per-watch figure;
+2. ``slow``: server RSS while 20 clients each ask for a ~30 MB list and never read (finding 4),
    sampled over ``--slow-seconds`` (past the 60 s request timeout), then after they leave;
+3. ``readyz``: ``/readyz`` latency (p50/p99/max), polled every 20 ms, alone and while one client
+   creates then replaces a ConfigMap of ~3 MB (200,000 keys) in a loop (finding 10);
 4. ``overload``: closed-loop lists at rising concurrency, once as the admin (``system:masters``,
    exempt from the in-flight limits, as upstream) and once as the non-privileged bench user:
    offered and answered requests/s, the share of 429s, p99, and ``/readyz`` p99 meanwhile.
@@ -261,11 +262,6 @@ async def run(args, cluster: harness.Cluster) -> None:
     phases = set(args.phases.split(","))
     await asyncio.sleep(2)
     print(f"Server RSS idle: {rss_mib(cluster.proc.pid):.0f} MiB\n")
-    if "readyz" in phases:
-        print("| probe | samples | p50 ms | p99 ms | max ms | notes |\n|---|---:|---:|---:|---:|---|")
-        for row in await b.readyz():
-            print(row, flush=True)
-        print()
     if {"watchers", "slow"} & phases:
         print("| load | RSS MiB before | RSS MiB during (peak) | RSS MiB after | notes |\n|---|---:|---:|---:|---|")
         if "watchers" in phases:
@@ -274,6 +270,11 @@ async def run(args, cluster: harness.Cluster) -> None:
         if "slow" in phases:
             for row in await b.slow_readers(20, 10 if args.quick else args.slow_seconds):
                 print(row, flush=True)
+        print()
+    if "readyz" in phases:
+        print("| probe | samples | p50 ms | p99 ms | max ms | notes |\n|---|---:|---:|---:|---:|---|")
+        for row in await b.readyz():
+            print(row, flush=True)
         print()
     if "overload" in phases:
         print("| client | concurrent connections | offered | answered | 429 share | p99 ms | /readyz p99 ms | "
