@@ -7,6 +7,8 @@ a value that does not parse is a 400 naming the parameter.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from kubeling.api import errors, labels
@@ -14,9 +16,11 @@ from kubeling.api import fields as fieldsel
 from kubeling.apiserver import listwatch, negotiation
 from kubeling.apiserver.endpoints.request import RequestInfo, query_bool
 from kubeling.apiserver.registry import Context
+from kubeling.apiserver.registry.generic import off_loop
 from kubeling.apiserver.resources import Served
 
 FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
+HEAVY_BODY_BYTES = 128 * 1024
 PROPAGATION = ("Orphan", "Background", "Foreground")
 
 
@@ -38,14 +42,19 @@ def context(request: web.Request, info: RequestInfo, served: Served) -> Context:
 
 
 async def body(request: web.Request, ctx: Context | None = None) -> object:
-    """The decoded body; with a `Context`, duplicate JSON fields are refused (Strict) or warned."""
+    """The decoded body; with a `Context`, duplicate JSON fields are refused (Strict) or warned.
+    A body over `HEAVY_BODY_BYTES` is decoded on a worker thread and marks the request heavy."""
     data = await request.read()
     ctype = request.headers.get("Content-Type")
-    obj = negotiation.decode_body(data, ctype)
+    heavy = len(data) > HEAVY_BODY_BYTES
+    if ctx is not None:
+        ctx.heavy = heavy
+    obj = await asyncio.to_thread(negotiation.decode_body, data, ctype) if heavy else \
+        negotiation.decode_body(data, ctype)
     if ctx is not None:
         ctx.may_hold_nulls = negotiation.may_hold_nulls(data, ctype)
         if ctx.field_validation != "Ignore":
-            dups = negotiation.duplicate_fields(data, ctype)
+            dups = await off_loop(ctx, negotiation.duplicate_fields, data, ctype)
             if dups and ctx.field_validation == "Strict":
                 raise errors.bad_request("strict decoding error: " + ", ".join(
                     f'json: duplicate field "{d}"' for d in dups))

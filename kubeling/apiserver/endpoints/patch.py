@@ -10,13 +10,16 @@ from kubeling.apiserver.endpoints.request import RequestInfo, query_bool
 from kubeling.apiserver.endpoints.response import respond
 from kubeling.apiserver.endpoints.scope import Scope
 from kubeling.apiserver.registry import patch as patching
+from kubeling.apiserver.registry.generic import off_loop
 from kubeling.apiserver.resources import Served
 
 
 async def read(request: web.Request, served: Served, ctx) -> tuple[str, object, bool]:
     """The patch type, document and ``force`` of a PATCH request, checked (PatchOptions)."""
     ptype = patching.patch_type(request.headers.get("Content-Type"), served)
-    doc = patching.decode_patch(await request.read(), ptype)
+    data = await request.read()
+    ctx.heavy = len(data) > options.HEAVY_BODY_BYTES
+    doc = await off_loop(ctx, patching.decode_patch, data, ptype)
     force = query_bool(request.query, "force", None)
     patching.check_options(ptype, force, ctx)
     return ptype, doc, bool(force)

@@ -32,6 +32,9 @@ class Context:
     user_agent: str = ""
     warnings: list[str] = field(default_factory=list)
     may_hold_nulls: bool = True  # False when the body is known to have no JSON null (skips a walk)
+    # A large body: the CPU-bound steps of the write path run on a worker thread, so that the event
+    # loop keeps answering other requests (/readyz, small writes) while this one is processed.
+    heavy: bool = False
 
 
 def default_manager(ctx: Context) -> str:

@@ -26,6 +26,7 @@ one is attached). This module is the only one in the API server that touches
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as dt
 import logging
@@ -294,7 +295,7 @@ class GenericStore:
     async def create(self, served: Served, obj: Any, ctx: Context, *, checked: bool = False,
                      managed: bool = False) -> dict:
         if not checked:
-            obj = self.check_body(served, obj, ctx)
+            obj = await off_loop(ctx, self.check_body, served, obj, ctx)
         meta = obj["metadata"]
         generated = False
         if not meta.get("name"):
@@ -304,17 +305,17 @@ class GenericStore:
             else:
                 raise errors.invalid(served.res.kind, served.res.group, "",
                                      [errors.required("metadata.name", "name or generateName is required")])
-        obj = self._prepare(served, obj, None, ctx)
+        obj = await off_loop(ctx, self._prepare, served, obj, None, ctx)
         if not managed:
-            self._manage(served, obj, None, ctx)
+            await off_loop(ctx, self._manage, served, obj, None, ctx)
         await self._admit("CREATE", served, obj, None, ctx, validating=False)
         finish = await served.strategy.begin_create(self, served, obj, ctx)
         ok = False
         try:
-            self._validate(served, obj, None)
+            await off_loop(ctx, self._validate, served, obj, None)
             await self._admit("CREATE", served, obj, None, ctx, validating=True)
             key = served.key(meta.get("namespace"), obj["metadata"]["name"])
-            data = self._encode_checked(served, obj)
+            data = await off_loop(ctx, self._encode_checked, served, obj)
             if ctx.dry_run:
                 _, kv = await self.store.get(key)
                 if kv is not None:
@@ -339,7 +340,7 @@ class GenericStore:
     async def update(self, served: Served, namespace: str | None, name: str, obj: Any, ctx: Context) \
             -> tuple[dict, bool]:
         """PUT. Returns (object, created)."""
-        obj = self.check_body(served, obj, ctx, name=name)
+        obj = await off_loop(ctx, self.check_body, served, obj, ctx, name=name)
         want_rv = obj["metadata"].get("resourceVersion")
 
         async def mutate(current: dict | None) -> dict:
@@ -381,9 +382,9 @@ class GenericStore:
             stored = self._decode(served, kv)
             current = served.strategy.from_storage(copy.deepcopy(stored), served)
             new = await mutate(current)
-            new = self._prepare(served, new, stored, ctx)
+            new = await off_loop(ctx, self._prepare, served, new, stored, ctx)
             if not managed_by_caller:
-                self._manage(served, new, stored, ctx)
+                await off_loop(ctx, self._manage, served, new, stored, ctx)
             await self._admit("UPDATE", served, new, stored, ctx, validating=False)
             finish = await served.strategy.begin_update(self, served, new, stored, ctx)
             ok, done = False, None
@@ -402,13 +403,13 @@ class GenericStore:
         """Validate and write one attempt of an update. Returns (object, written) or None when the
         compare-and-swap lost and the caller should retry."""
         if ctx.subresource not in INTERNAL_WRITES:  # binding/finalize check what they change themselves
-            self._validate(served, new, stored)
+            await off_loop(ctx, self._validate, served, new, stored)
         await self._admit("UPDATE", served, new, stored, ctx, validating=True)
         new["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"]
         if _strip_for_compare(new) == _strip_for_compare(stored) and \
                 new["metadata"].get("managedFields") == stored["metadata"].get("managedFields"):
             return served.strategy.from_storage(stored, served), False
-        data = self._encode_checked(served, new)
+        data = await off_loop(ctx, self._encode_checked, served, new)
         if ctx.dry_run:
             return served.strategy.from_storage(new, served), False
         # Removing the last finalizer of an object being deleted completes the deletion.
@@ -543,6 +544,15 @@ class GenericStore:
             return await op
         except StorageError as e:
             raise storage_status(e) from None
+
+
+async def off_loop(ctx: Context, fn, *args, **kwargs):
+    """Run a CPU-bound step of the write path: on a worker thread for a large request
+    (``ctx.heavy``), inline otherwise (a thread hand-off costs more than a small object's work).
+    The step only touches the request's own objects and pure functions, so it is thread-safe."""
+    if ctx.heavy:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    return fn(*args, **kwargs)
 
 
 def storage_status(e: Exception) -> errors.StatusError:

@@ -19,6 +19,7 @@ from kubeling.api import errors, schema
 from kubeling.api.patch import apply as ssa
 from kubeling.api.patch import jsonpatch, merge, strategic
 from kubeling.apiserver import negotiation
+from kubeling.apiserver.registry.generic import off_loop
 from kubeling.apiserver.resources import Served
 
 
@@ -76,16 +77,16 @@ async def patch_object(store, served: Served, namespace: str | None, name: str, 
 
     async def mutate(current: dict | None) -> dict:
         if ptype == "apply":
-            applied = store.check_body(served, copy.deepcopy(doc), ctx, name=name)
+            applied = await off_loop(ctx, store.check_body, served, copy.deepcopy(doc), ctx, name=name)
             if not want_rv:
                 applied["metadata"].pop("resourceVersion", None)
             if current is not None and want_rv and want_rv != current["metadata"]["resourceVersion"]:
                 raise errors.conflict(res.resource, res.group, name, errors.STALE_DETAIL)
-            return ssa.apply(current, applied, ctx.field_manager, force, node, schemas, res.group_version,
-                             ctx.subresource, ignored=store.ignored_fields(served, ctx))
+            return await off_loop(ctx, ssa.apply, current, applied, ctx.field_manager, force, node, schemas,
+                                  res.group_version, ctx.subresource, ignored=store.ignored_fields(served, ctx))
         if current is None:
             raise errors.not_found(res.resource, res.group, name)
-        new = apply_patch(ptype, current, doc, node, res.crd)
+        new = await off_loop(ctx, apply_patch, ptype, current, doc, node, res.crd)
         if not isinstance(new, dict):
             raise errors.bad_request("the patch produced a value that is not an object")
         meta = new.get("metadata") if isinstance(new.get("metadata"), dict) else {}
@@ -93,7 +94,7 @@ async def patch_object(store, served: Served, namespace: str | None, name: str, 
             raise errors.conflict(res.resource, res.group, name, errors.STALE_DETAIL)
         if not want_rv:
             meta.pop("resourceVersion", None)
-        return store.check_body(served, new, ctx, name=name)
+        return await off_loop(ctx, store.check_body, served, new, ctx, name=name)
 
     create_ok = ptype == "apply" and not ctx.subresource
     return await store.guaranteed_update(served, namespace, name, mutate, ctx, create_ok=create_ok,
