@@ -6,7 +6,10 @@ Hypothesis generates random-but-structured input against the shared server:
   JSON value, a field deleted, an unknown field added), sent as JSON or YAML with a random
   ``fieldValidation``/``dryRun``;
 - patches of all three types: random merge/strategic bodies and random JSON-patch operations;
-- random paths (API prefixes, groups, resources, names, subresources) and query parameters.
+- random paths (API prefixes, groups, resources, names, subresources) and query parameters;
+- YAML with anchors and aliases (shared subtrees, cycles, alias chains of random fan-out), and
+  patch documents built to amplify: JSON-patch copy/move chains, merge and strategic patches
+  nested around the depth limit, apply configurations with aliases.
 
 The property for every request: the status is below 500, and any error body is a ``Status``.
 Each test is bounded (``max_examples``) with deadlines off, since each example is an HTTP round
@@ -123,10 +126,55 @@ def mutated_object(draw, resource: str, name: str | None = None) -> dict:
     return obj
 
 
+def share_subtrees(draw, obj: dict) -> dict:
+    """``obj`` with a few containers placed at a second spot by reference, so that the YAML
+    dumper writes them once with an anchor and then as aliases; a container may even end up
+    inside itself (a cycle, which the server must refuse)."""
+    obj = copy.deepcopy(obj)
+    # Picked from the tree as it was: once shared, a subtree may contain itself.
+    containers = [_at(obj, p) for p in _paths(obj) if isinstance(_at(obj, p), (dict, list))]
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        source = draw(st.sampled_from(containers))
+        target = draw(st.sampled_from(containers))
+        key = draw(field_names)
+        if isinstance(target, dict):
+            target[key] = source
+        else:
+            target.append(source)
+    return obj
+
+
+def _at(obj, path: tuple):
+    for p in path:
+        obj = obj[p]
+    return obj
+
+
+def dump_yaml(obj) -> bytes:
+    try:
+        return yaml.safe_dump(obj, allow_unicode=True).encode()
+    except RecursionError:  # a cycle the dumper cannot write; send the bare anchor loop instead
+        return b"a: &a [1, *a]\n"
+
+
+alias_chain = st.builds(
+    lambda levels, fanout, leaf: ("a0: &a0 [" + ", ".join([leaf] * fanout) + "]\n" + "".join(
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * fanout) + "]\n" for i in range(1, levels))).encode(),
+    st.integers(min_value=1, max_value=9), st.integers(min_value=1, max_value=12),
+    st.sampled_from(["x", "'" + "y" * 1000 + "'", "{k: v}", "[[[]]]"]))
+
+
 def encode(draw, obj) -> tuple[bytes, str]:
-    fmt = draw(st.sampled_from(["json", "yaml", "raw-json"]))
+    fmt = draw(st.sampled_from(["json", "yaml", "raw-json", "yaml-aliases", "yaml-alias-chain"]))
     if fmt == "yaml":
         return yaml.safe_dump(obj, allow_unicode=True).encode(), "application/yaml"
+    if fmt == "yaml-aliases":
+        return dump_yaml(share_subtrees(draw, obj)), "application/yaml"
+    if fmt == "yaml-alias-chain":
+        # A document whose alias expansion may or may not fit go-yaml's budget, under a real object.
+        chain = draw(alias_chain).decode().replace("\n", "\n  ")
+        field = draw(st.sampled_from(["data", "spec", "metadata", "x"]))
+        return (yaml.safe_dump(obj).encode() + f"{field}:\n  {chain}\n".encode()), "application/yaml"
     if fmt == "raw-json" and draw(st.booleans()):
         # Non-standard JSON numbers and a truncated document: a decoder's corner cases.
         text = json.dumps(obj, allow_nan=True)
@@ -295,6 +343,60 @@ def test_fuzz_patch(cluster, seeded, resource):
             q = "fieldManager=fuzz&" + q
         target = data.draw(st.sampled_from(["", "", "/status", "/scale"]))
         check(cluster, "PATCH", f"{path}{target}?{q}", body, ctype)
+    run()
+
+
+def nested_value(depth: int):
+    v: object = "x"
+    for _ in range(depth):
+        v = {"a": v}
+    return v
+
+
+existing_pointers = st.sampled_from(["/metadata", "/metadata/labels", "/data", "/spec", "/spec/template",
+                                     "/spec/ports", "/stringData", "/metadata/managedFields", ""])
+
+
+@st.composite
+def amplifying_json_patch(draw) -> list[dict]:
+    """Copy and move chains among the object's own fields, repeated: each copy of a field into
+    itself doubles it; moves under a deep leaf deepen the document."""
+    ops = []
+    for i in range(draw(st.integers(min_value=1, max_value=24))):
+        op = draw(st.sampled_from(["copy", "copy", "move", "add"]))
+        src = draw(existing_pointers)
+        dst = draw(existing_pointers) + f"/f{i}"
+        if op == "add":
+            ops.append({"op": "add", "path": dst, "value": nested_value(draw(st.integers(0, 40)))})
+        else:
+            ops.append({"op": op, "from": src, "path": dst})
+    return ops
+
+
+@pytest.mark.parametrize("resource", list(KINDS))
+def test_fuzz_patch_documents(cluster, seeded, resource):
+    """Patch documents built to amplify (see the module docstring): never a 5xx, never a crash."""
+    path = f"{base(resource, seeded)}/fuzz"
+
+    @settings(FUZZ, max_examples=60)
+    @given(data=st.data())
+    def run(data):
+        kind = data.draw(st.sampled_from(["json", "merge", "strategic", "apply"]))
+        q = ""
+        if kind == "json":
+            body, ctype = json.dumps(data.draw(amplifying_json_patch())).encode(), "application/json-patch+json"
+        elif kind in ("merge", "strategic"):
+            depth = data.draw(st.integers(min_value=150, max_value=260))
+            field = data.draw(st.sampled_from(["data", "spec", "metadata", "x"]))
+            body = json.dumps({field: nested_value(depth)}).encode()
+            ctype = {"merge": "application/merge-patch+json",
+                     "strategic": "application/strategic-merge-patch+json"}[kind]
+        else:
+            obj = data.draw(mutated_object(resource, name="fuzz"))
+            body = dump_yaml(share_subtrees(data.draw, obj)) if data.draw(st.booleans()) else \
+                yaml.safe_dump(obj).encode() + b"x:\n  " + data.draw(alias_chain).replace(b"\n", b"\n  ") + b"\n"
+            ctype, q = "application/apply-patch+yaml", "?fieldManager=fuzz"
+        check(cluster, "PATCH", path + q, body, ctype)
     run()
 
 
