@@ -344,3 +344,21 @@ def test_non_object_metadata_is_4xx_and_changes_nothing(cluster, namespace, meth
     assert isinstance(st, dict) and st.get("kind") == "Status" and st.get("code") == status, st
     after = send(cluster, "GET", deploy_path(ns, "meta"))[2]
     assert after["metadata"]["resourceVersion"] == created[2]["metadata"]["resourceVersion"]
+
+
+# -- error bodies as upstream writes them -----------------------------------------------------
+
+def test_error_bodies_are_upstreams_bytes(cluster, namespace):
+    """Go struct field order, empty fields left out, and the JSON encoder's trailing newline."""
+    from kubeling.api import errors
+
+    status, raw = cluster.request("GET", cm_path(namespace, "absent"), headers={"Accept": JSON})
+    assert status == 404
+    assert raw == errors.encode_status(errors.not_found("configmaps", "", "absent")), raw
+
+
+def test_oversized_body_is_a_413_status(cluster, namespace):
+    body = json.dumps({"metadata": {"name": "huge"}, "data": {"k": "x" * (3 * 1024 * 1024)}})
+    st = assert_status(send(cluster, "POST", cm_path(namespace), body), 413, "RequestEntityTooLarge")
+    assert st["message"] == "Request entity too large: limit is 3145728"
+    assert_absent(cluster, cm_path(namespace, "huge"))
