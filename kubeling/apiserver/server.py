@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from kubeling.api import errors
-from kubeling.apiserver import datadir
+from kubeling.apiserver import datadir, registry
 from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.certs import PKI, write_kubeconfig
@@ -45,6 +45,8 @@ class Options:
     compact_interval: float = 300.0
     compact_keep: int = 1000
     controllers: list[str] = field(default_factory=lambda: ["*"])
+    service_cidr: str = "10.43.0.0/16"
+    node_port_range: tuple[int, int] = (30000, 32767)
 
 
 def kubernetes_service_ip(service_cidr: str) -> str:
@@ -108,7 +110,8 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
     tasks: list[asyncio.Task] = []
     try:
         api = APIServer(store, token_file=opts.token_auth_file, advertise_address=advertise,
-                        secure_port=opts.secure_port)
+                        secure_port=opts.secure_port,
+                        config=registry.Config(service_cidr=opts.service_cidr, node_port_range=opts.node_port_range))
         crds = CRDController(api)
         await crds.start()
         await api.strategies[("", "services")].repair(api.registry, api.lookup("", "v1", "services"))

@@ -38,7 +38,33 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compact-interval", type=float, default=300.0, help="seconds between compactions")
     p.add_argument("--compact-keep", type=int, default=1000, help="revisions of history compaction keeps")
     p.add_argument("--controllers", default="*", help="comma-separated controllers to run ('*' = all, '' = none)")
+    p.add_argument("--service-cluster-ip-range", default="10.43.0.0/16",
+                   help="CIDR Service cluster IPs are allocated from (default: 10.43.0.0/16)")
+    p.add_argument("--service-node-port-range", default="30000-32767",
+                   help="port range NodePort Services take their node ports from (default: 30000-32767)")
     p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    try:
+        first, last = int(lo), int(hi or lo)
+    except ValueError:
+        raise SystemExit(f"kubeling server: --service-node-port-range: {text!r} is not a range like 30000-32767")
+    if not (0 < first <= last < 65536):
+        raise SystemExit(f"kubeling server: --service-node-port-range: {text!r} is not a valid port range")
+    return first, last
+
+
+def _cidr(text: str) -> str:
+    import ipaddress
+    try:
+        net = ipaddress.ip_network(text)
+    except ValueError as e:
+        raise SystemExit(f"kubeling server: --service-cluster-ip-range: {e}")
+    if net.num_addresses < 8:
+        raise SystemExit(f"kubeling server: --service-cluster-ip-range: {text} is too small")
+    return str(net)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -48,7 +74,9 @@ def cmd_server(args: argparse.Namespace) -> int:
                           insecure_port=args.insecure_port, token_auth_file=args.token_auth_file,
                           advertise_address=args.advertise_address, compact_interval=args.compact_interval,
                           compact_keep=args.compact_keep,
-                          controllers=[c for c in args.controllers.split(",") if c])
+                          controllers=[c for c in args.controllers.split(",") if c],
+                          service_cidr=_cidr(args.service_cluster_ip_range),
+                          node_port_range=_port_range(args.service_node_port_range))
 
     async def main() -> None:
         stop = asyncio.Event()
