@@ -268,7 +268,7 @@ _GO_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"),
                ("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
 
 
-def encode_status(status: "StatusError | dict") -> bytes:
+def encode_status(status: StatusError | dict) -> bytes:
     """A Status (an error, or a Status dict) as upstream writes it in a response body."""
     if isinstance(status, StatusError):
         return encode_json(status.to_status())

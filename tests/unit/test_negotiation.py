@@ -200,9 +200,9 @@ def test_resource_version_parses_as_uint64(raw, want):
 def test_list_resource_version_beyond_uint64_is_a_bad_request():
     with pytest.raises(errors.StatusError) as e:
         negotiation.resource_version("99999999999999999999")
-    assert (e.value.code, e.value.message) == (
-        400, 'invalid resource version: resourceVersion: Invalid value: "99999999999999999999": '
-             'strconv.ParseUint: parsing "99999999999999999999": value out of range')
+    assert e.value.code == 400
+    assert e.value.message == ('invalid resource version: resourceVersion: Invalid value: "99999999999999999999": '
+                               'strconv.ParseUint: parsing "99999999999999999999": value out of range')
 
 
 def test_watch_resource_version_beyond_uint64_is_invalid():
