@@ -300,6 +300,8 @@ class Cacher:
                 self._process(batch)
             finally:
                 self._holding = False
+            self._progress()  # commits outside the prefix since the last event
+            self._wake_waiters()
 
     # -- applying events -----------------------------------------------------------------------
 
@@ -336,7 +338,6 @@ class Cacher:
             w.flush()
         if not self._ready.is_set() and self.revision >= self._ready_at:
             self._ready.set()
-        self._wake_waiters()
 
     @staticmethod
     def _dispatch(subs: _Subscribers, cev: CacheEvent, touched: list[CacheWatcher]) -> None:
