@@ -25,8 +25,8 @@ import time
 import orjson
 from aiohttp import web
 
-from kubeling.api import errors, schema
-from kubeling.apiserver import discovery, endpoints, openapi, registry
+from kubeling.api import errors, limits, schema
+from kubeling.apiserver import discovery, endpoints, memory, openapi, registry
 from kubeling.apiserver.admission import default_chain
 from kubeling.apiserver.auth import ANONYMOUS, Attributes, TokenFile, UserInfo, default_authorizer, \
     user_from_cert, with_authenticated
@@ -135,15 +135,19 @@ class APIServer:
                 resp, verb, resource = await self.dispatch(request)
             except errors.StatusError as e:
                 resp = status_response(e)
+            except web.HTTPRequestEntityTooLarge:
+                resp = status_response(errors.body_too_large())
             except web.HTTPException:
                 raise
             except Exception as e:  # noqa: BLE001 - every fault leaves as a Status
                 log.exception("%s %s", request.method, request.path)
                 resp = status_response(errors.internal(str(e) or type(e).__name__))
             self.metrics.observe(verb, resource, resp.status, time.monotonic() - start)
+            if request.get("heavy"):
+                memory.release_soon()
             return resp
 
-        app = web.Application(middlewares=[*middlewares, pipeline], client_max_size=3 * 1024 * 1024)
+        app = web.Application(middlewares=[*middlewares, pipeline], client_max_size=limits.MAX_REQUEST_BODY_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._unreachable)
         return app
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from kubeling.api import errors
-from kubeling.apiserver import datadir, registry
+from kubeling.apiserver import datadir, memory, registry
 from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.certs import PKI, write_kubeconfig
@@ -99,6 +99,7 @@ async def bootstrap(api: APIServer) -> None:
 
 
 async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
+    memory.configure()
     data = datadir.prepare(opts.data_dir)
     advertise = opts.advertise_address or (opts.bind_address if opts.bind_address not in ("0.0.0.0", "::")
                                            else "127.0.0.1")

@@ -20,6 +20,7 @@ async def list_(request: web.Request, info: RequestInfo, served: Served, scope: 
     q = request.query
     match = options.predicate(request, served)
     limit = negotiation.list_limit(q.get("limit"))
+    negotiation.resource_version(q.get("resourceVersion", ""))
     items, rv, token, remaining = await scope.store.list(
         served, info.namespace, match, limit=limit, continue_token=q.get("continue", ""),
         resource_version=q.get("resourceVersion", ""), rv_match=q.get("resourceVersionMatch", ""))

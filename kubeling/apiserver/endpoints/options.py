@@ -11,7 +11,9 @@ import asyncio
 
 from aiohttp import web
 
-from kubeling.api import errors, labels
+import orjson
+
+from kubeling.api import errors, labels, limits
 from kubeling.api import fields as fieldsel
 from kubeling.apiserver import listwatch, negotiation
 from kubeling.apiserver.endpoints.request import RequestInfo, query_bool
@@ -46,11 +48,21 @@ async def body(request: web.Request, ctx: Context | None = None) -> object:
     A body over `HEAVY_BODY_BYTES` is decoded on a worker thread and marks the request heavy."""
     data = await request.read()
     ctype = request.headers.get("Content-Type")
+    if surely_too_large(data, ctype):
+        raise errors.request_entity_too_large(f"the object is over the limit of {limits.MAX_OBJECT_BYTES} bytes")
     heavy = len(data) > HEAVY_BODY_BYTES
+    if heavy:
+        request["heavy"] = True  # the pipeline gives the memory back once the response is out
     if ctx is not None:
         ctx.heavy = heavy
     obj = await asyncio.to_thread(negotiation.decode_body, data, ctype) if heavy else \
         negotiation.decode_body(data, ctype)
+    if len(data) > limits.MAX_OBJECT_BYTES and isinstance(obj, dict):
+        # An object that cannot fit in the store once written is refused before any work on it.
+        size = len(await asyncio.to_thread(orjson.dumps, obj))
+        if size > limits.MAX_OBJECT_BYTES:
+            raise errors.request_entity_too_large(f"the object is {size} bytes, over the limit of "
+                                                  f"{limits.MAX_OBJECT_BYTES} bytes")
     if ctx is not None:
         ctx.may_hold_nulls = negotiation.may_hold_nulls(data, ctype)
         if ctx.field_validation != "Ignore":
@@ -60,6 +72,17 @@ async def body(request: web.Request, ctx: Context | None = None) -> object:
                     f'json: duplicate field "{d}"' for d in dups))
             ctx.warnings.extend(f'duplicate field "{d}"' for d in dups)
     return obj
+
+
+def surely_too_large(data: bytes, content_type: str | None) -> bool:
+    """Whether a JSON body cannot fit in the store however it is written, found without decoding
+    it: every byte counts except whitespace (which compact JSON drops) and up to five bytes per
+    backslash (an escape that may decode shorter). Decoding it would cost tens of MB for nothing."""
+    if len(data) <= limits.MAX_OBJECT_BYTES or \
+            (content_type or negotiation.JSON).split(";", 1)[0].strip().lower() != negotiation.JSON:
+        return False
+    floor = len(data) - sum(data.count(c) for c in (b" ", b"\n", b"\t", b"\r")) - 5 * data.count(b"\\")
+    return floor > limits.MAX_OBJECT_BYTES
 
 
 def object_body(value) -> dict:

@@ -19,6 +19,8 @@ async def read(request: web.Request, served: Served, ctx) -> tuple[str, object, 
     ptype = patching.patch_type(request.headers.get("Content-Type"), served)
     data = await request.read()
     ctx.heavy = len(data) > options.HEAVY_BODY_BYTES
+    if ctx.heavy:
+        request["heavy"] = True
     doc = await off_loop(ctx, patching.decode_patch, data, ptype)
     force = query_bool(request.query, "force", None)
     patching.check_options(ptype, force, ctx)

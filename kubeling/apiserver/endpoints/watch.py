@@ -28,6 +28,7 @@ async def watch(request: web.Request, info: RequestInfo, served: Served, scope: 
     bookmarks = bool(query_bool(q, "allowWatchBookmarks"))
     send_initial = query_bool(q, "sendInitialEvents", None)
     rv, rv_match = q.get("resourceVersion", ""), q.get("resourceVersionMatch", "")
+    negotiation.resource_version(rv, watch=True, resource=info.resource, group=served.res.group)
     listwatch.check_watch_options(rv, send_initial, rv_match)
     state: dict = {}
     events = scope.store.watch(served, info.namespace, match, resource_version=rv, send_initial=send_initial,

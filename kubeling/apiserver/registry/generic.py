@@ -35,7 +35,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
-from kubeling.api import errors, schema, structural
+from kubeling.api import errors, limits, schema, structural
 from kubeling.api.patch import managedfields
 from kubeling.api.patch.fieldpath import FieldSet, parse_path
 from kubeling.apiserver.registry.codec import decode, encode
@@ -53,8 +53,6 @@ _IGNORED_ON_STATUS = FieldSet.of(parse_path("spec"))
 _GEN_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 GENERATE_NAME_RETRIES = 7
 _NAME_RANDOM = random.Random()
-# The largest stored object (upstream: etcd's default request limit of 1.5 MiB).
-MAX_OBJECT_BYTES = 3 * 1024 * 1024 // 2
 
 def _strip_for_compare(obj: dict) -> dict:
     o = copy.copy(obj)
@@ -284,12 +282,22 @@ class GenericStore:
         else:
             await self.admission.admit(op, served, obj, old, ctx)
 
+    def _fits_with_managed_fields(self, served: Served, obj: dict) -> None:
+        """Refuse a new object that cannot fit once its managedFields are added, before computing
+        them (for a wide object that is most of the work). The bound is a floor: every label,
+        annotation and data key is recorded as at least ``"f:<key>":{},``."""
+        meta = obj.get("metadata") or {}
+        floor = len(encode(obj))
+        for m in (meta.get("labels"), meta.get("annotations"), obj.get("data"), obj.get("binaryData")):
+            if isinstance(m, dict):
+                floor += sum(len(k) + 7 for k in m)
+        if floor > limits.MAX_OBJECT_BYTES:
+            raise object_too_large(served, floor)
+
     def _encode_checked(self, served: Served, obj: dict) -> bytes:
         data = encode(obj)
-        if len(data) > MAX_OBJECT_BYTES:
-            raise errors.StatusError(413, "RequestEntityTooLarge",
-                                     f"Request entity too large: the {served.res.kind} is {len(data)} bytes once "
-                                     f"stored, over the limit of {MAX_OBJECT_BYTES} bytes", details={})
+        if len(data) > limits.MAX_OBJECT_BYTES:
+            raise object_too_large(served, len(data))
         return data
 
     async def create(self, served: Served, obj: Any, ctx: Context, *, checked: bool = False,
@@ -306,6 +314,8 @@ class GenericStore:
                 raise errors.invalid(served.res.kind, served.res.group, "",
                                      [errors.required("metadata.name", "name or generateName is required")])
         obj = await off_loop(ctx, self._prepare, served, obj, None, ctx)
+        if ctx.heavy:
+            await off_loop(ctx, self._fits_with_managed_fields, served, obj)
         if not managed:
             await off_loop(ctx, self._manage, served, obj, None, ctx)
         await self._admit("CREATE", served, obj, None, ctx, validating=False)
@@ -546,12 +556,23 @@ class GenericStore:
             raise storage_status(e) from None
 
 
+def object_too_large(served: Served, size: int) -> errors.StatusError:
+    """The 413 for an object over the store's limit (upstream: etcd's request size limit)."""
+    return errors.request_entity_too_large(f"the {served.res.kind} is {size} bytes once stored, over the limit "
+                                           f"of {limits.MAX_OBJECT_BYTES} bytes")
+
+
 async def off_loop(ctx: Context, fn, *args, **kwargs):
     """Run a CPU-bound step of the write path: on a worker thread for a large request
     (``ctx.heavy``), inline otherwise (a thread hand-off costs more than a small object's work).
     The step only touches the request's own objects and pure functions, so it is thread-safe."""
     if ctx.heavy:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except errors.StatusError as e:
+            # The worker's frames hold the request's large objects; an expected error needs none
+            # of them, and a traceback kept alive by the future would pin tens of MB.
+            raise e.with_traceback(None) from None
     return fn(*args, **kwargs)
 
 

@@ -47,12 +47,13 @@ def decode_patch(data: bytes, ptype: str) -> object:
 
 
 def apply_patch(ptype: str, current: dict, doc, node: dict | None, crd: bool) -> dict:
-    """Apply a non-apply patch to ``current`` (not modified); returns the patched object."""
+    """Apply a non-apply patch to ``current`` (not modified: each patch function copies what it
+    changes); returns the patched object."""
     if ptype == "json":
-        return jsonpatch.apply(copy.deepcopy(current), doc)
+        return jsonpatch.apply(current, doc)
     if ptype == "merge":
-        return merge.apply(copy.deepcopy(current), doc)
-    return strategic.apply(copy.deepcopy(current), doc, node, None if crd else schema.get())
+        return merge.apply(current, doc)
+    return strategic.apply(current, doc, node, None if crd else schema.get())
 
 
 def check_options(ptype: str, force: bool | None, ctx) -> None:
