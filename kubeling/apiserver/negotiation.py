@@ -399,10 +399,6 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
-def dump_json(obj: object) -> bytes:
-    return orjson.dumps(obj)
-
-
 def dump_yaml(obj: object) -> bytes:
     return yaml.dump(obj, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=True,
                      default_flow_style=False, allow_unicode=True).encode()
