@@ -106,6 +106,12 @@ _NO_LABELS: dict = {}
 _PREFIXES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
 
+def _exact(data: bytes) -> bytes:
+    """A copy of ``data`` without spare capacity: ``orjson.dumps`` returns bytes that keep the
+    whole output buffer (8 KiB or more for a 1 KiB object), which a long-lived cache must not."""
+    return bytes(memoryview(data))
+
+
 def _remember(key: tuple[str, int], obj: dict) -> None:
     _RECENT[key] = obj
     if len(_RECENT) > _RECENT_MAX:
@@ -140,7 +146,7 @@ class CachedObject:
         self.namespace = namespace
         self.name = name
         self.revision = revision
-        self.raw = orjson.dumps(obj)
+        self.raw = _exact(orjson.dumps(obj))
         self.labels = (obj.get("metadata") or {}).get("labels") or _NO_LABELS
         self._fields: dict | None = None
         self._fields_res: Resource | None = None
@@ -193,7 +199,7 @@ class CachedObject:
             obj = self.converted(served)
             if item:
                 obj = {name: x for name, x in obj.items() if name not in _LIST_DROPPED}
-            got = self._views[k] = orjson.dumps(obj)
+            got = self._views[k] = _exact(orjson.dumps(obj))
         return got
 
     def restamped(self, revision: int) -> CachedObject:
