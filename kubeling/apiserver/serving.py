@@ -185,7 +185,9 @@ class Connection(asyncio.Protocol):
         self.state = HEADERS
         self.active = 0
         self.closed_by: str | None = None  # which timer closed it, for stats and tests
+        self._deadline = 0.0  # when the current state's timer expires (loop time)
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     # -- asyncio's protocol interface ------------------------------------------------------------
 
@@ -232,9 +234,9 @@ class Connection(asyncio.Protocol):
     # -- request tracking (called through `track` and `mark_authenticated`) ----------------------
 
     def request_started(self) -> None:
+        # No timer call here: a pending timer that finds the connection ACTIVE does nothing.
         self.active += 1
         self.state = ACTIVE
-        self._cancel_timer()
 
     def request_finished(self) -> None:
         self.active -= 1
@@ -249,21 +251,38 @@ class Connection(asyncio.Protocol):
     # -- timers ----------------------------------------------------------------------------------
 
     def _arm(self, state: str, seconds: float) -> None:
-        self._cancel_timer()
+        """Enter ``state`` with a deadline ``seconds`` away. One timer handle per connection is
+        kept and only moved when the deadline comes earlier than it; a timer that fires early
+        re-arms itself (as aiohttp's keep-alive timer does), so a request costs no timer churn."""
         self.state = state
-        if seconds and seconds > 0:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(seconds, self._expired, state)
+        if not seconds or seconds <= 0:
+            self._deadline = float("inf")
+            return
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + seconds
+        if self._timer is not None and self._timer_at <= self._deadline:
+            return
+        self._cancel_timer()
+        self._schedule(loop, self._deadline)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._expired)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _expired(self, state: str) -> None:
+    def _expired(self) -> None:
         self._timer = None
-        if self.state != state or self.transport is None:
+        if self.state == ACTIVE or self.transport is None or self._deadline == float("inf"):
+            return  # request_finished arms it again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._schedule(loop, self._deadline)
             return
+        state = self.state
         self.closed_by = state
         self.listener.timeouts[state] += 1
         log.debug("closing %s connection from %s after its %s timeout", "authenticated" if self.authenticated

@@ -383,6 +383,7 @@ def test_slow_reader_of_a_large_response_is_disconnected_and_the_response_freed(
                 await asyncio.sleep(0.05)
                 if listener.stats()["open"] == 0:
                     break
+            await asyncio.sleep(0.2)  # let aiohttp's connection task see the abort and drop the response
             gc.collect()
             after = tracemalloc.get_traced_memory()[0]
             tracemalloc.stop()

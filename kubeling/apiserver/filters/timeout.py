@@ -53,6 +53,7 @@ TIMEOUT_MESSAGE = "Timeout: request did not complete within the allotted timeout
 _UNITS = {"ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
           "m": 60_000_000_000, "h": 3_600_000_000_000}
 _MAX_NS = (1 << 63) - 1
+DEFAULT_GRANULARITY = 0.25  # how late past its deadline a request may be cancelled
 SLICE = 64 * 1024  # aiohttp's drain threshold: one slice in flight before waiting for the peer
 
 
@@ -118,9 +119,53 @@ def _status(e: errors.StatusError) -> web.Response:
                         headers=e.headers)
 
 
+class Deadlines:
+    """The deadlines of the requests in flight, enforced by one sweeper task.
+
+    A per-request timer (``asyncio.timeout``) cost about a quarter of a trivial request's time;
+    here a request only enters and leaves a dict. The sweeper wakes every ``granularity``
+    seconds while requests are in flight, and cancels the task of each request past its
+    deadline after recording it in `expired`, so that the middleware can tell its own
+    cancellation from a client's disconnection. Deadlines are kept to within ``granularity``.
+    Runs on one event loop; no locks.
+    """
+
+    def __init__(self, granularity: float) -> None:
+        self.granularity = granularity
+        self.pending: dict[asyncio.Task, float] = {}
+        self.expired: set[asyncio.Task] = set()
+        self._sweeper: asyncio.Task | None = None
+
+    def add(self, task: asyncio.Task, when: float) -> None:
+        self.pending[task] = when
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="request-deadlines")
+
+    def remove(self, task: asyncio.Task) -> bool:
+        """Forget ``task``; True if its deadline had passed."""
+        self.pending.pop(task, None)
+        if task in self.expired:
+            self.expired.discard(task)
+            return True
+        return False
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.pending:
+            await asyncio.sleep(self.granularity)
+            now = loop.time()
+            for task, when in list(self.pending.items()):
+                if when <= now:
+                    del self.pending[task]
+                    self.expired.add(task)
+                    task.cancel()
+
+
 def middleware(request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-               is_long_running: Callable[[web.Request], bool] = longrunning.of_request):
+               is_long_running: Callable[[web.Request], bool] = longrunning.of_request, *,
+               granularity: float = DEFAULT_GRANULARITY):
     """An aiohttp middleware putting every non-long-running request under a deadline."""
+    deadlines = Deadlines(granularity)
 
     @web.middleware
     async def deadline(request: web.Request, handler) -> web.StreamResponse:
@@ -130,26 +175,33 @@ def middleware(request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
             seconds = deadline_seconds(request.query.get("timeout", ""), request_timeout)
         except errors.StatusError as e:
             return _status(e)
-        loop = asyncio.get_running_loop()
-        request[DEADLINE] = when = loop.time() + seconds
+        task = asyncio.current_task()
+        request[DEADLINE] = when = asyncio.get_running_loop().time() + seconds
+        deadlines.add(task, when)
+        resp = None
         try:
-            async with asyncio.timeout_at(when):
-                resp = await handler(request)
-        except TimeoutError:
+            resp = await handler(request)
+            if isinstance(resp, web.Response) and isinstance(resp.body, (bytes, bytearray)) \
+                    and len(resp.body) > SLICE and not resp.prepared:
+                resp.body = SlicedBody(resp.body, resp.content_type)
+            await resp.prepare(request)
+            await resp.write_eof()
+        except asyncio.CancelledError:
+            if not deadlines.remove(task):
+                raise  # not ours: the client went away, or the server is stopping
+            task.uncancel()
             if request.writer.output_size > 0:  # the answer had started: nothing else can be said
-                _abort(request, "while streaming its response")
-                return web.Response(status=504)  # never sent: the transport is gone
+                _abort(request, "while the client was not reading its response" if resp is not None
+                       else "while streaming its response")
+                return resp if resp is not None else web.Response(status=504)  # never sent
             log.info("request timed out after %.1fs: %s %s", seconds, request.method, request.path_qs)
             return _status(errors.StatusError(504, "Timeout", TIMEOUT_MESSAGE, details={}))
-        if isinstance(resp, web.Response) and isinstance(resp.body, (bytes, bytearray)) \
-                and len(resp.body) > SLICE and not resp.prepared:
-            resp.body = SlicedBody(resp.body, resp.content_type)
-        try:
-            async with asyncio.timeout_at(when):
-                await resp.prepare(request)
-                await resp.write_eof()
-        except TimeoutError:
-            _abort(request, "while the client was not reading its response")
+        except ConnectionError:
+            if resp is None:
+                raise  # from the handler: aiohttp ignores a client that went away
+            # while writing: aiohttp's own write of `resp` meets the closed transport quietly
+        finally:
+            deadlines.remove(task)
         return resp
 
     return deadline
