@@ -112,7 +112,7 @@ class Bench:
             await asyncio.sleep(0.5)
             for i in range(writes):
                 t = time.perf_counter()
-                if i == 0:
+                if i == 0 or statuses[0] != 201:  # replace only what exists: else each try is a create
                     req = s.post("/api/v1/namespaces/bench-big/configmaps", data=body,
                                  headers={"Content-Type": "application/json"})
                 else:
@@ -124,8 +124,8 @@ class Bench:
                 durations.append(time.perf_counter() - t)
             stop.set()
             during = await poller
-        rows.append(f"| /readyz while a {len(body) / 1e6:.1f} MB ConfigMap (200k keys) is created then replaced "
-                    f"{writes - 1}x | {len(during)} | {pct(during, .5):.1f} | {pct(during, .99):.1f} | "
+        rows.append(f"| /readyz while a {len(body) / 1e6:.1f} MB ConfigMap (200k keys) is written {writes}x "
+                    f"(create, then replace if it was created) | {len(during)} | {pct(during, .5):.1f} | {pct(during, .99):.1f} | "
                     f"{pct(during, 1):.1f} | write statuses {statuses}, each {min(durations):.1f}–"
                     f"{max(durations):.1f} s |")
         return rows
