@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import random
 import re
@@ -98,6 +99,7 @@ class Bench:
         self.c = cluster
         self.base = cluster.url
         self.expired = 0  # watch streams the server ended with an ERROR event (410)
+        self.same_process = False  # watchers on the writers' event loop (as before 2026-12-02)
 
     def session(self, limit: int) -> aiohttp.ClientSession:
         conn = aiohttp.TCPConnector(ssl=self.c.ssl_context(), limit=limit)
@@ -201,15 +203,21 @@ class Bench:
 
     async def with_watchers(self, ns: str, n: int, writes, prepare=None):
         """Create ``ns``, run ``prepare(session)``, then run ``writes(acks)`` while ``n``
-        watchers listen from the revision after the preparation; returns (acks, arrivals)."""
-        arrivals: list[dict] = [dict() for _ in range(n)]
+        watchers listen from the revision after the preparation; returns (acks, arrivals).
+
+        The watchers run in a child process unless ``same_process``: parsing 100 streams is a
+        core's worth of work, and on the writers' event loop it would delay their replies and
+        count as server latency."""
         acks: dict = {}
-        ready, stop = asyncio.Event(), asyncio.Event()
         s = self.session(WRITE_CONNECTIONS)
         await self.namespace(s, ns)
         if prepare is not None:
             await prepare(s)
         rv = await self.list_rv(s, ns)
+        if n and not self.same_process:
+            return await self._with_child_watchers(s, ns, n, rv, writes, acks)
+        arrivals: list[dict] = [dict() for _ in range(n)]
+        ready, stop = asyncio.Event(), asyncio.Event()
         ws, tasks = await self.watchers(ns, n, rv, arrivals, ready, stop) if n else (None, [])
         try:
             if n:
@@ -229,6 +237,27 @@ class Bench:
                 await ws.close()
             await s.close()
         return acks, arrivals
+
+    async def _with_child_watchers(self, s, ns: str, n: int, rv: str, writes, acks: dict):
+        ctx = multiprocessing.get_context("spawn")
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=watcher_process, args=(str(self.c.data_dir), self.c.port, ns, n, rv, theirs))
+        proc.start()
+        try:
+            if not await asyncio.to_thread(mine.poll, 120) or mine.recv() != "ready":
+                raise RuntimeError("the watcher process did not start its watches")
+            await writes(s, acks)
+            mine.send(len(acks))  # it stops once every watcher has that many events, or after 10 s
+            if not await asyncio.to_thread(mine.poll, 60):
+                raise RuntimeError("the watcher process did not report")
+            arrivals, expired = mine.recv()
+            self.expired += expired
+            return acks, arrivals
+        finally:
+            await s.close()
+            await asyncio.to_thread(proc.join, 30)
+            if proc.is_alive():
+                proc.kill()
 
     @staticmethod
     def delivery(acks: dict, arrivals: list[dict]) -> tuple[list[float], list[float], int, int]:
@@ -391,6 +420,31 @@ class Bench:
         return grown, opened
 
 
+def watcher_process(data_dir: str, port: int, ns: str, n: int, rv: str, conn) -> None:
+    """Child process: ``n`` watch streams; arrival times (``time.perf_counter``, the same
+    monotonic clock in every process) go back to the parent."""
+    async def main() -> None:
+        b = Bench(harness.Cluster(data_dir, port=port))
+        arrivals: list[dict] = [dict() for _ in range(n)]
+        ready, stop = asyncio.Event(), asyncio.Event()
+        ws, tasks = await b.watchers(ns, n, rv, arrivals, ready, stop)
+        try:
+            await asyncio.wait_for(ready.wait(), 60)
+            conn.send("ready")
+            expected = await asyncio.to_thread(conn.recv)
+            deadline = time.perf_counter() + 10
+            while time.perf_counter() < deadline and min(len(a) for a in arrivals) < expected:
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await ws.close()
+        conn.send((arrivals, b.expired))
+    uvloop.run(main())
+
+
 TOKEN = "kubeling-bench-" + os.urandom(8).hex()
 WRK_CREATE = """wrk.method = "POST"
 wrk.body = '{"apiVersion":"v1","kind":"ConfigMap","metadata":{"generateName":"w-"},"data":{"k":"%s"}}'
@@ -471,6 +525,7 @@ HEADER = ("| operation | clients | count | throughput | p50 ms | p99 ms | max ms
 
 async def run(args, cluster: harness.Cluster) -> None:
     b = Bench(cluster)
+    b.same_process = args.same_process_watchers
     pid = cluster.proc.pid
     await asyncio.sleep(2)
     idle_main = rss_kb(pid)
@@ -576,6 +631,8 @@ def main() -> int:
     p.add_argument("--controllers", default="", help="passed to kubeling server (default: none)")
     p.add_argument("--fanout-rate", type=float, default=50.0,
                    help="writes/s in the second fan-out phase (default 50)")
+    p.add_argument("--same-process-watchers", action="store_true",
+                   help="run the watchers on the writers' event loop (how figures before 2026-12-02 were taken)")
     p.add_argument("--levels", default="1,10,50", help="client concurrency levels (default 1,10,50)")
     p.add_argument("--phases", default="baseline,wrk,crud,watch,paced,fanout,idle",
                    help="comma-separated subset of baseline,wrk,crud,watch,paced,fanout,idle")
