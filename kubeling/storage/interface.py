@@ -189,6 +189,11 @@ class Watch(Protocol):
     def pending(self) -> int:
         """How many events are buffered and can be yielded without waiting (0 if unknown)."""
 
+    def progress(self) -> int:
+        """etcd's progress notification: a revision P such that every event under the prefix
+        with revision <= P has been yielded or is buffered. Commits that touch nothing under the
+        prefix advance P without an event; the watch cache uses it to know it is current."""
+
 
 @runtime_checkable
 class Store(Protocol):
