@@ -1,5 +1,11 @@
 """List (with pagination and resourceVersion semantics) and watch, over the store.
 
+The watch cache (`cacher.Cacher`) serves most lists and every watch from memory; it sends here
+the lists that need a store snapshot (``resourceVersionMatch=Exact``, ``continue`` tokens,
+``limit`` with an exact ``resourceVersion``) and lists made while it is not ready. The watch
+path below (`watch_objects` with `watchstream.WatchStream`) serves watches until the handlers
+call the cacher; the rules are the same on both paths.
+
 List resourceVersion semantics, as upstream:
 - ``""``: the most recent state (a consistent read).
 - ``"0"``: any state; we serve the most recent, which is allowed.
