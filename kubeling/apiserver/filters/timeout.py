@@ -33,7 +33,6 @@ their own waits.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 from collections.abc import Callable
 
@@ -41,6 +40,7 @@ import orjson
 from aiohttp import payload, web
 
 from kubeling.api import errors
+from kubeling.apiserver import memory
 from kubeling.apiserver.filters import longrunning
 
 log = logging.getLogger(__name__)
@@ -237,36 +237,6 @@ def _abort(request: web.Request, why: str) -> None:
              request.remote, why)
     if request.transport is not None:
         request.transport.abort()
-    _trim_soon()
-
-
-_libc = None
-_trim_scheduled = False
-
-
-def _trim_soon() -> None:
-    """Give freed heap back to the OS shortly after an aborted response.
-
-    glibc raises its mmap threshold after freeing a large block, so the next large responses
-    come from the heap, whose free pages it keeps: without a trim, RSS stays hundreds of MB up
-    after slow readers are cut (finding 4). ``malloc_trim`` walks every arena, so it runs once
-    per second at most, on a worker thread. A no-op where libc has no ``malloc_trim``."""
-    global _libc, _trim_scheduled
-    if _trim_scheduled:
-        return
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):
-            _libc = False
-    if not _libc:
-        return
-    _trim_scheduled = True
-    loop = asyncio.get_running_loop()
-
-    def run() -> None:
-        global _trim_scheduled
-        _trim_scheduled = False
-        loop.run_in_executor(None, _libc, 0)
-
-    loop.call_later(1.0, run)  # after the aborted responses' tasks have let go of their bodies
+    # glibc keeps the freed body's pages otherwise: RSS would stay hundreds of MB up after
+    # slow readers are cut (finding 4).
+    memory.release_soon()
