@@ -135,7 +135,7 @@ class ConnectionLimits:
         self.refused = 0
 
     @classmethod
-    def from_options(cls, options: ServingOptions) -> "ConnectionLimits":
+    def from_options(cls, options: ServingOptions) -> ConnectionLimits:
         total = options.max_connections or max(16, _open_file_limit() - RESERVED_FDS)
         anonymous = options.max_anonymous or max(1, total * 3 // 4)
         return cls(total, min(anonymous, total), options.max_anonymous_per_peer)
@@ -176,7 +176,7 @@ class Connection(asyncio.Protocol):
     which is how `track` and `mark_authenticated` find it from a request.
     """
 
-    def __init__(self, listener: "Listener") -> None:
+    def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.inner: asyncio.Protocol | None = None
         self.transport: asyncio.Transport | None = None
@@ -294,7 +294,7 @@ class Connection(asyncio.Protocol):
 class _GuardedSite(web.BaseSite):
     """A `TCPSite` whose protocol factory wraps aiohttp's in a `Connection`."""
 
-    def __init__(self, listener: "Listener", host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, listener: Listener, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
         super().__init__(listener.runner, ssl_context=ssl_context, backlog=listener.options.backlog)
         self._listener = listener
         self._host = host

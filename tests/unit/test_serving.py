@@ -370,8 +370,8 @@ def test_slow_reader_of_a_large_response_is_disconnected_and_the_response_freed(
         opts = serving.ServingOptions(read_header_timeout=30, idle_timeout=30, raise_open_file_limit=False)
         listener = await serving.start(_deadline_app(request_timeout=0.5), "127.0.0.1", 0, server_tls, opts)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", listener.port, limit=1024,
-                                                          ssl=client_tls(pki, True) if tls else None)
+            _, writer = await asyncio.open_connection("127.0.0.1", listener.port, limit=1024,
+                                                      ssl=client_tls(pki, True) if tls else None)
             await asyncio.sleep(0.1)
             writer.transport.pause_reading()  # a client that asks and never reads
             gc.collect()
