@@ -1,8 +1,10 @@
 """The API server: an aiohttp application over one `Store`.
 
-Request pipeline (one middleware)::
+Filters, then the pipeline (upstream's handler chain)::
 
-    TLS (client cert optional) ─► authn (x509 | bearer token | anonymous) ─► parse RequestInfo
+    connection guard (serving.py: handshake, header and idle timeouts, connection caps)
+    ─► request deadline (filters/timeout.py) ─► authn (x509 | bearer token | anonymous)
+    ─► in-flight budgets (filters/maxinflight.py, 429) ─► parse RequestInfo
       ├─ resource request: resolve Served ─► authz ─► endpoints.serve ─► generic store
       │                                                       (admission runs inside the store)
       ├─ an aggregated API (an APIService's group/version not served here) ─► aggregator
@@ -26,11 +28,12 @@ import orjson
 from aiohttp import web
 
 from kubeling.api import errors, limits, schema
-from kubeling.apiserver import discovery, endpoints, memory, openapi, registry
+from kubeling.apiserver import discovery, endpoints, memory, openapi, registry, serving
 from kubeling.apiserver.admission import default_chain
 from kubeling.apiserver.auth import ANONYMOUS, Attributes, TokenFile, UserInfo, default_authorizer, \
     user_from_cert, with_authenticated
 from kubeling.apiserver.endpoints.response import json_body, status_response
+from kubeling.apiserver.filters import maxinflight, timeout
 from kubeling.apiserver.metrics import Metrics
 from kubeling.apiserver.registry.rest import Deps
 from kubeling.apiserver.resources import ResourceMap, Served, builtin_served
@@ -124,14 +127,29 @@ class APIServer:
 
     # -- the application -----------------------------------------------------------------------
 
-    def build_app(self, *, insecure: bool = False, middlewares: tuple = ()) -> web.Application:
+    def build_app(self, *, insecure: bool = False, request_timeout: float = timeout.DEFAULT_REQUEST_TIMEOUT,
+                  max_requests_inflight: int = maxinflight.DEFAULT_MAX_READONLY,
+                  max_mutating_requests_inflight: int = maxinflight.DEFAULT_MAX_MUTATING) -> web.Application:
+        """The application, its filters in upstream's order: connection tracking, the request
+        deadline, authentication, the in-flight budgets, then the pipeline."""
+
+        @web.middleware
+        async def authn(request: web.Request, handler):
+            request["insecure"] = insecure
+            try:
+                user = self.authenticate(request)
+            except errors.StatusError as e:
+                self.metrics.observe(request.method, "", e.code, 0.0)
+                return status_response(e)
+            request["user"] = user
+            serving.mark_authenticated(request, user.name)
+            return await handler(request)
+
         @web.middleware
         async def pipeline(request: web.Request, handler):
             start = time.monotonic()
-            request["insecure"] = insecure
             verb, resource = request.method, ""
             try:
-                request["user"] = self.authenticate(request)
                 resp, verb, resource = await self.dispatch(request)
             except errors.StatusError as e:
                 resp = status_response(e)
@@ -147,7 +165,10 @@ class APIServer:
                 memory.release_soon()
             return resp
 
-        app = web.Application(middlewares=[*middlewares, pipeline], client_max_size=limits.MAX_REQUEST_BODY_BYTES)
+        filters = [serving.track, timeout.middleware(request_timeout), authn,
+                   maxinflight.middleware(max_requests_inflight, max_mutating_requests_inflight,
+                                          registry=self.metrics.registry), pipeline]
+        app = web.Application(middlewares=filters, client_max_size=limits.MAX_REQUEST_BODY_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._unreachable)
         return app
 

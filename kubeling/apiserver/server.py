@@ -17,10 +17,9 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
-from aiohttp import web
 
 from kubeling.api import errors
-from kubeling.apiserver import datadir, memory, registry
+from kubeling.apiserver import datadir, memory, registry, serving
 from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.certs import PKI, write_kubeconfig
@@ -45,6 +44,9 @@ class Options:
     compact_interval: float = 300.0
     compact_keep: int = 1000
     controllers: list[str] = field(default_factory=lambda: ["*"])
+    request_timeout: float = 60.0
+    max_requests_inflight: int = 400
+    max_mutating_requests_inflight: int = 200
     service_cidr: str = "10.43.0.0/16"
     node_port_range: tuple[int, int] = (30000, 32767)
 
@@ -107,7 +109,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
     pki.ensure()
     store = await SQLiteStore.open(str(data / "state.db"), compact_interval=opts.compact_interval,
                                    compact_keep=opts.compact_keep)
-    runners: list[web.AppRunner] = []
+    listeners: list[serving.Listener] = []
     tasks: list[asyncio.Task] = []
     try:
         api = APIServer(store, token_file=opts.token_auth_file, advertise_address=advertise,
@@ -120,19 +122,16 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
         aggregator = Aggregator(api)
         await aggregator.start()
         api.aggregator = aggregator
-        runner = web.AppRunner(api.build_app(), access_log=None, handler_cancellation=True)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, opts.bind_address, opts.secure_port, ssl_context=server_ssl_context(pki),
-                           backlog=1024)
-        await site.start()
+        filters = dict(request_timeout=opts.request_timeout, max_requests_inflight=opts.max_requests_inflight,
+                       max_mutating_requests_inflight=opts.max_mutating_requests_inflight)
+        secure = await serving.start(api.build_app(**filters), opts.bind_address, opts.secure_port,
+                                     server_ssl_context(pki))
+        listeners.append(secure)
         if opts.insecure_port:
             log.warning("serving WITHOUT authentication on http://127.0.0.1:%d (development only)",
                         opts.insecure_port)
-            irunner = web.AppRunner(api.build_app(insecure=True), access_log=None, handler_cancellation=True)
-            await irunner.setup()
-            runners.append(irunner)
-            await web.TCPSite(irunner, "127.0.0.1", opts.insecure_port).start()
+            listeners.append(await serving.start(api.build_app(insecure=True, **filters), "127.0.0.1",
+                                                 opts.insecure_port, limits=secure.limits))
         kubeconfig = data / "admin.kubeconfig"
         host = advertise if ":" not in advertise else f"[{advertise}]"
         write_kubeconfig(kubeconfig, f"https://{host}:{opts.secure_port}", pki)
@@ -155,7 +154,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
             if t is not waiter and t.exception():
                 raise t.exception()
     finally:
-        await asyncio.shield(_shutdown(tasks, runners, store))
+        await asyncio.shield(_shutdown(tasks, listeners, store))
 
 
 async def supervise_child(args: list[str], stop: asyncio.Event) -> None:
@@ -192,7 +191,7 @@ def _die_with_parent() -> None:
         pass
 
 
-async def _shutdown(tasks, runners, store) -> None:
+async def _shutdown(tasks, listeners, store) -> None:
     for t in tasks:
         t.cancel()
     for t in tasks:
@@ -200,6 +199,6 @@ async def _shutdown(tasks, runners, store) -> None:
             await t
         except (asyncio.CancelledError, Exception):  # noqa: BLE001
             pass
-    for r in reversed(runners):
-        await r.cleanup()
+    for listener in reversed(listeners):
+        await listener.close()
     await store.close()

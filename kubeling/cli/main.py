@@ -38,6 +38,12 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compact-interval", type=float, default=300.0, help="seconds between compactions")
     p.add_argument("--compact-keep", type=int, default=1000, help="revisions of history compaction keeps")
     p.add_argument("--controllers", default="*", help="comma-separated controllers to run ('*' = all, '' = none)")
+    p.add_argument("--request-timeout", default="1m0s",
+                   help="deadline of a non-long-running request, a Go duration (default: 1m0s)")
+    p.add_argument("--max-requests-inflight", type=int, default=400,
+                   help="read-only requests served at once before 429 (default: 400)")
+    p.add_argument("--max-mutating-requests-inflight", type=int, default=200,
+                   help="mutating requests served at once before 429 (default: 200)")
     p.add_argument("--service-cluster-ip-range", default="10.43.0.0/16",
                    help="CIDR Service cluster IPs are allocated from (default: 10.43.0.0/16)")
     p.add_argument("--service-node-port-range", default="30000-32767",
@@ -54,6 +60,17 @@ def _port_range(text: str) -> tuple[int, int]:
     if not (0 < first <= last < 65536):
         raise SystemExit(f"kubeling server: --service-node-port-range: {text!r} is not a valid port range")
     return first, last
+
+
+def _duration(text: str) -> float:
+    from kubeling.apiserver.filters.timeout import parse_go_duration
+    try:
+        seconds = parse_go_duration(text)
+    except Exception as e:  # noqa: BLE001 - any parse failure is a usage error
+        raise SystemExit(f"kubeling server: --request-timeout: {getattr(e, 'message', e)}")
+    if seconds <= 0:
+        raise SystemExit("kubeling server: --request-timeout must be positive")
+    return seconds
 
 
 def _cidr(text: str) -> str:
@@ -75,6 +92,9 @@ def cmd_server(args: argparse.Namespace) -> int:
                           advertise_address=args.advertise_address, compact_interval=args.compact_interval,
                           compact_keep=args.compact_keep,
                           controllers=[c for c in args.controllers.split(",") if c],
+                          request_timeout=_duration(args.request_timeout),
+                          max_requests_inflight=args.max_requests_inflight,
+                          max_mutating_requests_inflight=args.max_mutating_requests_inflight,
                           service_cidr=_cidr(args.service_cluster_ip_range),
                           node_port_range=_port_range(args.service_node_port_range))
 
