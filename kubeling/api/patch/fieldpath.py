@@ -381,6 +381,12 @@ def _children_of(value: Any, node: dict | None, schemas: kschema.Schemas | None)
         for k, v in value.items():
             cn = prop(schemas, node, k)
             pe = "f:" + k
+            declared = struct and k in node.get("properties", {})
+            if declared and isinstance(v, dict) and not v and not is_atomic_map(cn) and not is_struct(cn):
+                # An empty map in a known field (``labels: {}``) sets nothing: only its entries
+                # would be owned, and there are none (Go drops it, being omitempty). An empty
+                # struct (``resources: {}``) stays owned as a whole, as upstream records it.
+                continue
             if is_leaf(v, cn):
                 out.members.add(pe)
                 continue
