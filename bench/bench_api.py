@@ -143,9 +143,12 @@ class Bench:
                     t = time.perf_counter()
                     await make_call(s, i)
                     lat.append(time.perf_counter() - t)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), cpu_seconds(self.c.proc.pid)
             await asyncio.gather(*(caller() for _ in range(clients)))
-            return Row(op, clients, total, time.perf_counter() - t0, lat)
+            row = Row(op, clients, total, time.perf_counter() - t0, lat)
+            if self.base == self.c.url:  # our server, not the baseline
+                row.note = f"server CPU {(cpu_seconds(self.c.proc.pid) - cpu0) / total * 1000:.2f} ms per call"
+            return row
 
     async def crud_rows(self, levels, creates: int, gets: int, lists: int) -> list[Row]:
         rows = []
