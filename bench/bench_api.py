@@ -43,11 +43,10 @@ from pathlib import Path
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
-import aiohttp  # noqa: E402
-import orjson  # noqa: E402
-import uvloop  # noqa: E402
-
-import harness  # noqa: E402
+import aiohttp
+import harness
+import orjson
+import uvloop
 
 WRITE_CONNECTIONS = 32  # keep-alive connections for writers; prepare() opens them up front
 PAYLOAD = {f"key{i}": "v" * 40 for i in range(20)}  # ~1 KB of data per ConfigMap
@@ -362,7 +361,7 @@ class Bench:
                             "application/merge-patch+json")
                     else:
                         kind, raw = "DELETED", await self.request(s, "DELETE", self.cm_url(ns, f"d-{j:05d}"))
-                except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+                except (TimeoutError, RuntimeError, aiohttp.ClientError) as e:
                     errors.append(f"{type(e).__name__}: {e}"[:200])
                     return
                 now = time.perf_counter()
@@ -482,7 +481,7 @@ def wrk_row(op: str, url: str, token: str, connections: int, seconds: int, tmp: 
                          capture_output=True, text=True, timeout=seconds + 60).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
-    pcts = {int(p): _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M)}
+    pcts = {int(p): _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE)}
     errors_ = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     row = Row(op, connections, total, total / rate, [])
     row.fixed = (pcts.get(50), pcts.get(99), _ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1)))

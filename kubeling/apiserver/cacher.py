@@ -367,7 +367,7 @@ class Cacher:
         try:
             await asyncio.wait_for(fut, self.fresh_timeout if timeout is None else timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._progress()
             return self.revision >= revision
         finally:
@@ -469,7 +469,7 @@ class Cacher:
         if not self.ready:
             try:
                 await asyncio.wait_for(self._ready.wait(), self.fresh_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 watcher.fail(errors.StatusError(503, "ServiceUnavailable",
                                                 "the watch cache is being rebuilt; retry"))
                 return watcher

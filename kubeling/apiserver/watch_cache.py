@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import orjson
 
@@ -55,7 +55,7 @@ class SelectionPredicate:
     store). ``name`` comes from a watch URL that names one object.
     """
 
-    __slots__ = ("res", "label", "field", "name", "everything")
+    __slots__ = ("everything", "field", "label", "name", "res")
 
     def __init__(self, res: Resource, label: labels.Selector | None = None,
                  field: fields.FieldSelector | None = None, name: str = "") -> None:
@@ -138,8 +138,17 @@ class CachedObject:
     GetAttrs fields are small dicts of strings, which the collector does not track.
     """
 
-    __slots__ = ("key", "namespace", "name", "revision", "raw", "labels", "_fields", "_fields_res",
-                 "_views")
+    __slots__ = (
+        "_fields",
+        "_fields_res",
+        "_views",
+        "key",
+        "labels",
+        "name",
+        "namespace",
+        "raw",
+        "revision",
+    )
 
     def __init__(self, key: str, namespace: str, name: str, revision: int, obj: dict) -> None:
         self.key = key
@@ -218,7 +227,7 @@ class CacheEvent:
     watcher of one version gets the same bytes.
     """
 
-    __slots__ = ("revision", "type", "cur", "prev", "_lines", "_gone")
+    __slots__ = ("_gone", "_lines", "cur", "prev", "revision", "type")
 
     _lines: dict[tuple[str, str, bool, bool], bytes]
 

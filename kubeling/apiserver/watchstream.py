@@ -31,7 +31,8 @@ import collections
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
@@ -39,7 +40,7 @@ from aiohttp import web
 from kubeling.api import errors
 from kubeling.apiserver import tables
 from kubeling.apiserver.resources import Served
-from kubeling.apiserver.watch_cache import CacheEvent, CachedObject, event_line, frame
+from kubeling.apiserver.watch_cache import CachedObject, CacheEvent, event_line, frame
 
 if TYPE_CHECKING:
     from kubeling.apiserver.watch_cache import SelectionPredicate

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from kubeling.storage.interface import Event, StorageError, WatchOverflowError
 

@@ -21,9 +21,9 @@ import orjson
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "e2e"))
-import harness  # noqa: E402
+import harness
 
-from kubeling.apiserver.watch_cache import DEFAULT_CAPACITY  # noqa: E402
+from kubeling.apiserver.watch_cache import DEFAULT_CAPACITY
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def test_list_from_the_cache_equals_the_store_list_byte_for_byte(cluster, query)
                 await api.call("POST", base, cm(f"c{i:02d}", {"tier": ("web", "db")[i % 2]}, {"i": str(i) * i}))
             await api.call("DELETE", f"{base}/c05")
             await api.call("PATCH", f"{base}/c02", {"data": {"x": "y"}}, "application/merge-patch+json")
-            for path in (base, f"/api/v1/configmaps"):
+            for path in (base, "/api/v1/configmaps"):
                 sep = "&" if query else ""
                 status, cached = await api.raw("GET", f"{path}?{query}")
                 assert status == 200

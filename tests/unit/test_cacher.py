@@ -8,6 +8,7 @@ import time
 
 import orjson
 import pytest
+from test_cacher_support import cm, create, delete, key, run, served, update
 
 from kubeling.api import errors
 from kubeling.apiserver import cacher as cacher_mod
@@ -15,7 +16,6 @@ from kubeling.apiserver import listwatch
 from kubeling.apiserver.cacher import Cacher, resource_prefix
 from kubeling.apiserver.watch_cache import SelectionPredicate
 from kubeling.storage import SQLiteStore
-from test_cacher_support import cm, create, delete, key, run, served, settle, update
 
 CM = ("", "v1", "configmaps")
 

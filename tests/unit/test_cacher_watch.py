@@ -8,11 +8,21 @@ import logging
 
 import orjson
 import pytest
+from test_cacher_support import (
+    BACKENDS,
+    Client,
+    cm,
+    create,
+    delete,
+    names,
+    run,
+    served,
+    settle,
+    update,
+)
 
 from kubeling.apiserver.watch_cache import SelectionPredicate
 from kubeling.apiserver.watchstream import renderer
-from test_cacher_support import (BACKENDS, Client, cm, create, delete, names, run, served, settle, until,
-                                 update)
 
 CM = ("", "v1", "configmaps")
 

@@ -4,19 +4,17 @@ well-formed chunked stream that ends cleanly and leaves the connection reusable.
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 import orjson
 import pytest
 import uvloop
 from aiohttp import web
+from test_cacher_support import cm, create, served, settle, until
 
 from kubeling.apiserver.cacher import Cacher
 from kubeling.apiserver.watch_cache import SelectionPredicate
 from kubeling.apiserver.watchstream import respond
 from kubeling.storage import SQLiteStore
-from test_cacher_support import cm, create, served, settle, until
 
 CM = ("", "v1", "configmaps")
 
