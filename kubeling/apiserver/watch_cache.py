@@ -52,23 +52,27 @@ class SelectionPredicate:
 
     Upstream's ``storage.SelectionPredicate``. `matches` reads the cached attributes of a
     `CachedObject`; `match_object` computes them from a plain dict (for lists served by the
-    store). ``name`` comes from a watch URL that names one object.
+    store). ``name`` comes from a watch URL that names one object. ``get_attrs`` is the kind's
+    GetAttrs (its strategy's when it has one); ``res`` keys the attributes cached per object.
     """
 
-    __slots__ = ("everything", "field", "label", "name", "res")
+    __slots__ = ("everything", "field", "get_attrs", "label", "name", "res")
 
     def __init__(self, res: Resource, label: labels.Selector | None = None,
-                 field: fields.FieldSelector | None = None, name: str = "") -> None:
+                 field: fields.FieldSelector | None = None, name: str = "",
+                 get_attrs: Callable[[dict], dict[str, str]] | None = None) -> None:
         self.res = res
         self.label = label if label is not None and not label.empty else None
         self.field = field if field is not None and not field.empty else None
         self.name = name
         self.everything = self.label is None and self.field is None and not name
+        self.get_attrs = get_attrs or (lambda obj: fields.object_fields(res, obj))
 
     @classmethod
-    def parse(cls, res: Resource, label_selector: str = "", field_selector: str = "",
+    def parse(cls, served: Served, label_selector: str = "", field_selector: str = "",
               name: str = "") -> SelectionPredicate:
-        """Parse query parameters; malformed or unsupported selectors are a 400 `StatusError`."""
+        """Parse query parameters; malformed or unsupported selectors are a 400 `StatusError`.
+        Field labels are checked and converted by the resource's strategy when it has one."""
         try:
             lsel = labels.parse(label_selector or "")
         except ValueError as e:
@@ -77,7 +81,10 @@ class SelectionPredicate:
             fsel = fields.parse(field_selector or "")
         except ValueError as e:
             raise errors.bad_request(str(e)) from None
-        return cls(res, lsel, fields.validate(res, fsel), name)
+        strategy = getattr(served, "strategy", None)
+        if strategy is not None:
+            return cls(served.res, lsel, strategy.field_selector(fsel), name, strategy.get_attrs)
+        return cls(served.res, lsel, fields.validate(served.res, fsel), name)
 
     def matches(self, entry: CachedObject) -> bool:
         if self.everything:
@@ -86,7 +93,7 @@ class SelectionPredicate:
             return False
         if self.label is not None and not self.label.matches(entry.labels):
             return False
-        return self.field is None or self.field.matches(entry.fields(self.res))
+        return self.field is None or self.field.matches(entry.fields(self.res, self.get_attrs))
 
     def match_object(self, obj: dict) -> bool:
         """The same test on a plain object (the store-backed list path)."""
@@ -97,7 +104,7 @@ class SelectionPredicate:
             return False
         if self.label is not None and not self.label.matches(meta.get("labels") or {}):
             return False
-        return self.field is None or self.field.matches(fields.object_fields(self.res, obj))
+        return self.field is None or self.field.matches(self.get_attrs(obj))
 
 
 _RECENT: collections.OrderedDict[tuple[str, int], dict] = collections.OrderedDict()
@@ -172,10 +179,10 @@ class CachedObject:
             _remember(k, obj)
         return obj
 
-    def fields(self, res: Resource) -> dict[str, str]:
-        """Upstream's GetAttrs fields, computed once (per resource definition)."""
+    def fields(self, res: Resource, get_attrs: Callable[[dict], dict[str, str]]) -> dict[str, str]:
+        """Upstream's GetAttrs fields, computed once (per resource definition ``res``)."""
         if self._fields is None or self._fields_res is not res:
-            self._fields, self._fields_res = fields.object_fields(res, self.obj), res
+            self._fields, self._fields_res = get_attrs(self.obj), res
         return self._fields
 
     def converted(self, served: Served) -> dict:

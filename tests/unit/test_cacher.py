@@ -15,6 +15,7 @@ from kubeling.apiserver import cacher as cacher_mod
 from kubeling.apiserver import listwatch
 from kubeling.apiserver.cacher import Cacher, resource_prefix
 from kubeling.apiserver.watch_cache import SelectionPredicate
+from kubeling.apiserver.crd import served_for
 from kubeling.storage import SQLiteStore
 
 CM = ("", "v1", "configmaps")
@@ -89,7 +90,7 @@ def test_cached_list_equals_store_list_byte_for_byte(tmp_path, ns, label, field,
             await create(store, cm(f"c{i:03d}", f"ns{i % 3}", {"tier": ("web", "db")[i % 2]}, {"i": str(i)}))
         await update(store, cm("c004", "ns1", {"tier": "db"}, {"i": "changed"}))
         await delete(store, cm("c007", "ns1"))
-        pred = SelectionPredicate.parse(sv.res, label, field)
+        pred = SelectionPredicate.parse(sv, label, field)
         cached = await cacher.list(sv, ns, pred, limit=limit)
         assert cached.from_cache
         # The store path, at the same revision (nothing was written since).
@@ -244,18 +245,46 @@ def test_store_watch_failure_rebuilds_the_cache_and_ends_watches(tmp_path):
 
 
 def test_custom_resources_appear_with_their_first_object(tmp_path):
-    """Resources come and go with CRDs: no registration, the window starts at the cacher's base."""
-    sv = served(*CM)
-    widgets = type(sv)(sv.res.__class__(**{**sv.res.__dict__, "group": "example.com", "resource": "widgets",
-                                           "kind": "Widget", "list_kind": "WidgetList", "crd": True}),
-                       "/registry/example.com/widgets/", "example.com/v1")
+    """Resources come and go with CRDs: no registration, the window starts at the cacher's base.
+    Each served version gets its own bytes, equal to the store path's."""
+    crd = {"metadata": {"name": "widgets.example.com"},
+           "spec": {"group": "example.com", "names": {"kind": "Widget", "plural": "widgets"}, "scope": "Namespaced",
+                    "versions": [{"name": "v1", "served": True, "storage": True},
+                                 {"name": "v2", "served": True, "storage": False}]}}
+    v1, v2 = served_for(crd)
 
     async def body(store, cacher):
         base = cacher.revision
-        obj = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ns"}}
+        obj = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ns"},
+               "spec": {"size": 3}}
         await create(store, obj, resource="widgets", group="example.com")
-        page = await cacher.list(widgets, "ns", SelectionPredicate(widgets.res))
-        assert [e.name for e in page.entries] == ["w"]
-        assert b'"apiVersion":"example.com/v1","kind":"Widget"' in page.json()  # CR items keep them
-        assert cacher._caches[widgets.prefix].oldest == base
+        for sv in (v1, v2):
+            page = await cacher.list(sv, "ns", SelectionPredicate(sv.res))
+            assert [e.name for e in page.entries] == ["w"]
+            items, rv, _, _ = await listwatch.list_objects(store, sv, "ns", listwatch.MATCH_ALL)
+            assert page.json() == orjson.dumps(cacher_mod.ListPage(sv, rv, objects=items).body())
+            assert orjson.loads(page.json())["items"][0]["apiVersion"] == sv.res.group_version  # CR items keep it
+        assert cacher._caches[v1.prefix].oldest == base
+    run(body, tmp_path)
+
+
+@pytest.mark.parametrize("field", [
+    pytest.param("spec.nodeName=n1", id="kind-field"),
+    pytest.param("spec.host=n1", id="deprecated-label-renamed-by-the-strategy"),
+    pytest.param("status.phase!=Running,metadata.namespace=ns", id="two-terms"),
+])
+def test_field_selectors_use_the_kinds_attributes(tmp_path, field):
+    sv = served("", "v1", "pods")
+
+    async def body(store, cacher):
+        for i, (node, phase) in enumerate([("n1", "Running"), ("n2", "Pending"), ("n1", "Pending")]):
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}", "namespace": "ns"},
+                   "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]},
+                   "status": {"phase": phase}}
+            await create(store, pod, resource="pods")
+        pred = SelectionPredicate.parse(sv, "", field)
+        page = await cacher.list(sv, "ns", pred)
+        items, rv, _, _ = await listwatch.list_objects(store, sv, "ns", pred.match_object)
+        assert [e.name for e in page.entries] == [o["metadata"]["name"] for o in items]
+        assert page.entries, "the selector matches some pods"
     run(body, tmp_path)

@@ -28,7 +28,7 @@ CM = ("", "v1", "configmaps")
 
 
 def pred(sv, label="", field="", name=""):
-    return SelectionPredicate.parse(sv.res, label, field, name)
+    return SelectionPredicate.parse(sv, label, field, name)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -31,7 +31,7 @@ def serve_app(tmp_path, body, **cacher_kw):
 
         async def watch(request: web.Request) -> web.StreamResponse:
             q = request.query
-            w = await cacher.watch(sv, "ns", SelectionPredicate.parse(sv.res, q.get("labelSelector", "")),
+            w = await cacher.watch(sv, "ns", SelectionPredicate.parse(sv, q.get("labelSelector", "")),
                                    resource_version=q.get("resourceVersion", ""),
                                    bookmarks=q.get("allowWatchBookmarks") == "true")
             return await respond(request, w, float(q.get("timeoutSeconds", 30)))
