@@ -14,8 +14,8 @@ from kubeling.api import errors
 from kubeling.apiserver import cacher as cacher_mod
 from kubeling.apiserver import listwatch
 from kubeling.apiserver.cacher import Cacher, resource_prefix
-from kubeling.apiserver.watch_cache import SelectionPredicate
 from kubeling.apiserver.crd import served_for
+from kubeling.apiserver.watch_cache import SelectionPredicate
 from kubeling.storage import SQLiteStore
 
 CM = ("", "v1", "configmaps")
@@ -284,7 +284,7 @@ def test_field_selectors_use_the_kinds_attributes(tmp_path, field):
             await create(store, pod, resource="pods")
         pred = SelectionPredicate.parse(sv, "", field)
         page = await cacher.list(sv, "ns", pred)
-        items, rv, _, _ = await listwatch.list_objects(store, sv, "ns", pred.match_object)
+        items, _, _, _ = await listwatch.list_objects(store, sv, "ns", pred.match_object)
         assert [e.name for e in page.entries] == [o["metadata"]["name"] for o in items]
         assert page.entries, "the selector matches some pods"
     run(body, tmp_path)
