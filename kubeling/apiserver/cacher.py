@@ -64,8 +64,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import orjson
-
 from kubeling.api import errors
 from kubeling.apiserver import listwatch
 from kubeling.apiserver.registry import decode
@@ -155,14 +153,15 @@ class ListPage:
                 "items": self.items()}
 
     def json(self) -> bytes:
-        """The body as ``orjson.dumps(self.body())`` would write it, byte for byte."""
+        """The body as `errors.encode_json` writes ``self.body()`` (upstream's bytes), byte for
+        byte; from the cache it is a join of each object's encoded bytes."""
         if self.entries is None:
-            return orjson.dumps(self.body())
+            return errors.encode_json(self.body())
         res = self.served.res
-        head = orjson.dumps({"kind": res.list_kind, "apiVersion": res.group_version,
-                             "metadata": self.metadata()})
+        head = errors.encode_json({"kind": res.list_kind, "apiVersion": res.group_version,
+                                   "metadata": self.metadata()})
         items = b",".join([e.item_json(self.served) for e in self.entries])
-        return b"%b,\"items\":[%b]}" % (head[:-1], items)
+        return b"%b,\"items\":[%b]}\n" % (head[:-2], items)
 
 
 class _Subscribers:
@@ -309,7 +308,7 @@ class Cacher:
         try:
             obj = decode(kv)
             if not isinstance(obj.get("metadata"), dict):
-                raise ValueError("metadata is not an object")
+                raise TypeError("metadata is not an object")
             return obj
         except Exception as e:  # noqa: BLE001 - one damaged value must not break the cache
             self.decode_errors += 1

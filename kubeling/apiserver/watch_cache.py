@@ -113,10 +113,12 @@ _NO_LABELS: dict = {}
 _PREFIXES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
 
-def _exact(data: bytes) -> bytes:
-    """A copy of ``data`` without spare capacity: ``orjson.dumps`` returns bytes that keep the
-    whole output buffer (8 KiB or more for a 1 KiB object), which a long-lived cache must not."""
-    return bytes(memoryview(data))
+def encode(obj: dict) -> bytes:
+    """JSON bytes as every response carries them (upstream's: Go's HTML-safe escapes, see
+    `errors.encode_json`), without the trailing newline, and without spare capacity:
+    ``orjson.dumps`` returns bytes that keep its whole output buffer (8 KiB or more for a 1 KiB
+    object), which a long-lived cache must not (the slice is a copy of exactly its length)."""
+    return errors.encode_json(obj)[:-1]
 
 
 def _remember(key: tuple[str, int], obj: dict) -> None:
@@ -162,7 +164,7 @@ class CachedObject:
         self.namespace = namespace
         self.name = name
         self.revision = revision
-        self.raw = _exact(orjson.dumps(obj))
+        self.raw = encode(obj)
         self.labels = (obj.get("metadata") or {}).get("labels") or _NO_LABELS
         self._fields: dict | None = None
         self._fields_res: Resource | None = None
@@ -215,7 +217,7 @@ class CachedObject:
             obj = self.converted(served)
             if item:
                 obj = {name: x for name, x in obj.items() if name not in _LIST_DROPPED}
-            got = self._views[k] = _exact(orjson.dumps(obj))
+            got = self._views[k] = encode(obj)
         return got
 
     def restamped(self, revision: int) -> CachedObject:
@@ -290,7 +292,8 @@ class CacheEvent:
 
 
 def event_line(etype: str, entry: CachedObject, served: Served) -> bytes:
-    """A watch event line for a cached object; byte-identical to ``orjson.dumps`` of the event."""
+    """A watch event line for a cached object; byte-identical to `errors.encode_json` of the
+    event (one JSON document and a newline per event, as upstream's stream)."""
     return _TYPES[etype] + entry.json(served) + b"}\n"
 
 

@@ -21,6 +21,7 @@ from test_cacher_support import (
     update,
 )
 
+from kubeling.api import errors
 from kubeling.apiserver.watch_cache import SelectionPredicate
 from kubeling.apiserver.watchstream import renderer
 
@@ -311,19 +312,21 @@ def test_stopping_the_cacher_ends_watches(tmp_path):
 
 
 def test_event_bytes_equal_the_store_path_encoding(tmp_path):
-    """What a cached watcher writes is what ``orjson.dumps({"type":..., "object": obj})`` gives."""
+    """What a cached watcher writes is what a response encoder (`errors.encode_json`, upstream's
+    bytes) gives for ``{"type": ..., "object": obj}``."""
     sv = served("apps", "v1", "deployments")
     legacy = served("extensions", "v1beta1", "deployments")
 
     async def body(store, cacher):
-        dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "ns"},
+        dep = {"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "d", "namespace": "ns", "annotations": {"note": "<b> & </b>"}},
                "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}},
                         "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": []}}}}
         rv = await create(store, dep, resource="deployments", group="apps")
         await settle(cacher, store)
         cev = cacher._caches[sv.prefix].history[-1]
         for s in (sv, legacy):
-            want = orjson.dumps({"type": "ADDED", "object": cev.cur.converted(s)}) + b"\n"
+            want = errors.encode_json({"type": "ADDED", "object": cev.cur.converted(s)})
             assert cev.line("ADDED", cev.cur, s) == want
         assert orjson.loads(cev.line("ADDED", cev.cur, legacy))["object"]["apiVersion"] == "extensions/v1beta1"
         assert cev.cur.obj["metadata"]["resourceVersion"] == str(rv)
