@@ -4,8 +4,8 @@ Covers CRUD, watch and the three patch types on core kinds (ConfigMap, Secret, S
 apps kinds (Deployment with its scale subresource, ReplicaSet); a watch in the style of upstream's
 own e2e (list, then watch from the listed resourceVersion and see exactly ADDED, MODIFIED,
 DELETED); label-selector watches; `kubernetes.watch.Watch` resuming across server-closed
-streams; pagination; optimistic concurrency; dry-run; and errors as `ApiException` carrying
-upstream's `Status`.
+streams; pagination; optimistic concurrency; dry-run; errors as `ApiException` carrying
+upstream's `Status`; and Events through core/v1 and events.k8s.io/v1 with each API's rules.
 """
 
 from __future__ import annotations
@@ -438,3 +438,57 @@ def test_errors_are_api_exceptions_with_status(core, namespace, call, code, reas
         causes = st["details"]["causes"]
         assert causes[0]["field"] == "metadata.name" and causes[0]["reason"] == "FieldValueInvalid"
         assert st["details"] == {**st["details"], "name": "Invalid_Name", "kind": "ConfigMap"}
+
+
+# -- Events through both APIs -----------------------------------------------------------------
+
+def _reported_event(name: str, namespace: str, **fields) -> dict:
+    """An events.k8s.io/v1 Event as a controller reports one (what client-go's new recorder sends)."""
+    ev = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": name},
+          "eventTime": "2025-01-02T03:04:05.000000Z", "reportingController": "e2e.kubeling.dev/tester",
+          "reportingInstance": "tester-1", "action": "Testing", "reason": "Tested", "type": "Normal",
+          "note": "it works", "regarding": {"kind": "ConfigMap", "name": "cm", "namespace": namespace}}
+    ev.update(fields)
+    return ev
+
+
+def test_events_v1_event_is_one_object_through_both_apis(api, core, namespace):
+    events = client.EventsV1Api(api)
+    created = events.create_namespaced_event(namespace, _reported_event("reported", namespace))
+    assert (created.reporting_controller, created.note) == ("e2e.kubeling.dev/tester", "it works")
+    # core/v1 names the same fields reportingComponent, message and involvedObject.
+    as_core = core.read_namespaced_event("reported", namespace)
+    assert (as_core.reporting_component, as_core.reporting_instance) == ("e2e.kubeling.dev/tester", "tester-1")
+    assert (as_core.message, as_core.involved_object.name, as_core.action) == ("it works", "cm", "Testing")
+    again = events.read_namespaced_event("reported", namespace)
+    assert (again.reporting_controller, again.regarding.name) == ("e2e.kubeling.dev/tester", "cm")
+
+
+@pytest.mark.parametrize("fields, message", [
+    pytest.param({"reportingController": None},
+                 '[reportingController: Required value, reportingController: Invalid value: "": name part must '
+                 "be non-empty, reportingController: Invalid value: \"\": name part must consist of alphanumeric "
+                 "characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. "
+                 "'MyName',  or 'my.name',  or '123-abc', regex used for validation is "
+                 "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')]", id="no-controller"),
+    pytest.param({"type": "Info"}, 'type: Invalid value: "": has invalid value: Info', id="type"),
+    pytest.param({"deprecatedCount": 2}, 'count: Invalid value: "": needs to be unset', id="deprecated-count"),
+])
+def test_events_v1_strict_rules(api, namespace, fields, message):
+    """Written through events.k8s.io/v1, an Event meets rules core/v1 does not impose; errors name
+    upstream's internal fields (reportingController, count)."""
+    with pytest.raises(ApiException) as e:
+        client.EventsV1Api(api).create_namespaced_event(namespace, _reported_event("strict", namespace, **fields))
+    st = status_of(e.value)
+    assert (st["code"], st["reason"]) == (422, "Invalid")
+    assert st["message"] == f'Event.events.k8s.io "strict" is invalid: {message}', st["message"]
+
+
+def test_core_event_accepts_what_core_v1_accepts(core, namespace):
+    """core/v1 Events keep their old leniency: any type, and a generated name after a prefix
+    ending in '.' (the names client-go's recorder gives are ``<object>.<hex>``)."""
+    created = core.create_namespaced_event(namespace, client.CoreV1Event(
+        metadata=client.V1ObjectMeta(generate_name="p1."), type="Info", reason="Started", message="hi",
+        involved_object=client.V1ObjectReference(kind="Pod", name="p1", namespace=namespace)))
+    assert created.metadata.name.startswith("p1.") and len(created.metadata.name) > len("p1.")
+    assert core.read_namespaced_event(created.metadata.name, namespace).type == "Info"
