@@ -23,6 +23,7 @@ RENAMES = {
     "deprecatedFirstTimestamp": "firstTimestamp",
     "deprecatedLastTimestamp": "lastTimestamp",
     "deprecatedSource": "source",
+    "reportingController": "reportingComponent",
 }
 
 
