@@ -225,7 +225,12 @@ class Cacher:
         await self._sync()
         self._tasks = [asyncio.create_task(self._run(), name="cacher"),
                        asyncio.create_task(self._sweep(), name="cacher-bookmarks")]
-        await self._ready.wait()
+        while not self._ready.is_set():
+            try:
+                await asyncio.wait_for(self._ready.wait(), 0.1)
+            except TimeoutError:  # the replayed revisions may hold no event under the prefix
+                self._progress()
+                self._check_ready()
 
     async def stop(self) -> None:
         if self._stopped:
@@ -253,8 +258,7 @@ class Cacher:
                 self._cache(prefix).load(CachedObject(kv.key, ns, name, kv.mod_revision, obj))
         self._ready_at = current
         self._watch = self.store.watch(self.prefix, base + 1)
-        if base >= current:
-            self._ready.set()
+        self._check_ready()
 
     async def _run(self) -> None:
         """Consume the store watch; on failure end every watch and rebuild."""
@@ -334,15 +338,27 @@ class Cacher:
                     self._dispatch(subs, cev, touched)
             self.revision = ev.kv.mod_revision
         for w in touched:
-            w.flush()
-        if not self._ready.is_set() and self.revision >= self._ready_at:
+            try:
+                w.flush()
+            except Exception:  # one broken stream must not stop the others
+                log.exception("watch cache: ending a watch of %s that failed to write", w.served.res.resource)
+                w.terminate()
+        self._check_ready()
+
+    def _check_ready(self) -> None:
+        if not self._ready.is_set() and self.revision >= self._ready_at and self._watch is not None:
             self._ready.set()
 
     @staticmethod
     def _dispatch(subs: _Subscribers, cev: CacheEvent, touched: list[CacheWatcher]) -> None:
         for w in subs.for_event(cev.namespace):
-            if w.offer(cev):
-                touched.append(w)
+            try:
+                if w.offer(cev):
+                    touched.append(w)
+            except Exception:  # e.g. a renderer bug: that watch ends, not the cache
+                log.exception("watch cache: ending a watch of %s that failed on revision %d",
+                              w.served.res.resource, cev.revision)
+                w.terminate()
 
     # -- freshness -----------------------------------------------------------------------------
 
@@ -460,6 +476,8 @@ class Cacher:
         error watcher does. Semantics of ``resourceVersion`` and ``sendInitialEvents``: see
         `listwatch` (they are the same whichever path serves the watch).
         """
+        if not self.serves(served):
+            raise ValueError(f"{served.prefix} is not under the cacher's prefix {self.prefix}")
         rv = listwatch.parse_rv(resource_version)
         initial = listwatch.check_watch_options(resource_version, send_initial, rv_match)
         watcher = CacheWatcher(served, pred, bookmarks=bookmarks, render=render,
@@ -535,8 +553,12 @@ class Cacher:
             await asyncio.sleep(period)
             now = time.monotonic()
             for w in list(self._watchers):
-                if not w.connected():
+                try:
+                    if not w.connected():
+                        w.terminate()
+                    elif w.bookmarks and w.live and now - w.last_write >= self.bookmark_interval \
+                            and self.revision >= w.min_rev:
+                        w.bookmark(self.revision)
+                except Exception:  # the sweep goes on for the others
+                    log.exception("watch cache: ending a watch that failed to take a bookmark")
                     w.terminate()
-                elif w.bookmarks and w.live and now - w.last_write >= self.bookmark_interval \
-                        and self.revision >= w.min_rev:
-                    w.bookmark(self.revision)

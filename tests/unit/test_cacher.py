@@ -289,3 +289,22 @@ def test_field_selectors_use_the_kinds_attributes(tmp_path, field):
         assert [e.name for e in page.entries] == [o["metadata"]["name"] for o in items]
         assert page.entries, "the selector matches some pods"
     run(body, tmp_path)
+
+
+def test_start_over_revisions_outside_the_prefix(tmp_path):
+    """A replay window holding no event of the cacher's prefix still ends (by the watch's progress)."""
+    async def main():
+        store = await SQLiteStore.open(str(tmp_path / "db"), compact_interval=0)
+        try:
+            await create(store, cm("a", "ns"))
+            for i in range(5):
+                await store.create(f"/elsewhere/{i}", b"{}")
+            cacher = Cacher(store, replay=3)
+            await asyncio.wait_for(cacher.start(), 5)
+            try:
+                assert cacher.revision == await store.current_revision()
+            finally:
+                await cacher.stop()
+        finally:
+            await store.close()
+    asyncio.run(main())

@@ -331,3 +331,23 @@ def test_event_bytes_equal_the_store_path_encoding(tmp_path):
         assert orjson.loads(cev.line("ADDED", cev.cur, legacy))["object"]["apiVersion"] == "extensions/v1beta1"
         assert cev.cur.obj["metadata"]["resourceVersion"] == str(rv)
     run(body, tmp_path)
+
+
+def test_a_failing_watcher_ends_alone(tmp_path, caplog):
+    sv = served(*CM)
+
+    def broken(etype, obj):
+        raise RuntimeError("renderer bug")
+
+    async def body(store, cacher):
+        rv = await create(store, cm("a", "ns"))
+        bad = await Client.open(cacher, sv, "ns", pred(sv), resource_version=str(rv), render=broken)
+        good = await Client.open(cacher, sv, "ns", pred(sv), resource_version=str(rv))
+        await create(store, cm("b", "ns"))
+        await settle(cacher, store)
+        await asyncio.wait_for(bad.task, 5)
+        await create(store, cm("c", "ns"))
+        await settle(cacher, store)
+        assert names(await good.stop()) == [("ADDED", "b"), ("ADDED", "c")]
+        assert "renderer bug" in caplog.text
+    run(body, tmp_path)
