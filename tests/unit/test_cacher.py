@@ -308,3 +308,35 @@ def test_start_over_revisions_outside_the_prefix(tmp_path):
         finally:
             await store.close()
     asyncio.run(main())
+
+
+def test_store_watch_pending_is_exact_and_progress_covers_other_prefixes(tmp_path):
+    """What the cacher relies on from `BufferedWatch`: ``pending()`` never counts an event that
+    would be skipped (so draining it never waits), and ``progress()`` moves with commits under
+    other prefixes while nothing is buffered."""
+    async def main():
+        store = await SQLiteStore.open(str(tmp_path / "db"), compact_interval=0)
+        try:
+            first = await create(store, cm("a", "ns"))
+            w = store.watch("/registry/", first)
+            assert w.progress() == first - 1  # nothing read yet
+            await create(store, cm("b", "ns"))  # live and in the backfill: a duplicate to drop
+            got = [await w.__anext__()]
+            while w.pending():
+                got.append(await asyncio.wait_for(w.__anext__(), 1))
+            assert [e.kv.key.rsplit("/", 1)[1] for e in got] == ["a", "b"]
+            rv = (await store.create("/elsewhere/x", b"{}"))[1].mod_revision
+            assert w.pending() == 0 and w.progress() == rv
+            future = store.watch("/registry/", rv + 3)  # a start that has not happened yet
+            waiting = asyncio.ensure_future(future.__anext__())
+            await asyncio.sleep(0.1)  # its (empty) backfill is loaded; it waits
+            await create(store, cm("c", "ns"))  # before the start: never to be yielded
+            assert future.pending() == 0 and not waiting.done()
+            await create(store, cm("d", "ns"))
+            await create(store, cm("e", "ns"))  # the start revision
+            assert (await asyncio.wait_for(waiting, 1)).kv.key.endswith("/e")
+            w.close()
+            future.close()
+        finally:
+            await store.close()
+    asyncio.run(main())
