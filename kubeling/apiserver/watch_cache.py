@@ -27,6 +27,7 @@ R >= `WatchCache.oldest`. Older starts get upstream's ``410 Expired``
 
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -324,7 +325,7 @@ class WatchCache:
         self.by_namespace: dict[str, dict[str, CachedObject]] = {}
         self.history: collections.deque[CacheEvent] = collections.deque()
         self._evicted_revision = 0  # revision of the newest event dropped from the window
-        self._sorted_keys: dict[str | None, list[str]] = {}  # dropped when a key comes or goes
+        self._sorted_keys: dict[str | None, list[str]] = {}  # per namespace (None: all), once listed
 
     # -- building ------------------------------------------------------------------------------
 
@@ -369,27 +370,34 @@ class WatchCache:
 
     def _put(self, entry: CachedObject) -> None:
         if entry.key not in self.objects:
-            self._sorted_keys.pop(entry.namespace, None)
-            self._sorted_keys.pop(None, None)
+            for scope in (entry.namespace, None):
+                keys = self._sorted_keys.get(scope)
+                if keys is not None:  # kept sorted: a memmove, not a sort of every key
+                    bisect.insort(keys, entry.key)
         self.objects[entry.key] = entry
         self.by_namespace.setdefault(entry.namespace, {})[entry.key] = entry
 
     def _drop(self, key: str, ns: str) -> None:
-        self.objects.pop(key, None)
+        if self.objects.pop(key, None) is not None:
+            for scope in (ns, None):
+                keys = self._sorted_keys.get(scope)
+                if keys is not None:
+                    i = bisect.bisect_left(keys, key)
+                    if i < len(keys) and keys[i] == key:
+                        del keys[i]
         bucket = self.by_namespace.get(ns)
         if bucket is not None:
             bucket.pop(key, None)
             if not bucket:
                 del self.by_namespace[ns]
-        self._sorted_keys.pop(ns, None)
-        self._sorted_keys.pop(None, None)
+                self._sorted_keys.pop(ns, None)
 
     # -- reading -------------------------------------------------------------------------------
 
     def list(self, namespace: str | None) -> list[CachedObject]:
         """Live objects, sorted by key (the store's order), of one namespace or all (None).
 
-        Sorting happens once per set of keys; an update of an existing object keeps the order.
+        The keys are sorted at the first list of a scope and kept sorted as keys come and go.
         """
         source = self.objects if namespace is None else self.by_namespace.get(namespace, {})
         keys = self._sorted_keys.get(namespace)

@@ -340,3 +340,42 @@ def test_store_watch_pending_is_exact_and_progress_covers_other_prefixes(tmp_pat
         finally:
             await store.close()
     asyncio.run(main())
+
+
+def test_watch_cache_lists_stay_sorted_as_keys_come_and_go():
+    """Scopes listed once keep their sorted keys up to date (no re-sort per change)."""
+    from kubeling.apiserver.watch_cache import WatchCache
+    from kubeling.storage.interface import DELETE, PUT, Event, KeyValue
+
+    prefix = "/registry/core/configmaps/"
+    cache = WatchCache(prefix, 0)
+    rev = 0
+
+    def put(ns, name):
+        nonlocal rev
+        rev += 1
+        kv = KeyValue(f"{prefix}{ns}/{name}", orjson.dumps(cm(name, ns)), rev, rev)
+        return cache.apply(Event(PUT, kv, None), lambda e: orjson.loads(e.kv.value))
+
+    def drop(ns, name):
+        nonlocal rev
+        rev += 1
+        kv = KeyValue(f"{prefix}{ns}/{name}", b"{}", 1, rev)
+        return cache.apply(Event(DELETE, kv, None), lambda e: orjson.loads(e.kv.value))
+
+    def listed(ns):
+        return [(e.namespace, e.name) for e in cache.list(ns)]
+
+    for ns, name in [("b", "2"), ("a", "9"), ("b", "1")]:
+        put(ns, name)
+    assert listed(None) == [("a", "9"), ("b", "1"), ("b", "2")] and listed("b") == [("b", "1"), ("b", "2")]
+    put("a", "0")
+    put("c", "5")
+    drop("b", "1")
+    put("b", "1")  # re-created
+    drop("a", "9")
+    assert listed(None) == [("a", "0"), ("b", "1"), ("b", "2"), ("c", "5")]
+    assert listed("b") == [("b", "1"), ("b", "2")] and listed("a") == [("a", "0")]
+    drop("a", "0")
+    assert listed("a") == [] and "a" not in cache.by_namespace
+    assert listed(None) == sorted(listed(None)) and [e.revision for e in cache.history] == list(range(1, rev + 1))
