@@ -255,9 +255,9 @@ class CacheWatcher:
         if not self.live:
             self._pending.append(self._line(etype, entry, ev))
             if len(self._pending) > self.pending_limit:
-                log.info("watch of %s ended: %d events queued while sending its backlog",
-                         self.served.res.resource, len(self._pending))
-                self.terminate()
+                # The client reads slower than events come: drop the connection (serve may be
+                # waiting for it to drain), as for a live watcher over its send buffer.
+                self._drop(f"{len(self._pending)} events queued while sending its backlog")
             return False
         if self.render is None:
             self._out.append(ev.chunk(etype, entry, self.served) if self._framed else ev.line(etype, entry, self.served))
@@ -297,10 +297,16 @@ class CacheWatcher:
         t.write(data)
         self.last_write = time.monotonic()
         if t.get_write_buffer_size() > self.send_buffer_limit:
-            log.info("watch of %s dropped: %d bytes unsent (limit %d); the client resumes by resourceVersion",
-                     self.served.res.resource, t.get_write_buffer_size(), self.send_buffer_limit)
+            self._drop(f"{t.get_write_buffer_size()} bytes unsent (limit {self.send_buffer_limit})")
+
+    def _drop(self, why: str) -> None:
+        """End a watch whose client does not keep up, aborting its connection: a client that
+        does not read must not pin memory. It resumes by resourceVersion."""
+        log.info("watch of %s dropped: %s; the client resumes by resourceVersion", self.served.res.resource, why)
+        t = self._protocol.transport if self._protocol is not None else None
+        if t is not None:
             t.abort()
-            self.terminate()
+        self.terminate()
 
     def _line(self, etype: str, entry: CachedObject, ev: CacheEvent | None) -> bytes:
         if self.render is not None:

@@ -4,6 +4,8 @@ well-formed chunked stream that ends cleanly and leaves the connection reusable.
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import orjson
 import pytest
@@ -107,3 +109,30 @@ def test_departed_client_is_noticed(tmp_path):
         await create(store, cm("b", "ns"))  # nothing is written to the closed transport
         await settle(cacher, store)
     serve_app(tmp_path, body, bookmark_interval=0.2)
+
+
+def test_client_that_never_reads_its_backlog_is_dropped(tmp_path):
+    """A client that stops reading while its backlog is sent: serve waits on the transport, the
+    live events it queues meanwhile pass ``pending_limit``, and the connection is aborted."""
+    async def body(store, cacher, s, url):
+        for i in range(200):  # ~10 MB of backlog: more than loopback socket buffers hold
+            await create(store, cm(f"big{i:03d}", "ns", data={"v": "x" * 50_000}))
+        await settle(cacher, store)
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET /watch?resourceVersion=0&timeoutSeconds=60 HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        await writer.drain()
+        await until(lambda: cacher.watcher_count() == 1)
+        await asyncio.sleep(0.3)  # it fills the socket and waits for the client to read
+        for i in range(10):
+            await create(store, cm(f"live{i}", "ns"))
+        await until(lambda: cacher.watcher_count() == 0, timeout=5)
+        got = bytearray()
+        try:  # the connection ends (aborted, not a finished body) instead of waiting for ever
+            while chunk := await asyncio.wait_for(reader.read(1 << 20), 5):
+                got += chunk
+        except ConnectionResetError:
+            pass
+        assert got.startswith(b"HTTP/1.1 200") and not got.endswith(b"0\r\n\r\n")
+        writer.close()
+    serve_app(tmp_path, body, pending_limit=5)
