@@ -3,8 +3,8 @@
 The watch cache (`cacher.Cacher`) serves most lists and every watch from memory; it sends here
 the lists that need a store snapshot (``resourceVersionMatch=Exact``, ``continue`` tokens,
 ``limit`` with an exact ``resourceVersion``) and lists made while it is not ready. The watch
-path below (`watch_objects` with `watchstream.WatchStream`) serves watches until the handlers
-call the cacher; the rules are the same on both paths.
+path below (`watch_objects`) serves the API server's own loops (admission caches, the CRD
+controller, the aggregator), never clients; its rules are the cacher's.
 
 List resourceVersion semantics, as upstream:
 - ``""``: the most recent state (a consistent read).

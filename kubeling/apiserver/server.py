@@ -22,6 +22,7 @@ from kubeling.api import errors
 from kubeling.apiserver import datadir, memory, registry, serving
 from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer, server_ssl_context
+from kubeling.apiserver.cacher import Cacher
 from kubeling.apiserver.certs import PKI, write_kubeconfig
 from kubeling.apiserver.crd import CRDController
 from kubeling.apiserver.registry import Context
@@ -111,10 +112,13 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                                    compact_keep=opts.compact_keep)
     listeners: list[serving.Listener] = []
     tasks: list[asyncio.Task] = []
+    cacher = Cacher(store)
     try:
+        await cacher.start()
         api = APIServer(store, token_file=opts.token_auth_file, advertise_address=advertise,
                         secure_port=opts.secure_port,
                         config=registry.Config(service_cidr=opts.service_cidr, node_port_range=opts.node_port_range))
+        api.scope.cacher = cacher
         crds = CRDController(api)
         await crds.start()
         await api.strategies[("", "services")].repair(api.registry, api.lookup("", "v1", "services"))
@@ -154,7 +158,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
             if t is not waiter and t.exception():
                 raise t.exception()
     finally:
-        await asyncio.shield(_shutdown(tasks, listeners, store))
+        await asyncio.shield(_shutdown(tasks, listeners, store, cacher))
 
 
 async def supervise_child(args: list[str], stop: asyncio.Event) -> None:
@@ -191,7 +195,7 @@ def _die_with_parent() -> None:
         pass
 
 
-async def _shutdown(tasks, listeners, store) -> None:
+async def _shutdown(tasks, listeners, store, cacher) -> None:
     for t in tasks:
         t.cancel()
     for t in tasks:
@@ -199,6 +203,7 @@ async def _shutdown(tasks, listeners, store) -> None:
             await t
         except (asyncio.CancelledError, Exception):  # noqa: BLE001
             pass
+    await cacher.stop()  # ends every watch, so the listeners drain at once
     for listener in reversed(listeners):
         await listener.close()
     await store.close()

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import multiprocessing
 import statistics
-import threading
 import time
 
 import pytest
@@ -36,15 +36,22 @@ STRATEGIC, APPLY = "application/strategic-merge-patch+json", "application/apply-
 # -- the server, the readiness poller and the memory probe ---------------------------------------------
 
 class ReadyzPoller:
-    """GET /readyz every ``interval`` on one keep-alive TLS connection, in a thread; keeps latencies
-    (seconds) and any non-200 answers or connection failures."""
+    """GET /readyz every ``interval`` on one keep-alive TLS connection, in a child process (a thread
+    of the test process would measure this process's own GIL waits while a test builds a 3 MB
+    body); keeps latencies (seconds) and any non-200 answers or connection failures."""
 
     def __init__(self, cluster: harness.Cluster, interval: float = 0.02) -> None:
         self.cluster, self.interval = cluster, interval
         self.latencies: list[float] = []
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        ctx = multiprocessing.get_context("fork")
+        self._stop = ctx.Event()
+        self._parent, self._child = ctx.Pipe(duplex=False)
+        self._thread = ctx.Process(target=self._child_main, daemon=True)
+
+    def _child_main(self) -> None:
+        self._run()
+        self._child.send((self.latencies, self.failures))
 
     def _connect(self) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection("127.0.0.1", self.cluster.port, context=self.cluster.ssl_context(),
@@ -75,7 +82,11 @@ class ReadyzPoller:
         return self
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
+        if self._parent.poll(15):
+            self.latencies, self.failures = self._parent.recv()
         self._thread.join(timeout=15)
 
 

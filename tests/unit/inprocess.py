@@ -2,8 +2,8 @@
 admission, subresource and endpoint tests that run in milliseconds.
 
 ``api_server()`` builds an `APIServer` on a `MemoryStore` and runs what ``kubeling server`` runs
-before serving (CRDs, allocator repair, bootstrap objects, APIService registration), without
-listeners or controllers. ``http(api)`` serves it on loopback through aiohttp's test server
+before serving (the watch cache, CRDs, allocator repair, bootstrap objects, APIService
+registration), without listeners or controllers. ``http(api)`` serves it on loopback through aiohttp's test server
 (plain HTTP, the development-only insecure mode, so every request is ``system:admin``).
 """
 
@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer
+from kubeling.apiserver.cacher import Cacher
 from kubeling.apiserver.crd import CRDController
 from kubeling.apiserver.registry import Context
 from kubeling.apiserver.server import bootstrap
@@ -24,7 +25,11 @@ ADMIN = Context(user="system:admin", groups=("system:masters", "system:authentic
 
 
 async def api_server(**kwargs) -> APIServer:
-    api = APIServer(MemoryStore(), **kwargs)
+    store = MemoryStore()
+    cacher = Cacher(store)
+    await cacher.start()
+    api = APIServer(store, **kwargs)
+    api.scope.cacher = cacher
     await CRDController(api).start()
     await api.strategies[("", "services")].repair(api.registry, api.lookup("", "v1", "services"))
     await bootstrap(api)

@@ -32,7 +32,7 @@ async def delete_collection(request: web.Request, info: RequestInfo, served: Ser
     opts = await options.delete_options(request)
     if opts.get("dryRun"):
         ctx.dry_run = True
-    deleted, rv = await scope.store.delete_collection(served, info.namespace, options.predicate(request, served),
+    deleted, rv = await scope.store.delete_collection(served, info.namespace, options.match(options.predicate(request, served)),
                                                       opts, ctx)
     if not served.res.crd:
         deleted = [{k: v for k, v in it.items() if k not in ("apiVersion", "kind")} for it in deleted]

@@ -13,13 +13,13 @@ from aiohttp import web
 
 import orjson
 
-from kubeling.api import errors, labels, limits
-from kubeling.api import fields as fieldsel
+from kubeling.api import errors, limits
 from kubeling.apiserver import listwatch, negotiation
 from kubeling.apiserver.endpoints.request import RequestInfo, query_bool
 from kubeling.apiserver.registry import Context
 from kubeling.apiserver.registry.generic import off_loop
 from kubeling.apiserver.resources import Served
+from kubeling.apiserver.watch_cache import SelectionPredicate
 
 FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
 HEAVY_BODY_BYTES = 128 * 1024
@@ -123,28 +123,13 @@ async def delete_options(request: web.Request) -> dict:
     return opts
 
 
-def predicate(request: web.Request, served: Served, name: str = "") -> listwatch.Filter:
-    """The label and field selectors as a filter over objects (upstream's SelectionPredicate), with
-    the kind's field labels checked and converted by its strategy."""
+def predicate(request: web.Request, served: Served, name: str = "") -> SelectionPredicate:
+    """The label and field selectors (upstream's SelectionPredicate), with the kind's field labels
+    checked and converted by its strategy; a malformed or unsupported selector is a 400."""
     q = request.query
-    try:
-        lsel = labels.parse(q.get("labelSelector", ""))
-    except ValueError as e:
-        raise errors.bad_request(str(e)) from None
-    try:
-        fsel = fieldsel.parse(q.get("fieldSelector", ""))
-    except ValueError as e:
-        raise errors.bad_request(str(e)) from None
-    strategy = served.strategy
-    fsel = strategy.field_selector(fsel)
-    if lsel.empty and fsel.empty and not name:
-        return listwatch.MATCH_ALL
+    return SelectionPredicate.parse(served, q.get("labelSelector", ""), q.get("fieldSelector", ""), name)
 
-    def match(obj: dict) -> bool:
-        meta = obj.get("metadata") or {}
-        if name and meta.get("name") != name:
-            return False
-        if not lsel.matches(meta.get("labels") or {}):
-            return False
-        return fsel.empty or fsel.matches(strategy.get_attrs(obj))
-    return match
+
+def match(pred: SelectionPredicate) -> listwatch.Filter:
+    """The predicate as a filter over plain objects (the store-backed paths)."""
+    return listwatch.MATCH_ALL if pred.everything else pred.match_object

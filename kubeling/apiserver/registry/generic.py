@@ -19,9 +19,10 @@ and is set on the way out. Updates are a compare-and-swap loop ("GuaranteedUpdat
 client-supplied resourceVersion is a precondition (409 Conflict when stale); without one the
 store retries on its own. An update that changes nothing writes nothing.
 
-Reads: GET reads the store; LIST and WATCH go through `listwatch` (and the watch cache when
-one is attached). This module is the only one in the API server that touches
-`kubeling.storage`.
+Reads: GET reads the store; a client's LIST and WATCH are served by the watch cache
+(`cacher`, a decorator of the store, as upstream's); `list` and `watch` here read the store for
+the API server's own use. Apart from the cacher, this module is the only one in the API server
+that touches `kubeling.storage`.
 """
 
 from __future__ import annotations
@@ -70,14 +71,14 @@ Filter = Callable[[dict], bool]
 class GenericStore:
     """CRUD for every served resource over one `Store`, with the admission chain built in.
 
-    ``admission`` is an `admission.Chain` (or None in tests that want none); ``cacher`` the
-    watch cache LIST and WATCH read from when one is attached.
+    ``admission`` is an `admission.Chain` (or None in tests that want none). Its `list` and
+    `watch` read the store: the HTTP LIST and WATCH of clients are served by the watch cache
+    (`cacher`), these by the API server's own loops and writes (eviction, CRD cleanup).
     """
 
     def __init__(self, store: Store, admission: Any = None) -> None:
         self.store = store
         self.admission = admission
-        self.cacher: Any = None
 
     # -- reads ---------------------------------------------------------------------------------
 
