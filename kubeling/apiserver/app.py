@@ -20,6 +20,7 @@ when CRDs change.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -91,6 +92,38 @@ class APIServer:
             body = openapi.v2_protobuf(doc) if protobuf else orjson.dumps(doc)
             self._openapi[key] = body
         return body
+
+    def report_undecodable(self, key: str, why: str) -> None:
+        """A stored value that does not decode is left out of lists and watches (by the watch
+        cache); this records a Warning Event naming it, so that an operator sees it in
+        ``kubectl get events``, and restores from a backup (``kubeling restore``)."""
+        served = next((s for s in self.resources.served if key.startswith(s.prefix) and s.res.group_version ==
+                       s.storage_gv), None)
+        rest = key[len(served.prefix):].split("/") if served else []
+        namespace, name = (rest[0], rest[-1]) if served and served.res.namespaced and len(rest) == 2 else \
+            (None, rest[-1] if rest else key)
+        now = registry.now_rfc3339()
+        involved = {"name": name}
+        if served is not None:
+            involved.update(apiVersion=served.res.group_version, kind=served.res.kind)
+        if namespace:
+            involved["namespace"] = namespace
+        event = {"apiVersion": "v1", "kind": "Event",
+                 "metadata": {"generateName": "undecodable-", "namespace": namespace or "default"},
+                 "involvedObject": involved, "reason": "FailedToDecode", "type": "Warning",
+                 "message": f"the stored value of {key} cannot be decoded ({why[:200]}); it is left out of lists "
+                            f"and watches until it is replaced, deleted or restored from a backup",
+                 "source": {"component": "kube-apiserver"}, "reportingComponent": "kube-apiserver",
+                 "firstTimestamp": now, "lastTimestamp": now, "count": 1}
+        ctx = registry.Context(user="system:apiserver", field_manager="kube-apiserver",
+                               namespace=namespace or "default")
+
+        async def record() -> None:
+            try:
+                await self.registry.create(self.lookup("", "v1", "events"), event, ctx)
+            except errors.StatusError as e:
+                log.warning("recording that %s does not decode: %s", key, e.message)
+        asyncio.get_running_loop().create_task(record())
 
     # -- auth ----------------------------------------------------------------------------------
 

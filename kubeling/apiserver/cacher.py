@@ -62,6 +62,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kubeling.api import errors
@@ -79,7 +80,7 @@ from kubeling.apiserver.watch_cache import (
     too_old,
 )
 from kubeling.apiserver.watchstream import BOOKMARK_INTERVAL, CacheWatcher, Render
-from kubeling.storage.interface import Event, KeyValue, Store
+from kubeling.storage.interface import DELETE, Event, KeyValue, Store
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,8 @@ class Cacher:
         self.pending_limit = pending_limit
         self.revision = 0          # every event up to here is in the caches and was dispatched
         self.decode_errors = 0     # stored values skipped because they do not decode
+        self.undecodable: dict[str, str] = {}  # key -> why, for keys whose latest value is damaged
+        self.on_decode_error: Callable[[str, str], None] | None = None  # the API server records an Event
         self._base = 0             # revision the caches were built at
         self._caches: dict[str, WatchCache] = {}
         self._subs: dict[str, _Subscribers] = {}
@@ -313,12 +316,24 @@ class Cacher:
             obj = decode(kv)
             if not isinstance(obj.get("metadata"), dict):
                 raise TypeError("metadata is not an object")
+            self.undecodable.pop(kv.key, None)
             return obj
         except Exception as e:  # noqa: BLE001 - one damaged value must not break the cache
             self.decode_errors += 1
+            why = f"{type(e).__name__}: {e}"
+            self.undecodable[kv.key] = why
             log.warning("watch cache: skipping %s at revision %d: stored value does not decode: %s",
-                        kv.key, kv.mod_revision, e)
+                        kv.key, kv.mod_revision, why)
+            if self.on_decode_error is not None:
+                try:
+                    self.on_decode_error(kv.key, why)
+                except Exception:  # noqa: BLE001 - reporting must never break the cache
+                    log.exception("watch cache: reporting %s", kv.key)
             return None
+
+    def skipped(self, prefix: str) -> list[str]:
+        """Keys under ``prefix`` left out of the cache because their stored value does not decode."""
+        return sorted(k for k in self.undecodable if k.startswith(prefix))
 
     def _cache(self, prefix: str) -> WatchCache:
         cache = self._caches.get(prefix)
@@ -336,6 +351,8 @@ class Cacher:
                 subs = self._subs.get(prefix)
                 if cev is not None and subs is not None:
                     self._dispatch(subs, cev, touched)
+            if ev.type == DELETE:
+                self.undecodable.pop(ev.kv.key, None)  # a deleted damaged value is gone for good
             self.revision = ev.kv.mod_revision
         for w in touched:
             try:

@@ -119,6 +119,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                         secure_port=opts.secure_port,
                         config=registry.Config(service_cidr=opts.service_cidr, node_port_range=opts.node_port_range))
         api.scope.cacher = cacher
+        cacher.on_decode_error = api.report_undecodable
         crds = CRDController(api)
         await crds.start()
         await api.strategies[("", "services")].repair(api.registry, api.lookup("", "v1", "services"))

@@ -30,6 +30,7 @@ async def api_server(**kwargs) -> APIServer:
     await cacher.start()
     api = APIServer(store, **kwargs)
     api.scope.cacher = cacher
+    cacher.on_decode_error = api.report_undecodable
     await CRDController(api).start()
     await api.strategies[("", "services")].repair(api.registry, api.lookup("", "v1", "services"))
     await bootstrap(api)

@@ -179,3 +179,29 @@ def test_list_watch_and_field_selectors_go_through_the_strategy():
             body = await (await c.get("/api/v1/namespaces")).read()
             assert body.endswith(b"\n") and orjson.loads(body)["kind"] == "NamespaceList"
     run(main())
+
+
+def test_an_undecodable_stored_value_is_left_out_with_a_warning_and_an_event():
+    async def main():
+        api = await api_server()
+        async with http(api) as c:
+            cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "good"}, "data": {"k": "v"}}
+            assert (await c.post("/api/v1/namespaces/default/configmaps", json=cm)).status == 201
+            ok, _ = await api.registry.store.create("/registry/core/configmaps/default/broken", b'{"metadata": ')
+            assert ok
+            await api.scope.cacher.wait_fresh(await api.registry.current_revision())
+            r = await c.get("/api/v1/namespaces/default/configmaps")
+            names = [i["metadata"]["name"] for i in (await r.json())["items"]]
+            assert r.status == 200 and "good" in names and "broken" not in names
+            assert "/registry/core/configmaps/default/broken" in r.headers["Warning"]
+            r = await c.get("/api/v1/namespaces/default/configmaps/broken")
+            assert r.status == 500 and "cannot be decoded" in (await r.json())["message"]
+            for _ in range(50):  # the Event is written by a task of its own
+                events = await (await c.get("/api/v1/namespaces/default/events?fieldSelector=reason=FailedToDecode")).json()
+                if events["items"]:
+                    break
+                await asyncio.sleep(0.01)
+            ev = events["items"][0]
+            assert ev["type"] == "Warning" and ev["involvedObject"] == {
+                "apiVersion": "v1", "kind": "ConfigMap", "name": "broken", "namespace": "default"}
+    run(main())

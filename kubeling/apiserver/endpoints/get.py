@@ -27,6 +27,12 @@ async def list_(request: web.Request, info: RequestInfo, served: Served, scope: 
                                    resource_version=q.get("resourceVersion", ""),
                                    rv_match=q.get("resourceVersionMatch", ""))
     accept = negotiation.parse_accept(request.headers.get("Accept"))
+    skipped = scope.cacher.skipped(served.list_prefix(info.namespace))
     if accept.media == negotiation.JSON and not accept.as_kind and request.method != "HEAD":
-        return web.Response(body=page.json(), content_type="application/json")
-    return respond(request, served, page.body(), is_list=True)
+        resp = web.Response(body=page.json(), content_type="application/json")
+    else:
+        resp = respond(request, served, page.body(), is_list=True)
+    if skipped:
+        resp.headers.add("Warning", f'299 - "{len(skipped)} stored objects cannot be decoded and are left out of '
+                                    f'this list: {", ".join(skipped[:5])}"')
+    return resp
