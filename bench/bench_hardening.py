@@ -265,6 +265,57 @@ class Bench:
                 f"{pct(lat, .99):.0f} | {pct(ready, .99):.1f} | {shown} |")
 
 
+SSAR = orjson.dumps({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                     "spec": {"resourceAttributes": {"verb": "get", "resource": "pods"}}})
+
+
+async def threshold(b: Bench, limit: int, burst: int) -> list[str]:
+    """The 429 threshold: hold ``held`` mutations in flight (bodies sent slowly, as a slow or busy
+    writer does), then send ``burst`` quick mutations; how many are refused. The bench user may
+    create SelfSubjectAccessReviews (every authenticated user may), and is not in system:masters,
+    which the in-flight filter never refuses."""
+    rows = []
+    for held in sorted({max(limit // 2, 1), max(limit - 1, 1), limit, 2 * limit}):
+        release = asyncio.Event()
+
+        async def slow_body():
+            yield SSAR[:10]
+            await release.wait()
+            yield SSAR[10:]
+
+        async with b.session(held + 20, TOKEN) as s:
+            headers = {"Content-Type": "application/json"}
+
+            async def hold():
+                async with s.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", data=slow_body(),
+                                  headers=headers) as r:
+                    await r.read()
+                    return r.status
+
+            holders = [asyncio.create_task(hold()) for _ in range(held)]
+            await asyncio.sleep(1.0)  # every held request is in flight
+            codes: dict[int, int] = {}
+            t0 = time.perf_counter()
+
+            async def quick():
+                async with s.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", data=SSAR,
+                                  headers=headers) as r:
+                    await r.read()
+                    codes[r.status] = codes.get(r.status, 0) + 1
+                    return r.headers.get("Retry-After")
+
+            retry = await asyncio.gather(*(quick() for _ in range(burst)))
+            took = time.perf_counter() - t0
+            release.set()
+            held_codes = await asyncio.gather(*holders)
+        refused = codes.get(429, 0)
+        rows.append(f"| {held} of {limit} | {burst} | {refused / burst * 100:.0f} % | {took * 1000:.0f} ms | "
+                    f"{', '.join(sorted(set(r for r in retry if r)) or ['-'])} | "
+                    f"{', '.join(f'{k}: {v}' for k, v in sorted(codes.items()))} | "
+                    f"{sum(1 for c in held_codes if c == 201)} of {held} |")
+    return rows
+
+
 async def run(args, cluster: harness.Cluster) -> None:
     b = Bench(cluster, args.quick)
     phases = set(args.phases.split(","))
@@ -290,14 +341,21 @@ async def run(args, cluster: harness.Cluster) -> None:
         levels = [50, 200] if args.quick else [50, 200, 500, 800]
         for row in await b.overload(levels, 3 if args.quick else 8):
             print(row, flush=True)
+    if "threshold" in phases:
+        limit = next((int(a.split("=", 1)[1]) for a in args.server_arg
+                      if a.startswith("--max-mutating-requests-inflight=")), 200)
+        print("\n| mutations held in flight (of the budget) | quick mutations sent | refused with 429 | burst took | "
+              "Retry-After | statuses | held ones completed |\n|---|---:|---:|---:|---|---|---|")
+        for row in await threshold(b, limit, 50 if args.quick else 200):
+            print(row, flush=True)
     print(f"\nServer RSS after the run: {rss_mib(cluster.proc.pid):.0f} MiB")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
-    p.add_argument("--phases", default="readyz,watchers,slow,overload",
-                   help="comma-separated subset of readyz,watchers,slow,overload")
+    p.add_argument("--phases", default="readyz,watchers,slow,overload,threshold",
+                   help="comma-separated subset of readyz,watchers,slow,overload,threshold")
     p.add_argument("--slow-seconds", type=float, default=75.0,
                    help="how long the slow readers stay (default 75: past the 60 s request timeout)")
     p.add_argument("--server-arg", action="append", default=[], help="extra argument for kubeling server")

@@ -279,7 +279,8 @@ def _crd_field_names(res: Resource) -> list[str]:
     return [f["jsonPath"].lstrip(".") for f in res.extra.get("selectableFields") or [] if f.get("jsonPath")]
 
 
-def _crd_value(v) -> str | None:
+def selectable_value(v) -> str | None:
+    """A custom resource's selectable field value as a selector compares it (None: not selectable)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (str, int)):
@@ -302,7 +303,7 @@ def object_fields(res: Resource, obj: dict) -> dict[str, str]:
             if not path:
                 continue
             found = jsonpath.evaluate(path, obj)
-            value = _crd_value(found[0]) if found else None
+            value = selectable_value(found[0]) if found else None
             if value is not None:
                 out[path.lstrip(".")] = value
         return out

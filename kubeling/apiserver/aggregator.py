@@ -119,31 +119,17 @@ class Aggregator:
             await asyncio.gather(watcher, return_exceptions=True)
 
     async def _watch(self, stop: asyncio.Event) -> None:
-        served = self._served()
-        while not stop.is_set():
-            try:
-                rv, items = await self.api.registry.list_raw(served, None)
-                self.apiservices = {o["metadata"]["name"]: o for o in items}
+        def replace(rv: int, items: list[dict]) -> None:
+            self.apiservices = {o["metadata"]["name"]: o for o in items}
+            self._wake.set()
+
+        def apply(etype: str, obj: dict) -> None:
+            if etype == "DELETED":
+                self.apiservices.pop(obj["metadata"]["name"], None)
+            else:
+                self.apiservices[obj["metadata"]["name"]] = obj
                 self._wake.set()
-                events = self.api.registry.watch(served, None, resource_version=str(rv))
-                try:
-                    async for etype, obj, _ in events:
-                        if etype == "INITIAL_END":
-                            continue
-                        name = obj["metadata"]["name"]
-                        if etype == "DELETED":
-                            self.apiservices.pop(name, None)
-                        else:
-                            self.apiservices[name] = obj
-                            self._wake.set()
-                finally:
-                    await events.aclose()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - relist (410) or retry
-                if not (isinstance(e, errors.StatusError) and e.code == 410):
-                    log.warning("APIService watch: %s", e)
-                    await asyncio.sleep(1)
+        await self.api.registry.reflect(self._served(), replace, apply, what="APIService watch")
 
     def _wanted_local(self) -> dict[str, tuple[str, str, str]]:
         """name -> (group, version, automanaged) for every group version served here."""

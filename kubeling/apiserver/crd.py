@@ -98,36 +98,23 @@ class CRDController:
             await asyncio.gather(*self.cleanups.values(), return_exceptions=True)
 
     async def _run(self, stop: asyncio.Event) -> None:
-        for crd in list(self.crds.values()):
+        async def replace(rv: int, items: list[dict]) -> None:
+            self.revision, self.crds = rv, {crd["metadata"]["name"]: crd for crd in items}
+            self._publish()
+            for crd in items:
+                await self._reconcile(crd)
+
+        async def apply(etype: str, crd: dict) -> None:
+            self.revision = int(crd["metadata"]["resourceVersion"])
+            name = crd["metadata"]["name"]
+            if etype == "DELETED":
+                self.crds.pop(name, None)
+                self._publish()
+                return
+            self.crds[name] = crd
+            self._publish()
             await self._reconcile(crd)
-        while not stop.is_set():
-            events = self.api.registry.watch(self._served_crd(), None, resource_version=str(self.revision))
-            try:
-                async for etype, crd, _ in events:
-                    if etype == "INITIAL_END":
-                        continue
-                    self.revision = int(crd["metadata"]["resourceVersion"])
-                    name = crd["metadata"]["name"]
-                    if etype == "DELETED":
-                        self.crds.pop(name, None)
-                        self._publish()
-                        continue
-                    self.crds[name] = crd
-                    self._publish()
-                    await self._reconcile(crd)
-            except errors.StatusError as e:
-                if e.code == 410:
-                    await self.start()
-                else:
-                    log.warning("CRD controller: %s", e.message)
-                    await asyncio.sleep(1)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - one bad CRD must not stop serving the others
-                log.exception("CRD controller")
-                await asyncio.sleep(1)
-            finally:
-                await events.aclose()
+        await self.api.registry.reflect(self._served_crd(), replace, apply, what="CRD controller")
 
     async def _reconcile(self, crd: dict) -> None:
         try:

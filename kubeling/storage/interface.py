@@ -259,6 +259,22 @@ class Store(Protocol):
         """Finish queued writes, end every watch and release resources. Idempotent."""
 
 
+def check_key(key: str) -> str:
+    """A key as every backend accepts it: a non-empty string (ValueError otherwise)."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("key must be a non-empty string")
+    return key
+
+
+def as_bytes(value) -> bytes:
+    """A value as every backend stores it: bytes (bytearray and memoryview are copied)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"value must be bytes, not {type(value).__name__}")
+
+
 def prefix_end(prefix: str) -> str | None:
     """The smallest string greater than every string starting with ``prefix`` (etcd's range_end).
 

@@ -40,6 +40,8 @@ from typing import Any
 
 from kubeling.storage.broadcaster import Broadcaster, BufferedWatch
 from kubeling.storage.interface import (
+    as_bytes as _as_bytes,
+    check_key as _check_key,
     DELETE,
     PUT,
     CompactedError,
@@ -307,17 +309,3 @@ class MemoryStore:
     def watcher_count(self) -> int:
         """Number of subscribed watchers (for metrics and leak tests)."""
         return self._hub.watcher_count()
-
-
-def _check_key(key: str) -> str:
-    if not isinstance(key, str) or not key:
-        raise ValueError("key must be a non-empty string")
-    return key
-
-
-def _as_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"value must be bytes, not {type(value).__name__}")

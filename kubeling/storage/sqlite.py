@@ -92,6 +92,8 @@ from typing import Any, Callable
 
 from kubeling.storage import backup
 from kubeling.storage.interface import (
+    as_bytes as _as_bytes,
+    check_key as _check_key,
     DELETE,
     PUT,
     CompactedError,
@@ -732,17 +734,3 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             log.exception("sqlite rollback failed")
-
-
-def _check_key(key: str) -> str:
-    if not isinstance(key, str) or not key:
-        raise ValueError("key must be a non-empty string")
-    return key
-
-
-def _as_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"value must be bytes, not {type(value).__name__}")

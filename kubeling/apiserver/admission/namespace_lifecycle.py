@@ -12,11 +12,8 @@ from the store.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from kubeling.api import errors
-
-log = logging.getLogger(__name__)
 
 IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
 
@@ -71,30 +68,13 @@ class NamespaceLifecycle:
         return self.lookup("", "v1", "namespaces")
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Keep `namespaces` current: list, then watch from the list's revision; relist on 410."""
-        served = self._served()
-        while not stop.is_set():
-            try:
-                rv, items = await self.store.list_raw(served, None)
-                self.namespaces = {o["metadata"]["name"]: terminating(o) for o in items}
-                events = self.store.watch(served, None, resource_version=str(rv))
-                try:
-                    async for etype, obj, _ in events:
-                        if etype == "INITIAL_END":
-                            continue
-                        name = obj["metadata"]["name"]
-                        if etype == "DELETED":
-                            self.namespaces.pop(name, None)
-                        else:
-                            self.namespaces[name] = terminating(obj)
-                finally:
-                    await events.aclose()
-            except asyncio.CancelledError:
-                raise
-            except errors.StatusError as e:
-                if e.code != 410:
-                    log.warning("namespace cache: %s", e.message)
-                    await asyncio.sleep(1)
-            except Exception:  # noqa: BLE001 - the cache must come back, never die
-                log.exception("namespace cache")
-                await asyncio.sleep(1)
+        """Keep `namespaces` current (list, then watch; relist on 410)."""
+        def replace(rv: int, items: list[dict]) -> None:
+            self.namespaces = {o["metadata"]["name"]: terminating(o) for o in items}
+
+        def apply(etype: str, obj: dict) -> None:
+            if etype == "DELETED":
+                self.namespaces.pop(obj["metadata"]["name"], None)
+            else:
+                self.namespaces[obj["metadata"]["name"]] = terminating(obj)
+        await self.store.reflect(self._served(), replace, apply, what="namespace cache")

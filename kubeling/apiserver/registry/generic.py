@@ -115,6 +115,34 @@ class GenericStore:
         from kubeling.apiserver import listwatch  # noqa: PLC0415 - listwatch imports this package
         return listwatch.watch_objects(self.store, served, namespace, match or listwatch.MATCH_ALL, **options)
 
+    async def reflect(self, served: Served, replace: Callable[[int, list[dict]], Any],
+                      apply: Callable[[str, dict], Any], *, what: str = "") -> None:
+        """Keep a consumer in step with a resource, as an informer's reflector does: list
+        (``replace(revision, objects)``), then watch from the list's revision (``apply(event
+        type, object)`` for ADDED / MODIFIED / DELETED); relist after a 410, retry other faults
+        after a second. Either callback may be async; objects are shared, never mutate them.
+        Runs until cancelled (the API server's own caches: admission, CRDs, APIServices)."""
+        while True:
+            try:
+                rv, items = await self.list_raw(served, None)
+                await _maybe_await(replace(rv, items))
+                events = self.watch(served, None, resource_version=str(rv))
+                try:
+                    async for etype, obj, _ in events:
+                        if etype != "INITIAL_END":
+                            await _maybe_await(apply(etype, obj))
+                finally:
+                    await events.aclose()
+            except asyncio.CancelledError:
+                raise
+            except errors.StatusError as e:
+                if e.code != 410:
+                    log.warning("%s: %s", what or served.res.resource, e.message)
+                    await asyncio.sleep(1)
+            except Exception:  # noqa: BLE001 - the consumer's cache must come back, never die
+                log.exception("%s", what or served.res.resource)
+                await asyncio.sleep(1)
+
     async def current_revision(self) -> int:
         return await self.store.current_revision()
 
@@ -555,6 +583,11 @@ class GenericStore:
             return await op
         except StorageError as e:
             raise storage_status(e) from None
+
+
+async def _maybe_await(value) -> None:
+    if asyncio.iscoroutine(value):
+        await value
 
 
 def object_too_large(served: Served, size: int) -> errors.StatusError:

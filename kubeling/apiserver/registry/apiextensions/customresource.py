@@ -10,21 +10,11 @@ strategy per served version of a CRD, built by the CRD controller from the CRD i
   differs between them.
 """
 
-from kubeling.api import errors, jsonpath, structural
+from kubeling.api import errors, fields, jsonpath, structural
 from kubeling.api.printers import crd as crd_printers
 from kubeling.apiserver.registry.scale import ScaleREST
 from kubeling.apiserver.registry.status import StatusREST
 from kubeling.apiserver.registry.strategy import Strategy
-
-
-def _field_value(v) -> str | None:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (str, int)):
-        return str(v)
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return None
 
 
 class CustomResourceStrategy(Strategy):
@@ -65,7 +55,7 @@ class CustomResourceStrategy(Strategy):
         out = super().get_attrs(obj)
         for path in self.selectable:
             found = jsonpath.evaluate(path, obj)
-            value = _field_value(found[0]) if found else None
+            value = fields.selectable_value(found[0]) if found else None
             if value is not None:
                 out[path.lstrip(".")] = value
         return out
