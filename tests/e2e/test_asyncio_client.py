@@ -53,12 +53,15 @@ def test_watch_sees_added_modified_deleted(cluster, namespace):
     async def run():
         async with await _api(cluster) as api:
             core = client.CoreV1Api(api)
-            rv = (await core.list_namespaced_config_map(namespace)).metadata.resource_version
+            # Only this test's object: controllers add their own ConfigMaps to a new namespace
+            # (kube-root-ca.crt) at any moment.
+            only = "metadata.name=watched"
+            rv = (await core.list_namespaced_config_map(namespace, field_selector=only)).metadata.resource_version
             w = watch.Watch()
             seen: list[tuple[str, str, str | None]] = []
 
             async def consume():
-                async for ev in w.stream(core.list_namespaced_config_map, namespace,
+                async for ev in w.stream(core.list_namespaced_config_map, namespace, field_selector=only,
                                          resource_version=rv, timeout_seconds=20):
                     obj = ev["object"]
                     seen.append((ev["type"], obj.metadata.name, (obj.data or {}).get("k")))

@@ -205,3 +205,27 @@ def test_an_undecodable_stored_value_is_left_out_with_a_warning_and_an_event():
             assert ev["type"] == "Warning" and ev["involvedObject"] == {
                 "apiVersion": "v1", "kind": "ConfigMap", "name": "broken", "namespace": "default"}
     run(main())
+
+
+def test_a_full_disk_is_507_and_fails_readyz_until_it_recovers():
+    from kubeling.storage.interface import InsufficientStorageError
+
+    async def main():
+        api = await api_server()
+        store = api.registry.store
+        create, check = store.create, store.check
+
+        async def full(*args, **kwargs):
+            raise InsufficientStorageError("database or disk is full")
+        store.create = full
+        store.check = full  # what the SQLite store's check reports while its probe write fails
+        async with http(api) as c:
+            cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {}}
+            r = await c.post("/api/v1/namespaces/default/configmaps", json=cm)
+            assert r.status == 507 and (await r.json())["reason"] == "InsufficientStorage"
+            r = await c.get("/readyz?verbose")
+            assert r.status == 500 and "[-]etcd failed" in await r.text()
+            store.create, store.check = create, check
+            assert (await c.post("/api/v1/namespaces/default/configmaps", json=cm)).status == 201
+            assert (await c.get("/readyz")).status == 200
+    run(main())
