@@ -67,7 +67,7 @@ from dataclasses import dataclass
 
 from kubeling.api import errors
 from kubeling.apiserver import listwatch
-from kubeling.apiserver.registry import decode
+from kubeling.apiserver.registry.codec import decode
 from kubeling.apiserver.resources import Served
 from kubeling.apiserver.watch_cache import (
     DEFAULT_CAPACITY,

@@ -33,7 +33,7 @@ import orjson
 
 from kubeling.api import errors
 from kubeling.apiserver import conversion
-from kubeling.apiserver.registry import decode
+from kubeling.apiserver.registry.codec import decode
 from kubeling.apiserver.resources import Served
 from kubeling.storage.interface import CompactedError, FutureRevisionError, Store
 

@@ -44,11 +44,9 @@ class Served:
         return self.prefix
 
 
-def builtin_served(strategies: dict | None = None) -> list[Served]:
-    """Every built-in served version, each with the strategy of the resource it is stored as."""
-    if strategies is None:
-        from kubeling.apiserver import registry  # noqa: PLC0415 - the registry imports this module
-        strategies = registry.strategies()
+def builtin_served(strategies: dict) -> list[Served]:
+    """Every built-in served version, each with the strategy of the resource it is stored as
+    (``strategies``: `registry.strategies()`, one instance per stored resource of one server)."""
     schemas = schema.get()
     out = []
     for r in kinds.BUILTIN:

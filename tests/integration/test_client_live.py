@@ -249,7 +249,7 @@ def test_event_recorder_writes_and_bumps_count(server):
             rec.event(cm, "Warning", "Failed", "something broke")
             await rec.close()
             evs = await c.list("", "v1", "events", namespace=ns,
-                               field_selector=f"involvedObject.name=subject")
+                               field_selector="involvedObject.name=subject")
             by_reason = {e["reason"]: e for e in evs["items"]}
             assert set(by_reason) == {"Synced", "Failed"}
             synced = by_reason["Synced"]

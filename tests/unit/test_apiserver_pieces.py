@@ -12,9 +12,10 @@ from kubeling.apiserver import conversion, listwatch, negotiation
 from kubeling.apiserver.endpoints.request import parse_path
 from kubeling.apiserver.registry import strategy as strategies
 from kubeling.apiserver.registry.core.pod import qos_class
+from kubeling.apiserver import registry
 from kubeling.apiserver.resources import ResourceMap, builtin_served
 
-RESOURCES = ResourceMap(builtin_served())
+RESOURCES = ResourceMap(builtin_served(registry.strategies()))
 
 
 @pytest.mark.parametrize("method, path, query, want", [

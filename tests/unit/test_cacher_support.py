@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from kubeling.apiserver.cacher import Cacher
+from kubeling.apiserver import registry
 from kubeling.apiserver.resources import ResourceMap, builtin_served
 from kubeling.apiserver.watch_cache import frame
 from kubeling.storage import SQLiteStore
@@ -21,7 +22,7 @@ from kubeling.storage.memory import MemoryStore
 
 @functools.lru_cache(maxsize=1)
 def resources() -> ResourceMap:
-    return ResourceMap(builtin_served())
+    return ResourceMap(builtin_served(registry.strategies()))
 
 
 def served(group: str, version: str, resource: str):

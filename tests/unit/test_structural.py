@@ -1,6 +1,5 @@
 """Structural schema handling: decode checks, pruning, defaulting, value validation, structurality."""
 
-import copy
 
 import pytest
 

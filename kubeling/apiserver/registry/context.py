@@ -3,7 +3,9 @@ server's clock for timestamps."""
 
 from __future__ import annotations
 
+import random
 import time
+import uuid
 from dataclasses import dataclass, field
 
 _NOW: list = [0, ""]
@@ -43,3 +45,12 @@ def default_manager(ctx: Context) -> str:
         return ctx.field_manager
     ua = ctx.user_agent.split("/", 1)[0] if ctx.user_agent else ""
     return ua or "unknown"
+
+
+_UID_RANDOM = random.Random()  # seeded from os.urandom once
+
+
+def new_uid() -> str:
+    """A random (version 4) UUID. UIDs need uniqueness, not secrecy, and ``uuid4()`` reads
+    ``os.urandom`` on every call, which showed as 15% of a create's CPU here."""
+    return str(uuid.UUID(int=_UID_RANDOM.getrandbits(128), version=4))

@@ -40,8 +40,7 @@ from kubeling.api import errors, limits, schema, structural
 from kubeling.api.patch import managedfields
 from kubeling.api.patch.fieldpath import FieldSet, parse_path
 from kubeling.apiserver.registry.codec import decode, encode
-from kubeling.apiserver.registry.context import Context, default_manager, now_rfc3339
-from kubeling.apiserver.registry.strategy import new_uid
+from kubeling.apiserver.registry.context import Context, default_manager, new_uid, now_rfc3339
 from kubeling.apiserver.resources import Served
 from kubeling.storage.interface import InsufficientStorageError, KeyValue, Store, StorageError
 

@@ -13,8 +13,9 @@ conversions; here it is one class per resource, in a module named after the reso
 - the read path: `printer` (the Table), `get_attrs` and ``selectable_fields`` (field selectors);
 - versions: `to_storage` / `from_storage` between a served version and the storage version;
 - ``returns_deleted_object`` (DELETE answers with the object, not a Status);
-- ``subresources``: name → subresource class (``registry/status.py``, ``registry/scale.py``,
-  or the resource's own, e.g. pods/binding), built once per server by the registry.
+- ``subresources``: name → subresource class (``registry/status.py``, ``registry/scale.py``
+  through `subresources.status_subresources`, or the resource's own, e.g. pods/binding), built
+  once per server by the endpoints' `Scope`.
 
 Every hook that changes an object does it in place and must be idempotent: the generic store
 may call it again when it retries a compare-and-swap. Hooks never do I/O; what needs other
@@ -25,9 +26,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import random
-import uuid
-from typing import Any
 
 from kubeling.api import errors, fields, printers, schema, validation
 from kubeling.api.errors import FieldError
@@ -225,22 +223,3 @@ def zero_status(obj: dict) -> dict:
     """A new object's status as upstream serializes its zero value: the required (non-omitempty)
     scalar fields, e.g. ``{"replicas": 0}`` for a ReplicaSet."""
     return dict(_zero_status(obj.get("apiVersion", ""), obj.get("kind", "")))
-
-
-_UID_RANDOM = random.Random()  # seeded from os.urandom once
-
-
-def new_uid() -> str:
-    """A random (version 4) UUID. UIDs need uniqueness, not secrecy, and ``uuid4()`` reads
-    ``os.urandom`` on every call, which showed as 15% of a create's CPU here."""
-    return str(uuid.UUID(int=_UID_RANDOM.getrandbits(128), version=4))
-
-
-def status_subresources(*extra: str) -> Any:
-    """The usual subresource table: ``status`` (and ``scale`` when asked)."""
-    from kubeling.apiserver.registry.scale import ScaleREST
-    from kubeling.apiserver.registry.status import StatusREST
-    table: dict[str, type] = {"status": StatusREST}
-    if "scale" in extra:
-        table["scale"] = ScaleREST
-    return table

@@ -4,7 +4,8 @@ set by the CRD controller in ``kubeling/apiserver/crd.py``), generation."""
 
 from kubeling.api.defaults import apiextensions as defaults
 from kubeling.api.validation import apiextensions as validation
-from kubeling.apiserver.registry.strategy import Strategy, status_subresources
+from kubeling.apiserver.registry.strategy import Strategy
+from kubeling.apiserver.registry.subresources import status_subresources
 
 
 class CustomResourceDefinitionStrategy(Strategy):

@@ -11,7 +11,8 @@ from kubeling.api.defaults import apiregistration as defaults
 from kubeling.api.printers import other as printers
 from kubeling.api.validation import apiregistration as validation
 from kubeling.api.validation import validate_meta
-from kubeling.apiserver.registry.strategy import Strategy, status_subresources
+from kubeling.apiserver.registry.strategy import Strategy
+from kubeling.apiserver.registry.subresources import status_subresources
 
 
 class APIServiceStrategy(Strategy):

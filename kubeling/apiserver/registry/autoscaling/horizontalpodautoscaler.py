@@ -12,7 +12,8 @@ from kubeling.api.defaults import autoscaling as defaults
 from kubeling.api.printers import other as printers
 from kubeling.api.validation import meta
 from kubeling.api.validation import other as validation
-from kubeling.apiserver.registry.strategy import WorkloadStrategy, status_subresources
+from kubeling.apiserver.registry.strategy import WorkloadStrategy
+from kubeling.apiserver.registry.subresources import status_subresources
 
 
 def v1_to_v2(obj: dict) -> dict:

@@ -3,7 +3,8 @@
 from kubeling.api.defaults import batch as defaults
 from kubeling.api.printers import batch as printers
 from kubeling.api.validation import batch as validation
-from kubeling.apiserver.registry.strategy import WorkloadStrategy, status_subresources
+from kubeling.apiserver.registry.strategy import WorkloadStrategy
+from kubeling.apiserver.registry.subresources import status_subresources
 
 
 class CronJobStrategy(WorkloadStrategy):

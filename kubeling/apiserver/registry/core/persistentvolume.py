@@ -4,7 +4,8 @@ starts Pending."""
 from kubeling.api.defaults import core as defaults
 from kubeling.api.printers import core as printers
 from kubeling.api.validation import persistentvolume as validation
-from kubeling.apiserver.registry.strategy import Strategy, status_subresources
+from kubeling.apiserver.registry.strategy import Strategy
+from kubeling.apiserver.registry.subresources import status_subresources
 
 
 class PersistentVolumeStrategy(Strategy):

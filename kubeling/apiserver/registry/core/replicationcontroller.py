@@ -5,7 +5,8 @@ from kubeling.api import fields
 from kubeling.api.defaults import core as defaults
 from kubeling.api.printers import core as printers
 from kubeling.api.validation import core as validation
-from kubeling.apiserver.registry.strategy import WorkloadStrategy, status_subresources
+from kubeling.apiserver.registry.strategy import WorkloadStrategy
+from kubeling.apiserver.registry.subresources import status_subresources
 
 
 class ReplicationControllerStrategy(WorkloadStrategy):

@@ -28,7 +28,8 @@ from kubeling.api.validation import meta
 from kubeling.api.validation import service as validation
 from kubeling.apiserver.registry.core.rangeallocation import RangeAllocator, RangeFull
 from kubeling.apiserver.registry.rest import Deps
-from kubeling.apiserver.registry.strategy import Strategy, status_subresources
+from kubeling.apiserver.registry.strategy import Strategy
+from kubeling.apiserver.registry.subresources import status_subresources
 
 SERVICE_CIDR = "10.43.0.0/16"
 NODE_PORT_RANGE = (30000, 32767)

@@ -3,7 +3,8 @@ address), generation."""
 
 from kubeling.api.printers import other as printers
 from kubeling.api.validation import networking as validation
-from kubeling.apiserver.registry.strategy import Strategy, status_subresources
+from kubeling.apiserver.registry.strategy import Strategy
+from kubeling.apiserver.registry.subresources import status_subresources
 
 
 class IngressStrategy(Strategy):

@@ -3,7 +3,8 @@ disruption controller's, and eviction's charge), generation."""
 
 from kubeling.api.printers import other as printers
 from kubeling.api.validation import other as validation
-from kubeling.apiserver.registry.strategy import WorkloadStrategy, status_subresources
+from kubeling.apiserver.registry.strategy import WorkloadStrategy
+from kubeling.apiserver.registry.subresources import status_subresources
 
 
 class PodDisruptionBudgetStrategy(WorkloadStrategy):
