@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import datetime as dt
 import logging
 import random
 from typing import Any, Awaitable, Callable
@@ -40,6 +39,8 @@ from kubeling.api import errors, limits, schema, structural
 from kubeling.api.patch import managedfields
 from kubeling.api.patch.fieldpath import FieldSet, parse_path
 from kubeling.apiserver.registry.codec import decode, encode
+from kubeling.apiserver.registry.delete import ns_spec_finalizers, plan_delete
+from kubeling.apiserver.registry.normalize import normalize
 from kubeling.apiserver.registry.context import Context, default_manager, new_uid, now_rfc3339
 from kubeling.apiserver.resources import Served
 from kubeling.storage.interface import InsufficientStorageError, KeyValue, Store, StorageError
@@ -211,7 +212,7 @@ class GenericStore:
                                      + "; ".join(str(e) for e in type_errs),
                                      [e.cause() for e in type_errs])
         if not served.res.crd and not served.res.storage_version and (unknown or ctx.may_hold_nulls):
-            _normalize(obj, served.schema, schemas, drop_unknown=bool(unknown) and
+            normalize(obj, served.schema, schemas, drop_unknown=bool(unknown) and
                        ctx.field_validation != "Strict")
         if not unknown:
             return
@@ -240,7 +241,7 @@ class GenericStore:
         strat = served.strategy
         obj = self._to_storage(served, obj)
         if served.res.storage_version:  # legacy versions: drop what apps/v1 does not know
-            _normalize(obj, served.schema, schema.get(), drop_unknown=True)
+            normalize(obj, served.schema, schema.get(), drop_unknown=True)
         try:
             strat.defaults(obj)
         except Exception as e:  # noqa: BLE001 - a defaulter bug must not turn bad input into a 500
@@ -452,7 +453,7 @@ class GenericStore:
             return served.strategy.from_storage(new, served), False
         # Removing the last finalizer of an object being deleted completes the deletion.
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers") and \
-                not _ns_spec_finalizers(served, new):
+                not ns_spec_finalizers(served, new):
             ok, cur = await self._store_write(self.store.delete(key, kv.mod_revision))
             if ok:
                 new["metadata"]["resourceVersion"] = str(cur.mod_revision)
@@ -490,7 +491,7 @@ class GenericStore:
                                       f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                                       f"{obj['metadata']['resourceVersion']}")
             await self._admit("DELETE", served, None, obj, ctx, validating=True)
-            new, delete_now = self._plan_delete(served, obj, options)
+            new, delete_now = plan_delete(served, obj, options)
             if ctx.dry_run:
                 return served.strategy.from_storage(new, served), delete_now
             if delete_now:
@@ -507,43 +508,6 @@ class GenericStore:
                 new["metadata"]["resourceVersion"] = str(cur.mod_revision)
                 return served.strategy.from_storage(new, served), False
         raise errors.conflict(res.resource, res.group, name, "too many concurrent updates")
-
-    def _plan_delete(self, served: Served, obj: dict, options: dict) -> tuple[dict, bool]:
-        """Decide between deleting now and marking for deletion (finalizers, grace, namespaces)."""
-        new = copy.deepcopy(obj)
-        meta = new["metadata"]
-        fins = list(meta.get("finalizers") or [])
-        policy = options.get("propagationPolicy")
-        if policy is None and options.get("orphanDependents") is not None:
-            policy = "Orphan" if options["orphanDependents"] else "Background"
-        if policy is None:
-            policy = "Orphan" if served.res.storage_version else served.strategy.default_gc_policy
-            if "orphan" in fins or "foregroundDeletion" in fins:
-                policy = None  # keep what an earlier delete asked for
-        if policy == "Orphan" and "orphan" not in fins:
-            fins = [f for f in fins if f != "foregroundDeletion"] + ["orphan"]
-        elif policy == "Foreground" and "foregroundDeletion" not in fins:
-            fins = [f for f in fins if f != "orphan"] + ["foregroundDeletion"]
-        elif policy == "Background":
-            fins = [f for f in fins if f not in ("orphan", "foregroundDeletion")] if not meta.get(
-                "deletionTimestamp") else fins
-        grace = served.strategy.grace_period(obj, options.get("gracePeriodSeconds"))
-        ns_pending = _ns_spec_finalizers(served, new)
-        if ns_pending:
-            new.setdefault("status", {})["phase"] = "Terminating"
-        if not fins and not ns_pending and grace == 0:
-            return obj, True
-        if fins:
-            meta["finalizers"] = fins
-        if not meta.get("deletionTimestamp"):
-            meta["deletionTimestamp"] = _after(grace)
-            meta["deletionGracePeriodSeconds"] = grace
-        elif grace < (meta.get("deletionGracePeriodSeconds") or 0):
-            meta["deletionTimestamp"] = _after(grace)
-            meta["deletionGracePeriodSeconds"] = grace
-        if grace == 0 and not fins and not ns_pending:
-            return new, True
-        return new, False
 
     async def delete_collection(self, served: Served, namespace: str | None, match: Filter | None,
                                 options: dict, ctx: Context) -> tuple[list[dict], int]:
@@ -621,53 +585,3 @@ def storage_status(e: Exception) -> errors.StatusError:
 def _generate_name(prefix: str) -> str:
     """Five random characters, as upstream (a PRNG is enough: collisions are retried)."""
     return prefix + "".join(_NAME_RANDOM.choices(_GEN_ALPHABET, k=5))
-
-
-def _after(seconds: int) -> str:
-    t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _ns_spec_finalizers(served: Served, obj: dict) -> bool:
-    return served.res.group == "" and served.res.resource == "namespaces" and bool(
-        (obj.get("spec") or {}).get("finalizers"))
-
-
-def _normalize(value: Any, node: dict | None, schemas, drop_unknown: bool) -> Any:
-    """Make a decoded built-in object look as it would after decoding into upstream's Go types:
-    ``null`` fields are absent, ``null`` list items and map values are zero values, and (when
-    asked) fields the schema does not know are dropped. Returns the value to keep."""
-    node = schemas.resolve(node) if node else None
-    if not node:
-        return value
-    if value is None:
-        return copy.copy(_ZERO.get(schema.type_of(node)))  # fresh {} / []
-    if isinstance(value, list):
-        item = node.get("items")
-        if isinstance(item, dict):
-            value[:] = [_normalize(v, item, schemas, drop_unknown) for v in value]
-            value[:] = [v for v in value if v is not None]
-        return value
-    if not isinstance(value, dict):
-        return value
-    props, addl = node.get("properties"), node.get("additionalProperties")
-    if props is None and not isinstance(addl, dict):
-        return value  # free-form: RawExtension, FieldsV1, IntOrString, ...
-    for k in list(value):
-        if props and k in props:
-            if value[k] is None:
-                del value[k]
-            else:
-                value[k] = _normalize(value[k], props[k], schemas, drop_unknown)
-        elif isinstance(addl, dict):
-            v = _normalize(value[k], addl, schemas, drop_unknown)
-            if v is None:
-                del value[k]
-            else:
-                value[k] = v
-        elif drop_unknown:
-            del value[k]
-    return value
-
-
-_ZERO = {"object": {}, "string": "", "integer": 0, "number": 0, "boolean": False, "array": []}
