@@ -26,7 +26,6 @@ that stops matching is sent as DELETED and one that starts matching as ADDED.
 from __future__ import annotations
 
 import base64
-import collections
 from typing import AsyncIterator, Callable
 
 import orjson
@@ -161,12 +160,10 @@ def check_watch_options(resource_version: str | None, send_initial: bool | None,
 
 async def watch_objects(store: Store, served: Served, namespace: str | None, match: Filter, *,
                         resource_version: str = "", send_initial: bool | None = None,
-                        rv_match: str = "", state: dict | None = None) \
-        -> AsyncIterator[tuple[str, dict, tuple | None]]:
-    """Yields (event type, object, cache key) triples; ``("INITIAL_END", {"revision": R}, None)``
-    marks the end of the initial events. Objects are shared between watchers: never mutate them.
-    The cache key ``(key, revision, type)`` names the event for encoders that cache per event.
-    ``state["watch"]`` is set to the store watch once changes are being streamed.
+                        rv_match: str = "") -> AsyncIterator[tuple[str, dict]]:
+    """Yields (event type, object in ``served``'s version) pairs; ``("INITIAL_END", {"revision":
+    R})`` marks the end of the initial events. Serves the API server's own loops
+    (`GenericStore.reflect`), one consumer per watch, so each event is decoded for it alone.
 
     Raises `errors.StatusError` (410) before the first event when the start revision is gone.
     """
@@ -178,31 +175,24 @@ async def watch_objects(store: Store, served: Served, namespace: str | None, mat
         res = await store.list(prefix)
         start = res.revision + 1
         for kv in res.kvs:
-            obj = decode_shared(kv)
+            obj = decode(kv)
             if match(obj):
-                yield "ADDED", conversion.from_storage(served, obj), (kv.key, kv.mod_revision, "ADDED")
-        yield "INITIAL_END", {"revision": res.revision}, None
+                yield "ADDED", conversion.from_storage(served, obj)
+        yield "INITIAL_END", {"revision": res.revision}
     elif rv == 0:
         start = await store.current_revision() + 1
     w = store.watch(prefix, start)
-    if state is not None:
-        state["watch"] = w  # lets the stream see how many events are already buffered
     try:
-        async for ev in _events(w, served, match):
-            yield ev
+        async for ev in w:
+            obj = decode(ev.kv)
+            etype = _event_type(ev, obj, match)
+            if etype:
+                yield etype, conversion.from_storage(served, obj)
     except CompactedError:
         raise errors.StatusError(410, "Expired", f"too old resource version: {rv} ({store.compact_revision})") \
             from None
     finally:
         w.close()
-
-
-async def _events(w, served: Served, match: Filter):
-    async for ev in w:
-        obj = decode_shared(ev.kv)
-        etype = _event_type(ev, obj, match)
-        if etype:
-            yield etype, conversion.from_storage(served, obj), (ev.kv.key, ev.kv.mod_revision, etype)
 
 
 def _event_type(ev, obj: dict, match: Filter) -> str | None:
@@ -213,24 +203,7 @@ def _event_type(ev, obj: dict, match: Filter) -> str | None:
     now = match(obj)
     if ev.prev_kv is None or ev.kv.create_revision == ev.kv.mod_revision:
         return "ADDED" if now else None
-    before = True if match is _match_all else match(decode_shared(ev.prev_kv))
+    before = True if match is _match_all else match(decode(ev.prev_kv))
     if now:
         return "MODIFIED" if before else "ADDED"
     return "DELETED" if before else None
-
-
-_SHARED: collections.OrderedDict = collections.OrderedDict()
-_SHARED_MAX = 4096
-
-
-def decode_shared(kv) -> dict:
-    """Decode a stored value once for every watcher that sees it (upstream's cachingObject).
-    The result is shared: callers must not mutate it."""
-    key = (kv.key, kv.mod_revision)
-    obj = _SHARED.get(key)
-    if obj is None:
-        obj = decode(kv)
-        _SHARED[key] = obj
-        if len(_SHARED) > _SHARED_MAX:
-            _SHARED.popitem(last=False)
-    return obj

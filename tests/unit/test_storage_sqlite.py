@@ -13,6 +13,7 @@ import sqlite3
 import threading
 
 import pytest
+from storage_testing import fill, take
 
 from kubeling.storage import CompactedError, FutureRevisionError, SQLiteStore, StorageError
 
@@ -30,34 +31,12 @@ def run(coro_fn, tmp_path, **kw):
     return asyncio.run(main())
 
 
-async def take(watch, n, timeout=5.0):
-    out = []
-    async def _take():
-        async for ev in watch:
-            out.append(ev)
-            if len(out) == n:
-                return
-    await asyncio.wait_for(_take(), timeout)
-    return out
-
-
-async def _fill(s):
-    """Revisions: 1 a=1, 2 b=1, 3 c=1, 4 a=2, 5 del b, 6 d=1, 7 (other prefix) /ab/x."""
-    await s.create("/p/a", b"a1")
-    await s.create("/p/b", b"b1")
-    await s.create("/p/c", b"c1")
-    await s.update("/p/a", b"a2", 1)
-    await s.delete("/p/b")
-    await s.create("/p/d", b"d1")
-    await s.create("/pq/x", b"other prefix")
-
-
 def test_compaction_deletes_superseded_rows_and_tombstones(tmp_path):
     """What compaction leaves in the table; the contract side is in test_storage_contract.py."""
     db = tmp_path / "db"
 
     async def body(s):
-        await _fill(s)  # live: a (rev 4), c (3), d (6), /pq/x (7); b deleted at 5
+        await fill(s)  # live: a (rev 4), c (3), d (6), /pq/x (7); b deleted at 5
         await s.update("/p/c", b"c2", 3)  # rev 8
         assert await s.compact(8) == 8 and s.compact_revision == 8
         assert await s.compact(3) == 8  # already compacted further: a no-op
@@ -91,7 +70,7 @@ def test_reopen_restores_data_revisions_and_compaction(tmp_path):
     async def main():
         s = SQLiteStore(path, compact_interval=0)
         await s.open()
-        await _fill(s)
+        await fill(s)
         await s.compact(5)
         await s.delete("/pq/x")  # rev 8: the newest row is a tombstone
         await s.compact(8)  # ...and compaction removes it; the revision must not go back

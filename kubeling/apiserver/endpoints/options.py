@@ -50,11 +50,7 @@ async def body(request: web.Request, ctx: Context | None = None) -> object:
     ctype = request.headers.get("Content-Type")
     if surely_too_large(data, ctype):
         raise errors.request_entity_too_large(f"the object is over the limit of {limits.MAX_OBJECT_BYTES} bytes")
-    heavy = len(data) > HEAVY_BODY_BYTES
-    if heavy:
-        request["heavy"] = True  # the pipeline gives the memory back once the response is out
-    if ctx is not None:
-        ctx.heavy = heavy
+    heavy = mark_heavy(request, data, ctx)
     obj = await asyncio.to_thread(negotiation.decode_body, data, ctype) if heavy else \
         negotiation.decode_body(data, ctype)
     if len(data) > limits.MAX_OBJECT_BYTES and isinstance(obj, dict):
@@ -72,6 +68,17 @@ async def body(request: web.Request, ctx: Context | None = None) -> object:
                     f'json: duplicate field "{d}"' for d in dups))
             ctx.warnings.extend(f'duplicate field "{d}"' for d in dups)
     return obj
+
+
+def mark_heavy(request: web.Request, data: bytes, ctx: Context | None) -> bool:
+    """Whether a body is large enough for the write path to run off the event loop; such a request
+    is marked, so the pipeline gives the memory back once the response is out."""
+    heavy = len(data) > HEAVY_BODY_BYTES
+    if heavy:
+        request["heavy"] = True
+    if ctx is not None:
+        ctx.heavy = heavy
+    return heavy
 
 
 def surely_too_large(data: bytes, content_type: str | None) -> bool:

@@ -18,9 +18,7 @@ async def read(request: web.Request, served: Served, ctx) -> tuple[str, object, 
     """The patch type, document and ``force`` of a PATCH request, checked (PatchOptions)."""
     ptype = patching.patch_type(request.headers.get("Content-Type"), served)
     data = await request.read()
-    ctx.heavy = len(data) > options.HEAVY_BODY_BYTES
-    if ctx.heavy:
-        request["heavy"] = True
+    options.mark_heavy(request, data, ctx)
     doc = await off_loop(ctx, patching.decode_patch, data, ptype)
     force = query_bool(request.query, "force", None)
     patching.check_options(ptype, force, ctx)

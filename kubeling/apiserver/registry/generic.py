@@ -128,7 +128,7 @@ class GenericStore:
                 await _maybe_await(replace(rv, items))
                 events = self.watch(served, None, resource_version=str(rv))
                 try:
-                    async for etype, obj, _ in events:
+                    async for etype, obj in events:
                         if etype != "INITIAL_END":
                             await _maybe_await(apply(etype, obj))
                 finally:

@@ -219,8 +219,8 @@ class ServiceStrategy(Strategy):
         if dry_run:
             return None
         dropped_ip = [] if old is None else self._held_ips(old_spec, spec)
-        dropped_ports = [] if old is None else [p - lo for p in self._held_ports(old_spec)
-                                                if p not in set(_ports(spec) if _wants_node_ports(spec) else [])]
+        kept = set(self._held_ports(spec))
+        dropped_ports = [] if old is None else [p - lo for p in self._held_ports(old_spec) if p not in kept]
 
         async def finish(ok: bool) -> None:
             give_ip, give_ports = (dropped_ip, dropped_ports) if ok else (taken_ip, taken_ports)
