@@ -3,7 +3,8 @@
 Filters, then the pipeline (upstream's handler chain)::
 
     connection guard (serving.py: handshake, header and idle timeouts, connection caps)
-    ─► request deadline (filters/timeout.py) ─► authn (x509 | bearer token | anonymous)
+    ─► request deadline (filters/timeout.py) ─► authn (x509 | bearer: token file, service
+       account JWT (serviceaccount.py) | anonymous)
     ─► in-flight budgets (filters/maxinflight.py, 429) ─► parse RequestInfo
       ├─ resource request: resolve Served ─► authz ─► endpoints.serve ─► generic store
       │                                                       (admission runs inside the store)
@@ -29,13 +30,14 @@ import orjson
 from aiohttp import web
 
 from kubeling.api import errors, limits, schema
-from kubeling.apiserver import discovery, endpoints, memory, openapi, registry, serving
+from kubeling.apiserver import discovery, endpoints, memory, openapi, registry, serviceaccount, serving
 from kubeling.apiserver.admission import default_chain
 from kubeling.apiserver.auth import ANONYMOUS, Attributes, TokenFile, UserInfo, default_authorizer, \
     user_from_cert, with_authenticated
 from kubeling.apiserver.endpoints.response import json_body, status_response
 from kubeling.apiserver.filters import maxinflight, timeout
 from kubeling.apiserver.metrics import Metrics
+from kubeling.apiserver.registry.core.serviceaccount import TokenRequestREST
 from kubeling.apiserver.registry.rest import Deps
 from kubeling.apiserver.resources import ResourceMap, Served, builtin_served
 
@@ -48,7 +50,8 @@ NOT_FOUND = endpoints.NOT_FOUND
 
 class APIServer:
     def __init__(self, store, *, token_file: str | None = None, advertise_address: str = "127.0.0.1",
-                 secure_port: int = 6443, config: registry.Config | None = None) -> None:
+                 secure_port: int = 6443, config: registry.Config | None = None,
+                 service_account_key_file: str | None = None) -> None:
         self.config = config or registry.Config()
         self.strategies = registry.strategies(self.config)
         self.resources = ResourceMap(builtin_served(self.strategies))
@@ -57,6 +60,12 @@ class APIServer:
         self.admission = self.registry.admission = default_chain(self.registry, self.lookup)
         self.scope = endpoints.Scope(self.registry, Deps(self.registry, self.lookup, self.authorizer))
         self.tokens = TokenFile(token_file)
+        # Service account tokens: signed by TokenRequest, verified by the bearer authenticator, with one
+        # key (ephemeral when no file is given, as in in-process tests) loaded on first use.
+        self.service_account_keys = serviceaccount.Keys(service_account_key_file)
+        self.service_account_tokens = serviceaccount.Authenticator(
+            self.service_account_keys, serviceaccount.StoreGetter(self.registry, self.lookup))
+        self.scope.rest(TokenRequestREST).configure(self.service_account_keys)
         self.metrics = Metrics()
         self.scope.metrics = self.metrics
         self.advertise_address = advertise_address
@@ -127,8 +136,9 @@ class APIServer:
 
     # -- auth ----------------------------------------------------------------------------------
 
-    def authenticate(self, request: web.Request):
-        """Upstream's union order: a verified client certificate first, then a bearer token."""
+    async def authenticate(self, request: web.Request):
+        """Upstream's union order: a verified client certificate first, then a bearer token (the
+        static token file, then service account JWTs); a bearer token nobody knows is a 401."""
         peercert = request.transport.get_extra_info("peercert") if request.transport else None
         user = user_from_cert(peercert)
         if user is not None:
@@ -138,6 +148,12 @@ class APIServer:
             scheme, _, token = authz.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 user = self.tokens.lookup(token.strip())
+                if user is None:
+                    try:
+                        user = await self.service_account_tokens.authenticate(token.strip())
+                    except serviceaccount.TokenInvalid as e:
+                        log.debug("service account token refused: %s", e)
+                        raise errors.unauthorized() from None
                 if user is None:
                     raise errors.unauthorized()
                 return with_authenticated(user)
@@ -170,7 +186,7 @@ class APIServer:
         async def authn(request: web.Request, handler):
             request["insecure"] = insecure
             try:
-                user = self.authenticate(request)
+                user = await self.authenticate(request)
             except errors.StatusError as e:
                 self.metrics.observe(request.method, "", e.code, 0.0)
                 return status_response(e)

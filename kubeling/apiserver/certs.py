@@ -6,9 +6,15 @@ Layout under ``<data-dir>/pki``::
     apiserver.crt, apiserver.key   serving certificate for 127.0.0.1, localhost, the node's name,
                                    kubernetes.default.svc.* and the first service IP
     admin.crt, admin.key           client certificate: CN=kubernetes-admin, O=system:masters
+    apiserver-kubelet-client.crt/.key   the API server's client certificate to node agents:
+                                   CN=kube-apiserver-kubelet-client, O=system:masters
+    service-account.key, .pub      RSA 2048: signs service account tokens (serviceaccount.py)
+    node-<name>.crt, .key          a node agent's client certificate (`PKI.issue_node`):
+                                   CN=system:node:<name>, O=system:nodes
 
 Files are written once and reused on every later start; a missing file is
-regenerated from the CA that exists. Keys are EC P-256 (fast to generate and
+regenerated from the CA that exists (a missing service account key is a new key: tokens
+signed by the old one stop working, as with upstream's key rotation without the old key). Keys are EC P-256 (fast to generate and
 handshake; upstream accepts them). ``pki/`` is 0700 and keys are 0600 (existing
 ones are narrowed on every start).
 
@@ -30,13 +36,16 @@ from pathlib import Path
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubeling.apiserver.datadir import DataDirError
 
 ADMIN_USER = "kubernetes-admin"
 ADMIN_GROUP = "system:masters"
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+NODE_USER_PREFIX = "system:node:"
+NODES_GROUP = "system:nodes"
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
@@ -110,6 +119,27 @@ class PKI:
     def admin_key(self) -> Path:
         return self.dir / "admin.key"
 
+    @property
+    def kubelet_client_cert(self) -> Path:
+        return self.dir / "apiserver-kubelet-client.crt"
+
+    @property
+    def kubelet_client_key(self) -> Path:
+        return self.dir / "apiserver-kubelet-client.key"
+
+    @property
+    def service_account_key(self) -> Path:
+        return self.dir / "service-account.key"
+
+    @property
+    def service_account_pub(self) -> Path:
+        return self.dir / "service-account.pub"
+
+    def kubelet_client(self) -> tuple[Path, Path]:
+        """The API server's client certificate and key for calls to node agents (upstream's
+        ``--kubelet-client-certificate``); issued by `ensure`."""
+        return self.kubelet_client_cert, self.kubelet_client_key
+
     def ensure(self) -> None:
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -127,12 +157,48 @@ class PKI:
                     .sign(key, hashes.SHA256()))
             _write(self.dir / "ca.key", _key_pem(key), private=True)
             _write(self.ca_cert, _cert_pem(cert))
-            for p in (self.serving_cert, self.admin_cert):
+            for p in (self.serving_cert, self.admin_cert, self.kubelet_client_cert, *self.dir.glob("node-*.crt")):
                 p.unlink(missing_ok=True)
         if not self.serving_cert.exists():
             self._issue(self.serving_cert, self.serving_key, "kube-apiserver", [], server=True)
         if not self.admin_cert.exists():
             self._issue(self.admin_cert, self.admin_key, ADMIN_USER, [ADMIN_GROUP], server=False)
+        if not self.kubelet_client_cert.exists():
+            self._issue(self.kubelet_client_cert, self.kubelet_client_key, KUBELET_CLIENT_USER, [ADMIN_GROUP],
+                        server=False)
+        self._ensure_service_account_key()
+
+    def _ensure_service_account_key(self) -> None:
+        if not self.service_account_key.exists():
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            _write(self.service_account_key, _key_pem(key), private=True)
+            self.service_account_pub.unlink(missing_ok=True)
+        if not self.service_account_pub.exists():
+            key = serialization.load_pem_private_key(self.service_account_key.read_bytes(), None)
+            _write(self.service_account_pub, key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    def issue_node(self, name: str) -> tuple[Path, Path]:
+        """A node agent's client certificate (``CN=system:node:<name>``, ``O=system:nodes``), kept in
+        ``pki/node-<name>.crt`` / ``.key``: issued once, reused after."""
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"invalid node name {name!r}")
+        cert, key = self.dir / f"node-{name}.crt", self.dir / f"node-{name}.key"
+        if not (cert.exists() and key.exists()):
+            self._issue(cert, key, NODE_USER_PREFIX + name, [NODES_GROUP], server=False)
+        return cert, key
+
+    def write_node_kubeconfig(self, name: str, server: str, path: str | os.PathLike | None = None) -> Path:
+        """The kubeconfig an agent uses (its own identity): ``<data-dir>/agent/kubelet.kubeconfig``
+        unless ``path`` is given. The directory is made 0700, the file 0600."""
+        cert, key = self.issue_node(name)
+        target = Path(path) if path else self.dir.parent / "agent" / "kubelet.kubeconfig"
+        try:
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataDirError(f"cannot prepare {target.parent}: {e.strerror or e}") from None
+        write_kubeconfig(target, server, self, user=NODE_USER_PREFIX + name, cert=cert, key=key)
+        return target
 
     def issue_client(self, cert_path: Path, key_path: Path, user: str, groups: list[str]) -> None:
         """A client certificate for a component or user (e.g. a node agent), signed by the CA."""

@@ -116,7 +116,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
     try:
         await cacher.start()
         api = APIServer(store, token_file=opts.token_auth_file, advertise_address=advertise,
-                        secure_port=opts.secure_port,
+                        secure_port=opts.secure_port, service_account_key_file=str(pki.service_account_key),
                         config=registry.Config(service_cidr=opts.service_cidr, node_port_range=opts.node_port_range))
         api.scope.cacher = cacher
         cacher.on_decode_error = api.report_undecodable
