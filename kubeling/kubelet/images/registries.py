@@ -152,7 +152,10 @@ class Registries:
             if not isinstance(endpoints, list):
                 raise ValueError(f"{source}: mirrors.{name}.endpoint must be a list")
             for e in endpoints:
-                _endpoint_url(str(e))
+                try:
+                    _endpoint_url(str(e))
+                except ValueError as err:
+                    raise ValueError(f"{source}: mirrors.{name}: {err}") from err
             for pattern in ((mirror or {}).get("rewrite") or {}):
                 try:
                     re.compile(pattern)
