@@ -31,7 +31,7 @@ NODE_IP = "198.51.100.7"  # TEST-NET-2, on a link inside the node netns only
 
 # Runs inside the node netns: reads {"root", "pod_cidr", "ops": [...]}, prints one result per op.
 DRIVER = textwrap.dedent('''
-    import asyncio, json, sys
+    import asyncio, json, sys, time
     from kubeling.kubelet.network import BridgeNetwork, count_leaks
     from kubeling.kubelet.runtime import PortMapping, SandboxConfig
 
@@ -48,6 +48,10 @@ DRIVER = textwrap.dedent('''
                     out.append(await net.setup(op["id"], op["netns"], cfg))
                 elif op["op"] == "teardown":
                     out.append(await net.teardown(op["id"], op["netns"], cfg))
+                elif op["op"] == "setup_many":  # concurrently, as a kubelet starting many pods
+                    t0 = time.monotonic()
+                    ips = await asyncio.gather(*(net.setup(i, ns, cfg) for i, ns in op["pods"]))
+                    out.append({"ips": ips, "seconds": time.monotonic() - t0})
                 elif op["op"] == "cycles":
                     for i in range(op["n"]):
                         sid = "%08x" % i + "c" * 56
@@ -273,3 +277,17 @@ def test_fifty_cycles_leak_nothing():
         assert [link["ifname"] for link in links] == ["lo"]
         veths = json.loads(in_ns(node.ns, "ip", "-j", "link", "show", "type", "veth").stdout)
         assert [v["ifname"] for v in veths if v["ifname"].startswith("veth")] == []
+
+
+def test_concurrent_setups_on_a_fresh_node():
+    """Twelve sandboxes at once on a node whose bridge does not exist yet: each gets its own IP and
+    reaches the others (the bridge is made once, the IPAM lock holds)."""
+    pods = [f"q{i}" for i in range(12)]
+    with cluster(*pods) as node:
+        [res] = node.run({"op": "setup_many", "pods": [[sid(i), netns_path(PREFIX + p)] for i, p in enumerate(pods)]})
+        assert len(set(res["ips"])) == 12, res
+        assert res["seconds"] < 10, res
+        assert ping(PREFIX + "q0", res["ips"][11]) and ping(PREFIX + "q11", res["ips"][0])
+        for i, p in enumerate(pods):
+            node.teardown(i, PREFIX + p)
+        assert node.leaks() == {"veths": 0, "ips": 0, "hostport_rules": 0}

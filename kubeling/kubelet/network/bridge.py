@@ -8,7 +8,6 @@ Per node (`ensure_node`, at agent start; repeated lazily by the first `setup`)::
         (ICMP unreachable) instead of leaving by the default route; the podCIDR's own route via
         the bridge is more specific and wins
     net.ipv4.ip_forward = 1   (the one sysctl we set: pods are routed through the node)
-    iptables chains for hostPorts (see `hostport`)
 
 Per sandbox (`setup`)::
 
@@ -87,14 +86,15 @@ class BridgeNetwork:
     # -- the node ---------------------------------------------------------------------------
 
     async def ensure_node(self) -> None:
-        """Bridge up, unreachable routes, ip_forward, hostPort chains — idempotent."""
+        """Bridge up, unreachable routes, ip_forward — idempotent."""
         async with AsyncIPRoute() as ipr:
             await self._ensure_bridge(ipr)
             for cidr in (self.cluster_cidr, self.service_cidr):
                 await _ignore(errno.EEXIST, ipr.route(
                     "add", dst=str(cidr.network_address), dst_len=cidr.prefixlen, type="unreachable"))
         await asyncio.to_thread(_enable_ip_forward)
-        await self.hostports.ensure()
+        # The hostPort chains are made by the first pod that has a hostPort, as portmap does:
+        # a node whose iptables is unusable still runs every pod without one.
         self._node_ready = True
 
     async def _ensure_bridge(self, ipr: AsyncIPRoute) -> int:
