@@ -1,0 +1,293 @@
+"""`Agent`: one node's agent process (``kubeling agent``), upstream's kubelet ``Run``.
+
+Start-up, in order (each step needs the one before)::
+
+    REST client (kubeconfig: system:node:<name>) ─▶ Node registered ─▶ spec.podCIDR assigned
+    (node IPAM controller) ─▶ pod network (bridge, unreachable routes) ─▶ runtime (runc|hollow)
+    ─▶ images, volumes, probes, status manager ─▶ informers (my pods, services) synced
+    ─▶ orphans removed ─▶ the HTTPS server, node status, lease, PLEG, pod workers
+
+`run(stop)` returns when ``stop`` is set. Containers keep running when the agent stops (as
+upstream's kubelet): a new agent over the same ``root`` re-adopts them without restarts.
+`AgentHost` (what the agent's HTTPS server asks) is implemented here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubeling.client import kubeconfig as kc
+from kubeling.client.events import EventRecorder
+from kubeling.client.factory import SharedInformerFactory
+from kubeling.client.rest import RESTClient
+from kubeling.kubelet import stats as stats_mod
+from kubeling.kubelet.kubelet import Kubelet
+from kubeling.kubelet.podworkers import PodState
+from kubeling.kubelet.runtime import ContainerState, SandboxState
+from kubeling.kubelet.status import StatusManager
+
+log = logging.getLogger(__name__)
+
+POD_CIDR_WAIT = 60.0
+
+
+@dataclass
+class AgentOptions:
+    kubeconfig: str
+    root: Path
+    node_name: str = field(default_factory=lambda: socket.gethostname().lower())
+    runtime: str = "runc"                 # runc | hollow
+    cgroup_root: str = "kubeling"
+    address: str = ""                     # the node's InternalIP; "" = the source of the route to the server
+    port: int = 10250
+    bind_address: str = "0.0.0.0"
+    cluster_dns: list[str] = field(default_factory=lambda: ["10.43.0.10"])
+    cluster_domain: str = "cluster.local"
+    cluster_cidr: str = "10.42.0.0/16"
+    service_cidr: str = "10.43.0.0/16"
+    registry_config: str | None = None    # registries.yaml; default <root>/../registries.yaml
+    pod_cidr: str = ""                    # used when the control plane assigns none
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def route_source(server_url: str) -> str:
+    """The local address that packets to the API server leave from: the node's InternalIP."""
+    from urllib.parse import urlparse
+    host = urlparse(server_url).hostname or "127.0.0.1"
+    port = urlparse(server_url).port or 443
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((host, port))
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+class Agent:
+    """See the module docstring."""
+
+    def __init__(self, opts: AgentOptions, *, client: Any = None) -> None:
+        self.opts = opts
+        self.node_name = opts.node_name
+        self.root = Path(opts.root)
+        self.cfg = kc.load(opts.kubeconfig) if client is None else None
+        self.client = client or RESTClient.from_config(self.cfg, component="kubelet", qps=50, burst=100)
+        self.address = opts.address or (route_source(self.cfg.server) if self.cfg else "127.0.0.1")
+        self.runtime: Any = None
+        self.kubelet: Kubelet | None = None
+        self.informers: SharedInformerFactory | None = None
+        self.pods_informer = None
+
+    # -- AgentHost ------------------------------------------------------------------------------
+
+    def find_pod(self, namespace: str, name: str) -> dict | None:
+        pod = self.pods_informer.get(f"{namespace}/{name}") if self.pods_informer else None
+        if pod is None:
+            return None
+        last = self.kubelet.status.last(pod["metadata"]["uid"]) if self.kubelet else None
+        return {**pod, "status": last} if last else pod
+
+    def container_id(self, pod: dict, container_name: str) -> str | None:
+        return self._current.get((pod["metadata"]["uid"], container_name))
+
+    def sandbox_id(self, pod: dict) -> str | None:
+        return self._sandboxes.get(pod["metadata"]["uid"])
+
+    def log_dir(self, pod: dict) -> Path:
+        meta = pod["metadata"]
+        return self.root / "logs" / "pods" / f"{meta.get('namespace', 'default')}_{meta['name']}_{meta['uid']}"
+
+    def running_pods(self) -> list[dict]:
+        return self.kubelet.workers.syncing() if self.kubelet else []
+
+    async def stats_summary(self) -> dict:
+        return await stats_mod.summary(self.node_name, self.runtime, self.running_pods(), self.root)
+
+    async def metrics_resource(self) -> str:
+        return await stats_mod.metrics_resource(self.node_name, self.runtime, self.running_pods(), self.root)
+
+    async def _index_runtime(self) -> None:
+        """Refresh the (pod uid, container name) -> newest container id index for the server."""
+        current: dict[tuple[str, str], tuple[int, str]] = {}
+        sandboxes: dict[str, tuple[int, str]] = {}
+        for s in await self.runtime.list_pod_sandboxes():
+            if s.state == SandboxState.READY and s.attempt >= sandboxes.get(s.uid, (-1, ""))[0]:
+                sandboxes[s.uid] = (s.attempt, s.id)
+            for c in await self.runtime.list_containers(s.id):
+                key = (s.uid, c.name)
+                rank = c.attempt * 2 + (1 if c.state == ContainerState.RUNNING else 0)
+                if rank >= current.get(key, (-1, ""))[0]:
+                    current[key] = (rank, c.id)
+        self._current = {k: v[1] for k, v in current.items()}
+        self._sandboxes = {k: v[1] for k, v in sandboxes.items()}
+
+    _current: dict = {}
+    _sandboxes: dict = {}
+
+    # -- start-up -------------------------------------------------------------------------------------
+
+    def _make_runtime(self, pod_cidr: str):
+        if self.opts.runtime == "hollow":
+            from kubeling.kubelet.runtime.hollow import HollowRuntime
+            return HollowRuntime(lambda: pod_cidr)
+        from kubeling.kubelet.network.bridge import BridgeNetwork
+        from kubeling.kubelet.runtime.runc import RuncRuntime
+        self.network = BridgeNetwork(self.root, pod_cidr, cluster_cidr=self.opts.cluster_cidr,
+                                     service_cidr=self.opts.service_cidr)
+        return RuncRuntime(self.root, cgroup_root=self.opts.cgroup_root, network=self.network)
+
+    async def _pod_cidr(self, node: dict, stop: asyncio.Event) -> str:
+        """Wait for the node IPAM controller to give this node a podCIDR (or use --pod-cidr)."""
+        if self.opts.pod_cidr:
+            return self.opts.pod_cidr
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + POD_CIDR_WAIT
+        while not stop.is_set():
+            cidr = (node.get("spec") or {}).get("podCIDR")
+            if cidr:
+                return cidr
+            if loop.time() > deadline:
+                raise RuntimeError(f"node {self.node_name} got no spec.podCIDR in {POD_CIDR_WAIT:.0f}s: is the "
+                                   "nodeipam controller running (kubeling server --controllers)?")
+            await asyncio.sleep(0.5)
+            node = await self.client.get("", "v1", "nodes", self.node_name)
+        raise asyncio.CancelledError
+
+    async def run(self, stop: asyncio.Event) -> None:
+        from kubeling.kubelet.images.puller import ImageManager
+        from kubeling.kubelet.images.registries import Registries
+        from kubeling.kubelet.images.service import ImageService
+        from kubeling.kubelet.nodelease import NodeLease
+        from kubeling.kubelet.nodestatus import NodeStatus
+        from kubeling.kubelet.objectcache import ObjectCache
+        from kubeling.kubelet.prober.manager import ProbeManager
+        from kubeling.kubelet.token import TokenManager
+        from kubeling.kubelet.volumes import VolumeHost
+        from kubeling.kubelet.volumes.manager import VolumeManager
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        registries_path = self.opts.registry_config or str(self.root.parent / "registries.yaml")
+        image_service = ImageService(self.root / "images", Registries.load(registries_path))
+        recorder = EventRecorder(self.client, "kubelet", host=self.node_name)
+        tasks: list[asyncio.Task] = []
+        try:
+            node_status = NodeStatus(self.client, self.node_name, root=self.root, images=image_service,
+                                     address=self.address, kubelet_port=self.opts.port, labels=self.opts.labels)
+            node = await node_status.register()
+            pod_cidr = await self._pod_cidr(node, stop)
+            self.runtime = self._make_runtime(pod_cidr)
+            node_status.runtime = self.runtime
+            if self.opts.runtime != "hollow":
+                await self.network.ensure_node()
+            configmaps, secrets = ObjectCache(self.client, "configmaps"), ObjectCache(self.client, "secrets")
+            tokens = TokenManager(self.client)
+            volume_host = VolumeHost(root=self.root, configmaps=configmaps, secrets=secrets,
+                                     token=lambda pod, sa, aud, exp: tokens.get(pod, sa, aud, exp or 3607),
+                                     node_allocatable=(node.get("status") or {}).get("allocatable") or {},
+                                     client=self.client)
+            volumes = VolumeManager(volume_host)
+            status = StatusManager(self.client)
+            self.informers = SharedInformerFactory(self.client)
+            self.pods_informer = self.informers.informer_for("", "v1", "pods",
+                                                             field_selector=f"spec.nodeName={self.node_name}")
+            services = self.informers.informer_for("", "v1", "services")
+            kubelet = Kubelet(client=self.client, node_name=self.node_name, root=self.root, runtime=self.runtime,
+                              images=ImageManager(image_service), volumes=volumes, volume_host=volume_host,
+                              probes=None, recorder=recorder, status=status, host_ip=self.address,
+                              cluster_dns=self.opts.cluster_dns, cluster_domain=self.opts.cluster_domain,
+                              memory_capacity=node_status.memory_capacity, services=services, secrets=secrets)
+            kubelet.probes = ProbeManager(self.runtime, lambda pod, t, r, m: recorder.event(pod, t, r, m),
+                                          pod_ip=kubelet.pod_ip)
+            self.kubelet = kubelet
+            self.pods_informer.add_handler(on_add=kubelet.on_pod, on_update=lambda old, new: kubelet.on_pod(new),
+                                           on_delete=kubelet.on_pod_delete)
+            self.informers.start(stop)
+            await self.informers.wait_for_cache_sync()
+            await kubelet.remove_orphans({p["metadata"]["uid"] for p in self.pods_informer.list()})
+            await self._index_runtime()
+            server = self._make_server()
+            await server.start()
+            node_status.kubelet_port = server.port
+            for name, coro in (("node-status", node_status.run(stop)), ("node-lease", NodeLease(
+                    self.client, self.node_name).run(stop)), ("status-manager", status.run(stop)),
+                    ("volume-manager", volumes.run(stop)), ("pleg", kubelet.relist(stop)),
+                    ("probe-updates", kubelet.probe_updates(stop)), ("runtime-index", self._index_loop(stop)),
+                    ("image-gc", self._image_gc(image_service, stop))):
+                tasks.append(asyncio.create_task(coro, name=name))
+            log.info("agent %s ready: pods from %s, server on %s:%d", self.node_name, pod_cidr, self.address,
+                     server.port)
+            waiter = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not waiter and not t.cancelled() and t.exception():
+                    raise t.exception()
+            await server.close()
+        finally:
+            await asyncio.shield(self._shutdown(tasks, recorder, image_service))
+
+    def _make_server(self):
+        from kubeling.kubelet.server import AgentServer
+        pki = self.root / "pki"
+        pki.mkdir(parents=True, exist_ok=True)
+        ca = pki / "client-ca.crt"
+        if self.cfg is not None and self.cfg.certificate_authority_data:
+            fd, tmp = tempfile.mkstemp(dir=pki)
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.cfg.certificate_authority_data)
+            os.replace(tmp, ca)
+        return AgentServer(self, bind=self.opts.bind_address, port=self.opts.port, cert=pki / "kubelet.crt",
+                           key=pki / "kubelet.key", client_ca=ca, addresses=[self.address])
+
+    async def _index_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._index_runtime()
+            except Exception:  # noqa: BLE001 - retried next round
+                log.exception("runtime index")
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _image_gc(self, image_service: Any, stop: asyncio.Event) -> None:
+        """Upstream's image GC: every 5 minutes, images no container uses, least recently used first."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 300.0)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                in_use = set()
+                for s in await self.runtime.list_pod_sandboxes():
+                    in_use |= {c.image for c in await self.runtime.list_containers(s.id)}
+                await image_service.gc(in_use)
+            except Exception:  # noqa: BLE001 - retried next round
+                log.exception("image garbage collection")
+
+    async def _shutdown(self, tasks: list[asyncio.Task], recorder: EventRecorder, image_service: Any) -> None:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.kubelet is not None:
+            await self.kubelet.workers.close()
+            await self.kubelet.status.flush()
+            if self.kubelet.probes is not None:
+                await self.kubelet.probes.close()
+        if self.informers is not None:
+            await self.informers.shutdown()
+        await recorder.close()
+        await image_service.close()
+        if self.runtime is not None:
+            await self.runtime.close()
+        await self.client.close()
+
+    def pod_state(self, uid: str) -> PodState | None:
+        return self.kubelet.workers.state(uid) if self.kubelet else None
