@@ -52,6 +52,20 @@ DRIVER = textwrap.dedent('''
                     t0 = time.monotonic()
                     ips = await asyncio.gather(*(net.setup(i, ns, cfg) for i, ns in op["pods"]))
                     out.append({"ips": ips, "seconds": time.monotonic() - t0})
+                elif op["op"] == "cancel":  # cancel setups at several points; report what leaked
+                    cancelled, leaked = 0, []
+                    for k in range(op["n"]):
+                        task = asyncio.create_task(net.setup(op["id"], op["netns"], cfg))
+                        await asyncio.sleep(k * 0.002)
+                        task.cancel()
+                        try:
+                            await task
+                        except asyncio.CancelledError:
+                            cancelled += 1
+                            leaked.append(await count_leaks(req["root"], bridge=req["bridge"]))
+                        else:  # it finished first: a normal teardown
+                            await net.teardown(op["id"], op["netns"], cfg)
+                    out.append({"cancelled": cancelled, "leaked": leaked})
                 elif op["op"] == "cycles":
                     for i in range(op["n"]):
                         sid = "%08x" % i + "c" * 56
@@ -290,4 +304,15 @@ def test_concurrent_setups_on_a_fresh_node():
         assert ping(PREFIX + "q0", res["ips"][11]) and ping(PREFIX + "q11", res["ips"][0])
         for i, p in enumerate(pods):
             node.teardown(i, PREFIX + p)
+        assert node.leaks() == {"veths": 0, "ips": 0, "hostport_rules": 0}
+
+
+def test_a_cancelled_setup_leaves_nothing():
+    """The kubelet may cancel a sandbox start (the pod was deleted): whatever step the setup had
+    reached, nothing stays behind."""
+    with cluster("p1") as node:
+        [res] = node.run({"op": "cancel", "n": 15, "id": sid(1), "netns": netns_path(PREFIX + "p1"),
+                          "ports": [[80, 30200, "TCP"]]})
+        assert res["cancelled"] >= 3, res
+        assert all(leak == {"veths": 0, "ips": 0, "hostport_rules": 0} for leak in res["leaked"]), res
         assert node.leaks() == {"veths": 0, "ips": 0, "hostport_rules": 0}

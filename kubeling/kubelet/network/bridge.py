@@ -20,7 +20,8 @@ Contracts:
   through netlink (pyroute2) and ``/proc/sys/net`` — never ``/sys/class/net`` — so that an agent
   started inside a netns of its own (as the e2e harness runs each cluster) manages its own bridge.
 - `setup` returns the pod IP. A retried `setup` of the same sandbox returns the same IP. A failed
-  `setup` undoes what it did (veth, IP, hostPort rules) before raising `SandboxError`.
+  `setup` undoes what it did (veth, IP, hostPort rules) before raising `SandboxError`; so does a
+  cancelled one, before the cancellation goes on.
 - `teardown` is idempotent and works when the netns is already gone: it deletes the host veth if
   it still exists (with it, its peer), the sandbox's hostPort rules and its IP reservation.
 - The MAC of the bridge is fixed at creation (``0a:58`` + the gateway IP), so that it does not
@@ -123,11 +124,14 @@ class BridgeNetwork:
             await self._plug(sandbox_id, netns_path, ip)
             await self.hostports.add(sandbox_id, ip, config.port_mappings)
             return ip
-        except Exception as e:
+        except BaseException as e:
+            # Also on cancellation (the pod was deleted mid-setup): undo, shielded, then re-raise.
             try:
-                await self._unplug(sandbox_id)
+                await asyncio.shield(self._unplug(sandbox_id))
             except Exception as undo:  # noqa: BLE001 - the setup error is the one to report
                 log.warning("network: undoing the setup of %s failed too: %s", sandbox_id, undo)
+            if not isinstance(e, Exception):
+                raise
             raise SandboxError(f'failed to setup network for sandbox "{sandbox_id}": plugin type="{self.NAME}" '
                                f'name="{NETWORK_NAME}" failed (add): {_describe(e)}') from e
 

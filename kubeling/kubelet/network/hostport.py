@@ -141,7 +141,12 @@ class HostPorts:
         proc = await asyncio.create_subprocess_exec(
             self.iptables, "-w", *args, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate()
+        try:
+            out, err = await proc.communicate()
+        except asyncio.CancelledError:
+            # Let a cancelled iptables finish: a rule it appends after our caller's undo would leak.
+            await proc.wait()
+            raise
         if check and proc.returncode != 0:
             raise IptablesError(f"{self.iptables} {' '.join(args)}: {err.decode(errors='replace').strip()}")
         return proc.returncode, (out if stdout else err).decode(errors="replace")
