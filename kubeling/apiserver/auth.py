@@ -3,7 +3,11 @@
 Authenticators (tried in order; the first that recognises the request wins):
 - x509 client certificates signed by the cluster CA: user = CN, groups = O entries;
 - bearer tokens from a static token file (``token,user,uid,"group1,group2"``), as upstream's
-  ``--token-auth-file``.
+  ``--token-auth-file``;
+- bearer service account JWTs (``serviceaccount.Authenticator``: TokenRequest and legacy Secret
+  tokens): ``system:serviceaccount:<ns>:<name>`` in ``system:serviceaccounts`` and
+  ``system:serviceaccounts:<ns>``, with the pod, node and credential id in ``extra``.
+A bearer token that none of them knows is a 401, as is one that is ours but fails validation.
 A request with no credentials is ``system:anonymous`` in ``system:unauthenticated``, which may
 only read the health and version endpoints (upstream's ``system:public-info-viewer``).
 Every authenticated user is also in ``system:authenticated``.
