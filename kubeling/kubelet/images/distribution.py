@@ -24,6 +24,7 @@ Errors are `images.PullError` subclasses whose messages read like containerd's
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -50,6 +51,7 @@ MAX_MANIFEST_BYTES = 4 << 20
 MAX_CONFIG_BYTES = 8 << 20
 PLATFORM = {"os": "linux", "architecture": "amd64"}
 _CHUNK = 1 << 20
+_DENIED = "pull access denied, repository does not exist or may require authorization"
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
@@ -91,6 +93,10 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
               for m in _CHALLENGE_PARAM.finditer(rest)}
     return scheme.lower(), params
+
+
+def _basic(auth: AuthConfig) -> str:
+    return "Basic " + base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
 
 
 def _ssl_for(endpoint: Endpoint) -> ssl.SSLContext | bool | None:
@@ -135,17 +141,16 @@ class RegistryClient:
         if scheme == "basic":
             if self.auth is None or not self.auth.username:
                 raise Unauthorized("no basic auth credentials")
-            return aiohttp.BasicAuth(self.auth.username, self.auth.password).encode()
+            return _basic(self.auth)
         if scheme != "bearer" or "realm" not in params:
             raise Unauthorized(f"unsupported authentication challenge {challenge!r}")
         query = {"scope": params.get("scope") or f"repository:{self.repository}:pull"}
         if params.get("service"):
             query["service"] = params["service"]
-        basic = (aiohttp.BasicAuth(self.auth.username, self.auth.password)
-                 if self.auth is not None and self.auth.username else None)
+        basic = _basic(self.auth) if self.auth is not None and self.auth.username else None
         try:
-            async with self.session.get(params["realm"], params=query, auth=basic,
-                                        ssl=self._ssl) as resp:
+            async with self.session.get(params["realm"], params=query, ssl=self._ssl,
+                                        headers={"Authorization": basic} if basic else {}) as resp:
                 body = await resp.read()
                 if resp.status in (401, 403):
                     what = "fetch oauth token" if basic else "fetch anonymous token"
@@ -181,11 +186,13 @@ class RegistryClient:
                 body = await resp.read()
                 resp.release()
                 if attempt == 0 and resp.status == 401 and challenge:
-                    self._authorization = await self._authorize(challenge)
+                    try:
+                        self._authorization = await self._authorize(challenge)
+                    except Unauthorized as e:
+                        raise Unauthorized(f"{_DENIED}: {e}") from e
                     continue
                 detail = _server_message(body) or f"{resp.status} {resp.reason}"
-                raise Unauthorized(f"pull access denied, repository does not exist or may "
-                                   f"require authorization: server message: {detail}")
+                raise Unauthorized(f"{_DENIED}: server message: {detail}")
             return resp
         raise AssertionError("unreachable")
 

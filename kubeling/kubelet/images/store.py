@@ -135,12 +135,16 @@ class ImageStore:
             if final.is_dir():
                 return final
             staged = self.staging("layer")
-            try:
-                await asyncio.to_thread(layer_mod.unpack, self.blob_path(blob_digest), staged,
-                                        diff_id)
-                await asyncio.to_thread(self._publish, staged, final)
-            finally:
-                await asyncio.to_thread(_remove_path, staged)
+
+            def build() -> None:
+                # One thread owns the staging dir from start to end: a cancelled caller cannot
+                # stop the thread, so cleaning up from the caller would race with it.
+                try:
+                    layer_mod.unpack(self.blob_path(blob_digest), staged, diff_id)
+                    self._publish(staged, final)
+                finally:
+                    _remove_path(staged)
+            await asyncio.to_thread(build)
         return final
 
     # ---- the index --------------------------------------------------------------------------
