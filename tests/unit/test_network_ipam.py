@@ -116,3 +116,18 @@ def test_two_processes_never_get_the_same_ip(tmp_path):
     owners = reservations(tmp_path)
     assert len(owners) == 160 and len(results) == 120 and len(set(results)) == 120
     assert sum(1 for o in owners.values() if o.startswith("child")) == 40
+
+
+def test_a_cancelled_allocate_has_finished_its_file_work_when_it_raises(tmp_path):
+    """So a caller's undo (`release`) always comes after the reservation it must free."""
+    async def main():
+        ipam = HostLocalIPAM(tmp_path, "10.42.0.0/24")
+        task = asyncio.create_task(ipam.allocate("a"))
+        await asyncio.sleep(0)  # the file work is under way in its thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert list(ipam.in_use().values()) == ["a"]
+        assert len(await ipam.release("a")) == 1 and ipam.in_use() == {}
+
+    asyncio.run(main())

@@ -59,8 +59,17 @@ class HostLocalIPAM:
         return f"{self.first}-{self.last}"
 
     async def allocate(self, sandbox_id: str) -> str:
-        """Reserve an IP for ``sandbox_id`` (or return the one it holds); `IPAMError` if none is free."""
-        return await asyncio.to_thread(self._allocate, sandbox_id)
+        """Reserve an IP for ``sandbox_id`` (or return the one it holds); `IPAMError` if none is free.
+
+        Cancelled, it still waits for the file work to end, so that a caller undoing a cancelled
+        setup (`release`) never runs before a reservation that would then leak."""
+        work = asyncio.ensure_future(asyncio.to_thread(self._allocate, sandbox_id))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await work
+            raise
 
     async def release(self, sandbox_id: str) -> list[str]:
         """Free every IP ``sandbox_id`` holds; the IPs freed (none is fine)."""
