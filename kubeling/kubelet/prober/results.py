@@ -21,6 +21,7 @@ from typing import Callable
 class Result(str, enum.Enum):
     SUCCESS = "success"
     FAILURE = "failure"
+    UNKNOWN = "unknown"      # a startup probe that has not decided yet: neither kill nor started
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,15 @@ Timing rules (upstream's ``prober/worker.go``):
   start (a kubelet restart re-creating every worker) first sleeps a random part of the period,
   so that probes do not all fire together.
 - Then a run every ``periodSeconds`` on a fixed cadence; `trigger` asks for an extra run now
-  (at most one pending).
+  (at most one pending; a run that starts after the trigger answers it).
 - A run does nothing until the container has been running ``initialDelaySeconds`` (whole
   seconds, counted from its start time).
 - Liveness and readiness do nothing until the container has *started* (its startup probe
   succeeded, or it has none); the startup probe does nothing once it has.
 - A result is stored only after ``failureThreshold`` failures or ``successThreshold`` successes
   in a row; until then the previous result stands. The first value for a container id is
-  FAILURE for readiness, SUCCESS for liveness and startup.
+  FAILURE for readiness, SUCCESS for liveness and UNKNOWN for startup (not started, but no
+  reason to kill either).
 - After a liveness or startup FAILURE is stored the worker holds (no more runs) until it sees a
   new container id: the kubelet is restarting that container.
 - A container that is not running is FAILURE; if it exited and the pod's restartPolicy is
@@ -52,7 +53,8 @@ class Worker:
         self.success_threshold = int(spec.get("successThreshold") or 1)
         self.failure_threshold = int(spec.get("failureThreshold") or 3)
         self.results: results.ResultsManager = manager.results_for(probe_type)
-        self.initial = results.Result.FAILURE if probe_type == READINESS else results.Result.SUCCESS
+        self.initial = {READINESS: results.Result.FAILURE, LIVENESS: results.Result.SUCCESS,
+                        STARTUP: results.Result.UNKNOWN}[probe_type]
         self.container_id = ""
         self.on_hold = False
         self.last_result: results.Result | None = None
@@ -117,6 +119,9 @@ class Worker:
         return fired.is_set()
 
     async def _do_probe_safely(self) -> bool:
+        # A trigger that arrived before this run is answered by it.
+        if not self._stopped:
+            self._wake.clear()
         try:
             return await self.do_probe()
         except asyncio.CancelledError:
