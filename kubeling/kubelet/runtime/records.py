@@ -91,6 +91,8 @@ class ContainerRecord:
     shares_pid: bool = False          # in the sandbox's pid namespace (shareProcessNamespace)
     pid: int = 0
     pid_start: int = 0
+    shim_pid: int = 0
+    shim_start: int = 0
     started_at: float = 0.0
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)

@@ -332,13 +332,15 @@ class RuncRuntime:
                 if srec.stopped or not alive(srec.pid, srec.pid_start):
                     raise RuntimeError(f"pod sandbox {rec.sandbox_id} is not ready")
                 stdin_once = (cdir / "stdin_once").read_bytes() == b"1"
-                pid, _ = await self._start_shim(
+                pid, shim = await self._start_shim(
                     container_id, cdir, log_path=rec.log_path, tty=rec.tty, stdin=rec.stdin,
                     stdin_once=stdin_once, cgroups_path=rec.cgroups_path)
                 rec.pid, rec.pid_start = pid, process_start_time(pid)
+                rec.shim_pid, rec.shim_start = shim, process_start_time(shim)
                 self.layout.save_container(rec)
+                started = time.time()   # before: a quick process may finish before runc returns
                 await self._runc("start", container_id)
-                rec.started_at = time.time()
+                rec.started_at = started
                 self.layout.save_container(rec)
             except Exception as e:
                 message = str(e)
@@ -411,6 +413,8 @@ class RuncRuntime:
         elif rec.pid and alive(rec.pid, rec.pid_start):
             st.state = ContainerState.RUNNING if rec.started_at else ContainerState.CREATED
             st.pid = rec.pid
+        elif rec.pid and alive(rec.shim_pid, rec.shim_start):
+            st.state = ContainerState.RUNNING   # ended a moment ago; the shim is recording it
         elif rec.pid:
             # Gone with nobody to record how (the shim died too, e.g. the node rebooted).
             st.state = ContainerState.EXITED

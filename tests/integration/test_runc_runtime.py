@@ -1,0 +1,345 @@
+"""`RuncRuntime` with real runc, namespaces, cgroups and overlayfs (issue 6: Runtime; acceptance
+6 OOMKilled, 9 re-adoption, 10 leaks, 11 isolation).
+
+The image is a single layer built here from the static ``/usr/bin/busybox``; the images package
+is not needed. Every test makes its own sandboxes under a module-wide agent root and a
+``kl-t<pid>`` cgroup root, and removes them; the module ends with `cleanup_all` and asserts
+that nothing leaked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kubeling.kubelet import logs
+from kubeling.kubelet.runtime import (
+    ContainerConfig, ContainerState, Image, LinuxResources, RunContainerError, SandboxConfig,
+    SandboxState, SecurityContext,
+)
+from kubeling.kubelet.runtime.cleanup import cleanup_all, leaks
+from kubeling.kubelet.runtime.runc import RuncRuntime
+
+APPLETS = ["sh", "sleep", "echo", "cat", "ps", "id", "nc", "httpd", "wget", "hostname", "touch",
+           "tail", "seq", "stty", "head", "grep", "mount", "true", "ls", "wc", "trap"]
+
+
+def busybox_layer(path: Path) -> Path:
+    (path / "bin").mkdir(parents=True)
+    shutil.copy2("/usr/bin/busybox", path / "bin" / "busybox")
+    for applet in APPLETS:
+        (path / "bin" / applet).symlink_to("busybox")
+    for d in ("proc", "dev", "sys", "etc", "tmp", "www"):
+        (path / d).mkdir()
+    (path / "tmp").chmod(0o1777)
+    (path / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                         "app:x:1000:1000::/tmp:/bin/sh\n")
+    (path / "etc" / "group").write_text("root:x:0:\napp:x:1000:\n")
+    (path / "www" / "index.html").write_text("hello from httpd\n")
+    return path
+
+
+@dataclass
+class World:
+    root: Path
+    cgroup_root: str
+    image: Image
+    logs: Path
+
+    def runtime(self, **kw) -> RuncRuntime:
+        return RuncRuntime(self.root, cgroup_root=self.cgroup_root, **kw)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runc")
+    w = World(root=base / "agent", cgroup_root=f"kl-t{os.getpid()}",
+              image=Image(id="sha256:busybox", repo_tags=["busybox:test"],
+                          config={"Env": ["PATH=/bin"]}, layers=[busybox_layer(base / "layer")]),
+              logs=base / "logs")
+    try:
+        yield w
+    finally:
+        cleanup_all(w.root, w.cgroup_root)
+    assert leaks(w.root, w.cgroup_root) == {"netns": 0, "runc": 0, "mounts": 0, "cgroups": 0, "shims": 0}
+
+
+_seq = iter(range(10**6))
+
+
+def sandbox_config(**kw) -> SandboxConfig:
+    n = next(_seq)
+    kw.setdefault("hostname", f"pod-{n}")
+    return SandboxConfig(uid=f"uid-{os.getpid()}-{n}", name=f"pod-{n}", namespace="default",
+                         cgroup_parent=f"kubepods/burstable/poduid-{os.getpid()}-{n}", **kw)
+
+
+@contextlib.asynccontextmanager
+async def pod(rt: RuncRuntime, **kw):
+    config = sandbox_config(**kw)
+    sid = await rt.run_pod_sandbox(config)
+    try:
+        yield sid, config
+    finally:
+        await rt.remove_pod_sandbox(sid)
+
+
+async def run(rt: RuncRuntime, world: World, sid: str, config: SandboxConfig, command: list[str],
+              name: str = "c", **kw) -> str:
+    kw.setdefault("log_path", str(world.logs / f"{config.namespace}_{config.name}_{config.uid}" / name / "0.log"))
+    cid = await rt.create_container(sid, ContainerConfig(name=name, image=world.image,
+                                                         command=command, **kw), config)
+    await rt.start_container(cid)
+    return cid
+
+
+async def wait_exited(rt: RuncRuntime, cid: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        st = await rt.container_status(cid)
+        if st.state == ContainerState.EXITED or time.monotonic() > deadline:
+            return st
+        await asyncio.sleep(0.05)
+
+
+def log_text(path: str) -> str:
+    return "".join(logs.render(logs.parse_line(line), logs.LogOptions()).decode()
+                   for line in open(path, "rb"))
+
+
+@pytest.mark.parametrize("command, share, exit_code, reason", [
+    pytest.param(["sh", "-c", "echo done"], False, 0, "Completed", id="completed"),
+    pytest.param(["sh", "-c", "exit 7"], False, 7, "Error", id="error"),
+    # Not pid 1 of its namespace (which no signal from inside can kill): dies of SIGKILL.
+    pytest.param(["sh", "-c", "kill -9 $$"], True, 137, "Error", id="signal-is-128-plus"),
+])
+def test_exit_status_and_reason(world, command, share, exit_code, reason):
+    async def main():
+        rt = world.runtime()
+        async with pod(rt, share_process_namespace=share) as (sid, config):
+            cid = await run(rt, world, sid, config, command)
+            st = await wait_exited(rt, cid)
+            assert (st.state, st.exit_code, st.reason) == (ContainerState.EXITED, exit_code, reason)
+            assert st.started_at <= st.finished_at and st.created_at <= st.started_at
+    asyncio.run(main())
+
+
+def test_two_containers_share_localhost_and_port_forward(world):
+    async def main():
+        rt = world.runtime()
+        async with pod(rt) as (sid, config):
+            await run(rt, world, sid, config, ["httpd", "-f", "-p", "8080", "-h", "/www"], name="web")
+            client = await run(rt, world, sid, config, [
+                "sh", "-c", "for i in $(seq 1 50); do wget -q -O - http://127.0.0.1:8080/ && exit 0;"
+                            " sleep 0.1; done; exit 1"], name="client")
+            st = await wait_exited(rt, client)
+            assert st.exit_code == 0
+            assert log_text(st.log_path) == "hello from httpd\n"
+            reader, writer = await rt.port_forward(sid, 8080)
+            writer.write(b"GET / HTTP/1.0\r\n\r\n")
+            await writer.drain()
+            reply = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            assert reply.startswith(b"HTTP/1.") and reply.endswith(b"hello from httpd\n")
+            status = await rt.pod_sandbox_status(sid)
+            assert status.state == SandboxState.READY and status.netns_path.startswith("/run/netns/kl-")
+    asyncio.run(main())
+
+
+def test_start_error_is_run_container_error(world):
+    async def main():
+        rt = world.runtime()
+        async with pod(rt) as (sid, config):
+            cid = await rt.create_container(sid, ContainerConfig(
+                name="bad", image=world.image, command=["/no/such/binary"]), config)
+            with pytest.raises(RunContainerError, match="no such file"):
+                await rt.start_container(cid)
+            st = await rt.container_status(cid)
+            assert (st.state, st.exit_code, st.reason) == (ContainerState.EXITED, 128, "StartError")
+    asyncio.run(main())
+
+
+def test_memory_limit_gives_oomkilled(world):
+    async def main():
+        rt = world.runtime()
+        async with pod(rt) as (sid, config):
+            # tail buffers /dev/zero looking for a newline that never comes: unbounded memory.
+            cid = await run(rt, world, sid, config, ["tail", "/dev/zero"],
+                            resources=LinuxResources(memory_limit_bytes=16 << 20))
+            st = await wait_exited(rt, cid, 20)
+            assert (st.state, st.exit_code, st.reason) == (ContainerState.EXITED, 137, "OOMKilled")
+    asyncio.run(main())
+
+
+def cgroup_file(world: World, controller: str, sid: str, config: SandboxConfig, cid: str, name: str) -> str:
+    path = Path("/sys/fs/cgroup", controller, world.cgroup_root, config.cgroup_parent, cid, name)
+    return path.read_text().strip()
+
+
+def test_cpu_quota_shares_and_pids_limit(world):
+    async def main():
+        rt = world.runtime()
+        async with pod(rt) as (sid, config):
+            cid = await run(rt, world, sid, config, [
+                "sh", "-c", "for i in $(seq 1 10); do sleep 30 & done; sleep 0.5; echo running:"
+                            "$(ps -o pid | wc -l); sleep 30"],
+                resources=LinuxResources(cpu_period=100000, cpu_quota=20000, cpu_shares=204,
+                                         pids_limit=6))
+            assert cgroup_file(world, "cpu", sid, config, cid, "cpu.cfs_quota_us") == "20000"
+            assert cgroup_file(world, "cpu", sid, config, cid, "cpu.cfs_period_us") == "100000"
+            assert cgroup_file(world, "cpu", sid, config, cid, "cpu.shares") == "204"
+            assert cgroup_file(world, "pids", sid, config, cid, "pids.max") == "6"
+            await asyncio.sleep(1.5)
+            text = log_text((await rt.container_status(cid)).log_path)
+            assert "can't fork" in text or "Resource temporarily unavailable" in text
+            assert int(cgroup_file(world, "pids", sid, config, cid, "pids.current")) <= 6
+            stats = await rt.container_stats(cid)
+            assert stats.cpu_usage_core_nanoseconds > 0 and stats.memory_working_set_bytes > 0
+            assert (await rt.sandbox_stats(sid)).memory_usage_bytes >= stats.memory_usage_bytes
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("security, command, expect_code, expect_text", [
+    pytest.param(SecurityContext(run_as_user=1000, run_as_group=1000), ["sh", "-c", "id"], 0,
+                 "uid=1000(app) gid=1000(app)", id="runAsUser"),
+    pytest.param(SecurityContext(readonly_rootfs=True), ["sh", "-c", "touch /x"], 1,
+                 "Read-only file system", id="readOnlyRootFilesystem"),
+    pytest.param(SecurityContext(readonly_rootfs=True), ["sh", "-c", "touch /tmp/../etc/hosts && echo ok"],
+                 0, "ok", id="readonly-rootfs-keeps-etc-hosts-writable"),
+    pytest.param(SecurityContext(capabilities_drop=["ALL"]), ["sh", "-c", "touch /x && chown 5 /x"], 1,
+                 "Operation not permitted", id="drop-ALL-removes-CHOWN"),
+    pytest.param(SecurityContext(), ["sh", "-c", "hostname new"], 1, "", id="no-SYS_ADMIN-by-default"),
+])
+def test_security_context_enforced(world, security, command, expect_code, expect_text):
+    async def main():
+        rt = world.runtime()
+        async with pod(rt) as (sid, config):
+            cid = await run(rt, world, sid, config, command, security=security)
+            st = await wait_exited(rt, cid)
+            assert st.exit_code == expect_code
+            assert expect_text in log_text(st.log_path)
+    asyncio.run(main())
+
+
+ALLOWED_MOUNTS = {"/", "/proc", "/dev", "/dev/pts", "/dev/mqueue", "/sys", "/dev/shm", "/etc/hosts",
+                  "/etc/resolv.conf", "/etc/hostname"}
+
+
+@pytest.mark.parametrize("share, expect_pause", [
+    pytest.param(False, False, id="own-pid-namespace"),
+    pytest.param(True, True, id="shareProcessNamespace"),
+])
+def test_isolation_processes_and_mounts(world, share, expect_pause):
+    async def main():
+        rt = world.runtime()
+        async with pod(rt, share_process_namespace=share) as (sid, config):
+            cid = await run(rt, world, sid, config, ["sleep", "30"])
+            _, out, _ = await rt.exec_sync(cid, ["ps", "-o", "pid,args"], 5)
+            procs = out.decode().splitlines()[1:]
+            assert any("sleep 30" in p for p in procs)
+            assert any("sleep 3600" in p for p in procs) is expect_pause
+            assert len(procs) == (4 if share else 2)   # (+ pause sh and its sleep) + ps itself
+            if not share:
+                assert procs[0].split()[0] == "1"
+            _, out, _ = await rt.exec_sync(cid, ["cat", "/proc/self/mountinfo"], 5)
+            points = {line.split()[4] for line in out.decode().splitlines()}
+            masked = {"/proc/" + p.split("/proc/")[-1] for p in points if p.startswith("/proc/")}
+            assert points - masked - {p for p in points if p.startswith("/sys/")} <= ALLOWED_MOUNTS
+            assert not any(p.startswith(("/work", "/mnt", "/run", "/home")) for p in points)
+            _, out, _ = await rt.exec_sync(cid, ["hostname"], 5)
+            assert out.decode().strip() == config.hostname
+    asyncio.run(main())
+
+
+def test_stop_with_grace_period(world):
+    async def main():
+        rt = world.runtime()
+        async with pod(rt) as (sid, config):
+            stubborn = await run(rt, world, sid, config, ["sh", "-c", "trap '' TERM; sleep 100"], name="a")
+            polite = await run(rt, world, sid, config,
+                               ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.05; done"], name="b")
+            await asyncio.sleep(0.3)
+            t0 = time.monotonic()
+            await rt.stop_container(polite, 5)
+            polite_took = time.monotonic() - t0
+            t0 = time.monotonic()
+            await rt.stop_container(stubborn, 1.0)
+            stubborn_took = time.monotonic() - t0
+            assert polite_took < 1.0 and (await rt.container_status(polite)).exit_code == 0
+            assert 1.0 <= stubborn_took < 3.0
+            assert (await rt.container_status(stubborn)).exit_code == 137
+            await rt.stop_container(stubborn, 1.0)   # idempotent
+            await rt.stop_pod_sandbox(sid)
+            assert (await rt.pod_sandbox_status(sid)).state == SandboxState.NOTREADY
+            await rt.stop_pod_sandbox(sid)
+    asyncio.run(main())
+
+
+def test_new_runtime_object_readopts_running_and_exited(world):
+    async def main():
+        rt = world.runtime()
+        config = sandbox_config()
+        sid = await rt.run_pod_sandbox(config)
+        try:
+            keeps = await run(rt, world, sid, config,
+                              ["sh", "-c", "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.1; done"],
+                              name="keeps")
+            ends = await run(rt, world, sid, config, ["sh", "-c", "sleep 0.5; exit 4"], name="ends")
+            before = await rt.container_status(keeps)
+            await rt.close()
+            del rt
+            await asyncio.sleep(1.0)         # "ends" exits while no runtime object exists
+            fresh = world.runtime()
+            after = await fresh.container_status(keeps)
+            assert after.state == ContainerState.RUNNING
+            assert (after.pid, after.started_at, after.created_at) == (before.pid, before.started_at,
+                                                                       before.created_at)
+            ended = await fresh.container_status(ends)
+            assert (ended.state, ended.exit_code) == (ContainerState.EXITED, 4)
+            assert [s.id for s in await fresh.list_pod_sandboxes() if s.id == sid] == [sid]
+            assert {c.id for c in await fresh.list_containers(sid)} == {keeps, ends}
+            lines = log_text(after.log_path).count("tick")
+            await asyncio.sleep(0.5)
+            assert log_text(after.log_path).count("tick") > lines    # the shim still logs
+            await fresh.stop_container(keeps, 1)
+            assert (await fresh.container_status(keeps)).state == ContainerState.EXITED
+        finally:
+            await world.runtime().remove_pod_sandbox(sid)
+    asyncio.run(main())
+
+
+def test_log_rotation_by_the_shim(world):
+    async def main():
+        rt = world.runtime(log_max_size=4096, log_max_files=3)
+        async with pod(rt) as (sid, config):
+            cid = await run(rt, world, sid, config,
+                            ["sh", "-c", "for i in $(seq 1 400); do echo line-$i-padding-padding; done"])
+            st = await wait_exited(rt, cid)
+            assert st.exit_code == 0
+            rotated = logs.rotated_files(st.log_path)
+            assert len(rotated) == 2
+            assert all(os.path.getsize(p) <= 4096 for p in rotated + [st.log_path])
+            assert log_text(st.log_path).splitlines()[-1] == "line-400-padding-padding"
+    asyncio.run(main())
+
+
+def test_no_leaks_after_20_cycles(world):
+    async def main():
+        rt = world.runtime()
+        for _ in range(20):
+            async with pod(rt) as (sid, config):
+                cid = await run(rt, world, sid, config, ["sleep", "30"])
+                await rt.stop_container(cid, 0)
+                await rt.remove_container(cid)
+                await run(rt, world, sid, config, ["sleep", "30"], name="left-for-sandbox-removal")
+        assert await rt.list_pod_sandboxes() == [] and await rt.list_containers() == []
+    asyncio.run(main())
+    assert leaks(world.root, world.cgroup_root) == {"netns": 0, "runc": 0, "mounts": 0, "cgroups": 0,
+                                                    "shims": 0}

@@ -1,0 +1,168 @@
+"""OCI config generation (`runtime.spec`) and the pod's managed files (`runtime.sandbox`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kubeling.kubelet.runtime import (
+    ContainerConfig, DNSConfig, Image, LinuxResources, Mount, SandboxConfig, SecurityContext,
+)
+from kubeling.kubelet.runtime import sandbox, spec
+
+
+@pytest.mark.parametrize("add, drop, privileged, has, lacks", [
+    pytest.param([], [], False, ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                 ["CAP_SYS_ADMIN", "CAP_NET_ADMIN"], id="defaults"),
+    pytest.param(["NET_ADMIN"], ["KILL"], False, ["CAP_NET_ADMIN"], ["CAP_KILL"], id="add-drop"),
+    pytest.param(["CAP_SYS_TIME"], [], False, ["CAP_SYS_TIME"], [], id="add-with-prefix"),
+    pytest.param(["NET_BIND_SERVICE"], ["ALL"], False, ["CAP_NET_BIND_SERVICE"],
+                 ["CAP_CHOWN", "CAP_KILL"], id="drop-all-then-add"),
+    pytest.param(["ALL"], [], False, ["CAP_SYS_ADMIN", "CAP_NET_ADMIN"], [], id="add-all"),
+    pytest.param([], ["ALL"], True, ["CAP_SYS_ADMIN"], [], id="privileged-ignores-drop"),
+])
+def test_capabilities(add, drop, privileged, has, lacks):
+    caps = spec.capabilities(add, drop, privileged)
+    assert all(c in caps for c in has) and not any(c in caps for c in lacks)
+
+
+def test_drop_all_leaves_nothing():
+    assert spec.capabilities([], ["ALL"], False) == []
+
+
+@pytest.fixture
+def image_root(tmp_path):
+    etc = tmp_path / "rootfs" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                "redis:x:999:1000::/data:/bin/false\n")
+    (etc / "group").write_text("root:x:0:\nredis:x:1000:\nextra:x:2000:redis\n")
+    return tmp_path / "rootfs"
+
+
+@pytest.mark.parametrize("image_user, run_as_user, run_as_group, supplemental, expected", [
+    pytest.param("", None, None, [], {"uid": 0, "gid": 0}, id="root-default"),
+    pytest.param("redis", None, None, [], {"uid": 999, "gid": 1000, "additionalGids": [2000]},
+                 id="name-from-passwd-with-groups"),
+    pytest.param("1234", None, None, [], {"uid": 1234, "gid": 0}, id="numeric-unknown"),
+    pytest.param("redis:root", None, None, [], {"uid": 999, "gid": 0, "additionalGids": [2000]},
+                 id="name-and-group-name"),
+    pytest.param("redis", 1000, None, [], {"uid": 1000, "gid": 0}, id="runAsUser-wins"),
+    pytest.param("", 999, 5, [7], {"uid": 999, "gid": 5, "additionalGids": [7, 2000]},
+                 id="runAsUser-known-uid-runAsGroup-supplemental"),
+])
+def test_resolve_user(image_root, image_user, run_as_user, run_as_group, supplemental, expected):
+    assert spec.resolve_user(image_root, image_user, run_as_user, run_as_group, supplemental) == expected
+
+
+def test_resolve_user_unknown_name(image_root):
+    with pytest.raises(ValueError, match="unable to find user nobody"):
+        spec.resolve_user(image_root, "nobody", None, None, [])
+
+
+def _container(tmp_path, **kw):
+    cfg = ContainerConfig(name="c", image=Image(id="sha256:x", config={
+        "Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "Env": ["PATH=/bin", "A=image"],
+        "WorkingDir": "/srv"}), **kw)
+    sb = SandboxConfig(uid="u", name="p", namespace="ns", hostname="p")
+    (tmp_path / "sb").mkdir(exist_ok=True)
+    (tmp_path / "sb" / "hostname").write_text("p\n")
+    return spec.container_spec(cfg, sb, rootfs=tmp_path, cgroups_path="/kl/pod/c", pause_pid=42,
+                               netns_path="/run/netns/kl-x", sandbox_dir=tmp_path / "sb",
+                               pod_dir=tmp_path / "pod", memsw=True)
+
+
+def test_container_spec_defaults(tmp_path):
+    s = _container(tmp_path, env=[("A", "pod"), ("B", "b")])
+    p = s["process"]
+    assert p["args"] == ["/bin/app", "--serve"] and p["cwd"] == "/srv"
+    assert "A=pod" in p["env"] and "B=b" in p["env"] and "PATH=/bin" in p["env"] and "HOSTNAME=p" in p["env"]
+    ns = {n["type"]: n.get("path") for n in s["linux"]["namespaces"]}
+    assert ns == {"pid": None, "mount": None, "ipc": "/proc/42/ns/ipc", "uts": "/proc/42/ns/uts",
+                  "network": "/run/netns/kl-x"}
+    assert s["linux"]["maskedPaths"] == spec.DEFAULT_MASKED_PATHS
+    assert s["linux"]["readonlyPaths"] == spec.DEFAULT_READONLY_PATHS
+    dests = {m["destination"]: m for m in s["mounts"]}
+    assert dests["/etc/hosts"]["source"] == str(tmp_path / "pod" / "etc-hosts")
+    assert "ro" in dests["/sys"]["options"] and s["root"]["readonly"] is False
+    assert s["linux"]["cgroupsPath"] == "/kl/pod/c"
+
+
+def test_container_spec_resources_security_and_mounts(tmp_path):
+    s = _container(
+        tmp_path, command=["sh"], tty=True,
+        resources=LinuxResources(cpu_period=100000, cpu_quota=20000, cpu_shares=204,
+                                 memory_limit_bytes=64 << 20, pids_limit=50),
+        security=SecurityContext(run_as_user=1000, readonly_rootfs=True, no_new_privs=True),
+        mounts=[Mount("/data", "/host/data", readonly=True),
+                Mount("/shared", "/host/shared", propagation="rslave")])
+    r = s["linux"]["resources"]
+    assert r["cpu"] == {"shares": 204, "quota": 20000, "period": 100000}
+    assert r["memory"] == {"limit": 64 << 20, "swap": 64 << 20} and r["pids"] == {"limit": 50}
+    assert s["process"]["user"]["uid"] == 1000 and s["process"]["noNewPrivileges"] is True
+    assert s["process"]["terminal"] is True and "TERM=xterm" in s["process"]["env"]
+    assert s["root"]["readonly"] is True
+    dests = {m["destination"]: m["options"] for m in s["mounts"]}
+    assert dests["/data"] == ["rbind", "rprivate", "ro"]
+    assert dests["/shared"] == ["rbind", "rslave", "rw"]
+    assert s["linux"]["rootfsPropagation"] == "rslave"
+
+
+def test_privileged_container_spec(tmp_path):
+    s = _container(tmp_path, security=SecurityContext(privileged=True, no_new_privs=True))
+    assert "maskedPaths" not in s["linux"] and "readonlyPaths" not in s["linux"]
+    assert "CAP_SYS_ADMIN" in s["process"]["capabilities"]["bounding"]
+    assert s["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+    assert any(d["path"] == "/dev/null" for d in s["linux"]["devices"])
+    assert s["process"]["noNewPrivileges"] is False
+
+
+@pytest.mark.parametrize("host_network, namespaces, hostname", [
+    pytest.param(False, {"pid", "ipc", "mount", "uts", "network"}, "web-0", id="pod-network"),
+    pytest.param(True, {"pid", "ipc", "mount"}, None, id="host-network"),
+])
+def test_pause_spec(host_network, namespaces, hostname):
+    cfg = SandboxConfig(uid="u", name="web-0", namespace="ns", hostname="web-0",
+                        host_network=host_network, sysctls={"net.ipv4.ip_forward": "1"})
+    s = spec.pause_spec(cfg, Path("/pause"), "/kl/pod/sb", "/run/netns/kl-1", "web-0")
+    assert {n["type"] for n in s["linux"]["namespaces"]} == namespaces
+    assert s.get("hostname") == hostname
+    assert s["linux"]["sysctl"] == {"net.ipv4.ip_forward": "1"}
+
+
+def test_managed_hosts_file():
+    cfg = SandboxConfig(uid="u", name="p", namespace="ns", hostname="web",
+                        host_aliases=[("10.1.2.3", ["foo.remote", "bar.remote"])])
+    assert sandbox.hosts_file(cfg, "10.244.0.5") == (
+        "# Kubernetes-managed hosts file.\n"
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "fe00::0\tip6-localnet\n"
+        "fe00::0\tip6-mcastprefix\n"
+        "fe00::1\tip6-allnodes\n"
+        "fe00::2\tip6-allrouters\n"
+        "10.244.0.5\tweb\n"
+        "\n"
+        "# Entries added by HostAliases.\n"
+        "10.1.2.3\tfoo.remote\tbar.remote\n")
+
+
+def test_host_network_hosts_file(tmp_path):
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost node1\n")
+    cfg = SandboxConfig(uid="u", name="p", namespace="ns", host_network=True)
+    assert sandbox.hosts_file(cfg, "", node_hosts=str(tmp_path / "hosts")) == (
+        "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost node1\n")
+
+
+@pytest.mark.parametrize("dns, expected", [
+    pytest.param(DNSConfig(servers=["10.96.0.10"], searches=["ns.svc.cluster.local", "svc.cluster.local"],
+                           options=["ndots:5"]),
+                 "nameserver 10.96.0.10\nsearch ns.svc.cluster.local svc.cluster.local\noptions ndots:5\n",
+                 id="cluster-first"),
+    pytest.param(DNSConfig(), "nameserver 192.0.2.53\n", id="empty-uses-node-file"),
+])
+def test_resolv_conf(tmp_path, dns, expected):
+    (tmp_path / "resolv.conf").write_text("nameserver 192.0.2.53\n")
+    cfg = SandboxConfig(uid="u", name="p", namespace="ns", dns=dns)
+    assert sandbox.resolv_conf(cfg, node_resolv=str(tmp_path / "resolv.conf")) == expected
