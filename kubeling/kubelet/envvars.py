@@ -31,7 +31,8 @@ value when NAME is defined and stays as written otherwise; ``$$`` is a literal `
 from __future__ import annotations
 
 import base64
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from kubeling.api.validation.util import is_env_var_name
 from kubeling.kubelet.objectcache import NotRegistered, NotSynced
@@ -224,8 +225,8 @@ async def make_environment(pod: dict, container: dict, host: Any, services: list
             env[var] = values[key] if kind == "configMap" else _secret_value(obj, key)
         if invalid and events is not None:
             events.append(("Warning", "InvalidEnvironmentVariableNames",
-                           f"Keys [{', '.join(sorted(invalid))}] from the EnvFrom {kind} {ns}/{name} were "
-                           "skipped since they are considered invalid environment variable names."))
+                           (f"Keys [{', '.join(sorted(invalid))}] from the EnvFrom {kind} {ns}/{name} were "
+                            "skipped since they are considered invalid environment variable names.")))
 
     for var in container.get("env") or ():
         name = var.get("name") or ""

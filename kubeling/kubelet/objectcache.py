@@ -39,7 +39,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from kubeling.api.errors import StatusError
 from kubeling.client.exceptions import ResourceExpired, TransportError
@@ -172,7 +173,7 @@ class ObjectCache:
         if not item.synced.is_set():
             try:
                 await asyncio.wait_for(item.synced.wait(), self.sync_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise NotSynced(f"failed to sync {SINGULAR[self.resource]} cache: timed out waiting for the "
                                 "condition") from None
         return item.obj
@@ -228,7 +229,7 @@ class ObjectCache:
                 log.info("objectcache %s %s/%s: %s; re-listing", self.resource, ns, name, e)
                 rv = None
                 await asyncio.sleep(backoff.next())
-            except Exception:  # noqa: BLE001 - the reflector must outlive any one failure
+            except Exception:
                 log.exception("objectcache %s %s/%s failed; re-listing", self.resource, ns, name)
                 rv = None
                 await asyncio.sleep(backoff.next())
@@ -249,12 +250,12 @@ class ObjectCache:
                 res = cb(ns, name)
                 if inspect.isawaitable(res):
                     asyncio.ensure_future(self._await_callback(res))
-            except Exception:  # noqa: BLE001 - one consumer's bug must not stop the cache
+            except Exception:
                 log.exception("objectcache %s on_change callback failed", self.resource)
 
     @staticmethod
     async def _await_callback(aw: Any) -> None:
         try:
             await aw
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("objectcache on_change callback failed")

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-from inprocess import api_server, http  # noqa: E402
+from inprocess import api_server, http
 
-from kubeling.client.rest import RESTClient  # noqa: E402
-from kubeling.client.transport import AiohttpTransport  # noqa: E402
-from kubeling.kubelet.envvars import CreateContainerConfigError, make_environment  # noqa: E402
-from kubeling.kubelet.objectcache import ObjectCache  # noqa: E402
-from kubeling.kubelet.volumes import VolumeHost, mountutil  # noqa: E402
-from kubeling.kubelet.volumes.manager import VolumeManager  # noqa: E402
-from kubeling.kubelet.volumes.mounts import container_mounts  # noqa: E402
+from kubeling.client.rest import RESTClient
+from kubeling.client.transport import AiohttpTransport
+from kubeling.kubelet.envvars import CreateContainerConfigError, make_environment
+from kubeling.kubelet.objectcache import ObjectCache
+from kubeling.kubelet.volumes import VolumeHost, mountutil
+from kubeling.kubelet.volumes.manager import VolumeManager
+from kubeling.kubelet.volumes.mounts import container_mounts
 
 
 def b64(s: str) -> str:

@@ -6,8 +6,13 @@ import base64
 import pytest
 
 from kubeling.client.fake import FakeClient
-from kubeling.kubelet.envvars import CreateContainerConfigError, expand, expand_command, make_environment, \
-    service_env
+from kubeling.kubelet.envvars import (
+    CreateContainerConfigError,
+    expand,
+    expand_command,
+    make_environment,
+    service_env,
+)
 from kubeling.kubelet.objectcache import ObjectCache
 from kubeling.kubelet.volumes import VolumeHost
 
@@ -164,8 +169,8 @@ def test_order_expansion_and_envfrom():
     assert names.index("NOEXPAND") < names.index("KUBERNETES_SERVICE_HOST")   # service links last
     assert len(names) == len(set(names))
     assert events == [("Warning", "InvalidEnvironmentVariableNames",
-                       "Keys [bad=key] from the EnvFrom configMap app/cfg were skipped since they are considered "
-                       "invalid environment variable names.")]
+                       ("Keys [bad=key] from the EnvFrom configMap app/cfg were skipped since they are considered "
+                        "invalid environment variable names."))]
 
 
 def test_env_overrides_service_links_and_disabled_links():

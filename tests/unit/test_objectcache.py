@@ -5,7 +5,12 @@ import asyncio
 import pytest
 
 from kubeling.client.fake import FakeClient
-from kubeling.kubelet.objectcache import NotRegistered, NotSynced, ObjectCache, references
+from kubeling.kubelet.objectcache import (
+    NotRegistered,
+    NotSynced,
+    ObjectCache,
+    references,
+)
 
 
 def ns(name="default"):

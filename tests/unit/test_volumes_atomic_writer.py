@@ -2,10 +2,15 @@
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 
-from kubeling.kubelet.volumes.atomic_writer import AtomicWriter, FileProjection, PayloadError
+from kubeling.kubelet.volumes.atomic_writer import (
+    AtomicWriter,
+    FileProjection,
+    PayloadError,
+)
 
 
 def snapshot(d):
@@ -20,7 +25,7 @@ def snapshot(d):
             if f.startswith(".."):
                 continue
             p = os.path.join(root, f)
-            out[os.path.normpath(os.path.join(rel_root, f))] = (open(p, "rb").read(), os.stat(p).st_mode & 0o777)
+            out[os.path.normpath(os.path.join(rel_root, f))] = (Path(p).read_bytes(), os.stat(p).st_mode & 0o777)
     return out
 
 

@@ -4,6 +4,7 @@ termination-log file, and the errors upstream gives."""
 import asyncio
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -91,8 +92,8 @@ def test_subpath_created_bound_and_reused(tmp_path):
         assert os.path.isdir(os.path.join(paths["data"], "redis", "db"))
         assert os.path.isdir(os.path.join(paths["data"], "logs", "p"))
         # The bind shows the volume's directory: a write through it lands in the volume.
-        open(os.path.join(first, "dump.rdb"), "w").write("x")
-        assert open(os.path.join(paths["data"], "redis", "db", "dump.rdb")).read() == "x"
+        Path(first, "dump.rdb").write_text("x")
+        assert Path(paths["data"], "redis", "db", "dump.rdb").read_text() == "x"
         # A restart of the container reuses the bind instead of stacking another.
         again = await container_mounts(pod, c, paths, pod_dir, env=[("POD_NAME", "p")], attempt=1)
         assert [m.host_path for m in again[:2]] == [first, second]
@@ -104,9 +105,9 @@ def test_configmap_subpath_does_not_see_updates(tmp_path):
     async def body(pod, paths, pod_dir, client):
         c = {"name": "c", "volumeMounts": [{"name": "cfg", "mountPath": "/etc/k", "subPath": "k"}]}
         (m, _log) = await container_mounts(pod, c, paths, pod_dir)
-        assert m.readonly and open(m.host_path).read() == "v1"
+        assert m.readonly and Path(m.host_path).read_text() == "v1"
         from kubeling.kubelet.volumes.atomic_writer import AtomicWriter, FileProjection
         AtomicWriter(paths["cfg"]).write({"k": FileProjection(b"v2")})   # what a refresh does
-        assert open(os.path.join(paths["cfg"], "k")).read() == "v2"
-        assert open(m.host_path).read() == "v1"                        # pinned, as upstream
+        assert Path(paths["cfg"], "k").read_text() == "v2"
+        assert Path(m.host_path).read_text() == "v1"                        # pinned, as upstream
     run(tmp_path, [{"name": "cfg", "configMap": {"name": "cfg"}}], body)

@@ -5,7 +5,9 @@ import base64
 import os
 import socket
 import stat
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -66,7 +68,7 @@ def make_pod(volumes, containers=None, **spec):
 
 
 def read(path):
-    return open(path, "rb").read()
+    return Path(path).read_bytes()
 
 
 def mode(path):
@@ -178,7 +180,7 @@ def test_projected_with_token(tmp_path):
 
     async def token(pod, sa, audience, expiration):
         calls.append((pod["metadata"]["name"], sa, audience, expiration))
-        return f"tok-{len(calls)}", __import__("time").time() + expiration
+        return f"tok-{len(calls)}", time.time() + expiration
 
     async def body(mgr, host, client):
         pod = make_pod([{"name": "kube-api-access", "projected": {"defaultMode": 0o644, "sources": [
@@ -193,8 +195,8 @@ def test_projected_with_token(tmp_path):
             "token": b"tok-1", "ca.crt": b"o", "user": b"admin", "namespace": b"default"}
         assert calls == [("p", "builder", "api", 3607)]
         plugin = mgr.plugin_for(pod["spec"]["volumes"][0])
-        at = plugin.next_refresh(__import__("pathlib").Path(d))
-        assert abs(at - (__import__("time").time() + 0.8 * 3607)) < 5
+        at = plugin.next_refresh(Path(d))
+        assert abs(at - (time.time() + 0.8 * 3607)) < 5
     run_with_manager(tmp_path, body, token=token)
 
 
@@ -210,7 +212,7 @@ def test_projected_errors_aggregate(tmp_path):
 
 
 def _tmpfs_size(path):
-    for line in open("/proc/self/mountinfo"):
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
         if fields[4] == os.path.realpath(path):
             opts = line.split(" - ")[1].split()[2].split(",")
@@ -241,7 +243,7 @@ def test_emptydir_disk(tmp_path):
         pod = make_pod([{"name": "data", "emptyDir": {"sizeLimit": "1Gi"}}])
         d = (await mgr.mount_pod(pod))["data"]
         assert mode(d) == 0o777 and not mountutil.is_mount_point(d)
-        open(os.path.join(d, "kept"), "w").write("x")
+        Path(d, "kept").write_text("x")
         await mgr.mount_pod(pod)                       # a re-sync keeps the data
         assert read(os.path.join(d, "kept")) == b"x"
         assert mgr.plugin_for({"emptyDir": {}}).size_limits[d] == 1 << 30
@@ -306,7 +308,7 @@ def test_hostpath_and_pvc_paths(tmp_path):
                         {"name": "c", "persistentVolumeClaim": {"claimName": "claim"}}])
         paths = await mgr.mount_pod(pod)
         assert paths == {"h": str(tmp_path / "made"), "c": str(data)}
-        open(data / "keep", "w").write("x")
+        (data / "keep").write_text("x")
         await mgr.unmount_pod(pod["metadata"]["uid"])
         assert (data / "keep").exists() and (tmp_path / "made").is_dir()   # host data never removed
     run_with_manager(tmp_path, body, extra=[pv])

@@ -46,9 +46,10 @@ Plugin contract (`VolumePlugin`):
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 from kubeling.kubelet.objectcache import ObjectCache
 from kubeling.kubelet.volumes import mountutil
@@ -94,9 +95,9 @@ class VolumePlugin(Protocol):
 
     def can_support(self, volume: dict) -> bool: ...
 
-    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path: ...  # noqa: A002 - the brief's name
+    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path: ...
 
-    async def teardown(self, dir: Path) -> None: ...  # noqa: A002
+    async def teardown(self, dir: Path) -> None: ...
 
 
 def plugin_dir_name(name: str) -> str:
@@ -120,14 +121,14 @@ def with_fs_group(pod: dict, payload: dict[str, FileProjection]) -> dict[str, Fi
     return {p: FileProjection(f.data, f.mode | 0o440, f.uid, gid) for p, f in payload.items()}
 
 
-def ensure_tmpfs(dir: Path, size_bytes: int | None = None) -> None:  # noqa: A002
+def ensure_tmpfs(dir: Path, size_bytes: int | None = None) -> None:
     """Blocking: make ``dir`` and mount a tmpfs on it unless one is there (setup is idempotent)."""
     dir.mkdir(parents=True, exist_ok=True)
     if not mountutil.is_mount_point(dir):
         mountutil.mount_tmpfs(dir, size_bytes)
 
 
-async def write_payload(dir: Path, payload: dict[str, FileProjection], tmpfs: bool) -> bool:  # noqa: A002
+async def write_payload(dir: Path, payload: dict[str, FileProjection], tmpfs: bool) -> bool:
     """Write an API-data volume: on a tmpfs for secrets (never on disk), else on disk."""
     if tmpfs:
         await asyncio.to_thread(ensure_tmpfs, dir)
@@ -136,20 +137,20 @@ async def write_payload(dir: Path, payload: dict[str, FileProjection], tmpfs: bo
     return await AtomicWriter(dir).write_async(payload)
 
 
-async def remove_volume_dir(dir: Path) -> None:  # noqa: A002
+async def remove_volume_dir(dir: Path) -> None:
     """The common teardown: unmount whatever is mounted there, then delete it."""
     await asyncio.to_thread(mountutil.remove_tree, dir)
 
 
 # The plugins import the names above from this package, so they are imported last; REGISTRY is a
 # plain dict built once, in this fixed order.
-from kubeling.kubelet.volumes.configmap import ConfigMapPlugin  # noqa: E402
-from kubeling.kubelet.volumes.downwardapi import DownwardAPIPlugin  # noqa: E402
-from kubeling.kubelet.volumes.emptydir import EmptyDirPlugin  # noqa: E402
-from kubeling.kubelet.volumes.hostpath import HostPathPlugin  # noqa: E402
-from kubeling.kubelet.volumes.persistentvolumeclaim import PersistentVolumeClaimPlugin  # noqa: E402
-from kubeling.kubelet.volumes.projected import ProjectedPlugin  # noqa: E402
-from kubeling.kubelet.volumes.secret import SecretPlugin  # noqa: E402
+from kubeling.kubelet.volumes.configmap import ConfigMapPlugin
+from kubeling.kubelet.volumes.downwardapi import DownwardAPIPlugin
+from kubeling.kubelet.volumes.emptydir import EmptyDirPlugin
+from kubeling.kubelet.volumes.hostpath import HostPathPlugin
+from kubeling.kubelet.volumes.persistentvolumeclaim import PersistentVolumeClaimPlugin
+from kubeling.kubelet.volumes.projected import ProjectedPlugin
+from kubeling.kubelet.volumes.secret import SecretPlugin
 
 REGISTRY: dict[str, type] = {p.NAME: p for p in (
     EmptyDirPlugin, HostPathPlugin, ConfigMapPlugin, SecretPlugin, DownwardAPIPlugin, ProjectedPlugin,

@@ -15,7 +15,12 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from kubeling.kubelet.volumes import VolumeHost, remove_volume_dir, with_fs_group, write_payload
+from kubeling.kubelet.volumes import (
+    VolumeHost,
+    remove_volume_dir,
+    with_fs_group,
+    write_payload,
+)
 from kubeling.kubelet.volumes.atomic_writer import FileProjection
 
 DEFAULT_MODE = 0o644
@@ -57,7 +62,7 @@ class ConfigMapPlugin:
     def can_support(self, volume: dict) -> bool:
         return self.SOURCE in volume
 
-    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:  # noqa: A002
+    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:
         source = volume.get("configMap") or {}
         name, optional = source.get("name") or "", bool(source.get("optional"))
         cache = self.host.configmaps
@@ -71,5 +76,5 @@ class ConfigMapPlugin:
         await write_payload(dir, with_fs_group(pod, payload), tmpfs=False)
         return dir
 
-    async def teardown(self, dir: Path) -> None:  # noqa: A002
+    async def teardown(self, dir: Path) -> None:
         await remove_volume_dir(dir)

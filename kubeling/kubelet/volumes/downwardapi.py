@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kubeling.kubelet.volumes import VolumeHost, fieldpath, remove_volume_dir, with_fs_group, write_payload
+from kubeling.kubelet.volumes import (
+    VolumeHost,
+    fieldpath,
+    remove_volume_dir,
+    with_fs_group,
+    write_payload,
+)
 from kubeling.kubelet.volumes.atomic_writer import FileProjection
 
 DEFAULT_MODE = 0o644
@@ -55,7 +61,7 @@ class DownwardAPIPlugin:
     def can_support(self, volume: dict) -> bool:
         return self.SOURCE in volume
 
-    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:  # noqa: A002
+    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:
         source = volume.get("downwardAPI") or {}
         mode = source.get("defaultMode")
         payload = collect(source.get("items") or [], pod, self.host.node_allocatable,
@@ -63,5 +69,5 @@ class DownwardAPIPlugin:
         await write_payload(dir, with_fs_group(pod, payload), tmpfs=True)
         return dir
 
-    async def teardown(self, dir: Path) -> None:  # noqa: A002
+    async def teardown(self, dir: Path) -> None:
         await remove_volume_dir(dir)

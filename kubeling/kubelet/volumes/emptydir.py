@@ -57,7 +57,7 @@ class EmptyDirPlugin:
             candidates.append(quantity.value(source["sizeLimit"]))
         return min(candidates) if candidates else None
 
-    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:  # noqa: A002
+    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:
         source = volume.get("emptyDir") or {}
         medium = source.get("medium") or ""
         if medium == "Memory":
@@ -72,12 +72,12 @@ class EmptyDirPlugin:
             self.size_limits[str(dir)] = quantity.value(source["sizeLimit"])
         return dir
 
-    async def teardown(self, dir: Path) -> None:  # noqa: A002
+    async def teardown(self, dir: Path) -> None:
         self.size_limits.pop(str(dir), None)
         await remove_volume_dir(dir)
 
 
-def _make_dir(dir: Path) -> None:  # noqa: A002
+def _make_dir(dir: Path) -> None:
     if not dir.is_dir():
         dir.mkdir(parents=True, exist_ok=True)
         # chmod after mkdir: the umask would narrow the 0777 every container user needs.

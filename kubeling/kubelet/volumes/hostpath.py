@@ -77,7 +77,7 @@ class HostPathPlugin:
     def can_support(self, volume: dict) -> bool:
         return self.SOURCE in volume
 
-    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:  # noqa: A002
+    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:
         source = volume.get("hostPath") or {}
         path = source.get("path") or ""
         if not path.startswith("/"):
@@ -85,5 +85,5 @@ class HostPathPlugin:
         await asyncio.to_thread(check_type, path, source.get("type") or "")
         return Path(path)
 
-    async def teardown(self, dir: Path) -> None:  # noqa: A002
+    async def teardown(self, dir: Path) -> None:
         return None  # the host's path is the host's; nothing was made under the pod

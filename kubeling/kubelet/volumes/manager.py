@@ -37,7 +37,14 @@ import time
 from pathlib import Path
 
 from kubeling.kubelet.objectcache import references
-from kubeling.kubelet.volumes import REGISTRY, VolumeError, VolumeHost, mountutil, plugin_dir_name, volume_dir
+from kubeling.kubelet.volumes import (
+    REGISTRY,
+    VolumeError,
+    VolumeHost,
+    mountutil,
+    plugin_dir_name,
+    volume_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +129,8 @@ class VolumeManager:
             plugin = self.plugin_for(vol)
             if plugin is None:
                 kinds = [k for k in vol if k != "name"]
-                errors.append((name, f'MountVolume.SetUp failed for volume "{name}" : volume type '
-                                     f'{", ".join(kinds) or "(none)"} is not supported yet'))
+                errors.append((name, (f'MountVolume.SetUp failed for volume "{name}" : volume type '
+                                      f'{", ".join(kinds) or "(none)"} is not supported yet')))
                 continue
             if only_refreshable and not plugin.needs_refresh:
                 continue
@@ -132,7 +139,7 @@ class VolumeManager:
                 paths[name] = str(await plugin.setup(pod, vol, vdir))
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - every failure becomes the pod's FailedMount event
+            except Exception as e:
                 if not isinstance(e, (LookupError, ValueError, OSError, TimeoutError)):
                     log.exception("volume %s of pod %s", name, uid)
                 text = e.args[0] if isinstance(e, LookupError) and e.args else str(e)
@@ -215,7 +222,7 @@ class VolumeManager:
             return
         try:
             await self.refresh(pod)
-        except Exception:  # noqa: BLE001 - the loop outlives one pod's failure
+        except Exception:
             log.exception("refreshing volumes of pod %s", uid)
 
 

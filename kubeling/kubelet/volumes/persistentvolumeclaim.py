@@ -65,7 +65,7 @@ class PersistentVolumeClaimPlugin:
             raise ValueError(f"error processing PVC {ns}/{claim_name}: PV {pv_name} is not bound to it")
         return pv
 
-    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:  # noqa: A002
+    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:
         claim = (volume.get("persistentVolumeClaim") or {}).get("claimName") or ""
         pv = await self.resolve(pod, claim)
         spec = pv.get("spec") or {}
@@ -84,5 +84,5 @@ class PersistentVolumeClaimPlugin:
         raise ValueError(f"persistentvolume \"{name}\": volume type {', '.join(kinds) or 'unknown'} is not "
                          "supported yet")
 
-    async def teardown(self, dir: Path) -> None:  # noqa: A002
+    async def teardown(self, dir: Path) -> None:
         return None  # the PV's data outlives the pod; nothing was created under it

@@ -17,8 +17,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from kubeling.kubelet.volumes import VolumeHost, configmap, downwardapi, remove_volume_dir, secret, \
-    with_fs_group, write_payload
+from kubeling.kubelet.volumes import (
+    VolumeHost,
+    configmap,
+    downwardapi,
+    remove_volume_dir,
+    secret,
+    with_fs_group,
+    write_payload,
+)
 from kubeling.kubelet.volumes.atomic_writer import FileProjection
 
 DEFAULT_MODE = 0o644
@@ -38,10 +45,10 @@ class ProjectedPlugin:
     def can_support(self, volume: dict) -> bool:
         return self.SOURCE in volume
 
-    def next_refresh(self, dir: Path) -> float | None:  # noqa: A002
+    def next_refresh(self, dir: Path) -> float | None:
         return self._refresh_at.get(str(dir))
 
-    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:  # noqa: A002
+    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:
         source = volume.get("projected") or {}
         mode = source.get("defaultMode")
         mode = DEFAULT_MODE if mode is None else mode
@@ -106,6 +113,6 @@ class ProjectedPlugin:
         at = now + max(1.0, REFRESH_FRACTION * (expiry - now))
         return src.get("path") or "token", FileProjection(token.encode(), mode), at
 
-    async def teardown(self, dir: Path) -> None:  # noqa: A002
+    async def teardown(self, dir: Path) -> None:
         self._refresh_at.pop(str(dir), None)
         await remove_volume_dir(dir)

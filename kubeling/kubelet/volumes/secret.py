@@ -12,7 +12,12 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from kubeling.kubelet.volumes import VolumeHost, remove_volume_dir, with_fs_group, write_payload
+from kubeling.kubelet.volumes import (
+    VolumeHost,
+    remove_volume_dir,
+    with_fs_group,
+    write_payload,
+)
 from kubeling.kubelet.volumes.atomic_writer import FileProjection
 
 DEFAULT_MODE = 0o644
@@ -47,7 +52,7 @@ class SecretPlugin:
     def can_support(self, volume: dict) -> bool:
         return self.SOURCE in volume
 
-    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:  # noqa: A002
+    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:
         source = volume.get("secret") or {}
         name, optional = source.get("secretName") or "", bool(source.get("optional"))
         cache = self.host.secrets
@@ -61,5 +66,5 @@ class SecretPlugin:
         await write_payload(dir, with_fs_group(pod, payload), tmpfs=True)
         return dir
 
-    async def teardown(self, dir: Path) -> None:  # noqa: A002
+    async def teardown(self, dir: Path) -> None:
         await remove_volume_dir(dir)
