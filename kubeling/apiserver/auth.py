@@ -184,4 +184,6 @@ def with_authenticated(user: UserInfo) -> UserInfo:
 
 
 def default_authorizer() -> ChainAuthorizer:
-    return ChainAuthorizer([PublicInfoAuthorizer(), BasicUserAuthorizer(), MastersAuthorizer()])
+    from kubeling.apiserver.nodeauthz import NodeRulesAuthorizer
+    return ChainAuthorizer([PublicInfoAuthorizer(), BasicUserAuthorizer(), MastersAuthorizer(),
+                            NodeRulesAuthorizer()])

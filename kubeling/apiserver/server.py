@@ -14,6 +14,7 @@ import ipaddress
 import ctypes
 import logging
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 
@@ -50,6 +51,11 @@ class Options:
     max_mutating_requests_inflight: int = 200
     service_cidr: str = "10.43.0.0/16"
     node_port_range: tuple[int, int] = (30000, 32767)
+    # the node agent the server runs as a child (like k3s); agent=False is --disable-agent
+    agent: bool = True
+    agent_args: list[str] = field(default_factory=list)   # extra `kubeling agent` flags
+    node_name: str = ""
+    cluster_cidr: str = "10.42.0.0/16"
 
 
 def kubernetes_service_ip(service_cidr: str) -> str:
@@ -149,7 +155,17 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
             # CPU off the API server's event loop.
             tasks.append(asyncio.create_task(supervise_child(
                 ["controller-manager", "--kubeconfig", str(kubeconfig), "--controllers",
-                 ",".join(opts.controllers)], stop), name="controller-manager"))
+                 ",".join(opts.controllers), "--cluster-cidr", opts.cluster_cidr,
+                 "--service-cluster-ip-range", opts.service_cidr,
+                 "--service-account-private-key-file", str(pki.service_account_key)], stop),
+                name="controller-manager"))
+        if opts.agent:
+            node = opts.node_name or socket.gethostname().lower()
+            agent_kubeconfig = pki.write_node_kubeconfig(node, f"https://{host}:{opts.secure_port}")
+            tasks.append(asyncio.create_task(supervise_child(
+                ["agent", "--kubeconfig", str(agent_kubeconfig), "--data-dir", str(data), "--node-name", node,
+                 "--cluster-cidr", opts.cluster_cidr, "--service-cidr", opts.service_cidr,
+                 *opts.agent_args], stop), name="agent"))
         log.info("kubeling API server ready on https://%s:%d", host, opts.secure_port)
         if on_ready:
             on_ready(api, kubeconfig)

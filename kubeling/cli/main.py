@@ -14,7 +14,9 @@ import signal
 import sys
 
 from kubeling.apiserver import server
+from kubeling.cli import agent as agent_cli
 from kubeling.cli import backup as backup_cli
+from kubeling.cli import images as images_cli
 
 
 def _run(coro) -> None:
@@ -48,7 +50,25 @@ def _server_args(p: argparse.ArgumentParser) -> None:
                    help="CIDR Service cluster IPs are allocated from (default: 10.43.0.0/16)")
     p.add_argument("--service-node-port-range", default="30000-32767",
                    help="port range NodePort Services take their node ports from (default: 30000-32767)")
+    p.add_argument("--disable-agent", action="store_true", help="run the control plane alone, with no node agent")
+    p.add_argument("--node-name", default="", help="the name of the server's own node (default: the hostname)")
+    agent_cli.agent_flags(p)
     p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _agent_args(args: argparse.Namespace) -> list[str]:
+    """The `kubeling agent` flags the server passes on to its agent child."""
+    out = ["--runtime", args.runtime, "--kubelet-port", str(args.kubelet_port),
+           "--cluster-domain", args.cluster_domain, "--cgroup-root", args.cgroup_root]
+    for flag, value in (("--node-ip", args.node_ip), ("--pod-cidr", args.pod_cidr), ("--cluster-dns", args.cluster_dns),
+                        ("--registry-config", args.registry_config)):
+        if value:
+            out += [flag, value]
+    for label in args.node_label:
+        out += ["--node-label", label]
+    if args.verbose:
+        out.append("--verbose")
+    return out
 
 
 def _port_range(text: str) -> tuple[int, int]:
@@ -96,7 +116,9 @@ def cmd_server(args: argparse.Namespace) -> int:
                           max_requests_inflight=args.max_requests_inflight,
                           max_mutating_requests_inflight=args.max_mutating_requests_inflight,
                           service_cidr=_cidr(args.service_cluster_ip_range),
-                          node_port_range=_port_range(args.service_node_port_range))
+                          node_port_range=_port_range(args.service_node_port_range),
+                          agent=not args.disable_agent, agent_args=_agent_args(args), node_name=args.node_name,
+                          cluster_cidr=args.cluster_cidr)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -130,7 +152,10 @@ def cmd_controller_manager(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         election = manager.LeaderElection() if args.leader_elect else None
-        await manager.run(args.kubeconfig, stop, [c for c in args.controllers.split(",") if c], election)
+        settings = dict(cluster_cidr=args.cluster_cidr, service_cidr=args.service_cluster_ip_range,
+                        service_account_private_key_file=args.service_account_private_key_file)
+        await manager.run(args.kubeconfig, stop, [c for c in args.controllers.split(",") if c], election,
+                          settings=settings)
 
     _run(main())
     return 0
@@ -147,9 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--controllers", default="*", help="comma-separated controllers ('*' = all, '-name' = not name)")
     p.add_argument("--leader-elect", action="store_true",
                    help="run only while holding the Lease kube-system/kube-controller-manager")
+    p.add_argument("--cluster-cidr", default="10.42.0.0/16", help="the pod network nodeipam hands /24s from")
+    p.add_argument("--service-cluster-ip-range", default="10.43.0.0/16")
+    p.add_argument("--service-account-private-key-file", default="",
+                   help="the key that signs legacy service account token Secrets")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_controller_manager)
     backup_cli.add_parsers(sub)  # backup, restore, doctor
+    agent_cli.add_subcommands(sub)  # agent, node cleanup
+    images_cli.add_subcommands(sub)  # images import, images ls
     args = parser.parse_args(argv)
     return args.func(args)
 

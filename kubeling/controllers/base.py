@@ -60,6 +60,11 @@ class ControllerContext:
     informers: SharedInformerFactory
     ca_pem: str = ""
     clock: Clock = field(default=REAL_CLOCK)
+    # upstream's kube-controller-manager flags that some controllers read
+    cluster_cidr: str = ""
+    service_cidr: str = ""
+    node_cidr_mask_size: int = 24
+    service_account_private_key_file: str = ""
 
 
 class Controller:

@@ -39,14 +39,17 @@ from kubeling.client.rest import RESTClient
 from kubeling.controllers.base import Controller, ControllerContext
 from kubeling.controllers.garbagecollector import GarbageCollector
 from kubeling.controllers.namespace import NamespaceController
+from kubeling.controllers.nodeipam import NodeIPAMController
 from kubeling.controllers.rootcacertpublisher import RootCACertPublisher
 from kubeling.controllers.serviceaccount import ServiceAccountsController
+from kubeling.controllers.serviceaccount_token import TokensController
 
 log = logging.getLogger(__name__)
 
 # name -> controller class; explicit, no import-time discovery. Names are upstream's.
 REGISTRY: dict[str, type[Controller]] = {
-    c.NAME: c for c in (GarbageCollector, NamespaceController, ServiceAccountsController, RootCACertPublisher)
+    c.NAME: c for c in (GarbageCollector, NamespaceController, ServiceAccountsController, RootCACertPublisher,
+                        NodeIPAMController, TokensController)
 }
 
 LEASE_NAMESPACE = "kube-system"
@@ -81,7 +84,7 @@ def enabled(selection: list[str]) -> list[str]:
 
 
 async def run(kubeconfig: str, stop: asyncio.Event, selection: list[str],
-              leader_election: LeaderElection | None = None) -> None:
+              leader_election: LeaderElection | None = None, settings: dict | None = None) -> None:
     """Run the controllers named by ``selection`` until ``stop``; raises if one crashes."""
     names = enabled(selection)
     unknown = [n for n in selection if n.lstrip("-") not in REGISTRY and n != "*"]
@@ -94,23 +97,23 @@ async def run(kubeconfig: str, stop: asyncio.Event, selection: list[str],
     client = RESTClient.from_config(cfg, component="kube-controller-manager")
     ca_pem = (cfg.certificate_authority_data or b"").decode()
     try:
-        await serve(client, names, stop, ca_pem=ca_pem, leader_election=leader_election)
+        await serve(client, names, stop, ca_pem=ca_pem, leader_election=leader_election, settings=settings)
     finally:
         await client.close()
 
 
 async def serve(client, names: list[str], stop: asyncio.Event, *, ca_pem: str = "",
-                leader_election: LeaderElection | None = None) -> None:
+                leader_election: LeaderElection | None = None, settings: dict | None = None) -> None:
     """Run the named controllers over ``client`` until ``stop`` — while leading, if ``leader_election``."""
     if leader_election is None:
-        await run_controllers(client, names, stop, ca_pem=ca_pem)
+        await run_controllers(client, names, stop, ca_pem=ca_pem, settings=settings)
         return
     le = leader_election
     identity = le.holder()
 
     async def lead(lost: asyncio.Event) -> None:
         log.info("leading as %s", identity)
-        await run_controllers(client, names, lost, ca_pem=ca_pem)
+        await run_controllers(client, names, lost, ca_pem=ca_pem, settings=settings)
 
     elector = LeaderElector(client, LEASE_NAMESPACE, LEASE_NAME, identity, lease_duration=le.lease_duration,
                             renew_deadline=le.renew_deadline, retry_period=le.retry_period,
@@ -122,12 +125,13 @@ async def serve(client, names: list[str], stop: asyncio.Event, *, ca_pem: str = 
 
 
 async def run_controllers(client, names: list[str], stop: asyncio.Event, *, ca_pem: str = "",
-                          clock: Clock | None = None, registry: dict[str, type[Controller]] | None = None) -> None:
+                          clock: Clock | None = None, registry: dict[str, type[Controller]] | None = None,
+                          settings: dict | None = None) -> None:
     """Build one factory and the named controllers, start them, run until ``stop``; see the module docstring."""
     registry = REGISTRY if registry is None else registry
     halt = asyncio.Event()  # stops everything: set by ``stop`` or by a crash
     factory = SharedInformerFactory(client, clock=clock)
-    ctx = ControllerContext(client, factory, ca_pem=ca_pem, clock=clock or REAL_CLOCK)
+    ctx = ControllerContext(client, factory, ca_pem=ca_pem, clock=clock or REAL_CLOCK, **(settings or {}))
     controllers = [registry[n](ctx) for n in names]
     factory.start(halt)
     tasks = {asyncio.create_task(c.run(c.WORKERS, halt), name=f"controller-{c.NAME}"): c for c in controllers}

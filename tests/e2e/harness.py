@@ -158,10 +158,7 @@ class Cluster:
     def start(self) -> "Cluster":
         if self.proc is not None and self.proc.poll() is None:
             return self
-        cmd = _server_command() + [
-            "server", "--data-dir", str(self.data_dir), "--bind-address", "127.0.0.1",
-            "--secure-port", str(self.port), *self.extra_args,
-        ]
+        cmd = self._server_argv()
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== harness: starting {' '.join(cmd)}\n".encode())
             log.flush()
@@ -169,6 +166,14 @@ class Cluster:
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         self._wait_ready()
         return self
+
+    def _server_argv(self) -> list[str]:
+        # No node agent here: it would put a bridge and pods in the host's network namespace.
+        # Clusters with nodes run in a namespace of their own (tests/e2e/nodes.py).
+        return _server_command() + [
+            "server", "--data-dir", str(self.data_dir), "--bind-address", "127.0.0.1",
+            "--secure-port", str(self.port), "--disable-agent", *self.extra_args,
+        ]
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout

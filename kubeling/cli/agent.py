@@ -1,0 +1,100 @@
+"""``kubeling agent`` (the node agent alone) and ``kubeling node cleanup`` (k3s's killall).
+
+``kubeling agent --kubeconfig FILE`` runs one node against any API server. ``kubeling server``
+runs one as its child unless ``--disable-agent``. The agent's state lives in
+``<data-dir>/agent`` (images, containers, pod volumes, logs), so ``kubeling images import
+--data-dir DIR`` and the agent agree on where images are.
+
+``kubeling node cleanup [--data-dir DIR]`` stops and removes every container, sandbox, mount,
+cgroup and network namespace the agent of that data directory made, and its bridge. Containers
+otherwise outlive the agent and the server on purpose (a restart re-adopts them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="run the node agent (kubelet) against an API server")
+    agent_flags(p)
+    p.add_argument("--kubeconfig", required=True, help="credentials of this node (system:node:<name>)")
+    p.add_argument("--data-dir", default=".kubeling", help="state directory; the agent uses <data-dir>/agent")
+    p.add_argument("--node-name", default=socket.gethostname().lower())
+    p.add_argument("--service-cidr", default="10.43.0.0/16", help="Service IPs: unreachable unless proxied")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_agent)
+    node = sub.add_parser("node", help="node maintenance")
+    nsub = node.add_subparsers(dest="node_command", required=True)
+    c = nsub.add_parser("cleanup", help="kill and remove every container and network object of a node")
+    c.add_argument("--data-dir", default=".kubeling")
+    c.add_argument("--cgroup-root", default="kubeling")
+    c.set_defaults(func=cmd_cleanup)
+
+
+def agent_flags(p: argparse.ArgumentParser) -> None:
+    """Flags `kubeling server` passes through to its agent as well."""
+    p.add_argument("--runtime", choices=("runc", "hollow"), default="runc",
+                   help="runc (real containers) or hollow (no processes; for scale tests)")
+    p.add_argument("--node-ip", default="", help="the node's InternalIP (default: the route to the server)")
+    p.add_argument("--kubelet-port", type=int, default=10250, help="the agent's HTTPS port (default 10250)")
+    p.add_argument("--cluster-dns", default="",
+                   help="the DNS server IP pods use (default: the 10th address of the service CIDR, 10.43.0.10)")
+    p.add_argument("--cluster-domain", default="cluster.local")
+    p.add_argument("--cluster-cidr", default="10.42.0.0/16", help="the pod network (default 10.42.0.0/16)")
+    p.add_argument("--pod-cidr", default="", help="this node's pod CIDR when no nodeipam controller assigns one")
+    p.add_argument("--registry-config", default=None,
+                   help="k3s-style registries.yaml (default: <data-dir>/registries.yaml)")
+    p.add_argument("--cgroup-root", default="kubeling", help="cgroup under which pods go (default kubeling)")
+    p.add_argument("--node-label", action="append", default=[], metavar="KEY=VALUE")
+
+
+def options(args: argparse.Namespace):
+    from kubeling.kubelet.agent import AgentOptions
+    data = Path(args.data_dir)
+    labels = dict(item.split("=", 1) for item in args.node_label if "=" in item)
+    return AgentOptions(kubeconfig=args.kubeconfig, root=data / "agent", node_name=args.node_name,
+                        runtime=args.runtime, cgroup_root=args.cgroup_root, address=args.node_ip,
+                        port=args.kubelet_port, cluster_domain=args.cluster_domain,
+                        cluster_dns=[args.cluster_dns or str(ipaddress.ip_network(args.service_cidr)[10])],
+                        cluster_cidr=args.cluster_cidr, service_cidr=args.service_cidr,
+                        registry_config=args.registry_config or str(data / "registries.yaml"),
+                        pod_cidr=args.pod_cidr, labels=labels)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from kubeling.cli.main import _run
+    from kubeling.kubelet.agent import Agent
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Agent(options(args)).run(stop)
+
+    try:
+        _run(main())
+    except RuntimeError as e:
+        print(f"kubeling agent: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from kubeling.kubelet.network import cleanup as network_cleanup
+    from kubeling.kubelet.runtime.cleanup import cleanup_all
+    root = Path(args.data_dir) / "agent"
+    cleanup_all(root, args.cgroup_root)
+    network_cleanup(root)
+    print(f"kubeling node cleanup: removed the containers and pod network of {root}")
+    return 0
