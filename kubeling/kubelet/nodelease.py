@@ -31,7 +31,8 @@ import asyncio
 import copy
 import logging
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kubeling.api.errors import StatusError
 from kubeling.client.clock import REAL_CLOCK, Clock
@@ -82,9 +83,8 @@ class NodeLease:
             log.info("node lease %s: renewing the last known lease failed; reading it again", self.node_name)
         lease, created = await self._backoff_ensure(stop)
         self.latest = lease
-        if lease is not None and not created:
-            if not await self._retry_update(lease, stop):
-                log.error("node lease %s: not renewed, will retry in %ss", self.node_name, self.renew_interval)
+        if lease is not None and not created and not await self._retry_update(lease, stop):
+            log.error("node lease %s: not renewed, will retry in %ss", self.node_name, self.renew_interval)
 
     # -- steps -----------------------------------------------------------------------------------
 

@@ -44,8 +44,9 @@ import inspect
 import logging
 import random
 import struct
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from kubeling.api import quantity
 from kubeling.api.errors import StatusError

@@ -27,11 +27,12 @@ import asyncio
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kubeling.kubelet.runtime import ContainerState, RuntimeError_, SandboxState
 
@@ -238,7 +239,7 @@ class FixedHost:
 # -- formatting helpers --------------------------------------------------------------------------
 
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def go_float(v: float) -> str:

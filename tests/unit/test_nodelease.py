@@ -1,7 +1,7 @@
 """The node Lease is created, owned by its Node, renewed every 10 s, and recovered after faults."""
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +12,7 @@ from kubeling.kubelet.nodelease import NodeLease
 
 NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-node-lease"}}
 NODE = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "uid": "node-uid-1"}}
-T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 async def settle(clock=None, seconds=0.0):
@@ -118,7 +118,6 @@ def test_create_failures_back_off_doubling_to_seven_seconds():
             if failures["left"]:
                 failures["left"] -= 1
                 raise StatusError(500, "InternalError", "etcd is down")
-            return None
 
         client.prepend_reactor("create", "leases", fail)
         stop = asyncio.Event()
@@ -156,7 +155,6 @@ def test_repeated_update_failures_call_back(failing, calls):
             if left["n"]:
                 left["n"] -= 1
                 raise StatusError(503, "ServiceUnavailable", "try later")
-            return None
 
         client.prepend_reactor("update", "leases", fail)
         clock.step(10)

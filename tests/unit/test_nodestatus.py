@@ -2,7 +2,7 @@
 conditions from readings, Ready from the runtime and health checks."""
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from kubeling.kubelet.runtime.hollow import HollowRuntime
 from kubeling.kubelet.stats import FixedHost, Host
 
 GI, MI = 1 << 30, 1 << 20
-T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 class Images:
@@ -143,11 +143,11 @@ def test_minimal_patch_keeps_other_conditions():
 
 
 @pytest.mark.parametrize("change,ctype,reason", [
-    pytest.param(dict(memory_working_set=16 * GI - 99 * MI), "MemoryPressure", "KubeletHasInsufficientMemory",
+    pytest.param({"memory_working_set": 16 * GI - 99 * MI}, "MemoryPressure", "KubeletHasInsufficientMemory",
                  id="memory.available<100Mi"),
-    pytest.param(dict(fs_available=9 * GI), "DiskPressure", "KubeletHasDiskPressure", id="nodefs.available<10%"),
-    pytest.param(dict(inodes_free=250_000), "DiskPressure", "KubeletHasDiskPressure", id="nodefs.inodesFree<5%"),
-    pytest.param(dict(processes=4_194_304 - 1000), "PIDPressure", "KubeletHasInsufficientPID",
+    pytest.param({"fs_available": 9 * GI}, "DiskPressure", "KubeletHasDiskPressure", id="nodefs.available<10%"),
+    pytest.param({"inodes_free": 250_000}, "DiskPressure", "KubeletHasDiskPressure", id="nodefs.inodesFree<5%"),
+    pytest.param({"processes": 4_194_304 - 1000}, "PIDPressure", "KubeletHasInsufficientPID",
                  id="pid.available-when-configured"),
 ])
 def test_pressure_conditions_flip_and_hold_for_the_transition_period(change, ctype, reason):
@@ -335,7 +335,6 @@ def test_run_survives_api_errors():
             if fails["n"]:
                 fails["n"] -= 1
                 raise StatusError(503, "ServiceUnavailable", "later")
-            return None
 
         client.prepend_reactor("get", "nodes", flaky)
         client.clear_actions()

@@ -28,7 +28,7 @@ import ipaddress
 import os
 import time
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 from kubeling.kubelet.runtime import (
     ContainerConfig,
