@@ -24,8 +24,8 @@ The images, like Docker Hub's:
   ``/usr/share/nginx/html`` on port 80, logs to stdout/stderr, mime.types); Cmd
   ``["nginx", "-g", "daemon off;"]``.
 
-Reproducible: entries sorted, owners root, one fixed mtime (``SOURCE_DATE_EPOCH``, default
-2024-01-01), gzip without name or time, fixed zstd level; two runs on one machine give the same
+Reproducible: entries sorted, owners root (nginx's temp dirs: nobody), one fixed mtime
+(``SOURCE_DATE_EPOCH``, default 2024-01-01), gzip without name or time, fixed zstd level; two runs on one machine give the same
 digests.
 """
 
@@ -57,6 +57,7 @@ LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnobody:x:65534:\n"
+NOBODY = 65534
 
 REDIS_ENTRYPOINT = """#!/bin/sh
 # Like Docker Hub's redis entrypoint: with no config file given, listen on every address
@@ -124,19 +125,20 @@ class Entry:
     mode: int = 0o755
     data: bytes = b""
     target: str = ""
+    owner: int = 0
 
 
 class Layer:
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
 
-    def dir(self, path: str, mode: int = 0o755) -> None:
+    def dir(self, path: str, mode: int = 0o755, owner: int = 0) -> None:
         path = path.strip("/")
         parts = path.split("/")
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             self.entries.setdefault(parent, Entry(parent, "dir"))
-        self.entries[path] = Entry(path, "dir", mode)
+        self.entries[path] = Entry(path, "dir", mode, owner=owner)
 
     def _parent(self, path: str) -> None:
         parent = path.rpartition("/")[0]
@@ -163,7 +165,8 @@ class Layer:
             for path in sorted(self.entries):
                 e = self.entries[path]
                 info = tarfile.TarInfo(e.path + ("/" if e.kind == "dir" else ""))
-                info.mtime, info.uid, info.gid, info.uname, info.gname = EPOCH, 0, 0, "", ""
+                info.mtime, info.uid, info.gid, info.uname, info.gname = (EPOCH, e.owner,
+                                                                          e.owner, "", "")
                 info.mode = e.mode
                 if e.kind == "dir":
                     info.type = tarfile.DIRTYPE
@@ -231,10 +234,12 @@ def nginx_layer() -> Layer:
     layer.file("etc/nginx/conf.d/default.conf", NGINX_DEFAULT_SITE.encode())
     layer.copy("etc/nginx/mime.types", "/etc/nginx/mime.types", 0o644)
     layer.file("usr/share/nginx/html/index.html", NGINX_INDEX.encode())
-    for d in ("var/log/nginx", "var/lib/nginx/body", "var/lib/nginx/proxy",
-              "var/lib/nginx/fastcgi", "var/lib/nginx/uwsgi", "var/lib/nginx/scgi", "run",
-              "var/cache/nginx"):
+    for d in ("var/log/nginx", "run", "var/cache/nginx"):
         layer.dir(d)
+    # The temp dirs belong to the worker user already, so the master need not chown them
+    # (which would need CAP_CHOWN).
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        layer.dir(f"var/lib/nginx/{d}", 0o700, owner=NOBODY)
     layer.symlink("var/log/nginx/access.log", "/dev/stdout")
     layer.symlink("var/log/nginx/error.log", "/dev/stderr")
     return layer

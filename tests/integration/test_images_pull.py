@@ -202,3 +202,53 @@ def test_registry_in_a_network_namespace(tmp_path, images):
                 _pull(tmp_path, Registries(), f"{reg.host}/library/busybox:1.35")
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=True)
+
+
+# containerd's default capability set for containers (runc's own default is smaller).
+DEFAULT_CAPS = {f"CAP_{c}" for c in ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD",
+                                     "NET_RAW", "SETGID", "SETUID", "SETFCAP", "SETPCAP",
+                                     "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")}
+
+
+def _runc_run(tmp_path: Path, layers: list[Path], args: list[str]) -> subprocess.CompletedProcess:
+    """Run ``args`` with runc on an overlay of ``layers`` (bottom first); everything removed."""
+    cid = f"kl-imgtest-{uuid.uuid4().hex[:12]}"
+    bundle, state = tmp_path / "bundle", tmp_path / "runc-state"
+    rootfs, upper, work = bundle / "rootfs", tmp_path / "upper", tmp_path / "work"
+    for d in (rootfs, upper, work, state):
+        d.mkdir(parents=True)
+    lower = ":".join(str(p) for p in reversed(layers))
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={upper},workdir={work}", str(rootfs)], check=True)
+    try:
+        subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+        spec = json.loads((bundle / "config.json").read_text())
+        spec["process"].update(args=args, terminal=False)
+        caps = sorted(set(spec["process"]["capabilities"]["bounding"]) | DEFAULT_CAPS)
+        spec["process"]["capabilities"] = {k: caps for k in ("bounding", "effective",
+                                                             "permitted")}
+        spec["root"] = {"path": "rootfs", "readonly": False}
+        spec["linux"]["cgroupsPath"] = f"/{cid}"
+        (bundle / "config.json").write_text(json.dumps(spec))
+        return subprocess.run(["runc", "--root", str(state), "run", "--bundle", str(bundle), cid],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    finally:
+        subprocess.run(["runc", "--root", str(state), "delete", "--force", cid],
+                       capture_output=True)
+        subprocess.run(["umount", str(rootfs)], check=True)
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            leftover = hierarchy / cid
+            if leftover.is_dir():
+                leftover.rmdir()
+
+
+@pytest.mark.parametrize("ref, args, output", [
+    pytest.param("busybox", ["/bin/sh", "-c", "echo ok"], "ok", id="busybox-sh"),
+    pytest.param("redis", ["redis-server", "--version"], "Redis server v=", id="redis-libs"),
+    pytest.param("nginx", ["nginx", "-t"], "test is successful", id="nginx-config"),
+])
+def test_pulled_images_run_under_runc(tmp_path, open_registry, ref, args, output):
+    image = _pull(tmp_path, _mirror(open_registry, "docker.io"), ref)
+    result = _runc_run(tmp_path, image.layers, args)
+    assert result.returncode == 0, result.stderr
+    assert output in result.stdout + result.stderr
