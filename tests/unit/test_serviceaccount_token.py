@@ -293,3 +293,40 @@ def test_bearer_token_over_http_identifies_the_account():
             r = await c.get(f"/api/v1/namespaces/{NS}/pods", headers={"Authorization": f"Bearer {tamper(out['status']['token'])}"})
             assert r.status == 401 and (await r.json())["reason"] == "Unauthorized"
     run(main())
+
+
+def test_node_bound_token_lives_with_its_node():
+    async def main():
+        api = await api_server()
+        await setup(api)
+        nodes = api.lookup("", "v1", "nodes")
+        node = await api.registry.create(nodes, {"metadata": {"name": "n1"}}, ctx())
+        async with http(api) as c:
+            status, out = await request_token(c, {"boundObjectRef": {"kind": "Node", "apiVersion": "v1", "name": "n1"}})
+        assert status == 201, out
+        kube = claims_of(out["status"]["token"])["kubernetes.io"]
+        assert kube["node"] == {"name": "n1", "uid": node["metadata"]["uid"]} and "pod" not in kube
+        user = await api.service_account_tokens.authenticate(out["status"]["token"])
+        assert user.extra[sat.EXTRA_NODE_NAME] == ["n1"]
+        await api.registry.delete(nodes, None, "n1", {}, ctx())
+        with pytest.raises(sat.TokenInvalid, match="invalidated"):
+            await api.service_account_tokens.authenticate(out["status"]["token"])
+    run(main())
+
+
+def test_pod_bound_token_carries_the_pods_node():
+    async def main():
+        api = await api_server()
+        await default_account(api)
+        node = await api.registry.create(api.lookup("", "v1", "nodes"), {"metadata": {"name": "n1"}}, ctx())
+        pod = await api.registry.create(api.lookup("", "v1", "pods"), {
+            "metadata": {"name": "p", "namespace": NS},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}}, ctx(NS))
+        async with http(api) as c:
+            _, out = await request_token(c, {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p",
+                                                                "uid": pod["metadata"]["uid"]}})
+        kube = claims_of(out["status"]["token"])["kubernetes.io"]
+        assert kube["pod"]["name"] == "p" and kube["node"] == {"name": "n1", "uid": node["metadata"]["uid"]}
+        user = await api.service_account_tokens.authenticate(out["status"]["token"])
+        assert user.extra[sat.EXTRA_NODE_UID] == [node["metadata"]["uid"]]
+    run(main())
