@@ -51,7 +51,7 @@ class TokensController(Controller):
 
     def __init__(self, ctx: ControllerContext, *, key_path: str | None = None) -> None:
         super().__init__(ctx)
-        key_path = key_path or getattr(ctx, "service_account_private_key_file", "") or None
+        key_path = key_path or ctx.service_account_private_key_file or None
         self.keys = tokens.Keys(key_path) if key_path else None
         if self.keys is None:
             log.warning("%s: no --service-account-private-key-file; token Secrets are not filled in", self.NAME)
