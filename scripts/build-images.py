@@ -25,8 +25,8 @@ The images, like Docker Hub's:
   ``["nginx", "-g", "daemon off;"]``.
 
 Reproducible: entries sorted, owners root (nginx's temp dirs: nobody), one fixed mtime
-(``SOURCE_DATE_EPOCH``, default 2024-01-01), gzip without name or time, fixed zstd level; two runs on one machine give the same
-digests.
+(``SOURCE_DATE_EPOCH``, default 2024-01-01), gzip without name or time, fixed zstd level;
+two runs on one machine give the same digests.
 """
 
 from __future__ import annotations

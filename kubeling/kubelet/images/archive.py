@@ -139,7 +139,10 @@ def _copy_out(tar: tarfile.TarFile, member: str, staged: Path, want: str | None)
 
 async def import_archive(store: ImageStore, path: str | Path) -> list[Image]:
     """Import every image of the tarball at ``path``; the imported images, in archive order."""
-    tar = await asyncio.to_thread(tarfile.open, path, "r:*")
+    try:
+        tar = await asyncio.to_thread(tarfile.open, path, "r:*")
+    except tarfile.TarError as e:
+        raise UnsupportedImage(f"{path}: not a tar archive") from e
     try:
         names = set(await asyncio.to_thread(tar.getnames))
         names = {n[2:] if n.startswith("./") else n for n in names}
@@ -151,6 +154,9 @@ async def import_archive(store: ImageStore, path: str | Path) -> list[Image]:
             raise UnsupportedImage(f"{path}: neither a docker-archive (manifest.json) nor an OCI "
                                    f"layout (oci-layout, index.json)")
         return [await _import_one(store, tar, plan) for plan in plans]
+    except (KeyError, ValueError, TypeError, tarfile.TarError) as e:
+        # A member the manifest names is missing, or a JSON document is malformed.
+        raise UnsupportedImage(f"{path}: malformed image archive: {e!r}") from e
     finally:
         tar.close()
 

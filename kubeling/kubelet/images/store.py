@@ -249,8 +249,7 @@ class ImageStore:
             return None
         for rec in images.values():
             if parsed.digest:
-                if (f"{parsed.name}@{parsed.digest}" in rec["repo_digests"]
-                        or rec["id"] == parsed.digest):
+                if f"{parsed.name}@{parsed.digest}" in rec["repo_digests"]:
                     return self._image(rec)
             elif parsed.string() in rec["repo_tags"]:
                 return self._image(rec)
