@@ -126,3 +126,26 @@ def test_pod_bound_token_is_refused_once_the_pod_is_deleted(cluster, kubectl, na
         assert e.value.status == 401 and json.loads(e.value.body)["reason"] == "Unauthorized"
     finally:
         api.close()
+
+
+def test_legacy_token_secret_is_filled_in_by_the_tokens_controller(cluster, namespace, tmp_path):
+    wait_for_default_account(cluster, namespace)
+    cluster.kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": "default-token", "namespace": namespace,
+                     "annotations": {"kubernetes.io/service-account.name": "default"}}}))
+
+    def filled():
+        s = json.loads(cluster.kubectl("get", "secret", "default-token", "-n", namespace, "-o", "json").stdout)
+        return s if (s.get("data") or {}).get("token") else None
+    secret = harness.eventually(filled, what="the token Secret filled in")
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["namespace"] == namespace
+    ca = tmp_path / "secret-ca.crt"
+    ca.write_text(data["ca.crt"])
+    who = kubectl_with_token(cluster, "1.33", data["token"], str(ca), "auth", "whoami", "-o",
+                             "jsonpath={.status.userInfo.username}")
+    assert who.returncode == 0 and who.stdout == f"system:serviceaccount:{namespace}:default", who.stderr
+    cluster.kubectl("delete", "secret", "default-token", "-n", namespace)
+    gone = kubectl_with_token(cluster, "1.33", data["token"], str(ca), "auth", "whoami")
+    assert gone.returncode != 0 and "Unauthorized" in gone.stderr
