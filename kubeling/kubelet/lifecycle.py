@@ -29,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from kubeling.kubelet.prober.http import GetError, do_get, new_request
 from kubeling.kubelet.prober.probe import ProbeError
@@ -81,7 +82,7 @@ async def _run_exec(runtime, container_id: str, command: list[str],
     try:
         code, stdout, stderr = await runtime.exec_sync(container_id, command,
                                                        timeout if timeout is not None else _NO_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return f'command "{" ".join(command)}" timed out, message: ""'
     except RuntimeError_ as e:
         return f'{e}, message: ""'

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from kubeling.kubelet.prober.hpack import Decoder, HPACKError, encode_int, encode_literal, huffman_decode
+from kubeling.kubelet.prober.hpack import (
+    Decoder,
+    HPACKError,
+    encode_int,
+    encode_literal,
+    huffman_decode,
+)
 
 REQ1 = [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com")]
 REQ2 = REQ1 + [("cache-control", "no-cache")]
@@ -40,19 +46,19 @@ SEQUENCES = [
         ("828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf", REQ3, 164),
     ], id="C.4-requests-huffman"),
     pytest.param(256, [
-        ("4803333032580770726976617465611d4d6f6e2c203231204f637420323031332032303a31333a323120474d"
-         "546e1768747470733a2f2f7777772e6578616d706c652e636f6d", RESP1, 222),
+        (("4803333032580770726976617465611d4d6f6e2c203231204f637420323031332032303a31333a323120474d"
+         "546e1768747470733a2f2f7777772e6578616d706c652e636f6d"), RESP1, 222),
         ("4803333037c1c0bf", RESP2, 222),
-        ("88c1611d4d6f6e2c203231204f637420323031332032303a31333a323220474d54c05a04677a69707738666f"
+        (("88c1611d4d6f6e2c203231204f637420323031332032303a31333a323220474d54c05a04677a69707738666f"
          "6f3d4153444a4b48514b425a584f5157454f50495541585157454f49553b206d61782d6167653d333630303b"
-         "2076657273696f6e3d31", RESP3, 215),
+         "2076657273696f6e3d31"), RESP3, 215),
     ], id="C.5-responses-eviction"),
     pytest.param(256, [
-        ("488264025885aec3771a4b6196d07abe941054d444a8200595040b8166e082a62d1bff6e919d29ad171863c7"
-         "8f0b97c8e9ae82ae43d3", RESP1, 222),
+        (("488264025885aec3771a4b6196d07abe941054d444a8200595040b8166e082a62d1bff6e919d29ad171863c7"
+         "8f0b97c8e9ae82ae43d3"), RESP1, 222),
         ("4883640effc1c0bf", RESP2, 222),
-        ("88c16196d07abe941054d444a8200595040b8166e084a62d1bffc05a839bd9ab77ad94e7821dd7f2e6c7b335"
-         "dfdfcd5b3960d5af27087f3672c1ab270fb5291f9587316065c003ed4ee5b1063d5007", RESP3, 215),
+        (("88c16196d07abe941054d444a8200595040b8166e084a62d1bffc05a839bd9ab77ad94e7821dd7f2e6c7b335"
+         "dfdfcd5b3960d5af27087f3672c1ab270fb5291f9587316065c003ed4ee5b1063d5007"), RESP3, 215),
     ], id="C.6-responses-huffman-eviction"),
 ]
 

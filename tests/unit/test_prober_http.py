@@ -13,10 +13,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from test_prober_runners import free_port
 
 from kubeling.kubelet.prober.http import do_get, new_request, probe_http
 from kubeling.kubelet.prober.probe import Result
-from test_prober_runners import free_port
 
 
 def _app(seen: list) -> web.Application:
@@ -194,7 +194,7 @@ def test_http_probe_raw_peers(answer, output):
 def tls_context(tmp_path):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "probe-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=1))

@@ -39,7 +39,7 @@ class LocalRuntime:
                                                     start_new_session=True)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # Kill the whole group, as a runtime kills the exec'd process tree.
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
@@ -262,10 +262,10 @@ def _prober():
     pytest.param("readiness", {"exec": {"command": ["sh", "-c", "echo $(GREETING)"]}},
                  results.Result.SUCCESS, None, id="readiness-ok-with-expansion"),
     pytest.param("startup", {"tcpSocket": {"port": "missing"}}, None,
-                 ("Warning", "Unhealthy", 'Startup probe errored and resulted in unknown state: '
-                  'strconv.Atoi: parsing "missing": invalid syntax'), id="startup-errored"),
-    pytest.param("liveness", {}, None, ("Warning", "Unhealthy", "Liveness probe errored and resulted "
-                                        "in unknown state: missing probe handler for p_ns(u1):app"),
+                 ("Warning", "Unhealthy", ('Startup probe errored and resulted in unknown state: '
+                  'strconv.Atoi: parsing "missing": invalid syntax')), id="startup-errored"),
+    pytest.param("liveness", {}, None, ("Warning", "Unhealthy", ("Liveness probe errored and resulted "
+                                        "in unknown state: missing probe handler for p_ns(u1):app")),
                  id="no-handler"),
 ])
 def test_prober_results_and_events(probe_type, spec, want, event):

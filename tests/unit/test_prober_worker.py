@@ -157,7 +157,7 @@ def test_startup_gates_liveness_and_readiness():
         await m.close()
         return prober, m
 
-    prober, m = run(main())
+    prober, _m = run(main())
     assert prober.times("startup") == [20, 21, 22]          # and never again once started
     assert prober.times("liveness")[0] == 23
     # The startup success triggered readiness at once rather than at its next tick.
@@ -192,7 +192,7 @@ def test_liveness_failure_holds_until_new_container():
 
 def test_not_running_is_failure_and_never_restart_ends_worker():
     async def main():
-        clock, prober, m = harness(readiness=[S])
+        clock, _prober, m = harness(readiness=[S])
         await advance(clock, 20)
         m.add_pod(pod(restart="Never", readiness={"periodSeconds": 1}))
         m.update_container("u1", running(clock))
@@ -231,7 +231,7 @@ def test_deleted_pod_liveness_reports_success_and_stops():
 
 def test_remove_pod_and_cleanup_stop_workers():
     async def main():
-        clock, prober, m = harness(readiness=[S], liveness=[S])
+        clock, _prober, m = harness(readiness=[S], liveness=[S])
         await advance(clock, 20)
         m.add_pod(pod("u1", readiness={"periodSeconds": 1}, liveness={"periodSeconds": 1}))
         m.add_pod(pod("u2", readiness={"periodSeconds": 1}))
@@ -266,7 +266,7 @@ def test_no_probes_means_started_and_ready_when_running():
 
 def test_next_update_delivers_changes():
     async def main():
-        clock, prober, m = harness(liveness=[F])
+        clock, _prober, m = harness(liveness=[F])
         await advance(clock, 20)
         m.add_pod(pod(liveness={"periodSeconds": 1, "failureThreshold": 1}))
         m.update_container("u1", running(clock))

@@ -11,8 +11,6 @@ rules kept here:
 
 from __future__ import annotations
 
-import asyncio
-
 from kubeling.kubelet.prober.probe import MAX_OUTPUT, Outcome, ProbeError, Result
 from kubeling.kubelet.runtime import RuntimeError_
 
@@ -20,7 +18,7 @@ from kubeling.kubelet.runtime import RuntimeError_
 async def probe_exec(runtime, container_id: str, command: list[str], timeout: float) -> Outcome:
     try:
         code, stdout, stderr = await runtime.exec_sync(container_id, command, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return Outcome(Result.FAILURE, f'command "{" ".join(command)}" timed out')
     except RuntimeError_ as e:
         raise ProbeError(str(e) or type(e).__name__) from e
@@ -59,7 +57,7 @@ def expand(text: str, values: dict[str, str]) -> str:
                 i += 2
             else:
                 name = text[i + 2:end]
-                out.append(values[name] if name in values else f"$({name})")
+                out.append(values.get(name, f"$({name})"))
                 i = end + 1
         else:
             out.append("$" + nxt)

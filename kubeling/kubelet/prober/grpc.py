@@ -24,8 +24,13 @@ import struct
 import urllib.parse
 
 from kubeling.kubelet.prober.hpack import Decoder, HPACKError, encode_literal
-from kubeling.kubelet.prober.probe import (KUBE_MAJOR_MINOR, Outcome, Result, go_duration,
-                                           join_host_port)
+from kubeling.kubelet.prober.probe import (
+    KUBE_MAJOR_MINOR,
+    Outcome,
+    Result,
+    go_duration,
+    join_host_port,
+)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
@@ -96,7 +101,7 @@ async def probe_grpc(host: str, port: int, service: str, timeout: float) -> Outc
     return Outcome(Result.SUCCESS, "service healthy")
 
 
-async def _dial(host: str, port: int, deadline: float) -> "_Conn":
+async def _dial(host: str, port: int, deadline: float) -> _Conn:
     """Connect until the server's preface (SETTINGS) arrives; the caller bounds it in time."""
     backoff = 0.1
     while True:

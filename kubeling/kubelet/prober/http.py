@@ -29,8 +29,16 @@ import ssl
 import urllib.parse
 from dataclasses import dataclass, field, replace
 
-from kubeling.kubelet.prober.probe import (KUBE_MAJOR_MINOR, MAX_OUTPUT, Outcome, ProbeError,
-                                           Result, dial_error, join_host_port, resolve_port)
+from kubeling.kubelet.prober.probe import (
+    KUBE_MAJOR_MINOR,
+    MAX_OUTPUT,
+    Outcome,
+    ProbeError,
+    Result,
+    dial_error,
+    join_host_port,
+    resolve_port,
+)
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REQUESTS = 10

@@ -30,11 +30,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kubeling.client.clock import REAL_CLOCK, Clock
 from kubeling.kubelet.prober import results
-from kubeling.kubelet.prober.prober import LIVENESS, READINESS, SPEC_FIELD, STARTUP, Prober
+from kubeling.kubelet.prober.prober import (
+    LIVENESS,
+    READINESS,
+    SPEC_FIELD,
+    STARTUP,
+    Prober,
+)
 from kubeling.kubelet.prober.worker import Worker
 from kubeling.kubelet.runtime import ContainerState, ContainerStatus
 
@@ -119,11 +126,11 @@ class ProbeManager:
         key = (uid, status.name)
         old = self._statuses.get(key)
         self._statuses[key] = status
-        if old is None or old.id != status.id or old.state != status.state:
-            if status.state is ContainerState.RUNNING:
-                # A container just started: let its workers look now rather than next period.
-                for probe_type in (STARTUP, READINESS, LIVENESS):
-                    self._trigger(uid, status.name, probe_type)
+        changed = old is None or old.id != status.id or old.state != status.state
+        if changed and status.state is ContainerState.RUNNING:
+            # A container just started: let its workers look now rather than next period.
+            for probe_type in (STARTUP, READINESS, LIVENESS):
+                self._trigger(uid, status.name, probe_type)
 
     def has_worker(self, uid: str, name: str, probe_type: str) -> bool:
         return (uid, name, probe_type) in self._workers

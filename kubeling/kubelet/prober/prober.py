@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kubeling.kubelet.prober import results
 from kubeling.kubelet.prober.exec import expand_static, probe_exec
@@ -98,5 +99,5 @@ class Prober:
             done = self.record_event(pod, "Warning", reason, message)
             if inspect.isawaitable(done):
                 await done
-        except Exception:  # noqa: BLE001 - an event that cannot be recorded never stops probing
+        except Exception:
             log.exception("recording event %s failed", reason)

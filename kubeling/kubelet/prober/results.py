@@ -14,8 +14,8 @@ Contract:
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 class Result(str, enum.Enum):

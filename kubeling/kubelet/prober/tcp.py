@@ -15,7 +15,7 @@ async def probe_tcp(host: str, port: int, timeout: float) -> Outcome:
     addr = join_host_port(host, port)
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return Outcome(Result.FAILURE, f"dial tcp {addr}: i/o timeout")
     except OSError as e:
         return Outcome(Result.FAILURE, dial_error(addr, e, host))

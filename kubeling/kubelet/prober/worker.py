@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, manager: "ProbeManager", pod: dict, container: dict, probe_type: str) -> None:
+    def __init__(self, manager: ProbeManager, pod: dict, container: dict, probe_type: str) -> None:
         self.manager = manager
         self.pod = pod
         self.container = container
@@ -126,7 +126,7 @@ class Worker:
             return await self.do_probe()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a bug in one run must not end probing (upstream eats panics too)
+        except Exception:
             log.exception("probe worker %s/%s %s failed", self.uid, self.name, self.probe_type)
             return True
 
