@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 MAX_LINE = 16 * 1024                 # containerd's max_container_log_line_size
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024  # containerLogMaxSize
@@ -49,6 +48,8 @@ def format_timestamp(ns: int) -> str:
 
 def parse_timestamp(text: str) -> int:
     """Nanoseconds since the epoch from an RFC3339Nano timestamp (any fraction length)."""
+    from datetime import datetime, timezone  # the shim never parses: keep its start-up lean
+
     if not text.endswith("Z"):
         raise ValueError(f"timestamp {text!r} is not UTC")
     body = text[:-1]

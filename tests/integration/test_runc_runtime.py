@@ -343,3 +343,52 @@ def test_no_leaks_after_20_cycles(world):
     asyncio.run(main())
     assert leaks(world.root, world.cgroup_root) == {"netns": 0, "runc": 0, "mounts": 0, "cgroups": 0,
                                                     "shims": 0}
+
+
+class RecordingNetwork:
+    """A network plugin that wires nothing but records the calls the runtime makes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    async def setup(self, sandbox_id: str, netns_path: str, config: SandboxConfig) -> str:
+        assert Path(netns_path).exists()
+        self.calls.append(("setup", sandbox_id, netns_path))
+        return "10.244.0.7"
+
+    async def teardown(self, sandbox_id: str, netns_path: str, config: SandboxConfig) -> None:
+        self.calls.append(("teardown", sandbox_id, netns_path))
+
+
+def test_network_plugin_ip_lands_in_status_and_hosts_file(world):
+    async def main():
+        net = RecordingNetwork()
+        rt = world.runtime(network=net)
+        config = sandbox_config(host_aliases=[("10.1.2.3", ["foo.remote"])])
+        sid = await rt.run_pod_sandbox(config)
+        status = await rt.pod_sandbox_status(sid)
+        assert status.ip == "10.244.0.7"
+        cid = await run(rt, world, sid, config, ["cat", "/etc/hosts"])
+        text = log_text((await wait_exited(rt, cid)).log_path)
+        assert f"10.244.0.7\t{config.hostname}\n" in text and "10.1.2.3\tfoo.remote\n" in text
+        await rt.stop_pod_sandbox(sid)
+        await rt.remove_pod_sandbox(sid)
+        assert net.calls == [("setup", sid, status.netns_path), ("teardown", sid, status.netns_path)]
+        await rt.remove_pod_sandbox(sid)          # idempotent
+        await rt.remove_container(cid)
+        await rt.stop_container(cid, 1)
+    asyncio.run(main())
+
+
+def test_host_network_sandbox(world):
+    async def main():
+        net = RecordingNetwork()
+        rt = world.runtime(network=net)
+        async with pod(rt, host_network=True) as (sid, config):
+            status = await rt.pod_sandbox_status(sid)
+            assert (status.netns_path, status.ip, net.calls) == ("", "", [])
+            cid = await run(rt, world, sid, config, ["sh", "-c", "hostname; cat /etc/resolv.conf"])
+            text = log_text((await wait_exited(rt, cid)).log_path)
+            assert text.startswith(os.uname().nodename + "\n")
+            assert Path("/etc/resolv.conf").read_text() in text
+    asyncio.run(main())

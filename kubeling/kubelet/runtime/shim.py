@@ -38,7 +38,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import termios
 import time
 
@@ -150,6 +149,8 @@ class Shim:
             raise RuntimeError(runc_error(self.cfg, f"runc create exited with {rc}"))
 
     def _create_tty(self, cmd: list[str], devnull: int) -> None:
+        import tempfile  # only here: every import is on each container's start-up path
+
         # A short path: unix socket paths are limited to 108 bytes, agent roots are not.
         tmp = tempfile.mkdtemp(prefix="kl-console-")
         path = os.path.join(tmp, "c.sock")
