@@ -36,9 +36,10 @@ import hmac
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import orjson
 from cryptography.exceptions import InvalidSignature

@@ -29,7 +29,7 @@ def claims_of(token: str) -> dict:
 
 
 def tamper(token: str) -> str:
-    h, p, s = token.split(".")
+    h, _, s = token.split(".")
     c = claims_of(token)
     c["sub"] = "system:serviceaccount:default:admin"
     return ".".join([h, base64.urlsafe_b64encode(orjson.dumps(c)).rstrip(b"=").decode(), s])

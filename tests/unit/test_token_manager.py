@@ -64,7 +64,7 @@ def manager():
 
 def test_the_request_is_bound_to_the_pod():
     async def main():
-        tm, client, clock = manager()
+        tm, client, _ = manager()
         token, expiry = await tm.get(pod(), "default", "", 3607)
         assert (token, expiry) == ("token-1", T0 + 3607)
         resource, ns, name, sub, body = client.calls[0]
