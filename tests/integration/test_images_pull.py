@@ -16,13 +16,17 @@ import orjson
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.support.registry import Registry, build_images  # noqa: E402
-
-from kubeling.kubelet.images import (DigestMismatch, ImageNotFound, PullError,  # noqa: E402
-                                     Unauthorized)
-from kubeling.kubelet.images.puller import ImageManager  # noqa: E402
-from kubeling.kubelet.images.registries import Registries  # noqa: E402
-from kubeling.kubelet.images.service import ImageService  # noqa: E402
+from kubeling.kubelet.images import (
+    DigestMismatch,
+    ImageError,
+    ImageNotFound,
+    PullError,
+    Unauthorized,
+)
+from kubeling.kubelet.images.puller import ImageManager
+from kubeling.kubelet.images.registries import Registries
+from kubeling.kubelet.images.service import ImageService
+from tests.support.registry import Registry, build_images
 
 
 @pytest.fixture(scope="module")
@@ -231,10 +235,11 @@ def _runc_run(tmp_path: Path, layers: list[Path], args: list[str]) -> subprocess
         spec["linux"]["cgroupsPath"] = f"/{cid}"
         (bundle / "config.json").write_text(json.dumps(spec))
         return subprocess.run(["runc", "--root", str(state), "run", "--bundle", str(bundle), cid],
-                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+                              capture_output=True, text=True, timeout=60, check=False,
+                              stdin=subprocess.DEVNULL)
     finally:
         subprocess.run(["runc", "--root", str(state), "delete", "--force", cid],
-                       capture_output=True)
+                       capture_output=True, check=False)
         subprocess.run(["umount", str(rootfs)], check=True)
         for hierarchy in Path("/sys/fs/cgroup").iterdir():
             leftover = hierarchy / cid
@@ -252,3 +257,27 @@ def test_pulled_images_run_under_runc(tmp_path, open_registry, ref, args, output
     result = _runc_run(tmp_path, image.layers, args)
     assert result.returncode == 0, result.stderr
     assert output in result.stdout + result.stderr
+
+
+def test_missing_image_gives_err_image_pull_then_back_off(tmp_path, open_registry):
+    async def main():
+        svc = ImageService(tmp_path / "images", _mirror(open_registry, "docker.io"))
+        mgr = ImageManager(svc)
+        pod = {"metadata": {"uid": "u-missing"}}
+        container = {"name": "c", "image": "nope:1"}
+        outcomes = []
+        try:
+            for _ in range(2):
+                try:
+                    await mgr.ensure_image(pod, container, [])
+                except ImageError as e:
+                    outcomes.append((e.reason, str(e)))
+        finally:
+            await svc.close()
+        return outcomes
+    (first, second) = asyncio.run(main())
+    assert first == ("ErrImagePull", ('failed to pull and unpack image '
+                                      '"docker.io/library/nope:1": failed to resolve reference '
+                                      '"docker.io/library/nope:1": docker.io/library/nope:1: '
+                                      'not found'))
+    assert second == ("ImagePullBackOff", 'Back-off pulling image "nope:1"')

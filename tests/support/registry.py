@@ -105,10 +105,9 @@ class Registry:
             reg.stop()
 
     def _spawn(self, argv: list[str], log: str) -> subprocess.Popen:
-        out = open(self.root / log, "ab")
-        proc = subprocess.Popen(_netns_prefix(self.netns) + argv, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-        out.close()
+        with open(self.root / log, "ab") as out:
+            proc = subprocess.Popen(_netns_prefix(self.netns) + argv, stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         self.procs.append(proc)
         return proc
 
@@ -117,8 +116,8 @@ class Registry:
         config = [
             "version: 0.1",
             "log: {level: warn, accesslog: {disabled: true}}",
-            f"storage: {{filesystem: {{rootdirectory: {self.root / 'storage'}}}, "
-            "delete: {enabled: true}}",
+            (f"storage: {{filesystem: {{rootdirectory: {self.root / 'storage'}}}, "
+             "delete: {enabled: true}}"),
             f"http: {{addr: '{self.host}', secret: '{secrets.token_hex(16)}'}}",
         ]
         if self.auth == "htpasswd":
@@ -154,7 +153,7 @@ class Registry:
                     log = "\n".join(p.read_text()[-2000:] for p in self.root.glob("*.log"))
                     raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log}")
             r = subprocess.run(_netns_prefix(self.netns) + [sys.executable, "-c", probe, url],
-                               capture_output=True)
+                               capture_output=True, check=False)
             if r.returncode == 0:
                 return
             time.sleep(0.1)
@@ -167,7 +166,7 @@ class Registry:
         if self.auth != "open":
             argv += ["--username", self.username, "--password", self.password]
         r = subprocess.run(_netns_prefix(self.netns) + argv, capture_output=True, text=True,
-                           timeout=120)
+                           timeout=120, check=False)
         if r.returncode != 0:
             raise RuntimeError(f"seed-registry failed: {r.stdout}\n{r.stderr}")
         return r.stdout
@@ -200,7 +199,7 @@ def _signing_key(root: Path) -> tuple[Path, Path]:
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubeling test token signer")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -283,7 +282,7 @@ def token_server(port: int, key_path: str, cert_path: str, users_path: str) -> N
             token = make_token(key, cert_der, subject, query.get("service", [SERVICE])[0],
                                access)
             self._send(200, {"token": token, "access_token": token, "expires_in": 300,
-                             "issued_at": datetime.datetime.now(datetime.timezone.utc)
+                             "issued_at": datetime.datetime.now(datetime.UTC)
                              .isoformat()})
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)

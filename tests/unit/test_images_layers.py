@@ -14,8 +14,7 @@ import tarfile
 import pytest
 import zstandard
 
-from kubeling.kubelet.images import DigestMismatch, UnsupportedImage
-from kubeling.kubelet.images import layers
+from kubeling.kubelet.images import DigestMismatch, UnsupportedImage, layers
 
 
 def _tar(entries) -> bytes:

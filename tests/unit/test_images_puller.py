@@ -9,8 +9,15 @@ import base64
 import orjson
 import pytest
 
-from kubeling.kubelet.images import (ImageNeverPull, ImageNotFound, ImagePullBackOff,
-                                     InvalidImageName, PullError, Unauthorized)
+from kubeling.kubelet.images import (
+    ImageError,
+    ImageNeverPull,
+    ImageNotFound,
+    ImagePullBackOff,
+    InvalidImageName,
+    PullError,
+    Unauthorized,
+)
 from kubeling.kubelet.images.puller import Backoff, ImageManager, default_pull_policy
 from kubeling.kubelet.runtime import Image
 
@@ -54,7 +61,7 @@ def _ensure(mgr, image, policy=None, secrets=()):
     try:
         result = asyncio.run(mgr.ensure_image(POD, container, list(secrets),
                                               lambda *e: events.append(e)))
-    except Exception as e:  # the test inspects reason and message
+    except ImageError as e:  # the test inspects reason and message
         result = e
     return result, events
 
@@ -83,7 +90,7 @@ def test_pull_policy(image, policy, present, pulls, reason):
     from kubeling.kubelet.images import reference
     ref = reference.parse_normalized_tagged(image).string() if image != "Busybox" else ""
     svc = ScriptedService(present=[ref] if present else [])
-    result, events = _ensure(ImageManager(svc), image, policy)
+    result, _ = _ensure(ImageManager(svc), image, policy)
     assert len(svc.pulls) == pulls
     if reason is None:
         assert isinstance(result, Image)
@@ -94,8 +101,8 @@ def test_pull_policy(image, policy, present, pulls, reason):
 def test_messages_and_events():
     svc = ScriptedService(present=["docker.io/library/busybox:1"])
     _, events = _ensure(ImageManager(svc), "busybox:1")
-    assert events == [("Normal", "Pulled", 'Container image "busybox:1" already present on '
-                                           'machine')]
+    assert events == [("Normal", "Pulled",
+                       'Container image "busybox:1" already present on machine')]
 
     result, events = _ensure(ImageManager(ScriptedService()), "nope:1", "Never")
     assert isinstance(result, ImageNeverPull)

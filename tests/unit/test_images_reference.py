@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubeling.kubelet.images import InvalidImageName
-from kubeling.kubelet.images import reference
+from kubeling.kubelet.images import InvalidImageName, reference
 
 D = "sha256:" + "ab" * 32
 

@@ -29,7 +29,11 @@ from pathlib import Path
 import orjson
 
 from kubeling.kubelet.images import DigestMismatch, UnsupportedImage, reference
-from kubeling.kubelet.images.distribution import INDEX_TYPES, pick_platform, sha256_digest
+from kubeling.kubelet.images.distribution import (
+    INDEX_TYPES,
+    pick_platform,
+    sha256_digest,
+)
 from kubeling.kubelet.images.store import ImageStore
 from kubeling.kubelet.runtime import Image
 
@@ -145,7 +149,7 @@ async def import_archive(store: ImageStore, path: str | Path) -> list[Image]:
         raise UnsupportedImage(f"{path}: not a tar archive") from e
     try:
         names = set(await asyncio.to_thread(tar.getnames))
-        names = {n[2:] if n.startswith("./") else n for n in names}
+        names = {n.removeprefix("./") for n in names}
         if "manifest.json" in names:
             plans = await asyncio.to_thread(_plan_docker, tar)
         elif "index.json" in names and "oci-layout" in names:

@@ -45,7 +45,7 @@ def _parse_key(raw: str) -> _Key:
     text = raw if "://" in raw else "https://" + raw
     parts = urlsplit(text)
     path = parts.path
-    if path.startswith("/v1/") or path.startswith("/v2/"):
+    if path.startswith(("/v1/", "/v2/")):
         path = path[3:]
     path = path.rstrip("/")
     host, port = parts.hostname or "", str(parts.port or "")
@@ -91,7 +91,7 @@ class Keyring:
         self._entries.sort(key=lambda e: e[0].text, reverse=True)
 
     @classmethod
-    def from_secrets(cls, secrets: list[dict]) -> "Keyring":
+    def from_secrets(cls, secrets: list[dict]) -> Keyring:
         entries: list[tuple[str, dict]] = []
         for secret in secrets or []:
             for key, entry in _secret_config(secret).items():

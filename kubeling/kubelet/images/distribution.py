@@ -35,8 +35,14 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from kubeling.kubelet.images import (DigestMismatch, ImageNotFound, PullError,
-                                     RegistryUnreachable, Unauthorized, UnsupportedImage)
+from kubeling.kubelet.images import (
+    DigestMismatch,
+    ImageNotFound,
+    PullError,
+    RegistryUnreachable,
+    Unauthorized,
+    UnsupportedImage,
+)
 from kubeling.kubelet.images.reference import Reference
 from kubeling.kubelet.images.registries import AuthConfig, Endpoint
 
@@ -74,7 +80,7 @@ class Manifest:
 class Resolved:
     """A reference resolved to one image manifest on one endpoint."""
 
-    client: "RegistryClient"
+    client: RegistryClient
     top_digest: str                  # what the tag points at (an index's digest for a list)
     manifest: Manifest               # the linux/amd64 image manifest
 
@@ -165,7 +171,7 @@ class RegistryClient:
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as e:
-            raise PullError(f"failed to authorize: the token service answered no JSON") from e
+            raise PullError("failed to authorize: the token service answered no JSON") from e
         token = doc.get("token") or doc.get("access_token")
         if not token:
             raise PullError("failed to authorize: the token service answered no token")

@@ -145,7 +145,7 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
         os.chmod(root, stat.S_IMODE(member.mode))
         dir_times.append((root, member.mtime))
         return
-    parent_rel, _, base = rel.rpartition("/")
+    base = rel.rpartition("/")[2]
     parent = _check_parents(root, rel).parent
     parent.mkdir(parents=True, exist_ok=True)
     if base == OPAQUE_WHITEOUT:

@@ -33,11 +33,16 @@ wording; the kubelet turns it into an Event on the pod's container reference.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from kubeling.kubelet.images import (ImageNeverPull, ImagePullBackOff, InvalidImageName,
-                                     PullError, reference)
+from kubeling.kubelet.images import (
+    ImageNeverPull,
+    ImagePullBackOff,
+    InvalidImageName,
+    PullError,
+    reference,
+)
 from kubeling.kubelet.images.credentials import Keyring
 from kubeling.kubelet.runtime import Image, ImageService
 

@@ -81,12 +81,12 @@ class Reference:
             return f"{self.name}:{self.tag}@{self.digest}" if self.tag else f"{self.name}@{self.digest}"
         return f"{self.name}:{self.tag or DEFAULT_TAG}"
 
-    def with_tag_default(self) -> "Reference":
+    def with_tag_default(self) -> Reference:
         if self.tag or self.digest:
             return self
         return Reference(self.domain, self.path, DEFAULT_TAG)
 
-    def with_digest(self, digest: str) -> "Reference":
+    def with_digest(self, digest: str) -> Reference:
         return Reference(self.domain, self.path, "", digest)
 
     def __str__(self) -> str:

@@ -55,7 +55,7 @@ class AuthConfig:
     identity_token: str = ""
 
     @classmethod
-    def from_entry(cls, entry: dict | None) -> "AuthConfig | None":
+    def from_entry(cls, entry: dict | None) -> AuthConfig | None:
         """A docker ``auths`` entry or a registries.yaml ``auth``: username/password, or ``auth``
         (base64 ``user:password``), or an identity token. None when it holds no credential."""
         if not entry:
@@ -129,7 +129,7 @@ class Registries:
     disable_default_endpoint: bool = False
 
     @classmethod
-    def load(cls, path: str | Path | None, *, disable_default_endpoint: bool = False) -> "Registries":
+    def load(cls, path: str | Path | None, *, disable_default_endpoint: bool = False) -> Registries:
         if path is None or not Path(path).exists():
             return cls(disable_default_endpoint=disable_default_endpoint)
         try:
@@ -141,16 +141,16 @@ class Registries:
 
     @classmethod
     def from_dict(cls, doc: dict, *, source: str = "registries.yaml",
-                  disable_default_endpoint: bool = False) -> "Registries":
+                  disable_default_endpoint: bool = False) -> Registries:
         if not isinstance(doc, dict):
-            raise ValueError(f"{source}: the top level must be a mapping")
+            raise ValueError(f"{source}: the top level must be a mapping")  # noqa: TRY004 (a config error)
         mirrors, configs = doc.get("mirrors") or {}, doc.get("configs") or {}
         if not isinstance(mirrors, dict) or not isinstance(configs, dict):
-            raise ValueError(f"{source}: 'mirrors' and 'configs' must be mappings")
+            raise ValueError(f"{source}: 'mirrors' and 'configs' must be mappings")  # noqa: TRY004
         for name, mirror in mirrors.items():
             endpoints = (mirror or {}).get("endpoint") or []
             if not isinstance(endpoints, list):
-                raise ValueError(f"{source}: mirrors.{name}.endpoint must be a list")
+                raise ValueError(f"{source}: mirrors.{name}.endpoint must be a list")  # noqa: TRY004
             for e in endpoints:
                 try:
                     _endpoint_url(str(e))

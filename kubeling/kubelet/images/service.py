@@ -75,7 +75,7 @@ class ImageService:
             image = await asyncio.wait_for(self._pull(parsed, creds), self._timeout)
             fut.set_result(image)
             return image
-        except asyncio.TimeoutError:
+        except TimeoutError:
             err = pull_failed(parsed.string(), PullError(
                 f"context deadline exceeded after {self._timeout:.0f}s"))
             fut.set_exception(err)

@@ -34,14 +34,14 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import orjson
 
-from kubeling.kubelet.images import DigestMismatch, InvalidImageName, layers as layer_mod
-from kubeling.kubelet.images import reference
+from kubeling.kubelet.images import DigestMismatch, InvalidImageName, reference
+from kubeling.kubelet.images import layers as layer_mod
 from kubeling.kubelet.runtime import Image
 
 INDEX = "index.json"
@@ -236,7 +236,7 @@ class ImageStore:
         """The image ``ref`` names: an id (``sha256:<hex>``, or the bare hex or a unique prefix
         of at least 12 characters), or a reference by tag or digest."""
         images = self._read_index()
-        bare = ref[len("sha256:"):] if ref.startswith("sha256:") else ref
+        bare = ref.removeprefix("sha256:")
         if len(bare) >= 12 and all(c in "0123456789abcdef" for c in bare):
             hits = [r for k, r in images.items() if k[len("sha256:"):].startswith(bare)]
             if len(hits) == 1:
