@@ -12,8 +12,10 @@ Modules::
     distribution.py  an aiohttp client of the OCI distribution API (manifests, blobs, Bearer and
                      Basic auth), with digest verification
     layers.py        unpacking a layer tar (gzip, zstd, plain) into an overlayfs lower dir
-    store.py         the content-addressed store under ``<root>/images`` and its image index;
-                     `ImageStore` implements the runtime's ``ImageService``; image GC
+    store.py         `ImageStore`: the content-addressed store under ``<root>/images``, its
+                     image index (lock-protected) and image GC
+    service.py       `ImageService`: the runtime's ``ImageService`` protocol (pull, status,
+                     list, remove, fs_info, gc) over the store and the distribution client
     archive.py       ``docker save`` and OCI-layout tarballs, for ``kubeling images import``
     puller.py        `ImageManager.ensure_image`: imagePullPolicy, back-off, reasons and events
 
