@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from datetime import UTC
 
 MAX_LINE = 16 * 1024                 # containerd's max_container_log_line_size
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024  # containerLogMaxSize
@@ -48,13 +49,15 @@ def format_timestamp(ns: int) -> str:
 
 def parse_timestamp(text: str) -> int:
     """Nanoseconds since the epoch from an RFC3339Nano timestamp (any fraction length)."""
-    from datetime import datetime, timezone  # the shim never parses: keep its start-up lean
+    from datetime import (  # the shim never parses: keep its start-up lean
+        datetime,
+    )
 
     if not text.endswith("Z"):
         raise ValueError(f"timestamp {text!r} is not UTC")
     body = text[:-1]
     whole, _, frac = body.partition(".")
-    dt = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    dt = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     return int(dt.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
 
 

@@ -21,8 +21,14 @@ import pytest
 
 from kubeling.kubelet import logs
 from kubeling.kubelet.runtime import (
-    ContainerConfig, ContainerState, Image, LinuxResources, RunContainerError, SandboxConfig,
-    SandboxState, SecurityContext,
+    ContainerConfig,
+    ContainerState,
+    Image,
+    LinuxResources,
+    RunContainerError,
+    SandboxConfig,
+    SandboxState,
+    SecurityContext,
 )
 from kubeling.kubelet.runtime.cleanup import cleanup_all, leaks
 from kubeling.kubelet.runtime.runc import RuncRuntime
@@ -137,8 +143,8 @@ def test_two_containers_share_localhost_and_port_forward(world):
         async with pod(rt) as (sid, config):
             await run(rt, world, sid, config, ["httpd", "-f", "-p", "8080", "-h", "/www"], name="web")
             client = await run(rt, world, sid, config, [
-                "sh", "-c", "for i in $(seq 1 50); do wget -q -O - http://127.0.0.1:8080/ && exit 0;"
-                            " sleep 0.1; done; exit 1"], name="client")
+                "sh", "-c", ("for i in $(seq 1 50); do wget -q -O - http://127.0.0.1:8080/ && exit 0;"
+                             " sleep 0.1; done; exit 1")], name="client")
             st = await wait_exited(rt, client)
             assert st.exit_code == 0
             assert log_text(st.log_path) == "hello from httpd\n"
@@ -188,8 +194,8 @@ def test_cpu_quota_shares_and_pids_limit(world):
         rt = world.runtime()
         async with pod(rt) as (sid, config):
             cid = await run(rt, world, sid, config, [
-                "sh", "-c", "for i in $(seq 1 10); do sleep 30 & done; sleep 0.5; echo running:"
-                            "$(ps -o pid | wc -l); sleep 30"],
+                "sh", "-c", ("for i in $(seq 1 10); do sleep 30 & done; sleep 0.5; echo running:"
+                             "$(ps -o pid | wc -l); sleep 30")],
                 resources=LinuxResources(cpu_period=100000, cpu_quota=20000, cpu_shares=204,
                                          pids_limit=6))
             assert cgroup_file(world, "cpu", sid, config, cid, "cpu.cfs_quota_us") == "20000"

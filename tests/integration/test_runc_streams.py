@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import test_runc_runtime
+from test_runc_runtime import pod, run, wait_exited
 
-from test_runc_runtime import pod, run, wait_exited, world  # noqa: F401  (world is a fixture)
+world = test_runc_runtime.world   # the module-scoped fixture: its own agent root per module
 
 
 async def read_until(reader: asyncio.StreamReader, needle: bytes, timeout: float = 5.0) -> bytes:

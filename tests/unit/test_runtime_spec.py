@@ -7,9 +7,16 @@ from pathlib import Path
 import pytest
 
 from kubeling.kubelet.runtime import (
-    ContainerConfig, DNSConfig, Image, LinuxResources, Mount, SandboxConfig, SecurityContext,
+    ContainerConfig,
+    DNSConfig,
+    Image,
+    LinuxResources,
+    Mount,
+    SandboxConfig,
+    SecurityContext,
+    sandbox,
+    spec,
 )
-from kubeling.kubelet.runtime import sandbox, spec
 
 
 @pytest.mark.parametrize("add, drop, privileged, has, lacks", [

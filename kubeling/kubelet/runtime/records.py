@@ -70,7 +70,7 @@ class SandboxRecord:
         return orjson.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, data: dict) -> "SandboxRecord":
+    def from_json(cls, data: dict) -> SandboxRecord:
         return _from_dict(cls, data)
 
 
@@ -101,7 +101,7 @@ class ContainerRecord:
         return orjson.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, data: dict) -> "ContainerRecord":
+    def from_json(cls, data: dict) -> ContainerRecord:
         return _from_dict(cls, data)
 
 

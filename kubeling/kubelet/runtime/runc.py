@@ -39,13 +39,30 @@ from typing import Protocol
 import orjson
 
 from kubeling.kubelet.runtime import (
-    ContainerConfig, ContainerState, ContainerStats, ContainerStatus, CreateContainerError,
-    NotFound, PodSandboxStatus, RunContainerError, SandboxConfig, SandboxError, SandboxState,
+    ContainerConfig,
+    ContainerState,
+    ContainerStats,
+    ContainerStatus,
+    CreateContainerError,
+    NotFound,
+    PodSandboxStatus,
+    RunContainerError,
+    SandboxConfig,
+    SandboxError,
+    SandboxState,
     StreamSession,
+    cgroups,
+    rootfs,
+    spec,
 )
-from kubeling.kubelet.runtime import cgroups, rootfs, sandbox as podfiles, spec
+from kubeling.kubelet.runtime import sandbox as podfiles
 from kubeling.kubelet.runtime.records import (
-    ContainerRecord, Layout, SandboxRecord, alive, process_start_time, write_atomic,
+    ContainerRecord,
+    Layout,
+    SandboxRecord,
+    alive,
+    process_start_time,
+    write_atomic,
 )
 from kubeling.kubelet.runtime.streams import AttachSession, ExecSession
 

@@ -165,7 +165,7 @@ class Shim:
             while master < 0:
                 try:
                     conn, _ = listener.accept()
-                except socket.timeout:
+                except TimeoutError:
                     if proc.poll() is not None:
                         break
                     continue

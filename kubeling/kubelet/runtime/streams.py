@@ -25,6 +25,7 @@ import os
 import signal
 import struct
 import termios
+from pathlib import Path
 
 FRAME = struct.Struct(">BI")
 STDIN, STDOUT, STDERR, EXIT, RESIZE, STDIN_CLOSE = 0, 1, 2, 3, 4, 5
@@ -73,7 +74,7 @@ class ExecSession:
         self._code: int | None = None
 
     @classmethod
-    async def start(cls, argv: list[str], pid_file: str, *, tty: bool, stdin: bool) -> "ExecSession":
+    async def start(cls, argv: list[str], pid_file: str, *, tty: bool, stdin: bool) -> ExecSession:
         if not tty:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
@@ -109,8 +110,7 @@ class ExecSession:
     async def close(self) -> None:
         if self.proc.returncode is None:
             with contextlib.suppress(OSError, ValueError):
-                with open(self.pid_file) as f:
-                    os.kill(int(f.read().strip()), signal.SIGKILL)
+                os.kill(int(Path(self.pid_file).read_text().strip()), signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
         await self.wait()
@@ -139,7 +139,7 @@ class AttachSession:
         self._tasks = [asyncio.create_task(self._read_frames())]
 
     @classmethod
-    async def connect(cls, socket_dir: str, *, tty: bool, stdin: bool) -> "AttachSession":
+    async def connect(cls, socket_dir: str, *, tty: bool, stdin: bool) -> AttachSession:
         # Through /proc/self/fd: the socket's absolute path may be longer than sun_path allows.
         dir_fd = os.open(socket_dir, os.O_PATH | os.O_DIRECTORY)
         try:
