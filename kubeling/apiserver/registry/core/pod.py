@@ -7,8 +7,8 @@
 - ``eviction``: deletes the pod unless its PodDisruptionBudget forbids it (429). As upstream, the
   budget is charged first (``disruptionsAllowed`` - 1, the pod in ``disruptedPods``) with a
   compare-and-swap, so two concurrent evictions cannot both spend the last disruption.
-- ``log``, ``exec``, ``attach``, ``portforward``, ``proxy``: served by the node agent (issue 4);
-  until a pod is on a node that serves them the API answers with upstream's errors.
+- ``log``, ``exec``, ``attach``, ``portforward``: relayed to the node agent of the pod's node
+  (`NodeStreamREST`, `kubeling.apiserver.proxy`); ``proxy`` (to the pod IP) answers 503 for now.
 
 Deleting a pod that is bound and running is graceful (``terminationGracePeriodSeconds``, 30 by
 default); DELETE answers with the object.
@@ -16,11 +16,15 @@ default); DELETE answers with the object.
 
 import copy
 import dataclasses
+from urllib.parse import urlencode
+
+from aiohttp import web
 
 from kubeling.api import errors, fields, labels, quantity
 from kubeling.api.defaults import core as defaults
 from kubeling.api.printers import pod as printers
 from kubeling.api.validation import pod as validation
+from kubeling.apiserver import proxy
 from kubeling.apiserver.registry.generic import Context, now_rfc3339
 from kubeling.apiserver.registry.rest import Deps
 from kubeling.apiserver.registry.status import StatusREST
@@ -181,21 +185,108 @@ class EphemeralContainersREST:
 
 
 class NodeStreamREST:
-    """``log``, ``exec``, ``attach``, ``portforward`` and ``proxy``: answered by the pod's node
-    agent. Until one serves them: 400 for an unscheduled pod (upstream's message), else 503."""
+    """``log``, ``exec``, ``attach`` and ``portforward``: relayed to the pod's node agent (upstream's
+    ``LogLocation`` / ``ExecLocation`` / ``AttachLocation`` / ``PortForwardLocation`` plus the
+    upgrade-aware proxy). The container is checked here first (upstream's messages); a pod not
+    on a node has no logs (an empty answer, as upstream) and no streams (400). ``proxy`` (to the
+    pod's IP) is not served yet: 503.
+
+    The agent client is ``deps.kubelet`` (`kubeling.apiserver.proxy.KubeletClient`); a server
+    without one answers 503."""
 
     def __init__(self, deps: Deps) -> None:
         self.store = deps.store
+        self.lookup = deps.lookup
+        self.deps = deps
 
     async def connect(self, served, namespace, name, request, info):
         pod_name = info.proxy_name or info.name
         pod = await self.store.get(served, namespace, pod_name)
         node = (pod.get("spec") or {}).get("nodeName")
+        sub, q = info.subresource, request.query
+        if sub == "proxy":
+            if not node:
+                raise errors.bad_request(f"pod {pod_name} does not have a host assigned")
+            raise errors.StatusError(503, "ServiceUnavailable", f"the API server does not proxy to pod {pod_name} yet",
+                                     details={"name": pod_name, "kind": "pods"})
+        params: list[tuple[str, str]] = []
+        if sub == "portforward":
+            ports = [p for raw in q.getall("ports", []) for p in raw.split(",") if p.strip()]
+            if ports:
+                params.append(("port", ",".join(p.strip() for p in ports)))
+            path = f"/portForward/{namespace}/{pod_name}"
+        else:
+            container = _stream_container(q.get("container", ""), pod, pod_name)
+            path = f"/{'containerLogs' if sub == 'log' else sub}/{namespace}/{pod_name}/{container}"
+            params = _log_params(q) if sub == "log" else _stream_params(q, exec_=sub == "exec")
         if not node:
+            if sub == "log":
+                return web.Response(status=200, content_type="text/plain", body=b"")
             raise errors.bad_request(f"pod {pod_name} does not have a host assigned")
-        raise errors.StatusError(503, "ServiceUnavailable",
-                                 f"the node agent of node {node} does not serve {info.subresource} yet",
-                                 details={"name": pod_name, "kind": "pods"})
+        client = getattr(self.deps, "kubelet", None)
+        if client is None:
+            raise errors.StatusError(503, "ServiceUnavailable", f"the API server has no client for node agents "
+                                     f"(node {node})", details={"name": pod_name, "kind": "pods"})
+        host, port = proxy.node_location(await self.store.get(self.lookup("", "v1", "nodes"), None, node))
+        return await proxy.relay(request, client, host, port, path, urlencode(params),
+                                 error_as_status=sub == "log")
+
+
+_TRUE = ("1", "t", "T", "true", "TRUE", "True")
+
+
+def _stream_container(container: str, pod: dict, pod_name: str) -> str:
+    """Upstream's validateContainer: the named container, or the only one; 400 otherwise."""
+    spec = pod.get("spec") or {}
+    names = [c.get("name") for key in ("initContainers", "containers", "ephemeralContainers")
+             for c in spec.get(key) or []]
+    if container:
+        if container not in names:
+            raise errors.bad_request(f"container {container} is not valid for pod {pod_name}")
+        return container
+    regular = spec.get("containers") or []
+    if len(regular) == 1:
+        return regular[0].get("name")
+    if not regular:
+        raise errors.bad_request(f"a container name must be specified for pod {pod_name}")
+    raise errors.bad_request(f"a container name must be specified for pod {pod_name}, choose one of: "
+                             f"[{' '.join(names)}]")
+
+
+def _log_params(q) -> list[tuple[str, str]]:
+    """``PodLogOptions`` -> the agent's query, in upstream's order; bad values are 400s."""
+    out = [(k, "true") for k in ("follow", "previous", "timestamps") if q.get(k) in _TRUE]
+    for k in ("sinceSeconds", "tailLines", "limitBytes"):
+        v = q.get(k)
+        if v is None or v == "":
+            continue
+        try:
+            n = int(v)
+        except ValueError:
+            raise errors.bad_request(f'strconv.ParseInt: parsing "{v}": invalid syntax') from None
+        if k != "tailLines" and n < 1:
+            raise errors.invalid("PodLogOptions", "", "", [errors.invalid_value(k, n, "must be greater than 0")])
+        out.append((k, str(n)))
+    if q.get("sinceTime"):
+        if q.get("sinceSeconds"):
+            raise errors.invalid("PodLogOptions", "", "", [errors.forbidden(
+                "", "at most one of `sinceTime` or `sinceSeconds` may be specified")])
+        out.append(("sinceTime", q["sinceTime"]))
+    return out
+
+
+def _stream_params(q, *, exec_: bool) -> list[tuple[str, str]]:
+    """``PodExecOptions`` / ``PodAttachOptions`` -> the agent's query, with upstream's checks."""
+    flags = {k: q.get(k) in _TRUE for k in ("stdin", "stdout", "stderr", "tty")}
+    if not (flags["stdin"] or flags["stdout"] or flags["stderr"]):
+        raise errors.bad_request("you must specify at least 1 of stdin, stdout, stderr")
+    out = [(k, "1") for k in ("stdin", "stdout", "stderr", "tty") if flags[k]]
+    if exec_:
+        command = q.getall("command", [])
+        if not command:
+            raise errors.bad_request("you must specify at least one command for the container")
+        out += [("command", c) for c in command]
+    return out
 
 
 class PodStrategy(Strategy):

@@ -1,0 +1,232 @@
+"""The API server's way to node agents (upstream: ``pkg/kubelet/client`` for where and how to
+connect, ``apimachinery/pkg/util/proxy.UpgradeAwareHandler`` for the relaying).
+
+`KubeletClient` holds the API server's identity towards agents: the client certificate
+``<data-dir>/pki/apiserver-kubelet-client.crt`` (CN ``kube-apiserver-kubelet-client``, O
+``system:masters``). Agents serve self-signed certificates, which upstream does not verify unless
+``--kubelet-certificate-authority`` is set; ``ca`` is that option.
+
+`node_location` picks the agent's address from a Node: the first of ``status.addresses`` by type
+preference (InternalIP, ExternalIP, InternalDNS, ExternalDNS, Hostname) and the port from
+``status.daemonEndpoints.kubeletEndpoint.Port`` (10250 when unset).
+
+`relay` forwards one request over a fresh TLS connection, speaking HTTP/1.1 on the raw stream so
+that upgrades need no special case until the answer:
+
+- ``101 Switching Protocols`` to an upgrade request: the 101 (with the agent's ``Upgrade``,
+  ``Sec-WebSocket-*`` and ``X-Stream-Protocol-Version`` headers, so the negotiated subprotocol
+  reaches the client) is sent back, the client connection is taken over, and bytes are copied
+  both ways until either side closes. Nothing is parsed: WebSocket, SPDY and the SPDY tunnel all
+  pass unchanged.
+- any other answer: status, headers and body are streamed back as they arrive (chunked or not),
+  so ``kubectl logs -f`` stays open as long as the agent writes. ``error_as_status`` turns a
+  non-2xx answer into a ``Status`` with the agent's text (what ``pods/log`` does upstream).
+
+Hop-by-hop headers and the client's credentials (``Authorization``, ``Impersonate-*``) are not
+forwarded: the agent sees the API server's certificate only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from kubeling.api import errors
+from kubeling.kubelet.streaming.transport import hijack
+
+DEFAULT_PORT = 10250
+DIAL_TIMEOUT = 30.0
+ADDRESS_PREFERENCE = ("InternalIP", "ExternalIP", "InternalDNS", "ExternalDNS", "Hostname")
+MAX_HEAD = 64 * 1024
+CHUNK = 64 * 1024
+
+_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
+        "trailer", "transfer-encoding", "upgrade", "host", "content-length", "authorization"}
+
+
+@dataclass
+class KubeletClient:
+    cert: Path
+    key: Path
+    ca: Path | None = None
+    _ctx: ssl.SSLContext | None = field(default=None, repr=False)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        if self._ctx is None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            if self.ca is not None:
+                ctx.load_verify_locations(str(self.ca))
+            else:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            ctx.load_cert_chain(str(self.cert), str(self.key))
+            ctx.set_alpn_protocols(["http/1.1"])
+            self._ctx = ctx
+        return self._ctx
+
+
+def ensure_client_cert(pki) -> KubeletClient:
+    """The API server's agent client, issuing its certificate from the cluster CA if missing."""
+    cert, key = pki.dir / "apiserver-kubelet-client.crt", pki.dir / "apiserver-kubelet-client.key"
+    if not cert.exists() or not key.exists():
+        pki.issue_client(cert, key, "kube-apiserver-kubelet-client", ["system:masters"])
+    return KubeletClient(cert, key)
+
+
+def node_location(node: dict) -> tuple[str, int]:
+    status = node.get("status") or {}
+    by_type: dict[str, str] = {}
+    for a in status.get("addresses") or []:
+        by_type.setdefault(a.get("type", ""), a.get("address", ""))
+    host = next((by_type[t] for t in ADDRESS_PREFERENCE if by_type.get(t)), "")
+    if not host:
+        known = [f"{{{a.get('type', '')} {a.get('address', '')}}}" for a in status.get("addresses") or []]
+        raise errors.internal(f"no preferred addresses found; known addresses: [{' '.join(known)}]")
+    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or DEFAULT_PORT
+    return host, int(port)
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_upgrade(request: web.Request) -> bool:
+    return bool(request.headers.get("Upgrade")) and "upgrade" in request.headers.get("Connection", "").lower()
+
+
+def _request_head(request: web.Request, host: str, port: int, path: str, query: str, body: bytes | None) -> bytes:
+    lines = [f"{request.method} {path}{'?' + query if query else ''} HTTP/1.1", f"Host: {_authority(host, port)}"]
+    for name, value in request.headers.items():
+        low = name.lower()
+        if low in _HOP or low.startswith("impersonate-"):
+            continue
+        lines.append(f"{name}: {value}")
+    if _is_upgrade(request):
+        lines += ["Connection: Upgrade", f"Upgrade: {request.headers['Upgrade']}"]
+    else:
+        lines.append("Connection: close")
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, list[tuple[str, str]]]:
+    try:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
+        raise errors.internal(f"error reading the node agent's answer: {e}") from None
+    lines = raw.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise errors.internal(f"malformed answer from the node agent: {lines[0][:100]!r}")
+    headers = []
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers.append((k.strip(), v.strip()))
+    return int(parts[1]), headers
+
+
+async def _body(reader: asyncio.StreamReader, headers: list[tuple[str, str]]):
+    """The response body as it arrives: by Content-Length, chunked, or until the connection ends."""
+    h = {k.lower(): v for k, v in headers}
+    if "chunked" in h.get("transfer-encoding", "").lower():
+        while True:
+            size_line = await reader.readline()
+            if not size_line:
+                return
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                return
+            yield await reader.readexactly(size)
+            await reader.readexactly(2)
+    elif "content-length" in h:
+        left = int(h["content-length"])
+        while left > 0:
+            chunk = await reader.read(min(CHUNK, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
+    else:
+        while chunk := await reader.read(CHUNK):
+            yield chunk
+
+
+async def relay(request: web.Request, client: KubeletClient, host: str, port: int, path: str, query: str, *,
+                error_as_status: bool = False) -> web.StreamResponse:
+    upgrade = _is_upgrade(request)
+    body = None if upgrade or not request.body_exists else await request.read()
+    url = f"https://{_authority(host, port)}{path}"
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=client.ssl_context(), limit=MAX_HEAD,
+                                    server_hostname=host if client.ca is not None else None),
+            DIAL_TIMEOUT)
+    except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+        # Go's wording; a plain error becomes a Status with code 500 and no reason, as upstream's
+        # ErrorToAPIStatus does (kubectl: "Error from server: Get ...: connection refused").
+        if isinstance(e, asyncio.TimeoutError):
+            why = "i/o timeout"
+        elif isinstance(e, OSError) and e.errno and not isinstance(e, ssl.SSLError):
+            why = "connect: " + os.strerror(e.errno).lower()
+        else:
+            why = str(e) or type(e).__name__
+        what = "error dialing backend" if upgrade else f'{request.method.capitalize()} "{url}"'
+        raise errors.StatusError(500, "", f"{what}: dial tcp {_authority(host, port)}: {why}") from None
+    try:
+        writer.write(_request_head(request, host, port, path, query, body) + (body or b""))
+        await writer.drain()
+        status, headers = await _read_head(reader)
+        if upgrade and status == 101:
+            return await _splice(request, headers, reader, writer)
+        if error_as_status and not 200 <= status < 300:
+            text = b"".join([c async for c in _body(reader, headers)]).decode("utf-8", "replace").strip()
+            raise errors.StatusError(status, _reason(status), text)
+        out = web.StreamResponse(status=status, headers=[(k, v) for k, v in headers
+                                                         if k.lower() not in _HOP | {"date", "server"}])
+        await out.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            async for chunk in _body(reader, headers):
+                await out.write(chunk)
+            await out.write_eof()
+        return out
+    finally:
+        writer.close()
+
+
+def _reason(code: int) -> str:
+    return {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+            500: "InternalError", 503: "ServiceUnavailable"}.get(code, "InternalError")
+
+
+async def _splice(request: web.Request, headers: list[tuple[str, str]], reader: asyncio.StreamReader,
+                  writer: asyncio.StreamWriter) -> web.StreamResponse:
+    """Answer the client's upgrade with the agent's 101 and copy bytes both ways until one ends."""
+    keep = [(k, v) for k, v in headers if k.lower() not in ("date", "server", "content-length")]
+    client = await hijack(request, keep)
+
+    async def agent_to_client() -> None:
+        while chunk := await reader.read(CHUNK):
+            await client.write(chunk)
+
+    async def client_to_agent() -> None:
+        while chunk := await client.read():
+            writer.write(chunk)
+            await writer.drain()
+
+    tasks = [asyncio.create_task(agent_to_client()), asyncio.create_task(client_to_agent())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
+    return client.response
