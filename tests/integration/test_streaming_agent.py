@@ -226,7 +226,8 @@ class Stack:
             c = await self.host.runtime.start(cname, command, log)
             self.host.ids[(namespace, name, cname)] = c.id
             statuses.append({"name": cname, "restartCount": 0, "ready": True, "image": "busybox", "imageID": "",
-                             "containerID": f"process://{c.id}", "state": {"running": {"startedAt": "x"}}})
+                             "containerID": f"process://{c.id}",
+                             "state": {"running": {"startedAt": "2025-01-01T00:00:00Z"}}})
         pod["status"] = status or {"phase": "Running", "containerStatuses": statuses}
         pod = await self.client.update_status("", "v1", "pods", pod, namespace=namespace)
         self.host.pods[(namespace, name)] = pod
