@@ -92,7 +92,7 @@ class ProcessRuntime:
         c = self.containers[cid] = Container(cid, name, str(log_path))
         c.proc = await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.PIPE,
                                                       stdout=asyncio.subprocess.PIPE,
-                                                      stderr=asyncio.subprocess.STDOUT)
+                                                      stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         writer = CRILogWriter(str(log_path))
 
         async def pump() -> None:
@@ -155,8 +155,9 @@ class ProcessRuntime:
 
     async def close(self) -> None:
         for c in self.containers.values():
-            if c.proc is not None and c.proc.returncode is None:
-                c.proc.kill()
+            if c.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, 9)      # the container's whole process group, as runc kill
                 await c.proc.wait()
             if c.pump is not None:
                 with contextlib.suppress(BaseException):

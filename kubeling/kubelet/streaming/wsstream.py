@@ -85,7 +85,7 @@ def decode(message: bytes | str, *, b64: bool = False) -> tuple[int, bytes] | No
     if b64:
         text = message if isinstance(message, str) else message.decode("latin-1")
         try:
-            return ord(text[0]) - ord("0"), base64.b64decode(text[1:], validate=False)
+            return ord(text[0]) - ord("0"), base64.b64decode(text[1:], validate=True)
         except (binascii.Error, ValueError):
             return None
     raw = message if isinstance(message, bytes) else message.encode()
