@@ -52,6 +52,8 @@ def agent_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pod-cidr", default="", help="this node's pod CIDR when no nodeipam controller assigns one")
     p.add_argument("--registry-config", default=None,
                    help="k3s-style registries.yaml (default: <data-dir>/registries.yaml)")
+    p.add_argument("--disable-default-registry-endpoint", action="store_true",
+                   help="pull only from the mirrors registries.yaml names, never from the registry itself")
     p.add_argument("--cgroup-root", default="kubeling", help="cgroup under which pods go (default kubeling)")
     p.add_argument("--node-label", action="append", default=[], metavar="KEY=VALUE")
 
@@ -66,13 +68,13 @@ def options(args: argparse.Namespace):
                         cluster_dns=[args.cluster_dns or str(ipaddress.ip_network(args.service_cidr)[10])],
                         cluster_cidr=args.cluster_cidr, service_cidr=args.service_cidr,
                         registry_config=args.registry_config or str(data / "registries.yaml"),
-                        pod_cidr=args.pod_cidr, labels=labels)
+                        pod_cidr=args.pod_cidr, labels=labels,
+                        disable_default_registry_endpoint=args.disable_default_registry_endpoint)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from kubeling.cli.main import _run
     from kubeling.kubelet.agent import Agent
 
     async def main() -> None:
@@ -83,7 +85,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
         await Agent(options(args)).run(stop)
 
     try:
-        _run(main())
+        # The standard event loop, not uvloop: pyroute2's netlink sockets need datagram
+        # endpoints of family AF_NETLINK, which uvloop refuses.
+        asyncio.run(main())
     except RuntimeError as e:
         print(f"kubeling agent: {e}", file=sys.stderr)
         return 1

@@ -66,6 +66,8 @@ def _agent_args(args: argparse.Namespace) -> list[str]:
             out += [flag, value]
     for label in args.node_label:
         out += ["--node-label", label]
+    if args.disable_default_registry_endpoint:
+        out.append("--disable-default-registry-endpoint")
     if args.verbose:
         out.append("--verbose")
     return out

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubeling.api import quantity
 from kubeling.client import kubeconfig as kc
 from kubeling.client.events import EventRecorder
 from kubeling.client.factory import SharedInformerFactory
@@ -55,6 +56,7 @@ class AgentOptions:
     registry_config: str | None = None    # registries.yaml; default <root>/../registries.yaml
     pod_cidr: str = ""                    # used when the control plane assigns none
     labels: dict[str, str] = field(default_factory=dict)
+    disable_default_registry_endpoint: bool = False
 
 
 def route_source(server_url: str) -> str:
@@ -130,6 +132,7 @@ class Agent:
 
     _current: dict = {}
     _sandboxes: dict = {}
+    _caches: list = []
 
     # -- start-up -------------------------------------------------------------------------------------
 
@@ -174,25 +177,31 @@ class Agent:
 
         self.root.mkdir(parents=True, exist_ok=True)
         registries_path = self.opts.registry_config or str(self.root.parent / "registries.yaml")
-        image_service = ImageService(self.root / "images", Registries.load(registries_path))
+        image_service = ImageService(self.root / "images", Registries.load(
+            registries_path, disable_default_endpoint=self.opts.disable_default_registry_endpoint))
         recorder = EventRecorder(self.client, "kubelet", host=self.node_name)
         tasks: list[asyncio.Task] = []
         try:
-            node_status = NodeStatus(self.client, self.node_name, root=self.root, images=image_service,
-                                     address=self.address, kubelet_port=self.opts.port, labels=self.opts.labels)
-            node = await node_status.register()
+            node_status = NodeStatus(self.client, self.node_name, root=self.root, runtime=None,
+                                     images=image_service, address=self.address, kubelet_port=self.opts.port,
+                                     labels=self.opts.labels)
+            node = await node_status.register(stop)
+            if node is None:
+                return
             pod_cidr = await self._pod_cidr(node, stop)
             self.runtime = self._make_runtime(pod_cidr)
             node_status.runtime = self.runtime
             if self.opts.runtime != "hollow":
                 await self.network.ensure_node()
             configmaps, secrets = ObjectCache(self.client, "configmaps"), ObjectCache(self.client, "secrets")
+            self._caches = [configmaps, secrets]
             tokens = TokenManager(self.client)
             volume_host = VolumeHost(root=self.root, configmaps=configmaps, secrets=secrets,
                                      token=lambda pod, sa, aud, exp: tokens.get(pod, sa, aud, exp or 3607),
                                      node_allocatable=(node.get("status") or {}).get("allocatable") or {},
                                      client=self.client)
             volumes = VolumeManager(volume_host)
+            capacity = (node.get("status") or {}).get("capacity") or {}
             status = StatusManager(self.client)
             self.informers = SharedInformerFactory(self.client)
             self.pods_informer = self.informers.informer_for("", "v1", "pods",
@@ -202,7 +211,8 @@ class Agent:
                               images=ImageManager(image_service), volumes=volumes, volume_host=volume_host,
                               probes=None, recorder=recorder, status=status, host_ip=self.address,
                               cluster_dns=self.opts.cluster_dns, cluster_domain=self.opts.cluster_domain,
-                              memory_capacity=node_status.memory_capacity, services=services, secrets=secrets)
+                              memory_capacity=quantity.value(capacity.get("memory", "0")), services=services,
+                              secrets=secrets)
             kubelet.probes = ProbeManager(self.runtime, lambda pod, t, r, m: recorder.event(pod, t, r, m),
                                           pod_ip=kubelet.pod_ip)
             self.kubelet = kubelet
@@ -285,6 +295,8 @@ class Agent:
             await self.informers.shutdown()
         await recorder.close()
         await image_service.close()
+        for cache in self._caches:
+            await cache.close()
         if self.runtime is not None:
             await self.runtime.close()
         await self.client.close()

@@ -110,6 +110,7 @@ class NodeCluster(harness.Cluster):
         return self.netns.prefix() + harness._server_command() + [
             "server", "--data-dir", str(self.data_dir), "--bind-address", "0.0.0.0",
             "--advertise-address", self.netns.ns_ip, "--node-name", NODE_NAME,
+            "--disable-default-registry-endpoint",
             "--secure-port", str(self.port), *self.extra_args]
 
     def kubeling(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:

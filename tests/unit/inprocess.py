@@ -18,7 +18,8 @@ from kubeling.apiserver.app import APIServer
 from kubeling.apiserver.cacher import Cacher
 from kubeling.apiserver.crd import CRDController
 from kubeling.apiserver.registry import Context
-from kubeling.apiserver.server import bootstrap
+from kubeling.api.errors import StatusError
+from kubeling.apiserver.server import SYSTEM_NAMESPACES, bootstrap
 from kubeling.storage.memory import MemoryStore
 
 ADMIN = Context(user="system:admin", groups=("system:masters", "system:authenticated"), field_manager="test")
@@ -36,8 +37,23 @@ async def api_server(**kwargs) -> APIServer:
     await bootstrap(api)
     api.aggregator = Aggregator(api)
     await api.aggregator.start()
+    await default_service_accounts(api)
     api.ready = True
     return api
+
+
+async def default_service_accounts(api: APIServer, namespaces=None) -> None:
+    """The ``default`` ServiceAccount the controller manager would make in each namespace: the
+    ServiceAccount admission plugin refuses pods whose account does not exist."""
+    served = api.lookup("", "v1", "serviceaccounts")
+    for ns in namespaces or SYSTEM_NAMESPACES:
+        try:
+            await api.registry.create(served, {"apiVersion": "v1", "kind": "ServiceAccount",
+                                               "metadata": {"name": "default", "namespace": ns}},
+                                      ctx(ns))
+        except StatusError as e:
+            if e.code != 409:
+                raise
 
 
 def ctx(namespace: str | None = None, **kwargs) -> Context:

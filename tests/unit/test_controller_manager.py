@@ -14,9 +14,10 @@ NAMESPACES = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
 
 
 @pytest.mark.parametrize("selection, expected", [
-    pytest.param(["*"], ["garbagecollector", "namespace", "serviceaccount", "root-ca-cert-publisher"], id="all"),
-    pytest.param(["*", "-garbagecollector"], ["namespace", "serviceaccount", "root-ca-cert-publisher"],
-                 id="all-but-one"),
+    pytest.param(["*"], ["garbagecollector", "namespace", "serviceaccount", "root-ca-cert-publisher", "nodeipam",
+                         "serviceaccount-token"], id="all"),
+    pytest.param(["*", "-garbagecollector"], ["namespace", "serviceaccount", "root-ca-cert-publisher", "nodeipam",
+                                              "serviceaccount-token"], id="all-but-one"),
     pytest.param(["namespace", "serviceaccount"], ["namespace", "serviceaccount"], id="named"),
     pytest.param(["namespace", "nope"], ["namespace"], id="unknown-ignored"),
     pytest.param([], [], id="none"),

@@ -268,7 +268,8 @@ def test_pki_directory_is_0700_and_keys_0600_even_if_they_were_not(tmp_path):
     certs.PKI(tmp_path).ensure()
     assert mode(pki.dir) == 0o700
     keys = sorted(pki.dir.glob("*.key"))
-    assert [k.name for k in keys] == ["admin.key", "apiserver.key", "ca.key"]
+    assert [k.name for k in keys] == ["admin.key", "apiserver-kubelet-client.key", "apiserver.key", "ca.key",
+                                      "service-account.key"]
     assert all(mode(k) == 0o600 for k in keys)
     assert mode(pki.ca_cert) == 0o644
     assert [p.name for p in pki.dir.iterdir() if p.name.endswith(".tmp")] == []

@@ -23,7 +23,7 @@ def default_chain(store, lookup) -> Chain:
     """The chain `kubeling server` runs; ``store`` is the generic store, ``lookup`` finds a Served."""
     return Chain([
         NamespaceLifecycle(store, lookup),
-        ServiceAccount(),
+        ServiceAccount(store, lookup),
         Priority(store, lookup),
         DefaultTolerationSeconds(),
     ])
