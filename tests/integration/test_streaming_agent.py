@@ -124,7 +124,10 @@ class ProcessRuntime:
             loop = asyncio.get_running_loop()
             reader = asyncio.StreamReader()
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(master, "rb", 0))
-            session = ProcSession(proc, None, reader, None, owned=True, master_fd=master)
+            transport, protocol = await loop.connect_write_pipe(
+                lambda: asyncio.streams.FlowControlMixin(loop=loop), os.fdopen(os.dup(master), "wb", 0))
+            writer = asyncio.StreamWriter(transport, protocol, None, loop)
+            session = ProcSession(proc, writer if stdin else None, reader, None, owned=True, master_fd=master)
         else:
             proc = await asyncio.create_subprocess_exec(
                 *cmd, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
@@ -372,6 +375,26 @@ def test_port_forward_to_a_closed_port_reports_the_error(tmp_path):
             data, error = await asyncio.to_thread(run)
             assert data == b""
             assert error.startswith(f"error forwarding port {port} to pod p1_default, uid ")
+    asyncio.run(main())
+
+
+def test_python_client_exec_with_a_tty_forwards_resizes(tmp_path):
+    async def main():
+        async with stack(tmp_path) as st:
+            await st.add_pod("p1", {"main": SHELL_LOOP})
+            api = core(st.url)
+
+            def run():
+                ws = stream(api.connect_get_namespaced_pod_exec, "p1", "default",
+                            command=["sh", "-c", "read x; echo got-$x"], stdout=True, stderr=True, stdin=True,
+                            tty=True, _preload_content=False)
+                ws.write_channel(4, json.dumps({"Width": 132, "Height": 43}))
+                ws.write_stdin("hi\n")
+                ws.run_forever(timeout=20)
+                return ws.read_stdout(), ws.read_stderr(), ws.returncode
+            out, err, code = await asyncio.to_thread(run)
+            assert "got-hi" in out and err == "" and code == 0       # a tty merges stderr into stdout
+            assert st.host.runtime.sessions[-1].sizes == [(132, 43)]
     asyncio.run(main())
 
 
