@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 
 from kubeling.api import errors
-from kubeling.apiserver import datadir, memory, registry, serving
+from kubeling.apiserver import datadir, memory, proxy, registry, serving
 from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.cacher import Cacher
@@ -125,6 +125,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                         secure_port=opts.secure_port, service_account_key_file=str(pki.service_account_key),
                         config=registry.Config(service_cidr=opts.service_cidr, node_port_range=opts.node_port_range))
         api.scope.cacher = cacher
+        api.scope.deps.kubelet = proxy.ensure_client_cert(pki)
         cacher.on_decode_error = api.report_undecodable
         crds = CRDController(api)
         await crds.start()

@@ -36,6 +36,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     c = nsub.add_parser("cleanup", help="kill and remove every container and network object of a node")
     c.add_argument("--data-dir", default=".kubeling")
     c.add_argument("--cgroup-root", default="kubeling")
+    c.add_argument("--cluster-cidr", default="10.42.0.0/16")
+    c.add_argument("--service-cidr", default="10.43.0.0/16")
     c.set_defaults(func=cmd_cleanup)
 
 
@@ -95,10 +97,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from kubeling.kubelet.network import cleanup as network_cleanup
+    from kubeling.kubelet.network.cleanup import cleanup as network_cleanup
     from kubeling.kubelet.runtime.cleanup import cleanup_all
     root = Path(args.data_dir) / "agent"
     cleanup_all(root, args.cgroup_root)
-    network_cleanup(root)
+    network_cleanup(root, cidrs=(args.cluster_cidr, args.service_cidr))
     print(f"kubeling node cleanup: removed the containers and pod network of {root}")
     return 0

@@ -97,10 +97,14 @@ class Agent:
         return {**pod, "status": last} if last else pod
 
     def container_id(self, pod: dict, container_name: str) -> str | None:
-        return self._current.get((pod["metadata"]["uid"], container_name))
+        key = (pod["metadata"]["uid"], container_name)
+        known = self.kubelet.current_containers.get(key) if self.kubelet else None
+        return known or self._current.get(key)
 
     def sandbox_id(self, pod: dict) -> str | None:
-        return self._sandboxes.get(pod["metadata"]["uid"])
+        uid = pod["metadata"]["uid"]
+        known = self.kubelet.current_sandboxes.get(uid) if self.kubelet else None
+        return known or self._sandboxes.get(uid)
 
     def log_dir(self, pod: dict) -> Path:
         meta = pod["metadata"]

@@ -63,6 +63,10 @@ class Kubelet:
         self._waiting: dict[str, dict[str, Waiting]] = {}
         self._image_ids: dict[str, str] = {}
         self._relisted: dict[str, tuple] = {}
+        # (pod uid, container name) -> the newest container's id, and pod uid -> ready sandbox id:
+        # what the agent's server streams from; refreshed whenever a pod's status is computed
+        self.current_containers: dict[tuple[str, str], str] = {}
+        self.current_sandboxes: dict[str, str] = {}
         self.workers = PodWorkers(self.sync_pod, self.sync_terminating_pod, self.sync_terminated_pod,
                                   self.sync_removed_pod)
         self.ctx = StartContext(runtime=runtime, images=images, volume_host=volume_host, root=self.root,
@@ -215,7 +219,12 @@ class Kubelet:
     async def _write_status(self, pod: dict, terminal: tuple[str, str, str] | None = None) -> dict:
         uid = pod["metadata"]["uid"]
         sandboxes, containers = await self._runtime_view(uid)
-        view = PodView(pod=pod, sandbox=kuberuntime.newest_sandbox(sandboxes),
+        newest = kuberuntime.newest_sandbox(sandboxes)
+        if newest is not None and newest.state == SandboxState.READY:
+            self.current_sandboxes[uid] = newest.id
+        for name, history in kuberuntime.by_name(containers).items():
+            self.current_containers[(uid, name)] = history[-1].id
+        view = PodView(pod=pod, sandbox=newest,
                        containers=kuberuntime.by_name(containers), waiting=dict(self._waiting.get(uid, {})),
                        host_ip=self.host_ip, qos_class=cm.pod_qos(pod), terminal=terminal)
         for c in containers:
@@ -303,6 +312,9 @@ class Kubelet:
         self.probes.remove_pod(uid)
         self.status.forget(uid)
         self.backoff.forget_prefix(uid)
+        self.current_sandboxes.pop(uid, None)
+        for key in [k for k in self.current_containers if k[0] == uid]:
+            del self.current_containers[key]
         self._waiting.pop(uid, None)
         meta = pod["metadata"]
         logs = self.root / "logs" / "pods" / f"{meta.get('namespace', 'default')}_{meta.get('name', '')}_{uid}"

@@ -37,6 +37,44 @@ def cluster(tmp_path_factory):
     c.stop()
 
 
+@pytest.fixture(scope="session")
+def images_dir(tmp_path_factory):
+    """The test images, built once per session from Debian binaries (scripts/build-images.py)."""
+    from tests.support.registry import build_images
+    return build_images(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def node_cluster(tmp_path_factory, images_dir):
+    """A cluster with one node agent, as `make up` starts it, in a network namespace of its own
+    with a seeded registry as the docker.io mirror (tests/e2e/nodes.py). Shared by the node
+    tests; each works in its own namespace."""
+    import nodes
+    c = nodes.NodeCluster(tmp_path_factory.mktemp("node-cluster"), images_dir=images_dir)
+    try:
+        c.start()
+        c.wait_node_ready()
+    except harness.ServerNotReady as e:
+        c.destroy()
+        pytest.fail(str(e), pytrace=False)
+    yield c
+    c.destroy()
+
+
+@pytest.fixture
+def node_namespace(node_cluster, request) -> str:
+    """A fresh namespace in `node_cluster` with its ``default`` ServiceAccount in place."""
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:5]}"
+    node_cluster.kubectl("create", "-f", "-", input=f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
+    harness.eventually(lambda: node_cluster.kubectl("get", "serviceaccount", "default", "-n", name,
+                                                    check=False).returncode == 0, timeout=30,
+                       what=f"the default ServiceAccount in {name}")
+    yield name
+    if node_cluster.running:
+        node_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
 @pytest.fixture
 def make_cluster(tmp_path):
     """``make_cluster(**kwargs)`` starts a private `Cluster` in ``tmp_path``; stopped at teardown."""

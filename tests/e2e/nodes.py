@@ -76,6 +76,8 @@ class NodeCluster(harness.Cluster):
 
     def __init__(self, data_dir: Path | str, *, images_dir: Path, registry: bool = True, **kwargs) -> None:
         self.netns = Netns()
+        # a cgroup of its own, so that cleaning this cluster up never touches another's pods
+        self.cgroup_root = f"kubeling-{self.netns.name}"
         self.images_dir = images_dir
         self.with_registry = registry
         self.registry: Registry | None = None
@@ -99,6 +101,25 @@ class NodeCluster(harness.Cluster):
                                        "registry.k8s.io": self.registry.url})
         return super().start()
 
+    def wait_node_ready(self, timeout: float = 60) -> None:
+        harness.eventually(lambda: "True" in self.kubectl(
+            "get", "node", NODE_NAME, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            check=False).stdout, timeout=timeout, what=f"node {NODE_NAME} Ready")
+
+    def pod(self, namespace: str, name: str) -> dict:
+        import json
+        return json.loads(self.kubectl("get", "pod", name, "-n", namespace, "-o", "json").stdout)
+
+    def wait_pod(self, namespace: str, name: str, predicate, timeout: float = 60, what: str = "") -> dict:
+        """Poll the pod until ``predicate(pod)`` is truthy; return the pod."""
+        found: list[dict] = []
+
+        def check():
+            found[:] = [self.pod(namespace, name)]
+            return predicate(found[0])
+        harness.eventually(check, timeout=timeout, interval=0.3, what=what or f"pod {namespace}/{name}")
+        return found[0]
+
     def write_registries(self, mirrors: dict[str, str], configs: dict | None = None) -> None:
         import yaml
         doc = {"mirrors": {host: {"endpoint": [url]} for host, url in mirrors.items()}}
@@ -110,7 +131,7 @@ class NodeCluster(harness.Cluster):
         return self.netns.prefix() + harness._server_command() + [
             "server", "--data-dir", str(self.data_dir), "--bind-address", "0.0.0.0",
             "--advertise-address", self.netns.ns_ip, "--node-name", NODE_NAME,
-            "--disable-default-registry-endpoint",
+            "--disable-default-registry-endpoint", "--cgroup-root", self.cgroup_root,
             "--secure-port", str(self.port), *self.extra_args]
 
     def kubeling(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -127,9 +148,17 @@ class NodeCluster(harness.Cluster):
         finally:
             try:
                 if self.netns.created:
-                    self.kubeling("node", "cleanup", "--data-dir", str(self.data_dir), check=False)
+                    done = self.kubeling("node", "cleanup", "--data-dir", str(self.data_dir),
+                                         "--cgroup-root", self.cgroup_root, check=False)
+                    if done.returncode != 0:
+                        raise RuntimeError(f"kubeling node cleanup failed: {done.stdout}{done.stderr}")
             finally:
                 if self._registry_cm is not None:
                     self._registry_cm.__exit__(None, None, None)
                     self._registry_cm = None
                 self.netns.delete()
+
+
+def json_of(text: str) -> dict:
+    import json
+    return json.loads(text)

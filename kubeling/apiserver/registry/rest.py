@@ -36,6 +36,7 @@ class Deps:
     store: Any
     lookup: Callable[[str, str, str], Served | None]
     authorizer: Any = None
+    kubelet: Any = None        # proxy.KubeletClient: how pods/log, exec, nodes/proxy reach agents
 
 
 def method_for(verb: str) -> str:
