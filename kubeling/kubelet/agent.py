@@ -219,6 +219,7 @@ class Agent:
                               secrets=secrets)
             kubelet.probes = ProbeManager(self.runtime, lambda pod, t, r, m: recorder.event(pod, t, r, m),
                                           pod_ip=kubelet.pod_ip)
+            kubelet.forget_hooks += [configmaps.unregister_pod, secrets.unregister_pod, tokens.forget]
             self.kubelet = kubelet
             self.pods_informer.add_handler(on_add=kubelet.on_pod, on_update=lambda old, new: kubelet.on_pod(new),
                                            on_delete=kubelet.on_pod_delete)

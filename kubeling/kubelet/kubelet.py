@@ -59,6 +59,8 @@ class Kubelet:
         self.cluster_dns, self.cluster_domain = cluster_dns, cluster_domain
         self.services_informer, self.secrets = services, secrets
         self.cgroup_root = cgroup_root
+        # called with a pod's UID once it is gone: object caches, token manager
+        self.forget_hooks: list = []
         self.backoff = Backoff()
         self._waiting: dict[str, dict[str, Waiting]] = {}
         self._image_ids: dict[str, str] = {}
@@ -316,6 +318,11 @@ class Kubelet:
         for key in [k for k in self.current_containers if k[0] == uid]:
             del self.current_containers[key]
         self._waiting.pop(uid, None)
+        for hook in self.forget_hooks:
+            try:
+                hook(uid)
+            except Exception:  # noqa: BLE001 - a cache's bookkeeping must not block removal
+                log.exception("forgetting pod %s", uid)
         meta = pod["metadata"]
         logs = self.root / "logs" / "pods" / f"{meta.get('namespace', 'default')}_{meta.get('name', '')}_{uid}"
         await asyncio.to_thread(_rmtree, logs)
