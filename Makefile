@@ -27,7 +27,9 @@ clients: venv
 deps:
 	bash scripts/install-deps.sh
 
+# The node agent needs runc, busybox and iproute2: install them first when we can (root).
 up: venv clients
+	@if [ "$$(id -u)" = 0 ]; then bash scripts/install-deps.sh; fi
 	bash scripts/up.sh
 
 down:

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Stop the server that `make up` started, by the pid it recorded; SIGTERM, then SIGKILL after 20s.
+# Then remove its node's pods (containers outlive the agent on purpose): `kubeling node cleanup`.
 set -euo pipefail
 
-PID_FILE="${DATA_DIR:-.kubeling}/server.pid"
+DATA_DIR="${DATA_DIR:-.kubeling}"
+VENV="${VENV:-.venv}"
+PID_FILE="$DATA_DIR/server.pid"
+cleanup_node() {
+    if [ -d "$DATA_DIR/agent" ] && [ "$(id -u)" = 0 ]; then
+        "$VENV/bin/kubeling" node cleanup --data-dir "$DATA_DIR"
+    fi
+}
 if [ ! -f "$PID_FILE" ]; then
     echo "kubeling server not running (no $PID_FILE)"
+    cleanup_node
     exit 0
 fi
 pid="$(cat "$PID_FILE")"
@@ -23,3 +32,4 @@ else
     echo "kubeling server (pid $pid) was not running"
 fi
 rm -f "$PID_FILE"
+cleanup_node
