@@ -311,7 +311,11 @@ class StatusManager:
         if wanted is None:
             return True
         namespace, name, status = wanted
-        body = {"status": status}
+        # Conditions merge by type in a strategic merge patch: a reason or message the new
+        # condition lacks must be sent as null, or the old one (ContainersNotReady) would stay
+        # on a condition that turned True (upstream's two-way merge patch sends the nulls too).
+        body = {"status": {**status, "conditions": [{"reason": None, "message": None, **c}
+                                                    for c in status.get("conditions") or []]}}
         try:
             await self.client.patch("", "v1", "pods", name, body, namespace=namespace, subresource="status",
                                     patch_type="strategic")
