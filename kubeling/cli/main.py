@@ -16,6 +16,7 @@ import sys
 from kubeling.apiserver import server
 from kubeling.cli import agent as agent_cli
 from kubeling.cli import backup as backup_cli
+from kubeling.cli import hollow as hollow_cli
 from kubeling.cli import images as images_cli
 
 
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     backup_cli.add_parsers(sub)  # backup, restore, doctor
     agent_cli.add_subcommands(sub)  # agent, node cleanup
     images_cli.add_subcommands(sub)  # images import, images ls
+    hollow_cli.add_subcommands(sub)  # hollow-nodes
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -10,6 +10,11 @@ Start-up, in order (each step needs the one before)::
 `run(stop)` returns when ``stop`` is set. Containers keep running when the agent stops (as
 upstream's kubelet): a new agent over the same ``root`` re-adopts them without restarts.
 `AgentHost` (what the agent's HTTPS server asks) is implemented here.
+
+Seams for many agents in one process (hollow nodes, `kubeling.kubelet.hollow`): ``client`` (a
+shared `RESTClient`; the agent then does not close it), ``image_service``, ``host`` (the node
+status readings, e.g. one shared `stats.FixedHost`), ``volume_manager`` (a factory taking the
+`VolumeHost`) and ``serve=False`` (no HTTPS server, no runtime index for it).
 """
 
 from __future__ import annotations
@@ -75,8 +80,11 @@ def route_source(server_url: str) -> str:
 class Agent:
     """See the module docstring."""
 
-    def __init__(self, opts: AgentOptions, *, client: Any = None) -> None:
+    def __init__(self, opts: AgentOptions, *, client: Any = None, image_service: Any = None, host: Any = None,
+                 volume_manager: Any = None, serve: bool = True) -> None:
         self.opts = opts
+        self._own_client = client is None
+        self._image_service, self._host, self._volume_manager, self.serve = image_service, host, volume_manager, serve
         self.node_name = opts.node_name
         self.root = Path(opts.root)
         self.cfg = kc.load(opts.kubeconfig) if client is None else None
@@ -181,14 +189,14 @@ class Agent:
 
         self.root.mkdir(parents=True, exist_ok=True)
         registries_path = self.opts.registry_config or str(self.root.parent / "registries.yaml")
-        image_service = ImageService(self.root / "images", Registries.load(
+        image_service = self._image_service or ImageService(self.root / "images", Registries.load(
             registries_path, disable_default_endpoint=self.opts.disable_default_registry_endpoint))
         recorder = EventRecorder(self.client, "kubelet", host=self.node_name)
         tasks: list[asyncio.Task] = []
         try:
             node_status = NodeStatus(self.client, self.node_name, root=self.root, runtime=None,
                                      images=image_service, address=self.address, kubelet_port=self.opts.port,
-                                     labels=self.opts.labels)
+                                     labels=self.opts.labels, host=self._host)
             node = await node_status.register(stop)
             if node is None:
                 return
@@ -204,7 +212,7 @@ class Agent:
                                      token=lambda pod, sa, aud, exp: tokens.get(pod, sa, aud, exp or 3607),
                                      node_allocatable=(node.get("status") or {}).get("allocatable") or {},
                                      client=self.client)
-            volumes = VolumeManager(volume_host)
+            volumes = (self._volume_manager or VolumeManager)(volume_host)
             capacity = (node.get("status") or {}).get("capacity") or {}
             status = StatusManager(self.client)
             self.informers = SharedInformerFactory(self.client)
@@ -227,23 +235,28 @@ class Agent:
             await self.informers.wait_for_cache_sync()
             await kubelet.remove_orphans({p["metadata"]["uid"] for p in self.pods_informer.list()})
             await self._index_runtime()
-            server = self._make_server()
-            await server.start()
-            node_status.kubelet_port = server.port
+            server = self._make_server() if self.serve else None
+            if server is not None:
+                await server.start()
+                node_status.kubelet_port = server.port
             for name, coro in (("node-status", node_status.run(stop)), ("node-lease", NodeLease(
                     self.client, self.node_name).run(stop)), ("status-manager", status.run(stop)),
                     ("volume-manager", volumes.run(stop)), ("pleg", kubelet.relist(stop)),
                     ("probe-updates", kubelet.probe_updates(stop)), ("runtime-index", self._index_loop(stop)),
                     ("image-gc", self._image_gc(image_service, stop))):
+                if name == "runtime-index" and server is None:
+                    coro.close()  # the index only serves the HTTPS server
+                    continue
                 tasks.append(asyncio.create_task(coro, name=name))
             log.info("agent %s ready: pods from %s, server on %s:%d", self.node_name, pod_cidr, self.address,
-                     server.port)
+                     node_status.kubelet_port)
             waiter = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if t is not waiter and not t.cancelled() and t.exception():
                     raise t.exception()
-            await server.close()
+            if server is not None:
+                await server.close()
         finally:
             await asyncio.shield(self._shutdown(tasks, recorder, image_service))
 
@@ -304,7 +317,8 @@ class Agent:
             await cache.close()
         if self.runtime is not None:
             await self.runtime.close()
-        await self.client.close()
+        if self._own_client:
+            await self.client.close()
 
     def pod_state(self, uid: str) -> PodState | None:
         return self.kubelet.workers.state(uid) if self.kubelet else None
