@@ -218,7 +218,7 @@ class HollowNodes:
                 if self.opts.start_interval > 0:
                     try:
                         await asyncio.wait_for(stop.wait(), self.opts.start_interval)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
             log.info("hollow nodes: %d agents started (%s...)", len(tasks), self.opts.names()[0])
             await asyncio.gather(*tasks)
@@ -236,5 +236,5 @@ class HollowNodes:
             await agent.run(stop)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - one broken node must not take the others down
+        except Exception:
             log.exception("hollow node %s stopped", agent.node_name)
