@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import harness
 import pytest
@@ -41,7 +42,7 @@ spec:
 def hollow_cluster(make_cluster, tmp_path):
     """A private server and ``kubeling hollow-nodes --count 20`` against it; both stopped after."""
     cluster = make_cluster()
-    log = open(tmp_path / "hollow.log", "wb")
+    log = open(tmp_path / "hollow.log", "wb")  # noqa: SIM115 - the process writes it until teardown
     proc = subprocess.Popen([*harness._server_command(), "hollow-nodes", "--kubeconfig", str(cluster.kubeconfig),
                              "--count", str(COUNT), "--data-dir", str(tmp_path / "hollow-data")],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -150,4 +151,4 @@ def test_twenty_hollow_nodes_ready_renewing_and_running_a_pod(hollow_cluster, tm
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0, (tmp_path / "hollow.log").read_text()[-4000:]
     assert "Traceback" not in (tmp_path / "hollow.log").read_text()
-    assert str(tmp_path) not in open("/proc/self/mountinfo").read()
+    assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()
