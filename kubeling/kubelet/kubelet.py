@@ -146,7 +146,7 @@ class Kubelet:
             pod, sandboxes, containers, liveness_failed=liveness_failed,
             started={c.name: self.probes.started(uid, c.name) for c in containers
                      if c.state == ContainerState.RUNNING})
-        specs = {c["name"]: c for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])}
+        specs = {c["name"]: c for c in _all_containers(pod)}
         by_id = {c.id: c for c in containers}
         for cid, message in actions.kill.items():
             c = by_id.get(cid)

@@ -20,6 +20,8 @@ Rules, as upstream (``kuberuntime_manager.go``):
   restarted under ``Always``, or under ``OnFailure`` when its exit code is not 0.
 - A running container whose liveness or startup probe failed, or whose image changed in the
   spec, is killed (and then restarted by the rules above).
+- Ephemeral containers (``kubectl debug``) start once, after the app containers, in the running
+  sandbox, and are never restarted.
 """
 
 from __future__ import annotations
@@ -178,6 +180,10 @@ def compute_pod_actions(pod: dict, sandboxes: list[PodSandboxStatus], containers
                 actions.restart.add(c["name"])
         else:
             actions.kill[inst.id] = "container was created but never started"
+            actions.start.append(c)
+    # ephemeral containers (kubectl debug): started once, never restarted
+    for c in spec.get("ephemeralContainers") or []:
+        if not history.get(c["name"]) and not actions.create_sandbox:
             actions.start.append(c)
     return actions
 

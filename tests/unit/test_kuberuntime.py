@@ -142,3 +142,12 @@ def test_security_context_merges_pod_and_container():
     sc = kuberuntime.security_context(p, c)
     assert (sc.run_as_user, sc.run_as_group, sc.readonly_rootfs, sc.no_new_privs) == (2000, 3000, True, True)
     assert sc.capabilities_drop == ["ALL"]
+
+
+def test_ephemeral_container_starts_once():
+    p = pod()
+    p["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox"}]
+    running = [ctr("app", "running")]
+    assert names(kuberuntime.compute_pod_actions(p, [sandbox()], running)) == ["debugger"]
+    done = running + [ctr("debugger", "exited", 0)]
+    assert names(kuberuntime.compute_pod_actions(p, [sandbox()], done)) == []
