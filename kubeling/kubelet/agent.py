@@ -64,17 +64,25 @@ class AgentOptions:
     disable_default_registry_endpoint: bool = False
 
 
-def route_source(server_url: str) -> str:
-    """The local address that packets to the API server leave from: the node's InternalIP."""
-    from urllib.parse import urlparse
-    host = urlparse(server_url).hostname or "127.0.0.1"
-    port = urlparse(server_url).port or 443
+def _source_towards(host: str, port: int) -> str | None:
+    # connect() on a UDP socket only asks the routing table: no packet is sent
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.connect((host, port))
             return s.getsockname()[0]
         except OSError:
-            return "127.0.0.1"
+            return None
+
+
+def route_source(server_url: str) -> str:
+    """The node's InternalIP, as k3s picks it: the address of the default route's interface; on a
+    host with no default route (a test namespace), the address packets to the server leave from."""
+    from urllib.parse import urlparse
+    default = _source_towards("192.0.2.1", 9)          # TEST-NET-1: any routable address will do
+    if default and not default.startswith("127."):
+        return default
+    url = urlparse(server_url)
+    return _source_towards(url.hostname or "127.0.0.1", url.port or 443) or "127.0.0.1"
 
 
 class Agent:
