@@ -17,7 +17,6 @@ after what is left of the grace period).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
