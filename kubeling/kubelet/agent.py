@@ -160,8 +160,14 @@ class Agent:
         if self.opts.runtime == "hollow":
             from kubeling.kubelet.runtime.hollow import HollowRuntime
             return HollowRuntime(lambda: pod_cidr)
+        from pyroute2 import config as pyroute2_config
+
         from kubeling.kubelet.network.bridge import BridgeNetwork
         from kubeling.kubelet.runtime.runc import RuncRuntime
+        # pyroute2 enters a pod's netns in a forked (not exec'd) child that it SIGTERMs when done.
+        # A child still alive then would run our asyncio signal handler, whose wakeup fd it
+        # shares, and so stop this agent (exit 0, mid-test). Its children must die of SIGTERM.
+        pyroute2_config.disable_mp_signal = True
         self.network = BridgeNetwork(self.root, pod_cidr, cluster_cidr=self.opts.cluster_cidr,
                                      service_cidr=self.opts.service_cidr)
         return RuncRuntime(self.root, cgroup_root=self.opts.cgroup_root, network=self.network)
