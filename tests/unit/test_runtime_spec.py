@@ -173,3 +173,37 @@ def test_resolv_conf(tmp_path, dns, expected):
     (tmp_path / "resolv.conf").write_text("nameserver 192.0.2.53\n")
     cfg = SandboxConfig(uid="u", name="p", namespace="ns", dns=dns)
     assert sandbox.resolv_conf(cfg, node_resolv=str(tmp_path / "resolv.conf")) == expected
+
+
+@pytest.mark.parametrize("own, preferred, expected", [
+    pytest.param("0", -997, 0, id="guaranteed-raised-to-own"),
+    pytest.param("0", 500, 500, id="burstable-kept"),
+    pytest.param("-999", -997, -997, id="below-own-allowed"),
+    pytest.param("junk", -997, -997, id="unreadable-own"),
+])
+def test_restrict_oom_score_adj(tmp_path, own, preferred, expected):
+    (tmp_path / "adj").write_text(own + "\n")
+    assert spec.restrict_oom_score_adj(preferred, str(tmp_path / "adj")) == expected
+
+
+@pytest.mark.parametrize("cap_eff, name, held", [
+    pytest.param("000001ffffffffff", "CAP_SYS_RESOURCE", True, id="full-set"),
+    pytest.param("000001fffeffffff", "SYS_RESOURCE", False, id="sys-resource-dropped"),
+    pytest.param("0000000000000001", "CAP_CHOWN", True, id="bit-zero"),
+])
+def test_has_capability(tmp_path, cap_eff, name, held):
+    (tmp_path / "status").write_text(f"Name:\tx\nCapEff:\t{cap_eff}\n")
+    assert spec.has_capability(name, str(tmp_path / "status")) is held
+
+
+def test_restricted_container_spec_never_scores_below_the_runtime(tmp_path):
+    own = int(Path("/proc/self/oom_score_adj").read_text())
+    cfg = ContainerConfig(name="c", image=Image(id="sha256:x", config={"Cmd": ["sh"]}),
+                          resources=LinuxResources(oom_score_adj=-997))
+    sandbox_dir = tmp_path / "sb"
+    sandbox_dir.mkdir()
+    oci = spec.container_spec(cfg, SandboxConfig(uid="u", name="p", namespace="n"),
+                              rootfs=tmp_path, cgroups_path="/x", pause_pid=1, netns_path="",
+                              sandbox_dir=sandbox_dir, pod_dir=tmp_path, memsw=False,
+                              restrict_oom=True)
+    assert oci["process"].get("oomScoreAdj", 0) == max(-997, own)

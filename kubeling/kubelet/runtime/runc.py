@@ -113,6 +113,8 @@ class RuncRuntime:
         self.python = python
         self._locks: dict[str, asyncio.Lock] = {}
         self._memsw = cgroups.controller_dir("memory", "/").joinpath("memory.memsw.limit_in_bytes").exists()
+        # without CAP_SYS_RESOURCE no container may score below us (see spec.restrict_oom_score_adj)
+        self._restrict_oom = not spec.has_capability("CAP_SYS_RESOURCE")
 
     # -- helpers ---------------------------------------------------------------------------
     def _lock(self, key: str) -> asyncio.Lock:
@@ -334,7 +336,7 @@ class RuncRuntime:
             config, sandbox, rootfs=cdir / "rootfs", cgroups_path=rec.cgroups_path,
             pause_pid=srec.pid, netns_path=srec.netns_path,
             sandbox_dir=self.layout.sandbox_dir(srec.id), pod_dir=self.layout.pod_dir(srec.uid),
-            memsw=self._memsw)
+            memsw=self._memsw, restrict_oom=self._restrict_oom)
         write_atomic(cdir / "config.json", orjson.dumps(oci))
         write_atomic(cdir / "stdin_once", b"1" if config.stdin_once else b"")
 

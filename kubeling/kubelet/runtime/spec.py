@@ -65,6 +65,31 @@ def supported_caps() -> list[str]:
     return ALL_CAPS[: last + 1]
 
 
+def has_capability(name: str, status: str = "/proc/self/status") -> bool:
+    """Whether this process holds capability ``name`` (e.g. "CAP_SYS_RESOURCE") effectively."""
+    try:
+        with open(status) as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return True
+    return bool(eff >> ALL_CAPS.index(_cap_name(name)) & 1)
+
+
+def restrict_oom_score_adj(preferred: int, path: str = "/proc/self/oom_score_adj") -> int:
+    """containerd's ``restrict_oom_score_adj``: never below the runtime's own score.
+
+    Lowering a score needs CAP_SYS_RESOURCE; without it (a container, a user namespace) the
+    kernel refuses, runc's nsexec fails and the container could never start. So a Guaranteed
+    container (-997) gets the runtime's own score there instead, as containerd does.
+    """
+    try:
+        with open(path) as f:
+            current = int(f.read().strip())
+    except (OSError, ValueError):
+        return preferred
+    return max(preferred, current)
+
+
 def _cap_name(name: str) -> str:
     name = name.upper()
     return name if name.startswith("CAP_") else "CAP_" + name
@@ -229,7 +254,7 @@ def pause_spec(config: SandboxConfig, rootfs: Path, cgroups_path: str, netns_pat
 
 def container_spec(config: ContainerConfig, sandbox: SandboxConfig, *, rootfs: Path,
                    cgroups_path: str, pause_pid: int, netns_path: str, sandbox_dir: Path,
-                   pod_dir: Path, memsw: bool) -> dict:
+                   pod_dir: Path, memsw: bool, restrict_oom: bool = False) -> dict:
     image = config.image.config or {}
     sec = config.security
     args = config.command or list(image.get("Entrypoint") or []) + list(image.get("Cmd") or [])
@@ -259,8 +284,11 @@ def container_spec(config: ContainerConfig, sandbox: SandboxConfig, *, rootfs: P
         "noNewPrivileges": bool(sec.no_new_privs) and not sec.privileged,
         "rlimits": [],
     }
-    if config.resources.oom_score_adj:
-        process["oomScoreAdj"] = config.resources.oom_score_adj
+    oom_adj = config.resources.oom_score_adj
+    if restrict_oom:
+        oom_adj = restrict_oom_score_adj(oom_adj)
+    if oom_adj:
+        process["oomScoreAdj"] = oom_adj
     mounts = _base_mounts(sec.privileged)
     mounts.append(_bind("/dev/shm", str(sandbox_dir / "shm"), False))
     mounts.append(_bind("/etc/hosts", str(pod_dir / "etc-hosts"), False))
