@@ -215,9 +215,10 @@ def generate(view: PodView, now: float) -> dict:
                        for c in old.get("conditions") or []) for g in spec.get("readinessGates") or [])
     conditions = [
         _condition(old, "PodReadyToStartContainers", sandbox_ready, stamp),
-        _condition(old, "Initialized", initialized, stamp, "ContainersNotInitialized"
-                   if not completed else "PodCompleted",
-                   f"containers with incomplete status: [{' '.join(incomplete)}]" if not completed else ""),
+        # a Failed pod whose init container failed is still not initialized (upstream says
+        # PodCompleted only of a Succeeded pod, where every init container has succeeded)
+        _condition(old, "Initialized", initialized, stamp, "ContainersNotInitialized",
+                   f"containers with incomplete status: [{' '.join(incomplete)}]"),
         _condition(old, "Ready", not not_ready and not completed and gates_ok, stamp, ready_reason
                    if not_ready or completed else "ReadinessGatesNotReady", ready_msg),
         _condition(old, "ContainersReady", not not_ready and not completed, stamp, ready_reason, ready_msg),
