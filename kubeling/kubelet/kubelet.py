@@ -138,8 +138,11 @@ class Kubelet:
             await self._write_status(pod)
             return 2.0
         sandboxes, containers = await self._runtime_view(uid)
-        for c in containers:
-            self.probes.update_container(uid, c)
+        # The prober keeps one status per container name: give it each name's newest attempt only,
+        # or an exited predecessor listed after its successor would read as "not running" (never
+        # started, never ready) for as long as the runtime lists them in that order.
+        for history in kuberuntime.by_name(containers).values():
+            self.probes.update_container(uid, history[-1])
         liveness_failed = {c.name for c in containers if c.state == ContainerState.RUNNING and
                            (_failed(self.probes.liveness.get(c.id)) or _failed(self.probes.startup.get(c.id)))}
         actions = kuberuntime.compute_pod_actions(
