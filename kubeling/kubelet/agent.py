@@ -102,6 +102,9 @@ class Agent:
         self.kubelet: Kubelet | None = None
         self.informers: SharedInformerFactory | None = None
         self.pods_informer = None
+        self._stats: stats_mod.StatsProvider | None = None
+        self._stats_lock = asyncio.Lock()
+        self._stats_images: Any = None
 
     # -- AgentHost ------------------------------------------------------------------------------
 
@@ -130,10 +133,18 @@ class Agent:
         return self.kubelet.workers.syncing() if self.kubelet else []
 
     async def stats_summary(self) -> dict:
-        return await stats_mod.summary(self.node_name, self.runtime, self.running_pods(), self.root)
+        async with self._stats_lock:   # the provider's cpu-rate samples allow one collection at a time
+            return await self._stats_provider().summary()
 
     async def metrics_resource(self) -> str:
-        return await stats_mod.metrics_resource(self.node_name, self.runtime, self.running_pods(), self.root)
+        async with self._stats_lock:
+            return await self._stats_provider().metrics_resource()
+
+    def _stats_provider(self) -> stats_mod.StatsProvider:
+        if self._stats is None:
+            self._stats = stats_mod.StatsProvider(self.node_name, self.runtime, root=self.root,
+                                                  images=self._stats_images, host=self._host)
+        return self._stats
 
     async def _index_runtime(self) -> None:
         """Refresh the (pod uid, container name) -> newest container id index for the server."""
@@ -205,6 +216,7 @@ class Agent:
         registries_path = self.opts.registry_config or str(self.root.parent / "registries.yaml")
         image_service = self._image_service or ImageService(self.root / "images", Registries.load(
             registries_path, disable_default_endpoint=self.opts.disable_default_registry_endpoint))
+        self._stats_images = image_service
         recorder = EventRecorder(self.client, "kubelet", host=self.node_name)
         tasks: list[asyncio.Task] = []
         try:
