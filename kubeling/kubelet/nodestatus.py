@@ -366,6 +366,10 @@ def _images(images: list) -> list[dict]:
 def _comparable(status: dict) -> dict:
     """The status fields we own, without heartbeat times (they change every round)."""
     out = {k: copy.deepcopy(status.get(k)) for k in STATUS_FIELDS}
+    # The server stores quantities in canonical form ("96636764000" comes back "96636764k"):
+    # compare values, or every round would look like a change and patch the Node.
+    for key in ("capacity", "allocatable"):
+        out[key] = {k: _milli(v) for k, v in (out[key] or {}).items()}
     conditions = [c for c in out["conditions"] or [] if c.get("type") in OUR_CONDITIONS]
     for c in conditions:
         c.pop("lastHeartbeatTime", None)
@@ -374,12 +378,19 @@ def _comparable(status: dict) -> dict:
     return out
 
 
+def _milli(q: Any) -> Any:
+    try:
+        return quantity.milli_value(q)
+    except Exception:  # noqa: BLE001 - not a quantity: compare it as it is
+        return q
+
+
 def _patch(old: dict, new: dict) -> dict:
     """A strategic merge patch taking ``old`` to ``new`` for the fields we own."""
     patch: dict = {"conditions": new["conditions"]}
     for key in ("capacity", "allocatable"):
         was = old.get(key) or {}
-        diff = {k: v for k, v in new[key].items() if was.get(k) != v}
+        diff = {k: v for k, v in new[key].items() if k not in was or _milli(was[k]) != _milli(v)}
         diff.update({k: None for k in was if k not in new[key]})
         if diff:
             patch[key] = diff
