@@ -106,6 +106,12 @@ def test_twenty_hollow_nodes_ready_renewing_and_running_a_pod(hollow_cluster, tm
     started = time.monotonic()
     harness.eventually(all_renewed, timeout=30, interval=1.0, what="every Lease renewed")
     assert time.monotonic() - started < 25
+    # The Lease is the heartbeat: an unchanged Node status is not rewritten every 10 s (upstream
+    # rewrites it every 5 min), so the Ready condition's heartbeat has not moved.
+    def heartbeats(items):
+        return {n["metadata"]["name"]: next(c["lastHeartbeatTime"] for c in n["status"]["conditions"]
+                                            if c["type"] == "Ready") for n in items}
+    assert heartbeats(_get(cluster, "nodes")["items"]) == heartbeats(nodes)
 
     # -- a bound pod goes Running, with its node's podCIDR and upstream's status
     ns = "hollow-e2e"
