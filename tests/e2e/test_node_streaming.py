@@ -125,7 +125,7 @@ def create(node_cluster, ns: str, manifest: str, name: str, version: str) -> dic
 
 def test_logs_follow_previous_and_tail(node_cluster, node_namespace, kubectl_version):
     ns, v = node_namespace, kubectl_version
-    k = lambda *a, **kw: node_cluster.kubectl("-n", ns, *a, version=v, **kw)  # noqa: E731
+    k = lambda *a, **kw: node_cluster.kubectl("-n", ns, *a, version=v, **kw)
     create(node_cluster, ns, LOGGER, "logger", v)
     harness.eventually(lambda: "run1-line5" in k("logs", "logger").stdout, what="the first run's lines")
 
@@ -161,7 +161,7 @@ def test_logs_follow_previous_and_tail(node_cluster, node_namespace, kubectl_ver
 
 def test_exec_exit_code_and_stdin(node_cluster, node_namespace, kubectl_version):
     ns, v = node_namespace, kubectl_version
-    k = lambda *a, **kw: node_cluster.kubectl("-n", ns, *a, version=v, **kw)  # noqa: E731
+    k = lambda *a, **kw: node_cluster.kubectl("-n", ns, *a, version=v, **kw)
     create(node_cluster, ns, SHELL, "shell", v)
 
     done = k("exec", "shell", "--", "sh", "-c", "exit 3", check=False)
@@ -184,7 +184,7 @@ def test_exec_exit_code_and_stdin(node_cluster, node_namespace, kubectl_version)
 
 def test_attach_with_and_without_stdin(node_cluster, node_namespace, kubectl_version):
     ns, v = node_namespace, kubectl_version
-    k = lambda *a, **kw: node_cluster.kubectl("-n", ns, *a, version=v, **kw)  # noqa: E731
+    k = lambda *a, **kw: node_cluster.kubectl("-n", ns, *a, version=v, **kw)
 
     create(node_cluster, ns, TICKER, "ticker", v)
     with node_cluster.kubectl_stream("attach", "ticker", "-n", ns, version=v) as attached:
@@ -211,7 +211,7 @@ def port_forward_fetch(node_cluster, ns: str, version: str, env: dict | None = N
         got = []
         for _ in range(3):   # several connections over one port-forward session
             curl = subprocess.run(["curl", "-sS", "--max-time", "20", f"http://127.0.0.1:{local}/"],
-                                  capture_output=True, text=True, timeout=30)
+                                  capture_output=True, text=True, timeout=30, check=False)
             assert curl.returncode == 0, curl.stderr + pf.stderr()
             got.append(curl.stdout)
         return got
@@ -236,7 +236,7 @@ def test_spdy_fallback_exec_and_port_forward(node_cluster, node_namespace):
 
 def test_cp_both_ways(node_cluster, node_namespace, kubectl_version, tmp_path):
     ns, v = node_namespace, kubectl_version
-    k = lambda *a, **kw: node_cluster.kubectl(*a, **kw, version=v)  # noqa: E731
+    k = lambda *a, **kw: node_cluster.kubectl(*a, **kw, version=v)
     create(node_cluster, ns, SHELL, "shell", v)
 
     src = tmp_path / "up"
