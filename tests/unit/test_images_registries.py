@@ -74,6 +74,19 @@ def test_disable_default_endpoint():
     assert all(e.mirror for e in eps) and len(eps) == 2
 
 
+@pytest.mark.parametrize("doc, image, bases", [
+    pytest.param("mirrors: {docker.io: {endpoint: ['http://127.0.0.1:5000']}}", "127.0.0.1:7000/app:1",
+                 ["http://127.0.0.1:7000/v2"], id="unconfigured-registry-pulled-directly"),
+    pytest.param("mirrors: {docker.io: {endpoint: ['http://127.0.0.1:5000']}}", "busybox",
+                 ["http://127.0.0.1:5000/v2"], id="configured-registry-mirrors-only"),
+    pytest.param("mirrors: {'*': {endpoint: ['http://127.0.0.1:6000']}}", "quay.io/x/y:1",
+                 ["http://127.0.0.1:6000/v2"], id="wildcard-counts-as-configured"),
+    pytest.param("{}", "registry.example.com/x:1", ["https://registry.example.com/v2"], id="empty-config"),
+])
+def test_disable_default_endpoint_applies_to_configured_registries_only(doc, image, bases):
+    assert [e.base for e in _endpoints(doc, image, disable_default_endpoint=True)] == bases
+
+
 def test_default_endpoint_listed_as_mirror_is_not_repeated():
     doc = "mirrors: {docker.io: {endpoint: ['https://registry-1.docker.io']}}"
     eps = _endpoints(doc, "busybox")

@@ -17,9 +17,10 @@ Resolution (`Registries.endpoints`), as k3s and containerd do: the mirror endpoi
 reference's registry (or of ``"*"`` when it has no entry of its own), then the registry's own
 default endpoint (``https://registry-1.docker.io`` for docker.io, ``https://<host>`` otherwise;
 plain ``http`` for loopback hosts, as containerd's localhost rule). The default endpoint is
-skipped when a mirror already lists it, or when ``disable_default_endpoint`` is set (k3s's
-``--disable-default-registry-endpoint``: air-gapped nodes, and tests, which must never reach the
-internet). An endpoint URL without a path talks to ``/v2``; a path is a prefix before ``/v2``.
+skipped when a mirror already lists it, or when ``disable_default_endpoint`` is set and the
+registry has a mirror entry (its own or ``"*"``): k3s's ``--disable-default-registry-endpoint``,
+for air-gapped nodes, and tests, which must never reach the internet. A registry with no entry
+is still pulled from directly, as in k3s. An endpoint URL without a path talks to ``/v2``; a path is a prefix before ``/v2``.
 
 A missing file is an empty configuration; a malformed one raises `ValueError` naming the file.
 """
@@ -180,6 +181,9 @@ class Registries:
         mirror = self.mirrors.get(ref.domain)
         if mirror is None:
             mirror = self.mirrors.get("*")
+        # k3s: disabling the default endpoint applies only to registries that registries.yaml
+        # configures; any other registry is still pulled from directly.
+        configured = mirror is not None
         mirror = mirror or {}
         rewrites = tuple((mirror.get("rewrite") or {}).items())
         default = default_endpoint_url(ref.domain)
@@ -188,6 +192,6 @@ class Registries:
             base, host = _endpoint_url(str(raw))
             is_default = base == default
             out.append(self._endpoint(base, host, not is_default, () if is_default else rewrites))
-        if not self.disable_default_endpoint and all(e.base != default for e in out):
+        if not (self.disable_default_endpoint and configured) and all(e.base != default for e in out):
             out.append(self._endpoint(default, urlsplit(default).netloc, False))
         return out
