@@ -121,14 +121,18 @@ class Kubelet:
         spec = pod.get("spec") or {}
         waiting = self._waiting.setdefault(uid, {})
         deadline = spec.get("activeDeadlineSeconds")
-        started = _epoch((pod.get("status") or {}).get("startTime"))
+        # the informer's copy may predate our first status write: fall back to what we wrote
+        started = _epoch((pod.get("status") or {}).get("startTime") or
+                         (self.status.last(uid) or {}).get("startTime"))
         if deadline is not None and started and time.time() - started >= deadline:
             self.record(pod, "Normal", "DeadlineExceeded",
                         "Pod was active on the node longer than the specified deadline")
             await self._kill_pod(pod, grace_period(pod))
             await self._write_status(pod, terminal=("Failed", "DeadlineExceeded",
                                                     "Pod was active on the node longer than the specified deadline"))
-            self.workers.update({**pod, "status": {**(pod.get("status") or {}), "phase": "Failed"}})
+            self.workers.update({**pod, "status": {
+                **(pod.get("status") or {}), "phase": "Failed", "reason": "DeadlineExceeded",
+                "message": "Pod was active on the node longer than the specified deadline"}})
             return None
         self.probes.add_pod(pod)
         try:
@@ -200,7 +204,12 @@ class Kubelet:
             if name in actions.restart:
                 ran = (old[-1].finished_at - old[-1].started_at) if old and old[-1].started_at else 0.0
                 self.backoff.next((uid, name), ran)
-        await self._write_status(pod)
+        written = await self._write_status(pod)
+        if deadline is not None:
+            # nothing else wakes a running pod: look again when its active deadline passes
+            # (upstream's activeDeadlineHandler, checked by the sync loop every second)
+            left = _epoch(written.get("startTime")) + deadline - time.time()
+            next_try = max(left, 0.1) if next_try is None else min(next_try, max(left, 0.1))
         return next_try
 
     async def _new_sandbox(self, pod: dict, old: PodSandboxStatus | None, config, kill_pod: bool
