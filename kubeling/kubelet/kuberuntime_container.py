@@ -73,6 +73,9 @@ async def start_container(ctx: StartContext, pod: dict, container: dict, sandbox
     try:
         image = await ctx.images.ensure_image(pod, container, await ctx.pull_secrets(pod), record)
     except ImageError as e:
+        # upstream's startContainer: "Error: ErrImagePull" (ImagePullBackOff, ErrImageNeverPull...)
+        # after the image manager's own event, so describe shows both the cause and the state
+        record("Warning", "Failed", f"Error: {e.reason}")
         raise StartError(e.reason, str(e)) from None
     events: list[tuple[str, str, str]] = []
     try:
