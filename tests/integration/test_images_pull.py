@@ -280,4 +280,4 @@ def test_missing_image_gives_err_image_pull_then_back_off(tmp_path, open_registr
                                       '"docker.io/library/nope:1": failed to resolve reference '
                                       '"docker.io/library/nope:1": docker.io/library/nope:1: '
                                       'not found'))
-    assert second == ("ImagePullBackOff", 'Back-off pulling image "nope:1"')
+    assert second == ("ImagePullBackOff", f'Back-off pulling image "nope:1": ErrImagePull: {first[1]}')

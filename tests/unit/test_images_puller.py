@@ -139,8 +139,8 @@ def test_back_off_doubles_to_five_minutes_and_resets_on_success():
         clock.t += delay - 0.5
         result, events = _ensure(mgr, "nope:1", "Always")
         assert isinstance(result, ImagePullBackOff) and result.reason == "ImagePullBackOff"
-        assert str(result) == 'Back-off pulling image "nope:1"'
-        assert events == [("Normal", "BackOff", str(result))]
+        assert str(result) == f'Back-off pulling image "nope:1": ErrImagePull: {err}'
+        assert events == [("Normal", "BackOff", 'Back-off pulling image "nope:1"')]
         clock.t += 0.5
     assert delays == [10, 20, 40, 80, 160, 300, 300]
     assert len(svc.pulls) == 7

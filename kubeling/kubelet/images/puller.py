@@ -10,7 +10,10 @@ an `images.ImageError` whose ``reason`` and ``str()`` are what upstream puts in 
                                                               present on machine")
     absent, policy Never              -> ErrImageNeverPull  (event Warning ErrImageNeverPull)
     a pull failed less than the
-      back-off ago                    -> ImagePullBackOff   (event Normal BackOff)
+      back-off ago                    -> ImagePullBackOff   (event Normal BackOff; the status
+                                                              message adds the last pull error:
+                                                              'Back-off pulling image "x":
+                                                              ErrImagePull: <error>')
     pull fails                        -> ErrImagePull       (event Warning Failed)
     pull succeeds                     -> the image          (events Normal Pulling, Pulled)
 
@@ -127,6 +130,9 @@ class ImageManager:
         self.service = service
         self.backoff = backoff or Backoff(clock=clock)
         self.clock = clock
+        # the last pull error per back-off key: why the pod is backing off (upstream's
+        # prevPullErrMsg), which the bare "Back-off pulling image" would not say
+        self._last_error: dict[str, str] = {}
 
     async def ensure_image(self, pod: dict, container: dict, pull_secrets: list[dict],
                            recorder: Recorder | None = None) -> Image:
@@ -152,7 +158,8 @@ class ImageManager:
         if self.backoff.in_backoff(key):
             msg = f'Back-off pulling image "{image}"'
             record("Normal", "BackOff", msg)
-            raise ImagePullBackOff(msg)
+            previous = self._last_error.get(key)
+            raise ImagePullBackOff(f"{msg}: {previous}" if previous else msg)
         record("Normal", "Pulling", f'Pulling image "{image}"')
         start = self.clock()
         try:
@@ -160,12 +167,17 @@ class ImageManager:
         except PullError as e:
             record("Warning", "Failed", f'Failed to pull image "{image}": {e}')
             self.backoff.next(key)
+            self._last_error[key] = f"{e.reason}: {e}"
             raise
         took = _seconds(self.clock() - start)
         record("Normal", "Pulled", f'Successfully pulled image "{image}" in {took} ({took} '
                                    f'including waiting). Image size: {pulled.size} bytes.')
         self.backoff.reset(key)
         self.backoff.gc()
+        self._last_error.pop(key, None)
+        # forget the errors of keys whose back-off was forgotten, so the map never grows
+        for stale in [k for k in self._last_error if not self.backoff.get(k)]:
+            del self._last_error[stale]
         return pulled
 
     async def _pull(self, ref: str, pull_secrets: list[dict]) -> Image:
