@@ -108,6 +108,9 @@ def container_status(spec: dict, history: list[ContainerStatus], view: PodView, 
                 status["lastState"] = {"terminated": _terminated(previous, view.termination_messages.get(previous.id, ""))}
     else:  # CREATED / UNKNOWN: between create and start
         status["state"] = {"waiting": _waiting(waiting or Waiting(default_waiting))}
+        # the last run stays visible while the next one is being started
+        if previous is not None and previous.state == ContainerState.EXITED:
+            status["lastState"] = {"terminated": _terminated(previous, view.termination_messages.get(previous.id, ""))}
     if init and spec.get("restartPolicy") == "Always":  # a sidecar: ready as an app container
         pass
     elif init:
