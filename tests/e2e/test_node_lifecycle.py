@@ -108,11 +108,14 @@ def test_a_failing_init_container_blocks_the_app(node_cluster, node_namespace, p
 
     def settled(p: dict) -> bool:
         seen.add(kubectl_row(node_cluster, ns, "blocked")["STATUS"])
-        return final_status in seen and p["status"].get("phase") == phase
+        state = status_of(p, "setup").get("state", {})
+        at_rest = "waiting" in state if policy == "Always" else "terminated" in state
+        return final_status in seen and p["status"].get("phase") == phase and at_rest
     pod = node_cluster.wait_pod(ns, "blocked", settled, timeout=45, what=f"{final_status} and phase {phase}")
     assert seen <= {"Pending", "Init:0/1", "Init:Error", "Init:CrashLoopBackOff"}, seen
     setup = status_of(pod, "setup")
-    term = setup["state"].get("terminated") or setup["lastState"]["terminated"]
+    term = setup["state"].get("terminated") or setup["lastState"].get("terminated")
+    assert term, setup
     assert (term["exitCode"], term["reason"]) == (3, "Error")
     app = status_of(pod, "app")
     assert app["state"] == {"waiting": {"reason": "PodInitializing"}}
