@@ -37,7 +37,7 @@ def context(request: web.Request, info: RequestInfo, served: Served) -> Context:
     if fv not in FIELD_VALIDATION:
         raise errors.bad_request(f"invalid fieldValidation directive: {fv}")
     user = request["user"]
-    return Context(user=user.name, groups=user.groups, uid=user.uid,
+    return Context(user=user.name, groups=user.groups, uid=user.uid, extra=user.extra,
                    namespace=info.namespace if served.res.namespaced else None, dry_run=bool(dry),
                    field_manager=q.get("fieldManager", ""), field_validation=fv, subresource=info.subresource,
                    user_agent=request.headers.get("User-Agent", ""))

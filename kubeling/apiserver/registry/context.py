@@ -26,6 +26,7 @@ class Context:
     user: str = "system:admin"
     groups: tuple[str, ...] = ("system:masters",)
     uid: str = ""
+    extra: dict = field(default_factory=dict)   # the authenticator's extra, e.g. a token's pod
     namespace: str | None = None
     dry_run: bool = False
     field_manager: str = ""

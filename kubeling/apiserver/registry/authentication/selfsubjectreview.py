@@ -13,7 +13,10 @@ class SelfSubjectReviewREST:
     async def create(self, served, namespace, name, body, ctx):
         out = review_object(served, body)
         out["status"] = {"userInfo": {"username": ctx.user, "groups": list(ctx.groups),
-                                      **({"uid": ctx.uid} if ctx.uid else {})}}
+                                      **({"uid": ctx.uid} if ctx.uid else {}),
+                                      # a pod-bound token's pod, node and credential id, as upstream
+                                      **({"extra": {k: list(v) for k, v in ctx.extra.items()}}
+                                         if ctx.extra else {})}}
         return out, 201
 
 
