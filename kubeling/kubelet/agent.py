@@ -255,7 +255,7 @@ class Agent:
                                           pod_ip=kubelet.pod_ip)
             kubelet.forget_hooks += [configmaps.unregister_pod, secrets.unregister_pod, tokens.forget]
             self.kubelet = kubelet
-            self.pods_informer.add_handler(on_add=kubelet.on_pod, on_update=lambda old, new: kubelet.on_pod(new),
+            self.pods_informer.add_handler(on_add=kubelet.on_pod, on_update=kubelet.on_pod_update,
                                            on_delete=kubelet.on_pod_delete)
             self.informers.start(stop)
             await self.informers.wait_for_cache_sync()

@@ -111,6 +111,15 @@ class Kubelet:
         if (pod.get("spec") or {}).get("nodeName") == self.node_name:
             self.workers.update(pod)
 
+    def on_pod_update(self, old: dict, new: dict) -> None:
+        """Upstream's ``checkAndUpdatePod``: the kubelet owns a pod's status, so a change of the
+        status alone (our own writes, mostly) is no reason to sync; spec, labels, annotations
+        and deletion are."""
+        if _sync_relevant(old) == _sync_relevant(new):
+            self.workers.refresh(new)
+        else:
+            self.on_pod(new)
+
     def on_pod_delete(self, pod: dict) -> None:
         self.workers.update(pod, removed=True)
 
@@ -238,7 +247,9 @@ class Kubelet:
             self.current_sandboxes[uid] = newest.id
         for name, history in kuberuntime.by_name(containers).items():
             self.current_containers[(uid, name)] = history[-1].id
-        view = PodView(pod=pod, sandbox=newest,
+        # what we last computed is the status to build on (the informer's copy may lag behind it)
+        last = self.status.last(uid)
+        view = PodView(pod={**pod, "status": last} if last else pod, sandbox=newest,
                        containers=kuberuntime.by_name(containers), waiting=dict(self._waiting.get(uid, {})),
                        host_ip=self.host_ip, qos_class=cm.pod_qos(pod), terminal=terminal)
         for c in containers:
@@ -384,6 +395,13 @@ class Kubelet:
             pod = self.workers.known().get(update.pod_uid)
             if pod is not None:
                 self.workers.update(pod)
+
+
+def _sync_relevant(pod: dict) -> tuple:
+    meta = pod.get("metadata") or {}
+    terminal = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")   # time to terminate
+    return (pod.get("spec"), meta.get("labels"), meta.get("annotations"), meta.get("deletionTimestamp"),
+            meta.get("deletionGracePeriodSeconds"), terminal)
 
 
 def _failed(result: Any) -> bool:

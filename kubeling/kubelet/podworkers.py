@@ -103,6 +103,12 @@ class PodWorkers:
             w.task = asyncio.create_task(self._run(w), name=f"pod-worker-{uid}")
         w.wake.set()
 
+    def refresh(self, pod: dict) -> None:
+        """Keep the newest copy of a pod without waking its worker (a status-only change)."""
+        w = self._workers.get(pod["metadata"]["uid"])
+        if w is not None and not w.removed:
+            w.pod = pod
+
     def state(self, uid: str) -> PodState | None:
         w = self._workers.get(uid)
         return w.state if w else None
