@@ -26,6 +26,11 @@ Contracts:
   it still exists (with it, its peer), the sandbox's hostPort rules and its IP reservation.
 - The MAC of the bridge is fixed at creation (``0a:58`` + the gateway IP), so that it does not
   change as ports come and go, which would leave pods with a stale ARP entry for the gateway.
+- The pod's side is configured over a netlink socket opened inside the pod's netns by a
+  short-lived thread that ``setns()``es itself (a network namespace is per thread), never by
+  pyroute2's ``netns=``, which forks the agent: a forked copy of an asyncio process shares its
+  signal wakeup fd, the fork costs a copy of the agent's page tables per pod, and a fork of a
+  threaded process may deadlock in the child.
 - Two live sandboxes whose ids share their first 8 hex digits would share a veth name; with
   random 64-hex ids that is a 1-in-4-billion chance per pair, which we accept as upstream does.
 """
@@ -33,10 +38,13 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import ipaddress
 import logging
 import os
+import socket
+import threading
 from pathlib import Path
 
 from pyroute2 import AsyncIPRoute
@@ -53,6 +61,8 @@ POD_IFNAME = "eth0"
 NETWORK_NAME = "kubeling"
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 RTN_UNREACHABLE = 7
+CLONE_NEWNET = 0x40000000
+NETLINK_ROUTE = 0
 
 
 def host_veth_name(sandbox_id: str) -> str:
@@ -165,7 +175,8 @@ class BridgeNetwork:
             # Hairpin: a pod reaching itself through a hostPort or a Service VIP gets the
             # packet back out of the port it came from.
             await ipr.brport("set", index=index, mode=1)
-        async with AsyncIPRoute(netns=netns_path, flags=0) as pod:
+        fd = await asyncio.to_thread(netlink_fd_in, netns_path)
+        async with AsyncIPRoute(fileno=fd) as pod:
             lo = await _lookup(pod, "lo")
             eth0 = await _lookup(pod, POD_IFNAME)
             if lo is None or eth0 is None:
@@ -192,6 +203,36 @@ class BridgeNetwork:
                 errors.append(e)
         if errors:
             raise errors[0]
+
+
+def netlink_fd_in(netns_path: str) -> int:
+    """A NETLINK_ROUTE socket of the netns at ``netns_path``, as a file descriptor the caller owns.
+
+    Blocking. A socket belongs to the namespace it was created in, whichever thread uses it
+    later; so a fresh thread joins the netns, makes the socket and ends (the thread is thrown
+    away rather than switched back, so no pooled thread is ever left in a pod's namespace)."""
+    out: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            nsfd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(nsfd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {netns_path}: {os.strerror(err)}")
+            finally:
+                os.close(nsfd)
+            out["fd"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE).detach()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            out["error"] = e
+
+    thread = threading.Thread(target=work, name="netns-socket", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]  # type: ignore[misc]
+    return out["fd"]  # type: ignore[return-value]
 
 
 async def _lookup(ipr: AsyncIPRoute, ifname: str) -> int | None:
