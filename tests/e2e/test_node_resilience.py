@@ -94,18 +94,18 @@ def events(cluster: nodes.NodeCluster) -> list[str]:
     return [f"{e['reason']} {e['involvedObject']['name']} x{e.get('count') or 1}: {e.get('message', '')}" for e in items]
 
 
-def assert_undisturbed(cluster: nodes.NodeCluster, before: dict[str, dict], events_before: list[str]) -> None:
+def assert_undisturbed(cluster: nodes.NodeCluster, before: dict[str, dict], events_before: list[str], after: str) -> None:
     # Give the new agent time to relist, sync every pod and write status: a wrong adoption would
     # show as a kill, a new container or a status flip within these seconds.
     deadline = time.monotonic() + 8
     while time.monotonic() < deadline:
         now = snapshot(cluster)
-        assert now == before, f"pods changed:\nbefore {before}\nafter  {now}"
+        assert now == before, f"pods changed after {after}:\nbefore {before}\nafter  {now}"
         time.sleep(0.5)
     assert fetch_all(cluster, before) == {name: name for name in PODS}
     new = [e for e in events(cluster) if e not in events_before]
     disturbing = [e for e in new if e.split()[0] in ("Killing", "SandboxChanged", "Created", "Started", "BackOff")]
-    assert not disturbing, disturbing
+    assert not disturbing, f"after {after}: {disturbing}"
 
 
 def test_agent_and_server_restarts_keep_pods_running(tmp_path, images_dir):
@@ -132,7 +132,7 @@ def test_agent_and_server_restarts_keep_pods_running(tmp_path, images_dir):
                            what="the server restarted its agent")
         harness.eventually(lambda: "agent kl-node ready" in cluster.log()[log_mark:], timeout=60,
                            what="the new agent ready")
-        assert_undisturbed(cluster, before, events_before)
+        assert_undisturbed(cluster, before, events_before, "the agent was killed")
 
         # 2. the whole server restarts; the containers outlive it
         log_mark = len(cluster.log())
@@ -140,7 +140,7 @@ def test_agent_and_server_restarts_keep_pods_running(tmp_path, images_dir):
         harness.eventually(lambda: "agent kl-node ready" in cluster.log()[log_mark:], timeout=60,
                            what="the agent ready after the server restart")
         cluster.wait_node_ready()
-        assert_undisturbed(cluster, before, events_before)
+        assert_undisturbed(cluster, before, events_before, "the server restarted")
         assert "exited with" not in cluster.log()[log_mark:], "a child of the server died after the restart"
     finally:
         cluster.destroy()
