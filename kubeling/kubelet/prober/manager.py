@@ -45,6 +45,8 @@ from kubeling.kubelet.prober.prober import (
 from kubeling.kubelet.prober.worker import Worker
 from kubeling.kubelet.runtime import ContainerState, ContainerStatus
 
+RUNTIME_SCHEME = "runc://"   # containerID prefix the kubelet's status writes (status.RUNTIME_SCHEME)
+
 
 def probed_containers(pod: dict) -> list[dict]:
     """Containers that can have probes: app containers and sidecar init containers."""
@@ -107,7 +109,23 @@ class ProbeManager:
                     worker.pod = pod
                     continue
                 worker = self._workers[key] = Worker(self, pod, container, probe_type)
+                self._adopt(worker, pod)
                 worker.start()
+
+    def _adopt(self, worker: Worker, pod: dict) -> None:
+        """A worker made for a container already running (the agent restarted) starts from what
+        the pod's status says of it, not from the probe's initial result: a ready container stays
+        ready until its own probe says otherwise. New containers are unaffected: no status has
+        marked their id ready or started yet."""
+        field = {READINESS: "ready", STARTUP: "started"}.get(worker.probe_type)
+        if field is None:
+            return
+        for s in (pod.get("status") or {}).get("containerStatuses") or []:
+            cid = s.get("containerID") or ""
+            if s.get("name") == worker.name and s.get(field) and "running" in (s.get("state") or {}) \
+                    and cid.startswith(RUNTIME_SCHEME):
+                worker.container_id = cid[len(RUNTIME_SCHEME):]
+                worker.results.set(worker.container_id, results.Result.SUCCESS, worker.uid, worker.name)
 
     def remove_pod(self, uid: str) -> None:
         for key, worker in list(self._workers.items()):

@@ -23,6 +23,7 @@ Contracts:
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -30,8 +31,9 @@ import orjson
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp")   # unique per writer
+    tmp = Path(name)
+    with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

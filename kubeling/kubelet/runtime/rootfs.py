@@ -15,6 +15,7 @@ import ctypes
 import errno
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 MS_NOSUID, MS_NODEV = 0x2, 0x4
@@ -82,8 +83,8 @@ def ensure_pause_rootfs(target: Path, busybox: str) -> Path:
     marker = target / "bin" / "busybox"
     if marker.exists():
         return target
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # a directory of its own per call: sandboxes of one agent start at once, from worker threads
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".tmp"))
     for d in ("bin", "proc", "dev", "sys", "etc", "tmp"):
         (tmp / d).mkdir(parents=True)
     shutil.copy2(busybox, tmp / "bin" / "busybox")
