@@ -354,7 +354,8 @@ async def phase_idle(cluster: nodes.NodeCluster, args, out: list[str]) -> None:
             c0, t0 = cpu_seconds(agent), time.monotonic()
             await asyncio.sleep(args.idle_seconds)
             cpu = (cpu_seconds(agent) - c0) / (time.monotonic() - t0) * 100
-            shims = [p for p in _all_pids() if "kubeling.kubelet.runtime.shim" in cmdline(p) or "shim.py" in cmdline(p)]
+            # this cluster's shims only (their shim.json is under its data dir), not other clusters'
+            shims = [p for p in _all_pids() if "shim.py" in cmdline(p) and str(cluster.data_dir) in cmdline(p)]
             shim_rss = sum(rss_mib(p) for p in shims)
             lines.append(f"| {count} | {rss_mib(agent):.1f} MiB | {cpu:.2f} % | {len(shims)} shims, "
                          f"{shim_rss:.0f} MiB RSS in all |")
