@@ -84,6 +84,7 @@ def ensure_pause_rootfs(target: Path, busybox: str) -> Path:
     if marker.exists():
         return target
     # a directory of its own per call: sandboxes of one agent start at once, from worker threads
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".tmp"))
     for d in ("bin", "proc", "dev", "sys", "etc", "tmp"):
         (tmp / d).mkdir(parents=True)
