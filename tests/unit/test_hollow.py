@@ -185,10 +185,11 @@ def test_hollow_nodes_register_renew_and_run_pods(tmp_path):
 
             async def running():
                 pod = await client.get("", "v1", "pods", "p", namespace="default")
-                return pod if (pod.get("status") or {}).get("phase") == "Running" else None
-            pod = await _until(running, what="pod Running")
+                status = pod.get("status") or {}
+                ready = {c["type"]: c["status"] for c in status.get("conditions") or []}.get("Ready")
+                return pod if status.get("phase") == "Running" and ready == "True" else None
+            pod = await _until(running, what="pod Running and Ready")
             assert pod["status"]["podIP"].startswith(cidr.rsplit(".", 1)[0] + ".")
-            assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
             state = pod["status"]["containerStatuses"][0]
             assert "running" in state["state"] and state["imageID"].startswith("docker.io/library/busybox@sha256:")
             # every agent shares the one client; none of them closed it
