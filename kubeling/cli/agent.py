@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import sys
@@ -81,9 +82,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        install_stop_handlers(stop)
         await Agent(options(args)).run(stop)
 
     try:
@@ -94,6 +93,24 @@ def cmd_agent(args: argparse.Namespace) -> int:
         print(f"kubeling agent: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set ``stop`` — only in this very process.
+
+    Not `loop.add_signal_handler`: that routes signals through a wakeup fd which forked children
+    inherit, so a signal sent to a child between its fork and exec (a netns helper, a
+    subprocess being killed) would stop the agent. A plain handler runs only where Python runs
+    it, and the pid check covers forked children that run Python code."""
+    loop = asyncio.get_running_loop()
+    me = os.getpid()
+
+    def handler(signum, frame) -> None:
+        if os.getpid() == me:
+            loop.call_soon_threadsafe(stop.set)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
