@@ -112,6 +112,7 @@ class RuncRuntime:
         self.log_max_files = log_max_files
         self.python = python
         self._locks: dict[str, asyncio.Lock] = {}
+        self._sandbox_of: dict[str, str] = {}     # container id -> its sandbox id
         self._memsw = cgroups.controller_dir("memory", "/").joinpath("memory.memsw.limit_in_bytes").exists()
         # without CAP_SYS_RESOURCE no container may score below us (see spec.restrict_oom_score_adj)
         self._restrict_oom = not spec.has_capability("CAP_SYS_RESOURCE")
@@ -143,7 +144,7 @@ class RuncRuntime:
             "runc_log": str(obj_dir / "runc.log"), "shim_log": str(obj_dir / "shim.log"),
             "memory_cgroup": str(cgroups.controller_dir("memory", cgroups_path)),
         }
-        write_atomic(obj_dir / "shim.json", orjson.dumps(cfg))
+        await asyncio.to_thread(write_atomic, obj_dir / "shim.json", orjson.dumps(cfg))
         proc = await asyncio.create_subprocess_exec(
             self.python, "-I", "-S", str(SHIM), str(obj_dir / "shim.json"),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -202,19 +203,19 @@ class RuncRuntime:
                             cgroup_parent=cgroups.join(self.cgroup_root, config.cgroup_parent))
         async with self._lock(sandbox_id):
             try:
-                self.layout.save_sandbox(rec)   # first, so that a failure below is cleaned up
+                await asyncio.to_thread(self.layout.save_sandbox, rec)   # first, so that a failure below is cleaned up
                 if not config.host_network:
                     rec.netns_path = await podfiles.create_netns(sandbox_id)
-                    self.layout.save_sandbox(rec)
+                    await asyncio.to_thread(self.layout.save_sandbox, rec)
                     if self.network is not None:
                         rec.ip = await self.network.setup(sandbox_id, rec.netns_path, config)
-                        self.layout.save_sandbox(rec)
+                        await asyncio.to_thread(self.layout.save_sandbox, rec)
                 await asyncio.to_thread(self._prepare_sandbox_files, rec, config)
                 cg = cgroups.join(rec.cgroup_parent, sandbox_id)
                 pid, _ = await self._start_shim(sandbox_id, sdir, log_path="", tty=False,
                                                 stdin=False, stdin_once=False, cgroups_path=cg)
                 rec.pid, rec.pid_start = pid, process_start_time(pid)
-                self.layout.save_sandbox(rec)
+                await asyncio.to_thread(self.layout.save_sandbox, rec)
                 await self._runc("start", sandbox_id)
             except Exception as e:
                 await self._remove_sandbox(rec)
@@ -250,7 +251,7 @@ class RuncRuntime:
                 await self.network.teardown(rec.id, rec.netns_path, _sandbox_config(rec.config))
             rec.stopped = True
             if sdir.exists():
-                self.layout.save_sandbox(rec)
+                await asyncio.to_thread(self.layout.save_sandbox, rec)
 
     async def remove_pod_sandbox(self, sandbox_id: str) -> None:
         rec = self.layout.load_sandbox(sandbox_id)
@@ -321,7 +322,7 @@ class RuncRuntime:
             stdin=config.stdin, shares_pid=sandbox.share_process_namespace,
             labels=dict(config.labels), annotations=dict(config.annotations))
         try:
-            self.layout.save_container(rec)
+            await asyncio.to_thread(self.layout.save_container, rec)
             await asyncio.to_thread(self._make_bundle, rec, srec, config, sandbox)
         except Exception as e:
             await asyncio.to_thread(rootfs.remove_tree, cdir)
@@ -356,17 +357,17 @@ class RuncRuntime:
                     stdin_once=stdin_once, cgroups_path=rec.cgroups_path)
                 rec.pid, rec.pid_start = pid, process_start_time(pid)
                 rec.shim_pid, rec.shim_start = shim, process_start_time(shim)
-                self.layout.save_container(rec)
+                await asyncio.to_thread(self.layout.save_container, rec)
                 started = time.time()   # before: a quick process may finish before runc returns
                 await self._runc("start", container_id)
                 rec.started_at = started
-                self.layout.save_container(rec)
+                await asyncio.to_thread(self.layout.save_container, rec)
             except Exception as e:
                 message = str(e)
                 await self._runc("delete", "--force", container_id, check=False)
                 status = {"exit_code": 128, "signal": 0, "finished_at": time.time(),
                           "reason": "StartError", "message": message, "oom_killed": False}
-                write_atomic(cdir / "status.json", orjson.dumps(status))
+                await asyncio.to_thread(write_atomic, cdir / "status.json", orjson.dumps(status))
                 raise RunContainerError(message) from e
 
     async def stop_container(self, container_id: str, timeout: float) -> None:
@@ -447,9 +448,19 @@ class RuncRuntime:
 
     async def list_containers(self, sandbox_id: str | None = None) -> list[ContainerStatus]:
         out = []
-        for cid in self.layout.container_ids():
+        ids = self.layout.container_ids()
+        for cid in list(self._sandbox_of):
+            if cid not in ids:
+                del self._sandbox_of[cid]
+        for cid in ids:
+            # a container's sandbox never changes: once known, other sandboxes' containers are
+            # skipped without reading their records (each pod worker lists its own sandbox)
+            if sandbox_id is not None and self._sandbox_of.get(cid, sandbox_id) != sandbox_id:
+                continue
             with contextlib.suppress(NotFound):
                 st = self._container_status(cid)
+                if st.sandbox_id:
+                    self._sandbox_of[cid] = st.sandbox_id
                 if sandbox_id is None or st.sandbox_id == sandbox_id:
                     out.append(st)
         return out
