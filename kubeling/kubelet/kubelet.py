@@ -99,7 +99,7 @@ class Kubelet:
         return last.get("podIP", "")
 
     async def _runtime_view(self, uid: str) -> tuple[list[PodSandboxStatus], list[ContainerStatus]]:
-        sandboxes = [s for s in await self.runtime.list_pod_sandboxes() if s.uid == uid]
+        sandboxes = await self.runtime.list_pod_sandboxes(uid)
         containers: list[ContainerStatus] = []
         for s in sandboxes:
             containers += await self.runtime.list_containers(s.id)

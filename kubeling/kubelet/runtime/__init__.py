@@ -258,7 +258,8 @@ class RuntimeService(Protocol):
 
     async def pod_sandbox_status(self, sandbox_id: str) -> PodSandboxStatus: ...
 
-    async def list_pod_sandboxes(self) -> list[PodSandboxStatus]: ...
+    async def list_pod_sandboxes(self, uid: str | None = None) -> list[PodSandboxStatus]:
+        """Every sandbox, or only the pod ``uid``'s (CRI's ListPodSandbox filter)."""
 
     async def create_container(self, sandbox_id: str, config: ContainerConfig,
                                sandbox: SandboxConfig) -> str: ...

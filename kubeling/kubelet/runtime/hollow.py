@@ -141,8 +141,8 @@ class HollowRuntime:
     async def pod_sandbox_status(self, sandbox_id: str) -> PodSandboxStatus:
         return dataclasses.replace(self._sandbox(sandbox_id))
 
-    async def list_pod_sandboxes(self) -> list[PodSandboxStatus]:
-        return [dataclasses.replace(s) for s in self._sandboxes.values()]
+    async def list_pod_sandboxes(self, uid: str | None = None) -> list[PodSandboxStatus]:
+        return [dataclasses.replace(s) for s in self._sandboxes.values() if uid is None or s.uid == uid]
 
     def _sandbox(self, sandbox_id: str) -> PodSandboxStatus:
         try:

@@ -113,6 +113,7 @@ class RuncRuntime:
         self.python = python
         self._locks: dict[str, asyncio.Lock] = {}
         self._sandbox_of: dict[str, str] = {}     # container id -> its sandbox id
+        self._sandbox_cache: dict[str, SandboxRecord] = {}   # id -> record, see _save_sandbox
         self._memsw = cgroups.controller_dir("memory", "/").joinpath("memory.memsw.limit_in_bytes").exists()
         # without CAP_SYS_RESOURCE no container may score below us (see spec.restrict_oom_score_adj)
         self._restrict_oom = not spec.has_capability("CAP_SYS_RESOURCE")
@@ -203,19 +204,19 @@ class RuncRuntime:
                             cgroup_parent=cgroups.join(self.cgroup_root, config.cgroup_parent))
         async with self._lock(sandbox_id):
             try:
-                await asyncio.to_thread(self.layout.save_sandbox, rec)   # first, so that a failure below is cleaned up
+                await self._save_sandbox(rec)   # first, so that a failure below is cleaned up
                 if not config.host_network:
                     rec.netns_path = await podfiles.create_netns(sandbox_id)
-                    await asyncio.to_thread(self.layout.save_sandbox, rec)
+                    await self._save_sandbox(rec)
                     if self.network is not None:
                         rec.ip = await self.network.setup(sandbox_id, rec.netns_path, config)
-                        await asyncio.to_thread(self.layout.save_sandbox, rec)
+                        await self._save_sandbox(rec)
                 await asyncio.to_thread(self._prepare_sandbox_files, rec, config)
                 cg = cgroups.join(rec.cgroup_parent, sandbox_id)
                 pid, _ = await self._start_shim(sandbox_id, sdir, log_path="", tty=False,
                                                 stdin=False, stdin_once=False, cgroups_path=cg)
                 rec.pid, rec.pid_start = pid, process_start_time(pid)
-                await asyncio.to_thread(self.layout.save_sandbox, rec)
+                await self._save_sandbox(rec)
                 await self._runc("start", sandbox_id)
             except Exception as e:
                 await self._remove_sandbox(rec)
@@ -251,7 +252,7 @@ class RuncRuntime:
                 await self.network.teardown(rec.id, rec.netns_path, _sandbox_config(rec.config))
             rec.stopped = True
             if sdir.exists():
-                await asyncio.to_thread(self.layout.save_sandbox, rec)
+                await self._save_sandbox(rec)
 
     async def remove_pod_sandbox(self, sandbox_id: str) -> None:
         rec = self.layout.load_sandbox(sandbox_id)
@@ -299,9 +300,28 @@ class RuncRuntime:
     async def pod_sandbox_status(self, sandbox_id: str) -> PodSandboxStatus:
         return self._sandbox_status(self._sandbox(sandbox_id))
 
-    async def list_pod_sandboxes(self) -> list[PodSandboxStatus]:
-        recs = [self.layout.load_sandbox(i) for i in self.layout.sandbox_ids()]
-        return [self._sandbox_status(r) for r in recs if r is not None]
+    async def list_pod_sandboxes(self, uid: str | None = None) -> list[PodSandboxStatus]:
+        ids = self.layout.sandbox_ids()
+        for gone in set(self._sandbox_cache) - set(ids):
+            del self._sandbox_cache[gone]
+        out = []
+        for sid in ids:
+            rec = self._sandbox_cache.get(sid)
+            if rec is None:
+                rec = self.layout.load_sandbox(sid)
+                if rec is None:
+                    continue
+                self._sandbox_cache[sid] = rec
+            if uid is None or rec.uid == uid:
+                out.append(self._sandbox_status(rec))
+        return out
+
+    async def _save_sandbox(self, rec: SandboxRecord) -> None:
+        """Write a sandbox record, and keep it as the cached copy: this object is the only writer
+        of its sandboxes' records, so the cache never goes stale (a new runtime object starts
+        empty and reads them from disk)."""
+        await asyncio.to_thread(self.layout.save_sandbox, rec)
+        self._sandbox_cache[rec.id] = rec
 
     # -- RuntimeService: containers --------------------------------------------------------
     async def create_container(self, sandbox_id: str, config: ContainerConfig,
