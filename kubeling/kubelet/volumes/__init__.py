@@ -142,6 +142,51 @@ async def remove_volume_dir(dir: Path) -> None:
     await asyncio.to_thread(mountutil.remove_tree, dir)
 
 
+DEFAULT_MODE = 0o644   # defaultMode of configMap, secret, downwardAPI and projected volumes
+
+
+class ProjectionPlugin:
+    """Base of the plugins that project API data into files through the atomic writer
+    (configMap, secret, downwardAPI): a subclass names the volume key it serves (``SOURCE``),
+    whether its files live on a tmpfs (``TMPFS``), and computes its ``payload``; setup writes it
+    (only what changed) and teardown removes the directory, unmounting the tmpfs."""
+
+    NAME = ""
+    SOURCE = ""
+    TMPFS = False
+    needs_refresh = True
+    read_only = True
+
+    def __init__(self, host: VolumeHost) -> None:
+        self.host = host
+
+    def can_support(self, volume: dict) -> bool:
+        return self.SOURCE in volume
+
+    async def payload(self, pod: dict, source: dict, mode: int) -> dict[str, FileProjection]:
+        raise NotImplementedError
+
+    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:  # noqa: A002
+        source = volume.get(self.SOURCE) or {}
+        mode = source.get("defaultMode")
+        payload = await self.payload(pod, source, DEFAULT_MODE if mode is None else mode)
+        await write_payload(dir, with_fs_group(pod, payload), tmpfs=self.TMPFS)
+        return dir
+
+    async def teardown(self, dir: Path) -> None:  # noqa: A002
+        await remove_volume_dir(dir)
+
+
+async def lookup_source(cache: ObjectCache, pod: dict, name: str, optional: bool) -> dict:
+    """The ConfigMap or Secret a volume names; ``{}`` when it is missing and optional."""
+    found = await cache.get((pod.get("metadata") or {}).get("namespace") or "default", name)
+    if found is None:
+        if not optional:
+            raise LookupError(cache.not_found_message(name))
+        return {}
+    return found
+
+
 # The plugins import the names above from this package, so they are imported last; REGISTRY is a
 # plain dict built once, in this fixed order.
 from kubeling.kubelet.volumes.configmap import ConfigMapPlugin

@@ -13,17 +13,8 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
-
-from kubeling.kubelet.volumes import (
-    VolumeHost,
-    remove_volume_dir,
-    with_fs_group,
-    write_payload,
-)
+from kubeling.kubelet.volumes import ProjectionPlugin, lookup_source
 from kubeling.kubelet.volumes.atomic_writer import FileProjection
-
-DEFAULT_MODE = 0o644
 
 
 def make_payload(items: list[dict] | None, configmap: dict, default_mode: int,
@@ -50,31 +41,12 @@ def make_payload(items: list[dict] | None, configmap: dict, default_mode: int,
     return payload
 
 
-class ConfigMapPlugin:
+class ConfigMapPlugin(ProjectionPlugin):
     NAME = "kubernetes.io/configmap"
     SOURCE = "configMap"  # the pod.spec.volumes[] key it serves
-    needs_refresh = True
-    read_only = True
+    TMPFS = False
 
-    def __init__(self, host: VolumeHost) -> None:
-        self.host = host
-
-    def can_support(self, volume: dict) -> bool:
-        return self.SOURCE in volume
-
-    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:
-        source = volume.get("configMap") or {}
-        name, optional = source.get("name") or "", bool(source.get("optional"))
-        cache = self.host.configmaps
-        configmap = await cache.get((pod.get("metadata") or {}).get("namespace") or "default", name)
-        if configmap is None:
-            if not optional:
-                raise LookupError(cache.not_found_message(name))
-            configmap = {}
-        mode = source.get("defaultMode")
-        payload = make_payload(source.get("items"), configmap, DEFAULT_MODE if mode is None else mode, optional)
-        await write_payload(dir, with_fs_group(pod, payload), tmpfs=False)
-        return dir
-
-    async def teardown(self, dir: Path) -> None:
-        await remove_volume_dir(dir)
+    async def payload(self, pod: dict, source: dict, mode: int) -> dict[str, FileProjection]:
+        optional = bool(source.get("optional"))
+        configmap = await lookup_source(self.host.configmaps, pod, source.get("name") or "", optional)
+        return make_payload(source.get("items"), configmap, mode, optional)

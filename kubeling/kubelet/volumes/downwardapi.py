@@ -10,18 +10,8 @@ change on a running pod).
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from kubeling.kubelet.volumes import (
-    VolumeHost,
-    fieldpath,
-    remove_volume_dir,
-    with_fs_group,
-    write_payload,
-)
+from kubeling.kubelet.volumes import ProjectionPlugin, fieldpath
 from kubeling.kubelet.volumes.atomic_writer import FileProjection
-
-DEFAULT_MODE = 0o644
 
 
 def collect(items: list[dict], pod: dict, allocatable: dict, default_mode: int) -> dict[str, FileProjection]:
@@ -49,25 +39,10 @@ def collect(items: list[dict], pod: dict, allocatable: dict, default_mode: int) 
     return payload
 
 
-class DownwardAPIPlugin:
+class DownwardAPIPlugin(ProjectionPlugin):
     NAME = "kubernetes.io/downward-api"
     SOURCE = "downwardAPI"  # the pod.spec.volumes[] key it serves
-    needs_refresh = True
-    read_only = True
+    TMPFS = True
 
-    def __init__(self, host: VolumeHost) -> None:
-        self.host = host
-
-    def can_support(self, volume: dict) -> bool:
-        return self.SOURCE in volume
-
-    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:
-        source = volume.get("downwardAPI") or {}
-        mode = source.get("defaultMode")
-        payload = collect(source.get("items") or [], pod, self.host.node_allocatable,
-                          DEFAULT_MODE if mode is None else mode)
-        await write_payload(dir, with_fs_group(pod, payload), tmpfs=True)
-        return dir
-
-    async def teardown(self, dir: Path) -> None:
-        await remove_volume_dir(dir)
+    async def payload(self, pod: dict, source: dict, mode: int) -> dict[str, FileProjection]:
+        return collect(source.get("items") or [], pod, self.host.node_allocatable, mode)

@@ -10,17 +10,8 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
-
-from kubeling.kubelet.volumes import (
-    VolumeHost,
-    remove_volume_dir,
-    with_fs_group,
-    write_payload,
-)
+from kubeling.kubelet.volumes import ProjectionPlugin, lookup_source
 from kubeling.kubelet.volumes.atomic_writer import FileProjection
-
-DEFAULT_MODE = 0o644
 
 
 def make_payload(items: list[dict] | None, secret: dict, default_mode: int,
@@ -40,31 +31,12 @@ def make_payload(items: list[dict] | None, secret: dict, default_mode: int,
     return payload
 
 
-class SecretPlugin:
+class SecretPlugin(ProjectionPlugin):
     NAME = "kubernetes.io/secret"
     SOURCE = "secret"  # the pod.spec.volumes[] key it serves
-    needs_refresh = True
-    read_only = True
+    TMPFS = True
 
-    def __init__(self, host: VolumeHost) -> None:
-        self.host = host
-
-    def can_support(self, volume: dict) -> bool:
-        return self.SOURCE in volume
-
-    async def setup(self, pod: dict, volume: dict, dir: Path) -> Path:
-        source = volume.get("secret") or {}
-        name, optional = source.get("secretName") or "", bool(source.get("optional"))
-        cache = self.host.secrets
-        secret = await cache.get((pod.get("metadata") or {}).get("namespace") or "default", name)
-        if secret is None:
-            if not optional:
-                raise LookupError(cache.not_found_message(name))
-            secret = {}
-        mode = source.get("defaultMode")
-        payload = make_payload(source.get("items"), secret, DEFAULT_MODE if mode is None else mode, optional)
-        await write_payload(dir, with_fs_group(pod, payload), tmpfs=True)
-        return dir
-
-    async def teardown(self, dir: Path) -> None:
-        await remove_volume_dir(dir)
+    async def payload(self, pod: dict, source: dict, mode: int) -> dict[str, FileProjection]:
+        optional = bool(source.get("optional"))
+        secret = await lookup_source(self.host.secrets, pod, source.get("secretName") or "", optional)
+        return make_payload(source.get("items"), secret, mode, optional)
