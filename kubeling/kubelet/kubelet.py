@@ -251,7 +251,8 @@ class Kubelet:
         last = self.status.last(uid)
         view = PodView(pod={**pod, "status": last} if last else pod, sandbox=newest,
                        containers=kuberuntime.by_name(containers), waiting=dict(self._waiting.get(uid, {})),
-                       host_ip=self.host_ip, qos_class=cm.pod_qos(pod), terminal=terminal)
+                       host_ip=self.host_ip, qos_class=cm.pod_qos(pod), terminal=terminal,
+                       scheme=f"{getattr(self.runtime, 'name', 'runc')}://")
         for c in containers:
             if c.state == ContainerState.RUNNING:
                 view.ready[c.name] = self.probes.ready(uid, c.name)

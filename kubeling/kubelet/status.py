@@ -31,7 +31,7 @@ from kubeling.kubelet.runtime import ContainerState, ContainerStatus, PodSandbox
 
 log = logging.getLogger(__name__)
 
-RUNTIME_SCHEME = "runc://"
+RUNTIME_SCHEME = "runc://"   # the default; a view carries its runtime's (``hollow://``)
 
 
 def rfc3339(ts: float) -> str:
@@ -62,17 +62,22 @@ class PodView:
     termination_messages: dict[str, str] = field(default_factory=dict)  # container id -> message
     image_ids: dict[str, str] = field(default_factory=dict)    # container id -> imageID
     terminal: tuple[str, str, str] | None = None   # (phase, reason, message) forced by the kubelet
+    scheme: str = RUNTIME_SCHEME                    # containerID prefix: "<runtime name>://"
 
 
-def _terminated(c: ContainerStatus, message: str = "") -> dict:
+def _terminated(c: ContainerStatus, message: str = "", scheme: str = RUNTIME_SCHEME) -> dict:
     out: dict[str, Any] = {"exitCode": c.exit_code,
                            "reason": c.reason or ("Completed" if c.exit_code == 0 else "Error"),
                            "startedAt": rfc3339(c.started_at) if c.started_at else None,
                            "finishedAt": rfc3339(c.finished_at) if c.finished_at else None,
-                           "containerID": RUNTIME_SCHEME + c.id}
+                           "containerID": scheme + c.id}
     if message or c.message:
         out["message"] = message or c.message
     return out
+
+
+def _terminated_of(c: ContainerStatus, view: "PodView") -> dict:
+    return _terminated(c, view.termination_messages.get(c.id, ""), view.scheme)
 
 
 def container_status(spec: dict, history: list[ContainerStatus], view: PodView, *, init: bool = False,
@@ -84,7 +89,7 @@ def container_status(spec: dict, history: list[ContainerStatus], view: PodView, 
                               "restartCount": newest.attempt if newest else 0,
                               "ready": False, "started": False, "state": {}, "lastState": {}}
     if newest is not None:
-        status["containerID"] = RUNTIME_SCHEME + newest.id
+        status["containerID"] = view.scheme + newest.id
         status["imageID"] = view.image_ids.get(newest.id, "")
     previous = history[-2] if len(history) > 1 else None
     if newest is None:
@@ -96,21 +101,21 @@ def container_status(spec: dict, history: list[ContainerStatus], view: PodView, 
         status["started"] = started
         status["ready"] = bool(started and view.ready.get(name, not _has_probe(spec, "readinessProbe")))
         if previous is not None and previous.state == ContainerState.EXITED:
-            status["lastState"] = {"terminated": _terminated(previous, view.termination_messages.get(previous.id, ""))}
+            status["lastState"] = {"terminated": _terminated_of(previous, view)}
     elif newest.state == ContainerState.EXITED:
-        term = _terminated(newest, view.termination_messages.get(newest.id, ""))
+        term = _terminated_of(newest, view)
         if waiting is not None:
             status["state"] = {"waiting": _waiting(waiting)}
             status["lastState"] = {"terminated": term}
         else:
             status["state"] = {"terminated": term}
             if previous is not None and previous.state == ContainerState.EXITED:
-                status["lastState"] = {"terminated": _terminated(previous, view.termination_messages.get(previous.id, ""))}
+                status["lastState"] = {"terminated": _terminated_of(previous, view)}
     else:  # CREATED / UNKNOWN: between create and start
         status["state"] = {"waiting": _waiting(waiting or Waiting(default_waiting))}
         # the last run stays visible while the next one is being started
         if previous is not None and previous.state == ContainerState.EXITED:
-            status["lastState"] = {"terminated": _terminated(previous, view.termination_messages.get(previous.id, ""))}
+            status["lastState"] = {"terminated": _terminated_of(previous, view)}
     if init and spec.get("restartPolicy") == "Always":  # a sidecar: ready as an app container
         pass
     elif init:

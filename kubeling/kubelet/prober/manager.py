@@ -45,7 +45,6 @@ from kubeling.kubelet.prober.prober import (
 from kubeling.kubelet.prober.worker import Worker
 from kubeling.kubelet.runtime import ContainerState, ContainerStatus
 
-RUNTIME_SCHEME = "runc://"   # containerID prefix the kubelet's status writes (status.RUNTIME_SCHEME)
 
 
 def probed_containers(pod: dict) -> list[dict]:
@@ -123,8 +122,8 @@ class ProbeManager:
         for s in (pod.get("status") or {}).get("containerStatuses") or []:
             cid = s.get("containerID") or ""
             if s.get("name") == worker.name and s.get(field) and "running" in (s.get("state") or {}) \
-                    and cid.startswith(RUNTIME_SCHEME):
-                worker.container_id = cid[len(RUNTIME_SCHEME):]
+                    and "://" in cid:
+                worker.container_id = cid.split("://", 1)[1]   # "<runtime>://<id>"
                 worker.results.set(worker.container_id, results.Result.SUCCESS, worker.uid, worker.name)
 
     def remove_pod(self, uid: str) -> None:
