@@ -226,11 +226,18 @@ class Agent:
             node = await node_status.register(stop)
             if node is None:
                 return
+            # the heartbeat starts with the Node, as upstream's (before pods can run)
+            tasks.append(asyncio.create_task(NodeLease(self.client, self.node_name).run(stop), name="node-lease"))
             pod_cidr = await self._pod_cidr(node, stop)
             self.runtime = self._make_runtime(pod_cidr)
             node_status.runtime = self.runtime
             if self.opts.runtime != "hollow":
                 await self.network.ensure_node()
+            try:
+                # registered before the runtime existed (NotReady): say Ready now, not in 10 s
+                await node_status.update()
+            except Exception as e:  # noqa: BLE001 - the status loop retries
+                log.warning("node %s: first status update failed: %s", self.node_name, e)
             configmaps, secrets = ObjectCache(self.client, "configmaps"), ObjectCache(self.client, "secrets")
             self._caches = [configmaps, secrets]
             tokens = TokenManager(self.client)
@@ -265,8 +272,7 @@ class Agent:
             if server is not None:
                 await server.start()
                 node_status.kubelet_port = server.port
-            for name, coro in (("node-status", node_status.run(stop)), ("node-lease", NodeLease(
-                    self.client, self.node_name).run(stop)), ("status-manager", status.run(stop)),
+            for name, coro in (("node-status", node_status.run(stop)), ("status-manager", status.run(stop)),
                     ("volume-manager", volumes.run(stop)), ("pleg", kubelet.relist(stop)),
                     ("probe-updates", kubelet.probe_updates(stop)), ("runtime-index", self._index_loop(stop)),
                     ("image-gc", self._image_gc(image_service, stop))):
