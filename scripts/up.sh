@@ -27,3 +27,6 @@ fi
 echo
 echo "export KUBECONFIG=$DATA_DIR/admin.kubeconfig"
 echo "export PATH=$(cd "$VENV/bin" && pwd):\$PATH   # kubectl 1.33 and helm 4"
+echo
+echo "The server runs a node agent (kubectl get nodes); until the scheduler lands, bind pods to it"
+echo "with spec.nodeName. See README.md, 'Running pods: the node agent'."
