@@ -132,3 +132,20 @@ class FakeClock:
             if not timer.cancelled:
                 timer.fn(*timer.args)
         self._now = now
+
+
+async def sleep_or_stop(clock: Clock, delay: float, stop: asyncio.Event | None) -> bool:
+    """Sleep ``delay`` on ``clock``; True if ``stop`` was (or got) set first."""
+    if stop is None:
+        await clock.sleep(delay)
+        return False
+    if stop.is_set():
+        return True
+    sleeper = asyncio.ensure_future(clock.sleep(delay))
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([sleeper, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        stopper.cancel()
+    return stop.is_set()

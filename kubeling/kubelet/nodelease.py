@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubeling.api.errors import StatusError
-from kubeling.client.clock import REAL_CLOCK, Clock
+from kubeling.client.clock import REAL_CLOCK, Clock, sleep_or_stop
 from kubeling.client.exceptions import TransportError
 from kubeling.client.leaderelection import micro_time
 
@@ -156,16 +156,4 @@ class NodeLease:
 
     async def _sleep(self, delay: float, stop: asyncio.Event | None) -> bool:
         """Sleep ``delay`` on the clock; True if ``stop`` was set first."""
-        if stop is None:
-            await self.clock.sleep(delay)
-            return False
-        if stop.is_set():
-            return True
-        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait([sleeper, stopper], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            stopper.cancel()
-        return stop.is_set()
+        return await sleep_or_stop(self.clock, delay, stop)

@@ -51,7 +51,7 @@ from typing import Any
 from kubeling.api import quantity
 from kubeling.api.errors import StatusError
 from kubeling.api.schema import KUBE_VERSION
-from kubeling.client.clock import REAL_CLOCK, Clock
+from kubeling.client.clock import REAL_CLOCK, Clock, sleep_or_stop
 from kubeling.client.exceptions import TransportError
 from kubeling.kubelet.stats import FsStats, Host, MachineInfo
 
@@ -339,19 +339,8 @@ class NodeStatus:
                 "kubeProxyVersion": KUBELET_VERSION, "operatingSystem": "linux", "architecture": m.architecture}
 
     async def _sleep(self, delay: float, stop: asyncio.Event | None) -> bool:
-        if stop is None:
-            await self.clock.sleep(delay)
-            return False
-        if stop.is_set():
-            return True
-        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait([sleeper, stopper], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            stopper.cancel()
-        return stop.is_set()
+        """Sleep ``delay`` on the clock; True if ``stop`` was set first."""
+        return await sleep_or_stop(self.clock, delay, stop)
 
 
 def _images(images: list) -> list[dict]:
