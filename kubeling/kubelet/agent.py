@@ -14,7 +14,7 @@ upstream's kubelet): a new agent over the same ``root`` re-adopts them without r
 Seams for many agents in one process (hollow nodes, `kubeling.kubelet.hollow`): ``client`` (a
 shared `RESTClient`; the agent then does not close it), ``image_service``, ``host`` (the node
 status readings, e.g. one shared `stats.FixedHost`), ``volume_manager`` (a factory taking the
-`VolumeHost`) and ``serve=False`` (no HTTPS server, no runtime index for it).
+`VolumeHost`) and ``serve=False`` (no HTTPS server).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from kubeling.client.rest import RESTClient
 from kubeling.kubelet import stats as stats_mod
 from kubeling.kubelet.kubelet import Kubelet
 from kubeling.kubelet.podworkers import PodState
-from kubeling.kubelet.runtime import ContainerState, SandboxState
 from kubeling.kubelet.status import StatusManager
 
 log = logging.getLogger(__name__)
@@ -117,13 +116,10 @@ class Agent:
 
     def container_id(self, pod: dict, container_name: str) -> str | None:
         key = (pod["metadata"]["uid"], container_name)
-        known = self.kubelet.current_containers.get(key) if self.kubelet else None
-        return known or self._current.get(key)
+        return self.kubelet.current_containers.get(key) if self.kubelet else None
 
     def sandbox_id(self, pod: dict) -> str | None:
-        uid = pod["metadata"]["uid"]
-        known = self.kubelet.current_sandboxes.get(uid) if self.kubelet else None
-        return known or self._sandboxes.get(uid)
+        return self.kubelet.current_sandboxes.get(pod["metadata"]["uid"]) if self.kubelet else None
 
     def log_dir(self, pod: dict) -> Path:
         meta = pod["metadata"]
@@ -146,23 +142,6 @@ class Agent:
                                                   images=self._stats_images, host=self._host)
         return self._stats
 
-    async def _index_runtime(self) -> None:
-        """Refresh the (pod uid, container name) -> newest container id index for the server."""
-        current: dict[tuple[str, str], tuple[int, str]] = {}
-        sandboxes: dict[str, tuple[int, str]] = {}
-        for s in await self.runtime.list_pod_sandboxes():
-            if s.state == SandboxState.READY and s.attempt >= sandboxes.get(s.uid, (-1, ""))[0]:
-                sandboxes[s.uid] = (s.attempt, s.id)
-            for c in await self.runtime.list_containers(s.id):
-                key = (s.uid, c.name)
-                rank = c.attempt * 2 + (1 if c.state == ContainerState.RUNNING else 0)
-                if rank >= current.get(key, (-1, ""))[0]:
-                    current[key] = (rank, c.id)
-        self._current = {k: v[1] for k, v in current.items()}
-        self._sandboxes = {k: v[1] for k, v in sandboxes.items()}
-
-    _current: dict = {}
-    _sandboxes: dict = {}
     _caches: list = []
 
     # -- start-up -------------------------------------------------------------------------------------
@@ -267,18 +246,14 @@ class Agent:
             self.informers.start(stop)
             await self.informers.wait_for_cache_sync()
             await kubelet.remove_orphans({p["metadata"]["uid"] for p in self.pods_informer.list()})
-            await self._index_runtime()
             server = self._make_server() if self.serve else None
             if server is not None:
                 await server.start()
                 node_status.kubelet_port = server.port
             for name, coro in (("node-status", node_status.run(stop)), ("status-manager", status.run(stop)),
                     ("volume-manager", volumes.run(stop)), ("pleg", kubelet.relist(stop)),
-                    ("probe-updates", kubelet.probe_updates(stop)), ("runtime-index", self._index_loop(stop)),
+                    ("probe-updates", kubelet.probe_updates(stop)),
                     ("image-gc", self._image_gc(image_service, stop))):
-                if name == "runtime-index" and server is None:
-                    coro.close()  # the index only serves the HTTPS server
-                    continue
                 tasks.append(asyncio.create_task(coro, name=name))
             log.info("agent %s ready: pods from %s, server on %s:%d", self.node_name, pod_cidr, self.address,
                      node_status.kubelet_port)
@@ -304,17 +279,6 @@ class Agent:
             os.replace(tmp, ca)
         return AgentServer(self, bind=self.opts.bind_address, port=self.opts.port, cert=pki / "kubelet.crt",
                            key=pki / "kubelet.key", client_ca=ca, addresses=[self.address])
-
-    async def _index_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self._index_runtime()
-            except Exception:  # noqa: BLE001 - retried next round
-                log.exception("runtime index")
-            try:
-                await asyncio.wait_for(stop.wait(), 1.0)
-            except asyncio.TimeoutError:
-                pass
 
     async def _image_gc(self, image_service: Any, stop: asyncio.Event) -> None:
         """Upstream's image GC: every 5 minutes, images no container uses, least recently used first."""

@@ -164,6 +164,7 @@ class Kubelet:
                      if c.state == ContainerState.RUNNING})
         specs = {c["name"]: c for c in _all_containers(pod)}
         by_id = {c.id: c for c in containers}
+        changed = bool(actions.kill)
         for cid, message in actions.kill.items():
             c = by_id.get(cid)
             await kill_container(self.ctx, pod, specs.get(c.name) if c else None, cid,
@@ -197,13 +198,14 @@ class Kubelet:
                     next_try = left if next_try is None else min(next_try, left)
                     continue
             attempt = (old[-1].attempt + 1) if old else 0
+            changed = True
             try:
                 cid, image_id = await start_container(self.ctx, pod, c, sandbox.id, config, attempt, volume_paths,
                                                       pod_ips, self.host_ip)
             except StartError as e:
                 waiting[name] = Waiting(e.reason, e.message)
                 delay = 2.0 if e.reason not in ("ErrImagePull", "ImagePullBackOff") else \
-                    max(self.images.backoff.get(f"{uid}_{c.get('image', '')}") - 0, 1.0)
+                    max(self.images.retry_in(pod, c), 1.0)
                 if e.reason in ("CreateContainerError", "RunContainerError", "PostStartHookError"):
                     delay = self.backoff.next((uid, name))
                 next_try = delay if next_try is None else min(next_try, delay)
@@ -213,7 +215,8 @@ class Kubelet:
             if name in actions.restart:
                 ran = (old[-1].finished_at - old[-1].started_at) if old and old[-1].started_at else 0.0
                 self.backoff.next((uid, name), ran)
-        written = await self._write_status(pod)
+        # nothing was killed, created or started: the runtime still looks as listed above
+        written = await self._write_status(pod, view=None if changed else (sandboxes, containers))
         if deadline is not None:
             # nothing else wakes a running pod: look again when its active deadline passes
             # (upstream's activeDeadlineHandler, checked by the sync loop every second)
@@ -239,9 +242,10 @@ class Kubelet:
 
     # -- status ----------------------------------------------------------------------------------
 
-    async def _write_status(self, pod: dict, terminal: tuple[str, str, str] | None = None) -> dict:
+    async def _write_status(self, pod: dict, terminal: tuple[str, str, str] | None = None,
+                            view: tuple[list, list] | None = None) -> dict:
         uid = pod["metadata"]["uid"]
-        sandboxes, containers = await self._runtime_view(uid)
+        sandboxes, containers = view if view is not None else await self._runtime_view(uid)
         newest = kuberuntime.newest_sandbox(sandboxes)
         if newest is not None and newest.state == SandboxState.READY:
             self.current_sandboxes[uid] = newest.id
@@ -369,17 +373,13 @@ class Kubelet:
     async def _relist_once(self) -> None:
         seen: dict[str, tuple] = {}
         pods = self.workers.known()
-        orphans: dict[str, PodSandboxStatus] = {}
         for s in await self.runtime.list_pod_sandboxes():
             states = tuple((c.id, c.state) for c in await self.runtime.list_containers(s.id))
             seen[s.uid] = seen.get(s.uid, ()) + ((s.id, s.state),) + states
-            if s.uid not in pods:
-                orphans[s.uid] = s
         for uid, state in seen.items():
             if uid in pods and self._relisted.get(uid) != state:
                 self.workers.update(pods[uid])
         self._relisted = seen
-        return orphans
 
     async def remove_orphans(self, live_uids: set[str]) -> None:
         """Pods the runtime holds but the API does not (deleted while the agent was down)."""

@@ -116,12 +116,9 @@ def container_status(spec: dict, history: list[ContainerStatus], view: PodView, 
         # the last run stays visible while the next one is being started
         if previous is not None and previous.state == ContainerState.EXITED:
             status["lastState"] = {"terminated": _terminated_of(previous, view)}
-    if init and spec.get("restartPolicy") == "Always":  # a sidecar: ready as an app container
-        pass
-    elif init:
+    if init and spec.get("restartPolicy") != "Always":   # (a sidecar is ready as an app container is)
+        # a plain init container is "ready" once it has completed successfully
         status["ready"] = bool(newest and newest.state == ContainerState.EXITED and newest.exit_code == 0)
-        if newest is not None and newest.state == ContainerState.RUNNING:
-            status["ready"] = False
     return status
 
 

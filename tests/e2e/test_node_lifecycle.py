@@ -50,17 +50,17 @@ spec:
   initContainers:
   - name: first
     image: busybox
-    command: ["sh", "-c", "sleep 1; echo first >> /work/order"]
-    volumeMounts: [{name: work, mountPath: /work}]
+    command: ["sh", "-c", "sleep 1; echo first >> /scratch/order"]
+    volumeMounts: [{name: work, mountPath: /scratch}]
   - name: second
     image: busybox
-    command: ["sh", "-c", "echo second >> /work/order"]
-    volumeMounts: [{name: work, mountPath: /work}]
+    command: ["sh", "-c", "echo second >> /scratch/order"]
+    volumeMounts: [{name: work, mountPath: /scratch}]
   containers:
   - name: app
     image: busybox
-    command: ["sh", "-c", "echo app >> /work/order; cat /work/order; sleep 3600"]
-    volumeMounts: [{name: work, mountPath: /work}]
+    command: ["sh", "-c", "echo app >> /scratch/order; cat /scratch/order; sleep 3600"]
+    volumeMounts: [{name: work, mountPath: /scratch}]
 """
 
 

@@ -103,6 +103,11 @@ class Backoff:
         e = self._entries.get(key)
         return e.backoff if e is not None else 0.0
 
+    def remaining(self, key: str) -> float:
+        """Seconds left of the current delay (0 when not in back-off)."""
+        e = self._entries.get(key)
+        return max(0.0, e.last_update + e.backoff - self.clock()) if e is not None else 0.0
+
     def reset(self, key: str) -> None:
         self._entries.pop(key, None)
 
@@ -134,6 +139,14 @@ class ImageManager:
         # prevPullErrMsg), which the bare "Back-off pulling image" would not say
         self._last_error: dict[str, str] = {}
 
+    @staticmethod
+    def _backoff_key(pod: dict, image: str) -> str:
+        return f"{(pod.get('metadata') or {}).get('uid', '')}_{image}"
+
+    def retry_in(self, pod: dict, container: dict) -> float:
+        """Seconds until a failed pull of the container's image may be tried again (0: now)."""
+        return self.backoff.remaining(self._backoff_key(pod, container.get("image") or ""))
+
     async def ensure_image(self, pod: dict, container: dict, pull_secrets: list[dict],
                            recorder: Recorder | None = None) -> Image:
         record = recorder or (lambda *_: None)
@@ -154,7 +167,7 @@ class ImageManager:
             msg = f'Container image "{image}" is not present with pull policy of Never'
             record("Warning", "ErrImageNeverPull", msg)
             raise ImageNeverPull(msg)
-        key = f"{(pod.get('metadata') or {}).get('uid', '')}_{image}"
+        key = self._backoff_key(pod, image)
         if self.backoff.in_backoff(key):
             msg = f'Back-off pulling image "{image}"'
             record("Normal", "BackOff", msg)
