@@ -1,5 +1,5 @@
 """Running the API server: storage, PKI, bootstrap objects, listeners, and the controller
-manager as a supervised child process.
+manager, the scheduler and the node agent as supervised child processes.
 
 `run(options, stop)` owns everything it starts and tears it down in a shielded ``finally``, in
 reverse order: the API server's own loops (CRD controller, admission caches, aggregator), the
@@ -56,6 +56,11 @@ class Options:
     agent_args: list[str] = field(default_factory=list)   # extra `kubeling agent` flags
     node_name: str = ""
     cluster_cidr: str = "10.42.0.0/16"
+    # the scheduler child; scheduler=False is --disable-scheduler
+    scheduler: bool = True
+    # k3s's --kube-controller-manager-arg / --kube-scheduler-arg: flags passed to the children
+    controller_manager_args: list[str] = field(default_factory=list)
+    scheduler_args: list[str] = field(default_factory=list)
 
 
 def kubernetes_service_ip(service_cidr: str) -> str:
@@ -158,8 +163,12 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                 ["controller-manager", "--kubeconfig", str(kubeconfig), "--controllers",
                  ",".join(opts.controllers), "--cluster-cidr", opts.cluster_cidr,
                  "--service-cluster-ip-range", opts.service_cidr,
-                 "--service-account-private-key-file", str(pki.service_account_key)], stop),
+                 "--service-account-private-key-file", str(pki.service_account_key),
+                 *opts.controller_manager_args], stop),
                 name="controller-manager"))
+        if opts.scheduler:
+            tasks.append(asyncio.create_task(supervise_child(
+                ["scheduler", "--kubeconfig", str(kubeconfig), *opts.scheduler_args], stop), name="scheduler"))
         if opts.agent:
             node = opts.node_name or socket.gethostname().lower()
             agent_kubeconfig = pki.write_node_kubeconfig(node, f"https://{host}:{opts.secure_port}")

@@ -1,8 +1,8 @@
 """The ``kubeling`` command.
 
-``kubeling server`` runs the API server and, as a child process, the controller manager (like
-k3s, one process tree); later issues add the scheduler and the node agent to it.
-``kubeling controller-manager`` runs the controllers alone against any API server.
+``kubeling server`` runs the API server and, as child processes, the controller manager, the
+scheduler and the node agent (like k3s, one process tree). ``kubeling controller-manager``,
+``kubeling scheduler`` and ``kubeling agent`` run each alone against any API server.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import sys
 from kubeling.apiserver import server
 from kubeling.cli import agent as agent_cli
 from kubeling.cli import backup as backup_cli
+from kubeling.cli import controller_manager as controller_manager_cli
 from kubeling.cli import hollow as hollow_cli
 from kubeling.cli import images as images_cli
+from kubeling.cli import scheduler as scheduler_cli
 
 
 def _run(coro) -> None:
@@ -52,6 +54,11 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service-node-port-range", default="30000-32767",
                    help="port range NodePort Services take their node ports from (default: 30000-32767)")
     p.add_argument("--disable-agent", action="store_true", help="run the control plane alone, with no node agent")
+    p.add_argument("--disable-scheduler", action="store_true", help="do not run the scheduler")
+    p.add_argument("--kube-controller-manager-arg", action="append", default=[], metavar="FLAG=VALUE",
+                   help="pass a flag to the controller manager, e.g. --node-monitor-grace-period=10s (repeatable)")
+    p.add_argument("--kube-scheduler-arg", action="append", default=[], metavar="FLAG=VALUE",
+                   help="pass a flag to the scheduler (repeatable)")
     p.add_argument("--node-name", default="", help="the name of the server's own node (default: the hostname)")
     agent_cli.agent_flags(p)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -72,6 +79,11 @@ def _agent_args(args: argparse.Namespace) -> list[str]:
     if args.verbose:
         out.append("--verbose")
     return out
+
+
+def _passthrough(flags: list[str]) -> list[str]:
+    """k3s's ``--kube-*-arg``: ``name=value`` or ``--name=value`` becomes ``--name=value``."""
+    return [f if f.startswith("--") else f"--{f}" for f in flags]
 
 
 def _port_range(text: str) -> tuple[int, int]:
@@ -121,7 +133,9 @@ def cmd_server(args: argparse.Namespace) -> int:
                           service_cidr=_cidr(args.service_cluster_ip_range),
                           node_port_range=_port_range(args.service_node_port_range),
                           agent=not args.disable_agent, agent_args=_agent_args(args), node_name=args.node_name,
-                          cluster_cidr=args.cluster_cidr)
+                          cluster_cidr=args.cluster_cidr, scheduler=not args.disable_scheduler,
+                          controller_manager_args=_passthrough(args.kube_controller_manager_arg),
+                          scheduler_args=_passthrough(args.kube_scheduler_arg))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -144,43 +158,14 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_controller_manager(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from kubeling.controllers import manager
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        election = manager.LeaderElection() if args.leader_elect else None
-        settings = dict(cluster_cidr=args.cluster_cidr, service_cidr=args.service_cluster_ip_range,
-                        service_account_private_key_file=args.service_account_private_key_file)
-        await manager.run(args.kubeconfig, stop, [c for c in args.controllers.split(",") if c], election,
-                          settings=settings)
-
-    _run(main())
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kubeling", description="A real Kubernetes, written in Python")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("server", help="run the API server and controllers")
     _server_args(p)
     p.set_defaults(func=cmd_server)
-    p = sub.add_parser("controller-manager", help="run the controllers against an API server")
-    p.add_argument("--kubeconfig", required=True)
-    p.add_argument("--controllers", default="*", help="comma-separated controllers ('*' = all, '-name' = not name)")
-    p.add_argument("--leader-elect", action="store_true",
-                   help="run only while holding the Lease kube-system/kube-controller-manager")
-    p.add_argument("--cluster-cidr", default="10.42.0.0/16", help="the pod network nodeipam hands /24s from")
-    p.add_argument("--service-cluster-ip-range", default="10.43.0.0/16")
-    p.add_argument("--service-account-private-key-file", default="",
-                   help="the key that signs legacy service account token Secrets")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.set_defaults(func=cmd_controller_manager)
+    controller_manager_cli.add_subcommands(sub)  # controller-manager
+    scheduler_cli.add_subcommands(sub)  # scheduler
     backup_cli.add_parsers(sub)  # backup, restore, doctor
     agent_cli.add_subcommands(sub)  # agent, node cleanup
     images_cli.add_subcommands(sub)  # images import, images ls

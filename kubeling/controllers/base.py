@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Hashable
 
 from kubeling.client.clock import REAL_CLOCK, Clock
+from kubeling.client.events import EventRecorder
 from kubeling.client.factory import SharedInformerFactory
 from kubeling.client.informer import Handler, HandlerRegistration, Informer
 from kubeling.client.store import meta_namespace_key
@@ -65,6 +66,15 @@ class ControllerContext:
     service_cidr: str = ""
     node_cidr_mask_size: int = 24
     service_account_private_key_file: str = ""
+    # node lifecycle (seconds) and pod GC, as upstream's flags of the same names
+    node_monitor_period: float = 5.0
+    node_monitor_grace_period: float = 50.0
+    node_startup_grace_period: float = 60.0
+    terminated_pod_gc_threshold: int = 12500
+
+    def recorder(self, component: str) -> EventRecorder:
+        """An `EventRecorder` for ``component`` (upstream's names, e.g. ``replicaset-controller``)."""
+        return EventRecorder(self.client, component, clock=self.clock)
 
 
 class Controller:

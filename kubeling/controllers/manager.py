@@ -47,10 +47,15 @@ from kubeling.controllers.serviceaccount_token import TokensController
 log = logging.getLogger(__name__)
 
 # name -> controller class; explicit, no import-time discovery. Names are upstream's.
-REGISTRY: dict[str, type[Controller]] = {
-    c.NAME: c for c in (GarbageCollector, NamespaceController, ServiceAccountsController, RootCACertPublisher,
-                        NodeIPAMController, TokensController)
-}
+# One controller per line: each new controller adds its own line.
+REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
+    GarbageCollector,
+    NamespaceController,
+    ServiceAccountsController,
+    RootCACertPublisher,
+    NodeIPAMController,
+    TokensController,
+)}
 
 LEASE_NAMESPACE = "kube-system"
 LEASE_NAME = "kube-controller-manager"

@@ -1,0 +1,76 @@
+"""``kubeling controller-manager``: the controllers alone, against any API server.
+
+``kubeling server`` runs this as a child; ``--kube-controller-manager-arg=--flag=value`` on the
+server passes a flag through (k3s's spelling). Durations are Go durations (``40s``, ``5m0s``),
+as upstream's flags take them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+
+def _duration(flag: str):
+    def parse(text: str) -> float:
+        from kubeling.apiserver.filters.timeout import parse_go_duration
+        try:
+            return float(parse_go_duration(text))
+        except Exception as e:  # noqa: BLE001 - any parse failure is a usage error
+            raise argparse.ArgumentTypeError(f"{flag}: {getattr(e, 'message', e)}")
+    return parse
+
+
+def add_subcommands(sub) -> None:
+    p = sub.add_parser("controller-manager", help="run the controllers against an API server")
+    p.add_argument("--kubeconfig", required=True)
+    p.add_argument("--controllers", default="*", help="comma-separated controllers ('*' = all, '-name' = not name)")
+    p.add_argument("--leader-elect", action="store_true",
+                   help="run only while holding the Lease kube-system/kube-controller-manager")
+    p.add_argument("--cluster-cidr", default="10.42.0.0/16", help="the pod network nodeipam hands /24s from")
+    p.add_argument("--service-cluster-ip-range", default="10.43.0.0/16")
+    p.add_argument("--service-account-private-key-file", default="",
+                   help="the key that signs legacy service account token Secrets")
+    p.add_argument("--node-monitor-period", type=_duration("--node-monitor-period"), default=5.0,
+                   help="how often node lifecycle checks node health (default: 5s)")
+    p.add_argument("--node-monitor-grace-period", type=_duration("--node-monitor-grace-period"), default=50.0,
+                   help="how long a node may go without renewing its Lease before it is Unknown (default: 50s)")
+    p.add_argument("--node-startup-grace-period", type=_duration("--node-startup-grace-period"), default=60.0,
+                   help="how long a new node may be unresponsive before it is Unknown (default: 1m0s)")
+    p.add_argument("--terminated-pod-gc-threshold", type=int, default=12500,
+                   help="terminated pods kept before pod GC deletes the oldest (default: 12500)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_controller_manager)
+
+
+def settings_of(args: argparse.Namespace) -> dict:
+    """The `ControllerContext` fields the flags set."""
+    return dict(cluster_cidr=args.cluster_cidr, service_cidr=args.service_cluster_ip_range,
+                service_account_private_key_file=args.service_account_private_key_file,
+                node_monitor_period=args.node_monitor_period,
+                node_monitor_grace_period=args.node_monitor_grace_period,
+                node_startup_grace_period=args.node_startup_grace_period,
+                terminated_pod_gc_threshold=args.terminated_pod_gc_threshold)
+
+
+def cmd_controller_manager(args: argparse.Namespace) -> int:
+    from kubeling.cli.main import _run
+    from kubeling.controllers import manager
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        election = manager.LeaderElection() if args.leader_elect else None
+        await manager.run(args.kubeconfig, stop, [c for c in args.controllers.split(",") if c], election,
+                          settings=settings_of(args))
+
+    _run(main())
+    return 0

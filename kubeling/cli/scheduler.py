@@ -1,0 +1,37 @@
+"""``kubeling scheduler``: the scheduler alone, against any API server (``kubeling server`` runs it
+as a child; ``--kube-scheduler-arg=--flag=value`` on the server passes a flag through)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+
+def add_subcommands(sub) -> None:
+    p = sub.add_parser("scheduler", help="run the scheduler against an API server")
+    p.add_argument("--kubeconfig", required=True)
+    p.add_argument("--leader-elect", action="store_true",
+                   help="schedule only while holding the Lease kube-system/kube-scheduler")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_scheduler)
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from kubeling.cli.main import _run
+    from kubeling.scheduler import server
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.run(args, stop)
+
+    _run(main())
+    return 0
