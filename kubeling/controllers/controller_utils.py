@@ -27,8 +27,8 @@ import asyncio
 import copy
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Iterable
 
 import orjson
 
@@ -186,7 +186,7 @@ async def _release(client, obj: dict, owner_uid: str, group: str, version: str, 
     try:
         await client.patch(group, version, resource, meta["name"], patch, namespace=meta.get("namespace"),
                            patch_type="strategic")
-    except Exception as e:  # noqa: BLE001 - gone already: nothing to release
+    except Exception as e:
         if not is_not_found(e):
             raise
 
