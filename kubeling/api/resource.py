@@ -4,6 +4,9 @@
 regular containers and sidecars (init containers with ``restartPolicy: Always``) add up; a plain
 init container runs alone beside the sidecars started before it, so it counts as a maximum;
 ``spec.overhead`` is added. Values are exact decimals keyed by resource name.
+
+`compute_qos` is the pod's QoS class, which the API server reports, the kubelet sizes cgroups
+and OOM scores by, and quota scopes (BestEffort) match on.
 """
 
 from __future__ import annotations
@@ -12,12 +15,41 @@ from decimal import Decimal
 
 from kubeling.api import quantity
 
+GUARANTEED, BURSTABLE, BEST_EFFORT = "Guaranteed", "Burstable", "BestEffort"
+QOS_RESOURCES = ("cpu", "memory")
+
 
 def _decimal(value) -> Decimal | None:
     try:
         return quantity._coerce(value).decimal
     except (ValueError, TypeError):
         return None
+
+
+def compute_qos(pod: dict) -> str:
+    """The QoS class from the pod's containers (upstream's ``ComputePodQOS``: only cpu and memory count)."""
+    spec = pod.get("spec") or {}
+    requests: dict[str, Decimal] = {}
+    limits: dict[str, Decimal] = {}
+    guaranteed = True
+    for c in list(spec.get("containers") or []) + list(spec.get("initContainers") or []):
+        for name, q in _resources(c, "requests").items():
+            v = _decimal(q) if name in QOS_RESOURCES else None
+            if v is not None and v > 0:
+                requests[name] = requests.get(name, Decimal(0)) + v
+        found = set()
+        for name, q in _resources(c, "limits").items():
+            v = _decimal(q) if name in QOS_RESOURCES else None
+            if v is not None and v > 0:
+                found.add(name)
+                limits[name] = limits.get(name, Decimal(0)) + v
+        if not found.issuperset(QOS_RESOURCES):
+            guaranteed = False
+    if not requests and not limits:
+        return BEST_EFFORT
+    if guaranteed and all(limits.get(n) == v for n, v in requests.items()) and len(requests) == len(limits):
+        return GUARANTEED
+    return BURSTABLE
 
 
 def _resources(container: dict, kind: str) -> dict:

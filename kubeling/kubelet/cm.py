@@ -33,11 +33,15 @@ from __future__ import annotations
 from decimal import Decimal
 
 from kubeling.api import quantity
-from kubeling.api.resource import pod_limits, pod_requests
+from kubeling.api.resource import (
+    BEST_EFFORT,
+    BURSTABLE,
+    GUARANTEED,
+    compute_qos,
+    pod_limits,
+    pod_requests,
+)
 from kubeling.kubelet.runtime import LinuxResources
-
-GUARANTEED, BURSTABLE, BEST_EFFORT = "Guaranteed", "Burstable", "BestEffort"
-QOS_RESOURCES = ("cpu", "memory")
 
 ROOT = "kubepods"
 MIN_SHARES, MAX_SHARES, SHARES_PER_CPU = 2, 262144, 1024
@@ -86,32 +90,6 @@ def _is_sidecar(container: dict) -> bool:
 
 
 # -- QoS -------------------------------------------------------------------------------------
-
-def compute_qos(pod: dict) -> str:
-    """The QoS class from the pod's containers (upstream's ``ComputePodQOS``)."""
-    spec = pod.get("spec") or {}
-    requests: dict[str, Decimal] = {}
-    limits: dict[str, Decimal] = {}
-    guaranteed = True
-    for c in list(spec.get("containers") or []) + list(spec.get("initContainers") or []):
-        for name, q in _resources(c, "requests").items():
-            v = _decimal(q) if name in QOS_RESOURCES else None
-            if v is not None and v > 0:
-                requests[name] = requests.get(name, Decimal(0)) + v
-        found = set()
-        for name, q in _resources(c, "limits").items():
-            v = _decimal(q) if name in QOS_RESOURCES else None
-            if v is not None and v > 0:
-                found.add(name)
-                limits[name] = limits.get(name, Decimal(0)) + v
-        if not found.issuperset(QOS_RESOURCES):
-            guaranteed = False
-    if not requests and not limits:
-        return BEST_EFFORT
-    if guaranteed and all(limits.get(n) == v for n, v in requests.items()) and len(requests) == len(limits):
-        return GUARANTEED
-    return BURSTABLE
-
 
 def pod_qos(pod: dict) -> str:
     """``status.qosClass`` when the API server has set it, else `compute_qos`."""

@@ -11,7 +11,7 @@ from kubeling.api import errors
 from kubeling.apiserver import conversion, listwatch, negotiation
 from kubeling.apiserver.endpoints.request import parse_path
 from kubeling.apiserver.registry import strategy as strategies
-from kubeling.apiserver.registry.core.pod import qos_class
+from kubeling.api.resource import compute_qos
 from kubeling.apiserver import registry
 from kubeling.apiserver.resources import ResourceMap, builtin_served
 
@@ -149,7 +149,7 @@ def test_initial_status_zero_values_follow_the_schema():
                  id="burstable"),
 ])
 def test_pod_qos_class(spec, qos):
-    assert qos_class(spec) == qos
+    assert compute_qos({"spec": spec}) == qos
 
 
 def test_status_update_changes_only_status():

@@ -20,9 +20,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from kubeling.api import errors, fields, labels, quantity
+from kubeling.api import errors, fields, labels
 from kubeling.api.defaults import core as defaults
 from kubeling.api.printers import pod as printers
+from kubeling.api.resource import compute_qos
 from kubeling.api.validation import pod as validation
 from kubeling.apiserver import proxy
 from kubeling.apiserver.registry.generic import Context, now_rfc3339
@@ -31,34 +32,6 @@ from kubeling.apiserver.registry.status import StatusREST
 from kubeling.apiserver.registry.strategy import Strategy
 
 SUCCESS = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
-
-
-def qos_class(spec: dict) -> str:
-    """Guaranteed when every container has equal cpu and memory requests and limits; BestEffort
-    when none sets any; Burstable otherwise (upstream's GetPodQOS, simplified to cpu/memory)."""
-    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
-    any_set = False
-    guaranteed = True
-    for c in containers:
-        res = c.get("resources") or {}
-        req, lim = res.get("requests") or {}, res.get("limits") or {}
-        for r in ("cpu", "memory"):
-            if r in req or r in lim:
-                any_set = True
-            if r not in lim:
-                guaranteed = False
-            elif r in req and _qty(req[r]) != _qty(lim[r]):
-                guaranteed = False
-    if not any_set:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed else "Burstable"
-
-
-def _qty(v):
-    try:
-        return quantity.parse(str(v))
-    except Exception:  # noqa: BLE001 - validation reports bad quantities; here they just differ
-        return v
 
 
 class BindingREST:
@@ -300,7 +273,7 @@ class PodStrategy(Strategy):
                     "attach": NodeStreamREST, "portforward": NodeStreamREST, "proxy": NodeStreamREST}
 
     def initial_status(self, obj):
-        return {"phase": "Pending", "qosClass": qos_class(obj.get("spec", {}))}
+        return {"phase": "Pending", "qosClass": compute_qos(obj)}
 
     def defaults(self, obj):
         defaults.set_object_defaults_pod(obj)
