@@ -2,9 +2,11 @@
 upstream's order (see `chain` for how they run).
 
     NamespaceLifecycle        validating: no content in missing/terminating namespaces
+    LimitRanger               both: LimitRange defaults and bounds for pods and PVCs
     ServiceAccount            mutating: pods get a service account name
     Priority                  mutating: pods get their PriorityClass's priority
     DefaultTolerationSeconds  mutating: pods tolerate not-ready/unreachable for 300 s
+    ResourceQuota             validating: refuse what exceeds a quota, charge what it admits
 
 Allocation of Service IPs and node ports is not admission: it lives in the service strategy, as
 upstream's service REST storage does it.
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 from kubeling.apiserver.admission.chain import Attributes, Chain
 from kubeling.apiserver.admission.default_toleration_seconds import DefaultTolerationSeconds
+from kubeling.apiserver.admission.limitranger import LimitRanger
 from kubeling.apiserver.admission.namespace_lifecycle import NamespaceLifecycle
 from kubeling.apiserver.admission.priority import Priority
+from kubeling.apiserver.admission.resourcequota import ResourceQuota
 from kubeling.apiserver.admission.service_account import ServiceAccount
 
 
@@ -23,9 +27,11 @@ def default_chain(store, lookup) -> Chain:
     """The chain `kubeling server` runs; ``store`` is the generic store, ``lookup`` finds a Served."""
     return Chain([
         NamespaceLifecycle(store, lookup),
+        LimitRanger(store, lookup),
         ServiceAccount(store, lookup),
         Priority(store, lookup),
         DefaultTolerationSeconds(),
+        ResourceQuota(store, lookup),
     ])
 
 
