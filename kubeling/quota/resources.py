@@ -6,8 +6,8 @@ A ResourceList here is ``{name: Decimal}``; `parse_list` reads the API's quantit
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Iterable
 
 from kubeling.api import quantity
 

@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from inprocess import api_server, ctx
 
 from kubeling.api import errors
 from kubeling.quota import resources as rl
-from kubeling.quota.evaluators import PodEvaluator, ServiceEvaluator, evaluator_for, group_resource_of
-
-from inprocess import api_server, ctx
+from kubeling.quota.evaluators import (
+    PodEvaluator,
+    ServiceEvaluator,
+    evaluator_for,
+    group_resource_of,
+)
 
 
 def run(coro):
@@ -109,7 +113,7 @@ def test_concurrent_creates_cannot_both_take_the_last_unit():
     async def main():
         api = await api_server()
         await create(api, "resourcequotas", quota("q", {"configmaps": "1"}))
-        cm = lambda n: {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n, "namespace": "default"}}  # noqa: E731
+        cm = lambda n: {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n, "namespace": "default"}}
         results = await asyncio.gather(*(create(api, "configmaps", cm(f"c{i}")) for i in range(5)),
                                        return_exceptions=True)
         assert sum(not isinstance(r, Exception) for r in results) == 1

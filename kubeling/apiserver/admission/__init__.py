@@ -15,7 +15,9 @@ upstream's service REST storage does it.
 from __future__ import annotations
 
 from kubeling.apiserver.admission.chain import Attributes, Chain
-from kubeling.apiserver.admission.default_toleration_seconds import DefaultTolerationSeconds
+from kubeling.apiserver.admission.default_toleration_seconds import (
+    DefaultTolerationSeconds,
+)
 from kubeling.apiserver.admission.limitranger import LimitRanger
 from kubeling.apiserver.admission.namespace_lifecycle import NamespaceLifecycle
 from kubeling.apiserver.admission.priority import Priority
