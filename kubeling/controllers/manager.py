@@ -41,6 +41,7 @@ from kubeling.controllers.garbagecollector import GarbageCollector
 from kubeling.controllers.namespace import NamespaceController
 from kubeling.controllers.nodeipam import NodeIPAMController
 from kubeling.controllers.rootcacertpublisher import RootCACertPublisher
+from kubeling.controllers.resourcequota import ResourceQuotaController
 from kubeling.controllers.serviceaccount import ServiceAccountsController
 from kubeling.controllers.serviceaccount_token import TokensController
 
@@ -55,6 +56,7 @@ REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
     RootCACertPublisher,
     NodeIPAMController,
     TokensController,
+    ResourceQuotaController,
 )}
 
 LEASE_NAMESPACE = "kube-system"
