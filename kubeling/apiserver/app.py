@@ -72,6 +72,7 @@ class APIServer:
         self.secure_port = secure_port
         self.ready = False
         self.aggregator = None  # set by server.run: answers for aggregated APIs
+        self.join = None  # set by server.run: the node join endpoints (join.py), answered before authn
         self._openapi: dict = {}
         self.crd_schemas: dict = {}
 
@@ -217,6 +218,8 @@ class APIServer:
         filters = [serving.track, timeout.middleware(request_timeout), authn,
                    maxinflight.middleware(max_requests_inflight, max_mutating_requests_inflight,
                                           registry=self.metrics.registry), pipeline]
+        if self.join is not None and not insecure:
+            filters.insert(2, self.join.middleware)  # agents joining have no credentials yet
         app = web.Application(middlewares=filters, client_max_size=limits.MAX_REQUEST_BODY_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._unreachable)
         return app

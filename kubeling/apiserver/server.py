@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 
 from kubeling.api import errors
-from kubeling.apiserver import datadir, memory, proxy, registry, serving
+from kubeling.apiserver import datadir, join, memory, proxy, registry, serving
 from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.cacher import Cacher
@@ -119,6 +119,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                                            else "127.0.0.1")
     pki = PKI(data, hosts=[advertise, opts.bind_address])
     pki.ensure()
+    node_token = join.ensure_token(data, pki)  # <data-dir>/server/node-token: `kubeling agent --token`
     store = await SQLiteStore.open(str(data / "state.db"), compact_interval=opts.compact_interval,
                                    compact_keep=opts.compact_keep)
     listeners: list[serving.Listener] = []
@@ -131,6 +132,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                         config=registry.Config(service_cidr=opts.service_cidr, node_port_range=opts.node_port_range))
         api.scope.cacher = cacher
         api.scope.deps.kubelet = proxy.ensure_client_cert(pki)
+        api.join = join.JoinHandler(pki, node_token)
         cacher.on_decode_error = api.report_undecodable
         crds = CRDController(api)
         await crds.start()

@@ -1,6 +1,9 @@
 """``kubeling agent`` (the node agent alone) and ``kubeling node cleanup`` (k3s's killall).
 
-``kubeling agent --kubeconfig FILE`` runs one node against any API server. ``kubeling server``
+``kubeling agent --kubeconfig FILE`` runs one node against any API server; ``kubeling agent
+--server https://IP:6443 --token TOKEN`` (or ``--token-file``) first joins the cluster with the
+server's node token (`kubeling.kubelet.bootstrap`: the CA is checked against the token, then the
+node's credentials are written to ``<data-dir>/agent/kubelet.kubeconfig``). ``kubeling server``
 runs one as its child unless ``--disable-agent``. The agent's state lives in
 ``<data-dir>/agent`` (images, containers, pod volumes, logs), so ``kubeling images import
 --data-dir DIR`` and the agent agree on where images are.
@@ -26,7 +29,10 @@ from pathlib import Path
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("agent", help="run the node agent (kubelet) against an API server")
     agent_flags(p)
-    p.add_argument("--kubeconfig", required=True, help="credentials of this node (system:node:<name>)")
+    p.add_argument("--kubeconfig", default="", help="credentials of this node (system:node:<name>)")
+    p.add_argument("--server", default="", help="join the cluster at https://IP:PORT (with --token), as k3s's agent")
+    p.add_argument("--token", default="", help="the server's node token (<server data-dir>/server/node-token)")
+    p.add_argument("--token-file", default="", help="a file holding the node token")
     p.add_argument("--data-dir", default=".kubeling", help="state directory; the agent uses <data-dir>/agent")
     p.add_argument("--node-name", default=socket.gethostname().lower())
     p.add_argument("--service-cidr", default="10.43.0.0/16", help="Service IPs: unreachable unless proxied")
@@ -80,9 +86,22 @@ def cmd_agent(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from kubeling.kubelet.agent import Agent
 
+    try:
+        token = _token(args)
+    except (OSError, ValueError) as e:
+        print(f"kubeling agent: {e}", file=sys.stderr)
+        return 1
+
     async def main() -> None:
         stop = asyncio.Event()
         install_stop_handlers(stop)
+        if args.server:
+            from kubeling.kubelet.agent import route_source
+            from kubeling.kubelet.bootstrap import join
+            # the serving certificate names the node IP, so pick it before the join (as the agent would)
+            args.node_ip = args.node_ip or route_source(args.server)
+            args.kubeconfig = str(await join(args.server, token, Path(args.data_dir) / "agent", args.node_name,
+                                             args.node_ip))
         await Agent(options(args)).run(stop)
 
     try:
@@ -93,6 +112,19 @@ def cmd_agent(args: argparse.Namespace) -> int:
         print(f"kubeling agent: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _token(args: argparse.Namespace) -> str:
+    """The node token, checking that exactly one way to reach the server was given."""
+    if args.token_file:
+        args.token = Path(args.token_file).read_text().strip()
+    if bool(args.server) == bool(args.kubeconfig):
+        raise ValueError("give either --kubeconfig, or --server with --token/--token-file")
+    if args.server and not args.token:
+        raise ValueError("--server needs --token or --token-file")
+    if args.token and not args.server:
+        raise ValueError("--token needs --server")
+    return args.token
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:
