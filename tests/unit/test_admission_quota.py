@@ -155,3 +155,16 @@ def test_service_and_object_count_usage():
     assert rl.format_list(evaluator_for("apps", "deployments").usage({})) == {"count/deployments.apps": "1"}
     assert group_resource_of("count/deployments.apps") == ("apps", "deployments")
     assert group_resource_of("requests.cpu") == ("", "pods")
+
+
+def test_pod_without_class_gets_the_global_default_priority_class():
+    async def main():
+        api = await api_server()
+        pc = {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "normal"},
+              "value": 1000, "globalDefault": True}
+        await api.registry.create(api.lookup("scheduling.k8s.io", "v1", "priorityclasses"), pc, ctx())
+        p = await create(api, "pods", pod("p"))
+        assert (p["spec"]["priorityClassName"], p["spec"]["priority"]) == ("normal", 1000)
+        named = await create(api, "pods", pod("q", priorityClassName="system-node-critical"))
+        assert named["spec"]["priority"] == 2000001000
+    run(main())
