@@ -17,27 +17,48 @@ from __future__ import annotations
 import copy
 
 from kubeling.scheduler.framework.interface import EXTENSION_POINTS, Plugin, PluginSet
+from kubeling.scheduler.plugins.balancedallocation import BalancedAllocation
 from kubeling.scheduler.plugins.defaultbinder import DefaultBinder
+from kubeling.scheduler.plugins.imagelocality import ImageLocality
+from kubeling.scheduler.plugins.nodeaffinity import NodeAffinity
 from kubeling.scheduler.plugins.nodename import NodeName
+from kubeling.scheduler.plugins.nodeports import NodePorts
 from kubeling.scheduler.plugins.noderesources import Fit
 from kubeling.scheduler.plugins.nodeunschedulable import NodeUnschedulable
 from kubeling.scheduler.plugins.queuesort import PrioritySort
+from kubeling.scheduler.plugins.schedulinggates import SchedulingGates
+from kubeling.scheduler.plugins.tainttoleration import TaintToleration
+from kubeling.scheduler.plugins.volumebinding import VolumeBinding
 
 IN_TREE_REGISTRY: dict[str, type[Plugin]] = {
+    SchedulingGates.NAME: SchedulingGates,
     PrioritySort.NAME: PrioritySort,
     NodeUnschedulable.NAME: NodeUnschedulable,
     NodeName.NAME: NodeName,
+    TaintToleration.NAME: TaintToleration,
+    NodeAffinity.NAME: NodeAffinity,
+    NodePorts.NAME: NodePorts,
     Fit.NAME: Fit,
+    VolumeBinding.NAME: VolumeBinding,
+    BalancedAllocation.NAME: BalancedAllocation,
+    ImageLocality.NAME: ImageLocality,
     DefaultBinder.NAME: DefaultBinder,
 }
 
 # (name, score weight or None), in upstream's order; the order is the order plugins run in.
 DEFAULT_MULTI_POINT: list[tuple[str, int | None]] = [
+    ("SchedulingGates", None),
     ("PrioritySort", None),
     ("NodeUnschedulable", None),
     ("NodeName", None),
+    ("TaintToleration", 3),
+    ("NodeAffinity", 2),
+    ("NodePorts", None),
     ("NodeResourcesFit", 1),
+    ("VolumeBinding", None),
     # PodTopologySpread (weight 2), InterPodAffinity (weight 2) and DefaultPreemption go here.
+    ("NodeResourcesBalancedAllocation", 1),
+    ("ImageLocality", 1),
     ("DefaultBinder", None),
 ]
 
