@@ -44,6 +44,7 @@ from kubeling.controllers.rootcacertpublisher import RootCACertPublisher
 from kubeling.controllers.resourcequota import ResourceQuotaController
 from kubeling.controllers.serviceaccount import ServiceAccountsController
 from kubeling.controllers.serviceaccount_token import TokensController
+from kubeling.controllers.statefulset import StatefulSetController
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
     NodeIPAMController,
     TokensController,
     ResourceQuotaController,
+    StatefulSetController,
 )}
 
 LEASE_NAMESPACE = "kube-system"
