@@ -45,6 +45,8 @@ from kubeling.controllers.resourcequota import ResourceQuotaController
 from kubeling.controllers.serviceaccount import ServiceAccountsController
 from kubeling.controllers.serviceaccount_token import TokensController
 from kubeling.controllers.statefulset import StatefulSetController
+from kubeling.controllers.replicaset import ReplicaSetController
+from kubeling.controllers.replication import ReplicationManager
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
     TokensController,
     ResourceQuotaController,
     StatefulSetController,
+    ReplicaSetController,
+    ReplicationManager,
 )}
 
 LEASE_NAMESPACE = "kube-system"
