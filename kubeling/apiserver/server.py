@@ -10,6 +10,7 @@ before the process exits).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import ctypes
 import logging
@@ -162,7 +163,8 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
             # A child process: controllers are API clients, and a second interpreter keeps their
             # CPU off the API server's event loop.
             tasks.append(asyncio.create_task(supervise_child(
-                ["controller-manager", "--kubeconfig", str(kubeconfig), "--controllers",
+                ["controller-manager", "--kubeconfig", str(kubeconfig), "--leader-elect",
+                 "--leader-elect-identity", leader_identity(data), "--controllers",
                  ",".join(opts.controllers), "--cluster-cidr", opts.cluster_cidr,
                  "--service-cluster-ip-range", opts.service_cidr,
                  "--service-account-private-key-file", str(pki.service_account_key),
@@ -188,6 +190,14 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                 raise t.exception()
     finally:
         await asyncio.shield(_shutdown(tasks, listeners, store, cacher))
+
+
+def leader_identity(data) -> str:
+    """A leader-election identity stable for this server's data dir: a restarted server finds
+    itself still named in the Lease and leads again at once, while a second server (another data
+    dir or host) stands by."""
+    digest = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:10]
+    return f"{socket.gethostname()}_{digest}"
 
 
 async def supervise_child(args: list[str], stop: asyncio.Event) -> None:

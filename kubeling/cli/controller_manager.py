@@ -30,6 +30,9 @@ def add_subcommands(sub) -> None:
     p.add_argument("--controllers", default="*", help="comma-separated controllers ('*' = all, '-name' = not name)")
     p.add_argument("--leader-elect", action="store_true",
                    help="run only while holding the Lease kube-system/kube-controller-manager")
+    p.add_argument("--leader-elect-identity", default="",
+                   help="this candidate's holder identity (default: <hostname>_<random uuid>); `kubeling server` "
+                        "passes one stable per data dir, so a restarted server resumes leading at once")
     p.add_argument("--cluster-cidr", default="10.42.0.0/16", help="the pod network nodeipam hands /24s from")
     p.add_argument("--service-cluster-ip-range", default="10.43.0.0/16")
     p.add_argument("--service-account-private-key-file", default="",
@@ -68,7 +71,7 @@ def cmd_controller_manager(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        election = manager.LeaderElection() if args.leader_elect else None
+        election = manager.LeaderElection(identity=args.leader_elect_identity) if args.leader_elect else None
         await manager.run(args.kubeconfig, stop, [c for c in args.controllers.split(",") if c], election,
                           settings=settings_of(args))
 
