@@ -273,6 +273,13 @@ def _merge_write(res: kinds.Resource, old: dict, new: dict, subresource: str | N
             out["status"] = new["status"]
         else:
             out.pop("status", None)
+        # as the API server's status strategy: labels and annotations go with a status write
+        # (the Deployment controller records its revision annotation this way)
+        for k in ("labels", "annotations"):
+            if k in (new.get("metadata") or {}):
+                out["metadata"][k] = new["metadata"][k]
+            else:
+                out["metadata"].pop(k, None)
         return out
     if subresource:
         raise StatusError(404, "NotFound", "the server could not find the requested resource")
