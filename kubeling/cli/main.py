@@ -16,6 +16,7 @@ import sys
 from kubeling.apiserver import server
 from kubeling.cli import agent as agent_cli
 from kubeling.cli import backup as backup_cli
+from kubeling.cli import cluster as cluster_cli
 from kubeling.cli import controller_manager as controller_manager_cli
 from kubeling.cli import hollow as hollow_cli
 from kubeling.cli import images as images_cli
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     agent_cli.add_subcommands(sub)  # agent, node cleanup
     images_cli.add_subcommands(sub)  # images import, images ls
     hollow_cli.add_subcommands(sub)  # hollow-nodes
+    cluster_cli.add_subcommands(sub)  # cluster up/down/status/node
     args = parser.parse_args(argv)
     return args.func(args)
 

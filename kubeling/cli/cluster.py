@@ -1,0 +1,128 @@
+"""``kubeling cluster``: a multi-node cluster on one machine (`kubeling.cluster`).
+
+    kubeling cluster up --nodes N [--data-dir DIR] [--registry-config FILE] [--name NAME]
+                        [--subnet CIDR] [--bind-address IP] [--secure-port PORT]
+                        [--kube-controller-manager-arg FLAG=VALUE]... [--kube-scheduler-arg ...]
+                        [--server-arg FLAG]... [--agent-arg FLAG]...
+    kubeling cluster down [--data-dir DIR]
+    kubeling cluster status [--data-dir DIR]
+    kubeling cluster node stop|start|isolate [--undo]|connect|add NAME [--data-dir DIR]
+
+``up`` returns once every node is Ready and prints ``export KUBECONFIG=...`` on stdout (so
+``eval "$(kubeling cluster up --nodes 3)"`` works); progress goes to stderr. Every command needs
+root (namespaces, bridges, cgroups). Failures are one paragraph on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_DATA_DIR = ".kubeling-cluster"
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cluster", help="a server and N agents on this machine, one network namespace each")
+    csub = p.add_subparsers(dest="cluster_command", required=True)
+
+    def with_dir(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                            help=f"the cluster's directory (default {DEFAULT_DATA_DIR})")
+        return parser
+
+    up = with_dir(csub.add_parser("up", help="start a server and N agents; return when every node is Ready"))
+    up.add_argument("--nodes", type=int, default=3, help="how many agents (default 3)")
+    up.add_argument("--name", default="kubeling", help="prefix of the network namespaces and the bridge")
+    up.add_argument("--subnet", default="", help="the /24 of the bridge (default: a free one of 10.44.0.0/16)")
+    up.add_argument("--bind-address", default="", help="where the API server listens (default: the bridge address)")
+    up.add_argument("--secure-port", type=int, default=6443)
+    up.add_argument("--registry-config", default="", help="k3s-style registries.yaml every agent uses")
+    up.add_argument("--kube-controller-manager-arg", action="append", default=[], metavar="FLAG=VALUE",
+                    help="passed to the server, e.g. node-monitor-grace-period=10s (repeatable)")
+    up.add_argument("--kube-scheduler-arg", action="append", default=[], metavar="FLAG=VALUE")
+    up.add_argument("--server-arg", action="append", default=[], metavar="FLAG",
+                    help="any other `kubeling server` flag, e.g. --server-arg=--request-timeout=30s (repeatable)")
+    up.add_argument("--agent-arg", action="append", default=[], metavar="FLAG",
+                    help="any other `kubeling agent` flag, e.g. --agent-arg=--disable-default-registry-endpoint")
+    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server and the nodes")
+    up.set_defaults(func=cmd_up)
+    with_dir(csub.add_parser("down", help="remove every process, namespace, link, mount and cgroup of the cluster")
+             ).set_defaults(func=cmd_down)
+    with_dir(csub.add_parser("status", help="the server and the nodes, their PIDs, readiness and links")
+             ).set_defaults(func=cmd_status)
+    node = csub.add_parser("node", help="break, mend and add nodes")
+    nsub = node.add_subparsers(dest="node_command", required=True)
+    for verb, text in (("stop", "SIGKILL the node's agent and containers (a node failure)"),
+                       ("start", "start the node's agent again"),
+                       ("isolate", "cut the node's link (--undo restores it)"),
+                       ("connect", "restore an isolated node's link"),
+                       ("add", "join one more node to the running cluster")):
+        n = with_dir(nsub.add_parser(verb, help=text))
+        n.add_argument("name")
+        if verb == "isolate":
+            n.add_argument("--undo", action="store_true")
+        if verb in ("start", "add"):
+            n.add_argument("--timeout", type=float, default=180.0)
+        n.set_defaults(func=cmd_node)
+
+
+def _run(fn) -> int:
+    from kubeling.cluster import ClusterError
+    from kubeling.cluster.netns import NetworkError
+    try:
+        fn()
+        return 0
+    except (ClusterError, NetworkError, OSError) as e:
+        print(f"kubeling cluster: {e}", file=sys.stderr)
+        return 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from kubeling.cluster import Cluster
+    if args.nodes < 1:
+        print("kubeling cluster up: --nodes must be at least 1", file=sys.stderr)
+        return 1
+    server_args = [f"--kube-controller-manager-arg={a}" for a in args.kube_controller_manager_arg]
+    server_args += [f"--kube-scheduler-arg={a}" for a in args.kube_scheduler_arg]
+    c = Cluster(args.data_dir)
+
+    def up() -> None:
+        c.up(args.nodes, name=args.name, subnet=args.subnet, bind_address=args.bind_address,
+             secure_port=args.secure_port, registry_config=args.registry_config,
+             server_args=server_args + args.server_arg, agent_args=args.agent_arg, timeout=args.timeout)
+        print(f"export KUBECONFIG={c.kubeconfig}", flush=True)
+    code = _run(up)
+    if code:
+        print(f"(the cluster is left as it is for a look at {c.dir / 'logs'}; "
+              f"`kubeling cluster down --data-dir {args.data_dir}` removes it)", file=sys.stderr)
+    return code
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from kubeling.cluster import Cluster
+    return _run(Cluster(args.data_dir).down)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from kubeling.cluster import Cluster
+
+    def status() -> None:
+        rows = [("NAME", "ADDRESS", "PID", "READY", "LINK"), *Cluster(args.data_dir).status_rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return _run(status)
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from kubeling.cluster import Cluster
+    c = Cluster(args.data_dir)
+    verb = args.node_command
+    actions = {
+        "stop": lambda: c.stop_node(args.name),
+        "start": lambda: c.start_node(args.name, timeout=args.timeout),
+        "isolate": lambda: c.isolate(args.name, cut=not args.undo),
+        "connect": lambda: c.isolate(args.name, cut=False),
+        "add": lambda: c.add_node(args.name, timeout=args.timeout),
+    }
+    return _run(actions[verb])
