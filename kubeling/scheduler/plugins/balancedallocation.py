@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import math
 
-from kubeling.scheduler.framework.interface import MAX_NODE_SCORE, CycleState, Plugin, Status
+from kubeling.scheduler.framework.interface import (
+    MAX_NODE_SCORE,
+    CycleState,
+    Plugin,
+    Status,
+)
 from kubeling.scheduler.framework.types import NodeInfo
-from kubeling.scheduler.plugins.noderesources import DEFAULT_RESOURCES, ResourceAllocationScorer
+from kubeling.scheduler.plugins.noderesources import (
+    DEFAULT_RESOURCES,
+    ResourceAllocationScorer,
+)
 
 NAME = "NodeResourcesBalancedAllocation"
 PRE_SCORE_STATE_KEY = "PreScore" + NAME

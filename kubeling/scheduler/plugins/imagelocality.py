@@ -14,7 +14,12 @@ nothing else is normalised.
 
 from __future__ import annotations
 
-from kubeling.scheduler.framework.interface import MAX_NODE_SCORE, CycleState, Plugin, Status
+from kubeling.scheduler.framework.interface import (
+    MAX_NODE_SCORE,
+    CycleState,
+    Plugin,
+    Status,
+)
 from kubeling.scheduler.framework.types import NodeInfo
 
 NAME = "ImageLocality"

@@ -14,7 +14,11 @@ from kubeling.scheduler.framework.interface import (
     Status,
 )
 from kubeling.scheduler.framework.types import NodeInfo
-from kubeling.scheduler.plugins.helper import NO_SCHEDULE, TAINT_NODE_UNSCHEDULABLE, tolerations_tolerate_taint
+from kubeling.scheduler.plugins.helper import (
+    NO_SCHEDULE,
+    TAINT_NODE_UNSCHEDULABLE,
+    tolerations_tolerate_taint,
+)
 
 ERR_REASON_UNSCHEDULABLE = "node(s) were unschedulable"
 ERR_REASON_UNKNOWN_CONDITION = "node(s) had unknown conditions"

@@ -10,7 +10,7 @@ pod waits for a PVC/PV/StorageClass event rather than retrying every node):
 - an unbound claim whose class binds ``Immediate`` (or no class, or a pre-bound ``volumeName``
   the PV controller has not confirmed): ``pod has unbound immediate PersistentVolumeClaims``;
 - bound claims: Filter checks each PV's ``spec.nodeAffinity.required`` against the node
-  (``node(s) had volume node affinity conflict``), and a claim bound to a missing PV answers
+  (``node(s) didn't match PersistentVolume's node affinity``), and a claim bound to a missing PV answers
   ``node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)``.
 
 "Bound" is upstream's: ``spec.volumeName`` set and the ``pv.kubernetes.io/bind-completed``
@@ -42,7 +42,7 @@ from kubeling.scheduler.plugins.helper import match_node_selector_terms
 NAME = "VolumeBinding"
 STATE_KEY = NAME
 ERR_REASON_UNBOUND_IMMEDIATE = "pod has unbound immediate PersistentVolumeClaims"
-ERR_REASON_NODE_CONFLICT = "node(s) had volume node affinity conflict"
+ERR_REASON_NODE_CONFLICT = "node(s) didn't match PersistentVolume's node affinity"
 ERR_REASON_PV_NOT_EXIST = "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)"
 ANN_BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
 ANN_STORAGE_CLASS = "volume.beta.kubernetes.io/storage-class"
