@@ -374,7 +374,7 @@ class Scheduler:
         try:
             await self.client.patch("", "v1", "pods", meta["name"], {"status": patch}, namespace=meta.get("namespace"),
                                     subresource="status", patch_type="strategic")
-        except Exception as e:  # the next attempt writes it again
+        except Exception as e:  # noqa: BLE001 - the next attempt writes it again
             log.warning("could not update the PodScheduled condition of %s: %s", pod_key(pod), e)
 
 

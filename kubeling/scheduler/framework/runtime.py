@@ -133,7 +133,7 @@ class Framework:
         for p in self.points["pre_enqueue"]:
             try:
                 s = p.pre_enqueue(pod)
-            except Exception as e:  # a plugin bug is an Error status, not a crash
+            except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
                 return _error(p.NAME, "PreEnqueue", e)
             if s is not None and not s.is_success():
                 return _named(s, p.NAME)
@@ -158,7 +158,7 @@ class Framework:
         for p in self.points["pre_filter"]:
             try:
                 r, s = p.pre_filter(state, pod, nodes)
-            except Exception as e:  # a plugin bug is an Error status, not a crash
+            except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
                 return None, _error(p.NAME, "PreFilter", e), narrowed
             if s is not None and s.is_skip():
                 state.skip_filter_plugins.add(p.NAME)
@@ -191,7 +191,7 @@ class Framework:
                 continue
             try:
                 s = p.filter(state, pod, node_info)
-            except Exception as e:  # a plugin bug is an Error status, not a crash
+            except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
                 return _error(p.NAME, "Filter", e)
             if s is not None and s.code != Code.SUCCESS:
                 if s.code == Code.SKIP:
@@ -234,7 +234,7 @@ class Framework:
                 continue
             try:
                 s = getattr(ext, which)(state, pod, other, node_info)
-            except Exception as e:  # a plugin bug is an Error status, not a crash
+            except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
                 return _error(p.NAME, f"PreFilterExtension {which}", e)
             if s is not None and not s.is_success():
                 return _named(s, p.NAME)
@@ -255,7 +255,7 @@ class Framework:
         for p in self.points["post_filter"]:
             try:
                 r, s = p.post_filter(state, pod, statuses)
-            except Exception as e:  # a plugin bug is an Error status, not a crash
+            except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
                 return None, _error(p.NAME, "PostFilter", e)
             s = _named(s or Status(Code.SUCCESS), p.NAME)
             if s.code in (Code.SUCCESS, Code.UNSCHEDULABLE_AND_UNRESOLVABLE):
@@ -271,7 +271,7 @@ class Framework:
         for p in self.points["pre_score"]:
             try:
                 s = p.pre_score(state, pod, nodes)
-            except Exception as e:  # a plugin bug is an Error status, not a crash
+            except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
                 return _error(p.NAME, "PreScore", e)
             if s is not None and s.is_skip():
                 state.skip_score_plugins.add(p.NAME)
@@ -299,7 +299,7 @@ class Framework:
                     s = ext.normalize_score(state, pod, scores)
                     if s is not None and not s.is_success():
                         return [], _named(s, p.NAME)
-            except Exception as e:  # a plugin bug is an Error status, not a crash
+            except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
                 return [], _error(p.NAME, "Score", e)
             w = self.weights.get(p.NAME, DEFAULT_SCORE_WEIGHT)
             for i, ns in enumerate(scores):
@@ -313,7 +313,7 @@ class Framework:
         for p in self.points["reserve"]:
             try:
                 s = p.reserve(state, pod, node_name)
-            except Exception as e:  # a plugin bug is an Error status, not a crash
+            except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
                 return _error(p.NAME, "Reserve", e)
             if s is not None and not s.is_success():
                 return _named(s, p.NAME)
@@ -332,7 +332,7 @@ class Framework:
         for p in self.points["permit"]:
             try:
                 s, timeout = p.permit(state, pod, node_name)
-            except Exception as e:  # a plugin bug is an Error status, not a crash
+            except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
                 return _error(p.NAME, "Permit", e), 0.0
             if s is None or s.is_success():
                 continue
@@ -348,7 +348,7 @@ class Framework:
         for p in self.points["pre_bind"]:
             try:
                 s = await p.pre_bind(state, pod, node_name)
-            except Exception as e:  # a plugin bug is an Error status, not a crash
+            except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
                 return _error(p.NAME, "PreBind", e)
             if s is not None and not s.is_success() and not s.is_skip():
                 return _named(s, p.NAME)
@@ -358,7 +358,7 @@ class Framework:
         for p in self.points["bind"]:
             try:
                 s = await p.bind(state, pod, node_name)
-            except Exception as e:  # a plugin bug is an Error status, not a crash
+            except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
                 return _error(p.NAME, "Bind", e)
             if s is not None and s.is_skip():
                 continue
