@@ -7,7 +7,9 @@
 - ``images ls [--data-dir DIR]`` lists the images with crictl's columns: IMAGE, TAG, IMAGE ID
   (13 hex characters), SIZE (decimal units, 3 significant digits).
 
-``--data-dir`` defaults to ``.kubeling``, the directory ``make up`` uses. Failures are one line
+``--data-dir`` defaults to ``.kubeling``, the directory ``make up`` uses. When it is a
+``kubeling cluster`` directory (it holds ``cluster.json``), ``import`` fills every node's store,
+as ``kind load`` does, and ``ls`` lists each node's images under a ``node <name>:`` line. Failures are one line
 on stderr and exit code 1.
 """
 
@@ -28,6 +30,18 @@ DEFAULT_DATA_DIR = ".kubeling"
 
 def store_dir(data_dir: str | Path) -> Path:
     return Path(data_dir) / "agent" / "images"
+
+
+def node_data_dirs(data_dir: str | Path) -> dict[str, Path]:
+    """The data dirs of the nodes an import goes to: every node of a cluster directory
+    (``kubeling cluster``), or the directory itself under the name ``""``."""
+    from kubeling.cluster.cluster import STATE_FILE, ClusterState
+    state = Path(data_dir) / STATE_FILE
+    if not state.exists():
+        return {"": Path(data_dir)}
+    import json
+    nodes = ClusterState.from_json(json.loads(state.read_text())).nodes
+    return {name: Path(node.data_dir) for name, node in nodes.items()}
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
@@ -55,11 +69,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _import(args: argparse.Namespace) -> int:
-    store = ImageStore(store_dir(args.data_dir))
-    for path in args.files:
-        for image in await import_archive(store, path):
-            name = ", ".join(image.repo_tags) or "(untagged)"
-            print(f"unpacked {name} ({image.id}), {len(image.layers)} layers, {image.size} bytes")
+    for node, data_dir in node_data_dirs(args.data_dir).items():
+        store = ImageStore(store_dir(data_dir))
+        where = f" on node {node}" if node else ""
+        for path in args.files:
+            for image in await import_archive(store, path):
+                name = ", ".join(image.repo_tags) or "(untagged)"
+                print(f"unpacked {name} ({image.id}), {len(image.layers)} layers, {image.size} bytes{where}")
     return 0
 
 
@@ -88,14 +104,22 @@ def rows(images: list[Image]) -> list[tuple[str, str, str, str]]:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    root = store_dir(args.data_dir)
+    dirs = node_data_dirs(args.data_dir)
+    for node, data_dir in dirs.items():
+        if node:
+            print(f"node {node}:")
+        _ls_one(data_dir, args.quiet)
+    return 0
+
+
+def _ls_one(data_dir: Path, quiet: bool) -> None:
+    root = store_dir(data_dir)
     images = ImageStore(root).list_images() if root.exists() else []
-    if args.quiet:
+    if quiet:
         for image in images:
             print(image.id)
-        return 0
+        return
     table = [("IMAGE", "TAG", "IMAGE ID", "SIZE")] + rows(images)
     widths = [max(len(r[i]) for r in table) for i in range(3)]
     for r in table:
         print("   ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "   " + r[3])
-    return 0
