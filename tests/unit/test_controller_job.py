@@ -186,19 +186,22 @@ def test_backoff_doubles_after_each_failure():
 
 def test_active_deadline_fails_the_job_and_deletes_its_pods():
     async def main():
-        async with Harness(job(activeDeadlineSeconds=30, parallelism=2, completions=2)) as h:
+        j = job(activeDeadlineSeconds=30, parallelism=2, completions=2)
+        # a second finalizer stands in for the kubelet: the deleted pods stay terminating until it goes
+        j["spec"]["template"]["metadata"]["finalizers"] = ["example.com/hold"]
+        async with Harness(j) as h:
             assert len(h.active()) == 2
             await h.step(31)
             assert h.active() == []
-            # Failed waits until the deleted pods have stopped
             assert h.conditions() == [("FailureTarget", "True", "DeadlineExceeded")]
-            # the kubelet stops the deleted pods; their finalizers are gone and they disappear
+            assert h.job()["status"]["terminating"] == 2 and h.job()["status"]["failed"] == 2
             for p in h.pods():
-                if p["metadata"].get("deletionTimestamp"):
-                    await h.finish(p, "Failed")
-            await h.step(1)
+                await h.client.patch("", "v1", "pods", p["metadata"]["name"],
+                                     {"metadata": {"$deleteFromPrimitiveList/finalizers": ["example.com/hold"]}},
+                                     namespace="default", patch_type="strategic")
+            await h.settle()
             assert h.conditions()[-1] == ("Failed", "True", "DeadlineExceeded")
-            assert h.job()["status"]["failed"] == 2
+            assert h.job()["status"]["terminating"] == 0
             assert ("DeadlineExceeded", "Job was active longer than specified deadline") in await h.events()
 
     asyncio.run(main())
