@@ -40,6 +40,8 @@ from kubeling.controllers.base import Controller, ControllerContext
 from kubeling.controllers.garbagecollector import GarbageCollector
 from kubeling.controllers.namespace import NamespaceController
 from kubeling.controllers.nodeipam import NodeIPAMController
+from kubeling.controllers.nodelifecycle import NodeLifecycleController
+from kubeling.controllers.tainteviction import TaintEvictionController
 from kubeling.controllers.rootcacertpublisher import RootCACertPublisher
 from kubeling.controllers.resourcequota import ResourceQuotaController
 from kubeling.controllers.serviceaccount import ServiceAccountsController
@@ -58,6 +60,8 @@ REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
     ServiceAccountsController,
     RootCACertPublisher,
     NodeIPAMController,
+    NodeLifecycleController,
+    TaintEvictionController,
     TokensController,
     ResourceQuotaController,
     StatefulSetController,

@@ -5,13 +5,15 @@ import asyncio
 import pytest
 
 from kubeling.api.errors import StatusError
-
 from kubeling.client.clock import FakeClock
 from kubeling.client.factory import SharedInformerFactory
 from kubeling.client.fake import FakeClient
 from kubeling.controllers.base import ControllerContext
-from kubeling.controllers.tainteviction import (TaintEvictionController, matching_tolerations,
-                                                min_toleration_seconds)
+from kubeling.controllers.tainteviction import (
+    TaintEvictionController,
+    matching_tolerations,
+    min_toleration_seconds,
+)
 
 NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
 UNREACHABLE = {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}
@@ -192,7 +194,6 @@ def test_failed_delete_is_retried_and_one_broken_pod_does_not_stop_the_others():
             if action.name == "flaky" and failures["n"] < 2:
                 failures["n"] += 1
                 raise StatusError(500, "InternalError", "etcd is sad")
-            return None
 
         h = Harness(node("n1", DEDICATED), broken, pod("flaky"), pod("fine"))
         h.client.prepend_reactor("delete", "pods", flaky)
