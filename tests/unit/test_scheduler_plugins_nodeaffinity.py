@@ -1,7 +1,18 @@
 import pytest
-from scheduler_plugins_testing import make_node, make_pod, node_info, reasons, run_filter
+from scheduler_plugins_testing import (
+    make_node,
+    make_pod,
+    node_info,
+    reasons,
+    run_filter,
+)
 
-from kubeling.scheduler.framework.interface import Code, CycleState, NodeScore, QueueingHint
+from kubeling.scheduler.framework.interface import (
+    Code,
+    CycleState,
+    NodeScore,
+    QueueingHint,
+)
 from kubeling.scheduler.plugins.nodeaffinity import NodeAffinity
 
 ERR = ["node(s) didn't match Pod's node affinity/selector"]

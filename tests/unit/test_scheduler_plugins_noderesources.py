@@ -1,8 +1,19 @@
 import pytest
-from scheduler_plugins_testing import container, make_node, make_pod, node_info, reasons, run_filter
+from scheduler_plugins_testing import (
+    container,
+    make_node,
+    make_pod,
+    node_info,
+    reasons,
+    run_filter,
+)
 
 from kubeling.scheduler.framework.interface import Code, CycleState, QueueingHint
-from kubeling.scheduler.plugins.noderesources import Fit, broken_linear_function, insufficient_resources
+from kubeling.scheduler.plugins.noderesources import (
+    Fit,
+    broken_linear_function,
+    insufficient_resources,
+)
 
 GI = "Gi"
 

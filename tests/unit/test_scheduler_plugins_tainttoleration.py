@@ -1,7 +1,12 @@
 import pytest
 from scheduler_plugins_testing import make_node, make_pod, node_info, reasons
 
-from kubeling.scheduler.framework.interface import Code, CycleState, NodeScore, QueueingHint
+from kubeling.scheduler.framework.interface import (
+    Code,
+    CycleState,
+    NodeScore,
+    QueueingHint,
+)
 from kubeling.scheduler.plugins.tainttoleration import TaintToleration
 
 
