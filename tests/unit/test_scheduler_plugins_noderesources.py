@@ -144,11 +144,15 @@ def test_requested_to_capacity_ratio():
 
 @pytest.mark.parametrize("p,want", [
     pytest.param(0, 0, id="first-point"), pytest.param(25, 50, id="rising"), pytest.param(50, 100, id="peak"),
-    pytest.param(75, 50, id="falling-truncates-toward-zero"), pytest.param(80, 40, id="falling"),
-    pytest.param(120, 0, id="beyond-last-point"),
+    pytest.param(75, 50, id="falling"), pytest.param(120, 0, id="beyond-last-point"),
 ])
 def test_broken_linear_function(p, want):
     assert broken_linear_function([(0, 0), (50, 100), (100, 0)])(p) == want
+
+
+def test_broken_linear_function_truncates_toward_zero_as_go():
+    # 100 + (-100 * 1) / 70 = 100 - 1.43: Go's integer division gives 99, floor division 98
+    assert broken_linear_function([(0, 0), (30, 100), (100, 0)])(31) == 99
 
 
 @pytest.mark.parametrize("args", [

@@ -59,8 +59,10 @@ def do_not_schedule_taint(taint: dict) -> bool:
 def find_matching_untolerated_taint(taints: Iterable[dict] | None, tolerations: Iterable[dict] | None,
                                     include: Callable[[dict], bool] | None = None) -> dict | None:
     """The first taint (among those ``include`` accepts) no toleration tolerates, else None."""
-    tolerations = list(tolerations or ())
-    for taint in taints or ():
+    if not taints:
+        return None
+    tolerations = tolerations if isinstance(tolerations, list) else list(tolerations or ())
+    for taint in taints:
         if include is not None and not include(taint):
             continue
         if not tolerations_tolerate_taint(tolerations, taint):

@@ -196,28 +196,26 @@ class ResourceAllocationScorer:
             out.append(non_zero.get(name) if name in (CPU, MEMORY) else req.get(name))
         return out
 
-    def _allocatable_requested(self, node_info: NodeInfo, name: str, pod_req: int) -> tuple[int, int]:
-        requested = node_info.requested if self.use_requested else node_info.non_zero_requested
-        alloc = node_info.allocatable
-        if name == CPU:
-            return alloc.milli_cpu, requested.milli_cpu + pod_req
-        if name == MEMORY:
-            return alloc.memory, requested.memory + pod_req
-        if name == EPHEMERAL_STORAGE:
-            return alloc.ephemeral_storage, node_info.requested.ephemeral_storage + pod_req
-        if pod_req == 0 and is_scalar_resource_name(name):
-            return 0, 0    # an extended resource the pod does not ask for is not scored
-        if name in alloc.scalar_resources:
-            return alloc.scalar_resources[name], node_info.requested.scalar_resources.get(name, 0) + pod_req
-        return 0, 0
-
     def score(self, node_info: NodeInfo, pod_requests: list[int]) -> int:
-        n = len(self.names)
-        requested, allocatable = [0] * n, [0] * n
-        for i, name in enumerate(self.names):
-            a, r = self._allocatable_requested(node_info, name, pod_requests[i])
-            if a:
-                allocatable[i], requested[i] = a, r
+        # Per resource: (allocatable, requested after placing the pod); a resource the node does
+        # not have (allocatable 0) is left out by the scorer. Inlined: this runs per node per pod.
+        requested_sums = node_info.requested if self.use_requested else node_info.non_zero_requested
+        alloc, used = node_info.allocatable, node_info.requested
+        requested, allocatable = [], []
+        for name, pod_req in zip(self.names, pod_requests, strict=True):
+            if name == CPU:
+                a, r = alloc.milli_cpu, requested_sums.milli_cpu + pod_req
+            elif name == MEMORY:
+                a, r = alloc.memory, requested_sums.memory + pod_req
+            elif name == EPHEMERAL_STORAGE:
+                a, r = alloc.ephemeral_storage, used.ephemeral_storage + pod_req
+            elif pod_req == 0 and is_scalar_resource_name(name):
+                a = r = 0      # an extended resource the pod does not ask for is not scored
+            else:
+                a = alloc.scalar_resources.get(name, 0)
+                r = used.scalar_resources.get(name, 0) + pod_req if a else 0
+            allocatable.append(a)
+            requested.append(r if a else 0)
         return self.scorer(requested, allocatable)
 
 
