@@ -321,6 +321,8 @@ class Handle(Protocol):
 
     client: Any                    # the REST client (async); only pre_bind/bind/post_filter use it
     recorder: Any                  # EventRecorder
+    informer_factory: Any          # the SharedInformerFactory; plugins get listers from it in __init__
+                                   # (VolumeBinding: PVCs, PVs, StorageClasses), before it starts
 
     def snapshot_shared_lister(self) -> SharedLister: ...
 
