@@ -49,6 +49,7 @@ from kubeling.controllers.serviceaccount_token import TokensController
 from kubeling.controllers.statefulset import StatefulSetController
 from kubeling.controllers.replicaset import ReplicaSetController
 from kubeling.controllers.replication import ReplicationManager
+from kubeling.controllers.deployment import DeploymentController
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
     StatefulSetController,
     ReplicaSetController,
     ReplicationManager,
+    DeploymentController,
 )}
 
 LEASE_NAMESPACE = "kube-system"
