@@ -90,9 +90,9 @@ def test_added_affinity():
     assert reasons(run_filter(pl, make_pod(), node_info(make_node(labels={"pool": "web"})))) == [
         "node(s) didn't match scheduler-enforced node affinity"]
     assert run_filter(pl, make_pod(), node_info(make_node(labels={"pool": "batch"}))) is None
-    # with addedAffinity PreFilter does not narrow by names (the enforced terms may exclude them)
+    # narrowing by names still applies: Filter checks the enforced terms on the nodes left
     result, st = pl.pre_filter(CycleState(), make_pod(affinity=req(names("n1"))), [])
-    assert result is None and st is None
+    assert result.node_names == {"n1"} and st is None
 
 
 def preferred(*terms):

@@ -97,7 +97,7 @@ class NodeAffinity(Plugin):
         if required.terms is None and self.added_terms is None and not (pod.get("spec") or {}).get("nodeSelector"):
             return None, Status.skip()
         state.write(PRE_FILTER_STATE_KEY, required)
-        if required.terms is None or self.added_terms is not None:
+        if not required.terms:
             return None, None
         names = required_node_names(required.terms)
         if names is None:
