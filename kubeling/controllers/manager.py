@@ -37,6 +37,7 @@ from kubeling.client.factory import SharedInformerFactory
 from kubeling.client.leaderelection import LeaderElector
 from kubeling.client.rest import RESTClient
 from kubeling.controllers.base import Controller, ControllerContext
+from kubeling.controllers.disruption import DisruptionController
 from kubeling.controllers.garbagecollector import GarbageCollector
 from kubeling.controllers.namespace import NamespaceController
 from kubeling.controllers.nodeipam import NodeIPAMController
@@ -63,6 +64,7 @@ REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
     NodeIPAMController,
     NodeLifecycleController,
     TaintEvictionController,
+    DisruptionController,
     TokensController,
     ResourceQuotaController,
     StatefulSetController,
