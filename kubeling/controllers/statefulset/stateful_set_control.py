@@ -215,9 +215,7 @@ class StatefulSetControl:
             status["currentReplicas"] = status["updatedReplicas"]
             status["currentRevision"] = status["updateRevision"]
         have = sts.get("status") or {}
-        merged = {**have, **status}
-        if not merged.get("collisionCount"):
-            merged.pop("collisionCount", None)
+        merged = _merge_status(have, status)
         if merged == have:
             return
         obj = copy.deepcopy(sts)
@@ -231,4 +229,13 @@ class StatefulSetControl:
                 if not is_conflict(e) or attempt:
                     raise
             fresh = await self.client.get("apps", "v1", "statefulsets", sts["metadata"]["name"], namespace=ns)
-            obj = {**fresh, "status": {**(fresh.get("status") or {}), **status}}
+            obj = {**fresh, "status": _merge_status(fresh.get("status") or {}, status)}
+
+
+def _merge_status(have: dict, computed: dict) -> dict:
+    """``have`` with the computed fields; a zero ``collisionCount`` dropped (omitempty), as the
+    server returns it, so an unchanged status compares equal and is not written again."""
+    merged = {**have, **computed}
+    if not merged.get("collisionCount"):
+        merged.pop("collisionCount", None)
+    return merged
