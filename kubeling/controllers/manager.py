@@ -38,6 +38,7 @@ from kubeling.client.leaderelection import LeaderElector
 from kubeling.client.rest import RESTClient
 from kubeling.controllers.base import Controller, ControllerContext
 from kubeling.controllers.disruption import DisruptionController
+from kubeling.controllers.daemonset import DaemonSetsController
 from kubeling.controllers.garbagecollector import GarbageCollector
 from kubeling.controllers.namespace import NamespaceController
 from kubeling.controllers.nodeipam import NodeIPAMController
@@ -68,6 +69,7 @@ REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
     TokensController,
     ResourceQuotaController,
     StatefulSetController,
+    DaemonSetsController,
     ReplicaSetController,
     ReplicationManager,
     DeploymentController,
