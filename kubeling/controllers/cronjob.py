@@ -108,7 +108,7 @@ class CronJobController(Controller):
         error: Exception | None = None
         try:
             requeue, synced = await self._sync_cronjob(cj, jobs)
-        except Exception as e:  # still write what bookkeeping found, then retry with backoff
+        except Exception as e:  # noqa: BLE001 - still write what bookkeeping found, then retry with backoff
             requeue, synced, error = None, True, e
         if changed or synced:
             await self.client.update_status("batch", "v1", "cronjobs", cj, namespace=cj["metadata"]["namespace"])
@@ -243,7 +243,7 @@ class CronJobController(Controller):
         ns = cj["metadata"]["namespace"]
         try:
             await self.client.delete("batch", "v1", "jobs", name, namespace=ns, propagation_policy="Background")
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure is reported as FailedDelete
             if not is_not_found(e):
                 self.recorder.event(cj, WARNING, "FailedDelete", f"Deleted job: {getattr(e, 'message', e)}")
                 return False

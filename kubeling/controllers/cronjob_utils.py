@@ -67,7 +67,7 @@ def parse_schedule(expr: str, tz_name: str | None = None) -> Schedule:
         return Schedule(expr.strip(), time_zone(tz_name))
     except zoneinfo.ZoneInfoNotFoundError:
         raise
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - croniter raises several types for one user error
         raise ValueError(str(e) or "unparseable schedule") from None
 
 
@@ -93,7 +93,7 @@ def most_recent_schedule_time(cj: dict, now: dt.datetime, sched: Schedule, with_
     try:
         t1 = sched.next(earliest)
         t2 = sched.next(t1)
-    except Exception as e:  # croniter: "failed to find next date" (e.g. 31 February)
+    except Exception as e:  # noqa: BLE001 - croniter: "failed to find next date" (e.g. 31 February)
         raise ValueError(str(e)) from None
     if now < t1:
         return Recent(earliest, None, NONE)

@@ -118,8 +118,8 @@ def test_forbid_skips_while_a_job_runs_then_catches_up():
             await h.step(61)
             await h.step(60)
             assert h.jobs() == [name_at(1)]
-            assert ("JobAlreadyActive", "Not starting job because prior execution is running and concurrency "
-                    "policy is Forbid") in await h.events()
+            assert ("JobAlreadyActive", ("Not starting job because prior execution is running and concurrency "
+                                         "policy is Forbid")) in await h.events()
             await h.finish(name_at(1))
             # the missed 00:02 slot starts as soon as the running Job is done
             assert h.jobs() == [name_at(1), name_at(2)]
