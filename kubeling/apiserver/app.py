@@ -57,7 +57,7 @@ class APIServer:
         self.resources = ResourceMap(builtin_served(self.strategies))
         self.authorizer = default_authorizer()
         self.registry = registry.GenericStore(store)
-        self.admission = self.registry.admission = default_chain(self.registry, self.lookup)
+        self.admission = self.registry.admission = default_chain(self.registry, self.lookup, self.config)
         self.scope = endpoints.Scope(self.registry, Deps(self.registry, self.lookup, self.authorizer))
         self.tokens = TokenFile(token_file)
         # Service account tokens: signed by TokenRequest, verified by the bearer authenticator, with one

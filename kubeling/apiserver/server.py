@@ -62,6 +62,9 @@ class Options:
     # k3s's --kube-controller-manager-arg / --kube-scheduler-arg: flags passed to the children
     controller_manager_args: list[str] = field(default_factory=list)
     scheduler_args: list[str] = field(default_factory=list)
+    # DefaultTolerationSeconds admission: how long pods tolerate a not-ready/unreachable node
+    default_not_ready_toleration_seconds: int = 300
+    default_unreachable_toleration_seconds: int = 300
 
 
 def kubernetes_service_ip(service_cidr: str) -> str:
@@ -130,7 +133,10 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
         await cacher.start()
         api = APIServer(store, token_file=opts.token_auth_file, advertise_address=advertise,
                         secure_port=opts.secure_port, service_account_key_file=str(pki.service_account_key),
-                        config=registry.Config(service_cidr=opts.service_cidr, node_port_range=opts.node_port_range))
+                        config=registry.Config(
+                            service_cidr=opts.service_cidr, node_port_range=opts.node_port_range,
+                            default_not_ready_toleration_seconds=opts.default_not_ready_toleration_seconds,
+                            default_unreachable_toleration_seconds=opts.default_unreachable_toleration_seconds))
         api.scope.cacher = cacher
         api.scope.deps.kubelet = proxy.ensure_client_cert(pki)
         api.join = join.JoinHandler(pki, node_token)

@@ -54,6 +54,10 @@ def _server_args(p: argparse.ArgumentParser) -> None:
                    help="CIDR Service cluster IPs are allocated from (default: 10.43.0.0/16)")
     p.add_argument("--service-node-port-range", default="30000-32767",
                    help="port range NodePort Services take their node ports from (default: 30000-32767)")
+    p.add_argument("--default-not-ready-toleration-seconds", type=int, default=300,
+                   help="tolerationSeconds of the not-ready:NoExecute toleration every pod gets (default: 300)")
+    p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300,
+                   help="tolerationSeconds of the unreachable:NoExecute toleration every pod gets (default: 300)")
     p.add_argument("--disable-agent", action="store_true", help="run the control plane alone, with no node agent")
     p.add_argument("--disable-scheduler", action="store_true", help="do not run the scheduler")
     p.add_argument("--kube-controller-manager-arg", action="append", default=[], metavar="FLAG=VALUE",
@@ -136,7 +140,9 @@ def cmd_server(args: argparse.Namespace) -> int:
                           agent=not args.disable_agent, agent_args=_agent_args(args), node_name=args.node_name,
                           cluster_cidr=args.cluster_cidr, scheduler=not args.disable_scheduler,
                           controller_manager_args=_passthrough(args.kube_controller_manager_arg),
-                          scheduler_args=_passthrough(args.kube_scheduler_arg))
+                          scheduler_args=_passthrough(args.kube_scheduler_arg),
+                          default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
+                          default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from kubeling.api import errors
+from kubeling.apiserver import registry
 from kubeling.apiserver.admission import Chain
 
 from inprocess import api_server, ctx
@@ -95,3 +96,24 @@ def test_namespace_lifecycle():
             await api.registry.delete(ns, None, "kube-system", {}, ctx())
         assert e.value.code == 403 and "this namespace may not be deleted" in e.value.message
     run(main())
+
+
+
+@pytest.mark.parametrize("tolerations, want", [
+    pytest.param([], {"node.kubernetes.io/not-ready": 7, "node.kubernetes.io/unreachable": 11}, id="flags"),
+    pytest.param([{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+                   "tolerationSeconds": 2}],
+                 {"node.kubernetes.io/unreachable": 2, "node.kubernetes.io/not-ready": 7}, id="own-kept"),
+    pytest.param([{"operator": "Exists"}], {None: None}, id="tolerates-everything"),
+    pytest.param([{"operator": "Exists", "effect": "NoSchedule"}],
+                 {None: None, "node.kubernetes.io/not-ready": 7, "node.kubernetes.io/unreachable": 11},
+                 id="empty-key-other-effect-still-defaulted"),
+])
+def test_default_toleration_seconds_come_from_the_server_config(tolerations, want):
+    async def main():
+        api = await api_server(config=registry.Config(default_not_ready_toleration_seconds=7,
+                                                      default_unreachable_toleration_seconds=11))
+        obj = await api.registry.create(api.lookup("", "v1", "pods"), pod("p", tolerations=tolerations),
+                                        ctx("default"))
+        return {t.get("key"): t.get("tolerationSeconds") for t in obj["spec"]["tolerations"]}
+    assert run(main()) == want

@@ -25,14 +25,17 @@ from kubeling.apiserver.admission.resourcequota import ResourceQuota
 from kubeling.apiserver.admission.service_account import ServiceAccount
 
 
-def default_chain(store, lookup) -> Chain:
-    """The chain `kubeling server` runs; ``store`` is the generic store, ``lookup`` finds a Served."""
+def default_chain(store, lookup, config=None) -> Chain:
+    """The chain `kubeling server` runs; ``store`` is the generic store, ``lookup`` finds a Served,
+    ``config`` (a `registry.Config`) carries the plugins' flags."""
+    not_ready = getattr(config, "default_not_ready_toleration_seconds", 300)
+    unreachable = getattr(config, "default_unreachable_toleration_seconds", 300)
     return Chain([
         NamespaceLifecycle(store, lookup),
         LimitRanger(store, lookup),
         ServiceAccount(store, lookup),
         Priority(store, lookup),
-        DefaultTolerationSeconds(),
+        DefaultTolerationSeconds(not_ready, unreachable),
         ResourceQuota(store, lookup),
     ])
 

@@ -119,6 +119,9 @@ class Config:
 
     service_cidr: str = "10.43.0.0/16"
     node_port_range: tuple[int, int] = (30000, 32767)
+    # admission's DefaultTolerationSeconds (--default-not-ready/unreachable-toleration-seconds)
+    default_not_ready_toleration_seconds: int = 300
+    default_unreachable_toleration_seconds: int = 300
 
 
 def strategies(config: Config | None = None) -> dict[tuple[str, str], Strategy]:
