@@ -43,6 +43,14 @@ def add_subcommands(sub) -> None:
                    help="how long a node may go without renewing its Lease before it is Unknown (default: 50s)")
     p.add_argument("--node-startup-grace-period", type=_duration("--node-startup-grace-period"), default=60.0,
                    help="how long a new node may be unresponsive before it is Unknown (default: 1m0s)")
+    p.add_argument("--node-eviction-rate", type=float, default=0.1,
+                   help="nodes per second tainted for eviction in a healthy zone (default: 0.1)")
+    p.add_argument("--secondary-node-eviction-rate", type=float, default=0.01,
+                   help="nodes per second tainted in an unhealthy zone of a large cluster (default: 0.01)")
+    p.add_argument("--large-cluster-size-threshold", type=int, default=50,
+                   help="nodes above which an unhealthy zone keeps evicting at the secondary rate (default: 50)")
+    p.add_argument("--unhealthy-zone-threshold", type=float, default=0.55,
+                   help="fraction of not-Ready nodes (at least 3) that makes a zone unhealthy (default: 0.55)")
     p.add_argument("--terminated-pod-gc-threshold", type=int, default=12500,
                    help="terminated pods kept before pod GC deletes the oldest (default: 12500)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -56,7 +64,11 @@ def settings_of(args: argparse.Namespace) -> dict:
                 node_monitor_period=args.node_monitor_period,
                 node_monitor_grace_period=args.node_monitor_grace_period,
                 node_startup_grace_period=args.node_startup_grace_period,
-                terminated_pod_gc_threshold=args.terminated_pod_gc_threshold)
+                terminated_pod_gc_threshold=args.terminated_pod_gc_threshold,
+                node_eviction_rate=args.node_eviction_rate,
+                secondary_node_eviction_rate=args.secondary_node_eviction_rate,
+                large_cluster_size_threshold=args.large_cluster_size_threshold,
+                unhealthy_zone_threshold=args.unhealthy_zone_threshold)
 
 
 def cmd_controller_manager(args: argparse.Namespace) -> int:

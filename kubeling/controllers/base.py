@@ -70,6 +70,10 @@ class ControllerContext:
     node_monitor_period: float = 5.0
     node_monitor_grace_period: float = 50.0
     node_startup_grace_period: float = 60.0
+    node_eviction_rate: float = 0.1  # nodes/s tainted NoExecute per healthy zone
+    secondary_node_eviction_rate: float = 0.01  # ... per partially disrupted large zone
+    large_cluster_size_threshold: int = 50
+    unhealthy_zone_threshold: float = 0.55
     terminated_pod_gc_threshold: int = 12500
 
     def recorder(self, component: str) -> EventRecorder:

@@ -42,8 +42,10 @@ has left; the evictions themselves are `tainteviction`'s). Three loops share one
 Taint writes read the node fresh and send the whole list with its ``resourceVersion`` (so a
 concurrent writer, say ``kubectl taint``, makes it retry rather than lose a taint); added taints
 get ``timeAdded``. Simplified from upstream: one monitor pass handles nodes one after another (no
-parallel pass); the zone rate-limiter knobs other than ``--node-eviction-rate`` are read from the
-context's optional fields; the legacy (non-taint) eviction path does not exist.
+parallel pass), and the legacy (non-taint) eviction path does not exist. The rates and zone
+thresholds are the controller manager's ``--node-eviction-rate``,
+``--secondary-node-eviction-rate``, ``--large-cluster-size-threshold`` and
+``--unhealthy-zone-threshold`` (upstream's flags).
 """
 
 from __future__ import annotations
@@ -233,10 +235,10 @@ class NodeLifecycleController(Controller):
         self.monitor_period = ctx.node_monitor_period
         self.grace_period = ctx.node_monitor_grace_period
         self.startup_grace_period = ctx.node_startup_grace_period
-        self.eviction_qps = float(getattr(ctx, "node_eviction_rate", 0.1))
-        self.secondary_eviction_qps = float(getattr(ctx, "secondary_node_eviction_rate", 0.01))
-        self.large_cluster_threshold = int(getattr(ctx, "large_cluster_size_threshold", 50))
-        self.unhealthy_zone_threshold = float(getattr(ctx, "unhealthy_zone_threshold", 0.55))
+        self.eviction_qps = ctx.node_eviction_rate
+        self.secondary_eviction_qps = ctx.secondary_node_eviction_rate
+        self.large_cluster_threshold = ctx.large_cluster_size_threshold
+        self.unhealthy_zone_threshold = ctx.unhealthy_zone_threshold
         self.health: dict[str, NodeHealth] = {}
         self.known: dict[str, dict] = {}
         self.zone_states: dict[str, str] = {}
