@@ -19,12 +19,15 @@ import copy
 from kubeling.scheduler.framework.interface import EXTENSION_POINTS, Plugin, PluginSet
 from kubeling.scheduler.plugins.balancedallocation import BalancedAllocation
 from kubeling.scheduler.plugins.defaultbinder import DefaultBinder
+from kubeling.scheduler.plugins.defaultpreemption import DefaultPreemption
 from kubeling.scheduler.plugins.imagelocality import ImageLocality
+from kubeling.scheduler.plugins.interpodaffinity import InterPodAffinity
 from kubeling.scheduler.plugins.nodeaffinity import NodeAffinity
 from kubeling.scheduler.plugins.nodename import NodeName
 from kubeling.scheduler.plugins.nodeports import NodePorts
 from kubeling.scheduler.plugins.noderesources import Fit
 from kubeling.scheduler.plugins.nodeunschedulable import NodeUnschedulable
+from kubeling.scheduler.plugins.podtopologyspread import PodTopologySpread
 from kubeling.scheduler.plugins.queuesort import PrioritySort
 from kubeling.scheduler.plugins.schedulinggates import SchedulingGates
 from kubeling.scheduler.plugins.tainttoleration import TaintToleration
@@ -40,6 +43,9 @@ IN_TREE_REGISTRY: dict[str, type[Plugin]] = {
     NodePorts.NAME: NodePorts,
     Fit.NAME: Fit,
     VolumeBinding.NAME: VolumeBinding,
+    PodTopologySpread.NAME: PodTopologySpread,
+    InterPodAffinity.NAME: InterPodAffinity,
+    DefaultPreemption.NAME: DefaultPreemption,
     BalancedAllocation.NAME: BalancedAllocation,
     ImageLocality.NAME: ImageLocality,
     DefaultBinder.NAME: DefaultBinder,
@@ -56,7 +62,9 @@ DEFAULT_MULTI_POINT: list[tuple[str, int | None]] = [
     ("NodePorts", None),
     ("NodeResourcesFit", 1),
     ("VolumeBinding", None),
-    # PodTopologySpread (weight 2), InterPodAffinity (weight 2) and DefaultPreemption go here.
+    ("PodTopologySpread", 2),
+    ("InterPodAffinity", 2),
+    ("DefaultPreemption", None),
     ("NodeResourcesBalancedAllocation", 1),
     ("ImageLocality", 1),
     ("DefaultBinder", None),
