@@ -6,7 +6,7 @@
                         [--server-arg FLAG]... [--agent-arg FLAG]...
     kubeling cluster down [--data-dir DIR]
     kubeling cluster status [--data-dir DIR]
-    kubeling cluster node stop|start|isolate [--undo]|connect|add NAME [--data-dir DIR]
+    kubeling cluster node stop|start|isolate [--undo]|connect|add|remove NAME [--data-dir DIR]
 
 ``up`` returns once every node is Ready and prints ``export KUBECONFIG=...`` on stdout (so
 ``eval "$(kubeling cluster up --nodes 3)"`` works); progress goes to stderr. Every command needs
@@ -56,7 +56,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                        ("start", "start the node's agent again"),
                        ("isolate", "cut the node's link (--undo restores it)"),
                        ("connect", "restore an isolated node's link"),
-                       ("add", "join one more node to the running cluster")):
+                       ("add", "join one more node to the running cluster"),
+                       ("remove", "remove a node: its agent, containers, netns and Node object")):
         n = with_dir(nsub.add_parser(verb, help=text))
         n.add_argument("name")
         if verb == "isolate":
@@ -124,5 +125,6 @@ def cmd_node(args: argparse.Namespace) -> int:
         "isolate": lambda: c.isolate(args.name, cut=not args.undo),
         "connect": lambda: c.isolate(args.name, cut=False),
         "add": lambda: c.add_node(args.name, timeout=args.timeout),
+        "remove": lambda: c.remove_node(args.name),
     }
     return _run(actions[verb])

@@ -18,6 +18,7 @@ Lifecycle (every step records itself in the state file before the next one)::
     node start NAME  the agent again (it re-adopts or restarts the pods)
     node isolate NAME [--undo]   its veth down (up): the link is cut, processes keep running
     node add NAME    one more node, joined to the running cluster
+    node remove NAME the node's processes, containers and netns, and its Node object
     down ──▶ agents (SIGTERM, then SIGKILL) ─▶ `kubeling node cleanup` in each node netns ─▶
              veths, netns ─▶ server ─▶ bridge ─▶ the state file
 
@@ -344,9 +345,9 @@ class Cluster:
         ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
         return ctx
 
-    def request(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    def request(self, path: str, timeout: float = 5.0, method: str = "GET") -> tuple[int, bytes]:
         st = self.load()
-        req = urllib.request.Request(st.server_url + path)
+        req = urllib.request.Request(st.server_url + path, method=method)
         try:
             with urllib.request.urlopen(req, context=self._ssl(), timeout=timeout) as r:
                 return r.status, r.read()
@@ -394,19 +395,11 @@ class Cluster:
             return
         st = self.load()
         errors: list[str] = []
-        for node in st.nodes.values():
-            stop_process(node.pid, self.node_marker(node))
-            node.pid = 0
-            if net.netns_exists(node.netns):
-                done = subprocess.run([*net.nsenter(node.netns), *_kubeling(), "node", "cleanup",
-                                       "--data-dir", node.data_dir, "--cgroup-root", node.cgroup_root,
-                                       "--cluster-cidr", st.cluster_cidr, "--service-cidr", st.service_cidr],
-                                      capture_output=True, text=True, check=False)
-                if done.returncode != 0:
-                    errors.append(f"node cleanup of {node.name}: {done.stderr.strip()[-500:]}")
-            net.delete_link(node.veth)
-            net.delete_netns(node.netns)
-            self.say(f"node {node.name}: removed")
+        for node in list(st.nodes.values()):
+            try:
+                self._remove(node)
+            except ClusterError as e:
+                errors.append(str(e))
         stop_process(st.server_pid, self.server_marker())
         st.server_pid = 0
         net.delete_link(st.bridge)
@@ -416,6 +409,34 @@ class Cluster:
             raise ClusterError("; ".join(errors))
         self.state_path.unlink()
         self.say(f"cluster {st.name} removed (data kept in {self.dir})")
+
+    def _remove(self, node: NodeState) -> None:
+        """The node's agent, containers, mounts, cgroups, veth and netns (`kubeling node cleanup`
+        runs in the node's netns, where its pod bridge is)."""
+        st = self.load()
+        stop_process(node.pid, self.node_marker(node))
+        node.pid = 0
+        if net.netns_exists(node.netns):
+            done = subprocess.run([*net.nsenter(node.netns), *_kubeling(), "node", "cleanup",
+                                   "--data-dir", node.data_dir, "--cgroup-root", node.cgroup_root,
+                                   "--cluster-cidr", st.cluster_cidr, "--service-cidr", st.service_cidr],
+                                  capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                self.save()
+                raise ClusterError(f"node cleanup of {node.name}: {done.stderr.strip()[-500:]}")
+        net.delete_link(node.veth)
+        net.delete_netns(node.netns)
+        self.say(f"node {node.name}: removed")
+
+    def remove_node(self, name: str) -> None:
+        """Take a node out for good: `_remove`, then its Node object (as `kubectl delete node`)."""
+        node = self.node(name)
+        self._remove(node)
+        del self.load().nodes[name]
+        self.save()
+        status, body = self.request(f"/api/v1/nodes/{name}", method="DELETE")
+        if status not in (200, 404):
+            raise ClusterError(f"deleting Node {name}: {status} {body[:300].decode(errors='replace')}")
 
     # -- status --------------------------------------------------------------------------------
 

@@ -156,3 +156,35 @@ def namespace(cluster, request) -> str:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+# -- multi-node (tests/e2e/multinode.py) --------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def multinode_cluster(tmp_path_factory, images_dir):
+    """Three nodes made by ``kubeling cluster up`` inside a namespace of the test's, with the
+    seeded registry on the bridge (tests/e2e/multinode.py). Shared: tests that break a node mend
+    it before they end (or make a private `MultiNodeCluster`); each works in its own namespace."""
+    import multinode
+    c = multinode.MultiNodeCluster(tmp_path_factory.mktemp("multinode"), images_dir=images_dir, nodes=3)
+    try:
+        c.start()
+    except (harness.ServerNotReady, harness.CommandFailed) as e:
+        c.destroy()
+        pytest.fail(str(e), pytrace=False)
+    yield c
+    c.destroy()
+
+
+@pytest.fixture
+def multinode_namespace(multinode_cluster, request) -> str:
+    """A fresh namespace in `multinode_cluster` with its ``default`` ServiceAccount in place."""
+    import multinode
+    name = multinode.namespace_name(request.node.name, uuid.uuid4().hex[:5])
+    multinode_cluster.kubectl("create", "-f", "-", input=f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
+    harness.eventually(lambda: multinode_cluster.kubectl("get", "serviceaccount", "default", "-n", name,
+                                                         check=False).returncode == 0, timeout=30,
+                       what=f"the default ServiceAccount in {name}")
+    yield name
+    if multinode_cluster.running:
+        multinode_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
