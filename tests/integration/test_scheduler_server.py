@@ -37,7 +37,11 @@ async def _ready(kc: str) -> bool:
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("sched-server")
     port = _free_port()
-    log = open(data / "server.log", "wb")
+    with open(data / "server.log", "wb") as log:
+        yield from _serve(data, port, log)
+
+
+def _serve(data, port, log):
     proc = subprocess.Popen([sys.executable, "-m", "kubeling.cli.main", "server", "--data-dir", str(data),
                              "--secure-port", str(port), "--bind-address", "127.0.0.1",
                              "--controllers", "serviceaccount,serviceaccount-token", "--disable-agent"],
@@ -57,7 +61,6 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.close()
 
 
 def node(name: str, cpu: str = "2", taints: list | None = None) -> dict:
