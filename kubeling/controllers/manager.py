@@ -52,6 +52,10 @@ from kubeling.controllers.statefulset import StatefulSetController
 from kubeling.controllers.replicaset import ReplicaSetController
 from kubeling.controllers.replication import ReplicationManager
 from kubeling.controllers.deployment import DeploymentController
+from kubeling.controllers.job import JobController
+from kubeling.controllers.cronjob import CronJobController
+from kubeling.controllers.ttlafterfinished import TTLAfterFinishedController
+from kubeling.controllers.podgc import PodGCController
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,10 @@ REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
     ReplicaSetController,
     ReplicationManager,
     DeploymentController,
+    JobController,
+    CronJobController,
+    TTLAfterFinishedController,
+    PodGCController,
 )}
 
 LEASE_NAMESPACE = "kube-system"
