@@ -53,6 +53,9 @@ def add_subcommands(sub) -> None:
                    help="fraction of not-Ready nodes (at least 3) that makes a zone unhealthy (default: 0.55)")
     p.add_argument("--terminated-pod-gc-threshold", type=int, default=12500,
                    help="terminated pods kept before pod GC deletes the oldest (default: 12500)")
+    # hidden test seams: the CronJob controller's clock, sped up and/or started at a given time
+    p.add_argument("--cronjob-clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--cronjob-clock-start", default="", help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_controller_manager)
 
@@ -68,7 +71,8 @@ def settings_of(args: argparse.Namespace) -> dict:
                 node_eviction_rate=args.node_eviction_rate,
                 secondary_node_eviction_rate=args.secondary_node_eviction_rate,
                 large_cluster_size_threshold=args.large_cluster_size_threshold,
-                unhealthy_zone_threshold=args.unhealthy_zone_threshold)
+                unhealthy_zone_threshold=args.unhealthy_zone_threshold,
+                cronjob_clock_speed=args.cronjob_clock_speed, cronjob_clock_start=args.cronjob_clock_start)
 
 
 def cmd_controller_manager(args: argparse.Namespace) -> int:

@@ -51,8 +51,8 @@ COMPONENT = "cronjob-controller"
 
 
 def _clock_for(ctx: ControllerContext):
-    speed = getattr(ctx, "cronjob_clock_speed", 1.0) or 1.0
-    start = parse_time(getattr(ctx, "cronjob_clock_start", "") or None)
+    speed = ctx.cronjob_clock_speed or 1.0
+    start = parse_time(ctx.cronjob_clock_start or None)
     if speed == 1.0 and start is None:
         return ctx.clock
     return cu.ScaledClock(ctx.clock, speed, start)

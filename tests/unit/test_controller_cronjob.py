@@ -237,3 +237,15 @@ def test_a_deleted_active_job_goes_missing():
             assert ("MissingJob", f"Active job went missing: {name_at(1)}") in await h.events()
 
     asyncio.run(main())
+
+
+def test_a_fast_clock_from_the_context():
+    async def main():
+        client = FakeClient(NS)
+        ctx = ControllerContext(client, SharedInformerFactory(client), cronjob_clock_speed=60,
+                                cronjob_clock_start="2028-02-29T00:00:00Z")
+        ctl = CronJobController(ctx)
+        assert ctl.clock.wall() >= dt.datetime(2028, 2, 29, tzinfo=dt.UTC)
+        assert ctl.queue is not None and ctl.clock is not ctx.clock
+
+    asyncio.run(main())
