@@ -243,14 +243,16 @@ class Scheduler:
         try:
             result = self.algorithm.schedule_pod(fwk, state, pod, self.snapshot)
         except FitError as fe:
-            nominated = ""
+            # upstream: no PostFilter result leaves the nomination alone (a preemptor waiting for
+            # its victims to terminate keeps its node); a result overrides it, "" clearing it
+            nominated = None
             if fwk.has_post_filter_plugins():
                 r, s = fwk.run_post_filter_plugins(state, pod, fe.diagnosis.node_to_status)
                 if s.code == Code.ERROR:
                     log.error("post filter for %s failed: %s", pod_key(pod), s.message())
                 elif s.message():
                     fe.diagnosis.post_filter_msg = s.message()
-                if r is not None and s.code == Code.SUCCESS:
+                if r is not None and s.code != Code.ERROR:
                     nominated = r.nominated_node_name
             qpi.unschedulable_plugins = set(fe.diagnosis.unschedulable_plugins)
             qpi.pending_plugins = set(fe.diagnosis.pending_plugins)
