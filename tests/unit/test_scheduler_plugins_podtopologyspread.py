@@ -7,6 +7,7 @@ import pytest
 from kubeling.scheduler.framework.interface import Code, CycleState, NodeScore
 from kubeling.scheduler.framework.types import NodeInfo, PodInfo
 from kubeling.scheduler.plugins.podtopologyspread import PodTopologySpread
+from kubeling.scheduler.plugins.podtopologyspread_common import DefaultSelector
 from kubeling.scheduler.snapshot import Snapshot
 
 HOST, ZONE = "kubernetes.io/hostname", "topology.kubernetes.io/zone"
@@ -277,3 +278,31 @@ def test_hints():
     assert pl._hint_node_change(incoming, None, node("n")).name == "QUEUE_SKIP"
     assert pl._hint_node_change(incoming, node("n", "z1"), node("n", "z2")).name == "QUEUE"
     assert pl._hint_node_change(incoming, node("n", "z1"), node("n", "z1", extra="x")).name == "QUEUE_SKIP"
+
+
+SS_OBJ = {"metadata": {"name": "db", "namespace": "default"},
+          "spec": {"selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db"]}]}}}
+RC_OBJ = {"metadata": {"name": "legacy", "namespace": "default"}, "spec": {"selector": {"app": "legacy"}}}
+
+
+@pytest.mark.parametrize("incoming,informers,matches,not_matches", [
+    pytest.param(pod("p", labels=WEB, owner=RS), FakeFactory(replicasets=[RS_OBJ]),
+                 [WEB], [{"app": "db"}, {}], id="replicaset"),
+    pytest.param(pod("p", labels={"app": "db"}, owner=("apps/v1", "StatefulSet", "db")),
+                 FakeFactory(statefulsets=[SS_OBJ]), [{"app": "db"}], [WEB], id="statefulset-expressions"),
+    pytest.param(pod("p", labels={"app": "legacy"}, owner=("v1", "ReplicationController", "legacy")),
+                 FakeFactory(replicationcontrollers=[RC_OBJ]), [{"app": "legacy"}], [WEB], id="replicationcontroller"),
+    pytest.param(pod("p", labels={**WEB, "tier": "fe"}, owner=RS),
+                 FakeFactory(replicasets=[RS_OBJ],
+                             services=[{"metadata": {"name": "fe", "namespace": "default"},
+                                        "spec": {"selector": {"tier": "fe"}}}]),
+                 [{**WEB, "tier": "fe"}], [WEB, {"tier": "fe"}], id="service-and-owner-are-anded"),
+    # an empty selector: no default constraints for this pod
+    pytest.param(pod("p", labels=WEB, owner=RS), FakeFactory(), [], [], id="owner-not-in-cache"),
+    pytest.param(pod("p", labels=WEB), FakeFactory(services=[{"metadata": {"name": "headless", "namespace": "default"},
+                                                               "spec": {}}]), [], [], id="service-without-selector"),
+])
+def test_default_selector(incoming, informers, matches, not_matches):
+    sel = DefaultSelector(Handle([], informers))(incoming)
+    assert all(sel.matches(m) for m in matches) and not any(sel.matches(m) for m in not_matches)
+    assert sel.empty == (not matches)
