@@ -215,3 +215,73 @@ def test_images_import_reaches_every_node(multinode_cluster, multinode_namespace
                                 lambda ps: len(ps) == 3 and all(map(running_and_ready, ps)),
                                 what="the imported image running on each node")
 
+
+
+def test_deployment_of_three_lands_one_pod_on_each_node(multinode_cluster, multinode_namespace):
+    """Acceptance 1: the scheduler spreads one owner's replicas across hosts (the default
+    topology spread), and ``kubectl get pods -o wide`` shows names, nodes and Ready."""
+    ns = multinode_namespace
+    multinode_cluster.kubectl("create", "deployment", "web", "-n", ns, "--image=busybox", "--replicas=3",
+                              "--", "sleep", "3600")
+    pods = multinode_cluster.wait_pods(ns, "app=web", lambda ps: len(ps) == 3 and all(map(running_and_ready, ps)),
+                                       timeout=180, what="3 Running and Ready replicas")
+    assert sorted(p["spec"]["nodeName"] for p in pods) == ["node-1", "node-2", "node-3"]
+    multinode_cluster.kubectl("rollout", "status", "deployment/web", "-n", ns, "--timeout=60s")
+    wide = multinode_cluster.kubectl("get", "pods", "-n", ns, "-o", "wide").stdout.splitlines()
+    header = wide[0].split()
+    assert header[:7] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+    rows = {line.split()[0]: line.split() for line in wide[1:]}
+    assert sorted(rows) == sorted(p["metadata"]["name"] for p in pods)
+    for pod in pods:
+        row = rows[pod["metadata"]["name"]]
+        assert row[0].startswith("web-")
+        assert row[1:3] == ["1/1", "Running"]
+        assert row[5] == pod["status"]["podIP"] and row[6] == pod["spec"]["nodeName"]
+    assert len({row[6] for row in rows.values()}) == 3
+
+
+DAEMONSET = """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: everywhere
+spec:
+  selector:
+    matchLabels: {app: everywhere}
+  template:
+    metadata:
+      labels: {app: everywhere}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: busybox
+        command: ["sleep", "3600"]
+"""
+
+
+def test_daemonset_covers_a_node_added_later(multinode_cluster, multinode_namespace):
+    """Acceptance 6, second half: ``kubeling cluster node add`` joins node-4 to the running
+    cluster, and the DaemonSet puts a pod there."""
+    ns = multinode_namespace
+    multinode_cluster.kubectl("create", "-n", ns, "-f", "-", input=DAEMONSET)
+    pods = multinode_cluster.wait_pods(ns, "app=everywhere",
+                                       lambda ps: len(ps) == 3 and all(map(running_and_ready, ps)), timeout=180,
+                                       what="a DaemonSet pod Running on each of the 3 nodes")
+    assert sorted(p["spec"]["nodeName"] for p in pods) == ["node-1", "node-2", "node-3"]
+    try:
+        multinode_cluster.cluster("node", "add", "node-4")
+        assert multinode_cluster.node_ready().get("node-4") == "True"
+        pods = multinode_cluster.wait_pods(ns, "app=everywhere",
+                                           lambda ps: len(ps) == 4 and all(map(running_and_ready, ps)), timeout=180,
+                                           what="the DaemonSet's pod on node-4")
+        assert sorted(p["spec"]["nodeName"] for p in pods) == ["node-1", "node-2", "node-3", "node-4"]
+        multinode_cluster.kubectl("rollout", "status", "daemonset/everywhere", "-n", ns, "--timeout=60s")
+        status = json.loads(multinode_cluster.kubectl("get", "daemonset", "everywhere", "-n", ns, "-o", "json"
+                                                      ).stdout)["status"]
+        assert status["desiredNumberScheduled"] == 4 and status["numberReady"] == 4
+    finally:
+        multinode_cluster.cluster("node", "remove", "node-4")
+    assert "node-4" not in multinode_cluster.node_ready()
+    assert multinode_cluster.node_names() == ["node-1", "node-2", "node-3"]
+    assert not any(n.endswith("-node-4") for n in multinode_cluster.leaks()["netns"])
