@@ -310,3 +310,14 @@ def test_misscheduled_pods_are_counted_and_removed():
             assert sorted(h.by_node()) == ["a"]
             assert h.set()["status"]["desiredNumberScheduled"] == 1
     run(main())
+
+
+def test_unbound_pods_for_a_deleted_node_are_removed():
+    async def main():
+        async with Harness(node("a"), node("b"), ds()) as h:
+            assert sorted(h.by_node()) == ["a", "b"]
+            await h.client.delete("", "v1", "nodes", "b")
+            await h.settle()
+            assert sorted(h.by_node()) == ["a"]
+            assert h.set()["status"]["desiredNumberScheduled"] == 1
+    run(main())

@@ -103,7 +103,7 @@ class DaemonSetsController(Controller):
         self.backoff = FailedPodsBackoff(ctx.clock)
         self.handle(self.sets, self._enqueue, lambda old, new: self._enqueue(new), self._set_deleted)
         self.handle(self.pods, self._pod_added, self._pod_updated, self._pod_deleted)
-        self.handle(self.nodes, self._node_added, self._node_updated)
+        self.handle(self.nodes, self._node_added, self._node_updated, self._node_added)
         self.handle(self.revisions)
 
     # -- handlers ------------------------------------------------------------------------------
@@ -120,7 +120,8 @@ class DaemonSetsController(Controller):
         for ds in self.sets.indexer.list():
             self._enqueue(ds)
 
-    def _node_added(self, node: dict) -> None:
+    def _node_added(self, node) -> None:
+        """A node came or went: every set may have a pod to make or to drop."""
         self._enqueue_all()
 
     def _node_updated(self, old: dict, new: dict) -> None:
@@ -262,7 +263,11 @@ class DaemonSetsController(Controller):
             c, d = self._pods_should_be_on_node(ds, node, node_to_pods.get(node["metadata"]["name"], []), hash_)
             create += c
             delete += d
-        # pods whose node is gone run nowhere: upstream leaves them to the pod GC, and so do we
+        # an unbound pod for a node that is gone would stay Pending for ever (the pod GC only
+        # collects pods bound to missing nodes): delete it, as upstream does
+        names = {n["metadata"]["name"] for n in nodes}
+        delete += [p for node, pods in node_to_pods.items() if node not in names for p in pods
+                   if not (p.get("spec") or {}).get("nodeName") and not p["metadata"].get("deletionTimestamp")]
         await self._sync_nodes(ds, delete, create, hash_)
         return bool(create or delete)
 
