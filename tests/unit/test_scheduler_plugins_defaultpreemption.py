@@ -328,3 +328,22 @@ def test_args_validation(args, err):
 def test_num_candidates():
     pl = DefaultPreemption({"minCandidateNodesPercentage": 10, "minCandidateNodesAbsolute": 100}, None)
     assert [pl.evaluator.num_candidates(n) for n in (3, 100, 1000, 5000)] == [3, 100, 100, 500]
+
+
+def test_nomination_is_cleared_when_preemption_cannot_help_anywhere():
+    high = pod("high", 100, "100m", nodeSelector={"disk": "ssd"})
+    high["status"]["nominatedNodeName"] = "n1"
+    fwk, client = setup([N1], [pod("low", 1, "1500m", "n1")], incoming=high)
+    pl = fwk.plugins["DefaultPreemption"]
+    statuses = {"n1": Status.unresolvable("node(s) didn't match Pod's node affinity/selector")}
+
+    async def go():
+        out = pl.post_filter(CycleState(), high, statuses)
+        await pl.evaluator.wait_idle()
+        return out
+
+    r, s = asyncio.run(go())
+    assert (r.nominated_node_name, s.code) == ("", Code.UNSCHEDULABLE)
+    assert s.message() == "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+    assert client.object("", "v1", "pods", "high", "default")["status"].get("nominatedNodeName") is None
+    assert not client.filter_actions("delete")
