@@ -6,7 +6,7 @@ import pytest
 
 from kubeling.controllers.daemonset import update, util
 
-NOW = dt.datetime(2024, 1, 1, 0, 10, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2024, 1, 1, 0, 10, tzinfo=dt.UTC)
 NEW, OLD = "new", "old"
 
 
