@@ -300,3 +300,81 @@ def test_stale_disruption_target_condition_is_reset():
             assert (cond("a"), cond("k")) == ("False", "True")
 
     asyncio.run(main())
+
+
+def test_with_the_in_process_api_server_and_its_eviction_api():
+    """What the eviction subresource charges is what this controller writes: 429 while the budget
+    is spent, Pending pods never charged, unhealthy pods per ``unhealthyPodEvictionPolicy``."""
+    from inprocess import api_server, http
+
+    from kubeling.client.rest import RESTClient
+    from kubeling.client.transport import AiohttpTransport
+
+    async def until(pred, timeout=10.0):
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await pred():
+            assert asyncio.get_running_loop().time() < deadline, "timed out"
+            await asyncio.sleep(0.02)
+
+    def live_pod(name, node_name="n1"):
+        p = pod(name)
+        del p["metadata"]["uid"], p["status"]
+        p["spec"]["nodeName"] = node_name
+        return p
+
+    async def set_ready(client, name, ready):
+        p = await client.get("", "v1", "pods", name, namespace="default")
+        p["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+        await client.update_status("", "v1", "pods", p, namespace="default")
+
+    async def evict(client, name):
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": "default"}}
+        try:
+            await client.create("", "v1", "pods", body, namespace="default", subresource="eviction", name=name)
+        except StatusError as e:
+            return e.code
+        return 201
+
+    async def main():
+        api = await api_server()
+        async with http(api) as server:
+            client = RESTClient(AiohttpTransport(str(server.make_url("/"))))
+            factory = SharedInformerFactory(client)
+            ctrl = DisruptionController(ControllerContext(client, factory))
+            stop = asyncio.Event()
+            factory.start(stop)
+            task = asyncio.create_task(ctrl.run(2, stop))
+            try:
+                for n in ("p0", "p1", "p2"):
+                    await client.create("", "v1", "pods", live_pod(n), namespace="default")
+                    await set_ready(client, n, True)
+                await client.create("policy", "v1", "poddisruptionbudgets",
+                                    {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                                     "metadata": {"name": "pdb"}, "spec": {"minAvailable": 2,
+                                                                          "selector": {"matchLabels": LABELS}}},
+                                    namespace="default")
+
+                async def status(**want):
+                    st = (await client.get("policy", "v1", "poddisruptionbudgets", "pdb", namespace="default"))["status"]
+                    return all(st.get(k) == v for k, v in want.items())
+                await until(lambda: status(observedGeneration=1, disruptionsAllowed=1, currentHealthy=3))
+                assert await evict(client, "p0") == 201
+                assert await evict(client, "p1") == 429  # spent, until the controller sees more healthy pods
+                await until(lambda: status(currentHealthy=2, disruptionsAllowed=0))
+                await client.create("", "v1", "pods", live_pod("pending"), namespace="default")
+                assert await evict(client, "pending") == 201  # never started: not charged
+                await set_ready(client, "p2", False)
+                await until(lambda: status(currentHealthy=1))
+                assert await evict(client, "p2") == 429  # IfHealthyBudget: the budget is not met
+                await client.patch("policy", "v1", "poddisruptionbudgets", "pdb",
+                                   {"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}}, namespace="default")
+                await until(lambda: status(observedGeneration=2))
+                assert await evict(client, "p2") == 201
+                assert await evict(client, "p1") == 429  # a healthy pod is still protected
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 5)
+                await factory.shutdown()
+                await client.close()
+
+    asyncio.run(main())

@@ -6,7 +6,10 @@
   write), refusing a pod that is bound or being deleted.
 - ``eviction``: deletes the pod unless its PodDisruptionBudget forbids it (429). As upstream, the
   budget is charged first (``disruptionsAllowed`` - 1, the pod in ``disruptedPods``) with a
-  compare-and-swap, so two concurrent evictions cannot both spend the last disruption.
+  compare-and-swap, so two concurrent evictions cannot both spend the last disruption; a budget
+  the disruption controller has not caught up with (``observedGeneration`` behind) refuses. Pods
+  that are finished, Pending or terminating are never charged, nor are not-Ready pods when the
+  budget's ``unhealthyPodEvictionPolicy`` allows it (upstream's ``canIgnorePDB`` and policies).
 - ``log``, ``exec``, ``attach``, ``portforward``: relayed to the node agent of the pod's node
   (`NodeStreamREST`, `kubeling.apiserver.proxy`); ``proxy`` (to the pod IP) answers 503 for now.
 
@@ -88,8 +91,7 @@ class EvictionREST:
         if len(matching) > 1:
             raise errors.internal("This pod has more than one PodDisruptionBudget, which the eviction subresource "
                                   "does not support.")
-        terminal = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-        if matching and not terminal and not ctx.dry_run:
+        if matching and not _can_ignore_budget(pod) and not _unhealthy_may_go(pod, matching[0]) and not ctx.dry_run:
             await self._charge_budget(pdbs, matching[0]["metadata"]["name"], namespace, name, ctx)
         await self.store.delete(served, namespace, name, opts, ctx)
         return SUCCESS, 201
@@ -99,6 +101,14 @@ class EvictionREST:
             if current is None:
                 raise errors.not_found("poddisruptionbudgets", "policy", pdb_name)
             status = current.get("status") or {}
+            if status.get("observedGeneration", 0) < current["metadata"].get("generation", 0):
+                raise errors.StatusError(
+                    429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.",
+                    details={"causes": [{"reason": "DisruptionBudget", "message":
+                                         f"The disruption budget {pdb_name} is still being processed by the server."}]})
+            if status.get("disruptionsAllowed", 0) < 0:
+                raise errors.StatusError(403, "Forbidden", f'poddisruptionbudgets.policy "{pdb_name}" is forbidden: '
+                                         "pdb disruptions allowed is negative")
             if status.get("disruptionsAllowed", 0) < 1:
                 raise errors.StatusError(
                     429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.",
@@ -108,12 +118,43 @@ class EvictionREST:
             new = copy.deepcopy(current)
             st = new.setdefault("status", {})
             st["disruptionsAllowed"] = st["disruptionsAllowed"] - 1
+            if st["disruptionsAllowed"] == 0:  # as the disruption controller would say it
+                _insufficient(st)
             st.setdefault("disruptedPods", {})[pod_name] = now_rfc3339()
             return new
 
         status_ctx = Context(user=ctx.user, groups=ctx.groups, namespace=namespace,
                              field_manager="kube-apiserver", subresource="status")
         await self.store.guaranteed_update(pdbs, namespace, pdb_name, mutate, status_ctx)
+
+
+def _can_ignore_budget(pod: dict) -> bool:
+    """Upstream's ``canIgnorePDB``: finished, never started (Pending) or already terminating pods."""
+    phase = (pod.get("status") or {}).get("phase")
+    return phase in ("Succeeded", "Failed", "Pending") or bool(pod["metadata"].get("deletionTimestamp"))
+
+
+def _unhealthy_may_go(pod: dict, pdb: dict) -> bool:
+    """A pod that is not Ready is evicted without charging the budget when the PDB's
+    ``unhealthyPodEvictionPolicy`` is ``AlwaysAllow``, or (``IfHealthyBudget``, the default) when
+    the budget is met: it does not count as healthy anyway."""
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (pod.get("status") or {}).get("conditions") or ())
+    if ready:
+        return False
+    if (pdb.get("spec") or {}).get("unhealthyPodEvictionPolicy") == "AlwaysAllow":
+        return True
+    st = pdb.get("status") or {}
+    return st.get("desiredHealthy", 0) > 0 and st.get("currentHealthy", 0) >= st.get("desiredHealthy", 0)
+
+
+def _insufficient(status: dict) -> None:
+    conds = [c for c in status.get("conditions") or () if c.get("type") != "DisruptionAllowed"]
+    old = next((c for c in status.get("conditions") or () if c.get("type") == "DisruptionAllowed"), {})
+    since = old.get("lastTransitionTime") if old.get("status") == "False" else now_rfc3339()
+    conds.append({"type": "DisruptionAllowed", "status": "False", "reason": "InsufficientPods", "message": "",
+                  "observedGeneration": status.get("observedGeneration", 0), "lastTransitionTime": since})
+    status["conditions"] = conds
 
 
 def _selects(pdb: dict, pod_labels: dict) -> bool:
