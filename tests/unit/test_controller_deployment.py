@@ -359,3 +359,26 @@ def test_adopts_an_orphan_replicaset_and_selecting_all_is_refused():
             assert c.get("deployments", "all")["status"]["observedGeneration"] == 1
 
     asyncio.run(main())
+
+
+def test_a_replicaset_the_cache_has_not_seen_yet_is_no_hash_collision():
+    """A create answered AlreadyExists for a ReplicaSet the informer has not delivered yet (the
+    previous sync made it) is retried, not counted as a collision."""
+    async def main():
+        c = Cluster(deployment())
+        refused = []
+
+        def already_exists_once(action):
+            if not refused:
+                refused.append(action.obj["metadata"]["name"])
+                raise StatusError(409, "AlreadyExists", f'replicasets.apps "{refused[0]}" already exists')
+            return None
+        c.client.prepend_reactor("create", "replicasets", already_exists_once)
+        async with c:
+            c.clock.step(1)  # the retry's backoff
+            await c.run_until_stable()
+            d = c.get("deployments", "web")
+            assert "collisionCount" not in d["status"]
+            assert [rs["metadata"]["name"] for rs in c.replicasets()] == refused
+
+    asyncio.run(main())

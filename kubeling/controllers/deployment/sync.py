@@ -134,8 +134,10 @@ async def _create_new_replicaset(dc, d: dict, olds: list[dict], new_revision: st
     except Exception as e:
         if is_already_exists(e):
             found = dc.replicasets.get(f"{namespace}/{name}")
-            ref = get_controller_of(found) if found else None
-            if (found is not None and ref is not None and ref.get("uid") == d["metadata"]["uid"]
+            if found is None:
+                raise  # ours, made by the previous sync, not in the cache yet: look again later
+            ref = get_controller_of(found)
+            if (ref is not None and ref.get("uid") == d["metadata"]["uid"]
                     and util.equal_ignore_hash(d["spec"]["template"], found["spec"]["template"])):
                 created, already_exists = copy.deepcopy(found), True
             else:
