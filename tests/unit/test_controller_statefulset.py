@@ -334,3 +334,34 @@ def test_orphans_are_adopted_and_foreign_pods_ignored():
             assert refs[0]["name"] == "web" and refs[0]["controller"] is True
             assert "ownerReferences" not in h.pods()["other-0"]["metadata"]
     run(main())
+
+
+def test_min_ready_seconds_holds_the_next_ordinal_until_available():
+    async def main():
+        s = sts(replicas=2)
+        s["spec"]["minReadySeconds"] = 10
+        async with Harness(s) as h:
+            await h.mark("web-0")  # Ready now (the fake clock's wall time)
+            assert list(h.pods()) == ["web-0"]
+            st = h.set()["status"]
+            assert (st["readyReplicas"], st["availableReplicas"]) == (1, 0)
+            h.clock.step(11)  # the controller asked to look again after minReadySeconds
+            await h.settle()
+            assert sorted(h.pods()) == ["web-0", "web-1"]
+            assert h.set()["status"]["availableReplicas"] == 1
+    run(main())
+
+
+def test_parallel_scale_down_deletes_every_condemned_pod_at_once():
+    async def main():
+        async with Harness(sts(replicas=4, policy="Parallel")) as h:
+            for p in list(h.pods()):
+                pod = await h.client.get("", "v1", "pods", p, namespace="default")
+                pod["metadata"]["finalizers"] = ["example.com/hold"]  # deletion shows, the pod stays
+                await h.client.update("", "v1", "pods", pod, namespace="default")
+            await h.settle()
+            await h.edit(lambda o: o["spec"].update(replicas=1))
+            terminating = sorted(n for n, p in h.pods().items() if p["metadata"].get("deletionTimestamp"))
+            assert terminating == ["web-1", "web-2", "web-3"]
+            assert [a.name for a in h.client.filter_actions("delete", "pods")] == ["web-3", "web-2", "web-1"]
+    run(main())
