@@ -171,9 +171,15 @@ def max_unavailable(d: dict) -> int:
 
 def template_without_hash(template: dict) -> dict:
     t = copy.deepcopy(template or {})
-    labels = (t.get("metadata") or {}).get("labels")
+    meta = t.get("metadata") or {}
+    labels = meta.get("labels")
     if labels is not None:
         labels.pop(POD_TEMPLATE_HASH, None)
+    # kubectl sends ``creationTimestamp: null`` in templates; upstream compares decoded structs,
+    # where null and absent are one zero time, so the stored ReplicaSet's template (without it)
+    # is still equal. Compared as dicts, they differed and every sync made a new ReplicaSet.
+    if "creationTimestamp" in meta and meta["creationTimestamp"] is None:
+        del meta["creationTimestamp"]
     return t
 
 
