@@ -20,8 +20,9 @@ Pod states (upstream's diagram, kept)::
   `forget_pod` undoes an assume whose binding failed. When the informer delivers the bound pod
   (`add_pod`) the assumption is confirmed. An assumed pod never confirmed within ``ttl`` after
   its binding finished is expired by `cleanup_assumed_pods` (the binding was lost).
-- Every change bumps the `NodeInfo.generation` of the node it touched; `update_snapshot` copies
-  only nodes whose generation moved since the snapshot's last refresh (see `snapshot`).
+- Every change bumps the `NodeInfo.generation` of the node it touched and marks the node dirty;
+  `update_snapshot` looks only at dirty nodes and copies those whose generation moved since the
+  snapshot's copy (see `snapshot`), so a refresh costs O(changed nodes), not O(nodes).
 - Nodes are listed in `NodeTree` order: zones interleaved, so that a search that stops after
   ``numFeasibleNodesToFind`` nodes still spreads over zones.
 
@@ -116,6 +117,7 @@ class Cache:
         self.assumed_pods: set[str] = set()
         # bumped when the node set or its order changes: the snapshot then rebuilds its lists
         self.tree_generation = 0
+        self.dirty: set[str] = set()   # nodes changed since the last update_snapshot
 
     # -- nodes -------------------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class Cache:
         ni.set_node(node)
         self.node_tree.add(node)
         self.tree_generation += 1
+        self.dirty.add(name)
         return ni
 
     def update_node(self, old: dict | None, new: dict) -> NodeInfo:
@@ -140,6 +143,7 @@ class Cache:
             self.node_tree.add(new)
             self.tree_generation += 1
         ni.set_node(new)
+        self.dirty.add(name)
         return ni
 
     def remove_node(self, node: dict) -> None:
@@ -150,6 +154,7 @@ class Cache:
             return
         self.node_tree.remove(name)
         self.tree_generation += 1
+        self.dirty.add(name)
         if ni.pods:
             ni.remove_node()
         else:
@@ -163,6 +168,7 @@ class Cache:
         if ni is None:
             ni = self.nodes[name] = NodeInfo()   # the pod's node has not been seen yet
         ni.add_pod_info(PodInfo.of(pod))
+        self.dirty.add(name)
 
     def _remove_from_node(self, pod: dict) -> None:
         name = node_name_of(pod)
@@ -170,6 +176,7 @@ class Cache:
         if ni is None:
             return
         ni.remove_pod(pod)
+        self.dirty.add(name)
         if not ni.pods and ni.node is None:
             del self.nodes[name]
 
@@ -263,4 +270,5 @@ class Cache:
         return len(self.pod_states)
 
     def update_snapshot(self, snapshot: Snapshot) -> None:
-        snapshot.update_from(self.nodes, self.node_tree, self.tree_generation)
+        snapshot.update_from(self.nodes, self.dirty, self.node_tree, self.tree_generation)
+        self.dirty.clear()

@@ -46,6 +46,7 @@ from kubeling.scheduler.framework.types import NodeInfo, PodInfo
 log = logging.getLogger(__name__)
 
 DEFAULT_SCORE_WEIGHT = 1
+_FILTERS_KEY = "kubeling.io/framework-filters"   # CycleState key of the cycle's filter list
 
 
 def _named(status: Status | None, plugin: str) -> Status | None:
@@ -184,19 +185,27 @@ class Framework:
     def has_post_filter_plugins(self) -> bool:
         return bool(self.points["post_filter"])
 
+    def _filters(self, state: CycleState) -> list[tuple[str, Any]]:
+        """(name, bound filter) of the plugins not skipped this cycle, computed once per cycle
+        (the skip set is final once PreFilter ran) instead of once per node."""
+        try:
+            return state.read(_FILTERS_KEY)
+        except KeyError:
+            skip = state.skip_filter_plugins
+            fs = [(p.NAME, p.filter) for p in self.points["filter"] if p.NAME not in skip]
+            state.write(_FILTERS_KEY, fs)
+            return fs
+
     def run_filter_plugins(self, state: CycleState, pod: dict, node_info: NodeInfo) -> Status | None:
-        skip = state.skip_filter_plugins
-        for p in self.points["filter"]:
-            if skip and p.NAME in skip:
-                continue
+        for name, fn in self._filters(state):
             try:
-                s = p.filter(state, pod, node_info)
+                s = fn(state, pod, node_info)
             except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
-                return _error(p.NAME, "Filter", e)
+                return _error(name, "Filter", e)
             if s is not None and s.code != Code.SUCCESS:
                 if s.code == Code.SKIP:
                     continue
-                return _named(s, p.NAME)
+                return _named(s, name)
         return None
 
     def run_filter_plugins_with_nominated_pods(self, state: CycleState, pod: dict,
@@ -283,30 +292,35 @@ class Framework:
                           nodes: list[NodeInfo]) -> tuple[list[tuple[str, int]], Status | None]:
         """[(node name, weighted total)] in ``nodes`` order."""
         totals = [0] * len(nodes)
+        skip = state.skip_score_plugins
         for p in self.points["score"]:
-            if p.NAME in state.skip_score_plugins:
+            if skip and p.NAME in skip:
                 continue
-            scores: list[NodeScore] = []
+            score = p.score
             try:
+                raw = []
                 for ni in nodes:
-                    sc, s = p.score(state, pod, ni)
-                    if s is not None and not s.is_success():
+                    sc, s = score(state, pod, ni)
+                    if s is not None and s.code != Code.SUCCESS:
                         return [], _named(s, p.NAME)
-                    scores.append(NodeScore(ni.name, int(sc)))
+                    raw.append(sc)
                 ext_fn = getattr(p, "score_extensions", None)
-                ext = ext_fn() if callable(ext_fn) else None
+                ext = ext_fn() if ext_fn is not None else None
                 if ext is not None:
+                    # NodeScore objects only for plugins that normalise: they may rewrite them
+                    scores = [NodeScore(ni.name, int(sc)) for ni, sc in zip(nodes, raw)]
                     s = ext.normalize_score(state, pod, scores)
                     if s is not None and not s.is_success():
                         return [], _named(s, p.NAME)
+                    raw = [ns.score for ns in scores]
             except Exception as e:  # noqa: BLE001 - a plugin bug is an Error status
                 return [], _error(p.NAME, "Score", e)
+            if raw and (min(raw) < MIN_NODE_SCORE or max(raw) > MAX_NODE_SCORE):
+                bad = next(i for i, sc in enumerate(raw) if not MIN_NODE_SCORE <= sc <= MAX_NODE_SCORE)
+                return [], _error(p.NAME, "Score", ValueError(
+                    f"score {raw[bad]} of node {nodes[bad].name} is outside [{MIN_NODE_SCORE}, {MAX_NODE_SCORE}]"))
             w = self.weights.get(p.NAME, DEFAULT_SCORE_WEIGHT)
-            for i, ns in enumerate(scores):
-                if not MIN_NODE_SCORE <= ns.score <= MAX_NODE_SCORE:
-                    return [], _error(p.NAME, "Score", ValueError(
-                        f"score {ns.score} of node {ns.name} is outside [{MIN_NODE_SCORE}, {MAX_NODE_SCORE}]"))
-                totals[i] += ns.score * w
+            totals = [t + int(sc) * w for t, sc in zip(totals, raw)]
         return [(ni.name, t) for ni, t in zip(nodes, totals)], None
 
     def run_reserve_plugins_reserve(self, state: CycleState, pod: dict, node_name: str) -> Status | None:

@@ -271,6 +271,7 @@ class NodeInfo:
     """A node and what is on it; see the module docstring."""
 
     __slots__ = (
+        "_name",
         "allocatable",
         "generation",
         "image_states",
@@ -285,6 +286,7 @@ class NodeInfo:
 
     def __init__(self, node: dict | None = None) -> None:
         self.node: dict | None = None
+        self._name = ""
         self.pods: list[PodInfo] = []
         self.pods_with_affinity: list[PodInfo] = []
         self.pods_with_required_anti_affinity: list[PodInfo] = []
@@ -299,15 +301,18 @@ class NodeInfo:
 
     @property
     def name(self) -> str:
-        return ((self.node or {}).get("metadata") or {}).get("name", "")
+        # kept, not derived: Filter and Score read it for every node of every cycle
+        return self._name
 
     def set_node(self, node: dict) -> None:
         self.node = node
+        self._name = (node.get("metadata") or {}).get("name", "")
         self.allocatable = Resource.from_list((node.get("status") or {}).get("allocatable"))
         self.generation = next_generation()
 
     def remove_node(self) -> None:
         self.node = None
+        self._name = ""
         self.generation = next_generation()
 
     def add_pod_info(self, pi: PodInfo) -> None:
@@ -347,6 +352,7 @@ class NodeInfo:
         """A copy whose pod list and sums may be changed (preemption's "what if")."""
         c = NodeInfo.__new__(NodeInfo)
         c.node = self.node
+        c._name = self._name
         c.pods = list(self.pods)
         c.pods_with_affinity = list(self.pods_with_affinity)
         c.pods_with_required_anti_affinity = list(self.pods_with_required_anti_affinity)
