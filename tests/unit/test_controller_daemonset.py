@@ -321,3 +321,29 @@ def test_unbound_pods_for_a_deleted_node_are_removed():
             assert sorted(h.by_node()) == ["a"]
             assert h.set()["status"]["desiredNumberScheduled"] == 1
     run(main())
+
+
+def test_an_orphan_daemon_pod_is_adopted_not_duplicated():
+    async def main():
+        orphan = {"apiVersion": "v1", "kind": "Pod",
+                  "metadata": {"name": "agent-old", "namespace": "default", "labels": {"app": "agent"}},
+                  "spec": {"nodeName": "a", "containers": [{"name": "c", "image": "busybox"}]}}
+        # OnDelete: the adopted pod has no revision hash, so a RollingUpdate would replace it next
+        async with Harness(node("a"), ds(strategy="OnDelete"), orphan) as h:
+            pods = h.pods()
+            assert [p["metadata"]["name"] for p in pods] == ["agent-old"]
+            assert pods[0]["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet"
+            st = h.set()["status"]
+            assert st["currentNumberScheduled"] == 1 and "updatedNumberScheduled" not in st
+    run(main())
+
+
+def test_a_set_being_deleted_makes_nothing():
+    async def main():
+        d = ds()
+        d["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+        d["metadata"]["finalizers"] = ["foregroundDeletion"]
+        async with Harness(node("a"), d) as h:
+            assert h.pods() == []
+            assert h.client.filter_actions("create", "controllerrevisions") == []
+    run(main())

@@ -196,16 +196,23 @@ class DaemonSetsController(Controller):
             self.recorder.event(ds, WARNING, "SelectingAll",
                                 "This daemon set is selecting all pods. A non-empty selector is required.")
             return
-        pods = await self._claim_pods(ds, namespace, name, raw_selector)
+        if ds["metadata"].get("deletionTimestamp"):
+            # its revisions may already be gone or orphaned (the garbage collector gives no order),
+            # so no history can be built reliably: leave the rest to the garbage collector
+            return
+        can_adopt = self._can_adopt(ds, namespace, name)
+        pods = await claim_objects(self.client, ds, self.pods.indexer.by_namespace(namespace), raw_selector,
+                                   group="", version="v1", resource="pods", api_version="apps/v1",
+                                   kind="DaemonSet", can_adopt=can_adopt)
         nodes = sorted(self.nodes.indexer.list(), key=lambda n: n["metadata"]["name"])
         node_to_pods = self._node_to_pods(pods)
         revisions = await claim_objects(self.client, ds, self.revisions.indexer.by_namespace(namespace), raw_selector,
                                         group="apps", version="v1", resource="controllerrevisions",
-                                        api_version="apps/v1", kind="DaemonSet")
+                                        api_version="apps/v1", kind="DaemonSet", can_adopt=can_adopt)
         current, old, collision = await update.construct_history(self.client, ds, revisions, pods)
         hash_ = update.pod_hash_of_revision(current)
         try:
-            if not ds["metadata"].get("deletionTimestamp") and self.expectations.satisfied(key):
+            if self.expectations.satisfied(key):
                 await self._update(ds, nodes, node_to_pods, hash_, key)
                 await update.cleanup_history(self.client, ds, old, pods)
         finally:
@@ -225,7 +232,8 @@ class DaemonSetsController(Controller):
         delete, surge = update.rolling_update_plan(ds, plan_pods, hash_, len(eligible), self.clock.wall())
         await self._sync_nodes(ds, delete, surge, hash_)
 
-    async def _claim_pods(self, ds: dict, namespace: str, name: str, raw_selector: dict) -> list[dict]:
+    def _can_adopt(self, ds: dict, namespace: str, name: str):
+        """Upstream re-reads the set uncached before adopting: a deleted set adopts nothing."""
         async def can_adopt() -> bool:
             try:
                 fresh = await self.client.get("apps", "v1", "daemonsets", name, namespace=namespace)
@@ -235,10 +243,7 @@ class DaemonSetsController(Controller):
                 raise
             return fresh["metadata"].get("uid") == ds["metadata"].get("uid") and \
                 not fresh["metadata"].get("deletionTimestamp")
-
-        return await claim_objects(self.client, ds, self.pods.indexer.by_namespace(namespace), raw_selector,
-                                   group="", version="v1", resource="pods", api_version="apps/v1",
-                                   kind="DaemonSet", can_adopt=can_adopt)
+        return can_adopt
 
     @staticmethod
     def _node_to_pods(pods: list[dict]) -> dict[str, list[dict]]:
