@@ -1,0 +1,207 @@
+"""Benchmark of the scheduler (issue 7, acceptance 13): ``python bench/bench_scheduler.py [--quick]``.
+
+For each node count of ``--nodes`` (default ``100,1000``): a plain ``kubeling server``
+(127.0.0.1, default controllers and the scheduler child, no agent) plus
+``kubeling hollow-nodes --count N`` (kubemark-style nodes in one process; bound pods go Running
+with no processes). Once every node is Ready, ``--pods`` pods (tiny requests, default 2000) are
+created by ``--creators`` concurrent clients as fast as the API server takes them, and a watch
+records when each pod shows ``spec.nodeName``.
+
+Reported per node count:
+
+- throughput: pods bound per second, from the first pod created to the last one bound (this
+  includes the API server's create rate, which bounds it from above) and over the middle 80 % of
+  the bindings (steady state);
+- latency from just before each create request to the watch event showing the binding: p50,
+  p90, p99;
+- CPU of the scheduler process over the run (% of one core).
+
+Everything it starts it stops, by pid, and its temp dirs are removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT))
+
+import harness
+
+from kubeling.client.rest import RESTClient
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NS = "bench-sched"
+
+
+def pct(samples: list[float], p: float) -> float:
+    """Nearest-rank percentile, in ms."""
+    s = sorted(samples)
+    return s[min(len(s) - 1, max(0, round(p * len(s) + 0.5) - 1))] * 1000 if s else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def child_with(pid: int, word: str) -> int:
+    for line in subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True,
+                               text=True, check=False).stdout.splitlines():
+        child, _, args = line.strip().partition(" ")
+        if word in args.split():
+            return int(child)
+    raise RuntimeError(f"no child of {pid} runs {word!r}")
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def pod(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench"}},
+            "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.9",
+                                     "resources": {"requests": {"cpu": "10m", "memory": "10Mi"}}}],
+                     "terminationGracePeriodSeconds": 0}}
+
+
+async def wait_nodes_ready(client: RESTClient, n: int, proc: subprocess.Popen, log: Path) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 600:
+        items = (await client.list("", "v1", "nodes"))["items"]
+        ready = sum(1 for x in items for c in (x.get("status") or {}).get("conditions") or []
+                    if c["type"] == "Ready" and c["status"] == "True")
+        if ready >= n:
+            return time.monotonic() - t0
+        if proc.poll() is not None:
+            raise RuntimeError(f"hollow-nodes exited: {log.read_text()[-3000:]}")
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"not all {n} hollow nodes Ready in 600 s")
+
+
+async def ensure_namespace(client: RESTClient) -> None:
+    await client.create("", "v1", "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    for _ in range(300):
+        try:
+            await client.get("", "v1", "serviceaccounts", "default", namespace=NS)
+            return
+        except Exception:  # noqa: BLE001 - the serviceaccount controller makes it soon
+            await asyncio.sleep(0.1)
+    raise RuntimeError("no default ServiceAccount")
+
+
+async def measure(client: RESTClient, n_pods: int, creators: int, sched_pid: int) -> dict:
+    created: dict[str, float] = {}
+    bound: dict[str, float] = {}
+    rv = (await client.list("", "v1", "pods", namespace=NS, limit=1))["metadata"]["resourceVersion"]
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        async with client.watch("", "v1", "pods", namespace=NS, resource_version=rv) as w:
+            async for typ, obj in w:
+                name = obj["metadata"]["name"]
+                if (obj.get("spec") or {}).get("nodeName") and name not in bound:
+                    bound[name] = time.monotonic()
+                    if len(bound) >= n_pods:
+                        done.set()
+                        return
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.5)
+    names = [f"p-{i:05}" for i in range(n_pods)]
+    queue = list(reversed(names))
+
+    async def creator() -> None:
+        while queue:
+            name = queue.pop()
+            created[name] = time.monotonic()
+            await client.create("", "v1", "pods", pod(name), namespace=NS)
+    c0 = cpu_seconds(sched_pid)
+    t0 = time.monotonic()
+    await asyncio.gather(*(creator() for _ in range(creators)))
+    t_created = time.monotonic()
+    try:
+        await asyncio.wait_for(done.wait(), timeout=max(120.0, n_pods / 20))
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    t_end = max(bound.values())
+    cpu = (cpu_seconds(sched_pid) - c0) / (t_end - t0) * 100
+    times = sorted(bound.values())
+    lo, hi = times[len(times) // 10], times[(len(times) * 9) // 10 - 1]
+    lat = [bound[n] - created[n] for n in names]
+    return {"pods": n_pods, "create_rate": n_pods / (t_created - t0), "overall": n_pods / (t_end - t0),
+            "steady": (len(times) * 8 // 10) / (hi - lo) if hi > lo else float("nan"),
+            "p50": pct(lat, 0.5), "p90": pct(lat, 0.9), "p99": pct(lat, 0.99), "cpu": cpu}
+
+
+async def one_size(n_nodes: int, args) -> dict:
+    base = Path(tempfile.mkdtemp(prefix="klbench-sched-"))
+    cluster = harness.Cluster(base / "cluster")
+    proc = None
+    log = base / "hollow.log"
+    try:
+        cluster.start()
+        sched = child_with(cluster.proc.pid, "scheduler")
+        client = RESTClient.from_kubeconfig(str(cluster.kubeconfig), component="bench", qps=0)
+        with open(log, "wb") as f:
+            proc = subprocess.Popen([*harness._server_command(), "hollow-nodes", "--kubeconfig",
+                                     str(cluster.kubeconfig), "--count", str(n_nodes), "--data-dir",
+                                     str(base / "hollow-data"), "--start-interval", "0.005"],
+                                    stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        ready = await wait_nodes_ready(client, n_nodes, proc, log)
+        await ensure_namespace(client)
+        await asyncio.sleep(args.settle)   # past the nodes' start-up burst
+        r = await measure(client, args.pods, args.creators, sched)
+        r.update(nodes=n_nodes, ready=ready, load=load())
+        await client.close()
+        return r
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nodes", default="100,1000", help="comma-separated node counts")
+    p.add_argument("--pods", type=int, default=2000)
+    p.add_argument("--creators", type=int, default=32, help="concurrent create requests")
+    p.add_argument("--settle", type=float, default=10.0, help="seconds to wait after all nodes are Ready")
+    p.add_argument("--quick", action="store_true", help="smoke run: 20 nodes, 200 pods")
+    args = p.parse_args()
+    sizes = [int(x) for x in args.nodes.split(",") if x]
+    if args.quick:
+        sizes, args.pods, args.settle = [20], 200, 2.0
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    out = [(f"bench_scheduler.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+            f"{args.pods} pods, {args.creators} concurrent creators"), "",
+           ("| hollow nodes | all Ready | create rate | bound/s overall | bound/s steady | p50 | p90 | p99 "
+            "| scheduler CPU | load |"), "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    print("\n".join(out), flush=True)
+    for n in sizes:
+        r = asyncio.run(one_size(n, args))
+        print(f"| {r['nodes']} | {r['ready']:.0f} s | {r['create_rate']:.0f}/s | {r['overall']:.0f}/s "
+              f"| {r['steady']:.0f}/s | {r['p50']:.0f} ms | {r['p90']:.0f} ms | {r['p99']:.0f} ms "
+              f"| {r['cpu']:.0f} % | {r['load']} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
