@@ -306,3 +306,25 @@ def test_default_selector(incoming, informers, matches, not_matches):
     sel = DefaultSelector(Handle([], informers))(incoming)
     assert all(sel.matches(m) for m in matches) and not any(sel.matches(m) for m in not_matches)
     assert sel.empty == (not matches)
+
+
+def test_per_node_counts_are_remembered_until_the_node_changes(monkeypatch):
+    import kubeling.scheduler.plugins.podtopologyspread_scoring as scoring
+    infos = cluster([node("a"), node("b")], [pod("p1", labels=WEB, node_name="a")])
+    pl = PodTopologySpread(None, Handle(infos))
+    incoming = pod("new", labels=WEB, constraints=[tsc(HOST, when="ScheduleAnyway")])
+    counted = []
+    real = scoring.count_pods_match_selector
+    monkeypatch.setattr(scoring, "count_pods_match_selector",
+                        lambda pis, sel, ns: counted.append(len(pis)) or real(pis, sel, ns))
+
+    def raw():
+        state = CycleState()
+        assert pl.pre_score(state, incoming, infos) is None
+        return [pl.score(state, incoming, ni)[0] for ni in infos]
+
+    first = raw()
+    assert len(counted) == 2
+    assert raw() == first and len(counted) == 2           # nothing changed: no recount
+    infos[1].add_pod(pod("p2", labels=WEB, node_name="b"))
+    assert raw() == [first[0], first[0]] and len(counted) == 3   # only b recounted

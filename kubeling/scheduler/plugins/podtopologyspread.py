@@ -68,6 +68,7 @@ class PodTopologySpread(FilteringMixin, ScoringMixin, Plugin):
             self.default_constraints = list(self.args.get("defaultConstraints") or ())
             self.system_defaulted = False
         self.default_selector = DefaultSelector(handle)
+        self._count_cache: dict = {}
 
     def constraints(self, pod: dict, action: str) -> list[Constraint]:
         """The pod's own constraints for ``action``, or the defaults with the owners' selector."""
