@@ -356,3 +356,47 @@ def test_no_completions_job_completes_on_first_success():
             assert h.conditions()[-1] == ("Complete", "True", "")
 
     asyncio.run(main())
+
+
+def test_backoff_limit_per_index():
+    async def main():
+        async with Harness(job(completions=3, parallelism=3, completionMode="Indexed", backoffLimitPerIndex=1,
+                               backoffLimit=2**31 - 1)) as h:
+            first = h.active("pi-0-")[0]
+            await h.finish(first, "Failed")
+            # the failed pod keeps its finalizer until its replacement carries the count
+            kept = h.client.object("", "v1", "pods", first["metadata"]["name"], "default")
+            assert JOB_TRACKING_FINALIZER in kept["metadata"]["finalizers"]
+            for p in h.active("pi-1-") + h.active("pi-2-"):
+                await h.finish(p, "Succeeded")
+            await h.step(11)
+            (again,) = h.active("pi-0-")
+            assert again["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"] == "1"
+            kept = h.client.object("", "v1", "pods", first["metadata"]["name"], "default")
+            assert JOB_TRACKING_FINALIZER not in (kept["metadata"].get("finalizers") or [])
+            await h.finish(again, "Failed")
+            status = h.job()["status"]
+            assert status["failedIndexes"] == "0" and status["completedIndexes"] == "1-2"
+            assert status["failed"] == 2
+            assert h.conditions()[-1] == ("Failed", "True", "FailedIndexes")
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("spec, exit_code, reason", [
+    pytest.param({"backoffLimitPerIndex": 0, "maxFailedIndexes": 0}, 1, "MaxFailedIndexesExceeded", id="max-failed"),
+    pytest.param({"backoffLimitPerIndex": 3, "maxFailedIndexes": 0, "podReplacementPolicy": "Failed",
+                  "podFailurePolicy": {"rules": [{"action": "FailIndex",
+                                                  "onExitCodes": {"operator": "In", "values": [42]}}]}},
+                 42, "MaxFailedIndexesExceeded", id="fail-index-rule"),
+])
+def test_failed_indexes_fail_the_job(spec, exit_code, reason):
+    async def main():
+        async with Harness(job(completions=3, parallelism=3, completionMode="Indexed", backoffLimit=2**31 - 1,
+                               **spec)) as h:
+            await h.finish(h.active("pi-1-")[0], "Failed", exit_code)
+            assert h.active() == []
+            assert h.job()["status"]["failedIndexes"] == "1"
+            assert h.conditions()[-1] == ("Failed", "True", reason)
+
+    asyncio.run(main())

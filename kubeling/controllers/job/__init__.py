@@ -50,7 +50,7 @@ from kubeling.controllers.controller_utils import (
 )
 from kubeling.controllers.job import indexed
 from kubeling.controllers.job import pod_failure_policy as pfp
-from kubeling.controllers.job.backoff import BackoffStore
+from kubeling.controllers.job.backoff import BackoffRecord, BackoffStore, finish_time
 from kubeling.controllers.job.tracking import (
     JOB_TRACKING_FINALIZER,
     REMOVE_FINALIZER_PATCH,
@@ -232,6 +232,8 @@ class JobController(Controller):
         if indexed.is_indexed(job):
             ctx.prev_succeeded_indexes, ctx.succeeded_indexes = indexed.succeeded_indexes(job, pods)
             ctx.succeeded = ctx.succeeded_indexes.total()
+            if indexed.has_backoff_limit_per_index(job):
+                self._per_index(job, ctx, now)
         suspend_changed = False
         n_active = len(active)
         manage_error: Exception | None = None
@@ -287,6 +289,23 @@ class JobController(Controller):
             self.queue.add_after(key, left)
         return None
 
+    def _per_index(self, job: dict, ctx: SyncContext, now) -> None:
+        """backoffLimitPerIndex: failed indexes, the Job failing on them, and delayed pods."""
+        spec = job["spec"]
+        policy = spec.get("podFailurePolicy")
+        failed_pods = [p for p in ctx.pods if is_pod_failed(p, job)]
+        ctx.failed_indexes = indexed.failed_indexes(job, failed_pods, lambda p: pfp.match(policy, p))
+        if ctx.finished is None:
+            total, most = ctx.failed_indexes.total(), spec.get("maxFailedIndexes")
+            if most is not None and total > most:
+                ctx.finished = condition("FailureTarget", "True", "MaxFailedIndexesExceeded",
+                                         "Job has exceeded the specified maximal number of failed indexes", now)
+            elif total > 0 and total + ctx.succeeded_indexes.total() >= (spec.get("completions") or 0):
+                ctx.finished = condition("FailureTarget", "True", "FailedIndexes", "Job has failed indexes", now)
+        tracked = [p for p in failed_pods if has_finalizer(p) and uid_of(p) not in ctx.expected_rm]
+        ctx.delayed = indexed.delayed_pods(job, tracked, ctx.active, ctx.succeeded_indexes, ctx.failed_indexes,
+                                           lambda p: finish_time(p, now))
+
     def _suspend_condition(self, job: dict, suspended: bool, now) -> bool:
         if suspended:
             changed = ensure_condition(job, "Suspended", "True", "JobSuspended", "Job suspended", now)
@@ -333,7 +352,8 @@ class JobController(Controller):
             want = n_active if ctx.succeeded > 0 else parallelism
         else:
             want = max(min(completions - ctx.succeeded, parallelism), 0)
-        doomed = self._for_removal(job, ctx.active, max(n_active - want, 0))[:MAX_POD_CREATE_DELETE_PER_SYNC]
+        doomed = self._for_removal(job, ctx.active, max(n_active - want, 0), ctx.failed_indexes)
+        doomed = doomed[:MAX_POD_CREATE_DELETE_PER_SYNC]
         if doomed:
             # a sync either deletes or creates, never both; deleting wins
             return await self._delete_for(key, job, ctx, doomed)
@@ -341,14 +361,22 @@ class JobController(Controller):
         diff = min(want - terminating - n_active, MAX_POD_CREATE_DELETE_PER_SYNC)
         if diff <= 0:
             return n_active, None
-        wait = ctx.new_backoff.remaining(self.clock.wall()) if ctx.new_backoff else 0.0
+        per_index = indexed.has_backoff_limit_per_index(job)
+        now = self.clock.wall()
+        wait = ctx.new_backoff.remaining(now) if ctx.new_backoff and not per_index else 0.0
         if wait > 0:
             self.queue.add_after(key, wait)
             return n_active, None
         template = copy.deepcopy(spec.get("template") or {})
         indexes: list[int] = []
         if indexed.is_indexed(job):
-            indexes = indexed.first_pending_indexes(ctx.active, ctx.succeeded_indexes, diff, completions or 0)
+            indexes = indexed.first_pending_indexes(ctx.active, ctx.succeeded_indexes, diff, completions or 0,
+                                                    ctx.failed_indexes)
+            if per_index:
+                indexes, wait = self._indexes_past_backoff(indexes, ctx, now)
+                if not indexes and wait > 0:
+                    self.queue.add_after(key, wait)
+                    return n_active, None
             diff = len(indexes)
             template = indexed.add_index_env(template)
         tmeta = template.setdefault("metadata", {})
@@ -367,6 +395,9 @@ class JobController(Controller):
             t = copy.deepcopy(template)
             ix = next(pending, None)
             generate = indexed.set_index(t, job["metadata"]["name"], ix) if ix is not None else None
+            if per_index and ix is not None:
+                last = ctx.delayed.get(ix)
+                indexed.inherit_counts(t, last, last is None or pfp.match(spec.get("podFailurePolicy"), last)[1])
             pod = pod_from_template(t, job, ref, generate_name=generate)
             try:
                 await self.pod_control.create_pod(job["metadata"]["namespace"], pod, job)
@@ -379,12 +410,31 @@ class JobController(Controller):
         self.expectations.lower(key, add=diff - attempts[0])
         return n_active + created, error
 
-    def _for_removal(self, job: dict, active: list[dict], at_least: int) -> list[dict]:
-        """Pods to delete: bad or repeated indexes first, then by ActivePods order."""
+    def _indexes_past_backoff(self, indexes: list[int], ctx: SyncContext, now) -> tuple[list[int], float]:
+        """Indexes whose own back-off is over; else the shortest wait among them."""
+        ready, waits = [], []
+        for ix in indexes:
+            last = ctx.delayed.get(ix)
+            left = 0.0
+            if last is not None:
+                record = BackoffRecord("", sum(indexed.failure_counts(last)) + 1, finish_time(last, now))
+                left = record.remaining(now)
+            if left > 0:
+                waits.append(left)
+            else:
+                ready.append(ix)
+        return ready, (0.0 if ready or not waits else min(waits))
+
+    def _for_removal(self, job: dict, active: list[dict], at_least: int,
+                     failed: indexed.OrderedIntervals | None = None) -> list[dict]:
+        """Pods to delete: bad, repeated or failed indexes first, then by ActivePods order."""
         remove, left = [], list(active)
         if indexed.is_indexed(job):
-            remove, left = indexed.duplicated_or_invalid(active, job["spec"].get("completions") or 0,
-                                                         active_pods_key)
+            completions = job["spec"].get("completions") or 0
+            remove, left = indexed.duplicated_or_invalid(active, completions, active_pods_key)
+            if failed is not None:
+                remove += [p for p in left if failed.has(indexed.valid_index(p, completions))]
+                left = [p for p in left if not failed.has(indexed.valid_index(p, completions))]
         if len(remove) < at_least:
             left.sort(key=active_pods_key)
             remove += left[:at_least - len(remove)]

@@ -96,14 +96,15 @@ def succeeded_indexes(job: dict, pods: list[dict]) -> tuple[OrderedIntervals, Or
     return prev, prev.with_ordered_indexes(new)
 
 
-def first_pending_indexes(active: list[dict], succeeded: OrderedIntervals, count: int, completions: int) -> list[int]:
-    """The ``count`` lowest indexes neither succeeded nor held by an active pod."""
+def first_pending_indexes(active: list[dict], succeeded: OrderedIntervals, count: int, completions: int,
+                          failed: OrderedIntervals | None = None) -> list[int]:
+    """The ``count`` lowest indexes neither succeeded, failed, nor held by an active pod."""
     taken = {ix for p in active if (ix := valid_index(p, completions)) is not None}
     out = []
     for ix in range(completions):
         if len(out) >= count:
             break
-        if ix not in taken and not succeeded.has(ix):
+        if ix not in taken and not succeeded.has(ix) and not (failed is not None and failed.has(ix)):
             out.append(ix)
     return out
 
@@ -146,3 +147,75 @@ def set_index(template: dict, job_name: str, ix: int) -> str:
     meta.setdefault("labels", {})[COMPLETION_INDEX] = str(ix)
     template.setdefault("spec", {})["hostname"] = f"{job_name}-{ix}"
     return f"{job_name}-{ix}-"
+
+
+# -- backoffLimitPerIndex ------------------------------------------------------------------------
+# Each pod carries how often its index failed before it (the annotations below); a replacement
+# copies them from its index's last failed pod plus that pod's own failure, so the count
+# survives the failed pods being deleted. The last failed pod of an index keeps its tracking
+# finalizer until the replacement exists (see `delayed_pods`), so the count is never lost.
+
+FAILURE_COUNT = "batch.kubernetes.io/job-index-failure-count"
+IGNORED_FAILURE_COUNT = "batch.kubernetes.io/job-index-ignored-failure-count"
+
+
+def has_backoff_limit_per_index(job: dict) -> bool:
+    return is_indexed(job) and (job.get("spec") or {}).get("backoffLimitPerIndex") is not None
+
+
+def _count(pod: dict, key: str) -> int:
+    try:
+        return max(int(((pod.get("metadata") or {}).get("annotations") or {}).get(key, 0)), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def failure_counts(pod: dict) -> tuple[int, int]:
+    """(counted, ignored) failures of the pod's index before this pod."""
+    return _count(pod, FAILURE_COUNT), _count(pod, IGNORED_FAILURE_COUNT)
+
+
+def failed_indexes(job: dict, failed_pods: list[dict], match) -> OrderedIntervals:
+    """``status.failedIndexes`` plus the indexes whose failed pod used up the per-index limit
+    or matched a ``FailIndex`` rule. ``match(pod)`` is the pod failure policy's verdict."""
+    completions = job["spec"].get("completions") or 0
+    limit = job["spec"]["backoffLimitPerIndex"]
+    prev = OrderedIntervals.parse((job.get("status") or {}).get("failedIndexes"), completions)
+    new = []
+    for pod in failed_pods:
+        ix = valid_index(pod, completions)
+        if ix is None or prev.has(ix):
+            continue
+        _, counts, action = match(pod)
+        if action == "FailIndex" or (counts and failure_counts(pod)[0] + 1 > limit):
+            new.append(ix)
+    return prev.with_ordered_indexes(new)
+
+
+def delayed_pods(job: dict, failed_pods: list[dict], active: list[dict], done: OrderedIntervals,
+                 failed: OrderedIntervals, finish_time) -> dict[int, dict]:
+    """Per index still to be retried and with no active pod: its last failed pod (the one whose
+    counts the replacement inherits, and whose finalizer waits for it)."""
+    completions = job["spec"].get("completions") or 0
+    busy = {ix for p in active if (ix := valid_index(p, completions)) is not None}
+    out: dict[int, dict] = {}
+    for pod in failed_pods:
+        ix = valid_index(pod, completions)
+        if ix is None or ix in busy or done.has(ix) or failed.has(ix):
+            continue
+        have = out.get(ix)
+        if have is None or (sum(failure_counts(have)) <= sum(failure_counts(pod))
+                            and finish_time(pod) >= finish_time(have)):
+            out[ix] = pod
+    return out
+
+
+def inherit_counts(template: dict, last_failed: dict | None, counted: bool) -> None:
+    """Stamp the failure-count annotations on a replacement's template (in place)."""
+    fails, ignored = failure_counts(last_failed) if last_failed is not None else (0, 0)
+    if last_failed is not None:
+        fails, ignored = (fails + 1, ignored) if counted else (fails, ignored + 1)
+    ann = template.setdefault("metadata", {}).setdefault("annotations", {})
+    ann[FAILURE_COUNT] = str(fails)
+    if ignored:
+        ann[IGNORED_FAILURE_COUNT] = str(ignored)

@@ -67,6 +67,9 @@ class SyncContext:
     prev_succeeded_indexes: indexed.OrderedIntervals = field(default_factory=indexed.OrderedIntervals)
     succeeded_indexes: indexed.OrderedIntervals = field(default_factory=indexed.OrderedIntervals)
     new_backoff: BackoffRecord | None = None
+    # backoffLimitPerIndex only
+    failed_indexes: indexed.OrderedIntervals | None = None
+    delayed: dict[int, dict] = field(default_factory=dict)  # index -> last failed pod awaiting its replacement
 
 
 def has_finalizer(pod: dict) -> bool:
@@ -214,6 +217,9 @@ class StatusTracker:
             failed = is_pod_failed(pod, job)
             if not (job["metadata"].get("deletionTimestamp") or ctx.finished or phase(pod) == "Succeeded" or failed):
                 continue
+            if not (job["metadata"].get("deletionTimestamp") or ctx.finished) and failed and any(
+                    uid_of(d) == uid for d in ctx.delayed.values()):
+                continue  # its failure counts move to its replacement first (backoffLimitPerIndex)
             to_remove.append(pod)
             if phase(pod) == "Succeeded" and uid not in ctx.uncounted_failed:
                 if is_ix:
@@ -240,6 +246,11 @@ class StatusTracker:
                 needs_flush = True
             status["completedIndexes"] = text
             status["succeeded"] = ctx.succeeded_indexes.total()
+            if ctx.failed_indexes is not None:
+                text = str(ctx.failed_indexes)
+                if text != status.get("failedIndexes"):
+                    needs_flush = True
+                status["failedIndexes"] = text
         now = self.clock.wall()
         if ctx.finished is not None and ctx.finished["type"] == "FailureTarget":
             status.setdefault("conditions", []).append(ctx.finished)
