@@ -84,6 +84,7 @@ class Scheduler:
                  recorder: EventRecorder | None = None, rng: random.Random | None = None,
                  registry: dict | None = None, default_plugins=None, default_args=None) -> None:
         self.client = client
+        self.informers = informers
         self.clock = clock
         self.recorder = recorder or EventRecorder(client, COMPONENT, clock=clock)
         self.cache = Cache(clock)
@@ -97,7 +98,8 @@ class Scheduler:
         self.profiles = build_profiles(config, registry=registry, default_plugins=default_plugins,
                                        default_args=default_args, client=client, recorder=self.recorder,
                                        snapshot=self.snapshot, pod_lister=self.pods,
-                                       namespace_lister=self.namespaces, nominator=self)
+                                       namespace_lister=self.namespaces, nominator=self, informers=informers,
+                                       rng=self.algorithm.rng)
         first = next(iter(self.profiles.values()))
         self._hints = {name: fwk.enqueue_extensions() for name, fwk in self.profiles.items()}
         self.queue = SchedulingQueue(first.queue_sort_func(), clock=clock, pre_enqueue=self._pre_enqueue,
@@ -184,7 +186,10 @@ class Scheduler:
     # -- running -----------------------------------------------------------------------------
 
     async def wait_for_caches(self, stop: asyncio.Event) -> bool:
-        return await wait_or_stop([reg.wait_for_sync() for _, reg in self.registrations], stop)
+        """Our handlers have seen every cached pod and node, and the plugins' listers synced."""
+        waits = [reg.wait_for_sync() for _, reg in self.registrations]
+        waits += [inf.wait_for_sync() for inf in self.informers.informers.values()]
+        return await wait_or_stop(waits, stop)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Schedule until ``stop``: waits for the informers, then loops; drains in ``finally``."""

@@ -341,6 +341,13 @@ class Handle(Protocol):
 
     def pod_lister(self) -> Any: ...          # the pod informer (get/list/by_index)
 
+    def namespace_lister(self) -> Any: ...    # the namespace informer (namespaceSelector labels)
+
+    # ``informers`` is the same factory as ``informer_factory``; the scheduler starts the factory
+    # after building every plugin and waits for all its informers to sync before its first cycle.
+    informers: Any
+    rng: Any                       # random.Random shared with host selection (tests seed it)
+
 
 @dataclass
 class PluginSet:

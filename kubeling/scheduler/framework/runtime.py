@@ -68,10 +68,16 @@ class Framework:
     def __init__(self, registry: dict[str, type], plugins: dict[str, PluginSet], *, profile_name: str = "",
                  plugin_config: dict[str, dict] | None = None, client: Any = None, recorder: Any = None,
                  snapshot: Any = None, pod_lister: Any = None, namespace_lister: Any = None,
-                 nominator: Any = None, percentage_of_nodes_to_score: int | None = None) -> None:
+                 nominator: Any = None, percentage_of_nodes_to_score: int | None = None,
+                 informers: Any = None, rng: Any = None) -> None:
         self.profile_name = profile_name
         self.client = client
         self.recorder = recorder
+        # the scheduler's SharedInformerFactory: plugins ask it for the listers they need (services,
+        # ReplicaSets, PDBs, PVCs...) when they are built, before the factory starts
+        self.informers = informers
+        self.informer_factory = informers   # the same factory, under the name VolumeBinding reads
+        self.rng = rng
         self.snapshot = snapshot
         self._pod_lister = pod_lister
         self._namespace_lister = namespace_lister
