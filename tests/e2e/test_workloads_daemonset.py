@@ -84,8 +84,9 @@ def test_daemonset_runs_on_the_node_rolls_and_rolls_back(node_cluster, node_name
 
     history = node_cluster.kubectl("rollout", "history", "ds/agent", "-n", ns).stdout
     assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
-    node_cluster.kubectl("rollout", "undo", "ds/agent", "-n", ns)
-    node_cluster.kubectl("rollout", "status", "ds/agent", "-n", ns, "--timeout=120s", timeout=130)
+    # the undo and its status with the other supported kubectl: both read ControllerRevisions
+    node_cluster.kubectl("rollout", "undo", "ds/agent", "-n", ns, version="1.32")
+    node_cluster.kubectl("rollout", "status", "ds/agent", "-n", ns, "--timeout=120s", timeout=130, version="1.32")
     wait_daemon_pods_on(node_cluster, ns, "agent", [nodes.NODE_NAME], image=IMAGE)
 
     describe = node_cluster.kubectl("describe", "ds", "agent", "-n", ns).stdout

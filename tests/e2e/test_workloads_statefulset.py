@@ -144,8 +144,9 @@ def test_rollout_status_set_image_history_and_undo(node_cluster, node_namespace)
 
     history = node_cluster.kubectl("rollout", "history", "sts/web", "-n", ns).stdout
     assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
-    node_cluster.kubectl("rollout", "undo", "sts/web", "-n", ns)
-    node_cluster.kubectl("rollout", "status", "sts/web", "-n", ns, "--timeout=120s", timeout=130)
+    # the undo and its status with the other supported kubectl: both read ControllerRevisions
+    node_cluster.kubectl("rollout", "undo", "sts/web", "-n", ns, version="1.32")
+    node_cluster.kubectl("rollout", "status", "sts/web", "-n", ns, "--timeout=120s", timeout=130, version="1.32")
     undone = json.loads(node_cluster.kubectl("get", "sts", "web", "-n", ns, "-o", "json").stdout)
     assert undone["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
     assert undone["status"]["currentRevision"] == before["currentRevision"]  # the old revision, renumbered
