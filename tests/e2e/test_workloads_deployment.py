@@ -127,6 +127,16 @@ class Bounds:
         self._rs_size[fields[0]] = int(fields[1])
         self.total.append(sum(self._rs_size.values()))
 
+    def listed(self, ready: int) -> None:
+        """Wait until the watch has listed ``ready`` available pods; later events are the rollout."""
+        harness.eventually(lambda: self.available and self.available[-1] == ready, timeout=30,
+                           what=f"the pod watch listing {ready} ready pods")
+        self.start = len(self.available)
+
+    def during(self) -> list[int]:
+        """Available pods after each event since `listed`."""
+        return self.available[self.start:]
+
     def close(self) -> None:
         self.pods.close()
         self.rss.close()
@@ -207,7 +217,7 @@ def test_rolling_update_history_undo_pause_resume(node_cluster, node_namespace):
 
     bounds = Bounds(node_cluster, ns)
     try:
-        bounds.pods.wait_for(".")  # the watch has listed
+        bounds.listed(3)
         k("set", "image", "deployment/web", "-n", ns, f"app={IMAGE_V2}")
         done = rollout_status(node_cluster, ns)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -215,8 +225,7 @@ def test_rolling_update_history_undo_pause_resume(node_cluster, node_namespace):
     finally:
         bounds.close()
     assert bounds.total and max(bounds.total) <= 3 + 1, bounds.total
-    after_list = bounds.available[3:]  # the first events are the initial list filling up
-    assert after_list and min(after_list) >= 3 - 0, bounds.available
+    assert bounds.during() and min(bounds.during()) >= 3 - 0, bounds.available
     wait_ready(node_cluster, ns, "app=web", 3)
 
     history = k("rollout", "history", "deployment/web", "-n", ns).stdout
@@ -254,15 +263,14 @@ def test_rolling_update_with_unavailability_and_no_surge(node_cluster, node_name
     wait_ready(node_cluster, ns, "app=web", 4)
     bounds = Bounds(node_cluster, ns)
     try:
-        bounds.pods.wait_for(".")
+        bounds.listed(4)
         k("set", "image", "deployment/web", "-n", ns, f"app={IMAGE_V2}")
         assert rollout_status(node_cluster, ns).returncode == 0
     finally:
         bounds.close()
     assert bounds.total and max(bounds.total) <= 4, bounds.total
-    after_list = bounds.available[4:]
-    assert after_list and min(after_list) >= 2, bounds.available
-    assert min(after_list) < 4  # it did use its unavailability budget
+    assert bounds.during() and min(bounds.during()) >= 4 - 2, bounds.available
+    assert min(bounds.during()) < 4  # it did use its unavailability budget
 
 
 def test_bad_image_exceeds_the_progress_deadline(node_cluster, node_namespace):
