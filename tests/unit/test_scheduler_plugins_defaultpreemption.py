@@ -96,23 +96,13 @@ class Informers:
         return Informer(self.pdbs if (group, resource) == ("policy", "poddisruptionbudgets") else [])
 
 
-class TestFramework(Framework):
-    """S1's Framework, plus the informers attribute the plugins read PDBs from."""
-
-    __test__ = False
-
-    def __init__(self, *a, informers=None, **kw):
-        self.informers = informers
-        super().__init__(*a, **kw)
-
-
 def setup(nodes, pods, pdbs=(), nominated=None, incoming=None):
     infos = {n["metadata"]["name"]: NodeInfo(n) for n in nodes}
     for p in pods:
         infos[p["spec"]["nodeName"]].add_pod(p)
     client = FakeClient({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
     client.seed(*pods, *([incoming] if incoming else []), *[p for ps in (nominated or {}).values() for p in ps])
-    fwk = TestFramework(REGISTRY, PLUGINS, client=client, recorder=Recorder(), snapshot=Snapshot(list(infos.values())),
+    fwk = Framework(REGISTRY, PLUGINS, client=client, recorder=Recorder(), snapshot=Snapshot(list(infos.values())),
                         pod_lister=PodLister(pods), nominator=Nominator(nominated or {}),
                         informers=Informers(list(pdbs)), plugin_config={})
     return fwk, client
@@ -347,3 +337,19 @@ def test_nomination_is_cleared_when_preemption_cannot_help_anywhere():
     assert s.message() == "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
     assert client.object("", "v1", "pods", "high", "default")["status"].get("nominatedNodeName") is None
     assert not client.filter_actions("delete")
+
+
+def test_pdbs_come_from_the_informer_and_steer_the_node_choice():
+    foo = {"app": "foo"}
+    pdb = {"metadata": {"name": "pdb", "namespace": "default"},
+           "spec": {"selector": {"matchLabels": foo}}, "status": {"disruptionsAllowed": 0}}
+    # n1's victim is guarded and has the lower priority: without the PDB n1 would win
+    existing = [pod("guarded", 1, "1500m", "n1", labels=foo), pod("free", 2, "1500m", "n2")]
+    high = pod("high", 100, "1500m")
+    fwk, client = setup([N1, N2], existing, pdbs=[pdb], incoming=high)
+    r, s = attempt(fwk, high)
+    assert (s.code, r.nominated_node_name) == (Code.SUCCESS, "n2")
+    assert [a.name for a in client.filter_actions("delete")] == ["free"]
+    fwk, client = setup([N1, N2], existing, incoming=high)
+    r, _ = attempt(fwk, high)
+    assert r.nominated_node_name == "n1"
