@@ -176,3 +176,15 @@ def test_cronjob_on_a_fast_clock(node_cluster, node_namespace, tmp_path):
         except subprocess.TimeoutExpired:
             manager.kill()
             manager.wait(timeout=10)
+
+
+def test_finished_job_goes_after_its_ttl(node_cluster, node_namespace):
+    ns = node_namespace
+    manifest = JOB.format(name="brief", completions=1, parallelism=1, backoff=0, script="true").replace(
+        "  backoffLimit: 0\n", "  backoffLimit: 0\n  ttlSecondsAfterFinished: 2\n")
+    node_cluster.kubectl("create", "-n", ns, "-f", "-", input=manifest)
+    node_cluster.kubectl("wait", "-n", ns, "--for=condition=complete", "job/brief", "--timeout=120s")
+    harness.eventually(lambda: node_cluster.kubectl("get", "job", "brief", "-n", ns, check=False).returncode != 0,
+                       timeout=60, what="the Job deleted by its TTL")
+    harness.eventually(lambda: not json.loads(node_cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)
+                       ["items"], timeout=60, what="its pods deleted (foreground)")
