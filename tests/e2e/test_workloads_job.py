@@ -99,7 +99,8 @@ def test_job_with_completions_and_parallelism(node_cluster, node_namespace, tmp_
     assert most == 2, watch_out.read_text()
     job = json.loads(node_cluster.kubectl("get", "job", "five", "-n", ns, "-o", "json").stdout)
     assert job["status"]["succeeded"] == 5
-    assert [c["type"] for c in job["status"]["conditions"]] == ["SuccessCriteriaMet", "Complete"]
+    assert [(c["type"], c["reason"]) for c in job["status"]["conditions"]] == [
+        ("SuccessCriteriaMet", "CompletionsReached"), ("Complete", "CompletionsReached")]
     row = node_cluster.kubectl("get", "job", "five", "-n", ns, "--no-headers").stdout.split()
     assert row[1:3] == ["Complete", "5/5"], row
     pods = json.loads(node_cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]

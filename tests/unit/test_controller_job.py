@@ -120,7 +120,9 @@ def test_completions_with_parallelism_never_runs_more_than_parallelism():
             status = h.job()["status"]
             assert most == 2
             assert status["succeeded"] == 5 and status["active"] == 0
-            assert [c[0] for c in h.conditions()] == ["SuccessCriteriaMet", "Complete"]
+            assert h.conditions() == [("SuccessCriteriaMet", "True", "CompletionsReached"),
+                                      ("Complete", "True", "CompletionsReached")]
+            assert h.job()["status"]["conditions"][-1]["message"] == "Reached expected number of succeeded pods"
             assert status["completionTime"] and status["startTime"]
             assert status["uncountedTerminatedPods"] == {}
             assert all(JOB_TRACKING_FINALIZER not in (p["metadata"].get("finalizers") or []) for p in h.pods())
@@ -281,7 +283,7 @@ def test_indexed_job():
             await h.finish(pods[2], "Succeeded")
             status = h.job()["status"]
             assert status["completedIndexes"] == "0-2" and status["succeeded"] == 3 and status["failed"] == 1
-            assert h.conditions()[-1] == ("Complete", "True", "")
+            assert h.conditions()[-1] == ("Complete", "True", "CompletionsReached")
 
     asyncio.run(main())
 
@@ -337,7 +339,7 @@ def test_one_broken_job_does_not_stop_the_others():
         async with h:
             (pod,) = h.active("good-")
             await h.finish(pod, "Succeeded")
-            assert h.conditions("good")[-1] == ("Complete", "True", "")
+            assert h.conditions("good")[-1] == ("Complete", "True", "CompletionsReached")
             assert h.pods("bad-") == []
             events = await h.events()
             assert any(r == "FailedCreate" and "exceeded quota" in m for r, m in events)
@@ -353,7 +355,7 @@ def test_no_completions_job_completes_on_first_success():
             await h.finish(pods[0], "Succeeded")
             assert h.conditions() == []  # the other is still running
             await h.finish(pods[1], "Succeeded")
-            assert h.conditions()[-1] == ("Complete", "True", "")
+            assert h.conditions()[-1] == ("Complete", "True", "CompletionsReached")
 
     asyncio.run(main())
 

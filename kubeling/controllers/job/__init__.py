@@ -252,7 +252,9 @@ class JobController(Controller):
             completions = spec.get("completions")
             done = ctx.succeeded > 0 if completions is None else ctx.succeeded >= completions
             if done and n_active == 0:
-                ctx.finished = condition("SuccessCriteriaMet", "True", "", "", now)
+                # JobSuccessPolicy (on since 1.31) gives success its reason too
+                ctx.finished = condition("SuccessCriteriaMet", "True", "CompletionsReached",
+                                         "Reached expected number of succeeded pods", now)
             elif managed:
                 suspend_changed = self._suspend_condition(job, suspended, now)
         needs = (suspend_changed or n_active != (status.get("active") or 0) or ctx.ready != status.get("ready")
