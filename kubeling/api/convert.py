@@ -22,8 +22,9 @@ taken from the template labels, which apps/v1 would reject as missing::
 (2147483647 means "unset": keep every ReplicaSet, never time out.)
 
 The field sets are otherwise the same, except ``spec.rollbackTo`` (extensions and
-apps/v1beta1), which rolled back through the API and has no apps/v1 meaning: it
-is dropped. Converting back (`from_storage`) only relabels the object.
+apps/v1beta1), which rolled back through the API and has no apps/v1 field: as
+upstream, it becomes the ``deprecated.deployment.rollback.to`` annotation (the
+revision), which the Deployment controller carries out and clears. Converting back (`from_storage`) only relabels the object.
 
 Contract: `to_storage` / `from_storage` never mutate their argument; they return
 the object unchanged (same instance) when there is nothing to convert.
@@ -38,6 +39,7 @@ from kubeling.api.defaults import apps, podspec
 from kubeling.api.defaults._util import child, is_empty, set_ptr
 
 STORAGE_VERSION = "apps/v1"
+ROLLBACK_TO = "deprecated.deployment.rollback.to"
 MAX_INT32 = 2**31 - 1
 LEGACY_DEPLOYMENT_VERSIONS = ("extensions/v1beta1", "apps/v1beta1", "apps/v1beta2")
 _KINDS = ("Deployment", "DeploymentList")
@@ -96,8 +98,17 @@ def _deployment_to_storage(obj: dict, api_version: str) -> dict:
     _LEGACY_DEFAULTS[api_version](out)
     podspec.template_defaults(child(child(out, "spec"), "template", create=True))
     spec = child(out, "spec")
-    if spec is not None:
-        spec.pop("rollbackTo", None)
+    rollback_to = spec.pop("rollbackTo", None) if spec is not None else None
+    # as upstream's conversion: the request becomes an annotation the Deployment controller acts on
+    annotations = out.setdefault("metadata", {}).get("annotations") or {}
+    if rollback_to is not None:
+        annotations[ROLLBACK_TO] = str(int(rollback_to.get("revision") or 0))
+    else:
+        annotations.pop(ROLLBACK_TO, None)
+    if annotations:
+        out["metadata"]["annotations"] = annotations
+    else:
+        out["metadata"].pop("annotations", None)
     out["apiVersion"] = STORAGE_VERSION
     out["kind"] = "Deployment"
     # Every legacy default is already set; this fills nothing of its own but makes

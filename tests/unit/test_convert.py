@@ -89,7 +89,7 @@ def test_extensions_strategy(strategy, expected):
     assert convert.to_storage(obj)["spec"]["strategy"] == expected
 
 
-def test_explicit_values_survive_and_rollback_to_is_dropped():
+def test_explicit_values_survive_and_rollback_to_becomes_the_annotation():
     obj = seed()
     obj["metadata"]["labels"] = {"team": "web"}
     obj["spec"].update(selector={"matchLabels": {"app": "nginx"}, "matchExpressions": []},
@@ -100,6 +100,7 @@ def test_explicit_values_survive_and_rollback_to_is_dropped():
     assert out["spec"]["revisionHistoryLimit"] == 5
     assert out["spec"]["progressDeadlineSeconds"] == 120
     assert "rollbackTo" not in out["spec"]
+    assert out["metadata"]["annotations"]["deprecated.deployment.rollback.to"] == "3"
 
 
 def test_to_storage_does_not_mutate_and_passes_other_objects_through():
