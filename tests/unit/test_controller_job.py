@@ -402,3 +402,23 @@ def test_failed_indexes_fail_the_job(spec, exit_code, reason):
             assert h.conditions()[-1] == ("Failed", "True", reason)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("rule", [
+    pytest.param({"succeededIndexes": "0"}, id="by-indexes"),
+    pytest.param({"succeededCount": 1}, id="by-count"),
+    pytest.param({"succeededIndexes": "0-2", "succeededCount": 1}, id="count-of-indexes"),
+])
+def test_success_policy_completes_early_and_removes_lingering_pods(rule):
+    async def main():
+        async with Harness(job(completions=3, parallelism=3, completionMode="Indexed",
+                               successPolicy={"rules": [rule]})) as h:
+            await h.finish(h.active("pi-0-")[0], "Succeeded")
+            assert h.active() == []
+            assert h.conditions() == [("SuccessCriteriaMet", "True", "SuccessPolicy"),
+                                      ("Complete", "True", "SuccessPolicy")]
+            status = h.job()["status"]
+            assert status["conditions"][0]["message"] == "Matched rules at index 0"
+            assert status["completedIndexes"] == "0" and status.get("failed", 0) == 0
+
+    asyncio.run(main())

@@ -12,7 +12,10 @@ released). Handlers only enqueue; `JobController.sync` is level-triggered:
 4. the Job is failing if a ``FailJob`` rule matched (reason ``PodFailurePolicy``), more than
    ``backoffLimit`` pods failed (or, with ``restartPolicy: OnFailure``, restarted)
    (``BackoffLimitExceeded``), or it ran ``activeDeadlineSeconds`` (``DeadlineExceeded``; the
-   key is requeued for the deadline). A failing Job deletes its active pods;
+   key is requeued for the deadline). Indexed Jobs with ``backoffLimitPerIndex`` fail indexes
+   instead (``FailedIndexes``, ``MaxFailedIndexesExceeded``), and an Indexed Job whose
+   ``successPolicy`` matches succeeds early (``SuccessPolicy``). A finishing Job deletes its
+   active pods;
 5. otherwise `manage` makes the active pods match ``min(parallelism, completions -
    succeeded)``: a suspended Job deletes them all (condition ``Suspended``/``JobSuspended``;
    resuming sets ``JobResumed`` and resets ``startTime``); new pods wait out the failure
@@ -234,6 +237,12 @@ class JobController(Controller):
             ctx.succeeded = ctx.succeeded_indexes.total()
             if indexed.has_backoff_limit_per_index(job):
                 self._per_index(job, ctx, now)
+            if ctx.finished is None:
+                message = indexed.match_success_policy(spec.get("successPolicy"), spec.get("completions") or 0,
+                                                       ctx.succeeded_indexes)
+                if message is not None:
+                    # lingering pods are deleted; Complete follows once they are gone
+                    ctx.finished = condition("SuccessCriteriaMet", "True", "SuccessPolicy", message, now)
         suspend_changed = False
         n_active = len(active)
         manage_error: Exception | None = None

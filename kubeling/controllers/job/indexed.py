@@ -219,3 +219,22 @@ def inherit_counts(template: dict, last_failed: dict | None, counted: bool) -> N
     ann[FAILURE_COUNT] = str(fails)
     if ignored:
         ann[IGNORED_FAILURE_COUNT] = str(ignored)
+
+
+def match_success_policy(policy: dict | None, completions: int, succeeded: OrderedIntervals) -> str | None:
+    """``spec.successPolicy``: the message of the first rule the succeeded indexes satisfy, or None.
+
+    A rule with ``succeededIndexes`` needs all of them (or ``succeededCount`` of them) to have
+    succeeded; a rule with only ``succeededCount`` needs that many indexes in all.
+    """
+    for i, rule in enumerate((policy or {}).get("rules") or ()):
+        want = rule.get("succeededCount")
+        if rule.get("succeededIndexes") is not None:
+            wanted = OrderedIntervals.parse(rule["succeededIndexes"], completions)
+            have = sum(1 for ix in wanted.indexes() if succeeded.has(ix))
+            met = have >= want if want is not None else have == wanted.total()
+        else:
+            met = want is not None and succeeded.total() >= want
+        if met:
+            return f"Matched rules at index {i}"
+    return None
