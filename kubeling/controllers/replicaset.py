@@ -44,11 +44,27 @@ from collections import Counter
 from typing import ClassVar
 
 from kubeling.api.labels import SelectorError, from_label_selector, from_set
-from kubeling.client import is_conflict, is_forbidden, is_not_found, object_of, split_meta_namespace_key
+from kubeling.client import (
+    is_conflict,
+    is_forbidden,
+    is_not_found,
+    object_of,
+    split_meta_namespace_key,
+)
 from kubeling.controllers.base import Controller, ControllerContext, key_of
-from kubeling.controllers.controller_utils import (SLOW_START_INITIAL_BATCH_SIZE, ControllerExpectations, PodControl,
-                                                   active_pods_key, claim_objects, controller_ref, get_controller_of,
-                                                   is_pod_active, is_pod_available, is_pod_ready, slow_start_batch)
+from kubeling.controllers.controller_utils import (
+    SLOW_START_INITIAL_BATCH_SIZE,
+    ControllerExpectations,
+    PodControl,
+    active_pods_key,
+    claim_objects,
+    controller_ref,
+    get_controller_of,
+    is_pod_active,
+    is_pod_available,
+    is_pod_ready,
+    slow_start_batch,
+)
 
 log = logging.getLogger(__name__)
 

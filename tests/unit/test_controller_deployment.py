@@ -322,7 +322,6 @@ def test_legacy_rollback_annotation():
 def refuse_broken_replicasets(action):
     if action.obj["metadata"]["name"].startswith("broken-"):
         raise StatusError(422, "Invalid", 'ReplicaSet.apps "broken-x" is invalid: spec.template: Invalid value')
-    return None
 
 
 def test_a_refused_replicaset_is_reported_and_the_other_deployments_go_on():
@@ -372,7 +371,6 @@ def test_a_replicaset_the_cache_has_not_seen_yet_is_no_hash_collision():
             if not refused:
                 refused.append(action.obj["metadata"]["name"])
                 raise StatusError(409, "AlreadyExists", f'replicasets.apps "{refused[0]}" already exists')
-            return None
         c.client.prepend_reactor("create", "replicasets", already_exists_once)
         async with c:
             c.clock.step(1)  # the retry's backoff

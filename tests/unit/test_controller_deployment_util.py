@@ -140,7 +140,7 @@ def test_set_condition_keeps_transition_time_while_status_holds():
     pytest.param("ProgressDeadlineExceeded", 0, True, id="timed-out-stays"),
 ])
 def test_deployment_timed_out(reason, updated_ago, want):
-    now = dt.datetime(2024, 1, 1, 0, 1, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2024, 1, 1, 0, 1, 0, tzinfo=dt.UTC)
     then = (now - dt.timedelta(seconds=updated_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
     d = deployment(progressDeadlineSeconds=10)
     status = {"conditions": [util.new_condition("Progressing", "True", reason, "", then)]}
@@ -151,7 +151,7 @@ def test_sort_orders():
     a = rs("a", 3, created="2024-01-01T00:00:00Z", revision=2)
     b = rs("b", 3, created="2024-01-02T00:00:00Z", revision=1)
     c = rs("c", 5, created="2024-01-03T00:00:00Z", revision=3)
-    names = lambda rss: [r["metadata"]["name"] for r in rss]  # noqa: E731
+    names = lambda rss: [r["metadata"]["name"] for r in rss]
     assert names(util.by_size_older([a, b, c])) == ["c", "a", "b"]
     assert names(util.by_size_newer([a, b, c])) == ["c", "b", "a"]
     assert names(util.by_revision([a, b, c])) == ["b", "a", "c"]

@@ -215,7 +215,6 @@ def quota_refusal(action):
     if action.obj["metadata"]["labels"].get("app") == "broken":
         raise StatusError(403, "Forbidden", 'pods "broken-x" is forbidden: exceeded quota: q, requested: pods=1, '
                                             'used: pods=0, limited: pods=0')
-    return None
 
 
 def test_a_refused_create_records_failed_create_and_replica_failure_and_spares_the_others():
@@ -234,8 +233,9 @@ def test_a_refused_create_records_failed_create_and_replica_failure_and_spares_t
             assert cond["type"] == "ReplicaFailure" and cond["status"] == "True"
             assert cond["reason"] == "FailedCreate" and "exceeded quota" in cond["message"]
             events = await h.events()
-            assert ("FailedCreate", 'Error creating: pods "broken-x" is forbidden: exceeded quota: q, '
-                    'requested: pods=1, used: pods=0, limited: pods=0', "broken") in events
+            message = ('Error creating: pods "broken-x" is forbidden: exceeded quota: q, '
+                       'requested: pods=1, used: pods=0, limited: pods=0')
+            assert ("FailedCreate", message, "broken") in events
             # the quota goes away: the retry creates them and the condition is removed
             h.client._reactors.clear()
             h.clock.step(5)

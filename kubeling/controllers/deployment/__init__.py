@@ -47,8 +47,13 @@ from kubeling.controllers.deployment import util
 from kubeling.controllers.deployment.recreate import rollout_recreate
 from kubeling.controllers.deployment.rollback import rollback
 from kubeling.controllers.deployment.rolling import rollout_rolling
-from kubeling.controllers.deployment.sync import (check_paused_conditions, get_rollback_to, is_scaling_event, sync,
-                                                  sync_status_only)
+from kubeling.controllers.deployment.sync import (
+    check_paused_conditions,
+    get_rollback_to,
+    is_scaling_event,
+    sync,
+    sync_status_only,
+)
 
 log = logging.getLogger(__name__)
 

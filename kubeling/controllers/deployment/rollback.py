@@ -18,7 +18,10 @@ import copy
 
 from kubeling.client.events import NORMAL, WARNING
 from kubeling.controllers.deployment import util
-from kubeling.controllers.deployment.sync import get_all_replicasets_and_sync_revision, get_rollback_to
+from kubeling.controllers.deployment.sync import (
+    get_all_replicasets_and_sync_revision,
+    get_rollback_to,
+)
 
 
 async def rollback(dc, d: dict, rss: list[dict]) -> None:

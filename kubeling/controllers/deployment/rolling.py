@@ -17,8 +17,11 @@ from __future__ import annotations
 
 from kubeling.controllers.deployment import util
 from kubeling.controllers.deployment.progress import sync_rollout_status
-from kubeling.controllers.deployment.sync import (cleanup_deployment, get_all_replicasets_and_sync_revision,
-                                                  scale_replicaset_and_record_event)
+from kubeling.controllers.deployment.sync import (
+    cleanup_deployment,
+    get_all_replicasets_and_sync_revision,
+    scale_replicaset_and_record_event,
+)
 
 
 async def rollout_rolling(dc, d: dict, rss: list[dict]) -> None:

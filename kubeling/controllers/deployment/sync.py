@@ -15,7 +15,11 @@ import logging
 
 from kubeling.client import is_already_exists, is_not_found
 from kubeling.client.events import NORMAL, WARNING
-from kubeling.controllers.controller_utils import compute_hash, controller_ref, get_controller_of
+from kubeling.controllers.controller_utils import (
+    compute_hash,
+    controller_ref,
+    get_controller_of,
+)
 from kubeling.controllers.deployment import util
 
 log = logging.getLogger(__name__)
@@ -156,8 +160,9 @@ async def _create_new_replicaset(dc, d: dict, olds: list[dict], new_revision: st
                     util.PROGRESSING, "False", util.FAILED_RS_CREATE, message, dc.now()))
                 try:
                     await dc.update_deployment_status(d)
-                except Exception:  # noqa: BLE001 - the create error is what gets reported
-                    pass
+                except Exception as update_error:  # noqa: BLE001 - the create error is what gets reported
+                    log.info("deployment %s: recording %s failed: %s", d["metadata"]["name"], util.FAILED_RS_CREATE,
+                             update_error)
             dc.recorder.event(d, WARNING, util.FAILED_RS_CREATE, message)
             raise
     if not already_exists and new_replicas > 0:
