@@ -120,7 +120,7 @@ class CronJobController(Controller):
     async def _sync_cronjob(self, cj: dict, jobs: list[dict]) -> tuple[float | None, bool]:
         """Steps 2–6 of the module docstring; (seconds until the next sync or None, status changed)."""
         now = self.clock.wall()
-        changed = self._account(cj, jobs)
+        changed = await self._account(cj, jobs)
         changed = await self._drop_missing(cj, jobs) or changed
         spec, status = cj.get("spec") or {}, cj["status"]
         if cj["metadata"].get("deletionTimestamp"):
@@ -177,15 +177,22 @@ class CronJobController(Controller):
         status["lastScheduleTime"] = cu.rfc3339(scheduled)
         return next_in, True
 
-    def _account(self, cj: dict, jobs: list[dict]) -> bool:
+    async def _account(self, cj: dict, jobs: list[dict]) -> bool:
         """Step 2 over the listed Jobs; True if the status changed."""
-        status = cj["status"]
         changed = False
-        active_uids = {a.get("uid") for a in status.get("active") or ()}
         for job in jobs:
+            status = cj["status"]
+            active_uids = {a.get("uid") for a in status.get("active") or ()}
             juid = job["metadata"].get("uid")
             finished = cu.finished_type(job)
             if juid not in active_uids and finished is None:
+                # our own status write may not have reached the cache yet: ask the server
+                fresh = await self.client.get("batch", "v1", "cronjobs", cj["metadata"]["name"],
+                                              namespace=cj["metadata"]["namespace"])
+                if any(a.get("uid") == juid for a in (fresh.get("status") or {}).get("active") or ()):
+                    cj["metadata"]["resourceVersion"] = fresh["metadata"].get("resourceVersion")
+                    cj["status"] = fresh.get("status") or {}
+                    continue
                 self.recorder.event(cj, WARNING, "UnexpectedJob",
                                     f"Saw a job that the controller did not create or forgot: {job['metadata']['name']}")
             elif juid in active_uids and finished is not None:

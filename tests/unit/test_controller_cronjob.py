@@ -249,3 +249,20 @@ def test_a_fast_clock_from_the_context():
         assert ctl.queue is not None and ctl.clock is not ctx.clock
 
     asyncio.run(main())
+
+
+def test_an_unfinished_job_it_did_not_make_is_reported():
+    async def main():
+        stray = {"apiVersion": "batch/v1", "kind": "Job",
+                 "metadata": {"name": "stray", "namespace": "default", "uid": "uid-stray",
+                              "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "cj",
+                                                   "uid": "uid-cj", "controller": True}]},
+                 "spec": {"template": {}}}
+        async with Harness(cronjob(), stray) as h:
+            await h.step(61)
+            events = await h.events()
+            assert ("UnexpectedJob", "Saw a job that the controller did not create or forgot: stray") in events
+            # its own Job, just created, is never reported even before the cache sees the status
+            assert not any(r == "UnexpectedJob" and name_at(1) in m for r, m in events)
+
+    asyncio.run(main())
