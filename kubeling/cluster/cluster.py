@@ -143,7 +143,7 @@ class Cluster:
         self.dir = Path(data_dir).resolve()
         self.out = out or sys.stderr
         self.state: ClusterState | None = None
-        self._children: list[subprocess.Popen] = []   # reaped by `_reap`, never left as zombies
+        self._children: dict[int, subprocess.Popen] = {}   # reaped by `_reap`, never left as zombies
 
     # -- paths and state ------------------------------------------------------------------------
 
@@ -194,11 +194,19 @@ class Cluster:
             f.flush()
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True)
-        self._children.append(proc)
+        self._children[proc.pid] = proc
         return proc.pid
 
+    def _running(self, pid: int, marker: str) -> bool:
+        """`alive`, but for a process this object started, its exit status: between fork and
+        exec a child's cmdline is still ours, which `alive` would take for a recycled PID."""
+        child = self._children.get(pid)
+        if child is not None:
+            return child.poll() is None
+        return alive(pid, marker)
+
     def _reap(self) -> None:
-        self._children = [p for p in self._children if p.poll() is None]
+        self._children = {pid: p for pid, p in self._children.items() if p.poll() is None}
 
     def _log_tail(self, proc: str, lines: int = 25) -> str:
         try:
@@ -252,7 +260,7 @@ class Cluster:
         self.say(f"server pid {st.server_pid} on {st.server_url}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not alive(st.server_pid, self.server_marker()):
+            if not self._running(st.server_pid, self.server_marker()):
                 raise ClusterError("the server exited during start-up" + self._log_tail("server"))
             if self.token_file.exists() and self.kubeconfig.exists():
                 try:
@@ -371,7 +379,7 @@ class Cluster:
         while True:
             for name in names:
                 node = self.node(name)
-                if not alive(node.pid, self.node_marker(node)):
+                if not self._running(node.pid, self.node_marker(node)):
                     raise ClusterError(f"the agent of node {name} exited" + self._log_tail(name))
             try:
                 ready = self.node_conditions()

@@ -189,7 +189,9 @@ def test_isolate_cuts_a_node_off_and_connect_mends_it(multinode_cluster):
         assert line.split()[-1] == "cut"
     finally:
         multinode_cluster.cluster("node", "isolate", "node-2", "--undo")
-    assert _reaches_server(multinode_cluster, "node-2")
+    # the carrier comes back and ARP is asked again (the isolated tries left FAILED neighbours)
+    harness.eventually(lambda: _reaches_server(multinode_cluster, "node-2"), timeout=20, interval=0.5,
+                       what="node-2 reaching the server again")
     multinode_cluster.wait_nodes_ready(["node-2"])
 
 
