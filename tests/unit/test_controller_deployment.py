@@ -380,3 +380,43 @@ def test_a_replicaset_the_cache_has_not_seen_yet_is_no_hash_collision():
             assert [rs["metadata"]["name"] for rs in c.replicasets()] == refused
 
     asyncio.run(main())
+
+
+def refuse_pods_of(app):
+    def react(action):
+        if action.obj["metadata"]["labels"].get("app") == app:
+            raise StatusError(403, "Forbidden", 'pods "x" is forbidden: exceeded quota: pods, requested: pods=1, '
+                                                'used: pods=0, limited: pods=0')
+        return None
+    return react
+
+
+def test_a_replicaset_failure_shows_on_the_deployment():
+    async def main():
+        c = Cluster(deployment())
+        c.client.prepend_reactor("create", "pods", refuse_pods_of("web"))
+        async with c:
+            await c.run_until_stable()
+            cond = condition(c.get("deployments", "web"), "ReplicaFailure")
+            assert (cond["status"], cond["reason"]) == ("True", "FailedCreate")
+            assert "exceeded quota" in cond["message"]
+            assert condition(c.get("deployments", "web"), "Available")["status"] == "False"
+
+    asyncio.run(main())
+
+
+def test_min_ready_seconds_delays_availability():
+    async def main():
+        async with Cluster(deployment(minReadySeconds=5)) as c:
+            await c.run_until_stable()
+            (rs,) = c.replicasets()
+            assert rs["spec"]["minReadySeconds"] == 5
+            st = c.get("deployments", "web")["status"]
+            assert (st["readyReplicas"], st.get("availableReplicas", 0), st["unavailableReplicas"]) == (3, 0, 3)
+            c.clock.step(6)  # the ReplicaSet controller looks again after minReadySeconds
+            await c.settle()
+            st = c.get("deployments", "web")["status"]
+            assert (st["availableReplicas"], st.get("unavailableReplicas", 0)) == (3, 0)
+            assert condition(c.get("deployments", "web"), "Progressing")["reason"] == "NewReplicaSetAvailable"
+
+    asyncio.run(main())
