@@ -387,7 +387,6 @@ def refuse_pods_of(app):
         if action.obj["metadata"]["labels"].get("app") == app:
             raise StatusError(403, "Forbidden", 'pods "x" is forbidden: exceeded quota: pods, requested: pods=1, '
                                                 'used: pods=0, limited: pods=0')
-        return None
     return react
 
 
