@@ -18,7 +18,7 @@ What it keeps of the API server's behaviour (the parts controllers depend on):
   namespace (upstream's NamespaceLifecycle admission).
 - ``update`` keeps the server's fields (uid, creationTimestamp, deletionTimestamp); for a resource
   with a ``status`` subresource the main resource keeps the old status and ``status`` keeps the
-  old everything-else; ``namespaces/finalize`` changes only ``spec.finalizers``. ``generation``
+  old everything-else but labels and annotations (as the server); ``namespaces/finalize`` changes only ``spec.finalizers``. ``generation``
   moves when ``spec`` changes.
 - ``patch`` with ``merge``, ``json`` and ``strategic`` (schema-driven, as the server does), then
   the update rules; a ``resourceVersion`` in the patch is a precondition.
