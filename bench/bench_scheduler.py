@@ -14,7 +14,13 @@ Reported per node count:
   the bindings (steady state);
 - latency from just before each create request to the watch event showing the binding: p50,
   p90, p99;
-- CPU of the scheduler process over the run (% of one core).
+- CPU of the scheduler process over the run (% of one core), and per pod (ms): the inverse of
+  what the scheduler alone could sustain on one free core; and the API server's CPU.
+
+``--cycle`` measures the scheduler's algorithm alone, in this process: the default profile over
+N fake nodes in the cache (no API server, bindings answered at once), P pods through
+``schedule_one``; it reports cycles/s and the p50/p99 of one cycle. This is the ceiling the
+scheduler puts on throughput, independent of the API server and of the machine's other load.
 
 Everything it starts it stops, by pid, and its temp dirs are removed.
 """
@@ -100,7 +106,7 @@ async def ensure_namespace(client: RESTClient) -> None:
     raise RuntimeError("no default ServiceAccount")
 
 
-async def measure(client: RESTClient, n_pods: int, creators: int, sched_pid: int) -> dict:
+async def measure(client: RESTClient, n_pods: int, creators: int, sched_pid: int, server_pid: int) -> dict:
     created: dict[str, float] = {}
     bound: dict[str, float] = {}
     rv = (await client.list("", "v1", "pods", namespace=NS, limit=1))["metadata"]["resourceVersion"]
@@ -125,7 +131,7 @@ async def measure(client: RESTClient, n_pods: int, creators: int, sched_pid: int
             name = queue.pop()
             created[name] = time.monotonic()
             await client.create("", "v1", "pods", pod(name), namespace=NS)
-    c0 = cpu_seconds(sched_pid)
+    c0, s0 = cpu_seconds(sched_pid), cpu_seconds(server_pid)
     t0 = time.monotonic()
     await asyncio.gather(*(creator() for _ in range(creators)))
     t_created = time.monotonic()
@@ -135,13 +141,16 @@ async def measure(client: RESTClient, n_pods: int, creators: int, sched_pid: int
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
     t_end = max(bound.values())
-    cpu = (cpu_seconds(sched_pid) - c0) / (t_end - t0) * 100
+    cpu_used = cpu_seconds(sched_pid) - c0
+    cpu = cpu_used / (t_end - t0) * 100
+    server_cpu = (cpu_seconds(server_pid) - s0) / (t_end - t0) * 100
     times = sorted(bound.values())
     lo, hi = times[len(times) // 10], times[(len(times) * 9) // 10 - 1]
     lat = [bound[n] - created[n] for n in names]
     return {"pods": n_pods, "create_rate": n_pods / (t_created - t0), "overall": n_pods / (t_end - t0),
             "steady": (len(times) * 8 // 10) / (hi - lo) if hi > lo else float("nan"),
-            "p50": pct(lat, 0.5), "p90": pct(lat, 0.9), "p99": pct(lat, 0.99), "cpu": cpu}
+            "p50": pct(lat, 0.5), "p90": pct(lat, 0.9), "p99": pct(lat, 0.99), "cpu": cpu,
+            "cpu_per_pod": cpu_used / n_pods * 1000, "server_cpu": server_cpu}
 
 
 async def one_size(n_nodes: int, args) -> dict:
@@ -162,7 +171,7 @@ async def one_size(n_nodes: int, args) -> dict:
         ready = await wait_nodes_ready(client, n_nodes, proc, log)
         await ensure_namespace(client)
         await asyncio.sleep(args.settle)   # past the nodes' start-up burst
-        r = await measure(client, args.pods, args.creators, sched)
+        r = await measure(client, args.pods, args.creators, sched, cluster.proc.pid)
         r.update(nodes=n_nodes, ready=ready, load=load())
         await client.close()
         return r
@@ -178,6 +187,49 @@ async def one_size(n_nodes: int, args) -> dict:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def cycle_only(n_nodes: int, n_pods: int) -> dict:
+    """Scheduling cycles over fake nodes, in process (see the module docstring)."""
+    from kubeling.client.factory import SharedInformerFactory
+    from kubeling.client.fake import FakeClient
+    from kubeling.scheduler.framework.types import PodInfo, QueuedPodInfo
+    from kubeling.scheduler.plugins.registry import IN_TREE_REGISTRY
+    from kubeling.scheduler.scheduler import Scheduler
+
+    class InstantBinder:
+        NAME = "DefaultBinder"
+
+        def __init__(self, args=None, handle=None):
+            pass
+
+        async def bind(self, state, p, node_name):
+            return None
+
+    async def go() -> dict:
+        c = FakeClient({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        s = Scheduler(c, SharedInformerFactory(c), registry={**IN_TREE_REGISTRY, "DefaultBinder": InstantBinder})
+        for i in range(n_nodes):
+            s.cache.add_node({"metadata": {"name": f"n{i}", "labels": {"kubernetes.io/hostname": f"n{i}"}},
+                              "status": {"allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"}}})
+        pods = []
+        for i in range(n_pods):
+            p = pod(f"p-{i:05}")
+            p["metadata"].update(namespace=NS, uid=f"uid-{i}")
+            pods.append(QueuedPodInfo(PodInfo.of(p)))
+        times = []
+        t0 = time.perf_counter()
+        for q in pods:
+            s.queue.in_flight[q.pod["metadata"]["uid"]] = []
+            t = time.perf_counter()
+            s.schedule_one(q)
+            times.append(time.perf_counter() - t)
+        total = time.perf_counter() - t0
+        await s.drain()
+        await s.recorder.close()
+        return {"nodes": n_nodes, "pods": n_pods, "rate": n_pods / total, "p50": pct(times, 0.5),
+                "p99": pct(times, 0.99)}
+    return asyncio.run(go())
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", default="100,1000", help="comma-separated node counts")
@@ -185,21 +237,31 @@ def main() -> int:
     p.add_argument("--creators", type=int, default=32, help="concurrent create requests")
     p.add_argument("--settle", type=float, default=10.0, help="seconds to wait after all nodes are Ready")
     p.add_argument("--quick", action="store_true", help="smoke run: 20 nodes, 200 pods")
+    p.add_argument("--cycle", action="store_true", help="the algorithm alone, in process (see above)")
     args = p.parse_args()
     sizes = [int(x) for x in args.nodes.split(",") if x]
     if args.quick:
         sizes, args.pods, args.settle = [20], 200, 2.0
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    if args.cycle:
+        print(f"bench_scheduler.py --cycle, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {load()}\n\n"
+              "| fake nodes | pods | cycles/s | p50 cycle | p99 cycle |\n|---:|---:|---:|---:|---:|")
+        for n in sizes:
+            r = cycle_only(n, args.pods)
+            print(f"| {r['nodes']} | {r['pods']} | {r['rate']:.0f}/s | {r['p50']:.2f} ms | {r['p99']:.2f} ms |",
+                  flush=True)
+        return 0
     out = [(f"bench_scheduler.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
             f"{args.pods} pods, {args.creators} concurrent creators"), "",
            ("| hollow nodes | all Ready | create rate | bound/s overall | bound/s steady | p50 | p90 | p99 "
-            "| scheduler CPU | load |"), "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            "| scheduler CPU | scheduler CPU per pod | API server CPU | load |"),
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     print("\n".join(out), flush=True)
     for n in sizes:
         r = asyncio.run(one_size(n, args))
         print(f"| {r['nodes']} | {r['ready']:.0f} s | {r['create_rate']:.0f}/s | {r['overall']:.0f}/s "
               f"| {r['steady']:.0f}/s | {r['p50']:.0f} ms | {r['p90']:.0f} ms | {r['p99']:.0f} ms "
-              f"| {r['cpu']:.0f} % | {r['load']} |", flush=True)
+              f"| {r['cpu']:.0f} % | {r['cpu_per_pod']:.1f} ms | {r['server_cpu']:.0f} % | {r['load']} |", flush=True)
     return 0
 
 
