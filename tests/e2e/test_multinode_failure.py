@@ -28,7 +28,9 @@ import pytest
 import harness
 from multinode import MultiNodeCluster, namespace_name, running_and_ready
 
-GRACE = 10          # --node-monitor-grace-period
+# --node-monitor-grace-period: above the agent's 10 s Lease renewal (upstream wants a few times
+# it), or a healthy but busy node would flap to Unknown.
+GRACE = 20
 TOLERATION = 10     # --default-unreachable/not-ready-toleration-seconds
 SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 
@@ -142,9 +144,11 @@ def test_pods_of_a_dead_node_move_to_the_others_after_the_eviction_timeout(faili
         events = c.kubectl("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={doomed}").stdout
         assert f"Marking for deletion Pod {ns}/{doomed}" in events
         configured = GRACE + TOLERATION
-        print(f"\nnode failure: NotReady after {not_ready:.1f}s; replicas all Ready elsewhere after "
-              f"{recovered:.1f}s (configured {configured}s: grace {GRACE}s + toleration {TOLERATION}s; "
-              f"overhead {recovered - configured:.1f}s)")
+        # The grace period runs from the last Lease renewal the controller saw (the agent renews
+        # every 10 s), so kill -> NotReady is at most GRACE; the recovery proper is what follows.
+        print(f"\nnode failure: NotReady {not_ready:.1f}s after the kill (grace {GRACE}s); replicas all Ready "
+              f"elsewhere {recovered:.1f}s after it, {recovered - not_ready:.1f}s after NotReady "
+              f"(toleration {TOLERATION}s, so {recovered - not_ready - TOLERATION:.1f}s beyond the timeouts)")
         assert recovered < configured + 60
     finally:
         c.cluster("node", "start", "node-2")
