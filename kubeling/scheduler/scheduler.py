@@ -145,7 +145,8 @@ class Scheduler:
                 self.queue.delete(old)   # it was bound (by us or by someone else)
                 self._on_pod_add(new)
             elif is_terminal(new):
-                self._remove_assigned(new)
+                if not is_terminal(old):   # it just finished: its room is free
+                    self._remove_assigned(new)
             else:
                 self.cache.update_pod(old, new)
                 self.queue.move_all_to_active_or_backoff_queue(assigned_pod_update_event(old, new), old, new)
@@ -303,6 +304,8 @@ class Scheduler:
             s = await fwk.run_pre_bind_plugins(state, assumed, host)
             if s is None:
                 s = await fwk.run_bind_plugins(state, assumed, host)
+                if s is not None and s.code == Code.ERROR:
+                    s.reasons = [f"binding rejected: {s.message()}"]   # upstream's wording
             self.cache.finish_binding(assumed)
             if s is not None:
                 fwk.run_reserve_plugins_unreserve(state, assumed, host)

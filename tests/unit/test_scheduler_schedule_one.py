@@ -311,7 +311,7 @@ def test_binding_failure_forgets_the_assumed_pod_and_retries():
             await c.create("", "v1", "pods", pod("a"))
             await settle(s, lambda: any(r == "FailedScheduling" for _, r, _ in events(c, "a")), "the failure")
             failed = [m for _, r, m in events(c, "a") if r == "FailedScheduling"]
-            assert "connection reset" in failed[0]
+            assert failed[0].startswith("binding rejected: ") and "connection reset" in failed[0]
             await settle(s, lambda: stored(c, "a")["spec"].get("nodeName") == "n1", "bound on retry")
             cond = stored(c, "a")["status"]["conditions"][0]
             assert cond["reason"] == "SchedulerError"
