@@ -19,7 +19,7 @@ Reported per node count:
 
 ``--cycle`` measures the scheduler's algorithm alone, in this process: the default profile over
 N fake nodes in the cache (no API server, bindings answered at once), P pods through
-``schedule_one``; it reports cycles/s and the p50/p99 of one cycle. This is the ceiling the
+the queue and ``schedule_one``; it reports cycles/s and the p50/p99 of one cycle. This is the ceiling the
 scheduler puts on throughput, independent of the API server and of the machine's other load.
 
 Everything it starts it stops, by pid, and its temp dirs are removed.
@@ -191,7 +191,6 @@ def cycle_only(n_nodes: int, n_pods: int) -> dict:
     """Scheduling cycles over fake nodes, in process (see the module docstring)."""
     from kubeling.client.factory import SharedInformerFactory
     from kubeling.client.fake import FakeClient
-    from kubeling.scheduler.framework.types import PodInfo, QueuedPodInfo
     from kubeling.scheduler.plugins.registry import IN_TREE_REGISTRY
     from kubeling.scheduler.scheduler import Scheduler
 
@@ -210,17 +209,15 @@ def cycle_only(n_nodes: int, n_pods: int) -> dict:
         for i in range(n_nodes):
             s.cache.add_node({"metadata": {"name": f"n{i}", "labels": {"kubernetes.io/hostname": f"n{i}"}},
                               "status": {"allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"}}})
-        pods = []
         for i in range(n_pods):
             p = pod(f"p-{i:05}")
             p["metadata"].update(namespace=NS, uid=f"uid-{i}")
-            pods.append(QueuedPodInfo(PodInfo.of(p)))
+            s.queue.add(p)
         times = []
         t0 = time.perf_counter()
-        for q in pods:
-            s.queue.in_flight[q.pod["metadata"]["uid"]] = []
+        for _ in range(n_pods):
             t = time.perf_counter()
-            s.schedule_one(q)
+            s.schedule_one(await s.queue.pop())
             times.append(time.perf_counter() - t)
         total = time.perf_counter() - t0
         await s.drain()

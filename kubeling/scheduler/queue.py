@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 POD_INITIAL_BACKOFF = 1.0        # podInitialBackoffSeconds
 POD_MAX_BACKOFF = 10.0           # podMaxBackoffSeconds
 POD_MAX_IN_UNSCHEDULABLE = 300.0  # podMaxInUnschedulablePodsDuration
-_MAX_IN_FLIGHT_EVENTS = 64        # past this, an in-flight pod is simply requeued
+_MAX_IN_FLIGHT_EVENTS = 10000     # past this the log is dropped and in-flight pods are simply requeued
 EVENT_UNSCHEDULED_POD_UPDATE = ClusterEvent(EventResource.UNSCHEDULED_POD, ActionType.UPDATE, "UnscheduledPodUpdate")
 
 
@@ -101,7 +101,12 @@ class SchedulingQueue:
         self._backoff_by_uid: dict[str, QueuedPodInfo] = {}
         self._seq = itertools.count()
         self.unschedulable: dict[str, QueuedPodInfo] = {}
-        self.in_flight: dict[str, list | None] = {}   # uid -> events seen meanwhile (None: too many)
+        # in-flight pods: uid -> position in the event log when popped (None: the log overflowed).
+        # One shared log, appended only while some pod is in flight (upstream's inFlightEvents),
+        # instead of a list per pod: an event costs O(1), not O(pods in flight).
+        self.in_flight: dict[str, int | None] = {}
+        self._events: list[tuple] = []
+        self._events_base = 0        # the log position of _events[0]
         self._nominated: dict[str, dict[str, PodInfo]] = {}   # node -> uid -> pod info
         self._nominated_node: dict[str, str] = {}             # uid -> node
         self._wakeup = asyncio.Event()
@@ -170,7 +175,7 @@ class SchedulingQueue:
         if self._where(uid) is not None:
             return
         qpi.timestamp = self.clock.now()
-        events = self.in_flight.get(uid, [])
+        events = self._events_since(self.in_flight.get(uid, self._log_end()))
         rejectors = qpi.unschedulable_plugins | qpi.pending_plugins
         if not rejectors or events is None:
             self._push_backoff(qpi)   # an error, or too much happened meanwhile: retry after backoff
@@ -184,6 +189,16 @@ class SchedulingQueue:
         """The pod's scheduling attempt (and binding) is over; stop recording events for it."""
         uid = pod_or_uid if isinstance(pod_or_uid, str) else uid_of(pod_or_uid)
         self.in_flight.pop(uid, None)
+        if not self.in_flight:
+            self._events_base = self._log_end()
+            self._events.clear()
+        elif len(self._events) > 256:
+            # drop what no in-flight pod can still need (amortised: only when the log is long)
+            oldest = min((p for p in self.in_flight.values() if p is not None), default=self._log_end())
+            cut = oldest - self._events_base
+            if cut > 0:
+                del self._events[:cut]
+                self._events_base = oldest
 
     # -- popping -----------------------------------------------------------------------------
 
@@ -197,7 +212,7 @@ class SchedulingQueue:
                 uid = uid_of(e.qpi.pod)
                 del self._active_by_uid[uid]
                 e.qpi.attempts += 1
-                self.in_flight[uid] = []
+                self.in_flight[uid] = self._log_end()
                 self._report()
                 return e.qpi
             if self.closed:
@@ -271,13 +286,24 @@ class SchedulingQueue:
             self._report()
         return moved
 
+    def _log_end(self) -> int:
+        return self._events_base + len(self._events)
+
     def _record_in_flight(self, event: ClusterEvent, old, new) -> None:
-        for uid, events in self.in_flight.items():
-            if events is not None:
-                if len(events) >= _MAX_IN_FLIGHT_EVENTS:
-                    self.in_flight[uid] = None
-                else:
-                    events.append((event, old, new))
+        if not self.in_flight:
+            return
+        if len(self._events) >= _MAX_IN_FLIGHT_EVENTS:
+            for uid in self.in_flight:
+                self.in_flight[uid] = None
+            self._events_base = self._log_end()
+            self._events.clear()
+        self._events.append((event, old, new))
+
+    def _events_since(self, position: int | None) -> list[tuple] | None:
+        """The events logged since ``position``; None if the log overflowed meanwhile."""
+        if position is None:
+            return None
+        return self._events[max(position - self._events_base, 0):]
 
     def _worth_requeuing(self, qpi: QueuedPodInfo, event: ClusterEvent, old, new) -> bool:
         if event.is_wildcard():

@@ -256,3 +256,31 @@ def test_nominated_pods_by_node():
     q.delete(pod("a"))
     q.delete_nominated_pod_if_exists(pod("b"))
     assert q.nominated_pods_for_node("n1") == q.nominated_pods_for_node("n2") == []
+
+
+def test_events_before_a_pod_was_popped_do_not_count_for_it():
+    clock = FakeClock()
+    q = queue(clock, {"Fit": [ClusterEventWithHint(NODE_ADD)]})
+    q.add(pod("a"))
+    q.add(pod("b"))
+    first = pop(q)
+    q.move_all_to_active_or_backoff_queue(NODE_ADD)   # while only "a" is in flight
+    second = pop(q)
+    fail(q, second, "Fit")
+    assert q.where(second.pod) == "unschedulable"
+    fail(q, first, "Fit")
+    assert q.where(first.pod) == "backoff"
+    assert q._events == []   # nothing in flight: the log is gone
+
+
+def test_event_log_overflow_requeues_in_flight_pods():
+    from kubeling.scheduler.queue import _MAX_IN_FLIGHT_EVENTS
+    clock = FakeClock()
+    q = queue(clock, {"Fit": [ClusterEventWithHint(NODE_ADD)]})
+    q.add(pod("a"))
+    qpi = pop(q)
+    for _ in range(_MAX_IN_FLIGHT_EVENTS + 1):
+        q.move_all_to_active_or_backoff_queue(POD_DELETE)   # Fit did not register it, but too many to keep
+    assert len(q._events) <= _MAX_IN_FLIGHT_EVENTS
+    fail(q, qpi, "Fit")
+    assert q.where(qpi.pod) == "backoff"
