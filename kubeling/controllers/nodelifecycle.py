@@ -171,8 +171,9 @@ class ZoneTainter:
     A name stays a *member* after it has been processed (so `add` refuses it) until `remove` —
     that is how the monitor knows a node was tainted already."""
 
-    def __init__(self, qps: float, clock) -> None:
+    def __init__(self, qps: float, clock, on_change=None) -> None:
         self.clock = clock
+        self.on_change = on_change  # called when the limiter changes (the tainter loop wakes)
         self.members: set[str] = set()
         self.pending: dict[str, float] = {}  # name -> process at
         self.qps = qps
@@ -186,6 +187,8 @@ class ZoneTainter:
         if self.limiter is not None and saturated:
             self.limiter.try_accept()  # we were waiting on the old bucket: the new one starts drained
         self.qps = qps
+        if self.on_change is not None:
+            self.on_change()
 
     def add(self, name: str) -> bool:
         if name in self.members:
@@ -290,7 +293,8 @@ class NodeLifecycleController(Controller):
 
     async def _tainter_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            if not any(t.pending for t in self.tainters.values()):
+            # sleep while nothing can be tainted (no queue, or every queue's zone stopped)
+            if not any(t.pending and t.limiter is not None for t in self.tainters.values()):
                 self._tainter_wake.clear()
                 waiter = asyncio.ensure_future(self._tainter_wake.wait())
                 stopper = asyncio.ensure_future(stop.wait())
@@ -512,7 +516,7 @@ class NodeLifecycleController(Controller):
         zone = zone_key(node)
         if zone not in self.zone_states:
             self.zone_states[zone] = INITIAL
-            self.tainters[zone] = ZoneTainter(self.eviction_qps, self.clock)
+            self.tainters[zone] = ZoneTainter(self.eviction_qps, self.clock, on_change=self._tainter_wake.set)
 
     def _tainter(self, node: dict) -> ZoneTainter:
         self._add_zone(node)
