@@ -422,3 +422,12 @@ def test_success_policy_completes_early_and_removes_lingering_pods(rule):
             assert status["completedIndexes"] == "0" and status.get("failed", 0) == 0
 
     asyncio.run(main())
+
+
+def test_a_job_managed_by_another_controller_is_left_alone():
+    async def main():
+        async with Harness(job(managedBy="example.com/other")) as h:
+            assert h.pods() == []
+            assert not h.job().get("status")
+
+    asyncio.run(main())

@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 COMPONENT = "job-controller"
 MAX_POD_CREATE_DELETE_PER_SYNC = 500
 ORPHAN = "orphan"
+MANAGED_BY = "kubernetes.io/job-controller"
 
 __all__ = ["JOB_TRACKING_FINALIZER", "JobController", "is_finished"]
 
@@ -200,6 +201,8 @@ class JobController(Controller):
         if is_finished(cached):
             self.backoff.remove(key)
             return
+        if (cached.get("spec") or {}).get("managedBy", MANAGED_BY) != MANAGED_BY:
+            return  # another controller (e.g. Kueue's MultiKueue) owns this Job's pods and status
         job = copy.deepcopy(cached)
         job.setdefault("apiVersion", "batch/v1")
         job.setdefault("kind", "Job")
