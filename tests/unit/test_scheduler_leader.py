@@ -88,3 +88,26 @@ def test_a_standby_does_not_schedule_while_another_holds_the_lease():
             stop.set()
             await asyncio.wait_for(task, 10)
     asyncio.run(main())
+
+
+def test_config_file_adds_a_profile_and_is_checked(tmp_path):
+    good = tmp_path / "sched.yaml"
+    good.write_text("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
+                    "percentageOfNodesToScore: 30\nprofiles:\n- schedulerName: default-scheduler\n"
+                    "- schedulerName: no-scoring\n  plugins:\n    score:\n      disabled: [{name: '*'}]\n")
+    cfg = server.load_config(str(good))
+
+    async def main():
+        from kubeling.client.factory import SharedInformerFactory
+        from kubeling.scheduler.scheduler import Scheduler
+        c = cluster()
+        s = Scheduler(c, SharedInformerFactory(c), config=cfg)
+        assert set(s.profiles) == {"default-scheduler", "no-scoring"}
+        assert s.profiles["no-scoring"].points["score"] == [] and s.profiles["default-scheduler"].points["score"]
+        assert s.algorithm.percentage_of_nodes_to_score == 30
+    asyncio.run(main())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: ConfigMap\n")
+    with pytest.raises(ValueError, match="expected a KubeSchedulerConfiguration"):
+        server.load_config(str(bad))
+    assert server.load_config(None) == {}
