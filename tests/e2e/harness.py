@@ -186,9 +186,10 @@ class Cluster:
             if self.kubeconfig.exists():
                 try:
                     status, body = self.request("GET", "/readyz", timeout=5)
-                    if status == 200:
+                    if status == 200 and self._controllers_ready():
                         return
-                    last = f"/readyz returned {status}: {body[:200]!r}"
+                    last = f"/readyz returned {status}: {body[:200]!r}" if status != 200 else \
+                        "the default ServiceAccount does not exist yet"
                 except (OSError, ValueError, KeyError, yaml.YAMLError) as e:
                     self._ssl = None  # the kubeconfig may have been half-written; reload it
                     last = f"{type(e).__name__}: {e}"
@@ -196,6 +197,15 @@ class Cluster:
         raise ServerNotReady(
             f"server not ready after {self.startup_timeout:.0f}s; last error: {last}\n"
             + self.log_tail())
+
+    def _controllers_ready(self) -> bool:
+        """With controllers running, wait for the ``default`` ServiceAccount of ``default``: until
+        the serviceaccount controller makes it (after the controller manager wins its Lease), the
+        ServiceAccount admission plugin refuses pods, as upstream's does."""
+        if any(a.startswith("--controllers") for a in self.extra_args):
+            return True
+        status, _ = self.request("GET", "/api/v1/namespaces/default/serviceaccounts/default", timeout=5)
+        return status == 200
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code.

@@ -105,12 +105,14 @@ def test_generation_tracks_spec_only_and_status_is_split(cluster, namespace):
                                  "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
            "status": {"replicas": 7}}
     status, obj = call(cluster, "POST", base, dep)
-    assert status == 201 and obj["metadata"]["generation"] == 1 and obj["status"] == {}, obj
+    # the status a client sends on the main resource is dropped (the Deployment controller writes
+    # its own status meanwhile, never 7 or 9 replicas)
+    assert status == 201 and obj["metadata"]["generation"] == 1 and obj["status"].get("replicas") != 7, obj
     _, obj = call(cluster, "PATCH", f"{base}/g", {"metadata": {"labels": {"x": "y"}}}, "application/merge-patch+json")
     assert obj["metadata"]["generation"] == 1
     _, obj = call(cluster, "PATCH", f"{base}/g", {"spec": {"replicas": 3}, "status": {"replicas": 9}},
                   "application/merge-patch+json")
-    assert obj["metadata"]["generation"] == 2 and obj["status"] == {}, obj
+    assert obj["metadata"]["generation"] == 2 and obj["status"].get("replicas") != 9, obj
     _, obj = call(cluster, "PATCH", f"{base}/g/status", {"spec": {"replicas": 5}, "status": {"replicas": 2}},
                   "application/merge-patch+json")
     assert obj["status"]["replicas"] == 2 and obj["spec"]["replicas"] == 3
