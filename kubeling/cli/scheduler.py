@@ -15,6 +15,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--kubeconfig", required=True)
     p.add_argument("--leader-elect", action="store_true",
                    help="schedule only while holding the Lease kube-system/kube-scheduler")
+    p.add_argument("--leader-elect-identity", default="",
+                   help="this candidate's holder identity (default: <hostname>_<random uuid>)")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="a KubeSchedulerConfiguration file (profiles, plugins, pluginConfig)")
     p.add_argument("-v", "--verbose", action="store_true")
