@@ -9,6 +9,7 @@ One file per concept, named after upstream's ``pkg/scheduler``::
     cache.py          `Cache`: nodes, bound and assumed pods (assume / confirm / forget / expire)
     snapshot.py       `Snapshot`: the per-cycle node list, refreshed by NodeInfo generation
     profile.py        profiles: schedulerName -> Framework, KubeSchedulerConfiguration's plugin sets
+    preemption.py     the preemption `Evaluator` (candidates, victims, PDBs) DefaultPreemption runs
     metrics.py        prometheus metrics (attempt duration, pending pods)
     framework/        the plugin contract (interface, types) and its runtime (`Framework`, the Handle)
     plugins/          the in-tree plugins and their registry
