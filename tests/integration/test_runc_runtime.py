@@ -23,18 +23,21 @@ from kubeling.kubelet import logs
 from kubeling.kubelet.runtime import (
     ContainerConfig,
     ContainerState,
+    CreateContainerError,
     Image,
     LinuxResources,
     RunContainerError,
     SandboxConfig,
+    SandboxError,
     SandboxState,
     SecurityContext,
+    namespaces,
 )
-from kubeling.kubelet.runtime.cleanup import cleanup_all, leaks
+from kubeling.kubelet.runtime.cleanup import _runc_ids, _shim_pids, cleanup_all, leaks
 from kubeling.kubelet.runtime.runc import RuncRuntime
 
 APPLETS = ["sh", "sleep", "echo", "cat", "ps", "id", "nc", "httpd", "wget", "hostname", "touch",
-           "tail", "seq", "stty", "head", "grep", "mount", "true", "ls", "wc", "trap"]
+           "tail", "seq", "stty", "head", "grep", "mount", "true", "ls", "wc", "trap", "readlink"]
 
 
 def busybox_layer(path: Path) -> Path:
@@ -397,4 +400,89 @@ def test_host_network_sandbox(world):
             text = log_text((await wait_exited(rt, cid)).log_path)
             assert text.startswith(os.uname().nodename + "\n")
             assert Path("/etc/resolv.conf").read_text() in text
+    asyncio.run(main())
+
+
+def _ns_inodes(text: str) -> dict[str, int]:
+    """``readlink /proc/self/ns/<kind>`` output lines ("ipc:[4026532301]") as {kind: inode}."""
+    out = {}
+    for line in text.split():
+        kind, _, rest = line.partition(":[")
+        out[kind] = int(rest.rstrip("]"))
+    return out
+
+
+@pytest.mark.parametrize("host_network, shared", [
+    pytest.param(False, ("ipc", "uts", "net"), id="pod-network"),
+    pytest.param(True, ("ipc",), id="host-network"),
+])
+def test_sandbox_is_namespaces_without_a_pause(world, host_network, shared):
+    """No runc container and no shim for the sandbox: its namespaces are bind-mounted files that
+    both containers join (and that the node does not share), with the pod's hostname."""
+    async def main():
+        rt = world.runtime()
+        async with pod(rt, host_network=host_network) as (sid, config):
+            rec = rt.layout.load_sandbox(sid)
+            assert rec.pid == 0 and namespaces.held(rec.ipc_path)
+            assert bool(rec.uts_path) is bool(rec.netns_path) is not host_network
+            assert (await rt.pod_sandbox_status(sid)).state == SandboxState.READY
+            assert sid not in _runc_ids(rt.layout, "runc")
+            assert not any(sid in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+                           for p in _shim_pids(world.root))
+            files = {"ipc": rec.ipc_path, "uts": rec.uts_path, "net": rec.netns_path}
+            seen = []
+            for name in ("a", "b"):
+                cid = await run(rt, world, sid, config, [
+                    "sh", "-c", "for k in ipc uts net; do readlink /proc/self/ns/$k; done; hostname"],
+                    name=name)
+                lines = log_text((await wait_exited(rt, cid)).log_path).split()
+                seen.append((_ns_inodes(" ".join(lines[:3])), lines[3]))
+            assert seen[0] == seen[1]
+            inodes, hostname = seen[0]
+            for kind in ("ipc", "uts", "net"):
+                host = os.stat(f"/proc/self/ns/{kind}").st_ino
+                if kind in shared:
+                    assert inodes[kind] == os.stat(files[kind]).st_ino != host
+                else:
+                    assert inodes[kind] == host
+            assert hostname == (os.uname().nodename if host_network else config.hostname)
+        assert not Path(rec.ipc_path).exists() and not namespaces.held(rec.netns_path)
+    asyncio.run(main())
+
+
+def test_sandbox_sysctls_are_the_pods_only(world):
+    async def main():
+        rt = world.runtime()
+        host_start = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text()
+        sysctls = {"net.ipv4.ip_unprivileged_port_start": "81", "kernel.shm_rmid_forced": "1"}
+        async with pod(rt, sysctls=sysctls) as (sid, config):
+            cid = await run(rt, world, sid, config, [
+                "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start", "/proc/sys/kernel/shm_rmid_forced"])
+            assert log_text((await wait_exited(rt, cid)).log_path).split() == ["81", "1"]
+        assert Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text() == host_start
+        before = set(rt.layout.sandbox_ids())
+        with pytest.raises(SandboxError, match="not in a separate kernel namespace"):
+            await rt.run_pod_sandbox(sandbox_config(sysctls={"kernel.panic": "5"}))
+        assert set(rt.layout.sandbox_ids()) == before   # nothing made, nothing left
+    asyncio.run(main())
+
+
+def test_sandbox_whose_namespaces_are_gone_is_not_ready(world):
+    """As after a reboot (the bind mounts are gone): NOTREADY, no new container, still removable."""
+    async def main():
+        rt = world.runtime()
+        config = sandbox_config()
+        sid = await rt.run_pod_sandbox(config)
+        try:
+            rec = rt.layout.load_sandbox(sid)
+            namespaces.release(namespaces.PodNamespaces(ipc=rec.ipc_path))
+            assert (await rt.pod_sandbox_status(sid)).state == SandboxState.NOTREADY
+            assert [s.state for s in await world.runtime().list_pod_sandboxes() if s.id == sid] == \
+                [SandboxState.NOTREADY]
+            with pytest.raises(CreateContainerError, match="not ready"):
+                await rt.create_container(sid, ContainerConfig(name="c", image=world.image,
+                                                               command=["true"]), config)
+        finally:
+            await rt.remove_pod_sandbox(sid)
+        assert not Path(rec.netns_path).exists() and sid not in rt.layout.sandbox_ids()
     asyncio.run(main())

@@ -68,16 +68,35 @@ def test_resolve_user_unknown_name(image_root):
         spec.resolve_user(image_root, "nobody", None, None, [])
 
 
-def _container(tmp_path, **kw):
+def _container(tmp_path, sandbox_kw=None, spec_kw=None, **kw):
     cfg = ContainerConfig(name="c", image=Image(id="sha256:x", config={
         "Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "Env": ["PATH=/bin", "A=image"],
         "WorkingDir": "/srv"}), **kw)
-    sb = SandboxConfig(uid="u", name="p", namespace="ns", hostname="p")
+    sb = SandboxConfig(uid="u", name="p", namespace="ns", hostname="p", **(sandbox_kw or {}))
     (tmp_path / "sb").mkdir(exist_ok=True)
     (tmp_path / "sb" / "hostname").write_text("p\n")
     return spec.container_spec(cfg, sb, rootfs=tmp_path, cgroups_path="/kl/pod/c", pause_pid=42,
                                netns_path="/run/netns/kl-x", sandbox_dir=tmp_path / "sb",
-                               pod_dir=tmp_path / "pod", memsw=True)
+                               pod_dir=tmp_path / "pod", memsw=True, **(spec_kw or {}))
+
+
+SB_NS = {"ipc_path": "/a/sb/ns/ipc", "uts_path": "/a/sb/ns/uts"}
+
+
+@pytest.mark.parametrize("sandbox_kw, spec_kw, expected", [
+    pytest.param({}, SB_NS, {"pid": None, "mount": None, "ipc": "/a/sb/ns/ipc", "uts": "/a/sb/ns/uts",
+                             "network": "/run/netns/kl-x"}, id="pause-less-joins-files"),
+    pytest.param({"share_process_namespace": True}, SB_NS,
+                 {"pid": "/proc/42/ns/pid", "mount": None, "ipc": "/a/sb/ns/ipc",
+                  "uts": "/a/sb/ns/uts", "network": "/run/netns/kl-x"}, id="shared-pid-is-the-pause's"),
+    pytest.param({"host_network": True}, {"ipc_path": "/a/sb/ns/ipc", "uts_path": ""},
+                 {"pid": None, "mount": None, "ipc": "/a/sb/ns/ipc"}, id="host-network-only-ipc"),
+    pytest.param({}, {}, {"pid": None, "mount": None, "ipc": "/proc/42/ns/ipc", "uts": "/proc/42/ns/uts",
+                          "network": "/run/netns/kl-x"}, id="old-sandbox-through-its-pause"),
+])
+def test_container_namespaces(tmp_path, sandbox_kw, spec_kw, expected):
+    s = _container(tmp_path, sandbox_kw, spec_kw)
+    assert {n["type"]: n.get("path") for n in s["linux"]["namespaces"]} == expected
 
 
 def test_container_spec_defaults(tmp_path):
@@ -136,6 +155,22 @@ def test_pause_spec(host_network, namespaces, hostname):
     assert {n["type"] for n in s["linux"]["namespaces"]} == namespaces
     assert s.get("hostname") == hostname
     assert s["linux"]["sysctl"] == {"net.ipv4.ip_forward": "1"}
+
+
+@pytest.mark.parametrize("host_network, expected", [
+    pytest.param(False, {"pid": None, "mount": None, "ipc": "/sb/ns/ipc", "uts": "/sb/ns/uts",
+                         "network": "/run/netns/kl-1"}, id="pod-network"),
+    pytest.param(True, {"pid": None, "mount": None, "ipc": "/sb/ns/ipc"}, id="host-network"),
+])
+def test_pause_spec_joins_the_sandbox_namespaces(host_network, expected):
+    """With the namespaces made already, the pause owns only the pid namespace; the hostname and
+    sysctls were set when they were made."""
+    cfg = SandboxConfig(uid="u", name="web-0", namespace="ns", hostname="web-0", host_network=host_network,
+                        share_process_namespace=True, sysctls={"net.ipv4.ip_forward": "1"})
+    s = spec.pause_spec(cfg, Path("/pause"), "/kl/pod/sb", "/run/netns/kl-1", "web-0",
+                        ipc_path="/sb/ns/ipc", uts_path="" if host_network else "/sb/ns/uts")
+    assert {n["type"]: n.get("path") for n in s["linux"]["namespaces"]} == expected
+    assert "hostname" not in s and s["linux"]["sysctl"] == {}
 
 
 def test_managed_hosts_file():

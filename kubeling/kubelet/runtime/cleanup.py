@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from kubeling.kubelet.runtime import cgroups, rootfs
+from kubeling.kubelet.runtime.namespaces import NETNS_DIR, netns_name
 from kubeling.kubelet.runtime.records import Layout
-from kubeling.kubelet.runtime.sandbox import NETNS_DIR, netns_name
 
 
 def _runc_ids(layout: Layout, runc: str) -> list[str]:

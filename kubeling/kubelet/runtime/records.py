@@ -4,8 +4,10 @@ Layout under the agent root::
 
     runc/                       runc's --root (its own state.json per container)
     pause/rootfs/               the pause image: a static busybox, shared by every sandbox
-    sandboxes/<id>/record.json  `SandboxRecord`; the pause's bundle (config.json) and its shim
-                                files (shim.json, status.json, attach.sock, shim.log, runc.log)
+    sandboxes/<id>/record.json  `SandboxRecord`; with shareProcessNamespace the pause's bundle
+                                (config.json) and its shim files (shim.json, status.json,
+                                attach.sock, shim.log, runc.log)
+    sandboxes/<id>/ns/ipc, uts  the pod's IPC and UTS namespaces, held by bind mounts
     sandboxes/<id>/shm          the pod's /dev/shm (a tmpfs shared by its containers)
     containers/<id>/record.json `ContainerRecord`; bundle: config.json, rootfs/ (the overlay
                                 mount), upper/ and work/ (its writable layer), shim files
@@ -64,7 +66,9 @@ class SandboxRecord:
     cgroup_parent: str                # absolute cgroup path of the pod, e.g. /kubeling/kubepods/pod<uid>
     netns_path: str = ""              # "" for hostNetwork
     ip: str = ""
-    pid: int = 0                      # the pause process
+    ipc_path: str = ""                # the pod's IPC namespace, a bind mount (see `namespaces`)
+    uts_path: str = ""                # its UTS namespace ("" for hostNetwork)
+    pid: int = 0                      # the pause process (shareProcessNamespace only), or 0
     pid_start: int = 0                # its start time in clock ticks (guards against pid reuse)
     stopped: bool = False             # stop_pod_sandbox ran: NOTREADY from then on
 

@@ -1,7 +1,8 @@
 """`RuncRuntime`: the `RuntimeService` over runc, one shim process per container.
 
-    sandbox:    netns file -> network.setup (pod IP) -> etc-hosts, resolv.conf, hostname, shm
-                -> pause bundle -> shim (runc create) -> runc start
+    sandbox:    namespaces (net, ipc, uts: bind-mounted files, see `namespaces`)
+                -> network.setup (pod IP) -> etc-hosts, resolv.conf, hostname, shm
+                [-> with shareProcessNamespace only: pause bundle -> shim (runc create) -> runc start]
     container:  create_container  = overlay rootfs + config.json + record (CREATED)
                 start_container   = shim (runc create) + runc start (RUNNING)
                 the shim writes status.json when the process ends (EXITED)
@@ -18,6 +19,9 @@ The network plugin (``network=``) is anything with::
         # undo setup; idempotent
 
 Neither is called for hostNetwork sandboxes (the pod has the node's network).
+
+A sandbox is READY while it is not stopped and its namespace files are still held (and its
+pause, if it has one, lives): after a reboot the mounts are gone and the kubelet makes a new one.
 
 Concurrency: operations on one sandbox or container are serialised by a per-id lock; others
 run in parallel. All state is on disk (`records`), so any number of `RuncRuntime` objects over
@@ -52,6 +56,7 @@ from kubeling.kubelet.runtime import (
     SandboxState,
     StreamSession,
     cgroups,
+    namespaces,
     rootfs,
     spec,
 )
@@ -205,19 +210,23 @@ class RuncRuntime:
         async with self._lock(sandbox_id):
             try:
                 await self._save_sandbox(rec)   # first, so that a failure below is cleaned up
-                if not config.host_network:
-                    rec.netns_path = await podfiles.create_netns(sandbox_id)
-                    await self._save_sandbox(rec)
-                    if self.network is not None:
-                        rec.ip = await self.network.setup(sandbox_id, rec.netns_path, config)
-                        await self._save_sandbox(rec)
-                await asyncio.to_thread(self._prepare_sandbox_files, rec, config)
-                cg = cgroups.join(rec.cgroup_parent, sandbox_id)
-                pid, _ = await self._start_shim(sandbox_id, sdir, log_path="", tty=False,
-                                                stdin=False, stdin_once=False, cgroups_path=cg)
-                rec.pid, rec.pid_start = pid, process_start_time(pid)
+                ns = await asyncio.to_thread(
+                    namespaces.create, sandbox_id, sdir, host_network=config.host_network,
+                    hostname=podfiles.pod_hostname(config), sysctls=config.sysctls)
+                rec.netns_path, rec.ipc_path, rec.uts_path = ns.net, ns.ipc, ns.uts
                 await self._save_sandbox(rec)
-                await self._runc("start", sandbox_id)
+                if not config.host_network and self.network is not None:
+                    rec.ip = await self.network.setup(sandbox_id, rec.netns_path, config)
+                    await self._save_sandbox(rec)
+                await asyncio.to_thread(self._prepare_sandbox_files, rec, config)
+                if config.share_process_namespace:
+                    # a shared pid namespace needs an init: only then is there a pause process
+                    cg = cgroups.join(rec.cgroup_parent, sandbox_id)
+                    pid, _ = await self._start_shim(sandbox_id, sdir, log_path="", tty=False,
+                                                    stdin=False, stdin_once=False, cgroups_path=cg)
+                    rec.pid, rec.pid_start = pid, process_start_time(pid)
+                    await self._save_sandbox(rec)
+                    await self._runc("start", sandbox_id)
             except Exception as e:
                 await self._remove_sandbox(rec)
                 raise SandboxError(f"failed to create pod sandbox: {e}") from e
@@ -227,10 +236,12 @@ class RuncRuntime:
         sdir = self.layout.sandbox_dir(rec.id)
         podfiles.write_pod_files(self.layout.pod_dir(rec.uid), sdir, config, rec.ip)
         rootfs.mount_shm(sdir / "shm")
+        if not config.share_process_namespace:
+            return
         pause = rootfs.ensure_pause_rootfs(self.layout.pause_rootfs, self.pause_binary)
-        hostname = (sdir / "hostname").read_text().strip()
         oci = spec.pause_spec(config, pause, cgroups.join(rec.cgroup_parent, rec.id),
-                              rec.netns_path, hostname)
+                              rec.netns_path, podfiles.pod_hostname(config),
+                              ipc_path=rec.ipc_path, uts_path=rec.uts_path)
         write_atomic(sdir / "config.json", orjson.dumps(oci))
 
     async def stop_pod_sandbox(self, sandbox_id: str) -> None:
@@ -268,8 +279,10 @@ class RuncRuntime:
 
     async def _remove_sandbox(self, rec: SandboxRecord) -> None:
         await self._stop_sandbox(rec)
-        await self._runc("delete", "--force", rec.id, check=False)
-        await podfiles.delete_netns(rec.netns_path)
+        if rec.pid or (self.layout.sandbox_dir(rec.id) / "shim.json").exists():
+            await self._runc("delete", "--force", rec.id, check=False)
+        await asyncio.to_thread(namespaces.release, namespaces.PodNamespaces(
+            net=rec.netns_path, ipc=rec.ipc_path, uts=rec.uts_path))
         others = [s for s in self.layout.sandbox_ids() if s != rec.id]
         sharing = [r for r in map(self.layout.load_sandbox, others) if r is not None]
         await asyncio.to_thread(self._remove_sandbox_files, rec, sharing)
@@ -288,8 +301,18 @@ class RuncRuntime:
                 pod_dir.rmdir()
         rootfs.remove_tree(self.layout.sandbox_dir(rec.id))
 
+    @staticmethod
+    def _sandbox_ready(rec: SandboxRecord) -> bool:
+        if rec.stopped or not (rec.pid or rec.ipc_path):
+            return False   # stopped, or still being made
+        if rec.pid and not alive(rec.pid, rec.pid_start):
+            return False
+        # a record from before the pause-less layout has no ipc_path: its pause holds all
+        return not rec.ipc_path or (namespaces.held(rec.ipc_path) and
+                                    (not rec.netns_path or namespaces.held(rec.netns_path)))
+
     def _sandbox_status(self, rec: SandboxRecord) -> PodSandboxStatus:
-        ready = not rec.stopped and alive(rec.pid, rec.pid_start)
+        ready = self._sandbox_ready(rec)
         return PodSandboxStatus(
             id=rec.id, uid=rec.uid, name=rec.name, namespace=rec.namespace, attempt=rec.attempt,
             state=SandboxState.READY if ready else SandboxState.NOTREADY,
@@ -327,7 +350,7 @@ class RuncRuntime:
     async def create_container(self, sandbox_id: str, config: ContainerConfig,
                                sandbox: SandboxConfig) -> str:
         srec = self._sandbox(sandbox_id)
-        if srec.stopped or not alive(srec.pid, srec.pid_start):
+        if not self._sandbox_ready(srec):
             raise CreateContainerError(f"pod sandbox {sandbox_id} is not ready")
         container_id = secrets.token_hex(32)
         cdir = self.layout.container_dir(container_id)
@@ -357,7 +380,8 @@ class RuncRuntime:
             config, sandbox, rootfs=cdir / "rootfs", cgroups_path=rec.cgroups_path,
             pause_pid=srec.pid, netns_path=srec.netns_path,
             sandbox_dir=self.layout.sandbox_dir(srec.id), pod_dir=self.layout.pod_dir(srec.uid),
-            memsw=self._memsw, restrict_oom=self._restrict_oom)
+            memsw=self._memsw, restrict_oom=self._restrict_oom, ipc_path=srec.ipc_path,
+            uts_path=srec.uts_path)
         write_atomic(cdir / "config.json", orjson.dumps(oci))
         write_atomic(cdir / "stdin_once", b"1" if config.stdin_once else b"")
 
@@ -369,7 +393,7 @@ class RuncRuntime:
                 raise RunContainerError(f"container {container_id} was already started")
             try:
                 srec = self._sandbox(rec.sandbox_id)
-                if srec.stopped or not alive(srec.pid, srec.pid_start):
+                if not self._sandbox_ready(srec):
                     raise RuntimeError(f"pod sandbox {rec.sandbox_id} is not ready")
                 stdin_once = (cdir / "stdin_once").read_bytes() == b"1"
                 pid, shim = await self._start_shim(

@@ -1,22 +1,17 @@
-"""What makes a pod sandbox besides its pause container: the network namespace file, the
-managed ``/etc/hosts``, ``resolv.conf`` and the hostname file.
+"""A pod sandbox's files: the managed ``/etc/hosts``, ``resolv.conf`` and the hostname file
+(its namespaces are `namespaces`'s).
 
-- The netns is ``/run/netns/kl-<first 16 chars of the sandbox id>``, made as ``ip netns add``
-  makes it (a bind mount of a namespace file, so it outlives any process and other tools see
-  it). Host-global, hence the ``kl-`` prefix and the id: two agents never collide.
 - ``etc-hosts`` is the kubelet's managed hosts file (``pods/<uid>/etc-hosts``): the header
   comment, the localhost lines, the pod IP with its hostname, then the hostAliases block.
   hostNetwork pods get the node's /etc/hosts under a "(host network)" header, as upstream.
 - ``resolv.conf`` comes from the `DNSConfig` the kubelet computed; hostNetwork pods with no
   DNS config of their own get the node's file.
 
-Contracts: `create_netns`/`delete_netns` are coroutines (subprocesses); the file writers block
-briefly (small files) and may run on the loop. `delete_netns` is idempotent.
+Contracts: the file writers block briefly (small files) and may run on the loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import os
 import threading
@@ -25,8 +20,6 @@ from pathlib import Path
 from kubeling.kubelet.runtime import DNSConfig, SandboxConfig
 from kubeling.kubelet.runtime.records import write_atomic
 
-NETNS_DIR = Path("/run/netns")
-NETNS_PREFIX = "kl-"
 CLONE_NEWNET = 0x40000000
 
 HOSTS_HEADER = "# Kubernetes-managed hosts file.\n"
@@ -39,39 +32,6 @@ LOCALHOST_LINES = (
     "fe00::1\tip6-allnodes\n"
     "fe00::2\tip6-allrouters\n"
 )
-
-
-def netns_name(sandbox_id: str) -> str:
-    return NETNS_PREFIX + sandbox_id[:16]
-
-
-async def _ip(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        "ip", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
-    return proc.returncode, err.decode(errors="replace").strip()
-
-
-async def create_netns(sandbox_id: str) -> str:
-    name = netns_name(sandbox_id)
-    rc, err = await _ip("netns", "add", name)
-    if rc != 0:
-        raise OSError(f"ip netns add {name}: {err}")
-    path = str(NETNS_DIR / name)
-    # A fresh namespace has its loopback down; pods expect 127.0.0.1 to work even without
-    # a network plugin (two containers of a pod talk over localhost).
-    rc, err = await _ip("-n", name, "link", "set", "lo", "up")
-    if rc != 0:
-        raise OSError(f"ip -n {name} link set lo up: {err}")
-    return path
-
-
-async def delete_netns(path: str) -> None:
-    if not path or not os.path.exists(path):
-        return
-    rc, err = await _ip("netns", "delete", os.path.basename(path))
-    if rc != 0 and os.path.exists(path):
-        raise OSError(f"ip netns delete {path}: {err}")
 
 
 def hosts_file(config: SandboxConfig, ip: str, node_hosts: str = "/etc/hosts") -> str:
@@ -111,10 +71,12 @@ def write_pod_files(pod_dir: Path, sandbox_dir: Path, config: SandboxConfig, ip:
     pod_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(pod_dir / "etc-hosts", hosts_file(config, ip).encode())
     write_atomic(pod_dir / "resolv.conf", resolv_conf(config).encode())
-    hostname = config.hostname or config.name
-    if config.host_network:
-        hostname = os.uname().nodename
-    write_atomic(sandbox_dir / "hostname", (hostname + "\n").encode())
+    write_atomic(sandbox_dir / "hostname", (pod_hostname(config) + "\n").encode())
+
+
+def pod_hostname(config: SandboxConfig) -> str:
+    """The pod's hostname: spec.hostname or its name; the node's with hostNetwork."""
+    return os.uname().nodename if config.host_network else (config.hostname or config.name)
 
 
 def connect_in_netns(netns_path: str, port: int, timeout: float = 5.0):

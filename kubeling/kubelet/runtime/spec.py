@@ -9,9 +9,11 @@ paths, ``/dev`` as a tmpfs with runc's default device nodes, ``/sys`` read-only,
 pod's files. A privileged container gets every capability, no masked paths, a read-write
 ``/sys`` and the host's devices.
 
-Namespaces: the pause owns the pod's pid, ipc and uts namespaces and sits in its network
-namespace (none of those for hostNetwork but pid and ipc); a container joins net/ipc/uts by
-path, has its own pid namespace (the pause's with shareProcessNamespace) and mount namespace.
+Namespaces: the pod's net, ipc and uts namespaces are bind-mounted files (`namespaces`; only
+ipc for hostNetwork) that a container joins by path; it has its own pid namespace (with
+shareProcessNamespace the pause's, which only then runs) and mount namespace. Sandboxes made
+before the pause-less layout have their ipc/uts namespaces owned by the pause, joined through
+``/proc/<pause pid>/ns``.
 """
 
 from __future__ import annotations
@@ -224,10 +226,23 @@ def _resources(res, memsw: bool) -> dict:
 
 
 def pause_spec(config: SandboxConfig, rootfs: Path, cgroups_path: str, netns_path: str,
-               hostname: str) -> dict:
-    namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}]
-    if not config.host_network:
-        namespaces += [{"type": "uts"}, {"type": "network", "path": netns_path}]
+               hostname: str, *, ipc_path: str = "", uts_path: str = "") -> dict:
+    """The pause process: the init of the pod's shared pid namespace.
+
+    With ``ipc_path`` (the pause-less sandbox made the pod's namespaces already, see
+    `namespaces`) it joins ipc, uts and net by path and owns only the pid namespace; without,
+    it owns ipc and uts too, and the hostname and sysctls are set through it.
+    """
+    namespaces = [{"type": "pid"}, {"type": "mount"}]
+    joined = bool(ipc_path)
+    if joined:
+        namespaces.append({"type": "ipc", "path": ipc_path})
+        if not config.host_network:
+            namespaces += [{"type": "uts", "path": uts_path}, {"type": "network", "path": netns_path}]
+    else:
+        namespaces.append({"type": "ipc"})
+        if not config.host_network:
+            namespaces += [{"type": "uts"}, {"type": "network", "path": netns_path}]
     spec = {
         "ociVersion": OCI_VERSION,
         "process": {
@@ -242,19 +257,23 @@ def pause_spec(config: SandboxConfig, rootfs: Path, cgroups_path: str, netns_pat
             "namespaces": namespaces,
             "cgroupsPath": cgroups_path,
             "resources": {"devices": [{"allow": False, "access": "rwm"}], "cpu": {"shares": 2}},
-            "sysctl": dict(config.sysctls),
+            "sysctl": {} if joined else dict(config.sysctls),
             "maskedPaths": DEFAULT_MASKED_PATHS,
             "readonlyPaths": DEFAULT_READONLY_PATHS,
         },
     }
-    if not config.host_network:
+    if not config.host_network and not joined:
         spec["hostname"] = hostname
     return spec
 
 
 def container_spec(config: ContainerConfig, sandbox: SandboxConfig, *, rootfs: Path,
                    cgroups_path: str, pause_pid: int, netns_path: str, sandbox_dir: Path,
-                   pod_dir: Path, memsw: bool, restrict_oom: bool = False) -> dict:
+                   pod_dir: Path, memsw: bool, restrict_oom: bool = False, ipc_path: str = "",
+                   uts_path: str = "") -> dict:
+    """A container's config; it joins the pod's ipc/uts namespaces by ``ipc_path``/``uts_path``
+    when given (the pause-less sandbox), else the pause's (``pause_pid``), whose pid namespace
+    it shares with shareProcessNamespace."""
     image = config.image.config or {}
     sec = config.security
     args = config.command or list(image.get("Entrypoint") or []) + list(image.get("Cmd") or [])
@@ -302,9 +321,10 @@ def container_spec(config: ContainerConfig, sandbox: SandboxConfig, *, rootfs: P
     pid_ns = {"type": "pid"}
     if sandbox.share_process_namespace:
         pid_ns["path"] = f"/proc/{pause_pid}/ns/pid"
-    namespaces = [pid_ns, {"type": "mount"}, {"type": "ipc", "path": f"/proc/{pause_pid}/ns/ipc"}]
+    namespaces = [pid_ns, {"type": "mount"},
+                  {"type": "ipc", "path": ipc_path or f"/proc/{pause_pid}/ns/ipc"}]
     if not sandbox.host_network:
-        namespaces += [{"type": "uts", "path": f"/proc/{pause_pid}/ns/uts"},
+        namespaces += [{"type": "uts", "path": uts_path or f"/proc/{pause_pid}/ns/uts"},
                        {"type": "network", "path": netns_path}]
     linux: dict = {
         "namespaces": namespaces,
