@@ -33,6 +33,7 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -153,15 +154,34 @@ def children_cpu(pid: int) -> float:
 
 
 def safe_cpu(pid: int) -> float:
+    """utime+stime+cutime+cstime: a shim's own CPU and its ``runc create``'s."""
     try:
-        return bn.cpu_seconds(pid)
+        return bn.cpu_seconds(pid) + children_cpu(pid)
     except OSError:
         return 0.0
 
 
+def start_profile(pid: int, out: Path) -> subprocess.Popen:
+    """py-spy (from the venv) on ``pid`` and its children, collapsed stacks to ``out``."""
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--subprocesses", "--rate", "100",
+                             "--nonblocking", "--format", "raw", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profile(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)   # py-spy writes its file on SIGINT
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 async def one_run(client: RESTClient, cluster: nodes.NodeCluster, pods: PodTimes, replicas: int,
-                  timeout: float) -> dict:
+                  timeout: float, profile: Path | None = None) -> dict:
     pids = cluster_pids(cluster)
+    spy = start_profile(pids["agent"], profile) if profile else None
     c0 = {k: bn.cpu_seconds(p) for k, p in pids.items()}
     kids0 = children_cpu(pids["agent"])
     pods.reset()
@@ -170,7 +190,11 @@ async def one_run(client: RESTClient, cluster: nodes.NodeCluster, pods: PodTimes
     load0 = bn.load()
     t0 = time.perf_counter()
     await client.create("apps", "v1", "deployments", deployment(replicas), namespace=NS)
-    t_ready = await waiter
+    try:
+        t_ready = await waiter
+    finally:
+        if spy is not None:
+            stop_profile(spy)
     cpu = {k: bn.cpu_seconds(p) - c0[k] for k, p in pids.items()}
     cpu["agent children"] = children_cpu(pids["agent"]) - kids0
     shims = shim_pids(cluster)
@@ -218,7 +242,8 @@ async def bench(cluster: nodes.NodeCluster, args, out: list[str]) -> None:
         await warmup.stop()
         await pods.until_empty()
         for r in range(args.runs):
-            runs.append(await one_run(client, cluster, pods, args.replicas, args.timeout))
+            profile = Path(args.profile) / f"agent-run{r + 1}.txt" if args.profile else None
+            runs.append(await one_run(client, cluster, pods, args.replicas, args.timeout, profile))
             print(f"run {r + 1}: {runs[-1]['ready']:.1f} s to {args.replicas} ready", file=sys.stderr, flush=True)
             bare_times.append(await bare_runc_round(bare, args.replicas, f"r{r}"))
             print(f"bare runc {r + 1}: {bare_times[-1]:.1f} s", file=sys.stderr, flush=True)
@@ -244,7 +269,7 @@ async def bench(cluster: nodes.NodeCluster, args, out: list[str]) -> None:
     keys = [*COMPONENTS, "agent children", "shims"]
     out += ["", ("CPU seconds per component over create → all Ready (median of the runs; "
             "\"agent children\" = runc/ip/shim launchers the agent waited for, \"shims\" = this "
-            "cluster's live shims):"), "",
+            "cluster's live shims and the `runc create` each ran):"), "",
             "| " + " | ".join(keys) + " | total |", "|" + "---:|" * (len(keys) + 1)]
     cells = [statistics.median(r["cpu"][k] for r in runs) for k in keys]
     out.append("| " + " | ".join(f"{c:.1f}" for c in cells) + f" | {sum(cells):.1f} |")
@@ -257,6 +282,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for all Ready")
     p.add_argument("--quick", action="store_true", help="smoke run: 10 replicas, one run")
+    p.add_argument("--profile", metavar="DIR", help="py-spy the agent (and its children) during each run, "
+                   "collapsed stacks to DIR/agent-run<N>.txt")
     args = p.parse_args()
     if args.quick:
         args.replicas, args.runs = 10, 1

@@ -106,8 +106,9 @@ class HostLocalIPAM:
                 except FileExistsError:
                     continue
                 try:
+                    # no fsync: a reservation only matters while its sandbox lives, and no
+                    # sandbox outlives the machine
                     os.write(fd, f"{sandbox_id}\n{IFNAME}".encode())
-                    os.fsync(fd)
                 finally:
                     os.close(fd)
                 _write_atomic(self.dir / LAST_RESERVED, str(ip))
