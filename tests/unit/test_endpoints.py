@@ -127,6 +127,11 @@ def test_binding_then_eviction_honours_the_budget():
             assert r.status == 201
             again = await c.post("/api/v1/namespaces/default/pods/p/binding", json=binding)
             assert again.status == 409 and "already assigned" in (await again.json())["message"]
+            # a Pending pod is evicted regardless of budgets (upstream): make it Running and Ready
+            running = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+            r = await c.patch("/api/v1/namespaces/default/pods/p/status", json=running,
+                              headers={"Content-Type": "application/merge-patch+json"})
+            assert r.status == 200
             pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "b"},
                    "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}}}
             assert (await c.post("/apis/policy/v1/namespaces/default/poddisruptionbudgets", json=pdb)).status == 201
