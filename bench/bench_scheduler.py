@@ -156,7 +156,7 @@ async def measure(client: RESTClient, n_pods: int, creators: int, sched_pid: int
 async def one_size(n_nodes: int, args) -> dict:
     base = Path(tempfile.mkdtemp(prefix="klbench-sched-"))
     cluster = harness.Cluster(base / "cluster")
-    proc = None
+    proc = client = None
     log = base / "hollow.log"
     try:
         cluster.start()
@@ -173,9 +173,10 @@ async def one_size(n_nodes: int, args) -> dict:
         await asyncio.sleep(args.settle)   # past the nodes' start-up burst
         r = await measure(client, args.pods, args.creators, sched, cluster.proc.pid)
         r.update(nodes=n_nodes, ready=ready, load=load())
-        await client.close()
         return r
     finally:
+        if client is not None:
+            await client.close()
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
