@@ -178,7 +178,8 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                 name="controller-manager"))
         if opts.scheduler:
             tasks.append(asyncio.create_task(supervise_child(
-                ["scheduler", "--kubeconfig", str(kubeconfig), *opts.scheduler_args], stop), name="scheduler"))
+                ["scheduler", "--kubeconfig", str(kubeconfig), "--leader-elect",
+                 "--leader-elect-identity", leader_identity(data), *opts.scheduler_args], stop), name="scheduler"))
         if opts.agent:
             node = opts.node_name or socket.gethostname().lower()
             agent_kubeconfig = pki.write_node_kubeconfig(node, f"https://{host}:{opts.secure_port}")
