@@ -486,3 +486,48 @@ def test_sandbox_whose_namespaces_are_gone_is_not_ready(world):
             await rt.remove_pod_sandbox(sid)
         assert not Path(rec.netns_path).exists() and sid not in rt.layout.sandbox_ids()
     asyncio.run(main())
+
+
+def _my_zygotes() -> list[int]:
+    """This test process's shim zygotes (each shows as ``python -I -S shim.py --zygote``)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and argv[-2:][0].endswith(b"shim.py") and argv[-1] == b"--zygote":
+            found.append(int(entry))
+    return found
+
+
+def test_shims_are_forked_by_one_zygote_and_outlive_it(world):
+    """One zygote per runtime object forks every shim, which shows as if started directly; a
+    zygote found dead is replaced; closing the runtime ends its zygote, never the shims (their
+    containers keep running and logging)."""
+    async def main():
+        rt = world.runtime()
+        async with pod(rt) as (sid, config):
+            first = await run(rt, world, sid, config, ["sh", "-c", "while :; do echo tick; sleep 0.1; done"],
+                              name="first")
+            zygotes = _my_zygotes()
+            assert len(zygotes) == 1
+            os.kill(zygotes[0], 9)                    # found dead at the next start: replaced
+            second = await run(rt, world, sid, config, ["sleep", "30"], name="second")
+            assert len(_my_zygotes()) == 1 and _my_zygotes() != zygotes
+            recs = [rt.layout.load_container(c) for c in (first, second)]
+            assert {r.shim_pid for r in recs} <= set(_shim_pids(world.root))
+            argv = Path(f"/proc/{recs[0].shim_pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+            assert argv[-2].endswith(b"shim.py") and argv[-1] == str(
+                rt.layout.container_dir(first).resolve() / "shim.json").encode()
+            await rt.close()
+            assert _my_zygotes() == []
+            fresh = world.runtime()
+            st = await fresh.container_status(first)
+            assert st.state == ContainerState.RUNNING
+            ticks = log_text(st.log_path).count("tick")
+            await asyncio.sleep(0.5)
+            assert log_text(st.log_path).count("tick") > ticks
+            await fresh.close()
+    asyncio.run(main())

@@ -1,13 +1,14 @@
-"""`RuncRuntime`: the `RuntimeService` over runc, one shim process per container.
+"""`RuncRuntime`: the `RuntimeService` over runc, one shim process per container (forked by
+this object's shim zygote, see `shim_launcher`).
 
     sandbox:    namespaces (net, ipc, uts: bind-mounted files, see `namespaces`)
                 -> network.setup (pod IP) -> etc-hosts, resolv.conf, hostname, shm
-                [-> with shareProcessNamespace only: pause bundle -> shim (runc create) -> runc start]
+                [-> with shareProcessNamespace only: pause bundle -> shim (runc run --detach)]
     container:  create_container  = overlay rootfs + config.json + record (CREATED)
-                start_container   = shim (runc create) + runc start (RUNNING)
+                start_container   = shim (runc run --detach) (RUNNING)
                 the shim writes status.json when the process ends (EXITED)
 
-As containerd's CRI plugin, ``runc create`` happens at start: a bad command fails
+As containerd's CRI plugin, the runc container is made at start: a bad command fails
 ``start_container`` with `RunContainerError` (the kubelet's RunContainerError / StartError),
 and the container is left EXITED with exit code 128 and reason "StartError".
 
@@ -69,6 +70,7 @@ from kubeling.kubelet.runtime.records import (
     process_start_time,
     write_atomic,
 )
+from kubeling.kubelet.runtime.shim_launcher import ShimLauncher
 from kubeling.kubelet.runtime.streams import AttachSession, ExecSession
 
 SHIM = Path(__file__).with_name("shim.py")
@@ -116,6 +118,7 @@ class RuncRuntime:
         self.log_max_size = log_max_size
         self.log_max_files = log_max_files
         self.python = python
+        self._shims = ShimLauncher(python, SHIM, self.layout.root.resolve())
         self._locks: dict[str, asyncio.Lock] = {}
         self._sandbox_of: dict[str, str] = {}     # container id -> its sandbox id
         self._sandbox_cache: dict[str, SandboxRecord] = {}   # id -> record, see _save_sandbox
@@ -140,8 +143,9 @@ class RuncRuntime:
 
     async def _start_shim(self, obj_id: str, obj_dir: Path, *, log_path: str, tty: bool,
                           stdin: bool, stdin_once: bool, cgroups_path: str) -> tuple[int, int]:
-        """Run ``runc create`` under a new shim; (container pid, shim pid)."""
+        """Run ``runc run --detach`` under a new shim; (container pid, shim pid)."""
         cfg = {
+            "start": True,
             "id": obj_id, "runc": self.runc, "runc_root": str(self.layout.runc_root),
             "bundle": str(obj_dir), "log_path": log_path, "log_max_size": self.log_max_size,
             "log_max_files": self.log_max_files, "tty": tty, "stdin": stdin,
@@ -151,11 +155,7 @@ class RuncRuntime:
             "memory_cgroup": str(cgroups.controller_dir("memory", cgroups_path)),
         }
         await asyncio.to_thread(write_atomic, obj_dir / "shim.json", orjson.dumps(cfg))
-        proc = await asyncio.create_subprocess_exec(
-            self.python, "-I", "-S", str(SHIM), str(obj_dir / "shim.json"),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
-        out, _ = await proc.communicate()
+        out = await self._shims.launch(str(obj_dir / "shim.json"))
         try:
             answer = orjson.loads(out.splitlines()[0]) if out.strip() else {}
         except orjson.JSONDecodeError:
@@ -226,7 +226,6 @@ class RuncRuntime:
                                                     stdin=False, stdin_once=False, cgroups_path=cg)
                     rec.pid, rec.pid_start = pid, process_start_time(pid)
                     await self._save_sandbox(rec)
-                    await self._runc("start", sandbox_id)
             except Exception as e:
                 await self._remove_sandbox(rec)
                 raise SandboxError(f"failed to create pod sandbox: {e}") from e
@@ -396,14 +395,12 @@ class RuncRuntime:
                 if not self._sandbox_ready(srec):
                     raise RuntimeError(f"pod sandbox {rec.sandbox_id} is not ready")
                 stdin_once = (cdir / "stdin_once").read_bytes() == b"1"
+                started = time.time()   # before: a quick process may finish before runc returns
                 pid, shim = await self._start_shim(
                     container_id, cdir, log_path=rec.log_path, tty=rec.tty, stdin=rec.stdin,
                     stdin_once=stdin_once, cgroups_path=rec.cgroups_path)
                 rec.pid, rec.pid_start = pid, process_start_time(pid)
                 rec.shim_pid, rec.shim_start = shim, process_start_time(shim)
-                await asyncio.to_thread(self.layout.save_container, rec)
-                started = time.time()   # before: a quick process may finish before runc returns
-                await self._runc("start", container_id)
                 rec.started_at = started
                 await asyncio.to_thread(self.layout.save_container, rec)
             except Exception as e:
@@ -575,6 +572,7 @@ class RuncRuntime:
 
     async def close(self) -> None:
         self._locks.clear()
+        await asyncio.to_thread(self._shims.close)
 
 
 def _tree_size(path: Path) -> int:

@@ -6,10 +6,12 @@ and keep the exit status. So each container (and each sandbox's pause) gets one 
 
 1. forks away from the agent (the agent's child exits at once, so the agent never waits on a
    long-lived process) into its own session, with **no** parent-death signal, and becomes a
-   child subreaper, so the container's init is re-parented to it when ``runc create`` exits;
-2. runs ``runc create`` with pipes as the container's stdio (or a console socket for a tty)
-   and reports ``{"pid": N}`` or ``{"error": msg}`` as one JSON line on its stdout, which it
-   then closes: that line is the agent's ``create_container`` handshake;
+   child subreaper, so the container's init is re-parented to it when runc exits;
+2. runs ``runc run --detach`` (``runc create`` if the config says ``"start": false``: the
+   agent then runs ``runc start``) with pipes as the container's stdio (or a console socket for
+   a tty) and reports ``{"pid": N}`` or ``{"error": msg}`` as one JSON line on its stdout,
+   which it then closes: that line is the agent's ``start_container`` handshake; one runc
+   process per container rather than two (create, start) is a good part of a pod's start-up CPU;
 3. until the init exits: copies stdout/stderr into the CRI log (`logs.CRILogWriter`, rotating)
    and to attached clients, and serves ``attach.sock`` in the container dir;
 4. reaps the init, reads the memory cgroup's OOM kill count, and writes ``status.json``
@@ -18,6 +20,19 @@ and keep the exit status. So each container (and each sandbox's pause) gets one 
 The attach protocol on ``attach.sock``: frames of ``>BI`` (kind, length) then the payload.
 Shim to client: 1 stdout, 2 stderr, 3 exit (payload: the exit code in ASCII, last frame).
 Client to shim: 0 stdin data, 4 resize (``>HH`` columns, rows), 5 stdin closed.
+
+Started one of two ways: ``python -I -S shim.py <shim.json>`` (the answer line on its stdout),
+or forked by a **zygote**, ``python -I -S shim.py --zygote <fd> <runc root>``: one process per
+agent runtime that has imported everything a shim needs and, for each request on the
+``SOCK_SEQPACKET`` socket ``fd`` (a message: the shim.json path, with the write end of the
+answer pipe attached as SCM_RIGHTS), forks a shim that answers on that pipe. A fork of a small
+idle process costs ~1 ms where a fresh interpreter with its imports costs ~30 ms of CPU per
+container; with 100 pods starting at once that was a fifth of the node's work. The zygote
+exits when the socket's other end closes (its agent is gone); its shims do not (they are in
+sessions of their own and were re-parented). The zygote's last argument is room (padding) for
+its shims' command lines: each rewrites its own to ``python -I -S shim.py <shim.json>``, as if
+started directly, so ``ps`` and every leak check tell them apart; the zygote shows as
+``python -I -S shim.py --zygote``.
 
 Contracts: standard library only (``-I -S`` keeps start-up near 10 ms, and the agent's venv may
 be gone while containers run); it never raises past ``main`` without writing a status; it touches
@@ -49,6 +64,8 @@ DRAIN_AFTER_EXIT = 2.0   # seconds to keep reading output after init exits (shar
 
 def _load_logs():
     """``kubeling/kubelet/logs.py`` by path: the package itself is not importable under -I -S."""
+    if "kubeling_cri_logs" in sys.modules:   # loaded by the zygote before it forked
+        return sys.modules["kubeling_cri_logs"]
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logs.py")
     spec = importlib.util.spec_from_file_location("kubeling_cri_logs", path)
     module = importlib.util.module_from_spec(spec)
@@ -121,8 +138,10 @@ class Shim:
     # -- create ----------------------------------------------------------------------------
     def create(self) -> None:
         cfg = self.cfg
+        verb = ["run", "--detach"] if cfg.get("start", True) else ["create"]
+        self.verb = verb[0]
         cmd = [cfg["runc"], "--root", cfg["runc_root"], "--log", cfg["runc_log"],
-               "--log-format", "json", "create", "--bundle", cfg["bundle"],
+               "--log-format", "json", *verb, "--bundle", cfg["bundle"],
                "--pid-file", cfg["pid_file"]]
         devnull = os.open(os.devnull, os.O_RDWR)
         if self.tty:
@@ -146,7 +165,7 @@ class Shim:
             os.close(fd)
         self.outputs = {out_r: "stdout", err_r: "stderr"}
         if rc != 0:
-            raise RuntimeError(runc_error(self.cfg, f"runc create exited with {rc}"))
+            raise RuntimeError(runc_error(self.cfg, f"runc {self.verb} exited with {rc}"))
 
     def _create_tty(self, cmd: list[str], devnull: int) -> None:
         import tempfile  # only here: every import is on each container's start-up path
@@ -174,7 +193,7 @@ class Shim:
                     master = recv_fd(conn)
             rc = proc.wait()
             if rc != 0 or master < 0:
-                raise RuntimeError(runc_error(self.cfg, f"runc create exited with {rc}"))
+                raise RuntimeError(runc_error(self.cfg, f"runc {self.verb} exited with {rc}"))
         finally:
             listener.close()
             os.unlink(path) if os.path.exists(path) else None
@@ -183,12 +202,9 @@ class Shim:
         self.stdin_fd = master if self.cfg.get("stdin") else -1
 
     # -- serve -----------------------------------------------------------------------------
-    def serve(self, wakeup_r: int) -> None:
-        for fd in self.outputs:
-            os.set_blocking(fd, False)
-            self.sel.register(fd, selectors.EVENT_READ, "output")
-        if self.stdin_fd >= 0 and not self.tty:
-            os.set_blocking(self.stdin_fd, False)
+    def listen(self) -> socket.socket:
+        """Bind ``attach.sock``: before the answer, since the container already runs then and
+        the agent may attach as soon as it has the answer."""
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Relative bind after chdir: the container dir's absolute path may exceed 108 bytes.
         sock_name = os.path.basename(self.cfg["socket_path"])
@@ -197,6 +213,14 @@ class Shim:
         listener.bind(sock_name)
         listener.listen(16)
         listener.setblocking(False)
+        return listener
+
+    def serve(self, wakeup_r: int, listener: socket.socket) -> None:
+        for fd in self.outputs:
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ, "output")
+        if self.stdin_fd >= 0 and not self.tty:
+            os.set_blocking(self.stdin_fd, False)
         self.sel.register(listener, selectors.EVENT_READ, "listen")
         self.sel.register(wakeup_r, selectors.EVENT_READ, "signal")
         self.reap()
@@ -211,7 +235,7 @@ class Shim:
                 self.dispatch(key, events, wakeup_r)
         self.sel.unregister(listener)
         listener.close()
-        os.unlink(sock_name)
+        os.unlink(os.path.basename(self.cfg["socket_path"]))
 
     def dispatch(self, key, events, wakeup_r: int) -> None:
         kind = key.data
@@ -365,7 +389,54 @@ class Shim:
         return record
 
 
+def set_cmdline(words: list[str]) -> bool:
+    """Rewrite this process's ``/proc/self/cmdline`` in place (within the original argument
+    area, whose bounds are fields 48 and 49 of /proc/self/stat); False if it does not fit."""
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])
+    data = b"\0".join(w.encode() for w in words) + b"\0"
+    if not start or len(data) > end - start:
+        return False
+    ctypes.memmove(start, data.ljust(end - start, b"\0"), end - start)
+    return True
+
+
+def zygote(sock_fd: int) -> int:
+    """Fork a shim for each request until the agent's end of ``sock_fd`` closes."""
+    conn = socket.socket(fileno=sock_fd)
+    os.chdir("/")
+    head = sys.orig_argv[:sys.orig_argv.index("--zygote")]   # python -I -S .../shim.py
+    set_cmdline([*head, "--zygote"])
+    _load_logs()
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+        except InterruptedError:
+            continue
+        if not msg:
+            return 0
+        if not fds:
+            continue
+        answer = fds[0]
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                conn.close()
+                os.dup2(answer, 1)
+                os.close(answer)
+                set_cmdline([*head, msg.decode()])
+                code = main(["shim.py", msg.decode()])
+            finally:
+                os._exit(code)
+        os.close(answer)
+        os.waitpid(pid, 0)   # main() forks the shim away and this child exits at once
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[1] == "--zygote":   # --zygote <fd> <room for shims' argv>
+        return zygote(int(argv[2]))
     with open(argv[1]) as f:
         cfg = json.load(f)
     # Detach from the agent: its child exits now, the grandchild is the shim.
@@ -387,6 +458,7 @@ def main(argv: list[str]) -> int:
     try:
         shim = Shim(cfg)
         shim.create()
+        listener = shim.listen()
     except Exception as e:  # noqa: BLE001 - every failure must reach the agent as text
         os.write(1, json.dumps({"error": str(e)}).encode() + b"\n")
         return 1
@@ -395,7 +467,7 @@ def main(argv: list[str]) -> int:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)       # closes the handshake pipe: the agent sees EOF
     try:
-        shim.serve(wakeup_r)
+        shim.serve(wakeup_r, listener)
     finally:
         shim.finish()
     return 0
