@@ -8,8 +8,9 @@ Kubernetes engineer recognises every call.
 Objects::
 
     PodSandbox  one per pod (per attempt): a network namespace (unless hostNetwork), ipc and uts
-                namespaces held by a pause process, a cgroup parent, /etc/hosts, resolv.conf and
-                the hostname. Its IP comes from the `network` plugin the runtime was built with.
+                namespaces (runc: held by bind mounts, with a pause process only for
+                shareProcessNamespace), a cgroup parent, /etc/hosts, resolv.conf and the
+                hostname. Its IP comes from the `network` plugin the runtime was built with.
     Container   belongs to one sandbox; joins its net/ipc/uts namespaces, has its own pid and
                 mount namespaces (the sandbox's pid namespace with shareProcessNamespace). Its
                 rootfs is an overlay of the image's shared layers plus its own upper dir.
