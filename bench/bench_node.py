@@ -11,7 +11,8 @@ Run as root (it starts runc containers). Prints Markdown, three phases (``--phas
    an overlay of the same image layers, with fresh namespaces instead of the pod's) is started
    with bare ``runc create`` + ``runc start``, one at a time and 30 at once.
 2. ``idle``: the agent process's RSS and CPU (% of one core over ``--idle-seconds``), with no
-   pods and with 10 running; the shims (one per container, and per sandbox) are counted apart.
+   pods and with 10 running; the shims (one per container; a sandbox has one only with
+   shareProcessNamespace) are counted apart.
 3. ``hollow``: a plain server (127.0.0.1, default controllers, so nodeipam) and
    ``kubeling hollow-nodes --count 200``: time to all Ready, then in steady state over
    ``--steady-seconds``: Lease writes/s and Node writes/s (counted on watches), and the CPU of
