@@ -74,6 +74,10 @@ DRIVER = textwrap.dedent('''
                         await net.setup(sid, op["netns"], cfg)
                         await net.teardown(sid, op["netns"], cfg)
                     out.append(op["n"])
+                elif op["op"] == "delete_bridge":  # as an admin's "ip link del" under a live node
+                    import subprocess
+                    subprocess.run(["ip", "link", "del", req["bridge"]], check=True)
+                    out.append(None)
                 elif op["op"] == "leaks":
                     out.append(await count_leaks(req["root"], op.get("live", []), bridge=req["bridge"]))
             except Exception as e:
@@ -315,4 +319,22 @@ def test_a_cancelled_setup_leaves_nothing():
                           "ports": [[80, 30200, "TCP"]]})
         assert res["cancelled"] >= 3, res
         assert all(leak == {"veths": 0, "ips": 0, "hostport_rules": 0} for leak in res["leaked"]), res
+        assert node.leaks() == {"veths": 0, "ips": 0, "hostport_rules": 0}
+
+
+def test_bridge_deleted_under_a_running_plugin_is_made_again():
+    """The plugin remembers its bridge after the first setup; a bridge deleted since is found out at
+    the next setup, which makes it again (with the gateway) and plugs the new pod into it."""
+    with cluster("p1", "p2") as node:
+        out = node.run({"op": "setup", "id": sid(1), "netns": netns_path(PREFIX + "p1"), "ports": []},
+                       {"op": "delete_bridge"},
+                       {"op": "setup", "id": sid(2), "netns": netns_path(PREFIX + "p2"), "ports": []})
+        assert isinstance(out[2], str), out
+        bridge = json.loads(in_ns(node.ns, "ip", "-j", "addr", "show", "dev", BRIDGE).stdout)[0]
+        assert GATEWAY in [a["local"] for a in bridge["addr_info"]]
+        ports = json.loads(in_ns(node.ns, "ip", "-j", "link", "show", "master", BRIDGE).stdout)
+        assert [p["ifname"] for p in ports] == ["veth" + sid(2)[:8]]
+        assert ping(PREFIX + "p2", GATEWAY)
+        node.teardown(1, PREFIX + "p1")
+        node.teardown(2, PREFIX + "p2")
         assert node.leaks() == {"veths": 0, "ips": 0, "hostport_rules": 0}

@@ -22,6 +22,8 @@ Contracts:
 - `setup` returns the pod IP. A retried `setup` of the same sandbox returns the same IP. A failed
   `setup` undoes what it did (veth, IP, hostPort rules) before raising `SandboxError`; so does a
   cancelled one, before the cancellation goes on.
+- The bridge's ifindex is remembered once the bridge is made; a `setup` that finds it gone
+  (deleted by hand) makes it again, with its address, and plugs the pod into the new one.
 - `teardown` is idempotent and works when the netns is already gone: it deletes the host veth if
   it still exists (with it, its peer), the sandbox's hostPort rules and its IP reservation.
 - The MAC of the bridge is fixed at creation (``0a:58`` + the gateway IP), so that it does not
@@ -93,6 +95,9 @@ class BridgeNetwork:
         self.hostports = HostPorts(str(self.pod_cidr))
         self._node_ready = False
         self._bridge_lock = asyncio.Lock()
+        # the bridge's ifindex once made: a pod's setup then sends no request about the bridge
+        # (a lookup, an address, a link-up each); netlink requests are most of a pod's setup
+        self._bridge_index: int | None = None
 
     # -- the node ---------------------------------------------------------------------------
 
@@ -121,6 +126,7 @@ class BridgeNetwork:
             await _ignore(errno.EEXIST, ipr.addr("add", index=index, address=str(self.gateway),
                                                  prefixlen=self.pod_cidr.prefixlen))
             await ipr.link("set", index=index, state="up")
+            self._bridge_index = index
             return index
 
     # -- a sandbox --------------------------------------------------------------------------
@@ -156,22 +162,36 @@ class BridgeNetwork:
     async def _plug(self, sandbox_id: str, netns_path: str, ip: str) -> None:
         veth = host_veth_name(sandbox_id)
         async with AsyncIPRoute() as ipr:
-            bridge = await self._ensure_bridge(ipr)
-            stale = await _lookup(ipr, veth)
-            if stale is not None:  # a setup retried after a crash: start over
-                await _ignore(errno.ENODEV, ipr.link("del", index=stale))
             nsfd = os.open(netns_path, os.O_RDONLY)
             try:
                 # The peer is born inside the pod's netns under its final name: no window in
                 # which a half-made interface sits in the node's namespace.
-                await ipr.link("add", ifname=veth, kind="veth", mtu=self.mtu,
+                add = ipr.link("add", ifname=veth, kind="veth", mtu=self.mtu,
                                peer={"ifname": POD_IFNAME, "net_ns_fd": nsfd, "mtu": self.mtu})
+                try:
+                    await add
+                except NetlinkError as e:
+                    if e.code != errno.EEXIST:
+                        raise
+                    # a setup retried after a crash: start over
+                    stale = await _lookup(ipr, veth)
+                    if stale is not None:
+                        await _ignore(errno.ENODEV, ipr.link("del", index=stale))
+                    await ipr.link("add", ifname=veth, kind="veth", mtu=self.mtu,
+                                   peer={"ifname": POD_IFNAME, "net_ns_fd": nsfd, "mtu": self.mtu})
             finally:
                 os.close(nsfd)
             index = await _lookup(ipr, veth)
             if index is None:
                 raise OSError(errno.ENODEV, f"veth {veth} vanished right after its creation")
-            await ipr.link("set", index=index, master=bridge, state="up")
+            bridge = self._bridge_index or await self._ensure_bridge(ipr)
+            try:
+                await ipr.link("set", index=index, master=bridge, state="up")
+            except NetlinkError:
+                # was the bridge deleted under us (EINVAL: no such master)? Then make it again.
+                if await self._ensure_bridge(ipr) == bridge:
+                    raise
+                await ipr.link("set", index=index, master=self._bridge_index, state="up")
             # Hairpin: a pod reaching itself through a hostPort or a Service VIP gets the
             # packet back out of the port it came from.
             await ipr.brport("set", index=index, mode=1)
