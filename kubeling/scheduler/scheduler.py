@@ -59,6 +59,11 @@ from kubeling.scheduler.snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 COMPONENT = "default-scheduler"
+# Bindings and status writes in flight at once. Bounded so that a burst reuses a few pooled
+# connections instead of opening hundreds (each a TLS handshake) against a busy API server, which
+# then times out connections - the leader election's renewals among them.
+MAX_CONCURRENT_BINDINGS = 32
+MAX_CONCURRENT_STATUS_WRITES = 8
 EVENT_NODE_ADD = ClusterEvent(EventResource.NODE, ActionType.ADD, "NodeAdd")
 EVENT_ASSIGNED_POD_ADD = ClusterEvent(EventResource.ASSIGNED_POD, ActionType.ADD, "AssignedPodAdd")
 EVENT_ASSIGNED_POD_DELETE = ClusterEvent(EventResource.ASSIGNED_POD, ActionType.DELETE, "AssignedPodDelete")
@@ -106,6 +111,8 @@ class Scheduler:
                                      hints=lambda pod: self._hints.get(scheduler_name(pod), {}))
         self._binding_tasks: set[asyncio.Task] = set()
         self._status_tasks: set[asyncio.Task] = set()
+        self._binding_slots = asyncio.Semaphore(MAX_CONCURRENT_BINDINGS)
+        self._status_slots = asyncio.Semaphore(MAX_CONCURRENT_STATUS_WRITES)
         self.registrations = [
             (self.pods, self.pods.add_handler(self._on_pod_add, self._on_pod_update, self._on_pod_delete)),
             (self.nodes, self.nodes.add_handler(self._on_node_add, self._on_node_update, self._on_node_delete)),
@@ -301,11 +308,12 @@ class Scheduler:
 
     async def _binding_cycle(self, fwk, state: CycleState, qpi: QueuedPodInfo, assumed: dict, host: str) -> None:
         try:
-            s = await fwk.run_pre_bind_plugins(state, assumed, host)
-            if s is None:
-                s = await fwk.run_bind_plugins(state, assumed, host)
-                if s is not None and s.code == Code.ERROR:
-                    s.reasons = [f"binding rejected: {s.message()}"]   # upstream's wording
+            async with self._binding_slots:
+                s = await fwk.run_pre_bind_plugins(state, assumed, host)
+                if s is None:
+                    s = await fwk.run_bind_plugins(state, assumed, host)
+                    if s is not None and s.code == Code.ERROR:
+                        s.reasons = [f"binding rejected: {s.message()}"]   # upstream's wording
             self.cache.finish_binding(assumed)
             if s is not None:
                 fwk.run_reserve_plugins_unreserve(state, assumed, host)
@@ -382,8 +390,10 @@ class Scheduler:
             return
         meta = pod["metadata"]
         try:
-            await self.client.patch("", "v1", "pods", meta["name"], {"status": patch}, namespace=meta.get("namespace"),
-                                    subresource="status", patch_type="strategic")
+            async with self._status_slots:
+                await self.client.patch("", "v1", "pods", meta["name"], {"status": patch},
+                                        namespace=meta.get("namespace"), subresource="status",
+                                        patch_type="strategic")
         except Exception as e:  # noqa: BLE001 - the next attempt writes it again
             log.warning("could not update the PodScheduled condition of %s: %s", pod_key(pod), e)
 
