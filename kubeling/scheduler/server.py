@@ -52,14 +52,21 @@ async def run(args: Any, stop: asyncio.Event) -> None:
     config = load_config(getattr(args, "config", None))
     election = LeaderElection(identity=getattr(args, "leader_elect_identity", "") or "") \
         if getattr(args, "leader_elect", False) else None
+    # the Lease gets a client (a connection pool) of its own, as upstream's leader-election
+    # client: renewals must not wait behind a burst of bindings on a busy API server
+    election_client = RESTClient.from_config(cfg, component="kube-scheduler/leader-election") if election else None
     try:
-        await serve(client, stop, config=config, leader_election=election)
+        await serve(client, stop, config=config, leader_election=election, election_client=election_client)
     finally:
         await client.close()
+        if election_client is not None:
+            await election_client.close()
 
 
 async def serve(client: Any, stop: asyncio.Event, *, config: dict | None = None,
-                leader_election: LeaderElection | None = None) -> None:
+                leader_election: LeaderElection | None = None, election_client: Any = None) -> None:
+    """Schedule over ``client`` until ``stop`` - while leading, if ``leader_election`` (whose
+    Lease is written through ``election_client``, default ``client``)."""
     if leader_election is None:
         await run_scheduler(client, stop, config=config)
         return
@@ -70,7 +77,7 @@ async def serve(client: Any, stop: asyncio.Event, *, config: dict | None = None,
         log.info("leading as %s", identity)
         await run_scheduler(client, lost, config=config)
 
-    elector = LeaderElector(client, LEASE_NAMESPACE, LEASE_NAME, identity, lease_duration=le.lease_duration,
+    elector = LeaderElector(election_client or client, LEASE_NAMESPACE, LEASE_NAME, identity, lease_duration=le.lease_duration,
                             renew_deadline=le.renew_deadline, retry_period=le.retry_period,
                             on_started_leading=lead,
                             on_new_leader=lambda who: log.info("the leader is %s", who))
