@@ -163,20 +163,27 @@ class Agent:
         return RuncRuntime(self.root, cgroup_root=self.opts.cgroup_root, network=self.network)
 
     async def _pod_cidr(self, node: dict, stop: asyncio.Event) -> str:
-        """Wait for the node IPAM controller to give this node a podCIDR (or use --pod-cidr)."""
+        """Wait for the node IPAM controller to give this node a podCIDR (or use --pod-cidr).
+
+        As upstream's kubelet, it waits for as long as it takes (a busy controller manager, or
+        one that is not leading yet), saying so every `POD_CIDR_WAIT` seconds."""
         if self.opts.pod_cidr:
             return self.opts.pod_cidr
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + POD_CIDR_WAIT
+        next_warning = loop.time() + POD_CIDR_WAIT
         while not stop.is_set():
             cidr = (node.get("spec") or {}).get("podCIDR")
             if cidr:
                 return cidr
-            if loop.time() > deadline:
-                raise RuntimeError(f"node {self.node_name} got no spec.podCIDR in {POD_CIDR_WAIT:.0f}s: is the "
-                                   "nodeipam controller running (kubeling server --controllers)?")
+            if loop.time() > next_warning:
+                log.warning("node %s has no spec.podCIDR yet: is the nodeipam controller running "
+                            "(kubeling server --controllers)?", self.node_name)
+                next_warning = loop.time() + POD_CIDR_WAIT
             await asyncio.sleep(0.5)
-            node = await self.client.get("", "v1", "nodes", self.node_name)
+            try:
+                node = await self.client.get("", "v1", "nodes", self.node_name)
+            except Exception as e:  # the API server may be busy: ask again
+                log.info("node %s: reading the Node failed: %s", self.node_name, e)
         raise asyncio.CancelledError
 
     async def run(self, stop: asyncio.Event) -> None:
