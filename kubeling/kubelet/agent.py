@@ -182,7 +182,7 @@ class Agent:
             await asyncio.sleep(0.5)
             try:
                 node = await self.client.get("", "v1", "nodes", self.node_name)
-            except Exception as e:  # the API server may be busy: ask again
+            except Exception as e:  # noqa: BLE001 - the API server may be busy: ask again
                 log.info("node %s: reading the Node failed: %s", self.node_name, e)
         raise asyncio.CancelledError
 
