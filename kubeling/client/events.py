@@ -19,9 +19,12 @@ Contracts:
   3. *deduplicate*: an event identical to one already written (same object,
      type, reason, message, source) bumps that Event's ``count`` and
      ``lastTimestamp`` with a merge patch instead of creating a new one.
-- Events are written in the order they were recorded; ``await flush()`` waits
-  until everything queued so far has been handled, ``await close()`` flushes and
-  stops the background task.
+- Events about one object are written in the order they were recorded; events
+  about different objects are written by ``workers`` concurrent tasks (sharded by
+  object, so a burst — a scheduler binding hundreds of pods — does not queue
+  every write behind one round trip). ``await flush()`` waits until everything
+  queued so far has been handled, ``await close()`` flushes and stops the
+  background tasks.
 
 Event shape: ``involvedObject`` (kind, namespace, name, uid, apiVersion,
 resourceVersion), ``source.component``/``source.host``, ``reportingComponent``/
@@ -91,14 +94,15 @@ class EventRecorder:
     def __init__(self, client: Any, component: str, host: str | None = None, *, clock: Clock | None = None,
                  queue_size: int = 1000, cache_size: int = 4096, max_similar: int = 10,
                  aggregate_window: float = 600.0, spam_burst: int = 25, spam_qps: float = 1 / 300,
-                 max_retries: int = 3, retry_interval: float = 2.0) -> None:
+                 max_retries: int = 3, retry_interval: float = 2.0, workers: int = 4) -> None:
         self.client = client
         self.component = component
         self.host = host or ""
         self._clock = clock or REAL_CLOCK
-        self._queue: asyncio.Queue | None = None
+        self._workers = max(1, workers)
+        self._queues: list[asyncio.Queue] = []
         self._queue_size = queue_size
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task | None] = [None] * self._workers
         self._seen: _LRU = _LRU(cache_size)        # dedup key -> _Seen
         self._similar: _LRU = _LRU(cache_size)     # aggregate key -> (messages, first seen)
         self._spam: _LRU = _LRU(cache_size)        # object key -> TokenBucket
@@ -135,19 +139,25 @@ class EventRecorder:
         if not ref.get("name") or not ref.get("kind"):
             log.error("event recorder %s: object has no kind or name; dropping %s", self.component, reason)
             return
-        if self._queue is None:
-            self._queue = asyncio.Queue(self._queue_size)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._worker(), name=f"events-{self.component}")
+        if not self._queues:
+            per = max(1, self._queue_size // self._workers)
+            self._queues = [asyncio.Queue(per) for _ in range(self._workers)]
+        loop = asyncio.get_running_loop()
+        shard = hash((ref.get("kind"), ref.get("namespace"), ref.get("name"))) % self._workers
+        task = self._tasks[shard]
+        if task is None or task.done():
+            self._tasks[shard] = loop.create_task(self._worker(self._queues[shard]),
+                                                  name=f"events-{self.component}-{shard}")
         try:
-            self._queue.put_nowait((ref, type, reason, message, self._clock.wall(), self._clock.now()))
+            self._queues[shard].put_nowait((ref, type, reason, message, self._clock.wall(), self._clock.now()))
         except asyncio.QueueFull:
             log.warning("event recorder %s: queue full; dropping %s %s", self.component, reason, message)
 
     async def flush(self) -> None:
         """Wait until every event queued so far has been written or dropped."""
-        if self._queue is not None and self._task is not None and not self._task.done():
-            await self._queue.join()
+        for q, t in zip(self._queues, self._tasks):
+            if t is not None and not t.done():
+                await q.join()
 
     async def close(self) -> None:
         """Flush, then stop the background task. Later events are dropped."""
@@ -155,16 +165,16 @@ class EventRecorder:
         try:
             await asyncio.shield(self.flush())
         finally:
-            if self._task is not None:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+            tasks = [t for t in self._tasks if t is not None]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- the background side ------------------------------------------------
 
-    async def _worker(self) -> None:
-        assert self._queue is not None
+    async def _worker(self, queue: asyncio.Queue) -> None:
         while True:
-            item = await self._queue.get()
+            item = await queue.get()
             try:
                 await self._record(*item)
             except asyncio.CancelledError:
@@ -172,7 +182,7 @@ class EventRecorder:
             except Exception:
                 log.exception("event recorder %s: writing event failed", self.component)
             finally:
-                self._queue.task_done()
+                queue.task_done()
 
     async def _record(self, ref: dict, type: str, reason: str, message: str, wall, mono: float) -> None:
         obj_key = (ref.get("kind"), ref.get("namespace"), ref.get("name"), ref.get("uid"), ref.get("apiVersion"))

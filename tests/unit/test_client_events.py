@@ -220,3 +220,31 @@ def test_event_names_are_unique_within_one_tick():
         await rec.close()
 
     run(main)
+
+
+def test_events_about_different_objects_are_written_concurrently_and_per_object_in_order():
+    class Slow(FakeEvents):
+        def __init__(self):
+            super().__init__()
+            self.in_flight = self.peak = 0
+
+        async def create(self, group, version, resource, obj, *, namespace=None):
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            await asyncio.sleep(0.01)
+            self.in_flight -= 1
+            return await super().create(group, version, resource, obj, namespace=namespace)
+
+    async def main():
+        client = Slow()
+        rec = EventRecorder(client, "default-scheduler", workers=4)
+        pods = [{**POD, "metadata": {**POD["metadata"], "name": f"p{i}", "uid": f"u{i}"}} for i in range(16)]
+        for p in pods:
+            rec.event(p, "Normal", "Scheduled", "first")
+            rec.event(p, "Normal", "Started", "second")
+        await rec.close()
+        assert client.peak > 1 and len(client.events) == 32
+        for p in pods:   # per object, in the order recorded
+            names = [e["reason"] for e in client.events.values() if e["involvedObject"]["name"] == p["metadata"]["name"]]
+            assert names == ["Scheduled", "Started"]
+    asyncio.run(main())
