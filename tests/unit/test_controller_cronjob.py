@@ -3,13 +3,14 @@
 import asyncio
 import datetime as dt
 
+from controller_testing import NS, ControllerHarness
+
 from kubeling.client.clock import FakeClock
 from kubeling.client.factory import SharedInformerFactory
 from kubeling.client.fake import FakeClient
 from kubeling.controllers.base import ControllerContext
 from kubeling.controllers.cronjob import CronJobController
 
-NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 MINUTES = int(START.timestamp()) // 60
 
@@ -26,64 +27,28 @@ def cronjob(name="cj", schedule="*/1 * * * *", created=START, **spec):
                          "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ")}, "spec": full}
 
 
-class Harness:
+class Harness(ControllerHarness):
     def __init__(self, *objs):
-        self.clock = FakeClock(wall=START)
-        self.client = FakeClient(NS, *objs, clock=self.clock)
-        self.factory = SharedInformerFactory(self.client, clock=self.clock)
-        self.ctl = CronJobController(ControllerContext(self.client, self.factory, clock=self.clock))
-        self.stop = asyncio.Event()
-
-    async def __aenter__(self):
-        self.factory.start(self.stop)
-        self.task = asyncio.create_task(self.ctl.run(2, self.stop))
-        await self.settle()
-        return self
-
-    async def __aexit__(self, *exc):
-        self.stop.set()
-        await asyncio.wait_for(self.task, 2)
-        await self.ctl.recorder.close()
-        await self.factory.shutdown()
-
-    async def settle(self, rounds=2000):
-        idle = 0
-        for _ in range(rounds):
-            await asyncio.sleep(0)
-            busy = len(self.ctl.queue) or self.ctl.queue.processing() or any(
-                r.pending() for _, r in self.ctl.registrations)
-            idle = 0 if busy else idle + 1
-            if idle > 30:
-                return
-
-    async def step(self, seconds):
-        self.clock.step(seconds)
-        await self.settle()
+        super().__init__(CronJobController, NS, *objs, clock=FakeClock(wall=START))
 
     def jobs(self):
-        res = self.client.tracker.resource("batch", "v1", "jobs")
-        return sorted(j["metadata"]["name"] for j in self.client.tracker.list(res, "default", None, None))
+        return sorted(j["metadata"]["name"] for j in self.list("jobs", "batch"))
 
     def cj(self, name="cj"):
-        return self.client.object("batch", "v1", "cronjobs", name, "default")
+        return self.get("cronjobs", name, "batch")
 
     def active(self, name="cj"):
         return [a["name"] for a in self.cj(name)["status"].get("active") or []]
 
     async def finish(self, job_name, kind="Complete"):
         """Play the Job controller: the Job finished."""
-        now = self.clock.wall().strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = self.now()
         status = {"startTime": now, "conditions": [{"type": kind, "status": "True"}]}
         if kind == "Complete":
             status["completionTime"] = now
         await self.client.patch("batch", "v1", "jobs", job_name, {"status": status}, namespace="default",
                                 subresource="status", patch_type="merge")
         await self.settle()
-
-    async def events(self):
-        await self.ctl.recorder.flush()
-        res = self.client.tracker.resource("", "v1", "events")
-        return [(e["reason"], e["message"]) for e in self.client.tracker.list(res, "default", None, None)]
 
 
 def name_at(minute, cj="cj"):
