@@ -4,14 +4,11 @@ import asyncio
 import datetime as dt
 
 import pytest
+from controller_testing import NS, ControllerHarness
 
 from kubeling.client.clock import FakeClock
-from kubeling.client.factory import SharedInformerFactory
-from kubeling.client.fake import FakeClient
-from kubeling.controllers.base import ControllerContext
 from kubeling.controllers.job import JOB_TRACKING_FINALIZER, JobController
 
-NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
@@ -30,49 +27,14 @@ def job(name="pi", uid=None, **spec):
             "metadata": {"name": name, "namespace": "default", "uid": uid, "labels": labels}, "spec": full}
 
 
-class Harness:
+class Harness(ControllerHarness):
     """A running JobController over a FakeClient; ``settle()`` lets it work until idle."""
 
     def __init__(self, *objs):
-        self.clock = FakeClock(wall=START)
-        self.client = FakeClient(NS, *objs, clock=self.clock)
-        self.factory = SharedInformerFactory(self.client, clock=self.clock)
-        self.ctl = JobController(ControllerContext(self.client, self.factory, clock=self.clock))
-        self.stop = asyncio.Event()
-
-    async def __aenter__(self):
-        self.factory.start(self.stop)
-        self.task = asyncio.create_task(self.ctl.run(3, self.stop))
-        await self.settle()
-        return self
-
-    async def __aexit__(self, *exc):
-        self.stop.set()
-        await asyncio.wait_for(self.task, 2)
-        await self.ctl.recorder.close()
-        await self.factory.shutdown()
-
-    async def settle(self, rounds=3000):
-        idle = 0
-        for _ in range(rounds):
-            await asyncio.sleep(0)
-            busy = len(self.ctl.queue) or self.ctl.queue.processing() or any(
-                r.pending() for _, r in self.ctl.registrations)
-            idle = 0 if busy else idle + 1
-            if idle > 30:
-                return
-
-    async def step(self, seconds):
-        self.clock.step(seconds)
-        await self.settle()
+        super().__init__(JobController, NS, *objs, workers=3, clock=FakeClock(wall=START))
 
     def job(self, name="pi"):
-        return self.client.object("batch", "v1", "jobs", name, "default")
-
-    def pods(self, prefix=""):
-        res = self.client.tracker.resource("", "v1", "pods")
-        return [p for p in self.client.tracker.list(res, "default", None, None)
-                if p["metadata"]["name"].startswith(prefix)]
+        return self.get("jobs", name, "batch")
 
     def active(self, prefix=""):
         return [p for p in self.pods(prefix) if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
@@ -81,10 +43,9 @@ class Harness:
     async def finish(self, pod, phase, exit_code=None, conditions=()):
         """Play the kubelet: the pod's containers ended (``exit_code``) and it reached ``phase``."""
         code = exit_code if exit_code is not None else (0 if phase == "Succeeded" else 1)
-        finished = (self.clock.wall()).strftime("%Y-%m-%dT%H:%M:%SZ")
         status = {"phase": phase, "conditions": list(conditions),
                   "containerStatuses": [{"name": "c", "restartCount": 0, "state": {"terminated": {
-                      "exitCode": code, "finishedAt": finished}}}]}
+                      "exitCode": code, "finishedAt": self.now()}}}]}
         await self.client.patch("", "v1", "pods", pod["metadata"]["name"], {"status": status},
                                 namespace="default", subresource="status", patch_type="merge")
         await self.settle()
@@ -99,11 +60,6 @@ class Harness:
 
     def conditions(self, name="pi"):
         return [(c["type"], c["status"], c.get("reason", "")) for c in self.job(name)["status"].get("conditions", [])]
-
-    async def events(self):
-        await self.ctl.recorder.flush()
-        res = self.client.tracker.resource("", "v1", "events")
-        return [(e["reason"], e["message"]) for e in self.client.tracker.list(res, "default", None, None)]
 
 
 def test_completions_with_parallelism_never_runs_more_than_parallelism():
