@@ -117,7 +117,7 @@ class ControllerHarness:
 
     # -- playing the other actors ----------------------------------------------------------
 
-    async def edit(self, resource: str, name: str, fn: Callable[[dict], None], group: str = "apps",
+    async def edit(self, fn: Callable[[dict], None], resource: str, name: str, group: str = "apps",
                    namespace: str | None = "default") -> None:
         """Read-modify-write ``fn`` on an object, as a user's ``kubectl edit``; then settle."""
         obj = await self.client.get(group, "v1", resource, name, namespace=namespace)

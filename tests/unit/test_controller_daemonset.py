@@ -7,15 +7,10 @@ controller maps them by it. `Harness.mark` plays the kubelet (phase and Ready).
 import asyncio
 
 import pytest
+from controller_testing import NS, ControllerHarness
 
 from kubeling.api.errors import StatusError
-from kubeling.client.clock import FakeClock
-from kubeling.client.factory import SharedInformerFactory
-from kubeling.client.fake import FakeClient
-from kubeling.controllers.base import ControllerContext
 from kubeling.controllers.daemonset import DaemonSetsController, util
-
-NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
 
 
 def node(name, labels=None, taints=None, unschedulable=False):
@@ -84,40 +79,9 @@ def test_default_tolerations_and_host_network():
     assert all("tolerationSeconds" not in t for t in spec["tolerations"])  # never evicted for not-ready
 
 
-class Harness:
+class Harness(ControllerHarness):
     def __init__(self, *objs):
-        self.clock = FakeClock()
-        self.client = FakeClient(NS, *objs, clock=self.clock)
-        self.factory = SharedInformerFactory(self.client, clock=self.clock)
-        self.ctrl = DaemonSetsController(ControllerContext(self.client, self.factory, clock=self.clock))
-        self.stop = asyncio.Event()
-
-    async def __aenter__(self):
-        self.factory.start(self.stop)
-        self.task = asyncio.create_task(self.ctrl.run(2, self.stop))
-        await self.settle()
-        return self
-
-    async def __aexit__(self, *exc):
-        self.stop.set()
-        await asyncio.wait_for(self.task, 2)
-        await self.factory.shutdown()
-        await self.ctrl.recorder.close()
-
-    async def settle(self, rounds=3000):
-        idle = 0
-        for _ in range(rounds):
-            await asyncio.sleep(0)
-            busy = len(self.ctrl.queue) or self.ctrl.queue.processing() or any(
-                reg.pending() for _, reg in self.ctrl.registrations)
-            idle = 0 if busy else idle + 1
-            if idle > 30:
-                return
-        raise AssertionError("the controller did not settle")
-
-    def pods(self):
-        res = self.client.tracker.resource("", "v1", "pods")
-        return list(self.client.tracker.list(res, "default", None, None))
+        super().__init__(DaemonSetsController, NS, *objs)
 
     def by_node(self):
         out = {}
@@ -126,14 +90,10 @@ class Harness:
         return out
 
     def set(self, name="agent"):
-        return self.client.object("apps", "v1", "daemonsets", name, "default")
+        return self.get("daemonsets", name)
 
     async def mark(self, pod, phase="Running", ready=True):
-        pod = await self.client.get("", "v1", "pods", pod["metadata"]["name"], namespace="default")
-        pod["status"] = {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                                                         "lastTransitionTime": "2024-01-01T00:00:00Z"}]}
-        await self.client.update_status("", "v1", "pods", pod, namespace="default")
-        await self.settle()
+        await self.mark_ready(pod["metadata"]["name"], ready, phase)
 
     async def ready_all(self):
         for p in self.pods():
@@ -141,15 +101,7 @@ class Harness:
                 await self.mark(p)
 
     async def edit(self, fn, group="apps", resource="daemonsets", name="agent", namespace="default"):
-        obj = await self.client.get(group, "v1", resource, name, namespace=namespace)
-        fn(obj)
-        await self.client.update(group, "v1", resource, obj, namespace=namespace)
-        await self.settle()
-
-    async def events(self):
-        await self.ctrl.recorder.flush()
-        res = self.client.tracker.resource("", "v1", "events")
-        return [(e["reason"], e["message"]) for e in self.client.tracker.list(res, "default", None, None)]
+        await super().edit(fn, resource, name, group, namespace)
 
 
 def run(coro):
