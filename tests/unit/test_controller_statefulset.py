@@ -8,15 +8,10 @@ import asyncio
 import copy
 
 import pytest
+from controller_testing import NS, ControllerHarness
 
 from kubeling.api.errors import StatusError
-from kubeling.client.clock import FakeClock
-from kubeling.client.factory import SharedInformerFactory
-from kubeling.client.fake import FakeClient
-from kubeling.controllers.base import ControllerContext
 from kubeling.controllers.statefulset import StatefulSetController
-
-NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
 
 
 def sts(name="web", replicas=3, image="busybox", policy="OrderedReady", partition=0, claims=(), retention=None,
@@ -37,55 +32,22 @@ def sts(name="web", replicas=3, image="busybox", policy="OrderedReady", partitio
             "spec": spec}
 
 
-class Harness:
+class Harness(ControllerHarness):
     def __init__(self, *objs):
-        self.clock = FakeClock()
-        self.client = FakeClient(NS, *objs, clock=self.clock)
-        self.factory = SharedInformerFactory(self.client, clock=self.clock)
-        self.ctrl = StatefulSetController(ControllerContext(self.client, self.factory, clock=self.clock))
-        self.stop = asyncio.Event()
-
-    async def __aenter__(self):
-        self.factory.start(self.stop)
-        self.task = asyncio.create_task(self.ctrl.run(2, self.stop))
-        await self.settle()
-        return self
-
-    async def __aexit__(self, *exc):
-        self.stop.set()
-        await asyncio.wait_for(self.task, 2)
-        await self.factory.shutdown()
-        await self.ctrl.recorder.close()
-
-    async def settle(self, rounds=3000):
-        idle = 0
-        for _ in range(rounds):
-            await asyncio.sleep(0)
-            busy = len(self.ctrl.queue) or self.ctrl.queue.processing() or any(
-                reg.pending() for _, reg in self.ctrl.registrations)
-            idle = 0 if busy else idle + 1
-            if idle > 30:
-                return
-        raise AssertionError("the controller did not settle")
+        super().__init__(StatefulSetController, NS, *objs)
 
     def pods(self, name_prefix=""):
-        res = self.client.tracker.resource("", "v1", "pods")
-        return {p["metadata"]["name"]: p for p in self.client.tracker.list(res, "default", None, None)
-                if p["metadata"]["name"].startswith(name_prefix)}
+        """By name: a StatefulSet's pods are known by their ordinal names."""
+        return {p["metadata"]["name"]: p for p in super().pods(name_prefix)}
 
     def claims(self):
-        res = self.client.tracker.resource("", "v1", "persistentvolumeclaims")
-        return {c["metadata"]["name"]: c for c in self.client.tracker.list(res, "default", None, None)}
+        return {c["metadata"]["name"]: c for c in self.list("persistentvolumeclaims")}
 
     def set(self, name="web"):
-        return self.client.object("apps", "v1", "statefulsets", name, "default")
+        return self.get("statefulsets", name)
 
     async def mark(self, name, phase="Running", ready=True):
-        pod = await self.client.get("", "v1", "pods", name, namespace="default")
-        pod["status"] = {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                                                         "lastTransitionTime": "2024-01-01T00:00:00Z"}]}
-        await self.client.update_status("", "v1", "pods", pod, namespace="default")
-        await self.settle()
+        await self.mark_ready(name, ready, phase)
 
     async def ready_all(self, prefix="web-"):
         """Mark pods Ready one by one until nothing new appears (how OrderedReady advances)."""
@@ -98,15 +60,7 @@ class Harness:
                 await self.mark(n)
 
     async def edit(self, fn, name="web"):
-        obj = await self.client.get("apps", "v1", "statefulsets", name, namespace="default")
-        fn(obj)
-        await self.client.update("apps", "v1", "statefulsets", obj, namespace="default")
-        await self.settle()
-
-    async def events(self):
-        await self.ctrl.recorder.flush()
-        res = self.client.tracker.resource("", "v1", "events")
-        return [(e["reason"], e["message"]) for e in self.client.tracker.list(res, "default", None, None)]
+        await super().edit(fn, "statefulsets", name)
 
 
 def run(coro):
