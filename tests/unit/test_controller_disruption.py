@@ -5,11 +5,10 @@ import asyncio
 import datetime as dt
 
 import pytest
+from controller_testing import NS, ControllerHarness
 
 from kubeling.api.errors import StatusError
-from kubeling.client.clock import FakeClock
 from kubeling.client.factory import SharedInformerFactory
-from kubeling.client.fake import FakeClient
 from kubeling.controllers.base import ControllerContext
 from kubeling.controllers.disruption import (
     DisruptionController,
@@ -17,7 +16,6 @@ from kubeling.controllers.disruption import (
     scaled_value,
 )
 
-NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
 LABELS = {"app": "web"}
 
 
@@ -54,47 +52,17 @@ def pdb(name="pdb", generation=1, selector=None, status=None, **spec):
             "status": status or {}}
 
 
-class Harness:
+class Harness(ControllerHarness):
+    event_fields = ("involvedObject.name", "type", "reason", "message")
+    event_namespace = None
+    rounds = 2000
+    must_settle = False  # a failing PDB's fail-safe status write re-triggers it on the FakeClient
+
     def __init__(self, *objs):
-        self.clock = FakeClock()
-        self.client = FakeClient(NS, *objs, clock=self.clock)
-        self.factory = SharedInformerFactory(self.client, clock=self.clock)
-        self.ctrl = DisruptionController(ControllerContext(self.client, self.factory, clock=self.clock))
-        self.stop = asyncio.Event()
-
-    async def __aenter__(self):
-        self.factory.start(self.stop)
-        self.task = asyncio.create_task(self.ctrl.run(2, self.stop))
-        await self.settle()
-        return self
-
-    async def __aexit__(self, *exc):
-        self.stop.set()
-        await asyncio.wait_for(self.task, 2)
-        await self.factory.shutdown()
-
-    async def settle(self, rounds=2000):
-        idle = 0
-        for _ in range(rounds):
-            await asyncio.sleep(0)
-            q = self.ctrl.queue
-            busy = len(q) or q.processing() or any(r.pending() for _, r in self.ctrl.registrations)
-            idle = 0 if busy else idle + 1
-            if idle > 30:
-                break
-        await self.ctrl.recorder.flush()
-
-    async def step(self, seconds):
-        self.clock.step(seconds)
-        await self.settle()
+        super().__init__(DisruptionController, NS, *objs)
 
     def status(self, name="pdb"):
-        return self.client.object("policy", "v1", "poddisruptionbudgets", name, "default")["status"]
-
-    def events(self):
-        res = self.client.tracker.resource("", "v1", "events")
-        return [(e["involvedObject"]["name"], e["type"], e["reason"], e["message"])
-                for e in self.client.tracker.list(res, None, None, None)]
+        return self.get("poddisruptionbudgets", name, "policy")["status"]
 
 
 def counts(st):
@@ -133,7 +101,7 @@ def test_status(spec, objs, expected):
             assert (cond["type"], cond["status"], cond["reason"]) == (
                 "DisruptionAllowed", "True" if allowed else "False", "SufficientPods" if allowed else "InsufficientPods")
             if not expected[0] and "minAvailable" in spec and spec["minAvailable"]:
-                assert ("pdb", "Normal", "NoPods", "No matching pods found") in h.events()
+                assert ("pdb", "Normal", "NoPods", "No matching pods found") in await h.events()
 
     asyncio.run(main())
 
@@ -189,7 +157,7 @@ def test_disrupted_pods_do_not_count_and_expire():
             assert st["disruptedPods"] == {"a": recorded["a"]}  # b expired, gone is gone
             assert counts(st) == (3, 1, 2, 1)
             assert ("b", "Warning", "NotDeleted",
-                    "Pod was expected by PDB default/pdb to be deleted but it wasn't") in h.events()
+                    "Pod was expected by PDB default/pdb to be deleted but it wasn't") in await h.events()
             await h.step(91)  # a's entry expires 2 minutes after it was written: looked at again then
             st = h.status()
             assert "disruptedPods" not in st
@@ -207,9 +175,9 @@ def test_missing_controller_fails_safe_with_events():
             cond = st["conditions"][0]
             assert (cond["status"], cond["reason"], cond["message"]) == (
                 "False", "SyncFailed", 'found no controllers for pod "a"')
-            assert ("pdb", "Warning", "NoControllers", 'found no controllers for pod "a"') in h.events()
+            assert ("pdb", "Warning", "NoControllers", 'found no controllers for pod "a"') in await h.events()
             assert ("pdb", "Warning", "CalculateExpectedPodCountFailed",
-                    'Failed to calculate the number of expected pods: found no controllers for pod "a"') in h.events()
+                    'Failed to calculate the number of expected pods: found no controllers for pod "a"') in await h.events()
 
     asyncio.run(main())
 
@@ -218,7 +186,7 @@ def test_unmanaged_pods_are_reported_and_count_for_nothing():
     async def main():
         async with Harness(pdb(maxUnavailable=1), pod("a"), pod("b")) as h:
             assert counts(h.status()) == (0, 0, 2, 0)
-            assert any(e[2] == "UnmanagedPods" for e in h.events())
+            assert any(e[2] == "UnmanagedPods" for e in await h.events())
 
     asyncio.run(main())
 
