@@ -3,19 +3,15 @@
 import asyncio
 
 import pytest
+from controller_testing import NS, ControllerHarness
 
 from kubeling.api.errors import StatusError
-from kubeling.client.clock import FakeClock
-from kubeling.client.factory import SharedInformerFactory
-from kubeling.client.fake import FakeClient
-from kubeling.controllers.base import ControllerContext
 from kubeling.controllers.tainteviction import (
     TaintEvictionController,
     matching_tolerations,
     min_toleration_seconds,
 )
 
-NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
 UNREACHABLE = {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}
 NOT_READY = {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}
 DEDICATED = {"key": "dedicated", "value": "db", "effect": "NoExecute"}
@@ -43,48 +39,16 @@ def pod(name, node_name="n1", *tolerations, uid=None):
             "status": {"phase": "Running"}}
 
 
-class Harness:
+class Harness(ControllerHarness):
+    event_fields = ("involvedObject.name", "reason", "message")
+    event_namespace = None
+
     def __init__(self, *objs):
-        self.clock = FakeClock()
-        self.client = FakeClient(NS, *objs, clock=self.clock)
-        self.factory = SharedInformerFactory(self.client, clock=self.clock)
-        self.ctrl = TaintEvictionController(ControllerContext(self.client, self.factory, clock=self.clock))
-        self.stop = asyncio.Event()
-
-    async def __aenter__(self):
-        self.factory.start(self.stop)
-        self.task = asyncio.create_task(self.ctrl.run(2, self.stop))
-        await self.settle()
-        return self
-
-    async def __aexit__(self, *exc):
-        self.stop.set()
-        await asyncio.wait_for(self.task, 2)
-        await self.factory.shutdown()
-
-    async def settle(self, rounds=2000):
-        idle = 0
-        for _ in range(rounds):
-            await asyncio.sleep(0)
-            q = self.ctrl.queue
-            busy = len(q) or q.processing() or any(r.pending() for _, r in self.ctrl.registrations)
-            idle = 0 if busy else idle + 1
-            if idle > 30:
-                break
-        await self.ctrl.recorder.flush()
-
-    async def step(self, seconds):
-        self.clock.step(seconds)
-        await self.settle()
+        super().__init__(TaintEvictionController, NS, *objs)
 
     def pods(self):
-        res = self.client.tracker.resource("", "v1", "pods")
-        return sorted(p["metadata"]["name"] for p in self.client.tracker.list(res, None, None, None))
-
-    def events(self):
-        res = self.client.tracker.resource("", "v1", "events")
-        return [(e["involvedObject"]["name"], e["reason"], e["message"])
-                for e in self.client.tracker.list(res, None, None, None)]
+        """Names of the pods left, in every namespace."""
+        return sorted(p["metadata"]["name"] for p in self.list("pods", namespace=None))
 
     async def set_taints(self, name, *taints):
         await self.client.patch("", "v1", "nodes", name, {"spec": {"taints": list(taints) or None}})
@@ -125,7 +89,7 @@ def test_untolerated_taint_evicts_at_once_with_condition_and_event():
                                                                      "DeletionByTaintManager")
             deletes = h.client.filter_actions("delete", "pods")
             assert [(d.name, d.options["preconditions"]) for d in deletes] == [("a", {"uid": "uid-a"})]
-            assert h.events() == [("a", "TaintManagerEviction", "Marking for deletion Pod default/a")]
+            assert await h.events() == [("a", "TaintManagerEviction", "Marking for deletion Pod default/a")]
 
     asyncio.run(main())
 
@@ -144,7 +108,7 @@ def test_toleration_seconds_delay_the_eviction_and_the_taint_leaving_cancels_it(
             await h.set_taints("n1")  # the node came back: the pending eviction of "long" is cancelled
             await h.step(120)
             assert h.pods() == ["forever", "long"]
-            assert sorted(h.events()) == [
+            assert sorted(await h.events()) == [
                 ("long", "TaintManagerEviction", "Cancelling deletion of Pod default/long"),
                 ("short", "TaintManagerEviction", "Marking for deletion Pod default/short")]
 
@@ -175,7 +139,7 @@ def test_pod_bound_later_and_pod_deleted_while_pending():
             await h.settle()
             await h.step(6)
             assert h.pods() == []
-            reasons = sorted(h.events())
+            reasons = sorted(await h.events())
             assert ("gone", "TaintManagerEviction", "Cancelling deletion of Pod default/gone") in reasons
             assert ("late", "TaintManagerEviction", "Marking for deletion Pod default/late") in reasons
             assert not h.ctrl.evictions  # nothing left behind once the pods are gone
