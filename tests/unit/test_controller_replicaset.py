@@ -3,16 +3,12 @@
 import asyncio
 
 import pytest
+from controller_testing import NS, ControllerHarness
 
 from kubeling.api.errors import StatusError
-from kubeling.client.clock import FakeClock
-from kubeling.client.factory import SharedInformerFactory
-from kubeling.client.fake import FakeClient
-from kubeling.controllers.base import ControllerContext
 from kubeling.controllers.replicaset import ReplicaSetController, pods_to_delete
 from kubeling.controllers.replication import ReplicationManager
 
-NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
 READY_SINCE = "2024-01-01T00:00:00Z"
 
 
@@ -54,58 +50,15 @@ def pod(name, app="web", owner=None, node=None, ready=None, phase="Running", cre
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 
 
-class Harness:
+class Harness(ControllerHarness):
+    event_fields = ("reason", "message", "involvedObject.name")
+
     def __init__(self, *objs, cls=ReplicaSetController):
-        self.clock = FakeClock()
-        self.client = FakeClient(NS, *objs, clock=self.clock)
-        self.factory = SharedInformerFactory(self.client, clock=self.clock)
-        self.ctrl = cls(ControllerContext(self.client, self.factory, clock=self.clock))
-        self.stop = asyncio.Event()
-
-    async def __aenter__(self):
-        self.factory.start(self.stop)
-        self.task = asyncio.create_task(self.ctrl.run(2, self.stop))
-        await self.settle()
-        return self
-
-    async def __aexit__(self, *exc):
-        self.stop.set()
-        await asyncio.wait_for(self.task, 2)
-        await self.factory.shutdown()
-
-    async def settle(self, rounds=3000):
-        """Run until the controller's queue is empty and nothing is in hand for a while."""
-        idle = 0
-        for _ in range(rounds):
-            await asyncio.sleep(0)
-            q = self.ctrl.queue
-            idle = idle + 1 if len(q) == 0 and q.processing() == 0 else 0
-            if idle > 50:
-                return
-
-    def pods(self, resource="pods"):
-        res = self.client.tracker.resource("", "v1", resource)
-        return self.client.tracker.list(res, "default", None, None)
+        super().__init__(cls, NS, *objs)
 
     def owned_by(self, owner_name):
         return sorted(p["metadata"]["name"] for p in self.pods()
                       if any(r["name"] == owner_name for r in p["metadata"].get("ownerReferences") or ()))
-
-    def obj(self, group, resource, name):
-        return self.client.object(group, "v1", resource, name, "default")
-
-    async def events(self):
-        await self.ctrl.recorder.flush()
-        res = self.client.tracker.resource("", "v1", "events")
-        return [(e["reason"], e["message"], e["involvedObject"]["name"])
-                for e in self.client.tracker.list(res, "default", None, None)]
-
-    async def set_ready(self, name, ready=True):
-        p = self.obj("", "pods", name)
-        p = {**p, "status": {"phase": "Running", "conditions": [
-            {"type": "Ready", "status": "True" if ready else "False",
-             "lastTransitionTime": self.clock.wall().strftime("%Y-%m-%dT%H:%M:%SZ")}]}}
-        await self.client.update_status("", "v1", "pods", p)
 
 
 def test_creates_the_missing_pods_owned_and_labelled():
@@ -113,7 +66,7 @@ def test_creates_the_missing_pods_owned_and_labelled():
         async with Harness(rs(replicas=3)) as h:
             pods = h.pods()
             assert len(pods) == 3
-            owner = h.obj("apps", "replicasets", "web")
+            owner = h.get("replicasets", "web")
             for p in pods:
                 assert p["metadata"]["labels"] == {"app": "web"}
                 assert p["metadata"]["name"].startswith("web-")
@@ -138,15 +91,15 @@ def test_a_deleted_pod_is_replaced_and_scaling_follows_spec():
             await h.client.delete("", "v1", "pods", victim, namespace="default")
             await h.settle()
             assert len(h.owned_by("web")) == 2 and victim not in h.owned_by("web")
-            owner = h.obj("apps", "replicasets", "web")
+            owner = h.get("replicasets", "web")
             await h.client.update("apps", "v1", "replicasets", {**owner, "spec": {**owner["spec"], "replicas": 4}})
             await h.settle()
             assert len(h.owned_by("web")) == 4
-            owner = h.obj("apps", "replicasets", "web")
+            owner = h.get("replicasets", "web")
             await h.client.update("apps", "v1", "replicasets", {**owner, "spec": {**owner["spec"], "replicas": 1}})
             await h.settle()
             assert len(h.owned_by("web")) == 1
-            assert h.obj("apps", "replicasets", "web")["status"]["replicas"] == 1
+            assert h.get("replicasets", "web")["status"]["replicas"] == 1
             assert [r for r, _, _ in await h.events()].count("SuccessfulDelete") == 3
 
     asyncio.run(main())
@@ -189,7 +142,7 @@ def test_adopts_matching_orphans_and_releases_pods_that_stop_matching():
         async with Harness(owner, pod("orphan", node="n1", ready=True), strayed) as h:
             names = h.owned_by("web")
             assert "orphan" in names and "strayed" not in names and len(names) == 2
-            assert not h.obj("", "pods", "strayed")["metadata"].get("ownerReferences")
+            assert not h.get("pods", "strayed", "")["metadata"].get("ownerReferences")
             assert len(h.client.filter_actions("create", "pods")) == 1
 
     asyncio.run(main())
@@ -199,13 +152,13 @@ def test_ready_and_available_with_min_ready_seconds_requeue():
     async def main():
         async with Harness(rs(replicas=2, minReadySeconds=10)) as h:
             for name in h.owned_by("web"):
-                await h.set_ready(name)
+                await h.mark_ready(name)
             await h.settle()
-            st = h.obj("apps", "replicasets", "web")["status"]
+            st = h.get("replicasets", "web")["status"]
             assert st["readyReplicas"] == 2 and "availableReplicas" not in st
             h.clock.step(11)  # the controller asked to look again after minReadySeconds
             await h.settle()
-            st = h.obj("apps", "replicasets", "web")["status"]
+            st = h.get("replicasets", "web")["status"]
             assert st["availableReplicas"] == 2
 
     asyncio.run(main())
@@ -228,7 +181,7 @@ def test_a_refused_create_records_failed_create_and_replica_failure_and_spares_t
             # slow start: each sync tries a first batch of one and stops there; the status write's own
             # update event brings exactly one more sync (upstream's too), and backoff holds the rest
             assert len(broken_creates) == 2
-            st = h.obj("apps", "replicasets", "broken")["status"]
+            st = h.get("replicasets", "broken")["status"]
             (cond,) = st["conditions"]
             assert cond["type"] == "ReplicaFailure" and cond["status"] == "True"
             assert cond["reason"] == "FailedCreate" and "exceeded quota" in cond["message"]
@@ -241,7 +194,7 @@ def test_a_refused_create_records_failed_create_and_replica_failure_and_spares_t
             h.clock.step(5)
             await h.settle()
             assert len(h.owned_by("broken")) == 5
-            assert "conditions" not in h.obj("apps", "replicasets", "broken")["status"]
+            assert "conditions" not in h.get("replicasets", "broken")["status"]
 
     asyncio.run(main())
 
@@ -251,9 +204,9 @@ def test_replication_controller_is_served_by_the_same_logic():
         async with Harness(rc(replicas=2), cls=ReplicationManager) as h:
             pods = h.owned_by("legacy")
             assert len(pods) == 2
-            ref = h.obj("", "pods", pods[0])["metadata"]["ownerReferences"][0]
+            ref = h.get("pods", pods[0], "")["metadata"]["ownerReferences"][0]
             assert (ref["apiVersion"], ref["kind"]) == ("v1", "ReplicationController")
-            assert h.obj("", "replicationcontrollers", "legacy")["status"]["replicas"] == 2
+            assert h.get("replicationcontrollers", "legacy", "")["status"]["replicas"] == 2
             events = await h.events()
             assert {r for r, _, _ in events} == {"SuccessfulCreate"}
 
