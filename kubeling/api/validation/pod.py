@@ -17,6 +17,7 @@ import orjson
 
 from kubeling.api.errors import FieldError, duplicate, invalid_value, not_supported, required
 from kubeling.api.validation import meta, util
+from kubeling.api.validation.affinity import validate_affinity, validate_topology_spread_constraints
 from kubeling.api.validation.container import validate_app_probes, validate_container
 from kubeling.api.validation.meta import forbidden
 from kubeling.api.validation.volumes import validate_volumes
@@ -137,6 +138,9 @@ def validate_pod_spec(spec: Any, path: str = "spec") -> list[FieldError]:
     errs += _validate_dns(spec, path)
     errs += meta.validate_labels(spec.get("nodeSelector"), path + ".nodeSelector")
     errs += validate_tolerations(spec.get("tolerations"), path + ".tolerations")
+    errs += validate_affinity(spec.get("affinity"), path + ".affinity")
+    errs += validate_topology_spread_constraints(spec.get("topologySpreadConstraints"),
+                                                 path + ".topologySpreadConstraints")
     ads = spec.get("activeDeadlineSeconds")
     if ads is not None and not (isinstance(ads, int) and 1 <= ads <= MAX_ACTIVE_DEADLINE):
         errs.append(invalid_value(path + ".activeDeadlineSeconds", ads,
