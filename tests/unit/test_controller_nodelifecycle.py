@@ -4,12 +4,11 @@ taints, rate-limited NoExecute tainting, zones, cordon, pods marked not Ready, e
 import asyncio
 
 import pytest
+from controller_testing import ControllerHarness
+from controller_testing import rfc3339 as rfc
 
 from kubeling.api.errors import StatusError
 from kubeling.client.clock import FakeClock
-from kubeling.client.factory import SharedInformerFactory
-from kubeling.client.fake import FakeClient
-from kubeling.controllers.base import ControllerContext
 from kubeling.controllers.nodelifecycle import (
     FULL_DISRUPTION,
     NORMAL_STATE,
@@ -22,10 +21,6 @@ GRACE = 40.0
 PERIOD = 5.0
 SYSTEM = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
           for n in ("default", "kube-node-lease")]
-
-
-def rfc(clock):
-    return clock.wall().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def node(clock, name, ready="True", zone=None, **spec):
@@ -55,41 +50,18 @@ def pod(name, node_name, ready=True):
                 {"type": "PodScheduled", "status": "True"}]}}
 
 
-class Harness:
+class Harness(ControllerHarness):
+    event_fields = ("involvedObject.kind", "involvedObject.name", "type", "reason", "message")
+    event_namespace = None
+    idle_rounds = 40
+
     def __init__(self, build, **settings):
-        self.clock = FakeClock()
-        objs = build(self.clock)
-        self.client = FakeClient(*SYSTEM, *objs, clock=self.clock)
-        self.factory = SharedInformerFactory(self.client, clock=self.clock)
-        ctx = ControllerContext(self.client, self.factory, clock=self.clock, node_monitor_period=PERIOD,
-                                node_monitor_grace_period=GRACE, node_startup_grace_period=60.0)
-        for k, v in settings.items():
-            setattr(ctx, k, v)
-        self.ctrl = NodeLifecycleController(ctx)
-        self.stop = asyncio.Event()
+        clock = FakeClock()
+        objs = build(clock)
+        settings = {"node_monitor_period": PERIOD, "node_monitor_grace_period": GRACE,
+                    "node_startup_grace_period": 60.0, **settings}
+        super().__init__(NodeLifecycleController, *SYSTEM, *objs, clock=clock, **settings)
         self.alive = {o["metadata"]["name"] for o in objs if o["kind"] == "Node"}
-
-    async def __aenter__(self):
-        self.factory.start(self.stop)
-        self.task = asyncio.create_task(self.ctrl.run(2, self.stop))
-        await self.settle()
-        return self
-
-    async def __aexit__(self, *exc):
-        self.stop.set()
-        await asyncio.wait_for(self.task, 2)
-        await self.factory.shutdown()
-
-    async def settle(self, rounds=3000):
-        idle = 0
-        for _ in range(rounds):
-            await asyncio.sleep(0)
-            q = self.ctrl.queue
-            busy = len(q) or q.processing() or any(r.pending() for _, r in self.ctrl.registrations)
-            idle = 0 if busy else idle + 1
-            if idle > 40:
-                break
-        await self.ctrl.recorder.flush()
 
     async def advance(self, seconds, tick=1.0):
         """Move time in ticks; every live node renews its Lease each tick, as the agent does."""
@@ -102,18 +74,13 @@ class Harness:
             await self.settle()
 
     def node(self, name):
-        return self.client.object("", "v1", "nodes", name)
+        return self.get("nodes", name, "", None)
 
     def taints(self, name):
         return sorted((t["key"].split("/")[-1], t["effect"]) for t in self.node(name)["spec"].get("taints") or ())
 
     def condition(self, name, type_="Ready"):
         return next(c for c in self.node(name)["status"]["conditions"] if c["type"] == type_)
-
-    def events(self):
-        res = self.client.tracker.resource("", "v1", "events")
-        return [(e["involvedObject"]["kind"], e["involvedObject"]["name"], e["type"], e["reason"], e["message"])
-                for e in self.client.tracker.list(res, None, None, None)]
 
     async def set_ready(self, name, status):
         n = self.node(name)
@@ -138,8 +105,8 @@ def cluster(*names, zone=None, extra=()):
 def test_silent_node_goes_unknown_tainted_and_its_pods_not_ready():
     async def main():
         async with Harness(cluster("n1", "n2", extra=[pod("a", "n2"), pod("b", "n1")])) as h:
-            assert [e[3] for e in h.events()] == ["RegisteredNode", "RegisteredNode"]
-            assert h.events()[0][4] == "Node n1 event: Registered Node n1 in Controller"
+            assert [e[3] for e in await h.events()] == ["RegisteredNode", "RegisteredNode"]
+            assert (await h.events())[0][4] == "Node n1 event: Registered Node n1 in Controller"
             h.alive.discard("n2")
             await h.advance(GRACE - 1)
             assert h.condition("n2")["status"] == "True"
@@ -155,8 +122,8 @@ def test_silent_node_goes_unknown_tainted_and_its_pods_not_ready():
             ready = lambda p: next(c for c in h.client.object("", "v1", "pods", p, "default")["status"]["conditions"]
                                    if c["type"] == "Ready")["status"]
             assert (ready("a"), ready("b")) == ("False", "True")
-            assert ("Node", "n2", "Normal", "NodeNotReady", "Node n2 status is now: NodeNotReady") in h.events()
-            assert ("Pod", "a", "Warning", "NodeNotReady", "Node is not ready") in h.events()
+            assert ("Node", "n2", "Normal", "NodeNotReady", "Node n2 status is now: NodeNotReady") in await h.events()
+            assert ("Pod", "a", "Warning", "NodeNotReady", "Node is not ready") in await h.events()
             # the node comes back: its taints go
             h.alive.add("n2")
             await h.set_ready("n2", "True")
@@ -294,7 +261,7 @@ def test_pod_bound_to_a_not_ready_node_is_marked_not_ready_and_deleted_node_is_r
             await h.client.delete("", "v1", "nodes", "n2")
             h.alive.discard("n2")
             await h.advance(PERIOD)
-            assert ("Node", "n2", "Normal", "RemovingNode", "Node n2 event: Removing Node n2 from Controller") in h.events()
+            assert ("Node", "n2", "Normal", "RemovingNode", "Node n2 event: Removing Node n2 from Controller") in await h.events()
 
     asyncio.run(main())
 
