@@ -5,16 +5,12 @@ import asyncio
 import copy
 
 import pytest
+from controller_testing import NS, ControllerHarness
 
 from kubeling.api.errors import StatusError
-from kubeling.client.clock import FakeClock
-from kubeling.client.factory import SharedInformerFactory
-from kubeling.client.fake import FakeClient
-from kubeling.controllers.base import ControllerContext
 from kubeling.controllers.deployment import DeploymentController
 from kubeling.controllers.replicaset import ReplicaSetController
 
-NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
 BAD_IMAGE = "docker.io/library/doesnotexist:1"
 
 
@@ -30,45 +26,16 @@ def deployment(name="web", replicas=3, image="busybox:1", surge=1, unavailable=0
                                   "spec": {"containers": [{"name": "c", "image": image}]}}, **spec}}
 
 
-class Cluster:
+class Cluster(ControllerHarness):
     """Both controllers on one fake API; `kubelet` plays the node (Ready unless the image is bad)."""
 
+    event_fields = ("reason", "message", "involvedObject.name")
+    idle_rounds = 60
+    must_settle = False  # a failed ReplicaSet create rewrites the same status: the FakeClient re-delivers it
+
     def __init__(self, *objs):
-        self.clock = FakeClock()
-        self.client = FakeClient(NS, *objs, clock=self.clock)
-        self.factory = SharedInformerFactory(self.client, clock=self.clock)
-        ctx = ControllerContext(self.client, self.factory, clock=self.clock)
-        self.dc = DeploymentController(ctx)
-        self.rsc = ReplicaSetController(ctx)
-        self.stop = asyncio.Event()
+        super().__init__((DeploymentController, ReplicaSetController), NS, *objs)
         self.observations = []
-
-    async def __aenter__(self):
-        self.factory.start(self.stop)
-        self.tasks = [asyncio.create_task(c.run(2, self.stop)) for c in (self.dc, self.rsc)]
-        await self.settle()
-        return self
-
-    async def __aexit__(self, *exc):
-        self.stop.set()
-        await asyncio.wait_for(asyncio.gather(*self.tasks), 2)
-        await self.factory.shutdown()
-
-    async def settle(self, rounds=4000):
-        idle = 0
-        for _ in range(rounds):
-            await asyncio.sleep(0)
-            busy = any(len(c.queue) or c.queue.processing() for c in (self.dc, self.rsc))
-            idle = 0 if busy else idle + 1
-            if idle > 60:
-                return
-
-    def list(self, resource, group=""):
-        res = self.client.tracker.resource(group, "v1", resource)
-        return self.client.tracker.list(res, "default", None, None)
-
-    def get(self, resource, name, group="apps"):
-        return self.client.object(group, "v1", resource, name, "default")
 
     def replicasets(self, owner="web"):
         return sorted((rs for rs in self.list("replicasets", "apps")
@@ -88,11 +55,7 @@ class Cluster:
         for p in self.list("pods"):
             if p["spec"]["containers"][0]["image"] == BAD_IMAGE or (p.get("status") or {}).get("conditions"):
                 continue
-            p = copy.deepcopy(p)
-            p["status"] = {"phase": "Running", "conditions": [
-                {"type": "Ready", "status": "True", "lastTransitionTime": self.clock.wall().strftime(
-                    "%Y-%m-%dT%H:%M:%SZ")}]}
-            await self.client.update_status("", "v1", "pods", p)
+            await self.mark_ready(p["metadata"]["name"], settle=False)
             if one_at_a_time:
                 return True
         return False
@@ -108,10 +71,7 @@ class Cluster:
         raise AssertionError("no steady state")
 
     async def events(self, reason=None):
-        await self.dc.recorder.flush()
-        await self.rsc.recorder.flush()
-        return [(e["reason"], e["message"], e["involvedObject"]["name"]) for e in self.list("events")
-                if reason in (None, e["reason"])]
+        return [e for e in await super().events() if reason in (None, e[0])]
 
     async def set_spec(self, name="web", **changes):
         d = copy.deepcopy(self.get("deployments", name))
