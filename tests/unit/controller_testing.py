@@ -76,9 +76,12 @@ class ControllerHarness:
     async def __aexit__(self, *exc) -> None:
         self.stop.set()
         await asyncio.wait_for(asyncio.gather(*self.tasks), 2)
-        for c in self.controllers:
-            await c.recorder.close()
+        for r in self._recorders():
+            await r.close()
         await self.factory.shutdown()
+
+    def _recorders(self) -> list:
+        return [c.recorder for c in self.controllers if getattr(c, "recorder", None) is not None]
 
     def _busy(self) -> bool:
         return any(len(c.queue) or c.queue.processing() or any(r.pending() for _, r in c.registrations)
@@ -115,8 +118,8 @@ class ControllerHarness:
         return [p for p in self.list("pods") if p["metadata"]["name"].startswith(prefix)]
 
     async def events(self) -> list[tuple]:
-        for c in self.controllers:
-            await c.recorder.flush()
+        for r in self._recorders():
+            await r.flush()
         return [tuple(_field(e, f) for f in self.event_fields)
                 for e in self.list("events", namespace=self.event_namespace)]
 

@@ -4,14 +4,11 @@ import asyncio
 import datetime as dt
 
 import pytest
+from controller_testing import NS, ControllerHarness
 
 from kubeling.client.clock import FakeClock
-from kubeling.client.factory import SharedInformerFactory
-from kubeling.client.fake import FakeClient
-from kubeling.controllers.base import ControllerContext
 from kubeling.controllers.podgc import GC_PERIOD, QUARANTINE, PodGCController
 
-NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
@@ -32,23 +29,14 @@ def node(name, ready=True, taints=()):
 
 
 async def run(objs, threshold, steps=(0,), reactor=None):
-    clock = FakeClock(wall=START)
-    client = FakeClient(NS, *objs, clock=clock)
+    h = ControllerHarness(PodGCController, NS, *objs, workers=1, clock=FakeClock(wall=START),
+                          terminated_pod_gc_threshold=threshold)
     if reactor:
-        client.prepend_reactor(*reactor)
-    factory = SharedInformerFactory(client, clock=clock)
-    ctl = PodGCController(ControllerContext(client, factory, clock=clock, terminated_pod_gc_threshold=threshold))
-    stop = asyncio.Event()
-    factory.start(stop)
-    task = asyncio.create_task(ctl.run(1, stop))
-    for s in steps:
-        clock.step(s)
-        for _ in range(500):
-            await asyncio.sleep(0)
-    stop.set()
-    await asyncio.wait_for(task, 2)
-    await factory.shutdown()
-    return client
+        h.client.prepend_reactor(*reactor)
+    async with h:
+        for s in steps:
+            await h.step(s)
+    return h.client
 
 
 def deleted(client):

@@ -4,14 +4,11 @@ import asyncio
 import datetime as dt
 
 import pytest
+from controller_testing import NS, ControllerHarness
 
 from kubeling.client.clock import FakeClock
-from kubeling.client.factory import SharedInformerFactory
-from kubeling.client.fake import FakeClient
-from kubeling.controllers.base import ControllerContext
 from kubeling.controllers.ttlafterfinished import TTLAfterFinishedController
 
-NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
@@ -24,16 +21,6 @@ def job(name, ttl=None, finished_at=START, kind="Complete", time=True):
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "default",
                                                                   "uid": f"uid-{name}"},
             "spec": spec, "status": status}
-
-
-async def settle(ctl):
-    idle = 0
-    for _ in range(2000):
-        await asyncio.sleep(0)
-        busy = len(ctl.queue) or ctl.queue.processing() or any(r.pending() for _, r in ctl.registrations)
-        idle = 0 if busy else idle + 1
-        if idle > 30:
-            return
 
 
 def names(client):
@@ -57,23 +44,12 @@ def names(client):
 ])
 def test_ttl_after_finished(jobs, steps, left):
     async def main():
-        clock = FakeClock(wall=START)
-        client = FakeClient(NS, *jobs, clock=clock)
-        factory = SharedInformerFactory(client, clock=clock)
-        ctl = TTLAfterFinishedController(ControllerContext(client, factory, clock=clock))
-        stop = asyncio.Event()
-        factory.start(stop)
-        task = asyncio.create_task(ctl.run(2, stop))
-        await settle(ctl)
-        for s in steps:
-            clock.step(s)
-            await settle(ctl)
-        assert names(client) == left
-        for a in client.filter_actions("delete", "jobs"):
-            assert a.options["propagation_policy"] == "Foreground"
-            assert a.options["preconditions"] == {"uid": f"uid-{a.name}"}
-        stop.set()
-        await asyncio.wait_for(task, 2)
-        await factory.shutdown()
+        async with ControllerHarness(TTLAfterFinishedController, NS, *jobs, clock=FakeClock(wall=START)) as h:
+            for s in steps:
+                await h.step(s)
+            assert names(h.client) == left
+            for a in h.client.filter_actions("delete", "jobs"):
+                assert a.options["propagation_policy"] == "Foreground"
+                assert a.options["preconditions"] == {"uid": f"uid-{a.name}"}
 
     asyncio.run(main())
