@@ -165,20 +165,40 @@ class ListPage:
         return b"%b,\"items\":[%b]}\n" % (head[:-2], items)
 
 
-class _Subscribers:
-    """The watchers of one resource: cluster-wide ones and per namespace."""
+# Upstream's cacher "triggers": a watch whose field selector pins one of these fields is told only
+# of events whose object (before or after) has that value, instead of filtering every event. The
+# agents' pod watches (`spec.nodeName=<node>`) are the reason: with N nodes, each pod event would
+# otherwise be offered to N watchers.
+TRIGGERS = {("", "pods"): "spec.nodeName"}
 
-    __slots__ = ("all", "by_namespace")
+
+def _node_name(cached) -> str:
+    return ((cached.obj.get("spec") or {}).get("nodeName") or "") if cached is not None else ""
+
+
+class _Subscribers:
+    """The watchers of one resource: cluster-wide ones, per namespace, and per trigger value."""
+
+    __slots__ = ("all", "by_namespace", "by_trigger")
 
     def __init__(self) -> None:
         self.all: set[CacheWatcher] = set()
         self.by_namespace: dict[str, set[CacheWatcher]] = {}
+        self.by_trigger: dict[str, set[CacheWatcher]] = {}
 
-    def for_event(self, namespace: str) -> tuple[CacheWatcher, ...]:
-        scoped = self.by_namespace.get(namespace)
-        if not scoped:
-            return tuple(self.all)
-        return (*self.all, *scoped)
+    def for_event(self, cev) -> tuple[CacheWatcher, ...]:
+        scoped = self.by_namespace.get(cev.namespace)
+        out = (*self.all, *scoped) if scoped else tuple(self.all)
+        if self.by_trigger:
+            values = {_node_name(cev.cur), _node_name(cev.prev)}
+            for v in values:
+                hit = self.by_trigger.get(v)
+                if hit:
+                    out = (*out, *hit)
+        return out
+
+    def empty(self) -> bool:
+        return not self.all and not self.by_namespace and not self.by_trigger
 
 
 class Cacher:
@@ -368,7 +388,7 @@ class Cacher:
 
     @staticmethod
     def _dispatch(subs: _Subscribers, cev: CacheEvent, touched: list[CacheWatcher]) -> None:
-        for w in subs.for_event(cev.namespace):
+        for w in subs.for_event(cev):
             try:
                 if w.offer(cev):
                     touched.append(w)
@@ -537,27 +557,36 @@ class Cacher:
         subs = self._subs.get(prefix)
         if subs is None:
             subs = self._subs[prefix] = _Subscribers()
-        (subs.all if scope is None else subs.by_namespace.setdefault(scope, set())).add(w)
-        w.scope = (prefix, scope)
+        trigger = self._trigger_value(w) if scope is None else None
+        if trigger is not None:
+            subs.by_trigger.setdefault(trigger, set()).add(w)
+        else:
+            (subs.all if scope is None else subs.by_namespace.setdefault(scope, set())).add(w)
+        w.scope = (prefix, scope, trigger)
         self._watchers.add(w)
+
+    @staticmethod
+    def _trigger_value(w: CacheWatcher) -> str | None:
+        field = TRIGGERS.get((w.served.res.group, w.served.res.resource))
+        if field is None or w.pred.field is None or w.pred.name:
+            return None
+        return w.pred.field.requires_exact_match(field)
 
     def _unregister(self, w: CacheWatcher) -> None:
         self._watchers.discard(w)
         if w.scope is None:
             return
-        prefix, scope = w.scope
+        prefix, scope, trigger = w.scope
         subs = self._subs.get(prefix)
         if subs is None:
             return
-        if scope is None:
+        if trigger is not None:
+            _discard(subs.by_trigger, trigger, w)
+        elif scope is None:
             subs.all.discard(w)
         else:
-            group = subs.by_namespace.get(scope)
-            if group is not None:
-                group.discard(w)
-                if not group:
-                    del subs.by_namespace[scope]
-        if not subs.all and not subs.by_namespace:
+            _discard(subs.by_namespace, scope, w)
+        if subs.empty():
             del self._subs[prefix]
 
     def watcher_count(self) -> int:
@@ -579,3 +608,11 @@ class Cacher:
                 except Exception:  # the sweep goes on for the others
                     log.exception("watch cache: ending a watch that failed to take a bookmark")
                     w.terminate()
+
+
+def _discard(groups: dict[str, set], key: str, w) -> None:
+    group = groups.get(key)
+    if group is not None:
+        group.discard(w)
+        if not group:
+            del groups[key]

@@ -160,7 +160,8 @@ class CachedObject:
         "revision",
     )
 
-    def __init__(self, key: str, namespace: str, name: str, revision: int, obj: dict) -> None:
+    def __init__(self, key: str, namespace: str, name: str, revision: int, obj: dict, *,
+                 remember: bool = True) -> None:
         self.key = key
         self.namespace = namespace
         self.name = name
@@ -170,7 +171,8 @@ class CachedObject:
         self._fields: dict | None = None
         self._fields_res: Resource | None = None
         self._views: dict[tuple[str, bool], bytes] | None = None  # other versions' encodings
-        _remember((key, revision), obj)
+        if remember:
+            _remember((key, revision), obj)
 
     @property
     def obj(self) -> dict:
@@ -225,7 +227,11 @@ class CachedObject:
         """This object's content carrying another resourceVersion (a deletion's revision)."""
         obj = dict(self.obj)
         obj["metadata"] = {**(obj.get("metadata") or {}), "resourceVersion": str(revision)}
-        return CachedObject(self.key, self.namespace, self.name, revision, obj)
+        # Not remembered: the decoded-object LRU is keyed by (key, revision), and at this revision
+        # that key already names the object's *current* content (an object leaving a selector is
+        # restamped at the revision of the change); remembering would make the current object
+        # read back as its previous content.
+        return CachedObject(self.key, self.namespace, self.name, revision, obj, remember=False)
 
 
 class CacheEvent:

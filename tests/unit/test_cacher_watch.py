@@ -351,3 +351,31 @@ def test_a_failing_watcher_ends_alone(tmp_path, caplog):
         assert names(await good.stop()) == [("ADDED", "b"), ("ADDED", "c")]
         assert "renderer bug" in caplog.text
     run(body, tmp_path)
+
+
+def test_pod_watches_by_node_name_are_told_only_of_their_nodes_pods(tmp_path):
+    """Upstream's trigger index: a `spec.nodeName=<node>` pod watch is registered under that node
+    and offered only events whose pod is (or was) on it, yet sees exactly what filtering would
+    show: ADDED when the pod is bound there, DELETED when it goes."""
+    sv = served("", "v1", "pods")
+
+    def pod(name, node=""):
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}"},
+                "spec": {"containers": [{"name": "c", "image": "i"}], **({"nodeName": node} if node else {})}}
+
+    async def body(store, cacher):
+        n1 = await Client.open(cacher, sv, None, pred(sv, field="spec.nodeName=n1"), resource_version="0")
+        n2 = await Client.open(cacher, sv, None, pred(sv, field="spec.nodeName=n2"), resource_version="0")
+        unbound = await Client.open(cacher, sv, None, pred(sv, field="spec.nodeName="), resource_version="0")
+        subs = next(iter(cacher._subs.values()))
+        assert set(subs.by_trigger) == {"n1", "n2", ""} and not subs.all
+        await create(store, pod("a"), resource="pods")
+        await update(store, pod("a", "n1"), resource="pods")
+        await create(store, pod("b", "n2"), resource="pods")
+        await delete(store, pod("a", "n1"), resource="pods")
+        await settle(cacher, store)
+        assert names(await n1.stop()) == [("ADDED", "a"), ("DELETED", "a")]
+        assert names(await n2.stop()) == [("ADDED", "b")]
+        assert names(await unbound.stop()) == [("ADDED", "a"), ("DELETED", "a")]
+        assert not cacher._subs   # every trigger registration was removed with its watch
+    run(body, tmp_path)
