@@ -321,11 +321,11 @@ class Cluster:
     def stop_node(self, name: str) -> None:
         """A node failure: SIGKILL the agent, its shims and its containers at once."""
         from kubeling.kubelet.runtime import cgroups
-        from kubeling.kubelet.runtime.cleanup import _shim_pids
+        from kubeling.kubelet.runtime.cleanup import shim_pids
         node = self.node(name)
         _signal(node.pid, self.node_marker(node), signal.SIGKILL)
         root = Path(node.data_dir) / "agent"
-        for pid in _shim_pids(root):
+        for pid in shim_pids(root):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -33,7 +33,7 @@ from kubeling.kubelet.runtime import (
     SecurityContext,
     namespaces,
 )
-from kubeling.kubelet.runtime.cleanup import _runc_ids, _shim_pids, cleanup_all, leaks
+from kubeling.kubelet.runtime.cleanup import _runc_ids, shim_pids, cleanup_all, leaks
 from kubeling.kubelet.runtime.runc import RuncRuntime
 
 APPLETS = ["sh", "sleep", "echo", "cat", "ps", "id", "nc", "httpd", "wget", "hostname", "touch",
@@ -428,7 +428,7 @@ def test_sandbox_is_namespaces_without_a_pause(world, host_network, shared):
             assert (await rt.pod_sandbox_status(sid)).state == SandboxState.READY
             assert sid not in _runc_ids(rt.layout, "runc")
             assert not any(sid in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
-                           for p in _shim_pids(world.root))
+                           for p in shim_pids(world.root))
             files = {"ipc": rec.ipc_path, "uts": rec.uts_path, "net": rec.netns_path}
             seen = []
             for name in ("a", "b"):
@@ -517,7 +517,7 @@ def test_shims_are_forked_by_one_zygote_and_outlive_it(world):
             second = await run(rt, world, sid, config, ["sleep", "30"], name="second")
             assert len(_my_zygotes()) == 1 and _my_zygotes() != zygotes
             recs = [rt.layout.load_container(c) for c in (first, second)]
-            assert {r.shim_pid for r in recs} <= set(_shim_pids(world.root))
+            assert {r.shim_pid for r in recs} <= set(shim_pids(world.root))
             argv = Path(f"/proc/{recs[0].shim_pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
             assert argv[-2].endswith(b"shim.py") and argv[-1] == str(
                 rt.layout.container_dir(first).resolve() / "shim.json").encode()

@@ -52,7 +52,7 @@ def _netns_files(layout: Layout, runc: str) -> list[Path]:
     return [NETNS_DIR / n for n in sorted(names) if (NETNS_DIR / n).exists()]
 
 
-def _shim_pids(root: Path) -> list[int]:
+def shim_pids(root: Path) -> list[int]:
     """Live shims whose config file lies under ``root`` (their argv names it)."""
     prefix = str(root.resolve()) + "/"
     found = []
@@ -75,7 +75,7 @@ def leaks(root: Path, cgroup_root: str = "kubeling", runc: str = "runc") -> dict
         "runc": len(_runc_ids(layout, runc)),
         "mounts": len(rootfs.mounts_under(Path(root))) if Path(root).exists() else 0,
         "cgroups": len(cgroups.leftover_dirs(cgroup_root)),
-        "shims": len(_shim_pids(Path(root))),
+        "shims": len(shim_pids(Path(root))),
     }
 
 
@@ -89,9 +89,9 @@ def cleanup_all(root: Path, cgroup_root: str = "kubeling", runc: str = "runc") -
     for top in {cgroups.join(cgroup_root)}:
         cgroups.kill_all(top, signal.SIGKILL)
     deadline = time.monotonic() + 3
-    while _shim_pids(root) and time.monotonic() < deadline:
+    while shim_pids(root) and time.monotonic() < deadline:
         time.sleep(0.02)   # shims end once their container is gone
-    for pid in _shim_pids(root):
+    for pid in shim_pids(root):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
