@@ -1,45 +1,18 @@
 """DaemonSets with real kubectl on the one-node cluster (issue 7, acceptance 6): a pod on the node,
 ``rollout status``, an image update that rolls, ``rollout history`` and ``rollout undo``.
 
-`daemonset_manifest` and `wait_daemon_pods_on` take any cluster with ``kubectl`` and a list of
-node names, so the multi-node tests reuse them for "a node added later gets a pod".
+The manifest is `workloads.daemonset` (the multi-node test of "a node added later gets a pod"
+uses it too); `wait_daemon_pods_on` takes any cluster with ``kubectl`` and a list of node names.
 """
 
 from __future__ import annotations
 
-import json
-
 import harness
 import nodes
+from workloads import daemonset, live_pods
 
 IMAGE = "k8s.gcr.io/busybox"
 OTHER_IMAGE = "docker.io/library/busybox:latest"  # the same bytes behind another name: an image update
-
-
-def daemonset_manifest(name: str = "agent", image: str = IMAGE) -> str:
-    return f"""
-apiVersion: apps/v1
-kind: DaemonSet
-metadata:
-  name: {name}
-spec:
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: c
-        image: {image}
-        command: [sleep, "3600"]
-"""
-
-
-def daemon_pods(cluster, namespace: str, name: str) -> list[dict]:
-    out = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"app={name}", "-o", "json").stdout
-    return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
 
 
 def wait_daemon_pods_on(cluster, namespace: str, name: str, node_names: list[str], image: str = IMAGE,
@@ -47,7 +20,7 @@ def wait_daemon_pods_on(cluster, namespace: str, name: str, node_names: list[str
     """Wait until each of ``node_names`` runs exactly one Running pod of the set with ``image``
     (and no other node runs one); returns {node: pod}."""
     def check():
-        pods = daemon_pods(cluster, namespace, name)
+        pods = live_pods(cluster, namespace, f"app={name}")
         by_node: dict[str, list[dict]] = {}
         for p in pods:
             by_node.setdefault(p["spec"].get("nodeName") or "", []).append(p)
@@ -63,7 +36,7 @@ def wait_daemon_pods_on(cluster, namespace: str, name: str, node_names: list[str
 
 def test_daemonset_runs_on_the_node_rolls_and_rolls_back(node_cluster, node_namespace):
     ns = node_namespace
-    node_cluster.kubectl("create", "-n", ns, "-f", "-", input=daemonset_manifest())
+    node_cluster.kubectl("create", "-n", ns, "-f", "-", input=daemonset())
     first = wait_daemon_pods_on(node_cluster, ns, "agent", [nodes.NODE_NAME])[nodes.NODE_NAME]
     terms = first["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert terms["nodeSelectorTerms"][0]["matchFields"][0]["values"] == [nodes.NODE_NAME]

@@ -7,72 +7,28 @@ Pods run busybox with a TERM trap, so that a deleted pod goes at once rather tha
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
 import harness
 import nodes
+from workloads import (
+    BUSYBOX,
+    SLEEP,
+    deployment,
+    get_json,
+    is_ready,
+    live_pods,
+    wait_pods,
+)
 
-IMAGE_V1 = "docker.io/library/busybox:latest"
+IMAGE_V1 = BUSYBOX
 IMAGE_V2 = "docker.io/library/busybox:1.35"
 BAD_IMAGE = "docker.io/library/doesnotexist:1"
-SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 SEED = Path(__file__).parent / "fixtures" / "seed" / "gitea-deployment.yaml"
 
-WEB = """
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  labels: {{app: web}}
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels: {{app: web}}
-  strategy:
-    type: RollingUpdate
-    rollingUpdate: {{maxSurge: {surge}, maxUnavailable: {unavailable}}}
-  template:
-    metadata:
-      labels: {{app: web}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: app
-        image: {image}
-        command: {command}
-"""
-
-
 def web(replicas=3, surge=1, unavailable=0, image=IMAGE_V1) -> str:
-    return WEB.format(replicas=replicas, surge=surge, unavailable=unavailable, image=image,
-                      command=json.dumps(SLEEP))
-
-
-def get_json(cluster, *args) -> dict:
-    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
-
-
-def live_pods(cluster, ns: str, selector: str) -> list[dict]:
-    """The selector's pods that are not being deleted."""
-    return [p for p in get_json(cluster, "pods", "-n", ns, "-l", selector)["items"]
-            if not p["metadata"].get("deletionTimestamp")]
-
-
-def is_ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions") or ())
-
-
-def wait_ready(cluster, ns: str, selector: str, count: int, timeout: float = 120) -> list[dict]:
-    """Exactly ``count`` live pods, every one Running and Ready."""
-    found: list[dict] = []
-
-    def check() -> bool:
-        found[:] = live_pods(cluster, ns, selector)
-        return len(found) == count and all(p["status"].get("phase") == "Running" and is_ready(p) for p in found)
-    harness.eventually(check, timeout=timeout, interval=0.5, what=f"{count} ready pods {selector} in {ns}")
-    return found
+    return deployment("web", replicas=replicas, image=image, surge=surge, unavailable=unavailable)
 
 
 def rollout_status(cluster, ns: str, name: str = "web", timeout: str = "120s"):
@@ -147,7 +103,7 @@ class Bounds:
 def test_create_deployment_replaces_a_deleted_pod_and_scales(node_cluster, node_namespace):
     ns, k = node_namespace, node_cluster.kubectl
     k("create", "deployment", "web", "-n", ns, f"--image={IMAGE_V1}", "--replicas=3", "--", *SLEEP)
-    pods = wait_ready(node_cluster, ns, "app=web", 3)
+    pods = wait_pods(node_cluster, ns, "app=web", 3)
     assert all(p["spec"]["nodeName"] == nodes.NODE_NAME for p in pods)
     done = rollout_status(node_cluster, ns)
     assert done.returncode == 0 and 'deployment "web" successfully rolled out' in done.stdout
@@ -156,13 +112,13 @@ def test_create_deployment_replaces_a_deleted_pod_and_scales(node_cluster, node_
 
     victim = pods[0]["metadata"]["name"]
     k("delete", "pod", victim, "-n", ns, "--wait=false")
-    pods = wait_ready(node_cluster, ns, "app=web", 3)
+    pods = wait_pods(node_cluster, ns, "app=web", 3)
     assert victim not in {p["metadata"]["name"] for p in pods}
 
     k("scale", "deployment", "web", "-n", ns, "--replicas=5")
-    wait_ready(node_cluster, ns, "app=web", 5)
+    wait_pods(node_cluster, ns, "app=web", 5)
     k("scale", "deployment", "web", "-n", ns, "--replicas=2")
-    wait_ready(node_cluster, ns, "app=web", 2)
+    wait_pods(node_cluster, ns, "app=web", 2)
     (rs,) = get_json(node_cluster, "rs", "-n", ns, "-l", "app=web")["items"]
     h = rs["metadata"]["labels"]["pod-template-hash"]
     assert rs["metadata"]["name"] == f"web-{h}"
@@ -198,7 +154,7 @@ def test_seed_extensions_v1beta1_deployment_applies_and_runs(node_cluster, node_
     assert "apiVersion: extensions/v1beta1" in manifest
     out = node_cluster.kubectl("apply", "-n", ns, "-f", "-", input=manifest).stdout
     assert "deployment.extensions/gitea-deployment created" in out or "gitea-deployment created" in out
-    (pod,) = wait_ready(node_cluster, ns, "app=gitea", 1)
+    (pod,) = wait_pods(node_cluster, ns, "app=gitea", 1)
     assert pod["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
     assert rollout_status(node_cluster, ns, "gitea-deployment").returncode == 0
     d = get_json(node_cluster, "deployment", "gitea-deployment", "-n", ns)
@@ -206,13 +162,13 @@ def test_seed_extensions_v1beta1_deployment_applies_and_runs(node_cluster, node_
     assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
     # applied again with a change, through the same legacy version: a rolling update
     node_cluster.kubectl("apply", "-n", ns, "-f", "-", input=manifest.replace("replicas: 1", "replicas: 2"))
-    wait_ready(node_cluster, ns, "app=gitea", 2)
+    wait_pods(node_cluster, ns, "app=gitea", 2)
 
 
 def test_rolling_update_history_undo_pause_resume(node_cluster, node_namespace):
     ns, k = node_namespace, node_cluster.kubectl
     k("apply", "-n", ns, "-f", "-", input=web(replicas=3, surge=1, unavailable=0))
-    wait_ready(node_cluster, ns, "app=web", 3)
+    wait_pods(node_cluster, ns, "app=web", 3)
     assert rollout_status(node_cluster, ns).returncode == 0
 
     bounds = Bounds(node_cluster, ns)
@@ -226,7 +182,7 @@ def test_rolling_update_history_undo_pause_resume(node_cluster, node_namespace):
         bounds.close()
     assert bounds.total and max(bounds.total) <= 3 + 1, bounds.total
     assert bounds.during() and min(bounds.during()) >= 3 - 0, bounds.available
-    wait_ready(node_cluster, ns, "app=web", 3)
+    wait_pods(node_cluster, ns, "app=web", 3)
 
     history = k("rollout", "history", "deployment/web", "-n", ns).stdout
     revisions = [line.split()[0] for line in history.splitlines() if line[:1].isdigit()]
@@ -236,7 +192,7 @@ def test_rolling_update_history_undo_pause_resume(node_cluster, node_namespace):
     k("rollout", "undo", "deployment/web", "-n", ns)
     assert rollout_status(node_cluster, ns).returncode == 0
     assert image_of(node_cluster, ns) == IMAGE_V1
-    pods = wait_ready(node_cluster, ns, "app=web", 3)
+    pods = wait_pods(node_cluster, ns, "app=web", 3)
     assert {p["spec"]["containers"][0]["image"] for p in pods} == {IMAGE_V1}
     history = k("rollout", "history", "deployment/web", "-n", ns).stdout
     assert [line.split()[0] for line in history.splitlines() if line[:1].isdigit()] == ["2", "3"], history
@@ -253,14 +209,14 @@ def test_rolling_update_history_undo_pause_resume(node_cluster, node_namespace):
     assert {p["spec"]["containers"][0]["image"] for p in live_pods(node_cluster, ns, "app=web")} == {IMAGE_V1}
     k("rollout", "resume", "deployment/web", "-n", ns)
     assert rollout_status(node_cluster, ns).returncode == 0
-    pods = wait_ready(node_cluster, ns, "app=web", 3)
+    pods = wait_pods(node_cluster, ns, "app=web", 3)
     assert {p["spec"]["containers"][0]["image"] for p in pods} == {IMAGE_V2}
 
 
 def test_rolling_update_with_unavailability_and_no_surge(node_cluster, node_namespace):
     ns, k = node_namespace, node_cluster.kubectl
     k("apply", "-n", ns, "-f", "-", input=web(replicas=4, surge=0, unavailable=2))
-    wait_ready(node_cluster, ns, "app=web", 4)
+    wait_pods(node_cluster, ns, "app=web", 4)
     bounds = Bounds(node_cluster, ns)
     try:
         bounds.listed(4)
@@ -276,7 +232,7 @@ def test_rolling_update_with_unavailability_and_no_surge(node_cluster, node_name
 def test_bad_image_exceeds_the_progress_deadline(node_cluster, node_namespace):
     ns, k = node_namespace, node_cluster.kubectl
     k("apply", "-n", ns, "-f", "-", input=web(replicas=2, surge=1, unavailable=0))
-    wait_ready(node_cluster, ns, "app=web", 2)
+    wait_pods(node_cluster, ns, "app=web", 2)
     k("patch", "deployment", "web", "-n", ns, "-p", '{"spec":{"progressDeadlineSeconds":10}}')
     k("set", "image", "deployment/web", "-n", ns, f"app={BAD_IMAGE}")
     done = rollout_status(node_cluster, ns, timeout="90s")

@@ -13,44 +13,9 @@ import json
 
 import harness
 import nodes
+from workloads import deployment, get_json, is_ready, live_pods, pdb, wait_pods
 
 NODE = nodes.NODE_NAME
-SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
-
-DEPLOYMENT = """
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  replicas: 3
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: app
-        image: docker.io/library/busybox:latest
-        command: {command}
-"""
-
-PDB = """
-apiVersion: policy/v1
-kind: PodDisruptionBudget
-metadata:
-  name: {name}
-spec:
-  {rule}
-  selector:
-    matchLabels: {{app: {app}}}
-"""
-
-
-def get_json(cluster, *args) -> dict:
-    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
 
 def taints(cluster) -> list[tuple[str, str]]:
@@ -64,15 +29,12 @@ def pdb_status(cluster, ns: str, name: str, **want) -> dict | None:
 
 
 def ready_pods(cluster, ns: str, app: str) -> list[str]:
-    pods = get_json(cluster, "pods", "-n", ns, "-l", f"app={app}")["items"]
-    return sorted(p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp") and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or ()))
+    return sorted(p["metadata"]["name"] for p in live_pods(cluster, ns, f"app={app}") if is_ready(p))
 
 
 def deploy(cluster, ns: str, name: str) -> None:
-    cluster.kubectl("apply", "-n", ns, "-f", "-", input=DEPLOYMENT.format(name=name, command=json.dumps(SLEEP)))
-    harness.eventually(lambda: len(ready_pods(cluster, ns, name)) == 3, timeout=90, interval=0.5,
-                       what=f"3 Ready pods of {name}")
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=deployment(name))
+    wait_pods(cluster, ns, f"app={name}", 3, timeout=90)
 
 
 def test_cordon_taints_the_node_unschedulable_and_uncordon_clears_it(node_cluster):
@@ -92,9 +54,9 @@ def test_cordon_taints_the_node_unschedulable_and_uncordon_clears_it(node_cluste
 def test_budget_status_for_a_deployment_and_its_kubectl_columns(node_cluster, node_namespace):
     ns = node_namespace
     deploy(node_cluster, ns, "web")
-    node_cluster.kubectl("apply", "-n", ns, "-f", "-", input=PDB.format(name="min2", rule="minAvailable: 2", app="web"))
+    node_cluster.kubectl("apply", "-n", ns, "-f", "-", input=pdb("min2", "web", "minAvailable: 2"))
     node_cluster.kubectl("apply", "-n", ns, "-f", "-",
-                         input=PDB.format(name="max34", rule="maxUnavailable: 34%", app="web"))
+                         input=pdb("max34", "web", "maxUnavailable: 34%"))
     st = harness.eventually(lambda: pdb_status(node_cluster, ns, "min2", observedGeneration=1, currentHealthy=3),
                             timeout=30, what="min2's status")
     assert (st["expectedPods"], st["desiredHealthy"], st["disruptionsAllowed"]) == (3, 2, 1)
@@ -115,7 +77,7 @@ def test_drain_respects_the_budget_and_uncordon_lets_the_replacement_run(node_cl
     ns = node_namespace
     deploy(node_cluster, ns, "guarded")
     node_cluster.kubectl("apply", "-n", ns, "-f", "-",
-                         input=PDB.format(name="guard", rule="minAvailable: 2", app="guarded"))
+                         input=pdb("guard", "guarded", "minAvailable: 2"))
     harness.eventually(lambda: pdb_status(node_cluster, ns, "guard", disruptionsAllowed=1, currentHealthy=3),
                        timeout=30, what="one disruption allowed")
     before = ready_pods(node_cluster, ns, "guarded")

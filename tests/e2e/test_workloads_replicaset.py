@@ -8,9 +8,9 @@ import json
 import uuid
 
 import harness
+from workloads import BUSYBOX, SLEEP, get_json, wait_pods
 
-IMAGE = "docker.io/library/busybox:latest"
-SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+IMAGE = BUSYBOX
 
 RS = """
 apiVersion: apps/v1
@@ -63,33 +63,18 @@ def replicaset(name: str, replicas: int) -> str:
     return RS.format(name=name, replicas=replicas, image=IMAGE, command=json.dumps(SLEEP))
 
 
-def get_json(cluster, *args) -> dict:
-    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
-
-
-def running(cluster, ns: str, selector: str, count: int, timeout: float = 120) -> list[dict]:
-    found: list[dict] = []
-
-    def check() -> bool:
-        found[:] = [p for p in get_json(cluster, "pods", "-n", ns, "-l", selector)["items"]
-                    if not p["metadata"].get("deletionTimestamp")]
-        return len(found) == count and all(p["status"].get("phase") == "Running" for p in found)
-    harness.eventually(check, timeout=timeout, interval=0.5, what=f"{count} running pods {selector} in {ns}")
-    return found
-
-
 def test_replicaset_adopts_a_matching_pod_and_scales(node_cluster, node_namespace):
     ns, k = node_namespace, node_cluster.kubectl
     k("run", "stray", "-n", ns, f"--image={IMAGE}", "--labels=app=adopt", "--restart=Always", "--command", "--",
       *SLEEP)
     node_cluster.wait_pod(ns, "stray", lambda p: p["status"].get("phase") == "Running", timeout=90)
     k("apply", "-n", ns, "-f", "-", input=replicaset("adopt", 2))
-    pods = running(node_cluster, ns, "app=adopt", 2)
+    pods = wait_pods(node_cluster, ns, "app=adopt", 2, ready=False)
     assert "stray" in {p["metadata"]["name"] for p in pods}
     ref = node_cluster.pod(ns, "stray")["metadata"]["ownerReferences"][0]
     assert (ref["kind"], ref["name"], ref["controller"]) == ("ReplicaSet", "adopt", True)
     k("scale", "rs", "adopt", "-n", ns, "--replicas=3")
-    running(node_cluster, ns, "app=adopt", 3)
+    wait_pods(node_cluster, ns, "app=adopt", 3, ready=False)
     harness.eventually(lambda: k("get", "rs", "adopt", "-n", ns).stdout.splitlines()[1].split()[1:4] == ["3", "3", "3"],
                        what="DESIRED CURRENT READY 3 3 3")
     status = get_json(node_cluster, "rs", "adopt", "-n", ns)["status"]
@@ -100,9 +85,9 @@ def test_replicaset_adopts_a_matching_pod_and_scales(node_cluster, node_namespac
 def test_replication_controller_keeps_its_pods(node_cluster, node_namespace):
     ns, k = node_namespace, node_cluster.kubectl
     k("apply", "-n", ns, "-f", "-", input=RC.format(image=IMAGE, command=json.dumps(SLEEP)))
-    pods = running(node_cluster, ns, "app=legacy", 2)
+    pods = wait_pods(node_cluster, ns, "app=legacy", 2, ready=False)
     k("delete", "pod", pods[0]["metadata"]["name"], "-n", ns, "--wait=false")
-    after = running(node_cluster, ns, "app=legacy", 2)
+    after = wait_pods(node_cluster, ns, "app=legacy", 2, ready=False)
     assert pods[0]["metadata"]["name"] not in {p["metadata"]["name"] for p in after}
     assert after[0]["metadata"]["ownerReferences"][0]["kind"] == "ReplicationController"
     describe = k("describe", "rc", "legacy", "-n", ns).stdout
@@ -131,9 +116,9 @@ def test_a_replicaset_refused_by_quota_reports_it_and_others_are_served(node_clu
         harness.eventually(lambda: k("get", "serviceaccount", "default", "-n", other, check=False).returncode == 0,
                            what="the default ServiceAccount")
         k("apply", "-n", other, "-f", "-", input=replicaset("fine", 2))
-        running(node_cluster, other, "app=fine", 2)
+        wait_pods(node_cluster, other, "app=fine", 2, ready=False)
     finally:
         k("delete", "namespace", other, "--wait=false")
     # the capped one still has the one pod the quota allows, and keeps saying why not more
-    assert len(running(node_cluster, ns, "app=capped", 1)) == 1
+    assert len(wait_pods(node_cluster, ns, "app=capped", 1, ready=False)) == 1
     assert failure() is not None
