@@ -14,6 +14,7 @@ import tarfile
 
 import harness
 from multinode import running_and_ready
+from workloads import daemonset
 
 PINNED = """
 apiVersion: v1
@@ -242,31 +243,11 @@ def test_deployment_of_three_lands_one_pod_on_each_node(multinode_cluster, multi
     assert len({row[6] for row in rows.values()}) == 3
 
 
-DAEMONSET = """
-apiVersion: apps/v1
-kind: DaemonSet
-metadata:
-  name: everywhere
-spec:
-  selector:
-    matchLabels: {app: everywhere}
-  template:
-    metadata:
-      labels: {app: everywhere}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: busybox
-        command: ["sleep", "3600"]
-"""
-
-
 def test_daemonset_covers_a_node_added_later(multinode_cluster, multinode_namespace):
     """Acceptance 6, second half: ``kubeling cluster node add`` joins node-4 to the running
     cluster, and the DaemonSet puts a pod there."""
     ns = multinode_namespace
-    multinode_cluster.kubectl("create", "-n", ns, "-f", "-", input=DAEMONSET)
+    multinode_cluster.kubectl("create", "-n", ns, "-f", "-", input=daemonset("everywhere", image="busybox"))
     pods = multinode_cluster.wait_pods(ns, "app=everywhere",
                                        lambda ps: len(ps) == 3 and all(map(running_and_ready, ps)), timeout=180,
                                        what="a DaemonSet pod Running on each of the 3 nodes")

@@ -19,7 +19,6 @@ upstream 50 s + 300 s.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -27,43 +26,12 @@ import pytest
 
 import harness
 from multinode import MultiNodeCluster, namespace_name, running_and_ready
+from workloads import deployment, get_json, live, pdb, wait_pods
 
 # --node-monitor-grace-period: above the agent's 10 s Lease renewal (upstream wants a few times
 # it), or a healthy but busy node would flap to Unknown.
 GRACE = 20
 TOLERATION = 10     # --default-unreachable/not-ready-toleration-seconds
-SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
-
-DEPLOYMENT = """
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  replicas: 3
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-      - name: app
-        image: busybox
-        command: {command}
-"""
-
-PDB = """
-apiVersion: policy/v1
-kind: PodDisruptionBudget
-metadata:
-  name: {name}
-spec:
-  minAvailable: 2
-  selector:
-    matchLabels: {{app: {app}}}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -93,22 +61,13 @@ def namespace(failing_cluster, request):
     failing_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def get_json(cluster, *args) -> dict:
-    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
-
-
-def live(pods: list[dict]) -> list[dict]:
-    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-
-
 def taints(cluster, node: str) -> set[tuple[str, str]]:
     return {(t["key"], t["effect"]) for t in get_json(cluster, "node", node)["spec"].get("taints") or ()}
 
 
 def deploy(cluster, ns: str, name: str) -> list[dict]:
-    cluster.kubectl("apply", "-n", ns, "-f", "-", input=DEPLOYMENT.format(name=name, command=json.dumps(SLEEP)))
-    return cluster.wait_pods(ns, f"app={name}", lambda ps: len(live(ps)) == 3 and all(map(running_and_ready, live(ps))),
-                             timeout=180, what=f"3 Ready replicas of {name}")
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=deployment(name, image="busybox", grace=2))
+    return wait_pods(cluster, ns, f"app={name}", 3, timeout=180)
 
 
 def test_pods_of_a_dead_node_move_to_the_others_after_the_eviction_timeout(failing_cluster, namespace):
@@ -169,7 +128,7 @@ def test_drain_respects_min_available_and_uncordon_reenables_the_node(failing_cl
     for p in pods:
         by_node.setdefault(p["spec"]["nodeName"], []).append(p["metadata"]["name"])
     target = next(n for n, names in by_node.items() if len(names) == 2)
-    c.kubectl("apply", "-n", ns, "-f", "-", input=PDB.format(name="db", app="db"))
+    c.kubectl("apply", "-n", ns, "-f", "-", input=pdb("db", "db"))
     harness.eventually(lambda: (get_json(c, "pdb", "db", "-n", ns).get("status") or {}).get("disruptionsAllowed") == 1,
                        timeout=30, what="one disruption allowed")
     lowest = [3]
@@ -194,9 +153,8 @@ def test_drain_respects_min_available_and_uncordon_reenables_the_node(failing_cl
         assert "Cannot evict pod as it would violate the pod's disruption budget." in out, out
         assert f"node/{target} drained" in out
         assert lowest[0] >= 2, f"only {lowest[0]} Ready pods during the drain"
-        pods = c.wait_pods(ns, "app=db", lambda ps: len(live(ps)) == 3 and all(map(running_and_ready, live(ps))),
-                           timeout=120, what="3 Ready replicas after the drain")
-        assert all(p["spec"]["nodeName"] != target for p in live(pods))
+        pods = wait_pods(c, ns, "app=db", 3)
+        assert all(p["spec"]["nodeName"] != target for p in pods)
         assert "SchedulingDisabled" in c.kubectl("get", "node", target).stdout
     finally:
         c.kubectl("uncordon", target)
@@ -204,6 +162,5 @@ def test_drain_respects_min_available_and_uncordon_reenables_the_node(failing_cl
                        timeout=20, what="the unschedulable taint removed")
     assert "SchedulingDisabled" not in c.kubectl("get", "node", target).stdout
     c.kubectl("scale", "deployment", "db", "-n", ns, "--replicas=6")
-    pods = c.wait_pods(ns, "app=db", lambda ps: len(live(ps)) == 6 and all(map(running_and_ready, live(ps))),
-                       timeout=120, what="6 Ready replicas")
-    assert target in {p["spec"]["nodeName"] for p in live(pods)}  # schedulable again
+    pods = wait_pods(c, ns, "app=db", 6)
+    assert target in {p["spec"]["nodeName"] for p in pods}  # schedulable again
