@@ -8,10 +8,8 @@ as upstream's flags take them.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
-import sys
+
+from kubeling.cli._run import run_until_signalled
 
 
 def _duration(flag: str):
@@ -76,20 +74,12 @@ def settings_of(args: argparse.Namespace) -> dict:
 
 
 def cmd_controller_manager(args: argparse.Namespace) -> int:
-    from kubeling.cli.main import _run
     from kubeling.controllers import manager
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop) -> None:
         election = manager.LeaderElection(identity=args.leader_elect_identity) if args.leader_elect else None
         await manager.run(args.kubeconfig, stop, [c for c in args.controllers.split(",") if c], election,
                           settings=settings_of(args))
 
-    _run(main())
+    run_until_signalled(main, verbose=args.verbose)
     return 0

@@ -8,9 +8,6 @@ scheduler and the node agent (like k3s, one process tree). ``kubeling controller
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
 import sys
 
 from kubeling.apiserver import server
@@ -21,16 +18,7 @@ from kubeling.cli import controller_manager as controller_manager_cli
 from kubeling.cli import hollow as hollow_cli
 from kubeling.cli import images as images_cli
 from kubeling.cli import scheduler as scheduler_cli
-
-
-def _run(coro) -> None:
-    """uvloop when available: it doubles the API server's request rate (bench/RESULTS.md)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)
+from kubeling.cli._run import run_until_signalled
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
@@ -125,8 +113,6 @@ def _cidr(text: str) -> str:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     opts = server.Options(data_dir=args.data_dir, bind_address=args.bind_address, secure_port=args.secure_port,
                           insecure_port=args.insecure_port, token_auth_file=args.token_auth_file,
                           advertise_address=args.advertise_address, compact_interval=args.compact_interval,
@@ -144,21 +130,13 @@ def cmd_server(args: argparse.Namespace) -> int:
                           default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
                           default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-
-        def ready(api, kubeconfig) -> None:
-            print(f"kubeling: ready. export KUBECONFIG={kubeconfig.resolve()}", file=sys.stderr, flush=True)
-
-        await server.run(opts, stop, on_ready=ready)
+    def ready(api, kubeconfig) -> None:
+        print(f"kubeling: ready. export KUBECONFIG={kubeconfig.resolve()}", file=sys.stderr, flush=True)
 
     from kubeling.apiserver.datadir import DataDirError
     from kubeling.storage import StorageError
     try:
-        _run(main())
+        run_until_signalled(lambda stop: server.run(opts, stop, on_ready=ready), verbose=args.verbose)
     except (DataDirError, StorageError) as e:
         print(f"kubeling server: {e}", file=sys.stderr)
         return 1

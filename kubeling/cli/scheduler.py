@@ -4,10 +4,8 @@ as a child; ``--kube-scheduler-arg=--flag=value`` on the server passes a flag th
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
-import sys
+
+from kubeling.cli._run import run_until_signalled
 
 
 def add_subcommands(sub) -> None:
@@ -24,18 +22,7 @@ def add_subcommands(sub) -> None:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    from kubeling.cli.main import _run
     from kubeling.scheduler import server
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await server.run(args, stop)
-
-    _run(main())
+    run_until_signalled(lambda stop: server.run(args, stop), verbose=args.verbose)
     return 0
