@@ -9,6 +9,8 @@ nodes should run a daemon pod with the same rules) cannot disagree:
   requirements of one term ANDed, ``matchFields`` on ``metadata.name`` only)
 - `RequiredNodeAffinity`: a pod's ``spec.nodeSelector`` plus its required node affinity, parsed once
 - `default_normalize_score`: upstream's ``helper.DefaultNormalizeScore``
+- `node_taints` / `pod_tolerations` (absent means none) and `same_pod`, the check every queueing
+  hint on a pod update starts with: only a change to the rejected pod itself can admit it
 
 All functions take plain API dicts and never mutate them.
 """
@@ -49,6 +51,14 @@ def toleration_tolerates_taint(toleration: dict, taint: dict) -> bool:
 def tolerations_tolerate_taint(tolerations: Iterable[dict] | None, taint: dict) -> bool:
     """Whether any of ``tolerations`` tolerates ``taint``."""
     return any(toleration_tolerates_taint(t, taint) for t in tolerations or ())
+
+
+def node_taints(node: dict | None) -> list[dict]:
+    return ((node or {}).get("spec") or {}).get("taints") or []
+
+
+def pod_tolerations(pod: dict) -> list[dict]:
+    return (pod.get("spec") or {}).get("tolerations") or []
 
 
 def do_not_schedule_taint(taint: dict) -> bool:
@@ -159,6 +169,13 @@ def pod_matches_node_selector_and_affinity_terms(pod: dict, node: dict) -> bool:
     return RequiredNodeAffinity(pod).match(node)
 
 
+# -- queueing hints ---------------------------------------------------------------------------
+
+def same_pod(pod: dict, other: dict | None) -> bool:
+    """Whether an event's pod ``other`` is ``pod`` itself (same uid)."""
+    return other is not None and (other.get("metadata") or {}).get("uid") == (pod.get("metadata") or {}).get("uid")
+
+
 # -- scores -----------------------------------------------------------------------------------
 
 def default_normalize_score(max_priority: int, reverse: bool, scores: list[NodeScore]) -> None:
@@ -178,5 +195,5 @@ def default_normalize_score(max_priority: int, reverse: bool, scores: list[NodeS
 __all__ = ["MAX_NODE_SCORE", "NO_EXECUTE", "NO_SCHEDULE", "OBJECT_NAME_FIELD", "PREFER_NO_SCHEDULE",
            "TAINT_NODE_UNSCHEDULABLE", "RequiredNodeAffinity", "default_normalize_score",
            "do_not_schedule_taint", "find_matching_untolerated_taint", "match_node_selector_term",
-           "match_node_selector_terms", "pod_matches_node_selector_and_affinity_terms",
-           "toleration_tolerates_taint", "tolerations_tolerate_taint"]
+           "match_node_selector_terms", "node_taints", "pod_matches_node_selector_and_affinity_terms",
+           "pod_tolerations", "same_pod", "toleration_tolerates_taint", "tolerations_tolerate_taint"]

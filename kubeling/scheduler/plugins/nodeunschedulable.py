@@ -17,6 +17,8 @@ from kubeling.scheduler.framework.types import NodeInfo
 from kubeling.scheduler.plugins.helper import (
     NO_SCHEDULE,
     TAINT_NODE_UNSCHEDULABLE,
+    pod_tolerations,
+    same_pod,
     tolerations_tolerate_taint,
 )
 
@@ -26,7 +28,7 @@ _UNSCHEDULABLE_TAINT = {"key": TAINT_NODE_UNSCHEDULABLE, "effect": NO_SCHEDULE}
 
 
 def tolerates_unschedulable(pod: dict) -> bool:
-    return tolerations_tolerate_taint((pod.get("spec") or {}).get("tolerations"), _UNSCHEDULABLE_TAINT)
+    return tolerations_tolerate_taint(pod_tolerations(pod), _UNSCHEDULABLE_TAINT)
 
 
 def _unschedulable(node: dict | None) -> bool:
@@ -63,6 +65,6 @@ class NodeUnschedulable(Plugin):
 
     @staticmethod
     def _hint_pod_toleration_changed(pod: dict, old: dict | None, new: dict | None) -> QueueingHint:
-        if new is None or (new.get("metadata") or {}).get("uid") != (pod.get("metadata") or {}).get("uid"):
-            return QueueingHint.QUEUE_SKIP
-        return QueueingHint.QUEUE if tolerates_unschedulable(new) else QueueingHint.QUEUE_SKIP
+        if same_pod(pod, new) and tolerates_unschedulable(new):
+            return QueueingHint.QUEUE
+        return QueueingHint.QUEUE_SKIP

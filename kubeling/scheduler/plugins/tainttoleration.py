@@ -28,6 +28,9 @@ from kubeling.scheduler.plugins.helper import (
     default_normalize_score,
     do_not_schedule_taint,
     find_matching_untolerated_taint,
+    node_taints,
+    pod_tolerations,
+    same_pod,
     tolerations_tolerate_taint,
 )
 
@@ -35,17 +38,9 @@ NAME = "TaintToleration"
 PRE_SCORE_STATE_KEY = "PreScore" + NAME
 
 
-def _taints(node: dict | None) -> list[dict]:
-    return ((node or {}).get("spec") or {}).get("taints") or []
-
-
-def _tolerations(pod: dict) -> list[dict]:
-    return (pod.get("spec") or {}).get("tolerations") or []
-
-
 def untolerated_taint(pod: dict, node: dict | None) -> dict | None:
     """The first NoSchedule/NoExecute taint of ``node`` the pod does not tolerate, else None."""
-    return find_matching_untolerated_taint(_taints(node), _tolerations(pod), do_not_schedule_taint)
+    return find_matching_untolerated_taint(node_taints(node), pod_tolerations(pod), do_not_schedule_taint)
 
 
 class TaintToleration(Plugin):
@@ -61,7 +56,7 @@ class TaintToleration(Plugin):
     def pre_score(self, state: CycleState, pod: dict, nodes: list[NodeInfo]) -> Status | None:
         if not nodes:
             return None
-        prefer = [t for t in _tolerations(pod) if (t.get("effect") or "") in ("", PREFER_NO_SCHEDULE)]
+        prefer = [t for t in pod_tolerations(pod) if (t.get("effect") or "") in ("", PREFER_NO_SCHEDULE)]
         state.write(PRE_SCORE_STATE_KEY, prefer)
         return None
 
@@ -71,7 +66,7 @@ class TaintToleration(Plugin):
         except KeyError:
             return 0, Status.as_error(f'reading "{PRE_SCORE_STATE_KEY}" from cycleState: not found')
         count = 0
-        for taint in _taints(node_info.node):
+        for taint in node_taints(node_info.node):
             if taint.get("effect") == PREFER_NO_SCHEDULE and not tolerations_tolerate_taint(tolerations, taint):
                 count += 1
         return count, None
@@ -102,6 +97,4 @@ class TaintToleration(Plugin):
     @staticmethod
     def _hint_pod_toleration_changed(pod: dict, old: dict | None, new: dict | None) -> QueueingHint:
         # A toleration added to the rejected pod itself may admit it somewhere.
-        if new is None or (new.get("metadata") or {}).get("uid") != (pod.get("metadata") or {}).get("uid"):
-            return QueueingHint.QUEUE_SKIP
-        return QueueingHint.QUEUE
+        return QueueingHint.QUEUE if same_pod(pod, new) else QueueingHint.QUEUE_SKIP
