@@ -30,7 +30,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = harness.Cluster(tmp_path_factory.mktemp("aggregation"), extra_args=("--controllers", ""))
+    c = harness.Cluster(tmp_path_factory.mktemp("aggregation"), extra_args=("--controllers", "", "--disable-scheduler"))
     try:
         c.start()
     except harness.ServerNotReady as e:

@@ -57,7 +57,7 @@ def snapshot(cluster: harness.Cluster) -> tuple[str, dict[str, tuple[str, dict]]
 
 
 def test_backup_while_running_then_restore_into_a_fresh_data_dir(make_cluster, tmp_path):
-    source = make_cluster(extra_args=("--controllers", ""))
+    source = make_cluster(extra_args=("--controllers", "", "--disable-scheduler"))
     status, body = source.request("POST", "/api/v1/namespaces", json.dumps(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}).encode(),
         headers={"Content-Type": "application/json"})
@@ -79,7 +79,7 @@ def test_backup_while_running_then_restore_into_a_fresh_data_dir(make_cluster, t
     done = kubeling("restore", str(backup_file), "--data-dir", str(fresh))
     assert done.returncode == 0, done.stderr
     assert f"at revision {list_rv};" in done.stdout
-    restored = harness.Cluster(fresh, extra_args=("--controllers", ""))
+    restored = harness.Cluster(fresh, extra_args=("--controllers", "", "--disable-scheduler"))
     try:
         restored.start()
         after_rv, after = snapshot(restored)

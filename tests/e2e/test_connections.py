@@ -154,7 +154,7 @@ def test_anonymous_flood_does_not_lock_the_admin_out(make_cluster):
     """Finding 3: at an open-file limit of 1,000, 921 idle anonymous TLS connections made the
     admin's /readyz fail. Here as many as the limit (the server has fewer files of its own open
     without controllers), then the admin (client certificate) asks."""
-    c = make_cluster(extra_args=("--controllers", ""))
+    c = make_cluster(extra_args=("--controllers", "", "--disable-scheduler"))
     resource.prlimit(c.proc.pid, resource.RLIMIT_NOFILE, (1000, 1000))
     anonymous = _anonymous_tls(c)
     held, failures = [], 0
@@ -185,7 +185,7 @@ def test_slow_readers_are_disconnected_and_memory_is_released(make_cluster):
     """Finding 4: 20 clients asking for a 30 MB list and never reading pinned 2.4 GB, and RSS
     stayed 300 MB up after they left. With ``--request-timeout=5s`` the server must cut them
     after about 5 s (the deadline covers writing the response) and give the memory back."""
-    c = make_cluster(extra_args=("--controllers", "", "--request-timeout", "5s"))
+    c = make_cluster(extra_args=("--controllers", "", "--disable-scheduler", "--request-timeout", "5s"))
     ns = f"slow-{uuid.uuid4().hex[:6]}"
     assert c.request("POST", "/api/v1/namespaces", json.dumps(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}).encode(),
@@ -244,7 +244,7 @@ def test_overload_is_answered_429_with_retry_after(make_cluster, tmp_path):
     /readyz are not refused; the held requests then complete, and the budget is back."""
     tokens = tmp_path / "tokens.csv"
     tokens.write_text('bob-token,bob,1001,"e2e-users"\n')
-    c = make_cluster(extra_args=("--controllers", "", "--token-auth-file", str(tokens),
+    c = make_cluster(extra_args=("--controllers", "", "--disable-scheduler", "--token-auth-file", str(tokens),
                                  "--max-mutating-requests-inflight", "2"))
     held = [_post_partial(c, "bob-token", SSAR, 10) for _ in range(2)]
     try:

@@ -93,7 +93,7 @@ def test_empty_state_file_is_refused_not_a_new_cluster(tmp_path):
 def test_restart_on_a_full_disk_leaves_nothing_half_written(tmp_path):
     with tmpfs(tmp_path / "disk", "24m") as disk:
         log = tmp_path / "server.log"
-        cluster = harness.Cluster(disk / "data", extra_args=("--controllers", ""),
+        cluster = harness.Cluster(disk / "data", extra_args=("--controllers", "", "--disable-scheduler"),
                                   startup_timeout=60)
         cluster.log_path = log
         cluster.start()

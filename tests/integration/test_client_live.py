@@ -31,7 +31,7 @@ def _start(data, *extra):
     port = _free_port()
     log = open(data / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "kubeling.cli.main", "server", "--data-dir", str(data),
-                             "--secure-port", str(port), "--bind-address", "127.0.0.1", "--controllers", "", "--disable-agent",
+                             "--secure-port", str(port), "--bind-address", "127.0.0.1", "--controllers", "", "--disable-scheduler", "--disable-agent",
                              *extra], stdout=log, stderr=subprocess.STDOUT)
     kc = data / "admin.kubeconfig"
     try:

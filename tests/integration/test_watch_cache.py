@@ -28,7 +28,7 @@ from kubeling.apiserver.watch_cache import DEFAULT_CAPACITY
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = harness.Cluster(tmp_path_factory.mktemp("watch-cache"), extra_args=("--controllers", ""))
+    c = harness.Cluster(tmp_path_factory.mktemp("watch-cache"), extra_args=("--controllers", "", "--disable-scheduler"))
     try:
         c.start()
     except harness.ServerNotReady as e:
