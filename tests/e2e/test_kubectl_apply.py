@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from harness import eventually
 
 
 def get(kubectl, kind: str, name: str, ns: str) -> dict:
@@ -219,7 +220,10 @@ def test_apply_server_side_two_appliers(kubectl, namespace):
 def test_diff_shows_change_without_writing(kubectl, namespace, fixtures_dir):
     ns = namespace
     kubectl("apply", "-n", ns, "-f", fixtures_dir / "nginx-deployment.yaml")
-    before = get(kubectl, "deployment", "nginx-deployment", ns)
+    # let the Deployment controller finish writing its status, so the diffs show only the files'
+    before = eventually(lambda: (lambda d: d if (d.get("status") or {}).get("updatedReplicas") == 2 and
+                                 d["status"].get("observedGeneration") == d["metadata"]["generation"] else None)(
+        get(kubectl, "deployment", "nginx-deployment", ns)), what="the Deployment controller settles")
 
     same = kubectl("diff", "-n", ns, "-f", fixtures_dir / "nginx-deployment.yaml", check=False)
     assert same.returncode == 0, same.stderr
@@ -235,8 +239,8 @@ def test_diff_shows_change_without_writing(kubectl, namespace, fixtures_dir):
     assert any(line.startswith("-") and "containerPort: 443" in line for line in lines)
 
     after = get(kubectl, "deployment", "nginx-deployment", ns)
-    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
-    assert after["spec"]["replicas"] == 2
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["spec"] == before["spec"] and after["spec"]["replicas"] == 2
 
 
 @pytest.mark.parametrize("bad, message", [

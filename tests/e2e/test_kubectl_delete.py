@@ -1,8 +1,9 @@
 """kubectl delete with each --cascade mode, and kubectl wait.
 
-No controllers run yet, so the owner/dependent pair is made by hand: a ReplicaSet (replicas 0)
-and Pods whose ownerReferences name it. The server's garbage collector must then delete or
-orphan the Pods according to the propagation policy.
+The owner/dependent pair is made by hand: a ConfigMap and Pods whose ownerReferences name it
+(a kind no controller manages, so only the garbage collector acts: a ReplicaSet's own
+controller would scale the hand-made pods). The garbage collector must then delete or orphan
+the Pods according to the propagation policy.
 """
 
 from __future__ import annotations
@@ -14,34 +15,25 @@ import yaml
 
 from harness import eventually
 
-REPLICASET = """apiVersion: apps/v1
-kind: ReplicaSet
+OWNER = """apiVersion: v1
+kind: ConfigMap
 metadata:
   name: owner
-spec:
-  replicas: 0
-  selector:
-    matchLabels: {app: owned}
-  template:
-    metadata:
-      labels: {app: owned}
-    spec:
-      containers:
-      - {name: main, image: busybox:1.36}
+data: {role: owner}
 """
 
 
 def make_family(kubectl, ns: str, children: int = 2) -> str:
-    """Create the ReplicaSet and its dependent Pods; return the ReplicaSet's uid."""
-    kubectl("apply", "-n", ns, "-f", "-", input=REPLICASET)
-    uid = kubectl.json("get", "replicaset", "owner", "-n", ns)["metadata"]["uid"]
+    """Create the owner ConfigMap and its dependent Pods; return the owner's uid."""
+    kubectl("apply", "-n", ns, "-f", "-", input=OWNER)
+    uid = kubectl.json("get", "configmap", "owner", "-n", ns)["metadata"]["uid"]
     for i in range(children):
         pod = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {
                 "name": f"owned-{i}", "labels": {"app": "owned"},
                 "ownerReferences": [{
-                    "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "owner", "uid": uid,
+                    "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid,
                     "controller": True, "blockOwnerDeletion": True}],
             },
             "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}]},
@@ -57,9 +49,9 @@ def pods(kubectl, ns: str) -> dict[str, dict]:
 
 def test_delete_cascade_background(kubectl, namespace):
     make_family(kubectl, namespace)
-    out = kubectl("delete", "replicaset", "owner", "-n", namespace, "--cascade=background")
-    assert out.stdout.strip() == 'replicaset.apps "owner" deleted'
-    gone = kubectl("get", "replicaset", "owner", "-n", namespace, check=False)
+    out = kubectl("delete", "configmap", "owner", "-n", namespace, "--cascade=background")
+    assert out.stdout.strip() == 'configmap "owner" deleted'
+    gone = kubectl("get", "configmap", "owner", "-n", namespace, check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
     # The garbage collector removes the dependents after the owner is gone.
     eventually(lambda: pods(kubectl, namespace) == {}, what="dependent pods deleted")
@@ -69,10 +61,10 @@ def test_delete_cascade_foreground(kubectl, namespace):
     make_family(kubectl, namespace)
     # kubectl waits for the owner to disappear; in foreground mode that happens only after
     # every blocking dependent is gone.
-    out = kubectl("delete", "replicaset", "owner", "-n", namespace, "--cascade=foreground")
-    assert out.stdout.strip() == 'replicaset.apps "owner" deleted'
+    out = kubectl("delete", "configmap", "owner", "-n", namespace, "--cascade=foreground")
+    assert out.stdout.strip() == 'configmap "owner" deleted'
     assert pods(kubectl, namespace) == {}
-    gone = kubectl("get", "replicaset", "owner", "-n", namespace, check=False)
+    gone = kubectl("get", "configmap", "owner", "-n", namespace, check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
 
 
@@ -82,27 +74,27 @@ def test_delete_cascade_foreground_marks_owner(kubectl, namespace):
     make_family(kubectl, namespace, children=1)
     kubectl("patch", "pod", "owned-0", "-n", namespace, "--type=merge",
             "-p", '{"metadata":{"finalizers":["example.com/hold"]}}')
-    kubectl("delete", "replicaset", "owner", "-n", namespace, "--cascade=foreground",
+    kubectl("delete", "configmap", "owner", "-n", namespace, "--cascade=foreground",
             "--wait=false")
-    rs = eventually(lambda: kubectl.json("get", "replicaset", "owner", "-n", namespace))
-    assert rs["metadata"].get("deletionTimestamp")
-    assert "foregroundDeletion" in rs["metadata"]["finalizers"]
+    owner = eventually(lambda: kubectl.json("get", "configmap", "owner", "-n", namespace))
+    assert owner["metadata"].get("deletionTimestamp")
+    assert "foregroundDeletion" in owner["metadata"]["finalizers"]
     pod = eventually(lambda: pods(kubectl, namespace)["owned-0"]["metadata"].get(
         "deletionTimestamp") and pods(kubectl, namespace)["owned-0"])
     assert "example.com/hold" in pod["metadata"]["finalizers"]
 
     kubectl("patch", "pod", "owned-0", "-n", namespace, "--type=json",
             "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')
-    eventually(lambda: kubectl("get", "replicaset", "owner", "-n", namespace,
+    eventually(lambda: kubectl("get", "configmap", "owner", "-n", namespace,
                                check=False).returncode != 0, what="owner deleted")
     assert pods(kubectl, namespace) == {}
 
 
 def test_delete_cascade_orphan(kubectl, namespace):
     make_family(kubectl, namespace)
-    out = kubectl("delete", "replicaset", "owner", "-n", namespace, "--cascade=orphan")
-    assert out.stdout.strip() == 'replicaset.apps "owner" deleted'
-    gone = kubectl("get", "replicaset", "owner", "-n", namespace, check=False)
+    out = kubectl("delete", "configmap", "owner", "-n", namespace, "--cascade=orphan")
+    assert out.stdout.strip() == 'configmap "owner" deleted'
+    gone = kubectl("get", "configmap", "owner", "-n", namespace, check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
     left = pods(kubectl, namespace)
     assert sorted(left) == ["owned-0", "owned-1"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import re
 
+import harness
+
 from kubernetes import client as k8s
 
 POD = """apiVersion: v1
@@ -87,9 +89,13 @@ def test_describe_deployment_with_event_from_python_client(kubectl, cluster, nam
         first_timestamp=datetime.datetime.now(datetime.timezone.utc),
         last_timestamp=datetime.datetime.now(datetime.timezone.utc), count=1))
 
-    out = kubectl("describe", "deployment", "desc-dep", "-n", ns).stdout
-    assert re.search(r"^Replicas:\s+2 desired \| 0 updated \| 0 total \| 0 available \| "
-                     r"0 unavailable$", out, re.M), out
+    # The Deployment controller scales up a ReplicaSet; this cluster has no node, so nothing
+    # becomes available.
+    replicas = re.compile(r"^Replicas:\s+2 desired \| 2 updated \| 2 total \| 0 available \| 2 unavailable$", re.M)
+    out = harness.eventually(lambda: (lambda o: o if replicas.search(o) else None)(
+        kubectl("describe", "deployment", "desc-dep", "-n", ns).stdout), what="the controller's status")
+    assert re.search(r"Normal\s+ScalingReplicaSet\s+.*deployment-controller\s+"
+                     r"Scaled up replica set desc-dep-[a-z0-9]+ to 2\n", out), out
     assert re.search(r"^StrategyType:\s+RollingUpdate$", out, re.M)
     assert re.search(r"^RollingUpdateStrategy:\s+25% max unavailable, 25% max surge$", out, re.M)
     assert re.search(r"Normal\s+ScalingReplicaSet\s+.*deployment-controller\s+"

@@ -6,6 +6,7 @@ import json
 import re
 import uuid
 
+import harness
 import pytest
 import yaml
 
@@ -55,11 +56,15 @@ def web(kubectl, namespace):
 
 
 def test_get_deployment_table(kubectl, web):
-    header, rows = table(kubectl("get", "deployments", "-n", web).stdout)
+    def settled():
+        header, rows = table(kubectl("get", "deployments", "-n", web).stdout)
+        # the Deployment controller makes 2 up-to-date replicas; with no node none is ready
+        return (header, rows) if rows and rows[0][2] == "2" else None
+    header, rows = harness.eventually(settled, what="the Deployment controller's status")
     assert header == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
     assert len(rows) == 1
     name, ready, up_to_date, available, age = rows[0]
-    assert (name, ready, up_to_date, available) == ("web", "0/2", "0", "0")
+    assert (name, ready, up_to_date, available) == ("web", "0/2", "2", "0")
     assert re.fullmatch(r"\d+s", age), age
 
 
