@@ -28,5 +28,6 @@ echo
 echo "export KUBECONFIG=$DATA_DIR/admin.kubeconfig"
 echo "export PATH=$(cd "$VENV/bin" && pwd):\$PATH   # kubectl 1.33 and helm 4"
 echo
-echo "The server runs a node agent (kubectl get nodes); until the scheduler lands, bind pods to it"
-echo "with spec.nodeName. See README.md, 'Running pods: the node agent'."
+echo "The server runs the controllers, the scheduler and a node agent (kubectl get nodes), e.g.:"
+echo "  kubectl create deployment web --image=nginx --replicas=2 && kubectl rollout status deployment/web"
+echo "Several nodes: kubeling cluster up --nodes 3. See README.md, 'Workloads' and 'Several nodes'."
