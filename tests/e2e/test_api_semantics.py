@@ -283,8 +283,9 @@ def test_deleting_a_crd_waits_for_its_instances_finalizers(cluster):
 @pytest.mark.parametrize("form", ["subresource", "bindings"])
 def test_binding_assigns_a_node_once(cluster, namespace, form):
     base = f"/api/v1/namespaces/{namespace}/pods"
+    # the test binds it itself: no scheduler may race it for the pod
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b"},
-           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+           "spec": {"schedulerName": "no-such-scheduler", "containers": [{"name": "c", "image": "busybox"}]}}
     assert call(cluster, "POST", base, pod)[0] == 201
     binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "b"},
                "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}}

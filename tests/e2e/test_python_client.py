@@ -129,7 +129,9 @@ def test_pod_defaults_status_subresource_and_delete(core, namespace):
     ns = namespace
     pod = core.create_namespaced_pod(ns, client.V1Pod(
         metadata=client.V1ObjectMeta(name="p"),
-        spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox:1.36")])))
+        # a scheduler nobody runs: the default one would write PodScheduled under the test's feet
+        spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox:1.36")],
+                              scheduler_name="no-such-scheduler")))
     assert pod.spec.restart_policy == "Always" and pod.spec.dns_policy == "ClusterFirst"
     assert pod.spec.termination_grace_period_seconds == 30
     assert pod.spec.service_account_name == "default"
@@ -176,6 +178,8 @@ def test_deployment_crud_generation_and_scale(apps, namespace):
     assert apps.read_namespaced_deployment("web", ns).spec.replicas == 5
     scale = apps.read_namespaced_deployment_scale("web", ns)
     scale.spec.replicas = 1
+    # unconditional: the Deployment controller writes status (and so the resourceVersion) meanwhile
+    scale.metadata.resource_version = None
     apps.replace_namespaced_deployment_scale("web", ns, scale)
     assert apps.read_namespaced_deployment("web", ns).spec.replicas == 1
 
