@@ -17,6 +17,8 @@
   template's canonical JSON (plus the collision count), encoded with upstream's
   ``SafeEncodeString`` alphabet (no vowels, so no words). Values differ from upstream's Go hash,
   whose input is Go's struct printing; only stability and uniqueness matter to clients.
+- `update_status`: write a computed status merged over the object's (unchanged: no write), with
+  one fresh read and retry on a conflict, as the DaemonSet and StatefulSet controllers need.
 - `slow_start_batch`: create in batches of 1, 2, 4, … and stop at the first batch with an error,
   so a quota or admission failure costs one request, not hundreds.
 """
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from kubeling.api.labels import from_label_selector
-from kubeling.client import is_not_found
+from kubeling.client import is_conflict, is_not_found
 from kubeling.client.clock import REAL_CLOCK, Clock
 from kubeling.client.events import NORMAL, WARNING, EventRecorder
 
@@ -360,3 +362,25 @@ async def slow_start_batch(count: int, initial_batch_size: int, fn: Callable[[],
         remaining -= batch
         batch = min(2 * batch, remaining)
     return successes, None
+
+
+async def update_status(client, group: str, resource: str, obj: dict, status: dict,
+                        merge: Callable[[dict, dict], dict]) -> bool:
+    """PUT ``merge(obj.status, status)`` to ``obj``'s status subresource; False (nothing sent) when
+    that equals the current status. A conflict re-reads the object and tries once more."""
+    have = obj.get("status") or {}
+    merged = merge(have, status)
+    if merged == have:
+        return False
+    new = {**obj, "status": merged}
+    ns, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
+    for attempt in range(2):
+        try:
+            await client.update_status(group, "v1", resource, new, namespace=ns)
+            return True
+        except Exception as e:
+            if not is_conflict(e) or attempt:
+                raise
+        fresh = await client.get(group, "v1", resource, name, namespace=ns)
+        new = {**fresh, "status": merge(fresh.get("status") or {}, status)}
+    return True

@@ -48,6 +48,7 @@ from kubeling.controllers.controller_utils import (
     is_pod_ready,
     pod_from_template,
     slow_start_batch,
+    update_status,
 )
 from kubeling.controllers.daemonset import update, util
 
@@ -387,24 +388,11 @@ class DaemonSetsController(Controller):
                   "observedGeneration": ds["metadata"].get("generation", 0)}
         if collision:
             status["collisionCount"] = collision
-        have = ds.get("status") or {}
-        merged = _merge_status(have, status)
-        if merged == have:
+        written = await update_status(self.client, "apps", "daemonsets", ds, status, _merge_status)
+        if not written:
             if min_ready and ready > available:
                 self.queue.add_after(key_of(ds), float(min_ready))
             return
-        obj = copy.deepcopy(ds)
-        obj["status"] = merged
-        ns = ds["metadata"].get("namespace")
-        for attempt in range(2):
-            try:
-                await self.client.update_status("apps", "v1", "daemonsets", obj, namespace=ns)
-                break
-            except Exception as e:
-                if not is_conflict(e) or attempt:
-                    raise
-            fresh = await self.client.get("apps", "v1", "daemonsets", ds["metadata"]["name"], namespace=ns)
-            obj = {**fresh, "status": _merge_status(fresh.get("status") or {}, status)}
         if min_ready and ready > available:
             # a Ready pod becomes available minReadySeconds later, with no event to wake us
             self.queue.add_after(key_of(ds), float(min_ready))

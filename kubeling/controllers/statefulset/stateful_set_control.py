@@ -31,13 +31,12 @@ that has to wait::
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 
-from kubeling.client import is_conflict
 from kubeling.client.events import WARNING
 from kubeling.controllers import history
+from kubeling.controllers.controller_utils import update_status
 from kubeling.controllers.statefulset import stateful_set_utils as u
 from kubeling.controllers.statefulset.stateful_pod_control import StatefulPodControl
 
@@ -214,23 +213,7 @@ class StatefulSetControl:
                 status["updatedReplicas"] == status["replicas"] and status["readyReplicas"] == status["replicas"]:
             status["currentReplicas"] = status["updatedReplicas"]
             status["currentRevision"] = status["updateRevision"]
-        have = sts.get("status") or {}
-        merged = _merge_status(have, status)
-        if merged == have:
-            return
-        obj = copy.deepcopy(sts)
-        obj["status"] = merged
-        ns = sts["metadata"].get("namespace")
-        for attempt in range(2):
-            try:
-                await self.client.update_status("apps", "v1", "statefulsets", obj, namespace=ns)
-                return
-            except Exception as e:
-                if not is_conflict(e) or attempt:
-                    raise
-            fresh = await self.client.get("apps", "v1", "statefulsets", sts["metadata"]["name"], namespace=ns)
-            obj = {**fresh, "status": _merge_status(fresh.get("status") or {}, status)}
-
+        await update_status(self.client, "apps", "statefulsets", sts, status, _merge_status)
 
 def _merge_status(have: dict, computed: dict) -> dict:
     """``have`` with the computed fields; a zero ``collisionCount`` dropped (omitempty), as the
