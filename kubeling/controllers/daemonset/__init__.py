@@ -29,12 +29,11 @@ retries that set with backoff and the other sets go on. A set selecting everythi
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 
 from kubeling.api.labels import SelectorError, from_label_selector
-from kubeling.client import is_conflict, is_not_found
+from kubeling.client import is_not_found
 from kubeling.client.events import WARNING
 from kubeling.client.store import object_of, split_meta_namespace_key
 from kubeling.controllers.base import Controller, ControllerContext, key_of
