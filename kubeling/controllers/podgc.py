@@ -1,5 +1,6 @@
-"""Pod garbage collector: upstream's ``pkg/controller/podgc`` (``--controllers`` name
-``pod-garbage-collector``).
+"""Pod garbage collector: upstream's ``pkg/controller/podgc`` (``--controllers`` name ``podgc``,
+upstream's short alias, as the other controllers here use; upstream also accepts
+``pod-garbage-collector-controller``).
 
 Every `GC_PERIOD` (20 s) one pass over the pod and node caches, as upstream's ``gc``:
 
@@ -61,7 +62,7 @@ def _node_ready(node: dict) -> bool:
 
 
 class PodGCController(Controller):
-    NAME = "pod-garbage-collector"
+    NAME = "podgc"
     WORKERS = 1  # one pass at a time, as upstream's single gc loop
 
     def __init__(self, ctx: ControllerContext) -> None:
