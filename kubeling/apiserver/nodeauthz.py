@@ -22,7 +22,7 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("authorization.k8s.io", "subjectaccessreviews"): ("create",),
     ("authorization.k8s.io", "localsubjectaccessreviews"): ("create",),
     ("", "services"): READ,
-    ("", "endpoints"): ("get",),
+    ("", "endpoints"): READ,
     ("", "nodes"): ("create", "get", "list", "watch", "update", "patch", "delete"),
     ("", "nodes/status"): ("patch", "update"),
     ("", "events"): ("create", "patch", "update"),
@@ -42,6 +42,12 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("storage.k8s.io", "csidrivers"): READ,
     ("storage.k8s.io", "csinodes"): READ + ("create", "update", "patch", "delete"),
     ("node.k8s.io", "runtimeclasses"): READ,
+    # Not system:node's: what the agent's network services need with the node's credentials,
+    # kube-proxy (upstream's system:node-proxier) and the NetworkPolicy enforcer (k3s's
+    # system:k3s-controller), until access control (issue 9) gives each its own identity.
+    ("discovery.k8s.io", "endpointslices"): READ,
+    ("networking.k8s.io", "networkpolicies"): READ,
+    ("", "namespaces"): READ,
 }
 
 

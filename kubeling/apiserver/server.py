@@ -12,13 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
-import ctypes
 import logging
-import signal
 import socket
-import sys
 from dataclasses import dataclass, field
-
 
 from kubeling.api import errors
 from kubeling.apiserver import datadir, join, memory, proxy, registry, serving
@@ -28,12 +24,12 @@ from kubeling.apiserver.cacher import Cacher
 from kubeling.apiserver.certs import PKI, write_kubeconfig
 from kubeling.apiserver.crd import CRDController
 from kubeling.apiserver.registry import Context
+from kubeling.cli._run import supervise_child
 from kubeling.storage.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -205,40 +201,6 @@ def leader_identity(data) -> str:
     dir or host) stands by."""
     digest = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:10]
     return f"{socket.gethostname()}_{digest}"
-
-
-async def supervise_child(args: list[str], stop: asyncio.Event) -> None:
-    """Run ``kubeling <args>`` as a child; restart it with backoff if it dies; SIGTERM it at stop."""
-    delay = 1.0
-    while not stop.is_set():
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "kubeling.cli.main", *args,
-                                                    stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        try:
-            waiter = asyncio.create_task(stop.wait())
-            exited = asyncio.create_task(proc.wait())
-            await asyncio.wait([waiter, exited], return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            if exited.done():
-                log.warning("%s exited with %s; restarting in %.0fs", args[0], proc.returncode, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 10)
-                except asyncio.TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the server dies, even by SIGKILL (Linux)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 async def _shutdown(tasks, listeners, store, cacher) -> None:

@@ -5,17 +5,26 @@ loop (uvloop when installed), and calls ``await body(stop)`` with an `asyncio.Ev
 SIGTERM and SIGINT set: the body drains and returns when it is set, as every component's
 ``run(stop)`` does. Exceptions from the body propagate to the caller.
 
-The node agent does not use it: it forks children, which would inherit the wakeup fd of
+``supervise_child(args, stop)`` runs ``kubeling <args>`` as a child process, restarted with
+backoff when it dies and stopped at ``stop``: the server's controller manager, scheduler and
+agent, and the agent's kube-proxy.
+
+The node agent does not use ``run_until_signalled``: it forks children, which would inherit the wakeup fd of
 `loop.add_signal_handler` (see `kubeling.cli.agent.install_stop_handlers`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
 
 
 def log_to_stderr(verbose: bool) -> None:
@@ -44,3 +53,37 @@ def run_until_signalled(body: Callable[[asyncio.Event], Awaitable[None]], *, ver
         await body(stop)
 
     run(main())
+
+
+async def supervise_child(args: list[str], stop: asyncio.Event) -> None:
+    """Run ``kubeling <args>`` as a child; restart it with backoff if it dies; SIGTERM it at stop."""
+    delay = 1.0
+    while not stop.is_set():
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "kubeling.cli.main", *args,
+                                                    stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        try:
+            waiter = asyncio.create_task(stop.wait())
+            exited = asyncio.create_task(proc.wait())
+            await asyncio.wait([waiter, exited], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if exited.done():
+                log.warning("%s exited with %s; restarting in %.0fs", args[0], proc.returncode, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except asyncio.TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when its parent dies, even by SIGKILL (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass

@@ -65,6 +65,12 @@ def agent_flags(p: argparse.ArgumentParser) -> None:
                    help="pull only from the mirrors registries.yaml names, never from the registry itself")
     p.add_argument("--cgroup-root", default="kubeling", help="cgroup under which pods go (default kubeling)")
     p.add_argument("--node-label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--flannel-backend", choices=("vxlan", "host-gw", "none"), default="vxlan",
+                   help="how pods reach the pods of other nodes (default vxlan; none: no overlay)")
+    p.add_argument("--disable-network-policy", action="store_true", help="do not enforce NetworkPolicies")
+    p.add_argument("--disable-kube-proxy", action="store_true", help="do not run kube-proxy on this node")
+    p.add_argument("--kube-proxy-arg", action="append", default=[], metavar="FLAG=VALUE",
+                   help="a flag for kube-proxy, e.g. proxy-mode=nftables (repeatable)")
 
 
 def options(args: argparse.Namespace):
@@ -78,7 +84,10 @@ def options(args: argparse.Namespace):
                         cluster_cidr=args.cluster_cidr, service_cidr=args.service_cidr,
                         registry_config=args.registry_config or str(data / "registries.yaml"),
                         pod_cidr=args.pod_cidr, labels=labels,
-                        disable_default_registry_endpoint=args.disable_default_registry_endpoint)
+                        disable_default_registry_endpoint=args.disable_default_registry_endpoint,
+                        flannel_backend=args.flannel_backend, disable_network_policy=args.disable_network_policy,
+                        disable_kube_proxy=args.disable_kube_proxy,
+                        kube_proxy_args=[f if f.startswith("--") else f"--{f}" for f in args.kube_proxy_arg])
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -146,10 +155,16 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
+    from kubeling.kubelet.network import overlay, policy
     from kubeling.kubelet.network.cleanup import cleanup as network_cleanup
     from kubeling.kubelet.runtime.cleanup import cleanup_all
+    from kubeling.proxy import cleanup as proxy_cleanup
     root = Path(args.data_dir) / "agent"
     cleanup_all(root, args.cgroup_root)
+    # the node's network services, each a no-op when it made nothing (`kube-proxy --cleanup`)
+    proxy_cleanup.cleanup_all()
+    policy.cleanup()
+    overlay.cleanup()
     network_cleanup(root, cidrs=(args.cluster_cidr, args.service_cidr))
     print(f"kubeling node cleanup: removed the containers and pod network of {root}")
     return 0

@@ -69,6 +69,12 @@ def _agent_args(args: argparse.Namespace) -> list[str]:
         out += ["--node-label", label]
     if args.disable_default_registry_endpoint:
         out.append("--disable-default-registry-endpoint")
+    out += ["--flannel-backend", args.flannel_backend]
+    for flag in ("disable_network_policy", "disable_kube_proxy"):
+        if getattr(args, flag):
+            out.append("--" + flag.replace("_", "-"))
+    for flag in args.kube_proxy_arg:
+        out += ["--kube-proxy-arg", flag]
     if args.verbose:
         out.append("--verbose")
     return out

@@ -61,6 +61,11 @@ class AgentOptions:
     pod_cidr: str = ""                    # used when the control plane assigns none
     labels: dict[str, str] = field(default_factory=dict)
     disable_default_registry_endpoint: bool = False
+    # the node's network services, run beside the kubelet as k3s's agent runs them
+    flannel_backend: str = "vxlan"        # vxlan | host-gw | none (`kubeling.kubelet.network.overlay`)
+    disable_network_policy: bool = False  # `kubeling.kubelet.network.policy`
+    disable_kube_proxy: bool = False      # `kubeling proxy`, a child process
+    kube_proxy_args: list[str] = field(default_factory=list)   # --kube-proxy-arg, e.g. --proxy-mode=nftables
 
 
 def _source_towards(host: str, port: int) -> str | None:
@@ -219,6 +224,7 @@ class Agent:
             node_status.runtime = self.runtime
             if self.opts.runtime != "hollow":
                 await self.network.ensure_node()
+                tasks += self._node_network(pod_cidr, stop)
             try:
                 # registered before the runtime existed (NotReady): say Ready now, not in 10 s
                 await node_status.update()
@@ -273,6 +279,28 @@ class Agent:
                 await server.close()
         finally:
             await asyncio.shield(self._shutdown(tasks, recorder, image_service))
+
+    def _node_network(self, pod_cidr: str, stop: asyncio.Event) -> list[asyncio.Task]:
+        """The node's network services, once its bridge exists (k3s's agent runs the same three):
+        the overlay to the other nodes' pods, the NetworkPolicy enforcer, and kube-proxy."""
+        tasks = []
+        if self.opts.flannel_backend != "none":
+            from kubeling.kubelet.network.overlay import Overlay
+            overlay = Overlay(self.client, self.node_name, backend=self.opts.flannel_backend, node_ip=self.address,
+                              pod_cidr=pod_cidr, cluster_cidr=self.opts.cluster_cidr)
+            tasks.append(asyncio.create_task(overlay.run(stop), name="overlay"))
+        if not self.opts.disable_network_policy:
+            from kubeling.kubelet.network.policy import NetworkPolicyController
+            policy = NetworkPolicyController(self.client, self.node_name, pod_cidr=pod_cidr,
+                                             cluster_cidr=self.opts.cluster_cidr)
+            tasks.append(asyncio.create_task(policy.run(stop), name="network-policy"))
+        if not self.opts.disable_kube_proxy and self.opts.kubeconfig:
+            from kubeling.cli._run import supervise_child
+            tasks.append(asyncio.create_task(supervise_child(
+                ["proxy", "--kubeconfig", self.opts.kubeconfig, "--hostname-override", self.node_name,
+                 "--bind-address", self.address, "--cluster-cidr", self.opts.cluster_cidr,
+                 "--service-cidr", self.opts.service_cidr, *self.opts.kube_proxy_args], stop), name="kube-proxy"))
+        return tasks
 
     def _make_server(self):
         from kubeling.kubelet.server import AgentServer
