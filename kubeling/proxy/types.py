@@ -13,6 +13,12 @@ The runner (`kubeling.proxy.server`) turns Services and EndpointSlices into thes
   the NodePort addresses.
 - `Proxier` is the mode: ``sync`` programs the snapshot, ``cleanup`` removes all it made,
   ``count_leaks`` counts what it still holds (0 everywhere after ``cleanup`` or an empty sync).
+
+Each mode is a module ``kubeling.proxy.<mode>`` (userspace, iptables, nftables, ipvs) with a
+class ``Proxier(node: NodeContext)``: constructing it is cheap and touches nothing; a mode that
+cannot run on this machine (no ``ip_vs`` in the kernel, no ``nft``) raises
+`ProxyModeUnavailable` from ``await Proxier.start()`` with a message that says why, and the
+process exits with it at start-up. Every call happens in the network namespace of the node.
 """
 
 from __future__ import annotations
@@ -155,10 +161,18 @@ def categorize_endpoints(endpoints: Sequence[Endpoint], svc: ServicePort) -> Cat
     return out
 
 
+class ProxyModeUnavailable(RuntimeError):
+    """This proxy mode cannot run here; ``str()`` says why and what to do instead."""
+
+
 class Proxier(Protocol):
     """A proxy mode (userspace, iptables, nftables, ipvs)."""
 
     mode: str
+
+    async def start(self) -> None:
+        """Check that the mode can run here (raise `ProxyModeUnavailable` if not) and set up
+        what every sync needs (base chains, tables, sockets). Called once, before ``sync``."""
 
     async def sync(self, services: ServicePortMap, endpoints: EndpointsMap,
                    changed: set[ServicePortName] | None = None) -> None:
