@@ -3,10 +3,16 @@
     kubeling cluster up --nodes N [--data-dir DIR] [--registry-config FILE] [--name NAME]
                         [--subnet CIDR] [--bind-address IP] [--secure-port PORT]
                         [--kube-controller-manager-arg FLAG=VALUE]... [--kube-scheduler-arg ...]
-                        [--server-arg FLAG]... [--agent-arg FLAG]...
+                        [--server-arg FLAG]... [--agent-arg FLAG]... [--node-agent-arg NODE=FLAG]...
+                        [--flannel-backend vxlan|host-gw|none]
     kubeling cluster down [--data-dir DIR]
     kubeling cluster status [--data-dir DIR]
     kubeling cluster node stop|start|isolate [--undo]|connect|add|remove NAME [--data-dir DIR]
+    kubeling cluster node add NAME [--agent-arg FLAG]...
+    kubeling cluster routes [--data-dir DIR]     (run by ``up``: routes to every node's pods)
+
+``--agent-arg`` flags go to every agent, ``--node-agent-arg node-2=--kube-proxy-arg=proxy-mode=nftables``
+to one (after the others, so it wins where a flag is given twice).
 
 ``up`` returns once every node is Ready and prints ``export KUBECONFIG=...`` on stdout (so
 ``eval "$(kubeling cluster up --nodes 3)"`` works); progress goes to stderr. Every command needs
@@ -44,6 +50,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                     help="any other `kubeling server` flag, e.g. --server-arg=--request-timeout=30s (repeatable)")
     up.add_argument("--agent-arg", action="append", default=[], metavar="FLAG",
                     help="any other `kubeling agent` flag, e.g. --agent-arg=--disable-default-registry-endpoint")
+    up.add_argument("--node-agent-arg", action="append", default=[], metavar="NODE=FLAG",
+                    help="a `kubeling agent` flag for one node, e.g. node-2=--kube-proxy-arg=proxy-mode=nftables")
+    up.add_argument("--flannel-backend", choices=("vxlan", "host-gw", "none"), default="vxlan",
+                    help="how pods reach the pods of other nodes (default vxlan)")
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server and the nodes")
     up.set_defaults(func=cmd_up)
     with_dir(csub.add_parser("down", help="remove every process, namespace, link, mount and cgroup of the cluster")
@@ -64,7 +74,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
             n.add_argument("--undo", action="store_true")
         if verb in ("start", "add"):
             n.add_argument("--timeout", type=float, default=180.0)
+        if verb == "add":
+            n.add_argument("--agent-arg", action="append", default=[], metavar="FLAG",
+                           help="an extra `kubeling agent` flag for this node (repeatable)")
         n.set_defaults(func=cmd_node)
+    with_dir(csub.add_parser("routes", help="keep routes from here to every node's pod CIDR (run by `up`)")
+             ).set_defaults(func=cmd_routes)
 
 
 def _run(fn) -> int:
@@ -85,12 +100,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     server_args = [f"--kube-controller-manager-arg={a}" for a in args.kube_controller_manager_arg]
     server_args += [f"--kube-scheduler-arg={a}" for a in args.kube_scheduler_arg]
+    node_agent_args: dict[str, list[str]] = {}
+    for item in args.node_agent_arg:
+        node, sep, flag = item.partition("=")
+        if not sep or not node or not flag:
+            print(f"kubeling cluster up: --node-agent-arg {item!r}: expected NODE=FLAG", file=sys.stderr)
+            return 1
+        node_agent_args.setdefault(node, []).append(flag)
     c = Cluster(args.data_dir)
 
     def up() -> None:
         c.up(args.nodes, name=args.name, subnet=args.subnet, bind_address=args.bind_address,
              secure_port=args.secure_port, registry_config=args.registry_config,
-             server_args=server_args + args.server_arg, agent_args=args.agent_arg, timeout=args.timeout)
+             server_args=server_args + args.server_arg, agent_args=args.agent_arg,
+             node_agent_args=node_agent_args, flannel_backend=args.flannel_backend, timeout=args.timeout)
         print(f"export KUBECONFIG={c.kubeconfig}", flush=True)
     code = _run(up)
     if code:
@@ -124,7 +147,39 @@ def cmd_node(args: argparse.Namespace) -> int:
         "start": lambda: c.start_node(args.name, timeout=args.timeout),
         "isolate": lambda: c.isolate(args.name, cut=not args.undo),
         "connect": lambda: c.isolate(args.name, cut=False),
-        "add": lambda: c.add_node(args.name, timeout=args.timeout),
+        "add": lambda: c.add_node(args.name, timeout=args.timeout, agent_args=args.agent_arg),
         "remove": lambda: c.remove_node(args.name),
     }
     return _run(actions[verb])
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    """Routes from this namespace to every node's pod CIDR, via the node's IP, kept current from
+    the Node objects (`kubeling.kubelet.network.overlay` in routes-only mode), until SIGTERM."""
+    import asyncio
+    import logging
+
+    from kubeling.cluster import Cluster
+    from kubeling.cli.agent import install_stop_handlers
+    from kubeling.client import kubeconfig as kc
+    from kubeling.client.rest import RESTClient
+    from kubeling.kubelet.network.overlay import Overlay
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    c = Cluster(args.data_dir)
+    st = c.load()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        client = RESTClient.from_config(kc.load(str(c.kubeconfig)), component="kubeling-cluster-routes")
+        try:
+            await Overlay(client, "", backend="host-gw", node_ip="", pod_cidr="", cluster_cidr=st.cluster_cidr,
+                          routes_only=True).run(stop)
+        finally:
+            await client.close()
+
+    # the standard event loop: pyroute2's netlink sockets are refused by uvloop
+    asyncio.run(main())
+    return 0

@@ -11,16 +11,25 @@ Layout of the data directory ``DIR``::
 
 Lifecycle (every step records itself in the state file before the next one)::
 
-    up ──▶ bridge ─▶ server (caller's netns, --disable-agent) ready ─▶ per node: netns + veth,
-           agent started with nsenter --net, joining with the node token ─▶ all nodes Ready
+    up ──▶ bridge ─▶ server (caller's netns, --disable-agent) ready ─▶ pod routes (below)
+           ─▶ per node: netns + veth, agent started with nsenter --net (--flannel-backend, the
+           --agent-arg flags, then the node's own --node-agent-arg flags), joining with the node
+           token ─▶ all nodes Ready
     node stop NAME   SIGKILL the agent, its shims and every process in its cgroups (a node
                      failure; disk state stays, as after a power cut)
     node start NAME  the agent again (it re-adopts or restarts the pods)
     node isolate NAME [--undo]   its veth down (up): the link is cut, processes keep running
     node add NAME    one more node, joined to the running cluster
     node remove NAME the node's processes, containers and netns, and its Node object
-    down ──▶ agents (SIGTERM, then SIGKILL) ─▶ `kubeling node cleanup` in each node netns ─▶
-             veths, netns ─▶ server ─▶ bridge ─▶ the state file
+    down ──▶ agents (SIGTERM, then SIGKILL) ─▶ `kubeling node cleanup` in each node netns (the
+             overlay's flannel.1 must be gone after it) ─▶ veths, netns ─▶ pod routes ─▶ server
+             ─▶ bridge ─▶ the state file
+
+Pod routes: the server runs in the caller's namespace without an agent, so it has no pod
+network; ``kubeling cluster routes`` (a process beside it, recorded as ``routes_pid``) keeps a
+route to every Node's podCIDR via that node's IP on the bridge, from the Node objects
+(`kubeling.kubelet.network.overlay`, routes-only mode). The API server so reaches pods
+(services/pods proxy, webhooks), and pods' answers to it find their way back.
 
 Processes are detached (their own session) and are only ever signalled by the PID recorded
 here, after checking that ``/proc/<pid>/cmdline`` is still theirs (names their data dir), so a
@@ -67,6 +76,7 @@ class NodeState:
     kubelet_port: int = KUBELET_PORT
     pid: int = 0               # 0: not running (stopped by `node stop`, or never started)
     isolated: bool = False
+    agent_args: list[str] = field(default_factory=list)    # this node's own extra `kubeling agent` flags
 
 
 @dataclass
@@ -81,7 +91,10 @@ class ClusterState:
     server_pid: int = 0
     registry_config: str = ""
     server_args: list[str] = field(default_factory=list)   # extra `kubeling server` flags
-    agent_args: list[str] = field(default_factory=list)    # extra `kubeling agent` flags
+    agent_args: list[str] = field(default_factory=list)    # extra `kubeling agent` flags, every node
+    node_agent_args: dict[str, list[str]] = field(default_factory=dict)   # node name -> its extra flags
+    flannel_backend: str = "vxlan"                         # every agent's --flannel-backend
+    routes_pid: int = 0                                    # `kubeling cluster routes` (pod routes here)
     cluster_cidr: str = CLUSTER_CIDR
     service_cidr: str = SERVICE_CIDR
     nodes: dict[str, NodeState] = field(default_factory=dict)
@@ -225,7 +238,8 @@ class Cluster:
 
     def up(self, nodes: int, *, name: str = "kubeling", subnet: str = "", bind_address: str = "",
            secure_port: int = 6443, registry_config: str = "", server_args: list[str] | None = None,
-           agent_args: list[str] | None = None, timeout: float = 180.0) -> None:
+           agent_args: list[str] | None = None, node_agent_args: dict[str, list[str]] | None = None,
+           flannel_backend: str = "vxlan", timeout: float = 180.0) -> None:
         if self.state_path.exists():
             raise ClusterError(f"a cluster already lives in {self.dir}: `kubeling cluster down "
                                f"--data-dir {self.dir}` first")
@@ -238,11 +252,14 @@ class Cluster:
                                   server_ip=str(hosts[0]), secure_port=secure_port,
                                   bind_address=bind_address or str(hosts[0]),
                                   registry_config=str(Path(registry_config).resolve()) if registry_config else "",
-                                  server_args=list(server_args or []), agent_args=list(agent_args or []))
+                                  server_args=list(server_args or []), agent_args=list(agent_args or []),
+                                  node_agent_args={k: list(v) for k, v in (node_agent_args or {}).items()},
+                                  flannel_backend=flannel_backend)
         self.save()
         net.create_bridge(self.state.bridge, ipaddress.ip_interface(f"{hosts[0]}/{picked.prefixlen}"))
         self.say(f"bridge {self.state.bridge} {hosts[0]}/{picked.prefixlen}")
         self.start_server(timeout)
+        self.start_routes()
         for i in range(1, nodes + 1):
             self.add_node(f"node-{i}", wait=False)
         self.wait_ready(list(self.state.nodes), timeout)
@@ -271,6 +288,25 @@ class Cluster:
             time.sleep(0.2)
         raise ClusterError(f"the server was not ready within {timeout:.0f}s" + self._log_tail("server"))
 
+    def routes_marker(self) -> str:
+        return f"routes --data-dir {self.dir} "
+
+    def start_routes(self) -> None:
+        """``kubeling cluster routes`` beside the server (see the module docstring)."""
+        st = self.load()
+        if alive(st.routes_pid, self.routes_marker()):
+            return
+        st.routes_pid = self._spawn([*_kubeling(), "cluster", "routes", "--data-dir", str(self.dir)], "routes")
+        self.save()
+        self.say(f"pod routes: pid {st.routes_pid}")
+
+    def stop_routes(self) -> None:
+        from kubeling.kubelet.network.overlay import cleanup_routes
+        st = self.load()
+        stop_process(st.routes_pid, self.routes_marker())
+        st.routes_pid = 0
+        cleanup_routes(via=st.subnet)
+
     # -- nodes ---------------------------------------------------------------------------------
 
     def _new_node(self, name: str) -> NodeState:
@@ -283,11 +319,15 @@ class Cluster:
         return NodeState(name=name, ip=ip, netns=net.netns_name(st.name, name), veth=net.veth_name(st.name, name),
                          data_dir=str(self.dir / "nodes" / name), cgroup_root=f"kubeling-{st.name}-{name}")
 
-    def add_node(self, name: str, *, wait: bool = True, timeout: float = 180.0) -> NodeState:
+    def add_node(self, name: str, *, wait: bool = True, timeout: float = 180.0,
+                 agent_args: list[str] | None = None) -> NodeState:
+        """One more node; ``agent_args`` are its own extra agent flags (after the cluster's and
+        any ``node_agent_args`` given to `up` for this name)."""
         st = self.load()
         if name in st.nodes:
             raise ClusterError(f"node {name} already exists")
         node = self._new_node(name)
+        node.agent_args = [*st.node_agent_args.get(name, []), *(agent_args or [])]
         st.nodes[name] = node
         self.save()
         prefix = ipaddress.ip_network(st.subnet).prefixlen
@@ -312,7 +352,8 @@ class Cluster:
                 "--cluster-cidr", st.cluster_cidr, "--service-cidr", st.service_cidr]
         if st.registry_config:
             argv += ["--registry-config", st.registry_config]
-        node.pid = self._spawn([*argv, *st.agent_args], name)
+        argv += ["--flannel-backend", st.flannel_backend]
+        node.pid = self._spawn([*argv, *st.agent_args, *node.agent_args], name)
         self.save()
         self.say(f"node {name}: agent pid {node.pid} in netns {node.netns} ({node.ip})")
         if wait and not node.isolated:
@@ -408,6 +449,7 @@ class Cluster:
                 self._remove(node)
             except ClusterError as e:
                 errors.append(str(e))
+        self.stop_routes()
         stop_process(st.server_pid, self.server_marker())
         st.server_pid = 0
         net.delete_link(st.bridge)
@@ -432,6 +474,11 @@ class Cluster:
             if done.returncode != 0:
                 self.save()
                 raise ClusterError(f"node cleanup of {node.name}: {done.stderr.strip()[-500:]}")
+            from kubeling.kubelet.network.overlay import DEVICE as OVERLAY_DEVICE
+            left = net.ip("-o", "link", "show", "dev", OVERLAY_DEVICE, netns=node.netns, check=False)
+            if left.returncode == 0:
+                self.save()
+                raise ClusterError(f"node cleanup of {node.name} left {OVERLAY_DEVICE}: {left.stdout.strip()}")
         net.delete_link(node.veth)
         net.delete_netns(node.netns)
         self.say(f"node {node.name}: removed")

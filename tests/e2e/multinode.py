@@ -60,7 +60,8 @@ class MultiNodeCluster(harness.Cluster):
 
     def __init__(self, data_dir: Path | str, *, images_dir: Path, nodes: int = 3,
                  controller_manager_args: tuple[str, ...] = (), server_args: tuple[str, ...] = (),
-                 startup_timeout: float = 240.0) -> None:
+                 agent_args: tuple[str, ...] = (), node_agent_args: dict[str, tuple[str, ...]] | None = None,
+                 flannel_backend: str = "vxlan", startup_timeout: float = 240.0) -> None:
         _counter[0] += 1
         self.netns = Netns()
         self.name = f"kt{os.getpid() % 100000}x{_counter[0]}"
@@ -68,6 +69,9 @@ class MultiNodeCluster(harness.Cluster):
         self.images_dir = images_dir
         self.controller_manager_args = controller_manager_args
         self.server_args = server_args
+        self.agent_args = agent_args                  # every agent (`--agent-arg`)
+        self.node_agent_args = node_agent_args or {}  # node name -> its own flags (`--node-agent-arg`)
+        self.flannel_backend = flannel_backend
         self.registry: _BridgeRegistry | None = None
         self._registry_cm = None
         super().__init__(data_dir, startup_timeout=startup_timeout)
@@ -105,6 +109,9 @@ class MultiNodeCluster(harness.Cluster):
                 "--agent-arg=--disable-default-registry-endpoint", "--timeout", str(self.startup_timeout)]
         argv += [f"--kube-controller-manager-arg={a}" for a in self.controller_manager_args]
         argv += [f"--server-arg={a}" for a in self.server_args]
+        argv += [f"--agent-arg={a}" for a in self.agent_args]
+        argv += [f"--node-agent-arg={n}={a}" for n, flags in self.node_agent_args.items() for a in flags]
+        argv += ["--flannel-backend", self.flannel_backend]
         self.up = True     # from here on, destroy() has something to take down
         done = self.kubeling(*argv, check=False, timeout=self.startup_timeout + 60)
         if done.returncode != 0:
