@@ -1,5 +1,5 @@
 """Running the API server: storage, PKI, bootstrap objects, listeners, and the controller
-manager, the scheduler and the node agent as supervised child processes.
+manager, the scheduler, the node agent and the Ingress controller as supervised child processes.
 
 `run(options, stop)` owns everything it starts and tears it down in a shielded ``finally``, in
 reverse order: the API server's own loops (CRD controller, admission caches, aggregator), the
@@ -61,6 +61,10 @@ class Options:
     # DefaultTolerationSeconds admission: how long pods tolerate a not-ready/unreachable node
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
+    # k3s's --disable: packaged components not to run ("ingress"/"traefik": the ingress child)
+    disable: list[str] = field(default_factory=list)
+    ingress_http_port: int = 80
+    ingress_https_port: int = 443
 
 
 def kubernetes_service_ip(service_cidr: str) -> str:
@@ -183,6 +187,12 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                 ["agent", "--kubeconfig", str(agent_kubeconfig), "--data-dir", str(data), "--node-name", node,
                  "--cluster-cidr", opts.cluster_cidr, "--service-cidr", opts.service_cidr,
                  *opts.agent_args], stop), name="agent"))
+        if not {"ingress", "traefik"} & set(opts.disable):
+            # the Ingress controller and its nginx, as k3s ships Traefik
+            tasks.append(asyncio.create_task(supervise_child(
+                ["ingress", "--kubeconfig", str(kubeconfig), "--data-dir", str(data),
+                 "--http-port", str(opts.ingress_http_port), "--https-port", str(opts.ingress_https_port),
+                 "--bind-address", opts.bind_address, "--publish-address", advertise], stop), name="ingress"))
         log.info("kubeling API server ready on https://%s:%d", host, opts.secure_port)
         if on_ready:
             on_ready(api, kubeconfig)

@@ -17,6 +17,7 @@ from kubeling.cli import cluster as cluster_cli
 from kubeling.cli import controller_manager as controller_manager_cli
 from kubeling.cli import hollow as hollow_cli
 from kubeling.cli import images as images_cli
+from kubeling.cli import ingress as ingress_cli
 from kubeling.cli import scheduler as scheduler_cli
 from kubeling.cli._run import run_until_signalled
 
@@ -48,6 +49,11 @@ def _server_args(p: argparse.ArgumentParser) -> None:
                    help="tolerationSeconds of the unreachable:NoExecute toleration every pod gets (default: 300)")
     p.add_argument("--disable-agent", action="store_true", help="run the control plane alone, with no node agent")
     p.add_argument("--disable-scheduler", action="store_true", help="do not run the scheduler")
+    p.add_argument("--disable", action="append", default=[], metavar="COMPONENT",
+                   help="do not run a packaged component, as k3s's --disable: ingress (alias traefik) (repeatable)")
+    p.add_argument("--ingress-http-port", type=int, default=80, help="port the ingress nginx serves HTTP on (default: 80)")
+    p.add_argument("--ingress-https-port", type=int, default=443,
+                   help="port the ingress nginx serves HTTPS on (default: 443)")
     p.add_argument("--kube-controller-manager-arg", action="append", default=[], metavar="FLAG=VALUE",
                    help="pass a flag to the controller manager, e.g. --node-monitor-grace-period=10s (repeatable)")
     p.add_argument("--kube-scheduler-arg", action="append", default=[], metavar="FLAG=VALUE",
@@ -134,7 +140,9 @@ def cmd_server(args: argparse.Namespace) -> int:
                           controller_manager_args=_passthrough(args.kube_controller_manager_arg),
                           scheduler_args=_passthrough(args.kube_scheduler_arg),
                           default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
-                          default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds)
+                          default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
+                          disable=[c.strip() for d in args.disable for c in d.split(",") if c.strip()],
+                          ingress_http_port=args.ingress_http_port, ingress_https_port=args.ingress_https_port)
 
     def ready(api, kubeconfig) -> None:
         print(f"kubeling: ready. export KUBECONFIG={kubeconfig.resolve()}", file=sys.stderr, flush=True)
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     agent_cli.add_subcommands(sub)  # agent, node cleanup
     images_cli.add_subcommands(sub)  # images import, images ls
     hollow_cli.add_subcommands(sub)  # hollow-nodes
+    ingress_cli.add_subcommands(sub)  # ingress
     cluster_cli.add_subcommands(sub)  # cluster up/down/status/node
     args = parser.parse_args(argv)
     return args.func(args)
