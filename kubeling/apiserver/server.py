@@ -65,6 +65,9 @@ class Options:
     disable: list[str] = field(default_factory=list)
     ingress_http_port: int = 80
     ingress_https_port: int = 443
+    # the cluster DNS child ("coredns" in disable turns it off): the kube-dns Service's IP and zone
+    cluster_dns: str = ""
+    cluster_domain: str = "cluster.local"
 
 
 def kubernetes_service_ip(service_cidr: str) -> str:
@@ -193,6 +196,15 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                 ["ingress", "--kubeconfig", str(kubeconfig), "--data-dir", str(data),
                  "--http-port", str(opts.ingress_http_port), "--https-port", str(opts.ingress_https_port),
                  "--bind-address", opts.bind_address, "--publish-address", advertise], stop), name="ingress"))
+        if "coredns" not in opts.disable and (opts.agent or not ipaddress.ip_address(advertise).is_loopback):
+            # cluster DNS (k3s's CoreDNS) on the advertise address; a loopback one is unreachable
+            # through the cluster DNS IP's DNAT, so `kubeling dns` then takes the host's primary
+            # address; a loopback control plane with no agent has no pods to serve: no DNS.
+            dns_ip = opts.cluster_dns or str(ipaddress.ip_network(opts.service_cidr)[10])
+            bind = [] if ipaddress.ip_address(advertise).is_loopback else ["--bind-address", advertise]
+            tasks.append(asyncio.create_task(supervise_child(
+                ["dns", "--kubeconfig", str(kubeconfig), *bind, "--cluster-dns", dns_ip,
+                 "--cluster-domain", opts.cluster_domain, "--service-cidr", opts.service_cidr], stop), name="dns"))
         log.info("kubeling API server ready on https://%s:%d", host, opts.secure_port)
         if on_ready:
             on_ready(api, kubeconfig)

@@ -15,6 +15,7 @@ from kubeling.cli import agent as agent_cli
 from kubeling.cli import backup as backup_cli
 from kubeling.cli import cluster as cluster_cli
 from kubeling.cli import controller_manager as controller_manager_cli
+from kubeling.cli import dns as dns_cli
 from kubeling.cli import hollow as hollow_cli
 from kubeling.cli import images as images_cli
 from kubeling.cli import ingress as ingress_cli
@@ -50,7 +51,7 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disable-agent", action="store_true", help="run the control plane alone, with no node agent")
     p.add_argument("--disable-scheduler", action="store_true", help="do not run the scheduler")
     p.add_argument("--disable", action="append", default=[], metavar="COMPONENT",
-                   help="do not run a packaged component, as k3s's --disable: ingress (alias traefik) (repeatable)")
+                   help="do not run a packaged component, as k3s's --disable: ingress (alias traefik), coredns (repeatable)")
     p.add_argument("--ingress-http-port", type=int, default=80, help="port the ingress nginx serves HTTP on (default: 80)")
     p.add_argument("--ingress-https-port", type=int, default=443,
                    help="port the ingress nginx serves HTTPS on (default: 443)")
@@ -142,7 +143,8 @@ def cmd_server(args: argparse.Namespace) -> int:
                           default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
                           default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
                           disable=[c.strip() for d in args.disable for c in d.split(",") if c.strip()],
-                          ingress_http_port=args.ingress_http_port, ingress_https_port=args.ingress_https_port)
+                          ingress_http_port=args.ingress_http_port, ingress_https_port=args.ingress_https_port,
+                          cluster_dns=args.cluster_dns, cluster_domain=args.cluster_domain)
 
     def ready(api, kubeconfig) -> None:
         print(f"kubeling: ready. export KUBECONFIG={kubeconfig.resolve()}", file=sys.stderr, flush=True)
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     images_cli.add_subcommands(sub)  # images import, images ls
     hollow_cli.add_subcommands(sub)  # hollow-nodes
     ingress_cli.add_subcommands(sub)  # ingress
+    dns_cli.add_subcommands(sub)  # dns
     cluster_cli.add_subcommands(sub)  # cluster up/down/status/node
     args = parser.parse_args(argv)
     return args.func(args)
