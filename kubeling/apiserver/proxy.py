@@ -24,6 +24,12 @@ that upgrades need no special case until the answer:
 
 Hop-by-hop headers and the client's credentials (``Authorization``, ``Impersonate-*``) are not
 forwarded: the agent sees the API server's certificate only.
+
+`relay_to` is the same relay towards any target, in plain HTTP or in TLS: ``services/.../proxy``
+and ``pods/.../proxy`` use it with `target_ssl_context` for the ``https`` scheme (upstream's
+proxy transport, which does not verify the target's certificate: pods serve whatever they like).
+A target that cannot be dialled answers 503 ``error trying to reach service: dial tcp ...``
+(or ``pod``). `redirect_to_slash` is upstream's redirect of ``.../proxy`` to ``.../proxy/``.
 """
 
 from __future__ import annotations
@@ -161,23 +167,64 @@ async def _body(reader: asyncio.StreamReader, headers: list[tuple[str, str]]):
 
 async def relay(request: web.Request, client: KubeletClient, host: str, port: int, path: str, query: str, *,
                 error_as_status: bool = False) -> web.StreamResponse:
+    return await relay_to(request, host, port, path, query, ssl_ctx=client.ssl_context(),
+                          server_hostname=host if client.ca is not None else None, error_as_status=error_as_status)
+
+
+_TARGET_CTX: ssl.SSLContext | None = None
+
+
+def target_ssl_context() -> ssl.SSLContext:
+    """TLS towards a service's or a pod's ``https`` port: not verified, as upstream's proxy
+    transport (``InsecureSkipVerify``)."""
+    global _TARGET_CTX
+    if _TARGET_CTX is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["http/1.1"])
+        _TARGET_CTX = ctx
+    return _TARGET_CTX
+
+
+def redirect_to_slash(request: web.Request) -> web.Response | None:
+    """Upstream's UpgradeAwareHandler: ``.../proxy`` with no path (and no upgrade) is answered
+    with a 301 to ``.../proxy/``, so that relative links in the target's pages resolve."""
+    if _is_upgrade(request) or not request.path.endswith("/proxy"):
+        return None
+    query = f"?{request.query_string}" if request.query_string else ""
+    return web.Response(status=301, headers={"Location": request.path + "/" + query})
+
+
+def _dial_why(e: BaseException) -> str:
+    if isinstance(e, asyncio.TimeoutError):
+        return "i/o timeout"
+    if isinstance(e, OSError) and e.errno and not isinstance(e, ssl.SSLError):
+        return "connect: " + os.strerror(e.errno).lower()
+    return str(e) or type(e).__name__
+
+
+async def relay_to(request: web.Request, host: str, port: int, path: str, query: str, *,
+                   ssl_ctx: ssl.SSLContext | None = None, server_hostname: str | None = None,
+                   error_as_status: bool = False, target_kind: str = "") -> web.StreamResponse:
+    """`relay` to ``host:port`` in TLS (``ssl_ctx``) or plain HTTP. ``target_kind`` ("service",
+    "pod") makes a dial failure a 503 naming it, as upstream's service and pod proxies answer;
+    without it, a dial failure is the agent relay's 500."""
     upgrade = _is_upgrade(request)
     body = None if upgrade or not request.body_exists else await request.read()
-    url = f"https://{_authority(host, port)}{path}"
+    url = f"{'https' if ssl_ctx else 'http'}://{_authority(host, port)}{path}"
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=client.ssl_context(), limit=MAX_HEAD,
-                                    server_hostname=host if client.ca is not None else None),
+            asyncio.open_connection(host, port, ssl=ssl_ctx, limit=MAX_HEAD,
+                                    server_hostname=server_hostname if ssl_ctx else None),
             DIAL_TIMEOUT)
     except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+        why = _dial_why(e)
+        if target_kind:
+            raise errors.StatusError(503, "ServiceUnavailable", f"error trying to reach {target_kind}: dial tcp "
+                                     f"{_authority(host, port)}: {why}") from None
         # Go's wording; a plain error becomes a Status with code 500 and no reason, as upstream's
         # ErrorToAPIStatus does (kubectl: "Error from server: Get ...: connection refused").
-        if isinstance(e, asyncio.TimeoutError):
-            why = "i/o timeout"
-        elif isinstance(e, OSError) and e.errno and not isinstance(e, ssl.SSLError):
-            why = "connect: " + os.strerror(e.errno).lower()
-        else:
-            why = str(e) or type(e).__name__
         what = "error dialing backend" if upgrade else f'{request.method.capitalize()} "{url}"'
         raise errors.StatusError(500, "", f"{what}: dial tcp {_authority(host, port)}: {why}") from None
     try:

@@ -11,7 +11,7 @@
   that are finished, Pending or terminating are never charged, nor are not-Ready pods when the
   budget's ``unhealthyPodEvictionPolicy`` allows it (upstream's ``canIgnorePDB`` and policies).
 - ``log``, ``exec``, ``attach``, ``portforward``: relayed to the node agent of the pod's node
-  (`NodeStreamREST`, `kubeling.apiserver.proxy`); ``proxy`` (to the pod IP) answers 503 for now.
+  (`NodeStreamREST`, `kubeling.apiserver.proxy`); ``proxy`` goes to the pod IP (`pod_proxy`).
 
 Deleting a pod that is bound and running is graceful (``terminationGracePeriodSeconds``, 30 by
 default); DELETE answers with the object.
@@ -202,8 +202,8 @@ class NodeStreamREST:
     """``log``, ``exec``, ``attach`` and ``portforward``: relayed to the pod's node agent (upstream's
     ``LogLocation`` / ``ExecLocation`` / ``AttachLocation`` / ``PortForwardLocation`` plus the
     upgrade-aware proxy). The container is checked here first (upstream's messages); a pod not
-    on a node has no logs (an empty answer, as upstream) and no streams (400). ``proxy`` (to the
-    pod's IP) is not served yet: 503.
+    on a node has no logs (an empty answer, as upstream) and no streams (400). ``proxy`` goes to
+    the pod's IP (`pod_proxy`).
 
     The agent client is ``deps.kubelet`` (`kubeling.apiserver.proxy.KubeletClient`); a server
     without one answers 503."""
@@ -219,10 +219,7 @@ class NodeStreamREST:
         node = (pod.get("spec") or {}).get("nodeName")
         sub, q = info.subresource, request.query
         if sub == "proxy":
-            if not node:
-                raise errors.bad_request(f"pod {pod_name} does not have a host assigned")
-            raise errors.StatusError(503, "ServiceUnavailable", f"the API server does not proxy to pod {pod_name} yet",
-                                     details={"name": pod_name, "kind": "pods"})
+            return await pod_proxy(request, pod, info)
         params: list[tuple[str, str]] = []
         if sub == "portforward":
             ports = [p for raw in q.getall("ports", []) for p in raw.split(",") if p.strip()]
@@ -244,6 +241,39 @@ class NodeStreamREST:
         host, port = proxy.node_location(await self.store.get(self.lookup("", "v1", "nodes"), None, node))
         return await proxy.relay(request, client, host, port, path, urlencode(params),
                                  error_as_status=sub == "log")
+
+
+async def pod_proxy(request, pod: dict, info) -> web.StreamResponse:
+    """``pods/<[scheme:]name[:port]>/proxy/<path>``: upstream's pod ``ResourceLocation``. No port:
+    the first declared ``containerPort`` of the first container that has one, else none (80 for
+    http, 443 for https). The pod IP must be a global unicast address (400 ``address not
+    allowed`` otherwise, e.g. a pod with no IP yet). Relayed as the service proxy relays."""
+    import ipaddress
+    port = info.proxy_port
+    if not port:
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            if c.get("ports"):
+                port = str(c["ports"][0].get("containerPort", ""))
+                break
+    status = pod.get("status") or {}
+    pod_ip = status.get("podIP") or next((p.get("ip") for p in status.get("podIPs") or [] if p.get("ip")), "")
+    try:
+        addr = ipaddress.ip_address(pod_ip)
+    except ValueError:
+        raise errors.bad_request("address not allowed") from None
+    if addr.is_loopback or addr.is_link_local or addr.is_multicast or addr.is_unspecified \
+            or str(addr) == "255.255.255.255":       # Go's !IsGlobalUnicast
+        raise errors.bad_request("address not allowed")
+    https = info.proxy_scheme == "https"
+    if not port:
+        port = "443" if https else "80"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise errors.bad_request(f"invalid port {port!r}")
+    redirect = proxy.redirect_to_slash(request)
+    if redirect is not None:
+        return redirect
+    return await proxy.relay_to(request, pod_ip, int(port), info.proxy_path or "/", request.query_string,
+                                ssl_ctx=proxy.target_ssl_context() if https else None, target_kind="pod")
 
 
 _TRUE = ("1", "t", "T", "true", "TRUE", "True")

@@ -13,13 +13,14 @@ other Services.
   range; a given one must be free. A Service that stops being NodePort/LoadBalancer loses its
   node ports.
 - On update, allocated values the client left out are kept (upstream's patchAllocatedValues).
-- ``services/<name>[:port]/proxy`` needs Service routing (issue 6): until then 503.
+- ``services/<[scheme:]name[:port]>/proxy/<path>`` (`ServiceProxyREST`): to a ready endpoint.
 """
 
 from __future__ import annotations
 
 import copy
 import ipaddress
+import random
 
 from kubeling.api import errors, fields
 from kubeling.api.defaults import core as defaults
@@ -38,18 +39,107 @@ PORTS_KEY = "/registry/ranges/servicenodeports"
 
 
 class ServiceProxyREST:
-    """``services/<[scheme:]name[:port]>/proxy/<path>``: reaching a Service's endpoints through the
-    API server needs Service routing, which arrives with issue 6."""
+    """``services/<[scheme:]name[:port]>/proxy/<path>``: upstream's ``ResourceLocation`` plus the
+    upgrade-aware relay (`kubeling.apiserver.proxy.relay_to`).
+
+    - A port *number* is turned into the name of the Service port that has it (upstream compares
+      ``spec.ports[].port``); none: 503 ``no service port N found for service "web"``. A port
+      name (or none, for an unnamed single port) is matched against the endpoint ports' names.
+    - The endpoints are the Service's Endpoints object (as upstream); when it does not exist
+      (no Endpoints controller runs), its EndpointSlices (label ``kubernetes.io/service-name``,
+      endpoints whose ``ready`` is not false). A subset and an address are picked at random; an
+      address whose ``targetRef`` Pod is gone or no longer has that IP is skipped (upstream's
+      ``isValidAddress``). Nothing usable: 503 ``no endpoints available for service "<id>"``.
+    - ``https:`` in the id speaks TLS to the endpoint, unverified (upstream's proxy transport).
+    - A missing Service is a 404; ``.../proxy`` without a path is redirected to ``.../proxy/``.
+    """
 
     def __init__(self, deps: Deps) -> None:
         self.store = deps.store
+        self.lookup = deps.lookup
 
     async def connect(self, served, namespace, name, request, info):
-        svc_name = info.proxy_name or info.name
-        await self.store.get(served, namespace, svc_name)  # 404 for a Service that does not exist
-        raise errors.StatusError(503, "ServiceUnavailable",
-                                 f"proxying to service {namespace}/{svc_name} is not available yet: the API server "
-                                 f"does not route to Service endpoints", details={"name": svc_name, "kind": "services"})
+        from kubeling.apiserver import proxy
+        svc_name, scheme, port_str = info.proxy_name or info.name, info.proxy_scheme, info.proxy_port
+        svc = await self.store.get(served, namespace, svc_name)  # 404 for a Service that does not exist
+        if port_str.isdigit():
+            num = int(port_str)
+            match = [p for p in (svc.get("spec") or {}).get("ports") or [] if p.get("port") == num]
+            if not match:
+                raise errors.StatusError(503, "ServiceUnavailable",
+                                         f'no service port {num} found for service "{svc_name}"')
+            port_str = match[0].get("name") or ""
+        candidates = await self._candidates(namespace, svc_name, port_str)
+        for ip, port, target in candidates:
+            if await self._valid(namespace, ip, target):
+                redirect = proxy.redirect_to_slash(request)
+                if redirect is not None:
+                    return redirect
+                return await proxy.relay_to(request, ip, port, info.proxy_path or "/", request.query_string,
+                                            ssl_ctx=proxy.target_ssl_context() if scheme == "https" else None,
+                                            target_kind="service")
+        raise errors.StatusError(503, "ServiceUnavailable", f'no endpoints available for service "{info.name}"')
+
+    async def _candidates(self, namespace: str, svc_name: str, port_name: str) -> list[tuple[str, int, dict | None]]:
+        """(ip, port, targetRef) to try, in upstream's random order: a random subset first, a
+        random address first within it."""
+        subsets = await self._subsets(namespace, svc_name)
+        out: list[tuple[str, int, dict | None]] = []
+        if not subsets:
+            return out
+        seed = random.randrange(len(subsets))
+        for i in range(len(subsets)):
+            addresses, ports = subsets[(seed + i) % len(subsets)]
+            if not addresses:
+                continue
+            for p in ports:
+                if (p.get("name") or "") != port_name or not p.get("port"):
+                    continue
+                start = random.randrange(len(addresses))
+                for j in range(len(addresses)):
+                    a = addresses[(start + j) % len(addresses)]
+                    out.append((a["ip"], int(p["port"]), a.get("targetRef")))
+        return out
+
+    async def _subsets(self, namespace: str, svc_name: str) -> list[tuple[list[dict], list[dict]]]:
+        """[(ready addresses, ports)]: from the Endpoints object, else from the EndpointSlices."""
+        endpoints = self.lookup("", "v1", "endpoints")
+        if endpoints is not None:
+            try:
+                eps = await self.store.get(endpoints, namespace, svc_name)
+            except errors.StatusError as e:
+                if e.code != 404:
+                    raise
+            else:
+                return [([a for a in ss.get("addresses") or [] if a.get("ip")], ss.get("ports") or [])
+                        for ss in eps.get("subsets") or []]
+        slices = self.lookup("discovery.k8s.io", "v1", "endpointslices")
+        if slices is None:
+            return []
+        _, items = await self.store.list_raw(slices, namespace)
+        out = []
+        for sl in items:
+            labels = (sl.get("metadata") or {}).get("labels") or {}
+            if labels.get("kubernetes.io/service-name") != svc_name or sl.get("addressType", "IPv4") == "FQDN":
+                continue
+            addrs = [{"ip": ep["addresses"][0], "targetRef": ep.get("targetRef")} for ep in sl.get("endpoints") or []
+                     if ep.get("addresses") and (ep.get("conditions") or {}).get("ready") is not False]
+            out.append((addrs, sl.get("ports") or []))
+        return out
+
+    async def _valid(self, namespace: str, ip: str, target: dict | None) -> bool:
+        """Upstream's isValidAddress: an address pointing at a Pod must still be that Pod's."""
+        if not target or target.get("kind") != "Pod":
+            return True
+        pods = self.lookup("", "v1", "pods")
+        if pods is None:
+            return True
+        try:
+            pod = await self.store.get(pods, target.get("namespace") or namespace, target.get("name", ""))
+        except errors.StatusError:
+            return False
+        status = pod.get("status") or {}
+        return ip == status.get("podIP") or ip in [p.get("ip") for p in status.get("podIPs") or []]
 
 
 def _ports(spec: dict) -> list[int]:
