@@ -49,6 +49,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -172,6 +173,10 @@ def service_rules(spn: ServicePortName, svc: ServicePort, endpoints: Sequence[En
         raise ValueError(f"cluster IP {svc.cluster_ip!r} is not an IPv4 address")
     if svc.protocol not in ("TCP", "UDP", "SCTP") or not 0 < svc.port < 65536:
         raise ValueError(f"unsupported port {svc.protocol}/{svc.port}")
+    if not (_NAME.fullmatch(spn.namespace) and _NAME.fullmatch(spn.name) and _PORT_NAME.fullmatch(spn.port)):
+        raise ValueError("the names are not DNS labels")
+    if svc.affinity and not 0 < svc.sticky_max_age_seconds <= 86400:
+        svc = dataclasses.replace(svc, sticky_max_age_seconds=10800)
     svc = dataclasses.replace(
         svc, external_ips=tuple(ip for ip in svc.external_ips if _v4(ip)),
         load_balancer_ips=tuple(ip for ip in svc.load_balancer_ips if _v4(ip)),
@@ -189,7 +194,9 @@ def service_rules(spn: ServicePortName, svc: ServicePort, endpoints: Sequence[En
         # externalTrafficPolicy Local, pod and node traffic short-circuits to the Cluster chain
         cluster_eps = _pick(endpoints)
     reachable = {str(e): e for e in [*cat.cluster, *cat.local, *cluster_eps]}
-    has_endpoints = bool(reachable)
+    # any usable (ready, or serving and terminating) endpoint anywhere: upstream's
+    # hasAnyEndpoints. None: REJECT; some, but none for a Local policy: DROP.
+    has_endpoints = bool(_pick(endpoints))
     port = str(svc.port)
     elems = out.elements
 
@@ -303,6 +310,10 @@ def service_rules(spn: ServicePortName, svc: ServicePort, endpoints: Sequence[En
             rules.append(f"update @{ep_set[k]} {{ ip saddr }}")
         rules.append(f"meta l4proto {proto} dnat to {e}")
     return out
+
+
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_PORT_NAME = re.compile(r"[a-z0-9-]*")
 
 
 def _v4(ip: str) -> bool:

@@ -1,0 +1,352 @@
+"""The nftables proxy mode's rules: the text generated per service port (ClusterIP, NodePort,
+LoadBalancer, affinity, Local policies, no endpoints), checked by the real ``nft -c``, and the
+Proxier's full and partial syncs applied to a real kernel table. Everything that runs ``nft``
+does so inside a network namespace this test creates (never the test's own) and deletes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from kubeling.proxy import nftables as nft  # noqa: E402
+from kubeling.proxy.types import Endpoint, NodeContext, ServicePort, ServicePortName  # noqa: E402
+from tests.support.netlab import ProxyProcess  # noqa: E402
+
+NODE = NodeContext("node-1", ("10.44.9.2",))
+WEB = ServicePortName("default", "web", "", "TCP")
+NP = ServicePortName("default", "np", "http", "TCP")
+DNS = ServicePortName("kube-system", "kube-dns", "dns", "UDP")
+
+
+def eps(n=3, local=(0,), **kw):
+    return [Endpoint(f"10.42.0.{10 + i}", 8080, node_name="node-1" if i in local else "node-2",
+                     is_local=i in local, **kw) for i in range(n)]
+
+
+def chain_of(rules: nft.ServiceRules, prefix: str) -> tuple[str, list[str]]:
+    found = [(k, v) for k, v in rules.chains.items() if k.startswith(prefix)]
+    assert len(found) == 1, (prefix, list(rules.chains))
+    return found[0]
+
+
+# -- names -------------------------------------------------------------------------------------
+
+def test_chain_names_follow_upstream():
+    base = nft.service_chain_base(WEB, "tcp")
+    assert re.fullmatch(r"[A-Z2-7]{8}-default/web/tcp/", base), base
+    assert nft.service_chain_base(NP, "tcp").endswith("-default/np/tcp/http")
+    ep = nft.endpoint_chain_base(NP, "tcp", Endpoint("10.42.0.10", 8080))
+    assert ep.endswith("-default/np/tcp/http__10.42.0.10/8080")
+    assert nft.endpoint_chain_base(NP, "tcp", Endpoint("fd00::1", 80)).endswith("__fd00..1/80")
+    # one digit apart: visibly different hashes
+    a = nft.endpoint_chain_base(WEB, "tcp", Endpoint("10.42.0.10", 80))
+    b = nft.endpoint_chain_base(WEB, "tcp", Endpoint("10.42.0.11", 80))
+    assert a[:8] != b[:8]
+    long = nft.hash_and_truncate("x" * 400)
+    assert len(long) == nft.CHAIN_BASE_LENGTH_MAX and long.endswith("...")
+
+
+# -- rules per service port --------------------------------------------------------------------
+
+def test_cluster_ip_balances_over_every_ready_endpoint():
+    r = nft.service_rules(WEB, ServicePort("10.43.0.20", 80), eps(3) + [Endpoint("10.42.0.99", 8080, ready=False)], NODE)
+    name, rules = chain_of(r, "service-")
+    assert r.elements[(nft.SERVICE_IPS, "10.43.0.20 . tcp . 80")] == f"goto {name}"
+    assert r.elements[(nft.CLUSTER_IPS, "10.43.0.20")] == ""
+    assert rules[0] == "ip daddr 10.43.0.20 tcp dport 80 ip saddr != 10.42.0.0/16 jump mark-for-masquerade"
+    assert rules[-1].startswith("numgen random mod 3 vmap { 0 : goto endpoint-")
+    endpoint_chains = {k: v for k, v in r.chains.items() if k.startswith("endpoint-")}
+    assert len(endpoint_chains) == 3                     # the unready one is not used
+    for k, v in endpoint_chains.items():
+        ip = k.split("__")[1].split("/")[0]
+        assert v == [f"ip saddr {ip} jump mark-for-masquerade", f"meta l4proto tcp dnat to {ip}:8080"]
+    assert not r.sets and not any(k[0] in (nft.NO_ENDPOINT_SERVICES, nft.SERVICE_NODEPORTS) for k in r.elements)
+
+
+def test_masquerade_all_and_udp():
+    node = NodeContext("node-1", ("10.44.9.2",), masquerade_all=True)
+    r = nft.service_rules(DNS, ServicePort("10.43.0.10", 53, protocol="UDP"), eps(2), node)
+    name, rules = chain_of(r, "service-")
+    assert "/udp/dns" in name
+    assert rules[0] == "ip daddr 10.43.0.10 udp dport 53 jump mark-for-masquerade"
+    assert (nft.SERVICE_IPS, "10.43.0.10 . udp . 53") in r.elements
+    assert any("meta l4proto udp dnat to 10.42.0.10:8080" in v for v in r.chains.values())
+
+
+def test_terminating_endpoints_serve_when_none_is_ready():
+    term = [Endpoint("10.42.0.10", 8080, ready=False, serving=True, terminating=True),
+            Endpoint("10.42.0.11", 8080, ready=False, serving=False, terminating=True)]
+    r = nft.service_rules(WEB, ServicePort("10.43.0.20", 80), term, NODE)
+    _, rules = chain_of(r, "service-")
+    assert rules[-1].startswith("numgen random mod 1 vmap") and "10.42.0.10" in rules[-1]
+
+
+def test_nodeport_and_external_ips_go_through_the_external_chain():
+    svc = ServicePort("10.43.0.21", 80, node_port=30080, external_ips=("10.45.0.5", "fd00::5"))
+    r = nft.service_rules(NP, svc, eps(2), NODE)
+    ext, ext_rules = chain_of(r, "external-")
+    cluster, _ = chain_of(r, "service-")
+    assert r.elements[(nft.SERVICE_NODEPORTS, "tcp . 30080")] == f"goto {ext}"
+    assert r.elements[(nft.SERVICE_IPS, "10.45.0.5 . tcp . 80")] == f"goto {ext}"
+    assert not any("fd00" in k[1] for k in r.elements)      # the ip table holds IPv4 only
+    assert ext_rules == ["jump mark-for-masquerade", f"goto {cluster}"]
+
+
+def test_load_balancer_with_source_ranges_has_a_firewall():
+    svc = ServicePort("10.43.0.22", 80, node_port=30081, load_balancer_ips=("10.45.0.100",),
+                      load_balancer_source_ranges=("10.44.9.0/24", "192.0.2.0/24"))
+    r = nft.service_rules(WEB, svc, eps(2), NODE)
+    ext, _ = chain_of(r, "external-")
+    fw, fw_rules = chain_of(r, "firewall-")
+    assert r.elements[(nft.SERVICE_IPS, "10.45.0.100 . tcp . 80")] == f"goto {ext}"
+    assert r.elements[(nft.FIREWALL_IPS, "10.45.0.100 . tcp . 80")] == f"goto {fw}"
+    # the node is inside a range: its own traffic to the VIP (sourced from the VIP) is allowed
+    assert fw_rules == ["ip saddr != { 10.44.9.0/24, 192.0.2.0/24, 10.45.0.100 } drop"]
+    r = nft.service_rules(WEB, ServicePort("10.43.0.22", 80, load_balancer_ips=("10.45.0.100",)), eps(2), NODE)
+    assert not any(k.startswith("firewall-") for k in r.chains)
+    assert not any(k[0] == nft.FIREWALL_IPS for k in r.elements)
+
+
+def test_client_ip_affinity_sets_and_checks_before_balancing():
+    svc = ServicePort("10.43.0.23", 80, session_affinity="ClientIP", sticky_max_age_seconds=60)
+    r = nft.service_rules(WEB, svc, eps(3), NODE)
+    assert len(r.sets) == 3 and set(r.sets.values()) == {60}
+    _, rules = chain_of(r, "service-")
+    checks = [x for x in rules if x.startswith("ip saddr @affinity-")]
+    assert len(checks) == 3 and rules.index(checks[-1]) < len(rules) - 1
+    assert rules[-1].startswith("numgen random mod 3")
+    for set_name in r.sets:
+        ep_chain = "endpoint-" + set_name[len("affinity-"):]
+        assert f"ip saddr @{set_name} goto {ep_chain}" in rules
+        assert f"update @{set_name} {{ ip saddr }}" in r.chains[ep_chain]
+
+
+def test_external_traffic_policy_local():
+    svc = ServicePort("10.43.0.24", 80, node_port=30082, external_policy_local=True)
+    r = nft.service_rules(WEB, svc, eps(3, local=(1,)), NODE)
+    ext, ext_rules = chain_of(r, "external-")
+    cluster, cluster_rules = chain_of(r, "service-")
+    local, local_rules = chain_of(r, "local-")
+    assert ext_rules == [
+        f'ip saddr 10.42.0.0/16 goto {cluster} comment "short-circuit pod traffic"',
+        'fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"',
+        f'fib saddr type local goto {cluster} comment "short-circuit local traffic"',
+        f"goto {local}"]
+    assert "mod 3" in cluster_rules[-1]
+    local_ep = "endpoint-" + nft.endpoint_chain_base(WEB, "tcp", Endpoint("10.42.0.11", 8080))
+    assert local_rules == [f"numgen random mod 1 vmap {{ 0 : goto {local_ep} }}"]
+    # no local endpoint: external traffic is dropped, except what short-circuits
+    r = nft.service_rules(WEB, svc, eps(3, local=()), NODE)
+    _, ext_rules = chain_of(r, "external-")
+    assert not any(x.startswith("goto local-") for x in ext_rules)
+    assert r.elements[(nft.NO_ENDPOINT_NODEPORTS, "tcp . 30082")] == "drop"
+    assert r.elements[(nft.SERVICE_NODEPORTS, "tcp . 30082")].startswith("goto external-")
+
+
+def test_internal_traffic_policy_local():
+    svc = ServicePort("10.43.0.25", 80, internal_policy_local=True)
+    r = nft.service_rules(WEB, svc, eps(3, local=(2,)), NODE)
+    local, rules = chain_of(r, "local-")
+    assert r.elements[(nft.SERVICE_IPS, "10.43.0.25 . tcp . 80")] == f"goto {local}"
+    assert not any(k.startswith("service-") for k in r.chains)
+    assert "10.42.0.12" in rules[-1] and "mod 1" in rules[-1]
+    r = nft.service_rules(WEB, svc, eps(3, local=()), NODE)
+    assert r.elements[(nft.NO_ENDPOINT_SERVICES, "10.43.0.25 . tcp . 80")] == "drop"
+    assert not r.chains and (nft.SERVICE_IPS, "10.43.0.25 . tcp . 80") not in r.elements
+
+
+def test_no_endpoints_reject():
+    svc = ServicePort("10.43.0.27", 80, node_port=30084, external_ips=("10.45.0.6",))
+    r = nft.service_rules(WEB, svc, [Endpoint("10.42.0.10", 8080, ready=False, serving=False)], NODE)
+    assert not r.chains and not r.sets
+    assert r.elements == {
+        (nft.CLUSTER_IPS, "10.43.0.27"): "",
+        (nft.NO_ENDPOINT_SERVICES, "10.43.0.27 . tcp . 80"): "goto reject-chain",
+        (nft.NO_ENDPOINT_SERVICES, "10.45.0.6 . tcp . 80"): "goto reject-chain",
+        (nft.NO_ENDPOINT_NODEPORTS, "tcp . 30084"): "goto reject-chain",
+    }
+
+
+def test_bad_addresses_never_reach_the_transaction():
+    with pytest.raises(ValueError):
+        nft.service_rules(WEB, ServicePort("fd00::20", 80), eps(1), NODE)
+    r = nft.service_rules(WEB, ServicePort("10.43.0.20", 80), [Endpoint("fd00::1", 80), Endpoint("nope", 80)]
+                          + eps(1), NODE)
+    assert "mod 1" in chain_of(r, "service-")[1][-1]
+
+
+def test_skeleton_matches_upstream_layout():
+    text = "\n".join(nft.skeleton(NODE))
+    for chain, hook, prio in (("filter-input", "input", "-110"), ("filter-output-post-dnat", "output", "-90"),
+                              ("nat-prerouting", "prerouting", "-100"), ("nat-postrouting", "postrouting", "100")):
+        assert re.search(rf"add chain ip kube-proxy {chain} {{ type \w+ hook {hook} priority {prio} ; }}", text)
+    assert "add rule ip kube-proxy nat-prerouting jump services" in text
+    assert "add rule ip kube-proxy filter-forward ct state new jump cluster-ips-check" in text
+    assert "add rule ip kube-proxy filter-output-post-dnat ct state new jump cluster-ips-check" in text
+    assert "add rule ip kube-proxy masquerading masquerade fully-random" in text
+    assert "mark set mark or 0x4000" in text
+    assert "add element ip kube-proxy nodeport-ips { 10.44.9.2 }" in text
+    assert "services ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports" in text
+    every = nft.skeleton(NodeContext("n", ("10.44.9.2",), nodeport_addresses=("0.0.0.0/0",)))
+    assert any("fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports" in x
+               for x in every)
+    assert nft.nodeport_addresses(NodeContext("n", ("10.44.9.2", "192.0.2.1"), nodeport_addresses=("192.0.2.0/24",))) \
+        == ["192.0.2.1"]
+
+
+# -- against the kernel (in a namespace of our own) ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def netns():
+    name = f"nftu{os.getpid() % 100000}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def nft_in(ns: str, *argv: str, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", ns, "nft", *argv], input=input, capture_output=True, text=True)
+
+
+def all_kinds() -> tuple[dict, dict]:
+    S = ServicePortName
+    services = {
+        WEB: ServicePort("10.43.0.20", 80),
+        NP: ServicePort("10.43.0.21", 80, node_port=30080, external_ips=("10.45.0.5",)),
+        S("default", "lb"): ServicePort("10.43.0.22", 80, node_port=30081, load_balancer_ips=("10.45.0.100",),
+                                        load_balancer_source_ranges=("10.44.9.0/24",)),
+        S("default", "aff"): ServicePort("10.43.0.23", 80, session_affinity="ClientIP", sticky_max_age_seconds=60),
+        S("default", "etp"): ServicePort("10.43.0.24", 80, node_port=30082, external_policy_local=True),
+        S("default", "itp"): ServicePort("10.43.0.25", 80, internal_policy_local=True),
+        S("default", "both"): ServicePort("10.43.0.26", 80, node_port=30083, internal_policy_local=True,
+                                          external_policy_local=True),
+        S("default", "none"): ServicePort("10.43.0.27", 80, node_port=30084),
+        S("default", "sctp", "s", "SCTP"): ServicePort("10.43.0.28", 9, protocol="SCTP"),
+        DNS: ServicePort("10.43.0.10", 53, protocol="UDP"),
+        S("default", "headless"): ServicePort("", 80),
+    }
+    endpoints = {k: eps(3, local=(1,)) for k in services if k.name != "none"}
+    return services, endpoints
+
+
+def test_nft_accepts_the_whole_ruleset(netns):
+    services, endpoints = all_kinds()
+    text = nft.ruleset_text(NODE, services, endpoints)
+    r = nft_in(netns, "-c", "-f", "-", input=text)
+    assert r.returncode == 0, r.stderr
+    every = NodeContext("n", ("10.44.9.2",), nodeport_addresses=("0.0.0.0/0",), masquerade_all=True)
+    r = nft_in(netns, "-c", "-f", "-", input=nft.ruleset_text(every, services, endpoints))
+    assert r.returncode == 0, r.stderr
+
+
+def normalized(ns: str) -> dict:
+    """The table as comparable data: chains -> their rules (no handles), sets/maps -> elements."""
+    r = nft_in(ns, "-j", "list", "table", "ip", "kube-proxy")
+    if r.returncode != 0:
+        return {}
+    out: dict = {}
+    for item in json.loads(r.stdout)["nftables"]:
+        if "chain" in item:
+            c = item["chain"]
+            out.setdefault(("chain", c["name"]), []).insert(0, json.dumps({k: c.get(k) for k in ("type", "hook", "prio")}))
+        elif "rule" in item:
+            out.setdefault(("chain", item["rule"]["chain"]), []).append(json.dumps(item["rule"]["expr"], sort_keys=True))
+        elif "set" in item or "map" in item:
+            s = item.get("set") or item.get("map")
+            out[("set", s["name"])] = [s.get("timeout")] + sorted(json.dumps(e, sort_keys=True) for e in s.get("elem", ()))
+    return out
+
+
+@pytest.fixture
+def proxier(netns):
+    with ProxyProcess(types.SimpleNamespace(node=netns), "nftables") as p:
+        try:
+            yield p
+        finally:
+            assert p.cleanup() == {"chains": 0, "rules": 0, "sets": 0, "elements": 0}
+            assert nft_in(netns, "list", "table", "ip", "kube-proxy").returncode != 0   # gone
+
+
+def test_partial_syncs_end_where_a_full_sync_would(netns, proxier):
+    """A random walk of changes applied by partial syncs leaves exactly the table a full sync
+    of the final state builds."""
+    rng = random.Random(8)
+    services, endpoints = all_kinds()
+    proxier.sync(services, endpoints)
+    names = list(services)
+    for step in range(25):
+        spn = rng.choice(names)
+        kind = rng.randrange(5)
+        svc = services.get(spn) or ServicePort(f"10.43.1.{step}", 80)
+        if kind == 0:          # endpoints change
+            endpoints[spn] = [Endpoint(f"10.42.0.{rng.randrange(10, 40)}", 8080, is_local=rng.random() < 0.5)
+                              for _ in range(rng.randrange(0, 4))]
+        elif kind == 1:        # service removed
+            services.pop(spn, None)
+            endpoints.pop(spn, None)
+        elif kind == 2:        # affinity toggled / timeout changed
+            services[spn] = ServicePort(svc.cluster_ip or "10.43.2.1", svc.port, svc.protocol, svc.node_port,
+                                        session_affinity=rng.choice(["None", "ClientIP"]),
+                                        sticky_max_age_seconds=rng.choice([30, 60]))
+        elif kind == 3:        # policies toggled
+            services[spn] = ServicePort(svc.cluster_ip or "10.43.2.2", svc.port, svc.protocol,
+                                        node_port=svc.node_port or 31000 + step, external_ips=svc.external_ips,
+                                        external_policy_local=rng.random() < 0.5,
+                                        internal_policy_local=rng.random() < 0.5)
+        else:                  # back, as new
+            services[spn] = ServicePort(f"10.43.3.{step}", 8080, spn.protocol)
+            endpoints[spn] = eps(rng.randrange(1, 4))
+        proxier.sync(services, endpoints, changed={spn})
+    partial = normalized(netns)
+    proxier.cleanup()
+    proxier.sync(services, endpoints)
+    assert normalized(netns) == partial
+
+
+def test_full_sync_removes_what_a_previous_run_left(netns, proxier):
+    services, endpoints = all_kinds()
+    proxier.sync(services, endpoints)
+    before = proxier.count_leaks()
+    assert before["chains"] > 10 and before["sets"] == 3 and before["elements"] > 10
+    # a new proxier (a restarted kube-proxy) with fewer services: its first full sync deletes the rest
+    with ProxyProcess(types.SimpleNamespace(node=netns), "nftables") as second:
+        second.sync({WEB: services[WEB]}, {WEB: endpoints[WEB]})
+        assert second.count_leaks() == {"chains": 4, "rules": 3 * 2 + 2, "sets": 0, "elements": 2}
+        second.sync({}, {}, changed={WEB})
+        assert second.count_leaks() == {"chains": 0, "rules": 0, "sets": 0, "elements": 0}
+
+
+def test_a_failed_sync_raises_and_the_next_one_is_full(netns, proxier):
+    services, endpoints = all_kinds()
+    proxier.sync(services, endpoints)
+    good = normalized(netns)
+    # someone deletes the table behind the proxy's back: the partial sync that follows fails
+    # (its chains are gone) and says why; the runner's retry is a full sync, which rebuilds all
+    assert nft_in(netns, "delete", "table", "ip", "kube-proxy").returncode == 0
+    endpoints[WEB] = eps(2)
+    with pytest.raises(RuntimeError, match="nft -f failed"):
+        proxier.sync(services, endpoints, changed={WEB})
+    proxier.sync(services, endpoints, changed=set())      # changed ignored after a failure
+    rebuilt = normalized(netns)
+    assert rebuilt != good and set(rebuilt) - set(good) == set() and len(rebuilt) == len(good) - 1
+
+
+def test_one_bad_service_is_left_out_not_the_others(netns, proxier):
+    services, endpoints = all_kinds()
+    bad = ServicePortName("default", "web", "bad name;", "TCP")
+    proxier.sync({**services, bad: ServicePort("10.43.9.9", 80)}, {**endpoints, bad: eps(1)})
+    assert proxier.count_leaks()["elements"] > 10
+    out = nft_in(netns, "list", "map", "ip", "kube-proxy", "service-ips").stdout
+    assert "10.43.0.20 . tcp . 80" in out and "10.43.9.9" not in out
