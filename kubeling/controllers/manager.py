@@ -56,6 +56,10 @@ from kubeling.controllers.job import JobController
 from kubeling.controllers.cronjob import CronJobController
 from kubeling.controllers.ttlafterfinished import TTLAfterFinishedController
 from kubeling.controllers.podgc import PodGCController
+from kubeling.controllers.endpoints import EndpointController
+from kubeling.controllers.endpointslice import EndpointSliceController
+from kubeling.controllers.endpointslicemirroring import EndpointSliceMirroringController
+from kubeling.controllers.servicelb import ServiceLBController
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,10 @@ REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
     CronJobController,
     TTLAfterFinishedController,
     PodGCController,
+    EndpointController,
+    EndpointSliceController,
+    EndpointSliceMirroringController,
+    ServiceLBController,
 )}
 
 LEASE_NAMESPACE = "kube-system"
