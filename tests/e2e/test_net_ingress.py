@@ -1,0 +1,327 @@
+"""Ingress through a real nginx (issue 8, acceptance 7): ``kubeling server`` runs ``kubeling
+ingress`` as its child; two hosts and two paths route to two services, TLS included; changing an
+Ingress while a stream of requests runs drops none of them; stopping the server leaves no nginx.
+
+The lab, all inside one network namespace the test makes (`nodes.Netns`, reached from the host
+only over its veth, no other route anywhere)::
+
+    netns: kubeling server (--disable-agent, API on 0.0.0.0) ── child: kubeling ingress ── nginx :80/:443
+           lo also holds the "pod" addresses 10.42.200.11 (alpha) and .12 (beta):
+           one small HTTP server each on :8080, answering "<name> <path>"
+           clients: curl and a Python request loop run there with nsenter
+
+Services are selectorless and their EndpointSlices are written by the test (real API objects),
+so the endpoints are exactly the backend servers. kubectl runs on the host, as a user's would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import harness  # noqa: E402
+from nodes import Netns  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.unit.test_ingress_config import make_cert  # noqa: E402
+
+BACKENDS = {"alpha": "10.42.200.11", "beta": "10.42.200.12"}
+NS = "default"
+
+BACKEND = textwrap.dedent("""
+    import sys
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    name, ip = sys.argv[1], sys.argv[2]
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def do_GET(self):
+            body = f"{name} {self.path} {self.headers.get('Host')} {self.headers.get('X-Forwarded-Proto')}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a):
+            pass
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer.request_queue_size = 512
+    ThreadingHTTPServer((ip, 8080), H).serve_forever()
+""")
+
+# Requests in a loop, a new connection each, for `seconds`: counts answers by body, and failures.
+LOAD = textwrap.dedent("""
+    import http.client, json, ssl, sys, time
+    ip, seconds, cafile = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    targets = json.loads(sys.argv[4])          # [[scheme, host, path], ...]
+    ctx = ssl.create_default_context(cafile=cafile)
+    counts, failures, n = {}, [], 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        scheme, host, path = targets[n % len(targets)]
+        n += 1
+        try:
+            if scheme == "https":
+                c = http.client.HTTPSConnection(ip, 443, timeout=5, context=ctx)
+                c.sock = ctx.wrap_socket(__import__("socket").create_connection((ip, 443), timeout=5),
+                                         server_hostname=host)
+            else:
+                c = http.client.HTTPConnection(ip, 80, timeout=5)
+            c.request("GET", path, headers={"Host": host, "Connection": "close"})
+            r = c.getresponse()
+            body = r.read().decode()
+            c.close()
+            if r.status != 200:
+                failures.append(f"{scheme}://{host}{path}: {r.status}")
+            else:
+                key = f"{scheme}://{host}{path} -> {body.split()[0]}"
+                counts[key] = counts.get(key, 0) + 1
+        except Exception as e:
+            failures.append(f"{scheme}://{host}{path}: {type(e).__name__}: {e}")
+    print(json.dumps({"requests": n, "counts": counts, "failures": failures}))
+""")
+
+
+class IngressLab(harness.Cluster):
+    """A server with its ingress child in a `Netns` of the test's, plus the backend servers."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.netns = Netns()
+        self.backend_procs: list[subprocess.Popen] = []
+        super().__init__(data_dir, extra_args=("--controllers", "", "--disable-scheduler"))
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.netns.ns_ip}:{self.port}"
+
+    def start(self) -> "IngressLab":
+        if not self.netns.created:
+            self.netns.create()
+            for ip in BACKENDS.values():
+                self.netns.exec("ip", "addr", "add", f"{ip}/32", "dev", "lo")
+            for name, ip in BACKENDS.items():
+                self.backend_procs.append(subprocess.Popen([*self.netns.prefix(), sys.executable, "-c", BACKEND,
+                                                            name, ip], stdin=subprocess.DEVNULL))
+        return super().start()
+
+    def _server_argv(self) -> list[str]:
+        return self.netns.prefix() + harness._server_command() + [
+            "server", "--data-dir", str(self.data_dir), "--bind-address", "0.0.0.0",
+            "--advertise-address", self.netns.ns_ip, "--secure-port", str(self.port), "--disable-agent",
+            *self.extra_args]
+
+    def destroy(self) -> None:
+        try:
+            self.stop()
+        finally:
+            for p in self.backend_procs:
+                p.kill()
+                p.wait()
+            self.netns.delete()
+
+    def sh(self, *argv: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.netns.prefix(), *argv], capture_output=True, text=True, timeout=timeout,
+                              check=check)
+
+    def curl(self, url: str, *extra: str) -> subprocess.CompletedProcess:
+        """curl ``url`` (http://host/path or https://...) with ``host`` resolved to the ingress."""
+        scheme, _, rest = url.partition("://")
+        host = rest.split("/")[0]
+        port = 443 if scheme == "https" else 80
+        return self.sh("curl", "-sS", "--max-time", "5", "--resolve", f"{host}:{port}:{self.netns.ns_ip}",
+                       *extra, url)
+
+    def get(self, url: str, *extra: str) -> tuple[int, str]:
+        """(status, body) of a GET through the ingress; status 0 when curl failed (body: its error)."""
+        done = self.curl(url, "-w", "\n%{http_code}", *extra)
+        body, _, code = done.stdout.rpartition("\n")
+        return int(code or 0), body or done.stderr
+
+    def apply(self, manifest: dict | list) -> None:
+        docs = manifest if isinstance(manifest, list) else [manifest]
+        self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+
+
+def nginx_processes(prefix: Path) -> list[str]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "nginx" in cmd and str(prefix) in cmd:
+                out.append(f"{entry.name}: {cmd}")
+    return out
+
+
+def service(name: str) -> list[dict]:
+    return [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+             "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}},
+            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+             "metadata": {"name": f"{name}-lab", "namespace": NS,
+                          "labels": {"kubernetes.io/service-name": name,
+                                     "endpointslice.kubernetes.io/managed-by": "test.kubeling.io"}},
+             "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+             "endpoints": [{"addresses": [BACKENDS[name]], "conditions": {"ready": True}}]}]
+
+
+def path(p: str, svc: str, kind: str = "Prefix", port: str | int = "http") -> dict:
+    return {"path": p, "pathType": kind,
+            "backend": {"service": {"name": svc, "port": {"name": port} if isinstance(port, str) else {"number": port}}}}
+
+
+def ingress(name: str, rules: list[dict], tls: list[dict] | None = None, cls: str | None = "nginx") -> dict:
+    spec: dict = {"rules": rules}
+    if cls:
+        spec["ingressClassName"] = cls
+    if tls:
+        spec["tls"] = tls
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name, "namespace": NS},
+            "spec": spec}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    c = IngressLab(tmp_path_factory.mktemp("ingress-lab"))
+    try:
+        c.start()
+    except Exception as e:  # noqa: BLE001 - whatever failed, take the lab down
+        c.destroy()
+        pytest.fail(str(e), pytrace=False)
+    yield c
+    c.destroy()
+
+
+@pytest.fixture(scope="module")
+def tls_material(lab, tmp_path_factory):
+    """A self-signed certificate for secure.example as a kubernetes.io/tls Secret; the CA file."""
+    crt, key = make_cert("secure.example")
+    d = tmp_path_factory.mktemp("tls")
+    (d / "tls.crt").write_bytes(crt)
+    (d / "tls.key").write_bytes(key)
+    lab.kubectl("create", "secret", "tls", "secure-tls", "-n", NS, f"--cert={d / 'tls.crt'}",
+                f"--key={d / 'tls.key'}")
+    return d / "tls.crt"
+
+
+def test_default_ingress_class_is_created(lab):
+    ic = harness.eventually(lambda: json.loads(lab.kubectl("get", "ingressclass", "nginx", "-o", "json",
+                                                           check=False).stdout or "null"),
+                            timeout=30, what="IngressClass nginx")
+    assert ic["spec"]["controller"] == "kubeling.io/ingress-nginx"
+    assert ic["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"] == "true"
+
+
+def test_two_hosts_two_paths_tls_and_status(lab, tls_material):
+    lab.apply(service("alpha") + service("beta"))
+    lab.apply(ingress("web", [
+        {"host": "one.example", "http": {"paths": [path("/", "alpha"), path("/b", "beta")]}},
+        {"host": "secure.example", "http": {"paths": [path("/api", "beta", port=80), path("/", "alpha")]}},
+    ], tls=[{"hosts": ["secure.example"], "secretName": "secure-tls"}]))
+
+    harness.eventually(lambda: lab.get("http://one.example/b")[1].startswith("beta"), timeout=30,
+                       what="one.example/b routed to beta")
+    assert lab.get("http://one.example/") == (200, "alpha / one.example http")
+    assert lab.get("http://one.example/b/c") == (200, "beta /b/c one.example http")
+    assert lab.get("http://one.example/bc")[1].startswith("alpha")            # Prefix is element-wise
+    assert lab.get("http://unknown.example/")[0] == 404                          # no rule, no default backend
+
+    ca = ("--cacert", str(tls_material))
+    assert lab.get("https://secure.example/api/x", *ca) == (200, "beta /api/x secure.example https")
+    assert lab.get("https://secure.example/", *ca) == (200, "alpha / secure.example https")
+    code, _ = lab.get("http://secure.example/api?q=1")
+    assert code == 308
+    redirect = lab.curl("http://secure.example/api?q=1", "-o", "/dev/null", "-w", "%{redirect_url}").stdout
+    assert redirect.startswith("https://secure.example/api?q=1")
+    # SNI: a host without a certificate of its own gets the default one, which curl refuses
+    assert lab.get("https://one.example/", *ca)[0] == 0
+
+    status = harness.eventually(
+        lambda: json.loads(lab.kubectl("get", "ingress", "web", "-n", NS, "-o", "json").stdout)
+        .get("status", {}).get("loadBalancer", {}).get("ingress"), timeout=30, what="Ingress status")
+    assert status == [{"ip": lab.netns.ns_ip}]
+    wide = lab.kubectl("get", "ingress", "web", "-n", NS).stdout
+    assert "one.example,secure.example" in wide and lab.netns.ns_ip in wide
+
+
+def test_no_ready_endpoint_answers_503_and_an_event_says_why(lab):
+    lab.apply(ingress("broken", [{"host": "broken.example", "http": {"paths": [path("/", "nothere")]}}]))
+    harness.eventually(lambda: lab.get("http://broken.example/")[0] == 503, timeout=30, what="503 from nginx")
+    events = harness.eventually(lambda: [e for e in json.loads(lab.kubectl(
+        "get", "events", "-n", NS, "--field-selector", "involvedObject.name=broken", "-o", "json").stdout)["items"]
+        if e["reason"] == "ServiceUnavailable"], timeout=30, what="a ServiceUnavailable Event")
+    assert "default/nothere:http not found" in events[0]["message"]
+    assert events[0]["source"]["component"] == "nginx-ingress-controller"
+
+
+def test_changing_an_ingress_under_load_drops_nothing(lab, tls_material):
+    before = lab.get("http://one.example/b")
+    assert before[0] == 200, before
+    lab.sh("cp", str(tls_material), str(lab.data_dir / "ca.crt"))
+    targets = [["http", "one.example", "/b"], ["http", "one.example", "/"], ["https", "secure.example", "/api"]]
+    load = subprocess.Popen([*lab.netns.prefix(), sys.executable, "-c", LOAD, lab.netns.ns_ip, "12",
+                             str(tls_material), json.dumps(targets)], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        # 1. switch /b from beta to alpha
+        lab.apply(ingress("web", [
+            {"host": "one.example", "http": {"paths": [path("/", "alpha"), path("/b", "alpha")]}},
+            {"host": "secure.example", "http": {"paths": [path("/api", "beta", port=80), path("/", "alpha")]}},
+        ], tls=[{"hosts": ["secure.example"], "secretName": "secure-tls"}]))
+        harness.eventually(lambda: lab.get("http://one.example/b")[1].startswith("alpha"), timeout=10,
+                           what="/b switched to alpha")
+        time.sleep(1)
+        # 2. add a path, and switch it back
+        lab.apply(ingress("web", [
+            {"host": "one.example", "http": {"paths": [path("/", "alpha"), path("/b", "beta"),
+                                                       path("/new", "beta", "Exact")]}},
+            {"host": "secure.example", "http": {"paths": [path("/api", "alpha", port=80), path("/", "alpha")]}},
+        ], tls=[{"hosts": ["secure.example"], "secretName": "secure-tls"}]))
+        harness.eventually(lambda: lab.get("http://one.example/new")[1].startswith("beta"), timeout=10,
+                           what="/new added")
+        out, _ = load.communicate(timeout=60)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    result = json.loads(out)
+    assert result["failures"] == [], result
+    assert result["requests"] >= 50, result
+    counts = result["counts"]
+    # the stream saw both backends on /b and /api: the changes happened while it ran
+    assert counts.get("http://one.example/b -> beta") and counts.get("http://one.example/b -> alpha"), counts
+    assert counts.get("https://secure.example/api -> beta") and counts.get("https://secure.example/api -> alpha")
+    assert lab.get("http://one.example/new/x")[1].startswith("alpha /new/x")   # Exact: /new only; / has the rest
+    assert lab.get("http://one.example/b") == (200, "beta /b one.example http")
+
+
+def test_an_invalid_tls_secret_never_breaks_nginx(lab, tls_material):
+    lab.apply({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+               "metadata": {"name": "garbage", "namespace": NS},
+               "stringData": {"tls.crt": "not a certificate", "tls.key": "nor a key"}})
+    lab.apply(ingress("bad-tls", [{"host": "bad.example", "http": {"paths": [path("/", "beta")]}}],
+                      tls=[{"hosts": ["bad.example"], "secretName": "garbage"}]))
+    harness.eventually(lambda: lab.get("http://bad.example/")[1].startswith("beta"), timeout=30,
+                       what="bad.example served over HTTP without redirect")
+    assert lab.get("https://secure.example/", "--cacert", str(tls_material))[0] == 200
+    events = harness.eventually(lambda: [e for e in json.loads(lab.kubectl(
+        "get", "events", "-n", NS, "--field-selector", "involvedObject.name=bad-tls", "-o", "json").stdout)["items"]
+        if e["reason"] == "InvalidCertificate"], timeout=30, what="an InvalidCertificate Event")
+    assert "default/garbage" in events[0]["message"]
+
+
+def test_stopping_the_server_stops_nginx_and_frees_its_ports(lab):
+    prefix = lab.data_dir / "ingress"
+    assert nginx_processes(prefix), "nginx is not running"
+    assert ":80 " in lab.sh("ss", "-Hltn").stdout
+    lab.stop()
+    harness.eventually(lambda: not nginx_processes(prefix), timeout=15, what="no nginx left")
+    listening = lab.sh("ss", "-Hltn").stdout
+    assert ":80 " not in listening and ":443 " not in listening, listening
+    assert not (prefix / "nginx.pid").exists()
