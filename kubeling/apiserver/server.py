@@ -190,8 +190,10 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                 ["agent", "--kubeconfig", str(agent_kubeconfig), "--data-dir", str(data), "--node-name", node,
                  "--cluster-cidr", opts.cluster_cidr, "--service-cidr", opts.service_cidr,
                  *opts.agent_args], stop), name="agent"))
-        if not {"ingress", "traefik"} & set(opts.disable):
-            # the Ingress controller and its nginx, as k3s ships Traefik
+        if not {"ingress", "traefik"} & set(opts.disable) and (
+                opts.agent or not ipaddress.ip_address(advertise).is_loopback):
+            # the Ingress controller and its nginx, as k3s ships Traefik; a loopback control
+            # plane with no agent (the e2e harness's) has no pods to route to: no ingress
             tasks.append(asyncio.create_task(supervise_child(
                 ["ingress", "--kubeconfig", str(kubeconfig), "--data-dir", str(data),
                  "--http-port", str(opts.ingress_http_port), "--https-port", str(opts.ingress_https_port),
