@@ -4,7 +4,7 @@ fetched. Needs busybox-static, redis-server and nginx installed (scripts/install
 
     build-images.py --out DIR
 
-writes, for each of busybox, redis and nginx:
+writes, for each of busybox, redis, nginx and python-client:
 
     DIR/<name>/                   an OCI image layout (oci-layout, index.json, blobs/sha256/..)
     DIR/<name>.oci.tar            the same layout as one tarball (``kubeling images import``)
@@ -23,6 +23,14 @@ The images, like Docker Hub's:
 - nginx: the busybox layer plus nginx, its libraries, ``/etc/nginx`` (nginx.conf serving
   ``/usr/share/nginx/html`` on port 80, logs to stdout/stderr, mime.types); Cmd
   ``["nginx", "-g", "daemon off;"]``.
+- python-client (``docker.io/kubeling/python-client:latest``, for in-cluster client tests): the
+  busybox layer plus the Python interpreter that runs this script (its ``sys.base_prefix``:
+  binary, libpython, the standard library without tests, IDLE, tkinter, ensurepip, lib2to3 and
+  bytecode caches, and ``lib-dynload`` with the libraries ldd names), and the official
+  ``kubernetes`` package with its dependency closure (markers evaluated, no extras) copied from
+  this interpreter's site-packages by their RECORD, dist-info included. Laid out as the
+  ``python`` images are: ``/usr/local/bin/python3``, ``/usr/local/lib/python3.X``;
+  Env ``LD_LIBRARY_PATH=/usr/local/lib``, ``PYTHONDONTWRITEBYTECODE=1``; Cmd ``["python3"]``.
 
 Reproducible: entries sorted, owners root (nginx's temp dirs: nobody), one fixed mtime
 (``SOURCE_DATE_EPOCH``, default 2024-01-01), gzip without name or time, fixed zstd level;
@@ -245,6 +253,83 @@ def nginx_layer() -> Layer:
     return layer
 
 
+PY_SKIP_TOP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages",
+               "pydoc_data", "__phello__", "config-3.11-x86_64-linux-gnu"}
+PY_SKIP_DIRS = {"__pycache__", "tests", "test"}
+PY_SKIP_MODULES = ("_test", "_tkinter", "xxlimited", "_ctypes_test", "_xxtestfuzz", "_xxsubinterpreters")
+
+
+def _dependency_closure(root: str) -> list:
+    """The installed distributions ``root`` needs (its own included), without extras."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+    seen: dict[str, md.Distribution] = {}
+    todo = [root]
+    while todo:
+        name = todo.pop()
+        dist = md.distribution(name)
+        key = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+        if key in seen:
+            continue
+        seen[key] = dist
+        for raw in dist.requires or []:
+            req = Requirement(raw)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return [seen[k] for k in sorted(seen)]
+
+
+def python_client_layer() -> Layer:
+    layer = Layer()
+    base = Path(sys.base_prefix)
+    ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    stdlib = base / "lib" / ver
+    dest_lib = f"usr/local/lib/{ver}"
+    native: set[str] = set()
+
+    def add_native(dest: str, src: Path) -> None:
+        layer.copy(dest, src, 0o755)
+        native.add(str(src))
+
+    add_native(f"usr/local/bin/{ver}", base / "bin" / ver)
+    layer.symlink("usr/local/bin/python3", ver)
+    layer.symlink("usr/local/bin/python", ver)
+    for path in sorted(stdlib.rglob("*")):
+        rel = path.relative_to(stdlib)
+        if rel.parts[0] in PY_SKIP_TOP or PY_SKIP_DIRS & set(rel.parts[:-1]) or path.suffix == ".pyc" \
+                or path.is_dir() or rel.name.startswith(PY_SKIP_MODULES):
+            continue
+        if path.is_symlink():
+            continue
+        if path.suffix == ".so":
+            add_native(f"{dest_lib}/{rel}", path)
+        else:
+            layer.copy(f"{dest_lib}/{rel}", path, 0o644)
+    for dist in _dependency_closure("kubernetes"):
+        for f in dist.files or []:
+            rel = Path(str(f))
+            if ".." in rel.parts or "__pycache__" in rel.parts or rel.suffix == ".pyc":
+                continue      # console scripts (bin/), bytecode
+            src = Path(dist.locate_file(f))
+            if not src.is_file():
+                continue
+            if src.suffix == ".so":
+                add_native(f"{dest_lib}/site-packages/{rel}", src)
+            else:
+                layer.copy(f"{dest_lib}/site-packages/{rel}", src, 0o644)
+    libs: set[str] = set()
+    for binary in sorted(native):
+        libs.update(ldd_libraries(binary))
+    for lib in sorted(libs):
+        real = Path(os.path.realpath(lib))
+        if str(real).startswith(str(base)):
+            layer.copy(f"usr/local/lib/{Path(lib).name}", real, 0o755)      # libpython
+        else:
+            layer.copy(lib, lib, 0o755)
+    return layer
+
+
 def compress(tar: bytes, kind: str) -> bytes:
     if kind == "zstd":
         return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(tar)
@@ -347,16 +432,21 @@ def build(out: Path) -> dict[str, Path]:
         "nginx": ([base, nginx_layer().tar()], {
             "Env": [PATH_ENV], "Cmd": ["nginx", "-g", "daemon off;"],
             "ExposedPorts": {"80/tcp": {}}, "StopSignal": "SIGQUIT"}),
+        "python-client": ([base, python_client_layer().tar()], {
+            "Env": [PATH_ENV, "LD_LIBRARY_PATH=/usr/local/lib", "PYTHONDONTWRITEBYTECODE=1", "LANG=C.UTF-8"],
+            "Cmd": ["python3"]}),
     }
+    refs = {"python-client": "kubeling/python-client"}
     written = {}
     for name, (tars, config) in images.items():
         layout = Layout(out / name)
         desc = layout.image(tars, "gzip", "amd64", config)
-        desc["annotations"] = {"io.containerd.image.name": f"docker.io/library/{name}:latest",
+        ref = refs.get(name, f"library/{name}")
+        desc["annotations"] = {"io.containerd.image.name": f"docker.io/{ref}:latest",
                                "org.opencontainers.image.ref.name": "latest"}
         layout.index([desc])
         tar_dir(out / name, out / f"{name}.oci.tar")
-        docker_archive(out / f"{name}.docker.tar", f"{name}:latest", tars, config)
+        docker_archive(out / f"{name}.docker.tar", f"{ref.removeprefix('library/')}:latest", tars, config)
         written[name] = out / name
     bb_tars, bb_config = images["busybox"]
     for name, compression, arch in (("busybox-zstd", "zstd", "amd64"),

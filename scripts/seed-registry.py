@@ -16,6 +16,7 @@ What is pushed:
     busybox:latest           the amd64 manifest again, for ``k8s.gcr.io/busybox`` through a mirror
     library/redis:latest     as a Docker schema 2 manifest (the other manifest family)
     library/nginx:latest     an OCI manifest
+    kubeling/python-client:latest   an OCI manifest (Python and the kubernetes client)
 
 Prints ``<repo>:<tag> <digest>`` per manifest. Standard library only, so that it runs under
 ``ip netns exec`` with any Python 3.
@@ -145,6 +146,8 @@ def seed(p: Pusher, src: Path) -> None:
     push_image(p, src / "busybox", "busybox", ["latest"])
     push_image(p, src / "redis", "library/redis", ["latest"], docker=True)
     push_image(p, src / "nginx", "library/nginx", ["latest"])
+    if (src / "python-client").exists():
+        push_image(p, src / "python-client", "kubeling/python-client", ["latest"])
 
 
 def main(argv: list[str] | None = None) -> int:
