@@ -210,6 +210,8 @@ def dns_config(pod: dict, *, cluster_dns: list[str], cluster_domain: str, host_r
         ns = pod["metadata"].get("namespace", "default")
         out.servers = list(cluster_dns)
         out.searches = [f"{ns}.svc.{cluster_domain}", f"svc.{cluster_domain}", cluster_domain]
+        # then the host's search domains, as upstream's generateSearchesForDNSClusterFirst
+        out.searches += [s for s in _host_dns(host_resolv).searches if s not in out.searches]
         out.options = ["ndots:5"]
     elif policy in ("Default", "ClusterFirst"):
         out = _host_dns(host_resolv)

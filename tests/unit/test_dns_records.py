@@ -280,3 +280,15 @@ def test_srv_over_the_wire_has_additional_records(name):
         finally:
             await server.close()
     asyncio.run(main())
+
+
+def test_pod_resolv_conf_cluster_first_appends_the_host_search(tmp_path):
+    """kubelet's resolv.conf for ClusterFirst pods: the cluster DNS IP, the cluster search list,
+    then the host's search domains (upstream's generateSearchesForDNSClusterFirst), ndots:5."""
+    from kubeling.kubelet import kuberuntime
+    host = tmp_path / "resolv.conf"
+    host.write_text("nameserver 192.0.2.1\nsearch corp.example cluster.local\n")
+    pod = {"metadata": {"name": "p", "namespace": "team"}, "spec": {"containers": []}}
+    cfg = kuberuntime.dns_config(pod, cluster_dns=["10.43.0.10"], cluster_domain="cluster.local", host_resolv=host)
+    assert cfg.servers == ["10.43.0.10"] and cfg.options == ["ndots:5"]
+    assert cfg.searches == ["team.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.example"]
