@@ -102,6 +102,12 @@ JUMP_CHAINS = (
     ("cluster-ips-check", "filter-forward", "ct state new"),
     ("cluster-ips-check", "filter-output-post-dnat", "ct state new"),
 )
+# Not upstream: our nodes carry `unreachable` routes for the service CIDR (so a VIP without a
+# rule fails on the node), and routing answers those before the forward hook: a connection from
+# a pod to a ClusterIP without endpoints would get a rate-limited "no route to host" instead of
+# the REJECT. Checking in prerouting too (reject there needs Linux >= 5.9; `start` tries) gives
+# the immediate "connection refused" upstream gives.
+PREROUTING_REJECT = ("service-endpoints-check", "filter-prerouting", "ct state new")
 SERVICE_IPS, SERVICE_NODEPORTS = "service-ips", "service-nodeports"
 NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS = "no-endpoint-services", "no-endpoint-nodeports"
 FIREWALL_IPS, CLUSTER_IPS, NODEPORT_IPS = "firewall-ips", "cluster-ips", "nodeport-ips"
@@ -339,7 +345,8 @@ def _contains(cidr: str, ip: str) -> bool:
 
 # -- the transaction text ----------------------------------------------------------------------
 
-def skeleton(node: NodeContext, *, recreate_base_chains: bool = False) -> list[str]:
+def skeleton(node: NodeContext, *, recreate_base_chains: bool = False,
+             reject_in_prerouting: bool = True) -> list[str]:
     """The table's fixed part: base chains, jumps, helper chains, maps and sets (emptied)."""
     lines = [f'add table {T} {{ comment "rules for kube-proxy" ; }}']
     if recreate_base_chains:     # so that a changed hook or priority applies
@@ -348,7 +355,7 @@ def skeleton(node: NodeContext, *, recreate_base_chains: bool = False) -> list[s
     for name, typ, hook, prio in BASE_CHAINS:
         lines += [f"add chain {T} {name} {{ type {typ} hook {hook} priority {prio} ; }}", f"flush chain {T} {name}"]
     made: set[str] = set()
-    for dst, src, match in JUMP_CHAINS:
+    for dst, src, match in JUMP_CHAINS + ((PREROUTING_REJECT,) if reject_in_prerouting else ()):
         if dst not in made:
             made.add(dst)
             lines += [f"add chain {T} {dst}", f"flush chain {T} {dst}"]
@@ -499,7 +506,11 @@ class Proxier:
         self._applied: dict[tuple[str, str], str] = {}                       # element -> in the kernel
         self._need_full = True
         self._base_chains_recreated = False
+        self.reject_in_prerouting = True
         self.last_sync: dict = {}
+
+    def _skeleton(self, recreate: bool, reject_in_prerouting: bool) -> list[str]:
+        return skeleton(self.node, recreate_base_chains=recreate, reject_in_prerouting=reject_in_prerouting)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -507,11 +518,17 @@ class Proxier:
         if not shutil.which("nft"):
             raise ProxyModeUnavailable("nftables mode needs the nft command (Debian package nftables); "
                                        "use --proxy-mode=iptables or userspace")
-        try:
-            await run_nft("\n".join(skeleton(self.node, recreate_base_chains=True)) + "\n", "-c")
-        except (NftError, OSError) as e:
-            raise ProxyModeUnavailable(f"nftables mode cannot program this kernel: {e}") from e
-        await run_nft("\n".join(skeleton(self.node, recreate_base_chains=True)) + "\n")
+        for reject_in_prerouting in (True, False):
+            text = "\n".join(self._skeleton(True, reject_in_prerouting)) + "\n"
+            try:
+                await run_nft(text, "-c")
+                break
+            except (NftError, OSError) as e:
+                if not reject_in_prerouting:
+                    raise ProxyModeUnavailable(f"nftables mode cannot program this kernel: {e}") from e
+                log.info("nftables: no reject in prerouting on this kernel (%s)", e)
+        self.reject_in_prerouting = reject_in_prerouting
+        await run_nft(text)
         self._base_chains_recreated = True
         self._need_full = True
 
@@ -612,7 +629,7 @@ class Proxier:
                 self._rules[spn] = rules
                 self._own(spn, rules, None, set())
 
-        lines = skeleton(self.node, recreate_base_chains=not self._base_chains_recreated)
+        lines = self._skeleton(not self._base_chains_recreated, self.reject_in_prerouting)
         self._base_chains_recreated = True
         want_chains = {c for r in self._rules.values() for c in r.chains}
         want_sets = {s: t for r in self._rules.values() for s, t in r.sets.items()}
