@@ -93,7 +93,7 @@ class IngressLab(harness.Cluster):
     def __init__(self, data_dir: Path) -> None:
         self.netns = Netns()
         self.backend_procs: list[subprocess.Popen] = []
-        super().__init__(data_dir, extra_args=("--controllers", "", "--disable-scheduler"))
+        super().__init__(data_dir, extra_args=("--controllers", "", "--disable-scheduler", "--disable", "coredns"))
 
     @property
     def url(self) -> str:
@@ -314,6 +314,53 @@ def test_an_invalid_tls_secret_never_breaks_nginx(lab, tls_material):
         "get", "events", "-n", NS, "--field-selector", "involvedObject.name=bad-tls", "-o", "json").stdout)["items"]
         if e["reason"] == "InvalidCertificate"], timeout=30, what="an InvalidCertificate Event")
     assert "default/garbage" in events[0]["message"]
+
+
+def test_a_config_nginx_refuses_is_never_applied_and_the_culprit_gets_an_event(lab):
+    """A 1024-bit RSA certificate passes every check in Python but Debian's OpenSSL refuses it
+    (``ee key too small``): ``nginx -t`` fails, the controller finds the Ingress that causes it,
+    records a RELOAD Warning on it and serves everything else, changes included."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    crt, key = make_cert("weak.example", rsa.generate_private_key(65537, 1024))
+    import base64
+    lab.apply({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+               "metadata": {"name": "weak", "namespace": NS},
+               "data": {"tls.crt": base64.b64encode(crt).decode(), "tls.key": base64.b64encode(key).decode()}})
+    lab.apply(ingress("weak", [{"host": "weak.example", "http": {"paths": [path("/", "alpha")]}}],
+                      tls=[{"hosts": ["weak.example"], "secretName": "weak"}]))
+    events = harness.eventually(lambda: [e for e in json.loads(lab.kubectl(
+        "get", "events", "-n", NS, "--field-selector", "involvedObject.name=weak", "-o", "json").stdout)["items"]
+        if e["reason"] == "RELOAD"], timeout=30, what="a RELOAD Warning on the Ingress")
+    assert events[0]["type"] == "Warning" and "ee key too small" in events[0]["message"], events[0]
+    assert lab.get("http://weak.example/")[0] == 404          # not served: nginx never saw it
+    # the rest still changes: a new Ingress next to the bad one goes live
+    lab.apply(ingress("fine", [{"host": "fine.example", "http": {"paths": [path("/", "beta")]}}]))
+    harness.eventually(lambda: lab.get("http://fine.example/")[1].startswith("beta"), timeout=30,
+                       what="a good Ingress served beside a bad one")
+    assert lab.get("http://one.example/b")[0] == 200
+    lab.kubectl("delete", "ingress", "weak", "fine", "-n", NS)
+
+
+def test_a_taken_port_is_retried_and_never_crashes_the_server(lab):
+    lab.stop()
+    squatter = subprocess.Popen([*lab.netns.prefix(), sys.executable, "-c",
+                                 "import socket, time\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, "
+                                 "socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 80))\ns.listen()\n"
+                                 "print('ready', flush=True)\ntime.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert squatter.stdout.readline().strip() == "ready"
+        offset = len(lab.log())
+        lab.start()
+        harness.eventually(lambda: "cannot start nginx" in lab.log()[offset:], timeout=30,
+                           what="the controller saying nginx cannot start")
+        assert "Address already in use" in lab.log()[offset:]
+        time.sleep(3)
+        assert lab.running and lab.request("GET", "/readyz")[0] == 200
+    finally:
+        squatter.kill()
+        squatter.wait()
+    harness.eventually(lambda: lab.get("http://one.example/")[0] == 200, timeout=90, interval=1,
+                       what="nginx serving once the port is free")
 
 
 def test_stopping_the_server_stops_nginx_and_frees_its_ports(lab):
