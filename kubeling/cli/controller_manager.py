@@ -52,6 +52,15 @@ def add_subcommands(sub) -> None:
     p.add_argument("--terminated-pod-gc-threshold", type=int, default=12500,
                    help="terminated pods kept before pod GC deletes the oldest (default: 12500)")
     # hidden test seams: the CronJob controller's clock, sped up and/or started at a given time
+    p.add_argument("--max-endpoints-per-slice", type=int, default=100,
+                   help="endpoints per EndpointSlice the EndpointSlice controller writes (default: 100)")
+    p.add_argument("--mirroring-max-endpoints-per-subset", type=int, default=1000,
+                   help="addresses of one Endpoints subset mirrored into EndpointSlices (default: 1000)")
+    p.add_argument("--endpoint-updates-batch-period", type=_duration("--endpoint-updates-batch-period"),
+                   default=0.0, help="batch pod updates of the Endpoints controller this long (default: 0s)")
+    p.add_argument("--endpointslice-updates-batch-period",
+                   type=_duration("--endpointslice-updates-batch-period"), default=0.0,
+                   help="batch pod updates of the EndpointSlice controller this long (default: 0s)")
     p.add_argument("--cronjob-clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--cronjob-clock-start", default="", help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -70,6 +79,10 @@ def settings_of(args: argparse.Namespace) -> dict:
                 secondary_node_eviction_rate=args.secondary_node_eviction_rate,
                 large_cluster_size_threshold=args.large_cluster_size_threshold,
                 unhealthy_zone_threshold=args.unhealthy_zone_threshold,
+                max_endpoints_per_slice=args.max_endpoints_per_slice,
+                mirroring_max_endpoints_per_subset=args.mirroring_max_endpoints_per_subset,
+                endpoint_updates_batch_period=args.endpoint_updates_batch_period,
+                endpointslice_updates_batch_period=args.endpointslice_updates_batch_period,
                 cronjob_clock_speed=args.cronjob_clock_speed, cronjob_clock_start=args.cronjob_clock_start)
 
 

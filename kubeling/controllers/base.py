@@ -75,6 +75,11 @@ class ControllerContext:
     large_cluster_size_threshold: int = 50
     unhealthy_zone_threshold: float = 0.55
     terminated_pod_gc_threshold: int = 12500
+    # endpoints controllers (upstream's flags of the same names; batch periods in seconds)
+    max_endpoints_per_slice: int = 100
+    mirroring_max_endpoints_per_subset: int = 1000
+    endpoint_updates_batch_period: float = 0.0
+    endpointslice_updates_batch_period: float = 0.0
     # test seam (hidden flags): the CronJob controller's clock runs this many times faster, from
     # this RFC 3339 wall time if set, so end-to-end tests see minutes pass in seconds
     cronjob_clock_speed: float = 1.0

@@ -209,7 +209,7 @@ class EndpointController(Controller):
         self.pods = ctx.informers.informer_for("", "v1", "pods")
         self.endpoints = ctx.informers.informer_for("", "v1", "endpoints")
         self.recorder = ctx.recorder(self.COMPONENT)
-        self.batch_period = float(getattr(ctx, "endpoint_updates_batch_period", 0.0) or 0.0)
+        self.batch_period = float(ctx.endpoint_updates_batch_period or 0.0)
         self.trigger_times = TriggerTimeTracker()
         self.stale_versions: dict[str, str] = {}  # upstream's staleEndpointsTracker
         self.handle(self.services, on_add=self.enqueue, on_update=lambda old, new: self.enqueue(new),

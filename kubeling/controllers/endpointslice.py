@@ -397,12 +397,11 @@ class EndpointSliceController(Controller):
         self.slices = ctx.informers.informer_for("discovery.k8s.io", "v1", "endpointslices")
         self.nodes = ctx.informers.informer_for("", "v1", "nodes")
         self.recorder = ctx.recorder(self.COMPONENT)
-        self.batch_period = float(getattr(ctx, "endpoint_updates_batch_period", 0.0) or 0.0)
+        self.batch_period = float(ctx.endpointslice_updates_batch_period or 0.0)
         self.tracker = EndpointSliceTracker()
         self.trigger_times = TriggerTimeTracker()
         self.reconciler = Reconciler(self.client, self.nodes, self.tracker,
-                                     max_endpoints_per_slice=getattr(ctx, "max_endpoints_per_slice",
-                                                                     MAX_ENDPOINTS_PER_SLICE))
+                                     max_endpoints_per_slice=ctx.max_endpoints_per_slice or MAX_ENDPOINTS_PER_SLICE)
         self.handle(self.services, on_add=self.enqueue, on_update=lambda old, new: self.enqueue(new),
                     on_delete=self.enqueue)
         self.handle(self.pods, on_add=self.add_pod, on_update=self.update_pod, on_delete=self.delete_pod)

@@ -101,8 +101,7 @@ class EndpointSliceMirroringController(Controller):
         self.endpoints = ctx.informers.informer_for("", "v1", "endpoints")
         self.slices = ctx.informers.informer_for("discovery.k8s.io", "v1", "endpointslices")
         self.recorder = ctx.recorder(self.COMPONENT)
-        self.max_per_subset = max(1, int(getattr(ctx, "mirroring_max_endpoints_per_subset",
-                                                 MAX_ENDPOINTS_PER_SUBSET)))
+        self.max_per_subset = max(1, int(ctx.mirroring_max_endpoints_per_subset or MAX_ENDPOINTS_PER_SUBSET))
         self.tracker = EndpointSliceTracker()
         self.handle(self.services, on_add=self.enqueue, on_update=self.update_service, on_delete=self.enqueue)
         self.handle(self.endpoints, on_add=self.add_endpoints, on_update=self.update_endpoints,
