@@ -372,3 +372,73 @@ def test_stopping_the_server_stops_nginx_and_frees_its_ports(lab):
     listening = lab.sh("ss", "-Hltn").stdout
     assert ":80 " not in listening and ":443 " not in listening, listening
     assert not (prefix / "nginx.pid").exists()
+
+
+# -- on a real 3-node cluster: pods behind Services, the ingress in the server's namespace --------
+
+def _web(name: str) -> list[str]:
+    """busybox httpd on :8080 answering "<name> <pod hostname>" at / and at /b."""
+    return ["sh", "-c", f"mkdir -p /www && echo {name} $(hostname) > /www/index.html && "
+                        "cp /www/index.html /www/b && trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"]
+
+
+def test_ingress_routes_to_pods_across_nodes_without_dropping_requests(multinode_cluster, multinode_namespace,
+                                                                       tmp_path):
+    import workloads
+    c, ns = multinode_cluster, multinode_namespace
+    for name in ("alpha", "beta"):
+        c.kubectl("apply", "-n", ns, "-f", "-", input=workloads.deployment(name, replicas=2, command=_web(name)))
+        c.kubectl("expose", "deployment", name, "-n", ns, "--port", "80", "--target-port", "8080")
+    pods = workloads.wait_pods(c, ns, "app in (alpha,beta)", 4, timeout=180)
+    assert len({p["spec"]["nodeName"] for p in pods}) >= 2, [p["spec"]["nodeName"] for p in pods]
+    crt, key = make_cert("secure.example")
+    (tmp_path / "tls.crt").write_bytes(crt)
+    (tmp_path / "tls.key").write_bytes(key)
+    c.kubectl("create", "secret", "tls", "secure-tls", "-n", ns, f"--cert={tmp_path / 'tls.crt'}",
+              f"--key={tmp_path / 'tls.key'}")
+
+    def web(b_backend: str) -> dict:
+        ing = ingress("web", [
+            {"host": "one.example", "http": {"paths": [path("/", "alpha", port=80), path("/b", b_backend, port=80)]}},
+            {"host": "secure.example", "http": {"paths": [path("/", "beta", port=80)]}},
+        ], tls=[{"hosts": ["secure.example"], "secretName": "secure-tls"}], cls=None)   # the default class
+        ing["metadata"]["namespace"] = ns
+        return ing
+    c.kubectl("apply", "-f", "-", input=json.dumps(web("beta")))
+    status = harness.eventually(
+        lambda: json.loads(c.kubectl("get", "ingress", "web", "-n", ns, "-o", "json").stdout)
+        .get("status", {}).get("loadBalancer", {}).get("ingress"), timeout=60, what="Ingress status")
+    ip = status[0]["ip"]
+
+    def get(url: str, *extra: str) -> tuple[int, str]:
+        scheme, _, rest = url.partition("://")
+        host = rest.split("/")[0]
+        done = subprocess.run([*c.netns.prefix(), "curl", "-sS", "--max-time", "5", "--resolve",
+                               f"{host}:{443 if scheme == 'https' else 80}:{ip}", "-w", "\n%{http_code}", *extra, url],
+                              capture_output=True, text=True, timeout=30)
+        body, _, code = done.stdout.rpartition("\n")
+        return int(code or 0), body or done.stderr
+
+    harness.eventually(lambda: get("http://one.example/b")[1].startswith("beta"), timeout=60,
+                       what="one.example/b routed to a beta pod")
+    hosts = {get("http://one.example/")[1] for _ in range(12)}
+    assert {h.split()[0] for h in hosts} == {"alpha"} and len(hosts) == 2, hosts    # both alpha pods answer
+    assert get("https://secure.example/", "--cacert", str(tmp_path / "tls.crt"))[1].startswith("beta")
+    assert get("http://secure.example/")[0] == 308
+
+    targets = [["http", "one.example", "/b"], ["https", "secure.example", "/"]]
+    load = subprocess.Popen([*c.netns.prefix(), sys.executable, "-c", LOAD, ip, "10", str(tmp_path / "tls.crt"),
+                             json.dumps(targets)], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        c.kubectl("apply", "-f", "-", input=json.dumps(web("alpha")))
+        harness.eventually(lambda: get("http://one.example/b")[1].startswith("alpha"), timeout=10,
+                           what="/b switched to alpha")
+        out, _ = load.communicate(timeout=60)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    result = json.loads(out)
+    assert result["failures"] == [], result
+    assert result["counts"].get("http://one.example/b -> beta") and result["counts"].get("http://one.example/b -> alpha")
