@@ -18,6 +18,7 @@ from kubeling.cli import controller_manager as controller_manager_cli
 from kubeling.cli import dns as dns_cli
 from kubeling.cli import hollow as hollow_cli
 from kubeling.cli import images as images_cli
+from kubeling.cli import proxy as proxy_cli
 from kubeling.cli import ingress as ingress_cli
 from kubeling.cli import scheduler as scheduler_cli
 from kubeling.cli._run import run_until_signalled
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ingress_cli.add_subcommands(sub)  # ingress
     dns_cli.add_subcommands(sub)  # dns
     cluster_cli.add_subcommands(sub)  # cluster up/down/status/node
+    proxy_cli.add_subcommands(sub)  # proxy (kube-proxy)
     args = parser.parse_args(argv)
     return args.func(args)
 
