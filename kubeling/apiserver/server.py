@@ -23,6 +23,7 @@ from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.cacher import Cacher
 from kubeling.apiserver.certs import PKI, write_kubeconfig
 from kubeling.apiserver.crd import CRDController
+from kubeling.apiserver.reconcilers import reconcile_kubernetes_endpoints
 from kubeling.apiserver.registry import Context
 from kubeling.cli._run import supervise_child
 from kubeling.storage.sqlite import SQLiteStore
@@ -105,12 +106,8 @@ async def bootstrap(api: APIServer) -> None:
         "spec": {"clusterIP": kubernetes_service_ip(api.config.service_cidr), "type": "ClusterIP", "sessionAffinity": "None",
                  "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}},
         namespace="default")
-    await ensure("", "v1", "endpoints", {
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": api.advertise_address}],
-                     "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}, namespace="default")
+    # its Endpoints and EndpointSlice are the API server's own, as upstream's endpoint reconciler's
+    await reconcile_kubernetes_endpoints(api, api.advertise_address, port)
     for name, value in (("system-node-critical", 2000001000), ("system-cluster-critical", 2000000000)):
         await ensure("scheduling.k8s.io", "v1", "priorityclasses", {
             "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
