@@ -172,6 +172,7 @@ class _RelaySide(asyncio.Protocol):
         self.eof = False
         self.closed = False
         self.relays = relays
+        self.pending: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -179,13 +180,19 @@ class _RelaySide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
-        if peer is not None and peer.transport is not None and not peer.closed:
+        if peer is None:
+            # not linked yet (uvloop may read before a pause in connection_made takes effect)
+            self.pending.append(data)
+            self.transport.pause_reading()
+        elif peer.transport is not None and not peer.closed:
             peer.transport.write(data)
 
     def eof_received(self) -> bool:
         self.eof = True
         peer = self.peer
-        if peer is None or peer.closed or peer.transport is None:
+        if peer is None:
+            return True             # passed on once linked
+        if peer.closed or peer.transport is None:
             return False
         if peer.eof:
             peer.transport.close()
@@ -309,7 +316,13 @@ class TCPProxySocket(ProxySocket):
                 return
             self.relays.add(backend)
             client.peer = backend
-            client.transport.resume_reading()
+            for data in client.pending:
+                backend.transport.write(data)
+            client.pending.clear()
+            if client.eof:
+                client.eof_received()
+            else:
+                client.transport.resume_reading()
             return
         _reset(client.transport)
 

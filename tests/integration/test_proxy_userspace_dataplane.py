@@ -208,3 +208,64 @@ def test_module_cleanup_removes_rules(lab):
     saved = lab.exec("node", "iptables-save", "-t", "nat").stdout
     assert "KUBE-PORTALS" not in saved and "KUBE-NODEPORT" not in saved, saved
     assert "KUBE-" not in lab.exec("host", "iptables-save", "-t", "nat").stdout
+
+
+class UvloopProxyProcess(ProxyProcess):
+    """`ProxyProcess` with uvloop as the event loop, as ``kubeling proxy`` runs (cli/_run.py)."""
+
+    def __enter__(self):
+        code = ("import sys, asyncio, runpy, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+                f"sys.argv = ['netlab_proxy', '--mode', {self.mode!r}, '--node-name', {self.node_name!r}, "
+                f"'--node-ip', {NODE_IP!r}]; runpy.run_module('tests.support.netlab_proxy', run_name='__main__')")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.lab.node, sys.executable, "-c", code], cwd=REPO,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        answer = self._read()
+        assert not answer.get("error"), answer
+        return self
+
+
+SINK = """
+import socket
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", 9100)); srv.listen(8); print("ready", flush=True)
+buf = bytearray(1 << 20)
+for _ in range(3):
+    c, _ = srv.accept()
+    n = 0
+    while True:
+        k = c.recv_into(buf)
+        if not k:
+            break
+        n += k
+    c.sendall(str(n).encode()); c.close()
+"""
+
+SOURCE = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 91), timeout=20)
+chunk = bytes(range(256)) * 4096
+for _ in range(int(sys.argv[2])):
+    s.sendall(chunk)
+s.shutdown(socket.SHUT_WR)
+print(s.recv(100).decode())
+"""
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_bulk_transfer_is_complete(lab, loop):
+    """Every byte of a bulk upload arrives (the client starts sending before the relay has
+    dialled its endpoint), and the half-close passes through; under both event loops."""
+    cls = UvloopProxyProcess if loop == "uvloop" else ProxyProcess
+    sink = _popen(lab, "p1", SINK)
+    try:
+        assert sink.stdout.readline().strip() == "ready"
+        with cls(lab, "userspace") as p:
+            spn = ServicePortName("default", "sink")
+            p.sync({spn: ServicePort(VIP, 91)}, {spn: [Endpoint(lab.pod_ips[1], 9100)]})
+            for _ in range(3):
+                out = lab.exec("p0", sys.executable, "-c", SOURCE, VIP, "64", timeout=60).stdout.strip()
+                assert out == str(64 * 1024 * 1024)
+            assert set(p.cleanup().values()) == {0}
+    finally:
+        sink.kill()
+        sink.wait()
