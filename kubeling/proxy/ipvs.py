@@ -406,6 +406,46 @@ def ipvs_available() -> bool:
     return os.path.exists(PROC_IP_VS)
 
 
+def parse_service(msg) -> VirtualServer | None:
+    """A virtual server from an IPVS_CMD_NEW_SERVICE (dump) message; None for what this mode
+    never makes (fwmark services, other protocols, IPv6)."""
+    svc = msg.get_attr("IPVS_CMD_ATTR_SERVICE")
+    if svc is None or svc.get_attr("IPVS_SVC_ATTR_AF") not in (None, socket.AF_INET):
+        return None
+    names = {v: k for k, v in PROTOCOLS.items()}
+    proto = names.get(svc.get_attr("IPVS_SVC_ATTR_PROTOCOL"))
+    addr, port = svc.get_attr("IPVS_SVC_ATTR_ADDR"), svc.get_attr("IPVS_SVC_ATTR_PORT")
+    if proto is None or not addr:
+        return None
+    flags = svc.get_attr("IPVS_SVC_ATTR_FLAGS") or {}
+    return VirtualServer(addr, proto, port, svc.get_attr("IPVS_SVC_ATTR_SCHED_NAME") or DEFAULT_SCHEDULER,
+                         flags.get("flags", 0) & IP_VS_SVC_F_PERSISTENT, svc.get_attr("IPVS_SVC_ATTR_TIMEOUT") or 0)
+
+
+def parse_dest(msg) -> RealServer:
+    """A real server, with its connection counts, from an IPVS_CMD_NEW_DEST (dump) message."""
+    dest = msg.get_attr("IPVS_CMD_ATTR_DEST")
+    return RealServer(dest.get_attr("IPVS_DEST_ATTR_ADDR"), dest.get_attr("IPVS_DEST_ATTR_PORT"),
+                      dest.get_attr("IPVS_DEST_ATTR_WEIGHT") or 0,
+                      dest.get_attr("IPVS_DEST_ATTR_ACTIVE_CONNS") or 0,
+                      dest.get_attr("IPVS_DEST_ATTR_INACT_CONNS") or 0)
+
+
+def service_request(vs: VirtualServer, full: bool = True):
+    """pyroute2's IPVSService for ``vs`` (only its key when not ``full``)."""
+    from pyroute2.ipvs import IPVSService
+    kw: dict = dict(addr=vs.address, port=vs.port, protocol=PROTOCOLS[vs.protocol])
+    if full:
+        kw.update(sched_name=vs.scheduler, timeout=vs.timeout, flags={"flags": vs.flags, "mask": 0xFFFFFFFF})
+    return IPVSService(**kw)
+
+
+def dest_request(rs: RealServer):
+    """pyroute2's IPVSDest for ``rs``: masquerade forwarding (kube-proxy's only method)."""
+    from pyroute2.ipvs import IPVSDest
+    return IPVSDest(addr=rs.address, port=rs.port, weight=rs.weight, fwd_method=IP_VS_CONN_F_MASQ)
+
+
 class _Kernel:
     """IPVS (generic netlink) and kube-ipvs0 (rtnetlink) through pyroute2. Blocking; the
     Proxier calls it in a thread."""
@@ -451,43 +491,19 @@ class _Kernel:
             self.ipr.link("del", index=idx)
 
     # IPVS
-    @staticmethod
-    def _service(vs: VirtualServer, full: bool = True):
-        from pyroute2.ipvs import IPVSService
-        kw = dict(addr=vs.address, port=vs.port, protocol=PROTOCOLS[vs.protocol])
-        if full:
-            kw.update(sched_name=vs.scheduler, timeout=vs.timeout, flags={"flags": vs.flags, "mask": 0xFFFFFFFF})
-        return IPVSService(**kw)
-
-    @staticmethod
-    def _dest(rs: RealServer):
-        from pyroute2.ipvs import IPVSDest
-        return IPVSDest(addr=rs.address, port=rs.port, weight=rs.weight, fwd_method=IP_VS_CONN_F_MASQ)
+    _service = staticmethod(service_request)
+    _dest = staticmethod(dest_request)
 
     def read(self, owned: set[str]) -> IPVSState:
         """The virtual servers on ``owned`` addresses, with their real servers."""
         st = IPVSState(addresses=self.addresses())
         if self.ipvs is None:
             return st
-        names = {v: k for k, v in PROTOCOLS.items()}
         for msg in self.ipvs.service("dump"):
-            svc = msg.get_attr("IPVS_CMD_ATTR_SERVICE")
-            addr, port = svc.get_attr("IPVS_SVC_ATTR_ADDR"), svc.get_attr("IPVS_SVC_ATTR_PORT")
-            proto = names.get(svc.get_attr("IPVS_SVC_ATTR_PROTOCOL"))
-            if addr not in owned or proto is None:
+            vs = parse_service(msg)
+            if vs is None or vs.address not in owned:
                 continue
-            flags = svc.get_attr("IPVS_SVC_ATTR_FLAGS")
-            vs = VirtualServer(addr, proto, port, svc.get_attr("IPVS_SVC_ATTR_SCHED_NAME") or DEFAULT_SCHEDULER,
-                               (flags or {}).get("flags", 0) & IP_VS_SVC_F_PERSISTENT,
-                               svc.get_attr("IPVS_SVC_ATTR_TIMEOUT") or 0)
-            real = []
-            for d in self.ipvs.dest("dump", service=self._service(vs, full=False)):
-                dest = d.get_attr("IPVS_CMD_ATTR_DEST")
-                real.append(RealServer(dest.get_attr("IPVS_DEST_ATTR_ADDR"), dest.get_attr("IPVS_DEST_ATTR_PORT"),
-                                       dest.get_attr("IPVS_DEST_ATTR_WEIGHT") or 0,
-                                       dest.get_attr("IPVS_DEST_ATTR_ACTIVE_CONNS") or 0,
-                                       dest.get_attr("IPVS_DEST_ATTR_INACT_CONNS") or 0))
-            st.add(vs, real)
+            st.add(vs, (parse_dest(d) for d in self.ipvs.dest("dump", service=self._service(vs, full=False))))
         return st
 
     def apply(self, plan: Plan) -> list[str]:

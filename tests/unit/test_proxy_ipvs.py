@@ -276,3 +276,49 @@ def test_host_side_in_a_private_netns():
     assert out["after_empty_sync"] == {"virtual_servers": 0, "real_servers": 0, "addresses": 0, "set_elements": 0}
     assert set(out["after_cleanup"].values()) == {0}
     assert out["link"] != 0 and out["table"] != 0
+
+
+# -- netlink messages ---------------------------------------------------------------------------
+
+
+def _roundtrip(cmd: int, attrs: list) -> object:
+    """Encode a generic-netlink IPVS message as the kernel's dump answers carry it, decode it back."""
+    from pyroute2.netlink.generic import ipvs as genl
+    msg = genl.ipvsmsg()
+    msg["cmd"], msg["version"], msg["attrs"] = cmd, genl.GENL_VERSION, attrs
+    msg.encode()
+    back = genl.ipvsmsg(msg.data)
+    back.decode()
+    return back
+
+
+def test_service_request_encodes_and_parses_back():
+    from pyroute2.netlink.generic import ipvs as genl
+    for vs in (VirtualServer("10.43.0.20", "TCP", 80, "rr", IP_VS_SVC_F_PERSISTENT, 600),
+               VirtualServer("10.43.0.10", "UDP", 53, "lc"),
+               VirtualServer("10.44.0.2", "SCTP", 30009)):
+        msg = _roundtrip(genl.IPVS_CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", ipvs.service_request(vs).dump_nla())])
+        assert ipvs.parse_service(msg) == vs
+        svc = msg.get_attr("IPVS_CMD_ATTR_SERVICE")
+        assert svc.get_attr("IPVS_SVC_ATTR_AF") == 2 and svc.get_attr("IPVS_SVC_ATTR_NETMASK") == "255.255.255.255"
+    key = ipvs.service_request(VS, full=False).dump_key()
+    assert {name for name, _ in key["attrs"]} == {"IPVS_SVC_ATTR_ADDR", "IPVS_SVC_ATTR_AF", "IPVS_SVC_ATTR_PORT",
+                                                  "IPVS_SVC_ATTR_PROTOCOL"}
+
+
+def test_dest_request_is_masquerade_and_parses_back():
+    from pyroute2.netlink.generic import ipvs as genl
+    rs = RealServer("10.42.0.10", 8080, weight=0)
+    msg = _roundtrip(genl.IPVS_CMD_NEW_DEST, [
+        ("IPVS_CMD_ATTR_SERVICE", ipvs.service_request(VS, full=False).dump_key()),
+        ("IPVS_CMD_ATTR_DEST", ipvs.dest_request(rs).dump_nla())])
+    dest = msg.get_attr("IPVS_CMD_ATTR_DEST")
+    assert dest.get_attr("IPVS_DEST_ATTR_FWD_METHOD") == ipvs.IP_VS_CONN_F_MASQ == 0
+    assert ipvs.parse_dest(msg) == rs
+
+
+def test_parse_service_skips_fwmark_services():
+    from pyroute2.netlink.generic import ipvs as genl
+    msg = _roundtrip(genl.IPVS_CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", {"attrs": [
+        ("IPVS_SVC_ATTR_AF", 2), ("IPVS_SVC_ATTR_FWMARK", 7), ("IPVS_SVC_ATTR_SCHED_NAME", "rr")]})])
+    assert ipvs.parse_service(msg) is None
