@@ -341,6 +341,45 @@ def test_a_config_nginx_refuses_is_never_applied_and_the_culprit_gets_an_event(l
     lab.kubectl("delete", "ingress", "weak", "fine", "-n", NS)
 
 
+def test_an_ingress_that_stops_being_ours_loses_its_status(lab):
+    harness.eventually(lambda: json.loads(lab.kubectl("get", "ingress", "broken", "-n", NS, "-o", "json").stdout)
+                       .get("status", {}).get("loadBalancer", {}).get("ingress"), timeout=30, what="status set")
+    lab.kubectl("patch", "ingress", "broken", "-n", NS, "--type=merge", "-p",
+                json.dumps({"spec": {"ingressClassName": "someone-else"}}))
+    harness.eventually(lambda: not json.loads(lab.kubectl("get", "ingress", "broken", "-n", NS, "-o", "json").stdout)
+                       .get("status", {}).get("loadBalancer", {}).get("ingress"), timeout=30, what="status cleared")
+    harness.eventually(lambda: lab.get("http://broken.example/")[0] == 404, timeout=30, what="no longer served")
+
+
+def controller_pids(lab) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"ingress" in argv and str(lab.data_dir).encode() in argv:
+                out.append(int(entry.name))
+    return out
+
+
+def test_a_killed_controller_takes_its_nginx_along_and_comes_back(lab):
+    import os
+    import signal
+    prefix = lab.data_dir / "ingress"
+    [pid] = controller_pids(lab)
+    masters = [p for p in nginx_processes(prefix) if "master" in p]
+    assert len(masters) == 1, masters
+    os.kill(pid, signal.SIGKILL)
+    harness.eventually(lambda: not any(p.split(":")[0] == masters[0].split(":")[0] for p in nginx_processes(prefix)),
+                       timeout=15, what="the old nginx master gone with its controller")
+    harness.eventually(lambda: controller_pids(lab) and controller_pids(lab) != [pid], timeout=30,
+                       what="the server restarting its ingress child")
+    harness.eventually(lambda: lab.get("http://one.example/b")[0] == 200, timeout=30, what="serving again")
+    assert len([p for p in nginx_processes(prefix) if "master" in p]) == 1
+
+
 def test_a_taken_port_is_retried_and_never_crashes_the_server(lab):
     lab.stop()
     squatter = subprocess.Popen([*lab.netns.prefix(), sys.executable, "-c",
