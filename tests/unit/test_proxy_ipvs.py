@@ -322,3 +322,24 @@ def test_parse_service_skips_fwmark_services():
     msg = _roundtrip(genl.IPVS_CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", {"attrs": [
         ("IPVS_SVC_ATTR_AF", 2), ("IPVS_SVC_ATTR_FWMARK", 7), ("IPVS_SVC_ATTR_SCHED_NAME", "rr")]})])
     assert ipvs.parse_service(msg) is None
+
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+def test_kubeling_proxy_exits_with_the_reason(tmp_path):
+    """``kubeling proxy --proxy-mode=ipvs`` stops at start-up with the message (in a netns of its
+    own; the node IP is given, so no API server is needed before the mode starts)."""
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    r = subprocess.run(["unshare", "-n", str(Path(sys.executable).parent / "kubeling"), "proxy", "--kubeconfig",
+                        str(tmp_path / "kubeconfig"), "--hostname-override", "n1", "--bind-address", "10.44.0.2",
+                        "--proxy-mode", "ipvs", "--healthz-bind-address", "127.0.0.1:0",
+                        "--metrics-bind-address", "127.0.0.1:0"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "the kernel has no IPVS (ip_vs): load it with modprobe ip_vs, or use --proxy-mode=nftables" in r.stderr
