@@ -55,6 +55,17 @@ spec:
     ports:
     - port: http
 """
+ALLOW_NAMESPACE = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: allow-{other}}}
+spec:
+  podSelector: {{matchLabels: {{app: server}}}}
+  ingress:
+  - from:
+    - namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {other}}}}}
+      podSelector: {{matchLabels: {{app: client}}}}
+"""
 DENY_CLIENT_EGRESS = """
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -135,6 +146,11 @@ def test_default_deny_then_an_allow_rule_reopens_exactly_the_chosen_path(multino
         assert reaches(c, ns, "client-far", ip)
         assert fetch(c, ns, "intruder", ip) is None
         assert fetch(c, other, "client", ip) is None
+
+        # a namespaceSelector AND podSelector peer lets the other namespace's client in, no one else
+        create(c, ns, ALLOW_NAMESPACE.format(other=other))
+        assert reaches(c, other, "client", ip)
+        assert fetch(c, ns, "intruder", ip) is None
 
         # egress denied at the client's own node: the allowed client is cut off again
         create(c, ns, DENY_CLIENT_EGRESS)

@@ -76,7 +76,8 @@ log = logging.getLogger(__name__)
 COMPONENT = "network-policy-controller"
 RESYNC_PERIOD = 300.0          # a full re-apply even without changes: repairs a table someone flushed
 MIN_SYNC_INTERVAL = 0.05       # coalescing: events arriving meanwhile fold into the next sync
-RETRY_INTERVAL = 2.0
+RETRY_INTERVAL = 2.0           # after a failed sync; doubling up to MAX_RETRY_INTERVAL
+MAX_RETRY_INTERVAL = 60.0
 DROP_TABLE = f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
 
 
@@ -148,7 +149,7 @@ class NetworkPolicyController:
                 if all(synced.values()):
                     break
             self._dirty.set()
-            last_full = time.monotonic()
+            last_full, retry = time.monotonic(), RETRY_INTERVAL
             while not stop.is_set():
                 timeout = max(0.0, last_full + self.resync_period - time.monotonic())
                 waiter = asyncio.ensure_future(self._dirty.wait())
@@ -165,9 +166,11 @@ class NetworkPolicyController:
                     last_full = time.monotonic()
                 self._dirty.clear()
                 if not await self.sync(force=force):
-                    await _sleep_unless(stop, RETRY_INTERVAL)
+                    await _sleep_unless(stop, retry)
+                    retry = min(retry * 2, MAX_RETRY_INTERVAL)
                     self._dirty.set()
                     continue
+                retry = RETRY_INTERVAL
                 await _sleep_unless(stop, MIN_SYNC_INTERVAL)
         finally:
             await factory.shutdown()
@@ -194,6 +197,14 @@ class NetworkPolicyController:
         started = time.monotonic()
         try:
             await self._nft(text or DROP_TABLE)
+        except FileNotFoundError as e:
+            if not text:                     # nothing to enforce, and no nft to have made anything
+                self._applied = text
+                return True
+            log.error("network policy: cannot enforce the policies of node %s: %s", self.node_name, e)
+            self._event_on_node("FailedToSyncNetworkPolicies", f"nft not found: {e}")
+            self._applied = None
+            return False
         except (NftError, OSError) as e:
             log.error("network policy: applying the rules of node %s failed: %s", self.node_name, e)
             self._event_on_node("FailedToSyncNetworkPolicies", str(e)[:1000])
