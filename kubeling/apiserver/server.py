@@ -62,7 +62,8 @@ class Options:
     # DefaultTolerationSeconds admission: how long pods tolerate a not-ready/unreachable node
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
-    # k3s's --disable: packaged components not to run ("ingress"/"traefik": the ingress child)
+    # k3s's --disable: packaged components not to run ("ingress"/"traefik": the ingress child;
+    # "servicelb": the servicelb controller)
     disable: list[str] = field(default_factory=list)
     ingress_http_port: int = 80
     ingress_https_port: int = 443
@@ -171,7 +172,8 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
             tasks.append(asyncio.create_task(supervise_child(
                 ["controller-manager", "--kubeconfig", str(kubeconfig), "--leader-elect",
                  "--leader-elect-identity", leader_identity(data), "--controllers",
-                 ",".join(opts.controllers), "--cluster-cidr", opts.cluster_cidr,
+                 ",".join(opts.controllers + (["-servicelb"] if "servicelb" in opts.disable else [])),
+                 "--cluster-cidr", opts.cluster_cidr,
                  "--service-cluster-ip-range", opts.service_cidr,
                  "--service-account-private-key-file", str(pki.service_account_key),
                  *opts.controller_manager_args], stop),

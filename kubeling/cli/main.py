@@ -52,7 +52,8 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disable-agent", action="store_true", help="run the control plane alone, with no node agent")
     p.add_argument("--disable-scheduler", action="store_true", help="do not run the scheduler")
     p.add_argument("--disable", action="append", default=[], metavar="COMPONENT",
-                   help="do not run a packaged component, as k3s's --disable: ingress (alias traefik), coredns (repeatable)")
+                   help="do not run a packaged component, as k3s's --disable: ingress (alias traefik), coredns, servicelb "
+                        "(repeatable)")
     p.add_argument("--ingress-http-port", type=int, default=80, help="port the ingress nginx serves HTTP on (default: 80)")
     p.add_argument("--ingress-https-port", type=int, default=443,
                    help="port the ingress nginx serves HTTPS on (default: 443)")
