@@ -610,16 +610,17 @@ class Proxier:
             lines += [f"add rule {T} {name} {r}" for r in chain_rules]
 
     async def _full(self, services: ServicePortMap, endpoints: EndpointsMap) -> tuple[str, dict]:
-        listing = await _nft_json("list", "table", FAMILY, TABLE)
+        # what the kernel has (a previous run's chains and sets too); listing chains and terse
+        # sets is cheap, a whole table with its rules and elements is not (seconds at 5,000)
         have_chains: set[str] = set()
         have_sets: dict[str, int | None] = {}
-        for item in (listing or {}).get("nftables", []):
-            if "chain" in item:
+        chains, sets = await asyncio.gather(_nft_json("list", "chains", FAMILY), _nft_json("-t", "list", "sets", FAMILY))
+        for item in (chains or {}).get("nftables", []):
+            if "chain" in item and item["chain"]["table"] == TABLE:
                 have_chains.add(item["chain"]["name"])
-            elif "set" in item:
+        for item in (sets or {}).get("nftables", []):
+            if "set" in item and item["set"]["table"] == TABLE:
                 have_sets[item["set"]["name"]] = item["set"].get("timeout")
-            elif "map" in item:
-                have_sets[item["map"]["name"]] = None
         self._rules.clear()
         self._owners.clear()
         self._applied.clear()
