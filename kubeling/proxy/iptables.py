@@ -158,10 +158,12 @@ def service_rules(spn: ServicePortName, svc: ServicePort, endpoints, node: NodeC
 
     int_filter_target, int_filter_comment = "REJECT", f"{name} has no endpoints"
     ext_filter_target, ext_filter_comment = "REJECT", f"{name} has no endpoints"
-    if has_endpoints and svc.internal_policy_local and not has_internal:
+    # endpoints elsewhere but none here, for a Local policy: DROP (upstream), not REJECT
+    usable_somewhere = any(e.ready or (e.serving and e.terminating) for e in endpoints or ())
+    if usable_somewhere and svc.internal_policy_local and not has_internal:
         int_filter_target, int_filter_comment = "DROP", f"{name} has no local endpoints"
         out.no_local_internal = True
-    if has_endpoints and svc.external_policy_local and not has_external:
+    if usable_somewhere and svc.external_policy_local and not has_external:
         ext_filter_target, ext_filter_comment = "DROP", f"{name} has no local endpoints"
         out.no_local_external = True
 

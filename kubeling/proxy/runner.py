@@ -53,9 +53,8 @@ class BoundedFrequencyRunner:
         self._need_full = True
         self._wake.set()
 
-    def _next_due(self) -> float:
+    def _next_due(self, now: float) -> float:
         """When the next sync should start, ignoring min_interval."""
-        now = self.clock()
         if self._retry_at is not None:
             due = self._retry_at
         elif self._last_success == float("-inf"):
@@ -70,7 +69,7 @@ class BoundedFrequencyRunner:
         """Run syncs until ``stop`` is set."""
         while not stop.is_set():
             now = self.clock()
-            due = max(self._next_due(), self._last_start + self.min_interval)
+            due = max(self._next_due(now), self._last_start + self.min_interval)
             if due > now:
                 self._wake.clear()
                 waiter = asyncio.ensure_future(self._wake.wait())

@@ -7,6 +7,7 @@ the test's own network namespace; every namespace is deleted at the end.
 from __future__ import annotations
 
 import collections
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -171,3 +172,28 @@ def test_full_sync_removes_leftovers_of_an_earlier_proxy(lab):
         assert second.count_leaks() == {"chains": 0, "rules": 0}
         assert second.cleanup() == {"chains": 0, "rules": 0}
     assert "KUBE-" not in lab.exec("node", "iptables-save").stdout
+
+
+CLEAR = """
+import sys
+from kubeling.proxy import conntrack
+from kubeling.proxy.types import Endpoint, ServicePort, ServicePortName
+spn = ServicePortName("default", "dns", "dns", "UDP")
+svc = {spn: ServicePort("10.43.0.31", 53, "UDP")}
+flows = conntrack.stale_flows(svc, {spn: [Endpoint(sys.argv[1], 8081)]}, svc, {spn: [Endpoint(sys.argv[2], 8081)]}, {spn})
+print(conntrack.clear(flows))
+"""
+
+
+def test_stale_udp_conntrack_entries_are_cleared(lab, proxy):
+    svc = {DNS: ServicePort("10.43.0.31", 53, protocol="UDP")}
+    p1, p2 = lab.ip("p1"), lab.ip("p2")
+    proxy.sync(svc, {DNS: [Endpoint(p1, UDP_PORT)]})
+    assert pods_hit(lab.udp_many("p0", "10.43.0.31", 53, 2, src_port=40053)) == {"p1": 2}
+    # p1 leaves the service (its server still runs): the flow's conntrack entry still points at it
+    proxy.sync(svc, {DNS: [Endpoint(p2, UDP_PORT)]}, changed={DNS})
+    assert pods_hit(lab.udp_many("p0", "10.43.0.31", 53, 1, src_port=40053)) == {"p1": 1}
+    out = subprocess.run(["ip", "netns", "exec", lab.ns("node"), sys.executable, "-c", CLEAR, p1, p2],
+                         cwd=str(Path(__file__).resolve().parents[2]), capture_output=True, text=True, check=True).stdout
+    assert int(out) >= 1
+    assert pods_hit(lab.udp_many("p0", "10.43.0.31", 53, 2, src_port=40053)) == {"p2": 2}
