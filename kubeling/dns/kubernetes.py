@@ -39,9 +39,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dnslib import AAAA, CNAME, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A, DNSLabel
+from dnslib import QTYPE, RCODE
 
 from kubeling.client.store import object_of
+from kubeling.dns import wire
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,6 @@ class Kubernetes:
         self._ptr: dict[str, str] | None = None
         self.generation = 0
         self.serial = int(time.time())
-        self._zone_label = DNSLabel(self.zone + ".")
         self._informers: list = []
 
     # -- feeding ------------------------------------------------------------------------------
@@ -309,18 +309,16 @@ class Kubernetes:
 
     # -- answering ----------------------------------------------------------------------------
 
-    def soa(self) -> RR:
+    def soa(self) -> wire.Rec:
         zone = self.zone
-        return RR(self._zone_label, QTYPE.SOA, ttl=self.ttl, rdata=SOA(
-            f"ns.dns.{zone}.", f"hostmaster.{zone}.", (self.serial, 7200, 1800, 86400, self.ttl)))
+        return wire.soa(zone + ".", f"ns.dns.{zone}.", f"hostmaster.{zone}.", self.serial, 7200, 1800, 86400,
+                        self.ttl, self.ttl)
 
     def _negative(self, rcode: int) -> Answer:
         return Answer(rcode=rcode, authority=[self.soa()])
 
-    def _addr_rr(self, owner, ip: str) -> RR:
-        if ":" in ip:
-            return RR(owner, QTYPE.AAAA, ttl=self.ttl, rdata=AAAA(ip))
-        return RR(owner, QTYPE.A, ttl=self.ttl, rdata=A(ip))
+    def _addr_rr(self, owner: str | None, ip: str) -> wire.Rec:
+        return wire.a(owner, ip, self.ttl)
 
     def _addresses(self, owner, ips: list[str], qtype: int) -> Answer:
         want = [ip for ip in ips if (qtype == QTYPE.ANY or (qtype == QTYPE.A and ":" not in ip)
@@ -329,8 +327,9 @@ class Kubernetes:
             return self._negative(RCODE.NOERROR)
         return Answer(answer=[self._addr_rr(owner, ip) for ip in want])
 
-    def lookup(self, owner: DNSLabel, name: str, qtype: int) -> Answer | None:
-        """The answer for ``name`` (lower case, no trailing dot), or None when it is not ours."""
+    def lookup(self, owner: str | None, name: str, qtype: int) -> Answer | None:
+        """The answer for ``name`` (lower case, no trailing dot), or None when it is not ours.
+        ``owner`` is the answers' owner name (None: the question's, as the wire writes it)."""
         if name.endswith(".arpa"):
             return self._reverse(owner, name, qtype)
         if name == self.zone:
@@ -345,13 +344,13 @@ class Kubernetes:
             if qtype == QTYPE.SOA:
                 return Answer(answer=[self.soa()])
             if qtype == QTYPE.NS:
-                return Answer(answer=[RR(owner, QTYPE.NS, ttl=self.ttl, rdata=NS(f"ns.dns.{self.zone}."))],
+                return Answer(answer=[wire.ns(owner, f"ns.dns.{self.zone}.", self.ttl)],
                               additional=[self._addr_rr(f"ns.dns.{self.zone}.", self.dns_ip)] if self.dns_ip else [])
             return self._negative(RCODE.NOERROR)
         top = labels[0]
         if top == "dns-version" and n == 1:
             if qtype in (QTYPE.TXT, QTYPE.ANY):
-                return Answer(answer=[RR(owner, QTYPE.TXT, ttl=self.ttl, rdata=TXT(DNS_SCHEMA_VERSION))])
+                return Answer(answer=[wire.txt(owner, DNS_SCHEMA_VERSION, self.ttl)])
             return self._negative(RCODE.NOERROR)
         if top == "dns" and self.dns_ip:
             if n == 1:
@@ -380,7 +379,7 @@ class Kubernetes:
             if svc.type == "ExternalName":
                 if not svc.external_name:
                     return self._negative(RCODE.NXDOMAIN)
-                ans = Answer(answer=[RR(owner, QTYPE.CNAME, ttl=self.ttl, rdata=CNAME(svc.external_name + "."))])
+                ans = Answer(answer=[wire.cname(owner, svc.external_name + ".", self.ttl)])
                 if qtype not in (QTYPE.CNAME,):
                     ans.chase = svc.external_name
                 return ans
@@ -438,7 +437,7 @@ class Kubernetes:
         weight = max(100 // len(rows), 1)
         extra_seen: set[tuple[str, str]] = set()
         for pnum, target, ip in rows:
-            ans.answer.append(RR(owner, QTYPE.SRV, ttl=ttl, rdata=SRV(0, weight, pnum, target)))
+            ans.answer.append(wire.srv(owner, 0, weight, pnum, target, ttl))
             for addr in ([ip] if ip else svc.cluster_ips):
                 if (target, addr) not in extra_seen:
                     extra_seen.add((target, addr))
@@ -472,4 +471,4 @@ class Kubernetes:
             return None
         if qtype not in (QTYPE.PTR, QTYPE.ANY):
             return Answer(authority=[])   # NOERROR, no data
-        return Answer(answer=[RR(owner, QTYPE.PTR, ttl=self.ttl, rdata=PTR(target))])
+        return Answer(answer=[wire.ptr(owner, target, self.ttl)])

@@ -20,8 +20,10 @@ default CoreDNS reports them. Label children are cached: a query costs a few dic
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from bisect import bisect_left
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 SIZE_BUCKETS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16000, 32000, 48000, 64000)
 DURATION_BUCKETS = tuple(0.00025 * 2 ** i for i in range(16))
@@ -37,22 +39,16 @@ class Metrics:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.server, self.zone = server, zone
         base = ("server", "zone", "view")
-        self.requests = Counter("coredns_dns_requests_total", "Counter of DNS requests made per zone, protocol "
-                                "and family.", [*base, "proto", "family", "type"], registry=r)
-        self.responses = Counter("coredns_dns_responses_total", "Counter of response status codes.",
-                                 [*base, "rcode", "plugin"], registry=r)
-        self.duration = Histogram("coredns_dns_request_duration_seconds", "Histogram of the time (in seconds) "
-                                  "each request took per zone.", [*base, "type"], buckets=DURATION_BUCKETS,
-                                  registry=r)
-        self.request_size = Histogram("coredns_dns_request_size_bytes", "Size of the EDNS0 UDP buffer in bytes "
-                                      "(64K for TCP) per zone and protocol.", [*base, "proto"],
-                                      buckets=SIZE_BUCKETS, registry=r)
-        self.response_size = Histogram("coredns_dns_response_size_bytes", "Size of the returned response in "
-                                       "bytes.", [*base, "proto"], buckets=SIZE_BUCKETS, registry=r)
-        self.cache_hits = Counter("coredns_cache_hits_total", "The count of cache hits.",
-                                  ["server", "type", "zone", "view"], registry=r)
-        self.cache_misses = Counter("coredns_cache_misses_total", "The count of cache misses. Deprecated, "
-                                    "derive misses from cache hits/requests counters.", base, registry=r)
+        # the per-query series are plain dicts, turned into metric families at scrape time
+        # (`_Collector`): prometheus_client's locked children cost ~40 µs a query
+        self._req: dict[tuple, int] = {}
+        self._resp: dict[tuple, int] = {}
+        self._dur: dict[str, _Hist] = {}
+        self._rsize: dict[str, _Hist] = {}
+        self._wsize: dict[str, _Hist] = {}
+        self._hits: dict[str, int] = {}
+        self._misses = 0
+        r.register(_Collector(self))
         self.cache_entries = Gauge("coredns_cache_entries", "The number of elements in the cache.",
                                    ["server", "type", "zone", "view"], registry=r)
         self.forward_requests = Counter("coredns_forward_requests_total", "Counter of requests made per upstream.",
@@ -75,13 +71,6 @@ class Metrics:
                         "server and zone basis.", [*base, "name"], registry=r)
         for name in ("kubernetes", "forward", "cache", "health", "ready", "prometheus", "errors", "loop"):
             enabled.labels(server, zone, "", name).set(1)
-        self._req: dict = {}
-        self._resp: dict = {}
-        self._dur: dict = {}
-        self._rsize: dict = {}
-        self._wsize: dict = {}
-        self._hits: dict = {}
-        self._miss = self.cache_misses.labels(server, zone, "")
         self._entries = self.cache_entries.labels(server, "success", zone, "")
         self.cache_entries.labels(server, "denial", zone, "").set(0)
 
@@ -91,37 +80,27 @@ class Metrics:
         if qtype not in KNOWN_TYPES:
             qtype = "other"
         key = (proto, family, qtype)
-        c = self._req.get(key)
-        if c is None:
-            c = self._req[key] = self.requests.labels(self.server, self.zone, "", proto, family, qtype)
-        c.inc()
+        self._req[key] = self._req.get(key, 0) + 1
         key2 = (rcode, plugin)
-        c = self._resp.get(key2)
-        if c is None:
-            c = self._resp[key2] = self.responses.labels(self.server, self.zone, "", RCODES.get(rcode, str(rcode)),
-                                                         plugin)
-        c.inc()
+        self._resp[key2] = self._resp.get(key2, 0) + 1
         h = self._dur.get(qtype)
         if h is None:
-            h = self._dur[qtype] = self.duration.labels(self.server, self.zone, "", qtype)
+            h = self._dur[qtype] = _Hist(DURATION_BUCKETS)
         h.observe(seconds)
         h = self._rsize.get(proto)
         if h is None:
-            h = self._rsize[proto] = self.request_size.labels(self.server, self.zone, "", proto)
+            h = self._rsize[proto] = _Hist(SIZE_BUCKETS)
         h.observe(request_size)
         h = self._wsize.get(proto)
         if h is None:
-            h = self._wsize[proto] = self.response_size.labels(self.server, self.zone, "", proto)
+            h = self._wsize[proto] = _Hist(SIZE_BUCKETS)
         h.observe(response_size)
 
     def cache_hit(self, kind: str) -> None:
-        c = self._hits.get(kind)
-        if c is None:
-            c = self._hits[kind] = self.cache_hits.labels(self.server, kind, self.zone, "")
-        c.inc()
+        self._hits[kind] = self._hits.get(kind, 0) + 1
 
     def cache_miss(self) -> None:
-        self._miss.inc()
+        self._misses += 1
 
     def cache_size(self, n: int) -> None:
         self._entries.set(n)
@@ -146,3 +125,67 @@ def _version() -> str:
         return version("kubeling")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+class _Hist:
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, v: float) -> None:
+        self.counts[bisect_left(self.bounds, v)] += 1
+        self.sum += v
+
+    def buckets(self) -> list[tuple[str, int]]:
+        out, acc = [], 0
+        for bound, n in zip(self.bounds, self.counts):
+            acc += n
+            out.append((repr(float(bound)), acc))
+        out.append(("+Inf", acc + self.counts[-1]))
+        return out
+
+
+class _Collector:
+    """The per-query series of a `Metrics`, as CoreDNS names them."""
+
+    def __init__(self, m: Metrics) -> None:
+        self.m = m
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        m = self.m
+        base = [m.server, m.zone, ""]
+        c = CounterMetricFamily("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.",
+                                labels=["server", "zone", "view", "proto", "family", "type"])
+        for (proto, family, qtype), n in sorted(m._req.items()):
+            c.add_metric([*base, proto, family, qtype], n)
+        yield c
+        c = CounterMetricFamily("coredns_dns_responses", "Counter of response status codes.",
+                                labels=["server", "zone", "view", "rcode", "plugin"])
+        for (rcode, plugin), n in sorted(m._resp.items()):
+            c.add_metric([*base, RCODES.get(rcode, str(rcode)), plugin], n)
+        yield c
+        for name, doc, table, label in (
+                ("coredns_dns_request_duration_seconds", "Histogram of the time (in seconds) each request took per "
+                 "zone.", m._dur, "type"),
+                ("coredns_dns_request_size_bytes", "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and "
+                 "protocol.", m._rsize, "proto"),
+                ("coredns_dns_response_size_bytes", "Size of the returned response in bytes.", m._wsize, "proto")):
+            h = HistogramMetricFamily(name, doc, labels=["server", "zone", "view", label])
+            for key in sorted(table):
+                h.add_metric([*base, key], table[key].buckets(), table[key].sum)
+            yield h
+        c = CounterMetricFamily("coredns_cache_hits", "The count of cache hits.",
+                                labels=["server", "type", "zone", "view"])
+        for kind, n in sorted(m._hits.items()):
+            c.add_metric([m.server, kind, m.zone, ""], n)
+        yield c
+        c = CounterMetricFamily("coredns_cache_misses", "The count of cache misses. Deprecated, derive misses from "
+                                "cache hits/requests counters.", labels=["server", "zone", "view"])
+        c.add_metric(base, m._misses)
+        yield c

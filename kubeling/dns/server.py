@@ -28,15 +28,15 @@ import socket
 import struct
 import time
 
-from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSError, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import OPCODE, QTYPE, RCODE, DNSError, DNSHeader, DNSQuestion, DNSRecord
 
+from kubeling.dns import wire
 from kubeling.dns.forward import Forward
 from kubeling.dns.kubernetes import Answer, Kubernetes
 
 log = logging.getLogger(__name__)
 
 MAX_CACHE = 20000
-EDNS_SIZE = 1232
 MAX_CHASE = 8
 
 
@@ -139,6 +139,7 @@ class DNSServer:
     async def handle(self, data: bytes, proto: str, family: str = "1") -> bytes | None:
         """The wire answer to one wire query (None: drop it)."""
         start = time.perf_counter()
+        data = bytes(data)
         reply = self.cached(data, proto, family)
         if reply is not None:
             return reply
@@ -165,20 +166,13 @@ class DNSServer:
         return reply
 
     async def _answer(self, data: bytes, proto: str) -> tuple[bytes | None, str, str, bool]:
-        try:
-            req = DNSRecord.parse(data)
-        except (DNSError, struct.error, IndexError, ValueError, UnicodeDecodeError):
-            return _error(data, RCODE.FORMERR), "", "other", False
-        if req.header.qr:
-            return None, "", "other", False
-        if req.header.opcode != OPCODE.QUERY:
-            return _error(data, RCODE.NOTIMP), "", "other", False
-        if len(req.questions) != 1:
-            return _error(data, RCODE.FORMERR), "", "other", False
-        q = req.questions[0]
+        q = wire.parse_query(data)
+        if q is None:
+            q, err = _slow_parse(data)
+            if q is None:
+                return err, "", "other", False
         qtype = QTYPE.get(q.qtype, "other")
-        name = str(q.qname).rstrip(".").lower()
-        ans = self.kube.lookup(q.qname, name, q.qtype) if q.qclass in (1, 255) else None
+        ans = self.kube.lookup(None, q.name, q.qtype) if q.qclass in (1, 255) else None
         if ans is None:
             if self.forward is None or not self.forward.upstreams:
                 return _error(data, RCODE.SERVFAIL), "forward", qtype, False
@@ -187,51 +181,58 @@ class DNSServer:
         cacheable = True
         if ans.chase and q.qtype in (QTYPE.A, QTYPE.AAAA, QTYPE.ANY):
             cacheable = await self._chase(ans, q.qtype)
-        return self._pack(req, ans, proto), "kubernetes", qtype, cacheable
+        limit = 0
+        if proto == "udp":
+            limit = min(q.edns, 4096) if q.edns else 512
+        reply = wire.pack_reply(q, ans.rcode, ans.answer, ans.authority, ans.additional, limit=limit)
+        return reply, "kubernetes", qtype, cacheable
 
     async def _chase(self, ans: Answer, qtype: int) -> bool:
         """Append the records of the CNAME target; True when all of it came from the zone."""
-        target, local = ans.chase, True
+        target = ans.chase
         for _ in range(MAX_CHASE):
             inner = self.kube.lookup(target + ".", target, qtype) if self.kube.in_zone(target) else None
             if inner is None:
-                local = False
                 if self.forward is None or not self.forward.upstreams:
                     return False
-                q = DNSRecord(DNSHeader(rd=1), q=DNSQuestion(target + ".", qtype))
-                raw = await self.forward.query(q.pack())
+                query = DNSRecord(DNSHeader(rd=1), q=DNSQuestion(target + ".", qtype))
+                raw = await self.forward.query(bytes(query.pack()))
                 if raw is None:
                     return False
                 try:
-                    ans.answer.extend(DNSRecord.parse(raw).rr)
+                    for rr in DNSRecord.parse(raw).rr:
+                        if rr.rtype in (QTYPE.A, QTYPE.AAAA):
+                            ans.answer.append(wire.a(str(rr.rname), str(rr.rdata), rr.ttl))
+                        elif rr.rtype == QTYPE.CNAME:
+                            ans.answer.append(wire.cname(str(rr.rname), str(rr.rdata), rr.ttl))
                 except (DNSError, struct.error, IndexError, ValueError, UnicodeDecodeError):
                     pass
                 return False
             ans.answer.extend(inner.answer)
             if not inner.chase:
-                return local
+                return True
             target = inner.chase
-        return local
+        return True
 
-    def _pack(self, req: DNSRecord, ans: Answer, proto: str) -> bytes:
-        h = req.header
-        reply = DNSRecord(DNSHeader(id=h.id, qr=1, aa=1, ra=1, rd=h.rd, rcode=ans.rcode), q=req.questions[0])
-        reply.rr.extend(ans.answer)
-        reply.auth.extend(ans.authority)
-        reply.ar.extend(ans.additional)
-        opt = next((r for r in req.ar if r.rtype == QTYPE.OPT), None)
-        limit = 512
-        if opt is not None:
-            limit = min(max(opt.rclass, 512), 4096)
-            reply.add_ar(EDNS0(udp_len=EDNS_SIZE))
-        wire = reply.pack()
-        if proto == "udp" and len(wire) > limit:
-            short = DNSRecord(DNSHeader(id=h.id, qr=1, aa=1, ra=1, rd=h.rd, tc=1, rcode=ans.rcode),
-                              q=req.questions[0])
-            if opt is not None:
-                short.add_ar(EDNS0(udp_len=EDNS_SIZE))
-            wire = short.pack()
-        return wire
+
+def _slow_parse(data: bytes) -> tuple[wire.Query | None, bytes | None]:
+    """The query by dnslib, for shapes the fast parser leaves alone; or (None, the error reply)."""
+    try:
+        req = DNSRecord.parse(data)
+    except (DNSError, struct.error, IndexError, ValueError, UnicodeDecodeError):
+        return None, _error(data, RCODE.FORMERR)
+    if req.header.qr:
+        return None, None
+    if req.header.opcode != OPCODE.QUERY:
+        return None, _error(data, RCODE.NOTIMP)
+    if len(req.questions) != 1:
+        return None, _error(data, RCODE.FORMERR)
+    q = req.questions[0]
+    opt = next((r for r in req.ar if r.rtype == QTYPE.OPT), None)
+    flags = struct.unpack_from("!H", data, 2)[0]
+    question = bytes(DNSRecord(DNSHeader(id=req.header.id), q=q).pack())[12:]
+    return wire.Query(req.header.id, flags, question, str(q.qname).rstrip(".").lower(), q.qtype, q.qclass,
+                      max(opt.rclass, 512) if opt is not None else 0), None
 
 
 def _qtype_name(data: bytes) -> str:
