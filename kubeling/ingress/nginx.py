@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -69,8 +70,7 @@ class NginxProcess:
             scratch.unlink()
         except OSError:
             pass
-        message = out.decode(errors="replace").replace(str(scratch), "nginx.conf").strip()
-        return proc.returncode == 0, message
+        return proc.returncode == 0, error_message(out.decode(errors="replace").replace(str(scratch), "nginx.conf"))
 
     async def apply(self, text: str) -> tuple[bool, str]:
         ok, message = await self.test(text)
@@ -123,8 +123,8 @@ class NginxProcess:
         await asyncio.sleep(0)   # let the pump read the last lines
         if self._stderr_task:
             await asyncio.wait([self._stderr_task], timeout=1)
-        why = next((line for line in reversed(self._recent) if "[emerg]" in line), "")
-        return False, why or f"nginx exited with code {self.proc.returncode}"
+        why = next((line for line in self._recent if "[emerg]" in line), "")
+        return False, error_message(why) if why else f"nginx exited with code {self.proc.returncode}"
 
     def _pid_file_names(self, pid: int) -> bool:
         try:
@@ -176,6 +176,16 @@ class NginxProcess:
             self.pid_file.unlink()
         except OSError:
             pass
+
+
+_LOG_PREFIX = re.compile(r"^(nginx: )?\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: ")
+
+
+def error_message(output: str) -> str:
+    """nginx's error lines without time and pid (so that one fault reads the same every time)."""
+    lines = [_LOG_PREFIX.sub(r"\2 ", line) for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(("[emerg]", "[alert]", "[crit]", "[error]"))]
+    return "; ".join(errors or lines)
 
 
 def children(pid: int) -> list[int]:

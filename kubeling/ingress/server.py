@@ -32,6 +32,7 @@ import ipaddress
 import logging
 import os
 import pwd
+import resource
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,8 @@ class IngressController:
         self.render_opts = RenderOptions(prefix=str(self.prefix), http_port=opts.http_port,
                                          https_port=opts.https_port, bind_address=opts.bind_address,
                                          worker_processes=opts.worker_processes, user=user,
-                                         default_cert=str(self.default_cert))
+                                         default_cert=str(self.default_cert),
+                                         max_open_files=min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         self.recorder = EventRecorder(client, COMPONENT, socket.gethostname())
         self.factory = SharedInformerFactory(client)
         self.ingresses = self.factory.informer_for(*NET, "ingresses")
@@ -117,8 +119,10 @@ class IngressController:
             inf.add_handler(self._mark, self._mark_update, self._mark)
         self.ingresses.add_handler(self._ingress_added, self._ingress_updated, self._mark)
         self.applied = ""          # the text nginx runs
+        self.rejected: tuple[str, dict[str, str]] = ("", {})   # a text nginx -t refused, and its culprits
         self.emitted: set[tuple[str, str, str]] = set()
         self.status_retry = False
+        self.serving = False       # nginx started and has not exited since
         self.syncs = 0
 
     # -- events in ---------------------------------------------------------------------------
@@ -201,8 +205,9 @@ class IngressController:
                     crashed.result()   # raises: the supervisor restarts us with fresh caches
                 if stop.is_set():
                     break
-                if self.nginx.proc is not None and self.nginx.proc.returncode is not None and self.applied:
+                if self.serving and not self.nginx.running:
                     log.error("nginx exited with code %s; restarting it", self.nginx.proc.returncode)
+                    self.serving = False
                     self.applied = ""
                 await asyncio.sleep(SYNC_DEBOUNCE)
                 self.dirty.clear()
@@ -253,27 +258,40 @@ class IngressController:
         ours, services, slices, secrets = self._inputs()
         cfg, problems, text = self._render(ours, services, slices, secrets)
         bad: dict[str, str] = {}
-        if text != self.applied or not self.nginx.running:
-            if text != self.applied:
-                ok, message = await self.nginx.apply(text)
+        full = text
+        if full == self.rejected[0]:
+            # nothing changed since nginx refused this text: serve it without its culprits, or,
+            # when none could be singled out, keep what runs
+            bad = self.rejected[1]
+            if bad:
+                cfg, problems, text = self._render([i for i in ours if key_of(i) not in bad], services, slices,
+                                                   secrets)
+            else:
+                text = self.applied
+        if text != self.applied:
+            ok, message = await self.nginx.apply(text)
+            if not ok:
+                bad = await self._culprits(ours, services, slices, secrets)
+                self.rejected = (full, dict(bad))
+                if bad:
+                    cfg, problems, text = self._render([i for i in ours if key_of(i) not in bad], services, slices,
+                                                       secrets)
+                    ok, message = (True, "") if text == self.applied else await self.nginx.apply(text)
                 if not ok:
-                    bad = await self._culprits(ours, services, slices, secrets, message)
-                    good = [i for i in ours if key_of(i) not in bad]
-                    cfg, problems, text = self._render(good, services, slices, secrets)
-                    ok, message = await self.nginx.apply(text) if good else (False, message)
-                    if not ok:
-                        log.error("the nginx configuration is invalid; keeping the running one: %s", message)
-                        bad = bad or {key_of(i): message for i in ours}
-                if ok:
-                    self.applied = text
-                    log.info("nginx configuration applied (%d servers, %d upstreams)", len(cfg.servers),
-                             len(cfg.backends))
-                    self._remove_stale_certs(cfg)
-            if not self.nginx.running and self.applied:
-                ok, why = await self.nginx.ensure_running()
-                if not ok:
-                    log.error("cannot start nginx on %s ports %d/%d: %s", self.opts.bind_address,
-                              self.opts.http_port, self.opts.https_port, why)
+                    log.error("the nginx configuration is invalid; keeping the running one: %s", message)
+                    bad = bad or {key_of(i): message for i in ours}
+                    text = self.applied
+            if ok and text != self.applied:
+                self.applied = text
+                log.info("nginx configuration applied (%d servers, %d upstreams)", len(cfg.servers),
+                         len(cfg.backends))
+                self._remove_stale_certs(cfg)
+        if not self.nginx.running and self.applied:
+            ok, why = await self.nginx.ensure_running()
+            self.serving = ok
+            if not ok:
+                log.error("cannot start nginx on %s ports %d/%d: %s", self.opts.bind_address,
+                          self.opts.http_port, self.opts.https_port, why)
         by_key = {key_of(i): i for i in ours}
         for p in problems:
             self._warn(p.ingress, p.reason, p.message)
@@ -292,7 +310,7 @@ class IngressController:
             log.warning("ingress %s: %s: %s", key_of(ing), reason, message)
             self.recorder.event(ing, "Warning", reason, message)
 
-    async def _culprits(self, ours, services, slices, secrets, message) -> dict[str, str]:
+    async def _culprits(self, ours, services, slices, secrets) -> dict[str, str]:
         """The Ingresses whose configuration alone fails ``nginx -t`` (at most 50 tried)."""
         out = {}
         for ing in sorted(ours, key=key_of)[:50]:

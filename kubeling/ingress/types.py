@@ -79,3 +79,4 @@ class RenderOptions:
     user: str = ""                 # the workers' user ("" = nginx's default)
     default_cert: str = ""         # the catch-all certificate (PEM of cert + key)
     worker_shutdown_timeout: str = "240s"
+    max_open_files: int = 65536    # worker_rlimit_nofile: at most the hard RLIMIT_NOFILE nginx inherits
