@@ -42,6 +42,8 @@ BACKEND = textwrap.dedent("""
     class H(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         def do_GET(self):
+            if self.path.startswith("/slow"):
+                __import__("time").sleep(3)
             body = f"{name} {self.path} {self.headers.get('Host')} {self.headers.get('X-Forwarded-Proto')}".encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -299,6 +301,22 @@ def test_changing_an_ingress_under_load_drops_nothing(lab, tls_material):
     assert counts.get("https://secure.example/api -> beta") and counts.get("https://secure.example/api -> alpha")
     assert lab.get("http://one.example/new/x")[1].startswith("alpha /new/x")   # Exact: /new only; / has the rest
     assert lab.get("http://one.example/b") == (200, "beta /b one.example http")
+
+
+def test_a_request_in_flight_during_a_reload_completes(lab):
+    """nginx's graceful reload: the old worker keeps the connection it serves until it is done."""
+    assert lab.get("http://one.example/b")[0] == 200
+    slow = subprocess.Popen([*lab.netns.prefix(), "curl", "-sS", "--max-time", "20", "--resolve",
+                             f"one.example:80:{lab.netns.ns_ip}", "-w", "\n%{http_code}", "http://one.example/slow"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    lab.apply(ingress("reload", [{"host": "reload.example", "http": {"paths": [path("/", "beta")]}}]))
+    harness.eventually(lambda: lab.get("http://reload.example/")[1].startswith("beta"), timeout=10,
+                       what="the reload done while the slow request runs")
+    assert slow.poll() is None, "the slow request ended before the reload"
+    out, err = slow.communicate(timeout=30)
+    assert out.rsplit("\n", 1) == ["alpha /slow one.example http", "200"], (out, err)
+    lab.kubectl("delete", "ingress", "reload", "-n", NS)
 
 
 def test_an_invalid_tls_secret_never_breaks_nginx(lab, tls_material):

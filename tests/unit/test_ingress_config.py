@@ -247,3 +247,30 @@ def test_render_is_deterministic_and_real_nginx_accepts_it(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert oct((tmp_path / "certs" / default_cert.name).stat().st_mode & 0o777) == "0o600"
+
+
+def test_wildcard_tls_covers_one_label_hosts_and_a_default_backend_only_ingress(tmp_path):
+    services, slices = world(("a", ["10.42.0.5"]), ("d", ["10.42.3.5"]))
+    crt, key = make_cert("*.wild.example")
+    secrets = {"default/wild": tls_secret("wild", crt, key)}
+    ings = [ingress("w", [rule("a.wild.example", ("/", "Prefix", backend("a"))),
+                          rule("a.b.wild.example", ("/", "Prefix", backend("a")))],
+                    tls=[{"hosts": ["*.wild.example"], "secretName": "wild"}]),
+            ingress("only-default", default=backend("d"), created="2025-01-01T00:00:00Z")]
+    cfg, problems = build(ings, services, slices, secrets, tmp_path)
+    assert problems == []
+    by_host = {s.hostname: s for s in cfg.servers}
+    assert by_host["a.wild.example"].ssl is not None and by_host["a.wild.example"].ssl_redirect
+    assert by_host["a.b.wild.example"].ssl is None                  # two labels: not covered
+    text = text_of(cfg, tmp_path)
+    assert locations(server_block(text, "_")) == [('"/"', "default-d-80")]
+
+
+def test_paths_nginx_could_misread_are_refused_with_a_problem(tmp_path):
+    services, slices = world(("a", ["10.42.0.5"]))
+    cfg, problems = build([ingress("x", [rule("h.example", ('/a"; return 200 "x', "ImplementationSpecific",
+                                                            backend("a")),
+                                                  ("/ok", "Prefix", backend("a")))])], services, slices)
+    assert [p.reason for p in problems] == ["InvalidPath"]
+    assert [spec for spec, _ in locations(server_block(text_of(cfg, tmp_path), "h.example"))] == \
+        ['= "/ok"', '"/ok/"', '"/"']
