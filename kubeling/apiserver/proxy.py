@@ -122,15 +122,27 @@ def _request_head(request: web.Request, host: str, port: int, path: str, query: 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, list[tuple[str, str]]]:
+async def _read_head(reader: asyncio.StreamReader, who: str = "the node agent") -> tuple[int, list[tuple[str, str]]]:
+    """The status line and headers. Lines may end in a bare LF (as Go's reader, and CGI
+    programs behind busybox httpd, allow)."""
+    lines: list[str] = []
+    size = 0
     try:
-        raw = await reader.readuntil(b"\r\n\r\n")
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
-        raise errors.internal(f"error reading the node agent's answer: {e}") from None
-    lines = raw.decode("latin-1").split("\r\n")
+        while True:
+            line = await reader.readuntil(b"\n")
+            size += len(line)
+            if size > MAX_HEAD:
+                raise errors.internal(f"error reading the answer of {who}: its header is too long")
+            text = line.decode("latin-1").rstrip("\r\n")
+            if not text and lines:
+                break
+            if text:
+                lines.append(text)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as e:
+        raise errors.internal(f"error reading the answer of {who}: {e or type(e).__name__}") from None
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[1].isdigit():
-        raise errors.internal(f"malformed answer from the node agent: {lines[0][:100]!r}")
+        raise errors.internal(f"malformed answer from {who}: {lines[0][:100]!r}")
     headers = []
     for line in lines[1:]:
         if ":" in line:
@@ -230,7 +242,8 @@ async def relay_to(request: web.Request, host: str, port: int, path: str, query:
     try:
         writer.write(_request_head(request, host, port, path, query, body) + (body or b""))
         await writer.drain()
-        status, headers = await _read_head(reader)
+        status, headers = await _read_head(reader, f"{target_kind} endpoint {_authority(host, port)}" if target_kind
+                                           else "the node agent")
         if upgrade and status == 101:
             return await _splice(request, headers, reader, writer)
         if error_as_status and not 200 <= status < 300:

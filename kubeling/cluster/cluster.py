@@ -503,6 +503,8 @@ class Cluster:
             ready = {}
         rows = [("server", st.server_url, str(st.server_pid) if alive(st.server_pid, self.server_marker())
                  else "-", "", "")]
+        rows.append(("routes", st.subnet, str(st.routes_pid) if alive(st.routes_pid, self.routes_marker()) else "-",
+                     "", ""))
         for node in st.nodes.values():
             running = alive(node.pid, self.node_marker(node))
             link = "cut" if node.isolated else ("up" if net.link_is_up(node.veth) else "down")

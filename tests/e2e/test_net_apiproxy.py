@@ -22,7 +22,7 @@ import subprocess
 import harness
 import multinode
 import workloads
-from test_net_overlay import SCRIPT
+from test_net_overlay import SCRIPT, remote_addr
 
 WEB = "web"
 
@@ -78,7 +78,7 @@ def test_service_and_pod_proxy_with_kubectl_get_raw(multinode_cluster, multinode
         seen.add(got)
     assert seen, "no answer"
     # the pod saw the API server's address: the control plane reached a pod on another node
-    assert raw(c, f"{base}/web:80/proxy/cgi-bin/ip", v).stdout.strip() == multinode.BRIDGE_IP
+    assert remote_addr(raw(c, f"{base}/web:80/proxy/cgi-bin/ip", v).stdout) == multinode.BRIDGE_IP
     for p in pods:
         name = p["metadata"]["name"]
         assert raw(c, f"/api/v1/namespaces/{ns}/pods/{name}:8080/proxy/", v).stdout.strip() == name
@@ -133,3 +133,10 @@ def test_port_forward_svc_and_deploy(multinode_cluster, multinode_namespace, kub
     assert len(set(via_svc)) == 1 and via_svc[0] in names, via_svc     # one pod for the whole session
     via_deploy = port_forward(c, ns, "deploy/web", 8080, v)
     assert len(set(via_deploy)) == 1 and via_deploy[0] in names, via_deploy
+
+
+def test_https_scheme_to_the_kubernetes_service(multinode_cluster):
+    """``https:kubernetes:443``: TLS to the API server's own endpoint (unverified, as upstream's
+    proxy transport), anonymous there: /healthz answers."""
+    got = raw(multinode_cluster, "/api/v1/namespaces/default/services/https:kubernetes:443/proxy/healthz")
+    assert got.stdout.strip() == "ok"

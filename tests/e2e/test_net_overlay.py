@@ -59,6 +59,11 @@ def fetch(cluster, ns: str, pod: str, url: str) -> str:
     return done.stdout.strip()
 
 
+def remote_addr(text: str) -> str:
+    """httpd's REMOTE_ADDR (``[::ffff:10.42.0.2]``: it listens on an IPv6 socket) as IPv4."""
+    return text.strip().strip("[]").removeprefix("::ffff:")
+
+
 def check_mesh(cluster, ns: str, pods: dict[str, dict]) -> None:
     """Every pod reaches every other pod by pod IP, and sees the caller's own pod IP."""
     assert len({p["node"] for p in pods.values()}) == 3, pods
@@ -67,7 +72,7 @@ def check_mesh(cluster, ns: str, pods: dict[str, dict]) -> None:
             if src == dst:
                 continue
             assert fetch(cluster, ns, src, f"http://{d['ip']}:8080/") == dst
-            assert fetch(cluster, ns, src, f"http://{d['ip']}:8080/cgi-bin/ip") == s["ip"], \
+            assert remote_addr(fetch(cluster, ns, src, f"http://{d['ip']}:8080/cgi-bin/ip")) == s["ip"], \
                 "pod-to-pod traffic must not be masqueraded"
 
 
@@ -104,13 +109,13 @@ def test_pods_on_three_nodes_reach_each_other_over_vxlan(multinode_cluster, mult
         cidr = node["spec"]["podCIDR"]
         mac = json.loads(node["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-data"])["VtepMAC"]
         ip = node["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"]
-        assert f"{cidr} via {cidr.split('/')[0]} onlink" in routes, routes
+        assert f"{cidr} via {cidr.split('/')[0]} proto 77 onlink" in routes, routes
         assert f"{mac} dst {ip} self permanent" in fdb, fdb
 
     # the control plane (the API server's namespace) reaches a pod on any node: pods/proxy
     for name, p in pods.items():
         raw = c.kubectl("get", "--raw", f"/api/v1/namespaces/{ns}/pods/{name}:8080/proxy/cgi-bin/ip")
-        assert raw.stdout.strip() == multinode.BRIDGE_IP, (name, raw.stdout)
+        assert remote_addr(raw.stdout) == multinode.BRIDGE_IP, (name, raw.stdout)
 
 
 def test_host_gw_backend_and_per_node_agent_flags(tmp_path, images_dir):
