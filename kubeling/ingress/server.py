@@ -54,6 +54,7 @@ from kubeling.ingress.types import RenderOptions
 log = logging.getLogger(__name__)
 
 COMPONENT = "nginx-ingress-controller"
+WORKER_USERS = ("www-data",)
 SYNC_DEBOUNCE = 0.1
 NET = ("networking.k8s.io", "v1")
 
@@ -70,6 +71,14 @@ class Options:
     controller_class: str = CONTROLLER_NAME
     nginx_binary: str = NGINX
     worker_processes: str = "auto"
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
 
 
 def slice_service_index(obj: dict) -> list[str]:
@@ -99,8 +108,10 @@ class IngressController:
         self.default_cert = ssl.default_certificate(self.cert_dir)
         user = ""
         if os.geteuid() == 0:
-            # workers as the controller's own user: they read nothing but what it wrote
-            user = pwd.getpwuid(os.geteuid()).pw_name
+            # Workers drop root, as ingress-nginx's run as www-data: the master (root) reads the
+            # certificates; request bodies stay in memory and responses are not buffered, so the
+            # workers never need the data directory.
+            user = next((u for u in WORKER_USERS if _user_exists(u)), "")
         self.render_opts = RenderOptions(prefix=str(self.prefix), http_port=opts.http_port,
                                          https_port=opts.https_port, bind_address=opts.bind_address,
                                          worker_processes=opts.worker_processes, user=user,

@@ -135,7 +135,7 @@ def render(cfg: Configuration, opts: RenderOptions) -> str:
         "    keepalive_timeout 75s;",
         "    keepalive_requests 1000;",
         "    client_max_body_size 1m;",
-        "    client_body_buffer_size 8k;",
+        "    client_body_buffer_size 1m;",       # = client_max_body_size: bodies never go to disk
         "    server_names_hash_bucket_size 256;",
         "    server_names_hash_max_size 16384;",
         "    variables_hash_bucket_size 256;",

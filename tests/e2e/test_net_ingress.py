@@ -49,6 +49,13 @@ BACKEND = textwrap.dedent("""
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        def do_POST(self):
+            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = f"{name} got {len(data)} bytes".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         def log_message(self, *a):
             pass
     ThreadingHTTPServer.daemon_threads = True
@@ -241,6 +248,10 @@ def test_two_hosts_two_paths_tls_and_status(lab, tls_material):
     assert code == 308
     redirect = lab.curl("http://secure.example/api?q=1", "-o", "/dev/null", "-w", "%{redirect_url}").stdout
     assert redirect.startswith("https://secure.example/api?q=1")
+    body = lab.data_dir / "body.bin"
+    body.write_bytes(b"x" * 900_000)                 # under client_max_body_size (1m), past any buffer
+    assert lab.get("https://secure.example/upload", *ca, "--data-binary", f"@{body}") == \
+        (200, "alpha got 900000 bytes")
     # SNI: a host without a certificate of its own gets the default one, which curl refuses
     assert lab.get("https://one.example/", *ca)[0] == 0
 
