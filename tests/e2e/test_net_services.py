@@ -1,0 +1,201 @@
+"""Services through kube-proxy's iptables mode (the default) in the shared 3-node cluster
+(issue 8, acceptance 2, 4 and 5; 11 for the rules a deleted Service leaves).
+
+Every node's agent runs ``kubeling proxy`` (iptables mode). Pods are busybox httpd answering
+their hostname; clients are a busybox pod (``kubectl exec``), the "test host" (the namespace
+outside the cluster's bridge, where the API server lives) and a node's own netns.
+
+- ClusterIP: 30 new connections from a pod hit every one of 3 pods; with
+  ``sessionAffinity: ClientIP`` one client sticks to one pod.
+- The seed's ``service.yml`` (type NodePort) answers on every node's IP at its nodePort, even on
+  a node that runs none of the pods, from the test host and from such a node itself.
+- ``kubectl expose deployment web --type=LoadBalancer --port 80`` gets an EXTERNAL-IP (ServiceLB:
+  the nodes' addresses) that answers from the test host.
+- A deleted Service's chains leave every node.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import harness
+import yaml
+from workloads import BUSYBOX, SLEEP, get_json, wait_pods
+
+from kubeling.proxy.iptables import service_chain
+from kubeling.proxy.types import ServicePortName
+
+SEED = Path(__file__).parent / "fixtures" / "seed" / "service.yml"
+
+HTTPD = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+
+
+def deployment(name: str, replicas: int, *, node: str = "") -> str:
+    spec = {"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "web", "image": BUSYBOX, "command": HTTPD,
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}
+    if node:
+        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    else:
+        # one pod per node, so that every pod is on a different node than some client
+        spec["topologySpreadConstraints"] = [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                              "whenUnsatisfiable": "DoNotSchedule",
+                                              "labelSelector": {"matchLabels": {"app": name}}}]
+    return json.dumps({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                       "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                                "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}})
+
+
+def client_pod(name: str = "client") -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
+                       "spec": {"terminationGracePeriodSeconds": 1,
+                                "containers": [{"name": "c", "image": BUSYBOX, "command": SLEEP}]}})
+
+
+def service(name: str, app: str, **spec) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                       "spec": {"selector": {"app": app}, "ports": [{"port": 80, "targetPort": 8080}], **spec}})
+
+
+def from_pod(c, ns: str, pod: str, url: str, n: int) -> list[str]:
+    """``n`` new connections from a pod (busybox wget, each bounded by `timeout`): the answers,
+    "" for a failure."""
+    script = f'for i in $(seq {n}); do timeout 5 wget -q -O - {url} 2>/dev/null || echo FAIL; done'
+    out = c.kubectl("exec", "-n", ns, pod, "--", "sh", "-c", script, timeout=60 + 6 * n).stdout
+    return ["" if line == "FAIL" else line for line in out.split()]
+
+
+CLIENT = """
+import sys, urllib.request
+url, n = sys.argv[1], int(sys.argv[2])
+for _ in range(n):
+    try:
+        print(urllib.request.urlopen(url, timeout=5).read().decode().strip())
+    except OSError as e:
+        print("")
+"""
+
+
+def from_netns(prefix: list[str], url: str, n: int) -> list[str]:
+    """``n`` new connections from a network namespace (``nsenter`` prefix), each its own urlopen."""
+    out = subprocess.run([*prefix, sys.executable, "-c", CLIENT, url, str(n)], capture_output=True, text=True,
+                         timeout=30 + 6 * n, check=True).stdout
+    return out.split("\n")[:n]
+
+
+def pod_names(c, ns: str, app: str) -> set[str]:
+    return {p["metadata"]["name"] for p in get_json(c, "pods", "-n", ns, "-l", f"app={app}")["items"]}
+
+
+def cluster_ip(c, ns: str, name: str) -> str:
+    return get_json(c, "svc", name, "-n", ns)["spec"]["clusterIP"]
+
+
+def test_cluster_ip_reaches_every_pod_and_client_ip_affinity_sticks(multinode_cluster, multinode_namespace):
+    c, ns = multinode_cluster, multinode_namespace
+    c.kubectl("apply", "-n", ns, "-f", "-", input=deployment("web", 3))
+    c.kubectl("apply", "-n", ns, "-f", "-", input=client_pod())
+    c.kubectl("apply", "-n", ns, "-f", "-", input=service("web", "web"))
+    c.kubectl("apply", "-n", ns, "-f", "-", input=service(
+        "sticky", "web", sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 300}}))
+    wait_pods(c, ns, "app=web", 3, timeout=180)
+    wait_pods(c, ns, "app=client", 1, timeout=120)
+    pods = pod_names(c, ns, "web")
+    url = f"http://{cluster_ip(c, ns, 'web')}/"
+    harness.eventually(lambda: set(from_pod(c, ns, "client", url, 6)) <= pods, timeout=30, interval=1,
+                       what="the ClusterIP answering from a pod")
+    answers = from_pod(c, ns, "client", url, 30)
+    hits = collections.Counter(answers)
+    assert "" not in hits, hits
+    assert set(hits) == pods, f"30 connections hit {dict(hits)}, not every one of {sorted(pods)}"
+
+    sticky = f"http://{cluster_ip(c, ns, 'sticky')}/"
+    harness.eventually(lambda: set(from_pod(c, ns, "client", sticky, 2)) <= pods, timeout=30, interval=1,
+                       what="the sticky ClusterIP answering")
+    answers = from_pod(c, ns, "client", sticky, 15)
+    assert len(set(answers)) == 1 and answers[0] in pods, answers
+
+
+def _node_ips(c) -> dict[str, str]:
+    return {name: node.ip for name, node in c.state().nodes.items()}
+
+
+def test_seed_node_port_service_answers_on_every_node(multinode_cluster, multinode_namespace):
+    c, ns = multinode_cluster, multinode_namespace
+    nodes = _node_ips(c)
+    first, *others = sorted(nodes)
+    c.kubectl("apply", "-n", ns, "-f", "-", input=deployment("nodeapp", 1, node=first))
+    c.kubectl("apply", "-n", ns, "-f", str(SEED))
+    (pod,) = wait_pods(c, ns, "app=nodeapp", 1, timeout=180)
+    assert pod["spec"]["nodeName"] == first
+    svc = get_json(c, "svc", "my-service", "-n", ns)
+    assert svc["spec"]["type"] == yaml.safe_load(SEED.read_text())["spec"]["type"] == "NodePort"
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    name = pod["metadata"]["name"]
+
+    for node, ip in sorted(nodes.items()):
+        url = f"http://{ip}:{node_port}/"
+        got = harness.eventually(lambda: from_netns(c.netns.prefix(), url, 1) == [name], timeout=30, interval=1,
+                                 what=f"{url} from the test host (node {node})")
+        assert got
+        assert from_netns(c.netns.prefix(), url, 3) == [name] * 3
+    # from a node that runs none of the pods: its own address, and another node's
+    node = others[-1]
+    prefix = ["nsenter", f"--net=/run/netns/{c.state().nodes[node].netns}"]
+    for ip in (nodes[node], nodes[others[0]]):
+        assert from_netns(prefix, f"http://{ip}:{node_port}/", 3) == [name] * 3, f"{node} -> {ip}:{node_port}"
+
+
+def test_expose_load_balancer_answers_from_the_test_host(multinode_cluster, multinode_namespace):
+    c, ns = multinode_cluster, multinode_namespace
+    c.kubectl("apply", "-n", ns, "-f", "-", input=deployment("web", 3))
+    wait_pods(c, ns, "app=web", 3, timeout=180)
+    pods = pod_names(c, ns, "web")
+    c.kubectl("expose", "deployment", "web", "--type=LoadBalancer", "--port", "80", "--target-port", "8080",
+              "-n", ns)
+
+    def external() -> list[str]:
+        ingress = (get_json(c, "svc", "web", "-n", ns).get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+        return [i["ip"] for i in ingress if i.get("ip")]
+    ips = harness.eventually(external, timeout=60, interval=0.5, what="an EXTERNAL-IP for web")
+    table = c.kubectl("get", "svc", "web", "-n", ns).stdout
+    assert ips[0] in table
+    hits = collections.Counter()
+    for ip in ips:
+        url = f"http://{ip}/"
+        harness.eventually(lambda: from_netns(c.netns.prefix(), url, 1)[0] in pods, timeout=30, interval=1,
+                           what=f"{url} from the test host")
+        answers = from_netns(c.netns.prefix(), url, 10)
+        assert "" not in answers and set(answers) <= pods, answers
+        hits.update(answers)
+    assert set(hits) == pods, f"the EXTERNAL-IPs reached {dict(hits)}"
+
+
+def _chains(c, node: str) -> str:
+    prefix = ["nsenter", f"--net=/run/netns/{c.state().nodes[node].netns}"]
+    return subprocess.run([*prefix, "iptables-save", "-t", "nat"], capture_output=True, text=True, check=True).stdout
+
+
+def test_a_deleted_service_leaves_no_chains(multinode_cluster, multinode_namespace):
+    c, ns = multinode_cluster, multinode_namespace
+    c.kubectl("apply", "-n", ns, "-f", "-", input=deployment("web", 3))
+    c.kubectl("apply", "-n", ns, "-f", "-", input=service("gone", "web", type="NodePort"))
+    wait_pods(c, ns, "app=web", 3, timeout=180)
+    chain = service_chain(ServicePortName(ns, "gone", "", "TCP"), "tcp")
+    nodes = sorted(_node_ips(c))
+    for node in nodes:
+        harness.eventually(lambda: _chains(c, node).count("-j KUBE-SEP-") >= 3 and chain in _chains(c, node),
+                           timeout=30, interval=0.5, what=f"{chain} and its endpoints on {node}")
+    save = _chains(c, nodes[0])
+    seps = {line.split()[-1] for line in save.splitlines() if line.startswith(f"-A {chain} ") and "KUBE-SEP-" in line}
+    assert len(seps) == 3, save
+    c.kubectl("delete", "svc", "gone", "-n", ns)
+    for node in nodes:
+        harness.eventually(lambda: not any(x in _chains(c, node) for x in (chain, *seps, f"{ns}/gone")),
+                           timeout=30, interval=0.5, what=f"{chain} gone from {node}")
+
