@@ -20,7 +20,7 @@ Contracts:
 - Every server listens on the HTTP and the HTTPS port; a server without a certificate of its
   own answers TLS with the controller's default (self-signed) certificate, SNI picks the
   server. A server with TLS redirects plain HTTP with 308 to HTTPS (ingress-nginx's default
-  ``ssl-redirect``/``http-redirect-code``).
+  ``ssl-redirect``/``http-redirect-code``) and sends HSTS on HTTPS (its ``hsts`` default).
 - A location whose backend has no ready endpoint answers 503; one with no backend at all
   (the catch-all without a ``defaultBackend``) answers 404.
 """
@@ -83,6 +83,8 @@ def _server(server: Server, backends: dict[str, Backend], opts: RenderOptions) -
     if server.ssl is not None:
         lines += [f"    ssl_certificate {quote(server.ssl.pem_path)};",
                   f"    ssl_certificate_key {quote(server.ssl.pem_path)};"]
+    if server.ssl is not None:
+        lines.append("    add_header Strict-Transport-Security $hsts_header always;")
     if server.ssl_redirect:
         port = "" if opts.https_port == 443 else f":{opts.https_port}"
         lines += ["    if ($scheme = http) {",
@@ -142,6 +144,9 @@ def render(cfg: Configuration, opts: RenderOptions) -> str:
         "    map $http_upgrade $connection_upgrade {",
         "        default upgrade;",
         "        '' '';",
+        "    }",
+        "    map $scheme $hsts_header {",          # HSTS on HTTPS answers of TLS hosts only
+        '        https "max-age=31536000; includeSubDomains";',
         "    }",
         "    ssl_protocols TLSv1.2 TLSv1.3;",
         "    ssl_session_cache shared:SSL:10m;",

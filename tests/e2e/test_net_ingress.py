@@ -244,6 +244,9 @@ def test_two_hosts_two_paths_tls_and_status(lab, tls_material):
     ca = ("--cacert", str(tls_material))
     assert lab.get("https://secure.example/api/x", *ca) == (200, "beta /api/x secure.example https")
     assert lab.get("https://secure.example/", *ca) == (200, "alpha / secure.example https")
+    headers = lab.curl("https://secure.example/", *ca, "-o", "/dev/null", "-D", "-").stdout.lower()
+    assert "strict-transport-security: max-age=31536000; includesubdomains" in headers, headers
+    assert "strict-transport-security" not in lab.curl("http://one.example/", "-o", "/dev/null", "-D", "-").stdout.lower()
     code, _ = lab.get("http://secure.example/api?q=1")
     assert code == 308
     redirect = lab.curl("http://secure.example/api?q=1", "-o", "/dev/null", "-w", "%{redirect_url}").stdout

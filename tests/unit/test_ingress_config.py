@@ -199,6 +199,7 @@ def test_tls_hosts_get_their_certificate_and_a_308_redirect(tmp_path):
     pem = cfg.servers[[s.hostname for s in cfg.servers].index("secure.example")].ssl
     assert f'ssl_certificate "{pem.pem_path}";' in secure and pem.hosts == ["secure.example"]
     assert "return 308 https://$host:8443$request_uri;" in secure
+    assert "add_header Strict-Transport-Security $hsts_header always;" in secure
     assert "listen 0.0.0.0:8443 ssl;" in secure
     for plain in ("plain.example", "broken.example"):
         assert "ssl_certificate" not in server_block(text, plain) and "308" not in server_block(text, plain)
