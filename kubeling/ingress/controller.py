@@ -21,7 +21,8 @@ for the controller to record on the Ingress). Precedence, as the API and ingress
   it names, by number or by name, through the Service's EndpointSlices (label
   ``kubernetes.io/service-name``); no Service, no such port or no ready endpoint gives 503;
 - ``spec.tls`` hosts get the certificate of their ``kubernetes.io/tls`` Secret (same namespace)
-  and an HTTP->HTTPS redirect; a missing or bad Secret leaves the host on the default
+  and an HTTP->HTTPS redirect; a rule host no ``hosts`` list names (an entry may list none)
+  takes a certificate of its Ingress whose DNS names cover it; a missing or bad Secret leaves the host on the default
   certificate, without redirect, and says so in an Event.
 """
 
@@ -220,6 +221,17 @@ def build_configuration(ingresses: list[dict], services: dict[str, dict], slices
                     srv = server(h)
                     if srv.ssl is None and cert is not None:
                         srv.ssl, srv.ssl_redirect = cert, True
+        for host in hosts:
+            # a rule host named by no tls entry takes a certificate of the Ingress valid for it
+            # (ingress-nginx matches the certificate's names when the hosts lists do not)
+            srv = servers[host]
+            if srv.ssl is not None or host == CATCH_ALL:
+                continue
+            for tls in spec.get("tls") or ():
+                cert = cert_of(ing, tls["secretName"]) if tls.get("secretName") else None
+                if cert is not None and any(n == host or _wildcard_covers(n, host) for n in cert.hosts):
+                    srv.ssl, srv.ssl_redirect = cert, True
+                    break
     for host, loc in defaults:
         server(host).locations.append(loc)
     for srv in servers.values():

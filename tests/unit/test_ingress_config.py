@@ -275,3 +275,14 @@ def test_paths_nginx_could_misread_are_refused_with_a_problem(tmp_path):
     assert [p.reason for p in problems] == ["InvalidPath"]
     assert [spec for spec, _ in locations(server_block(text_of(cfg, tmp_path), "h.example"))] == \
         ['= "/ok"', '"/ok/"', '"/"']
+
+
+def test_a_tls_entry_without_hosts_serves_the_rule_hosts_its_certificate_names(tmp_path):
+    services, slices = world(("a", ["10.42.0.5"]))
+    crt, key = make_cert("named.example")
+    ing = ingress("x", [rule("named.example", ("/", "Prefix", backend("a"))),
+                        rule("other.example", ("/", "Prefix", backend("a")))],
+                  tls=[{"secretName": "s"}])
+    cfg, problems = build([ing], services, slices, {"default/s": tls_secret("s", crt, key)}, tmp_path)
+    by_host = {s.hostname: s for s in cfg.servers}
+    assert problems == [] and by_host["named.example"].ssl is not None and by_host["other.example"].ssl is None
