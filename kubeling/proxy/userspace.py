@@ -13,7 +13,9 @@ nat rules send the service's addresses to it:
 
 The chains are applied with ``iptables-restore --noflush`` in one batch per sync (their names
 are upstream's userspace names, distinct from the iptables mode's ``KUBE-SERVICES`` family).
-When no service is left, the chains and their jumps are removed.
+When no service is left, the chains and their jumps are removed. A partial sync (``changed``
+given) whose rules come out the same — only endpoints moved, which the balancer takes at once —
+runs no iptables command at all; full syncs always rewrite the chains.
 
 Balancing is upstream's ``LoadBalancerRR``: true round robin over the ready endpoints of a port
 (endpoint i, i+1, ... for successive new connections or UDP sessions), and with
@@ -38,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import resource
 import socket
 import subprocess
 import time
@@ -79,6 +82,7 @@ JUMPS = (
 # upstream's EndpointDialTimeouts: one try per entry, each on the next endpoint
 ENDPOINT_DIAL_TIMEOUTS = (0.25, 0.5, 1.0, 2.0)
 UDP_IDLE_TIMEOUT = 1.0
+NOFILE_LIMIT = 64000
 WRITE_BUFFER_HIGH = 4 * 1024 * 1024
 
 _JUMP_LINE = re.compile(r"^-A (PREROUTING|OUTPUT) (.*)-j (%s)\s*$" % "|".join(CHAINS))
@@ -588,6 +592,22 @@ def sync_batch(saved: str, rules: Sequence[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def raise_nofile_limit(want: int = NOFILE_LIMIT) -> int:
+    """Two sockets per relayed connection and one listener per service port: raise the
+    open-files limit as upstream's userspace proxy did (64000); returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return soft
+    for new in ((want, max(hard, want)), (min(want, hard), hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, new)
+            return new[0]
+        except (ValueError, OSError):
+            continue
+    log.warning("userspace: open files limited to %d", soft)
+    return soft
+
+
 # -- the mode --------------------------------------------------------------------------------
 
 
@@ -602,6 +622,8 @@ class Proxier:
         self.udp_idle_timeout = udp_idle_timeout
         self.balancer = LoadBalancerRR(clock)
         self.sockets: dict[tuple[ServicePortName, str], ProxySocket] = {}
+        self._applied: list[str] | None = None     # the rules of the last successful sync
+        self._unsupported: set[ServicePortName] = set()
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -612,14 +634,21 @@ class Proxier:
                 raise ProxyModeUnavailable(f"the userspace proxy mode needs {tool} (Debian package iptables)") from None
             if r.returncode != 0:
                 raise ProxyModeUnavailable(f"{tool} does not work here: {r.stderr.strip()}")
+        raise_nofile_limit()
 
-    def _desired(self, services: ServicePortMap, endpoints: EndpointsMap):
+    def _desired(self, services: ServicePortMap, endpoints: EndpointsMap,
+                 only: set[ServicePortName] | None = None):
+        """(name, "internal"|"external") -> (service port, its endpoints), for every port or
+        for those in ``only``."""
         desired: dict[tuple[ServicePortName, str], tuple[ServicePort, list[Endpoint]]] = {}
-        for spn, svc in services.items():
+        items = services.items() if only is None else ((spn, services[spn]) for spn in only if spn in services)
+        for spn, svc in items:
             if not svc.cluster_ip or svc.cluster_ip == "None":
                 continue
             if svc.protocol not in ("TCP", "UDP"):
-                log.info("userspace: %s: protocol %s is not proxied in userspace mode", spn, svc.protocol)
+                if spn not in self._unsupported:
+                    self._unsupported.add(spn)
+                    log.warning("userspace: %s: protocol %s is not proxied in userspace mode", spn, svc.protocol)
                 continue
             cat = categorize_endpoints(endpoints.get(spn, ()), svc)
             internal = cat.local if svc.internal_policy_local else cat.cluster
@@ -631,8 +660,15 @@ class Proxier:
     async def sync(self, services: ServicePortMap, endpoints: EndpointsMap,
                    changed: set[ServicePortName] | None = None) -> None:
         async with self._lock:
-            desired = self._desired(services, endpoints)
-            for key in [k for k in self.sockets if k not in desired]:
+            partial = changed is not None and self._applied is not None
+            if partial:
+                desired = self._desired(services, endpoints, set(changed))
+                stale = [k for k in self.sockets if k[0] in changed and k not in desired]
+            else:
+                desired = self._desired(services, endpoints)
+                stale = [k for k in self.sockets if k not in desired]
+            dirty = bool(stale)
+            for key in stale:
                 self.sockets.pop(key).close()
                 self.balancer.remove(key)
             for key, (svc, eps) in desired.items():
@@ -649,16 +685,25 @@ class Proxier:
                         continue
                     self.sockets[key] = sock
                     log.info("userspace: %s (%s) listens on port %d", key[0], key[1], sock.port)
-                sock.service = svc
+                if sock.service != svc:
+                    sock.service = svc
+                    dirty = True
                 self.balancer.update(key, eps, svc.affinity, svc.sticky_max_age_seconds)
-            self.balancer.cleanup_stale_sessions()
+            if partial and not dirty:
+                return      # only endpoints moved: the balancer has them already, no rule changes
+            if not partial:
+                self.balancer.cleanup_stale_sessions()
             has_external = {spn for spn, kind in self.sockets if kind == "external"}
             listeners = [(spn, kind, s.service, s.port) for (spn, kind), s in sorted(self.sockets.items())]
             rules = portal_rules(listeners, self.node, has_external)
+            if partial and rules == self._applied:
+                return
             saved = await asyncio.to_thread(_iptables_save)
             text = sync_batch(saved, rules)
+            self._applied = None
             if text:
                 await asyncio.to_thread(_restore, text)
+            self._applied = rules
 
     async def cleanup(self) -> None:
         async with self._lock:
@@ -668,6 +713,7 @@ class Proxier:
                     sock.close_relays()
                 self.balancer.remove(key)
             self.sockets.clear()
+            self._applied = None
             await asyncio.to_thread(cleanup)
 
     async def count_leaks(self) -> dict[str, int]:

@@ -269,3 +269,23 @@ def test_bulk_transfer_is_complete(lab, loop):
     finally:
         sink.kill()
         sink.wait()
+
+
+def test_partial_syncs(lab, proxy):
+    """Syncs naming the changed ports: an endpoint-only change runs no iptables command and
+    takes effect at once; added and removed ports get and lose their listeners and rules."""
+    a, b = ServicePortName("default", "a"), ServicePortName("default", "b")
+    svcs = {a: ServicePort(VIP, 80)}
+    proxy.sync(svcs, {a: _eps(lab)})
+    rules_before = lab.exec("node", "iptables-save", "-t", "nat").stdout.count("-A KUBE-")
+    proxy.sync(svcs, {a: _eps(lab, pods={"p1"})}, changed={a})
+    assert _pods(lab.connect_many("p0", VIP, 80, 3)) == {"p1": 3}
+    svcs = {a: ServicePort(VIP, 80), b: ServicePort("10.43.0.21", 81, node_port=30083)}
+    proxy.sync(svcs, {a: _eps(lab, pods={"p1"}), b: _eps(lab, pods={"p2"})}, changed={b})
+    assert _pods(lab.connect_many("p0", "10.43.0.21", 81, 2)) == {"p2": 2}
+    assert _pods(lab.connect_many("host", NODE_IP, 30083, 2)) == {"p2": 2}
+    assert lab.exec("node", "iptables-save", "-t", "nat").stdout.count("-A KUBE-") > rules_before
+    proxy.sync({b: svcs[b]}, {b: _eps(lab, pods={"p2"})}, changed={a})
+    assert proxy.count_leaks()["listeners"] == 1
+    assert lab.connect_many("p0", VIP, 80, 1, timeout=1) == [None]
+    assert _pods(lab.connect_many("p0", "10.43.0.21", 81, 1)) == {"p2": 1}
