@@ -19,13 +19,16 @@ from tests.support.netlab import NODE_IP, REPO, TCP_PORT, UDP_PORT, NetLab, Prox
 
 VIP = "10.43.0.20"
 LB_IP = "10.45.0.5"
+EXTERNAL_IP = "10.45.0.6"
 
 
 @pytest.fixture(scope="module")
 def lab():
     with NetLab(pods=3) as lab:
-        # the LoadBalancer ingress IP is routed to the node, as ServiceLB's announcement would
+        # the LoadBalancer ingress IP and an externalIP are routed to the node (as ServiceLB's
+    # announcement, or the admin's routing, would)
         lab.exec("host", "ip", "route", "add", LB_IP, "via", NODE_IP)
+        lab.exec("host", "ip", "route", "add", EXTERNAL_IP, "via", NODE_IP)
         yield lab
 
 
@@ -85,10 +88,11 @@ def test_udp_round_robin_and_sessions(lab, proxy):
 
 def test_nodeport_and_load_balancer_from_host(lab, proxy):
     spn = ServicePortName("default", "ext", "", "TCP")
-    svc = ServicePort(VIP, 80, node_port=30080, load_balancer_ips=(LB_IP,), external_ips=())
+    svc = ServicePort(VIP, 80, node_port=30080, load_balancer_ips=(LB_IP,), external_ips=(EXTERNAL_IP,))
     proxy.sync({spn: svc}, {spn: _eps(lab)})
     assert _pods(lab.connect_many("host", NODE_IP, 30080, 6)) == {"p0": 2, "p1": 2, "p2": 2}
     assert _pods(lab.connect_many("host", LB_IP, 80, 3)) == {"p0": 1, "p1": 1, "p2": 1}
+    assert _pods(lab.connect_many("host", EXTERNAL_IP, 80, 3)) == {"p0": 1, "p1": 1, "p2": 1}
     # pods reach the NodePort on the node's address too, and the pod sees the node as client
     answers = lab.connect_many("p0", NODE_IP, 30080, 3)
     assert _pods(answers) == {"p0": 1, "p1": 1, "p2": 1}
