@@ -1,7 +1,7 @@
 """Benchmark of the kube-proxy modes (issue 8, acceptance 12): ``python bench/bench_proxy.py
 --mode nftables[,iptables,userspace,ipvs] --services 100,1000,5000``.
 
-Run as root. Everything happens in a `tests.support.netlab.NetLab` (a node netns with three
+Run as root. Everything happens in a `tests.support.netlab.NetLab` (a node netns with four
 echo pods and a "host" netns, no uplink); the mode runs in the node netns through
 `ProxyProcess`, exactly as the data-plane tests run it. Nothing touches the caller's netns.
 
@@ -15,13 +15,14 @@ skipped) and each service count N:
   endpoints move from pod p0 to p1 (or back) and the proxy gets a partial sync
   (``changed={that port}``). "sync" is the proxier's ``sync`` call, timed inside the proxy
   process. "live" is from the start of that call until a probe in pod p2, which opens new
-  connections to the ClusterIP in a loop, first reaches the new pod (resolution ~1 ms).
+  connections to the ClusterIP in a loop (one every ~2 ms), first reaches the new pod.
 
 Then, once per mode with the largest N still programmed, **connection latency and throughput**
 through the mode's ClusterIP against a direct connection to the pod IP, in the same run,
 interleaved (``--rounds`` rounds of each): latency is one TCP connect + a short answer +
-close, from pod p2 to pod p1 (``--connections`` per round); throughput is one connection
-streaming ``--megabytes`` MB from p1 to p2.
+close, from pod p2 to pod p3 (``--connections`` per round); throughput is one connection
+streaming ``--megabytes`` MB from p3 to p2. (p3 is not the probe's target, so the probe's
+thousands of connections leave no state on the measured path.)
 
 p50/p99 are nearest-rank percentiles. ``--json FILE`` also writes the raw figures. The sizes
 and repeats bound the run; ``--quick`` is a smoke run (100 and 1000 services, few repeats).
@@ -44,9 +45,11 @@ sys.path.insert(0, str(ROOT))
 from kubeling.proxy.types import Endpoint, ServicePort, ServicePortName  # noqa: E402
 from tests.support.netlab import TCP_PORT, NetLab, ProxyProcess  # noqa: E402
 
-PROBE_SVC = ServicePortName("bench", "probe", "", "TCP")
-BULK_SVC = ServicePortName("bench", "bulk", "", "TCP")
-PROBE_VIP, BULK_VIP, BULK_PORT = "10.43.0.2", "10.43.0.3", 9000
+PROBE_SVC = ServicePortName("bench", "probe", "", "TCP")      # toggled between p0 and p1
+ECHO_SVC = ServicePortName("bench", "echo", "", "TCP")        # p3's echo server, never changed
+BULK_SVC = ServicePortName("bench", "bulk", "", "TCP")        # p3's bulk server
+PROBE_VIP, ECHO_VIP, BULK_VIP, BULK_PORT = "10.43.0.2", "10.43.0.4", "10.43.0.3", 9000
+CLIENT, TARGET = "p2", 3
 
 PROBE = textwrap.dedent("""
     import json, socket, sys, time
@@ -67,7 +70,7 @@ PROBE = textwrap.dedent("""
             if data.startswith(want + " "):
                 seen = time.monotonic()
                 break
-            time.sleep(0.0005)
+            time.sleep(0.002)
         print(json.dumps({"seen": seen, "tries": tries}), flush=True)
 """)
 
@@ -118,12 +121,15 @@ def pct(samples: list[float], p: float) -> float:
 
 
 def services_for(lab: NetLab, n: int, per: int, probe_pod: int):
-    """N service ports: the probe (real pod ``probe_pod``), the bulk one (pod p1), then fakes."""
-    services = {PROBE_SVC: ServicePort(PROBE_VIP, 80), BULK_SVC: ServicePort(BULK_VIP, BULK_PORT)}
-    endpoints = {PROBE_SVC: [Endpoint(lab.pod_ips[probe_pod], TCP_PORT, node_name="node-1", is_local=True)],
-                 BULK_SVC: [Endpoint(lab.pod_ips[1], BULK_PORT, node_name="node-1", is_local=True)]}
+    """N service ports: the probe (real pod ``probe_pod``), the echo and bulk ones (pod p3),
+    then fakes (addresses in the pod CIDR that no pod holds)."""
+    def real(pod: int, port: int) -> list[Endpoint]:
+        return [Endpoint(lab.pod_ips[pod], port, node_name="node-1", is_local=True)]
+    services = {PROBE_SVC: ServicePort(PROBE_VIP, 80), ECHO_SVC: ServicePort(ECHO_VIP, 80),
+                BULK_SVC: ServicePort(BULK_VIP, BULK_PORT)}
+    endpoints = {PROBE_SVC: real(probe_pod, TCP_PORT), ECHO_SVC: real(TARGET, TCP_PORT), BULK_SVC: real(TARGET, BULK_PORT)}
     k = 0
-    for i in range(max(0, n - 2)):
+    for i in range(max(0, n - 3)):
         spn = ServicePortName("bench", f"svc-{i}", "http", "TCP")
         vip = 10 * 256 + i                      # 10.43.10.0 and up
         services[spn] = ServicePort(f"10.43.{vip // 256}.{vip % 256}", 80)
@@ -139,7 +145,7 @@ class Probe:
     """The probe loop in pod p2 (see the module docstring)."""
 
     def __init__(self, lab: NetLab) -> None:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", lab.ns("p2"), sys.executable, "-c", PROBE, PROBE_VIP, "80"],
+        self.proc = subprocess.Popen(["ip", "netns", "exec", lab.ns(CLIENT), sys.executable, "-c", PROBE, PROBE_VIP, "80"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         assert self.proc.stdout.readline().strip() == "ready"
 
@@ -192,7 +198,7 @@ def bench_size(lab: NetLab, proxy: ProxyProcess, n: int, args) -> dict:
 
 
 def measure(lab: NetLab, ip: str, port: int, n: int) -> list[list[float]]:
-    out = lab.exec("p2", sys.executable, "-c", MEASURE, "x", ip, str(port), str(n), timeout=120).stdout
+    out = lab.exec(CLIENT, sys.executable, "-c", MEASURE, "x", ip, str(port), str(n), timeout=120).stdout
     return json.loads(out)
 
 
@@ -200,9 +206,9 @@ def bench_dataplane(lab: NetLab, args) -> dict:
     lat = {"direct": [], "service": []}
     thr = {"direct": [], "service": []}
     for _ in range(args.rounds):
-        for kind, ip, port in (("direct", lab.pod_ips[1], TCP_PORT), ("service", PROBE_VIP, 80)):
+        for kind, ip, port in (("direct", lab.pod_ips[TARGET], TCP_PORT), ("service", ECHO_VIP, 80)):
             lat[kind] += [t for t, _ in measure(lab, ip, port, args.connections)]
-        for kind, ip in (("direct", lab.pod_ips[1]), ("service", BULK_VIP)):
+        for kind, ip in (("direct", lab.pod_ips[TARGET]), ("service", BULK_VIP)):
             for t, got in measure(lab, ip, BULK_PORT, 1):
                 thr[kind].append(got / t / 1e6)
     res = {}
@@ -216,8 +222,8 @@ def bench_mode(mode: str, sizes: list[int], args) -> dict:
     if importlib.util.find_spec(f"kubeling.proxy.{mode}") is None:
         return {"mode": mode, "skipped": f"kubeling/proxy/{mode}.py does not exist"}
     result: dict = {"mode": mode, "sizes": []}
-    with NetLab(pods=3) as lab:
-        bulk = subprocess.Popen(["ip", "netns", "exec", lab.ns("p1"), sys.executable, "-c", BULK_SERVER,
+    with NetLab(pods=4) as lab:
+        bulk = subprocess.Popen(["ip", "netns", "exec", lab.ns(f"p{TARGET}"), sys.executable, "-c", BULK_SERVER,
                                  str(BULK_PORT), str(args.megabytes * 1_000_000)],
                                 stdout=subprocess.PIPE, text=True)
         try:
