@@ -7,7 +7,7 @@ under /var/run/secrets/kubernetes.io/serviceaccount and ``KUBERNETES_SERVICE_HOS
   (the API server's own address, 10.44.0.1:6443) by its env, which only needs the pod network
   and the control plane's routes back to pods (`kubeling cluster routes`).
 - ``test_incluster_client_through_the_kubernetes_service``: the env the kubelet sets
-  (10.43.0.1:443), which needs kube-proxy's DNAT of the Service.
+  (10.43.0.1:443), through kube-proxy's DNAT of the Service to that endpoint.
 
 The pod asks who it is (SelfSubjectReview), lists the pods of its namespace and prints both.
 Until RBAC (issue 9) a service account may not list pods: the answer is upstream's 403 naming
@@ -21,7 +21,6 @@ import json
 
 import harness
 import multinode
-import pytest
 
 IMAGE = "docker.io/kubeling/python-client:latest"
 
@@ -84,8 +83,6 @@ def test_incluster_client_direct(multinode_cluster, multinode_namespace):
     check(result, ns, f"https://{multinode.BRIDGE_IP}:{port}")
 
 
-@pytest.mark.xfail(reason="needs kube-proxy's DNAT of the kubernetes Service (10.43.0.1:443), another "
-                          "helper's part of issue 8; the integrator drops this mark", strict=False)
 def test_incluster_client_through_the_kubernetes_service(multinode_cluster, multinode_namespace):
     c, ns = multinode_cluster, multinode_namespace
     result = run_client(c, ns, "client-svc", timeout=120)

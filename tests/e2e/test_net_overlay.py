@@ -143,5 +143,25 @@ def test_host_gw_backend_and_per_node_agent_flags(tmp_path, images_dir):
             assert f"{nodes[name]['spec']['podCIDR']} via {ip} dev eth0" in routes, routes
         assert subprocess.run([*node_netns(c, "node-1"), "ip", "link", "show", "flannel.1"],
                               capture_output=True).returncode != 0, "host-gw makes no VXLAN device"
+
+        # a node joins (with a flag of its own): every node and the control plane route to it;
+        # a node leaves: its routes go everywhere (level-triggered from the Node objects)
+        c.cluster("node", "add", "node-4", "--agent-arg=--node-label=h1.kubeling.dev/added=yes")
+        assert c.kubectl("get", "nodes", "-l", "h1.kubeling.dev/added=yes", "-o", "name").stdout.split() == \
+            ["node/node-4"]
+        cidr4 = harness.eventually(lambda: workloads.get_json(c, "node", "node-4")["spec"].get("podCIDR"),
+                                   what="node-4's podCIDR")
+        ip4 = c.state().nodes["node-4"].ip
+        route4 = f"{cidr4} via {ip4} "
+        harness.eventually(lambda: route4 in in_node(c, "node-1", "ip", "route", "show", "proto", "77"),
+                           timeout=30, what="node-1's route to node-4's pods")
+        outer = ["ip", "route", "show", "proto", "77"]
+        harness.eventually(lambda: route4 in c.netns.exec(*outer).stdout, timeout=30,
+                           what="the control plane's route to node-4's pods")
+        c.cluster("node", "remove", "node-4")
+        harness.eventually(lambda: route4 not in in_node(c, "node-1", "ip", "route", "show", "proto", "77"),
+                           timeout=30, what="node-1's route to node-4's pods gone")
+        harness.eventually(lambda: route4 not in c.netns.exec(*outer).stdout, timeout=30,
+                           what="the control plane's route to node-4's pods gone")
     finally:
         c.destroy()      # checks that nothing leaked (and `cluster down` that flannel.1 is gone)
