@@ -311,7 +311,8 @@ class TCPProxySocket(ProxySocket):
             backend = _RelaySide(self.relays)
             backend.peer = client       # the endpoint may answer before create_connection returns
             try:
-                await asyncio.wait_for(loop.create_connection(lambda b=backend: b, ep.ip, ep.port), timeout)
+                async with asyncio.timeout(timeout):     # no extra task per dial, unlike wait_for
+                    await loop.create_connection(lambda b=backend: b, ep.ip, ep.port)
             except (OSError, asyncio.TimeoutError) as e:
                 log.debug("userspace: dial %s for %s failed: %s", ep, self.key[0], e)
                 continue
