@@ -175,14 +175,26 @@ class Plan:
 def nodeport_addresses(node: NodeContext) -> list[str]:
     """The addresses NodePorts answer on: the node IPs inside ``--nodeport-addresses`` (all of
     them when it is empty), IPv4 only (this mode programs the ip family)."""
-    ips = [ip for ip in node.node_ips if ":" not in ip]
+    ips = [ip for ip in node.node_ips if _ipv4(ip)]
     if not node.nodeport_addresses:
         return ips
-    nets = [ipaddress.ip_network(c if "/" in c else f"{c}/32", strict=False) for c in node.nodeport_addresses]
+    nets = [ipaddress.ip_network(c, strict=False) for c in node.nodeport_addresses if _ipv4(c, net=True)]
     out = [ip for ip in ips if any(ipaddress.ip_address(ip) in n for n in nets)]
     if any(ipaddress.ip_address("127.0.0.1") in n for n in nets):
         out.append("127.0.0.1")
     return out
+
+
+def _ipv4(value: str, net: bool = False) -> bool:
+    """A valid IPv4 address (or network): anything else is left out, so one bad value never
+    fails a whole sync (IPv6 is not this mode's family: skipped quietly)."""
+    try:
+        (ipaddress.IPv4Network(value, strict=False) if net else ipaddress.IPv4Address(value))
+    except ValueError:
+        if ":" not in value:
+            log.warning("ipvs: ignoring %r: not an IPv4 %s", value, "network" if net else "address")
+        return False
+    return True
 
 
 def desired_state(services: ServicePortMap, endpoints: EndpointsMap, node: NodeContext,
@@ -195,7 +207,7 @@ def desired_state(services: ServicePortMap, endpoints: EndpointsMap, node: NodeC
     for spn in sorted(services):
         svc = services[spn]
         proto = svc.protocol
-        if not svc.cluster_ip or svc.cluster_ip == "None" or ":" in svc.cluster_ip or proto not in PROTOCOLS:
+        if not svc.cluster_ip or svc.cluster_ip == "None" or proto not in PROTOCOLS or not _ipv4(svc.cluster_ip):
             continue
         p = proto.lower()
         cat = categorize_endpoints(endpoints.get(spn, ()), svc)
@@ -205,22 +217,22 @@ def desired_state(services: ServicePortMap, endpoints: EndpointsMap, node: NodeC
 
         def vs(addr: str, port: int, eps) -> None:
             st.add(VirtualServer(addr, proto, port, scheduler, flags, timeout),
-                   (RealServer(e.ip, e.port) for e in eps if ":" not in e.ip))
+                   (RealServer(e.ip, e.port) for e in eps if _ipv4(e.ip)))
 
         vs(svc.cluster_ip, svc.port, internal)
         st.addresses.add(svc.cluster_ip)
         sets["KUBE-CLUSTER-IP"].add((svc.cluster_ip, p, svc.port))
         for e in cat.all_reachable:
-            if e.is_local and ":" not in e.ip:
+            if e.is_local and _ipv4(e.ip):
                 sets["KUBE-LOOP-BACK"].add((e.ip, p, e.port, e.ip))
         for ip in svc.external_ips:
-            if ":" in ip:
+            if not _ipv4(ip):
                 continue
             vs(ip, svc.port, external)
             st.addresses.add(ip)
             sets["KUBE-EXTERNAL-IP-LOCAL" if svc.external_policy_local else "KUBE-EXTERNAL-IP"].add((ip, p, svc.port))
         for ip in svc.load_balancer_ips:
-            if ":" in ip:
+            if not _ipv4(ip):
                 continue
             vs(ip, svc.port, external)
             st.addresses.add(ip)
@@ -230,7 +242,7 @@ def desired_state(services: ServicePortMap, endpoints: EndpointsMap, node: NodeC
             if svc.load_balancer_source_ranges:
                 sets["KUBE-LOAD-BALANCER-FW"].add((ip, p, svc.port))
                 for cidr in svc.load_balancer_source_ranges:
-                    if ":" not in cidr:
+                    if _ipv4(cidr, net=True):
                         net = str(ipaddress.ip_network(cidr, strict=False))
                         sets["KUBE-LOAD-BALANCER-SOURCE-CIDR"].add((ip, p, svc.port, net))
         if svc.node_port:

@@ -38,6 +38,7 @@ a port whose internal and external policies pick different endpoints (``internal
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import resource
@@ -535,6 +536,17 @@ def cleanup() -> None:
         _restore(text)
 
 
+def _ipv4(value: str, net: bool = False) -> bool:
+    """A valid IPv4 address (or network, with ``net``): anything else would fail the whole
+    iptables-restore batch, so it is left out (and logged) instead."""
+    try:
+        (ipaddress.IPv4Network(value, strict=False) if net else ipaddress.IPv4Address(value))
+    except ValueError:
+        log.warning("userspace: ignoring %r: not an IPv4 %s", value, "network" if net else "address")
+        return False
+    return True
+
+
 def _proto_match(proto: str, port: int) -> str:
     p = proto.lower()
     return f"-p {p} -m {p} --dport {port}"
@@ -546,21 +558,24 @@ def portal_rules(listeners: Sequence[tuple[ServicePortName, str, ServicePort, in
     service port, listener port). A port without an "external" listener takes its external
     addresses on the internal one."""
     out: list[str] = []
-    nodeport_dsts = [c if "/" in c else f"{c}/32" for c in node.nodeport_addresses] or \
-        [f"{ip}/32" for ip in node.node_ips if ":" not in ip]
+    nodeport_dsts = [c if "/" in c else f"{c}/32" for c in node.nodeport_addresses if ":" not in c and _ipv4(c, True)] \
+        or [f"{ip}/32" for ip in node.node_ips if ":" not in ip and _ipv4(ip)]
     for spn, kind, svc, lport in listeners:
         proto = svc.protocol.lower()
         comment = f'-m comment --comment "{spn}"'
         to = f"-j REDIRECT --to-ports {lport}"
         match = _proto_match(proto, svc.port)
         portals: list[tuple[str, str]] = []
-        if kind == "internal":
+        if kind == "internal" and _ipv4(svc.cluster_ip):
             portals.append((f"-d {svc.cluster_ip}/32", match))
         if kind == "external" or spn not in has_external:
-            portals += [(f"-d {ip}/32", match) for ip in svc.external_ips]
+            portals += [(f"-d {ip}/32", match) for ip in svc.external_ips if ":" not in ip and _ipv4(ip)]
             for ip in svc.load_balancer_ips:
+                if ":" in ip or not _ipv4(ip):
+                    continue
                 if svc.load_balancer_source_ranges:
-                    portals += [(f"-s {src} -d {ip}/32", match) for src in svc.load_balancer_source_ranges]
+                    portals += [(f"-s {src} -d {ip}/32", match) for src in svc.load_balancer_source_ranges
+                                if ":" not in src and _ipv4(src, True)]
                 else:
                     portals.append((f"-d {ip}/32", match))
             if svc.node_port:

@@ -343,3 +343,14 @@ def test_kubeling_proxy_exits_with_the_reason(tmp_path):
                         "--metrics-bind-address", "127.0.0.1:0"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "the kernel has no IPVS (ip_vs): load it with modprobe ip_vs, or use --proxy-mode=nftables" in r.stderr
+
+
+def test_bad_addresses_are_left_out_not_fatal():
+    bad = ServicePortName("default", "bad")
+    svc = ServicePort("10.43.0.9", 80, external_ips=("nope", "192.0.2.9"), load_balancer_ips=("10.45.0.5",),
+                      load_balancer_source_ranges=("10.0.0.0/33", "10.44.0.0/24"))
+    st = desired_state({bad: svc, WEB: ServicePort("10.43.0.999", 80)},
+                       {bad: [Endpoint("10.42.0.300", 80), LOCAL]}, NODE)
+    assert set(st.virtual_servers) == {("10.43.0.9", "TCP", 80), ("192.0.2.9", "TCP", 80), ("10.45.0.5", "TCP", 80)}
+    assert rs_of(st, "10.43.0.9", 80) == {"10.42.0.10:8080"}
+    assert st.sets["KUBE-LOAD-BALANCER-SOURCE-CIDR"] == {("10.45.0.5", "tcp", 80, "10.44.0.0/24")}

@@ -182,3 +182,14 @@ def test_desired_listeners_follow_policies():
     assert d[(web, "internal")][1] == [local, remote]
     assert d[(web, "external")][1] == [local]
     assert d[(dns, "internal")][1] == [local]
+
+
+def test_bad_addresses_are_left_out_not_fatal():
+    spn = ServicePortName("default", "bad")
+    svc = ServicePort("10.43.0.9", 80, external_ips=("not-an-ip", "192.0.2.9", "2001:db8::1"),
+                      load_balancer_ips=("300.1.1.1",), node_port=30009)
+    rules = portal_rules([(spn, "internal", svc, 5)], NodeContext("n1", ("10.44.0.2", "fd00::2")), set())
+    assert not any("not-an-ip" in r or "300.1.1.1" in r or "2001:db8" in r or "fd00" in r for r in rules)
+    assert any("-d 192.0.2.9/32" in r for r in rules) and any("-d 10.43.0.9/32" in r for r in rules)
+    bad_vip = portal_rules([(spn, "internal", ServicePort("10.43.0.999", 80), 5)], NODE, set())
+    assert bad_vip == []
