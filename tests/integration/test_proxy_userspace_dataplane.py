@@ -84,6 +84,9 @@ def test_udp_round_robin_and_sessions(lab, proxy):
     assert proxy.count_leaks()["udp_sessions"] >= 1
     time.sleep(1.5)     # the idle timeout (1 s) ends the sessions
     assert proxy.count_leaks()["udp_sessions"] == 0
+    # ClientIP affinity holds across sessions (new source ports)
+    proxy.sync({spn: ServicePort(VIP, 53, protocol="UDP", session_affinity="ClientIP")}, {spn: _eps(lab, UDP_PORT)})
+    assert len(_pods(lab.udp_many("p2", VIP, 53, 6))) == 1
 
 
 def test_nodeport_and_load_balancer_from_host(lab, proxy):
