@@ -231,21 +231,42 @@ def test_bad_peers_match_nothing_and_are_reported_and_the_rest_still_works():
 
 # -- rendering ----------------------------------------------------------------------------------------
 
+def chain_body(text: str, name: str) -> str:
+    body = text[text.index(f"chain {name} {{"):]
+    return body[:body.index("\n  }\n")]
+
+
 def test_render_merges_overlapping_addresses_and_ports_and_ends_in_reject():
     r = rules(PODS, [policy("p", {"podSelector": SERVER, "ingress": [{
         "from": [CLIENT, {"ipBlock": {"cidr": "10.42.0.0/24"}}, {"ipBlock": {"cidr": "192.0.2.0/24", "except": ["192.0.2.8/29"]}}],
         "ports": [{"port": 80}, {"port": 79, "endPort": 85}, {"port": 90}, {"protocol": "UDP"}]}]})])
     text = render_nft(r, node_name=NODE)
     chain = chain_name("ingress", r.ingress["10.42.0.2"])
-    body = text[text.index(f"chain {chain}"):]
-    body = body[:body.index("\n  }\n")]
-    assert "ip saddr 10.42.0.2 accept" in body                       # the pod itself
+    pod_chain = chain_body(text, chain)
+    assert "ip saddr 10.42.0.2 accept" in pod_chain                       # the pod itself
+    allow = pod_chain.split("goto ")[1].strip()
+    body = chain_body(text, allow)
     assert 'ip saddr 10.42.0.0/24 tcp dport { 79-85, 90 } accept comment "default/p"' in body
     assert 'ip saddr 10.42.0.0/24 meta l4proto udp accept comment "default/p"' in body
     assert 'ip saddr 192.0.2.0/24 ip saddr != { 192.0.2.8/29 } tcp dport { 79-85, 90 } accept' in body
     assert body.strip().endswith("reject with icmp type admin-prohibited")
     assert f"10.42.0.2 : jump {chain}" in text
     assert "egress-pods" not in text
+
+
+def test_render_shares_allow_chains_and_large_address_sets():
+    many = [pod(f"c{i}", f"10.42.3.{i * 2 + 2}", labels={"app": "client"}, node="node-b") for i in range(20)]
+    local = [pod(f"s{i}", f"10.42.0.{i + 10}", labels={"app": "server"}) for i in range(5)]
+    spec = {"podSelector": SERVER, "ingress": [{"from": [CLIENT]}]}
+    r = rules(many + local, [policy("p", spec), policy("q", {**spec, "ingress": [{"from": [CLIENT], "ports": [{"port": 1}]}]})])
+    text = render_nft(r, node_name=NODE)
+    assert len(r.ingress) == 5
+    assert text.count("chain allow-ingress-") == 1                 # five pods, one list of allows
+    assert text.count("goto allow-ingress-") == 5
+    assert text.count("set addrs-") == 1                           # twenty clients, one set, used twice
+    name = text.split("set ")[1].split(" ")[0]
+    assert text.count(f"ip saddr @{name} ") == 2
+    assert "10.42.3.2, 10.42.3.4" in text
 
 
 def nft_check(text: str) -> subprocess.CompletedProcess:

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kubeling.api.labels import EVERYTHING, Selector, SelectorError, from_label_selector
 
@@ -48,16 +50,14 @@ PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 FINISHED = ("Succeeded", "Failed")
 
 
-@dataclass(frozen=True, order=True)
-class Peer:
-    """An address block (a pod is a /32) minus ``excepts``."""
+class Peer(NamedTuple):
+    """An address block (a pod is a /32) minus ``excepts``. (Tuples: thousands are sorted and hashed.)"""
 
     cidr: str
     excepts: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, order=True)
-class PortMatch:
+class PortMatch(NamedTuple):
     """One protocol, and a port or an inclusive port range (``port`` None: every port)."""
 
     protocol: str                 # tcp, udp, sctp
@@ -159,9 +159,16 @@ class _Cluster:
             if ips:
                 self.pods_by_ns.setdefault(_meta(p).get("namespace", ""), []).append((p, ips))
         self.ns_labels: dict[str, dict] = {}
+        self._ports: dict[int, dict] = {}
         for ns in namespaces:
             name = _meta(ns).get("name", "")
             self.ns_labels[name] = {**(_meta(ns).get("labels") or {}), NAMESPACE_NAME_LABEL: name}
+
+    def named_ports(self, pod: dict) -> dict[tuple[str, str], int]:
+        got = self._ports.get(id(pod))
+        if got is None:
+            got = self._ports[id(pod)] = _named_ports(pod)
+        return got
 
     def namespaces(self, sel: Selector) -> list[str]:
         names = set(self.ns_labels) | set(self.pods_by_ns)
@@ -190,6 +197,7 @@ class _PolicyEval:
         self.policy, self.cluster, self.problems = policy, cluster, problems
         self.name = _key(policy)
         self.namespace = _meta(policy).get("namespace", "")
+        self._from: dict[int, tuple[Peer, ...]] = {}
 
     def problem(self, reason: str, message: str) -> None:
         self.problems.append(Problem(self.policy, reason, message))
@@ -277,10 +285,11 @@ class _PolicyEval:
             rule = rule or {}
             peers = None
             if rule.get("from"):
-                addrs, _ = self.peers(rule["from"], f"spec.ingress[{i}].from")
-                if not addrs:
+                if i not in self._from:       # the same for every selected pod: computed once
+                    self._from[i] = tuple(sorted(set(self.peers(rule["from"], f"spec.ingress[{i}].from")[0])))
+                peers = self._from[i]
+                if not peers:
                     continue
-                peers = tuple(sorted(set(addrs)))
             ports = None
             if rule.get("ports"):
                 numeric, named = self.ports(rule["ports"], f"spec.ingress[{i}].ports")
@@ -312,7 +321,7 @@ class _PolicyEval:
                 candidates = self.cluster.all_pods() if peer_pods is None else peer_pods
                 by_port: dict[PortMatch, set[Peer]] = {}
                 for pod, ips in candidates:
-                    have = _named_ports(pod)
+                    have = self.cluster.named_ports(pod)
                     for n, proto in named:
                         if (n, proto) in have:
                             by_port.setdefault(PortMatch(PROTOCOLS[proto], have[(n, proto)]), set()).update(
@@ -390,20 +399,95 @@ def _quote(text: str, limit: int = 127) -> str:
     return '"' + text.encode()[:limit].decode(errors="ignore") + '"'
 
 
-def _addr_matches(peers: tuple[Peer, ...] | None, field_: str) -> list[str]:
-    if peers is None:
-        return [""]
-    plain = [ipaddress.ip_network(p.cidr) for p in peers if not p.excepts]
-    out = []
-    if plain:
-        merged = [str(n) if n.prefixlen < 32 else str(n.network_address)
-                  for n in ipaddress.collapse_addresses(plain)]
-        out.append(f"ip {field_} {merged[0]}" if len(merged) == 1 else f"ip {field_} {{ {', '.join(merged)} }}")
-    for p in peers:
-        if p.excepts:
-            ex = [str(n) for n in ipaddress.collapse_addresses(ipaddress.ip_network(e) for e in p.excepts)]
-            out.append(f"ip {field_} {p.cidr} ip {field_} != {{ {', '.join(ex)} }}")
-    return out
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+INLINE_ADDRESSES = 8          # more addresses than this go into a named set, shared by every rule using them
+
+
+class _Renderer:
+    """Rules as nft text, with everything shared that can be: one named set per distinct address
+    list, one ``allow-<hash>`` chain per distinct list of `Allow`s (pods selected by the same
+    policies share it), each computed once."""
+
+    def __init__(self, verdict: str) -> None:
+        self.verdict = verdict
+        self.sets: dict[str, list[str]] = {}
+        self.chains: dict[str, list[str]] = {}
+        self._addrs: dict[tuple, list[str]] = {}
+        self._ports: dict[tuple, list[str]] = {}
+        self._allow_chains: dict[tuple, str] = {}
+        self._keep: list = []
+
+    def addr_matches(self, peers: tuple[Peer, ...] | None, field_: str) -> list[str]:
+        if peers is None:
+            return [""]
+        key = (id(peers), field_)          # peers tuples are shared by the rules that use them
+        if key not in self._addrs:
+            self._addrs[key] = (peers, self._addr_matches(peers, field_))
+        return self._addrs[key][1]
+
+    def _addr_matches(self, peers: tuple[Peer, ...], field_: str) -> list[str]:
+        plain = [p.cidr for p in peers if not p.excepts]
+        out = []
+        if plain and all(c.endswith("/32") for c in plain):      # pods only: nothing can overlap
+            merged = sorted({c[:-3] for c in plain}, key=lambda a: socket.inet_aton(a))
+        elif plain:
+            merged = [str(n) if n.prefixlen < 32 else str(n.network_address)
+                      for n in ipaddress.collapse_addresses(ipaddress.ip_network(c) for c in plain)]
+        if plain:
+            if len(merged) == 1:
+                out.append(f"ip {field_} {merged[0]}")
+            elif len(merged) <= INLINE_ADDRESSES:
+                out.append(f"ip {field_} {{ {', '.join(merged)} }}")
+            else:
+                name = f"addrs-{_digest(','.join(merged))}"
+                self.sets[name] = merged
+                out.append(f"ip {field_} @{name}")
+        for p in peers:
+            if p.excepts:
+                ex = [str(n) for n in ipaddress.collapse_addresses(ipaddress.ip_network(e) for e in p.excepts)]
+                out.append(f"ip {field_} {p.cidr} ip {field_} != {{ {', '.join(ex)} }}")
+        return out
+
+    def port_matches(self, ports: tuple[PortMatch, ...] | None) -> list[str]:
+        if ports is None:
+            return [""]
+        if ports not in self._ports:
+            self._ports[ports] = _port_matches(ports)
+        return self._ports[ports]
+
+    def allow_chain(self, direction: str, allows: list[Allow]) -> str:
+        """The chain that accepts what ``allows`` allow and refuses the rest (shared)."""
+        key = (direction, tuple((a.policy, id(a.peers), a.ports) for a in allows))
+        name = self._allow_chains.get(key)
+        if name is not None:
+            return name
+        peer_field = "saddr" if direction == "ingress" else "daddr"
+        lines, seen = [], set()
+        for allow in allows:
+            for a in self.addr_matches(allow.peers, peer_field):
+                for p in self.port_matches(allow.ports):
+                    rule = " ".join(x for x in (a, p) if x)
+                    if (rule, allow.policy) in seen:
+                        continue
+                    seen.add((rule, allow.policy))
+                    lines.append(f"    {rule + ' ' if rule else ''}accept comment {_quote(allow.policy)}")
+        lines.append(f"    {self.verdict}")
+        name = f"allow-{direction}-{_digest(chr(10).join(lines))}"
+        self._allow_chains[key] = name
+        self._keep.append(allows)         # the ids in the key stay valid while we render
+        self.chains.setdefault(name, lines)
+        return name
+
+    def pod_chain(self, direction: str, fw: PodFirewall) -> list[str]:
+        peer_field = "saddr" if direction == "ingress" else "daddr"
+        return [f"  chain {chain_name(direction, fw)} {{",
+                f"    comment {_quote(fw.key + ' ' + fw.ip + ': ' + ', '.join(fw.policies))}",
+                # a pod cannot block its own traffic (hairpin through a Service)
+                f"    ip {peer_field} {fw.ip} accept",
+                f"    goto {self.allow_chain(direction, fw.allows)}", "  }"]
 
 
 def _port_matches(ports: tuple[PortMatch, ...] | None) -> list[str]:
@@ -427,28 +511,11 @@ def _port_matches(ports: tuple[PortMatch, ...] | None) -> list[str]:
     return out
 
 
-def _pod_chain(direction: str, fw: PodFirewall, verdict: str) -> list[str]:
-    peer_field = "saddr" if direction == "ingress" else "daddr"
-    lines = [f"  chain {chain_name(direction, fw)} {{", f"    comment {_quote(fw.key + ' ' + fw.ip)}",
-             # a pod cannot block its own traffic (hairpin through a Service)
-             f"    ip {peer_field} {fw.ip} accept"]
-    seen = set()
-    for allow in fw.allows:
-        for a in _addr_matches(allow.peers, peer_field):
-            for p in _port_matches(allow.ports):
-                rule = " ".join(x for x in (a, p) if x)
-                if (rule, allow.policy) in seen:
-                    continue
-                seen.add((rule, allow.policy))
-                lines.append(f"    {rule + ' ' if rule else ''}accept comment {_quote(allow.policy)}")
-    lines += [f"    {verdict}", "  }"]
-    return lines
-
-
 def render_nft(rules: NodeRules, *, verdict: str = "reject with icmp type admin-prohibited",
                node_name: str = "") -> str:
     """One transaction replacing our table by ``rules`` (``add``+``delete`` first, so that it works
     whether or not the table exists, and nothing is ever half applied)."""
+    r = _Renderer(verdict)
     out = [f"table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}", f"table {FAMILY} {TABLE} {{",
            f"  comment {_quote('NetworkPolicies of node ' + node_name if node_name else 'NetworkPolicies')}"]
     for direction, pods, vmap, chain, prio, field_ in (
@@ -466,6 +533,11 @@ def render_nft(rules: NodeRules, *, verdict: str = "reject with icmp type admin-
                 pods, key=ipaddress.ip_address))
             out += [f"  map {vmap} {{", "    type ipv4_addr : verdict", f"    elements = {{ {elements} }}", "  }"]
             for ip in sorted(pods, key=ipaddress.ip_address):
-                out += _pod_chain(direction, pods[ip], verdict)
+                out += r.pod_chain(direction, pods[ip])
+    for name, lines in r.chains.items():
+        out += [f"  chain {name} {{", *lines, "  }"]
+    for name, elements in r.sets.items():
+        out += [f"  set {name} {{", "    type ipv4_addr", "    flags interval",
+                f"    elements = {{ {', '.join(elements)} }}", "  }"]
     out.append("}")
     return "\n".join(out) + "\n"
