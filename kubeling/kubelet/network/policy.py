@@ -13,9 +13,12 @@ Layout (``nft list table ip kubeling-netpol``)::
       ip saddr vmap @egress-pods                             fib saddr type local accept
                                                              ip daddr vmap @ingress-pods
     map egress-pods  { <local isolated pod IP> : jump pod-egress-<hash> }      (ingress-pods alike)
-    chain pod-ingress-<hash>      comment "<namespace>/<pod> <ip>"
+    chain pod-ingress-<hash>      comment "<namespace>/<pod> <ip>: <its policies>"
       ip saddr <the pod itself> accept              (a pod cannot block itself: hairpin)
+      goto allow-ingress-<hash>
+    chain allow-ingress-<hash>    (one per distinct list of allows: pods of the same policies share it)
       ip saddr { <peers> } tcp dport { <ports> } accept comment "<namespace>/<policy>"   (one per allow)
+      ip saddr @addrs-<hash> ...                    (long address lists: a named interval set)
       reject with icmp type admin-prohibited
 
 Why this shape:
@@ -34,6 +37,11 @@ Why this shape:
   packets take the output path, never forward, and ``fib saddr type local`` covers any that would.
   A pod always reaches its own node (input path): upstream says traffic to and from the node a pod
   runs on is always allowed.
+- With kube-proxy in userspace mode, a connection to a ClusterIP is redirected to the proxy on
+  the client's node, which opens a new one from the node: the client pod's egress policies do not
+  see it, and the server's ingress policies see the client's node, not the client pod (upstream's
+  userspace proxy had the same limit). The iptables and nftables modes DNAT before the forward
+  hook, so policies see both pods.
 - hostNetwork pods are not policed (they are the node) and are never matched by pod or namespace
   selectors: their address is their node's. To pods on the same node their traffic is the node's
   (allowed); to pods elsewhere it comes from a node address, which an ``ipBlock`` can match.
@@ -54,7 +62,7 @@ Contract (used by `kubeling.kubelet.agent.Agent._node_network` and ``kubeling no
   enforced is logged and reported as a Warning Event on the NetworkPolicy; a failed ``nft`` run
   is logged, reported on the Node and retried, leaving the previous rules in force.
 - ``cleanup()``: blocking, idempotent; removes every chain and rule it made in the current
-  network namespace. ``count_leaks()`` counts them: ``{"tables", "chains", "rules", "maps"}``.
+  network namespace. ``count_leaks()`` counts them: ``{"tables", "chains", "rules", "maps", "sets"}``.
 """
 
 from __future__ import annotations
