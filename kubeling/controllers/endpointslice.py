@@ -333,8 +333,7 @@ class Reconciler:
         while i < len(to_delete) and to_create:
             gone, new = to_delete[i], to_create[-1]
             if gone.get("addressType") == new.get("addressType") and owned_by(gone, service):
-                new["metadata"]["name"] = gone["metadata"]["name"]
-                new["metadata"].pop("generateName", None)
+                new["metadata"]["name"] = gone["metadata"]["name"]  # generateName stays, as upstream's
                 new["metadata"]["resourceVersion"] = gone["metadata"].get("resourceVersion")
                 new["metadata"]["uid"] = gone["metadata"].get("uid")
                 for k in ("annotations",):

@@ -275,7 +275,6 @@ class EndpointSliceMirroringController(Controller):
                 continue
             gone = to_delete.pop(i)
             to_create.remove(match)
-            match["metadata"].pop("generateName", None)
             match["metadata"]["name"] = gone["metadata"]["name"]
             match["metadata"]["resourceVersion"] = gone["metadata"].get("resourceVersion")
             to_update.append(match)

@@ -138,6 +138,7 @@ def test_a_service_without_endpoints_keeps_one_placeholder_slice():
             await h.settle()
             (s2,) = h.slices()  # the placeholder became the real slice: an update, no churn
             assert s2["metadata"]["name"] == s["metadata"]["name"] and len(s2["endpoints"]) == 1
+            assert s2["metadata"]["generateName"] == "web-"
             assert len(h.client.filter_actions("create", "endpointslices")) == len(created)
             await h.client.delete("", "v1", "pods", "a", namespace="default")
             await h.settle()
