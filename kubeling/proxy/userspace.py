@@ -221,7 +221,8 @@ class _RelaySide(asyncio.Protocol):
         self.closed = True
         self.relays.discard(self)
         peer = self.peer
-        if peer is not None and peer.transport is not None and not peer.closed:
+        # an endpoint side not linked yet (a dial given up on) leaves the client alone
+        if peer is not None and peer.peer is self and peer.transport is not None and not peer.closed:
             if exc is not None:
                 peer.transport.abort()
             else:
@@ -320,8 +321,11 @@ class TCPProxySocket(ProxySocket):
             if client.closed:
                 backend.transport.close()
                 return
-            self.relays.add(backend)
             client.peer = backend
+            if backend.closed:          # reset by the endpoint before the link was made
+                client.transport.close()
+                return
+            self.relays.add(backend)
             for data in client.pending:
                 backend.transport.write(data)
             client.pending.clear()
