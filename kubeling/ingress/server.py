@@ -44,6 +44,7 @@ from kubeling.client.events import EventRecorder
 from kubeling.client.exceptions import TransportError
 from kubeling.client.factory import SharedInformerFactory
 from kubeling.client.rest import RESTClient
+from kubeling.client.store import object_of
 from kubeling.ingress import ssl
 from kubeling.ingress.controller import (CONTROLLER_NAME, DEFAULT_CLASS, DEFAULT_CLASS_ANNOTATION, SERVICE_NAME_LABEL,
                                          build_configuration, is_ours, key_of, our_classes)
@@ -126,8 +127,10 @@ class IngressController:
                                                 indexers={"service": slice_service_index})
         self.secrets = self.factory.informer_for("", "v1", "secrets")
         self.dirty = asyncio.Event()
-        for inf in (self.classes, self.services, self.slices, self.secrets):
+        for inf in (self.classes, self.services, self.slices):
             inf.add_handler(self._mark, self._mark_update, self._mark)
+        # only TLS Secrets matter: service-account tokens and the like never cause a sync
+        self.secrets.add_handler(self._secret, lambda old, new: self._secret(old, new), self._secret)
         self.ingresses.add_handler(self._ingress_added, self._ingress_updated, self._mark)
         self.applied = ""          # the text nginx runs
         self.rejected: tuple[str, dict[str, str]] = ("", {})   # a text nginx -t refused, and its culprits
@@ -143,6 +146,10 @@ class IngressController:
 
     def _mark_update(self, old: dict, new: dict) -> None:
         if old is not new and old != new:
+            self.dirty.set()
+
+    def _secret(self, obj, new=None) -> None:
+        if any((o or {}).get("type") == ssl.SECRET_TYPE_TLS for o in (object_of(obj), new)) and obj != new:
             self.dirty.set()
 
     def _ingress_added(self, ing: dict) -> None:
