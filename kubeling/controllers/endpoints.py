@@ -44,6 +44,7 @@ from kubeling.controllers.base import Controller, ControllerContext, key_of, run
 from kubeling.controllers.controller_utils import is_pod_ready
 from kubeling.controllers.endpointslice import _namespace_terminating, service_address_types
 from kubeling.controllers.endpointslice_utils import (
+    MAX_RETRIES,
     LABEL_HEADLESS,
     LAST_CHANGE_TRIGGER_TIME,
     LEADER_ANNOTATION,
@@ -262,6 +263,16 @@ class EndpointController(Controller):
             self.shutdown()
 
     async def sync(self, key: str) -> None:
+        try:
+            await self.sync_key(key)
+        except Exception as e:
+            if self.queue.num_requeues(key) + 1 >= MAX_RETRIES:
+                # upstream's maxRetries: give the key up (its next event brings it back)
+                log.warning("%s: retry budget exceeded, dropping %s out of the queue: %s", self.NAME, key, e)
+                return
+            raise
+
+    async def sync_key(self, key: str) -> None:
         namespace, name = split_meta_namespace_key(key)
         service = self.services.get(key)
         if service is None:

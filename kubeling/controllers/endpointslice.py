@@ -56,6 +56,7 @@ from kubeling.client.events import WARNING
 from kubeling.controllers.base import Controller, ControllerContext, key_of
 from kubeling.controllers.controller_utils import is_pod_ready
 from kubeling.controllers.endpointslice_utils import (
+    MAX_RETRIES,
     LABEL_HEADLESS,
     LABEL_MANAGED_BY,
     LABEL_SERVICE_NAME,
@@ -465,6 +466,16 @@ class EndpointSliceController(Controller):
     # -- sync ---------------------------------------------------------------------------
 
     async def sync(self, key: str) -> None:
+        try:
+            await self.sync_key(key)
+        except Exception as e:
+            if self.queue.num_requeues(key) + 1 >= MAX_RETRIES:
+                # upstream's maxRetries: give the key up (its next event brings it back)
+                log.warning("%s: retry budget exceeded, dropping %s out of the queue: %s", self.NAME, key, e)
+                return
+            raise
+
+    async def sync_key(self, key: str) -> None:
         namespace, name = split_meta_namespace_key(key)
         service = self.services.get(key)
         if service is None:

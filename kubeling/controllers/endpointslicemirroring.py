@@ -37,6 +37,7 @@ from kubeling.controllers.base import Controller, ControllerContext, key_of
 from kubeling.controllers.endpoints import repack_subsets
 from kubeling.controllers.endpointslice import _namespace_terminating
 from kubeling.controllers.endpointslice_utils import (
+    MAX_RETRIES,
     LABEL_MANAGED_BY,
     LABEL_SERVICE_NAME,
     LABEL_SKIP_MIRROR,
@@ -179,6 +180,16 @@ class EndpointSliceMirroringController(Controller):
                     raise
 
     async def sync(self, key: str) -> None:
+        try:
+            await self.sync_key(key)
+        except Exception as e:
+            if self.queue.num_requeues(key) + 1 >= MAX_RETRIES:
+                # upstream's maxRetries: give the key up (its next event brings it back)
+                log.warning("%s: retry budget exceeded, dropping %s out of the queue: %s", self.NAME, key, e)
+                return
+            raise
+
+    async def sync_key(self, key: str) -> None:
         namespace, name = split_meta_namespace_key(key)
         service = self.services.get(key)
         endpoints = self.endpoints.get(key)
