@@ -637,13 +637,14 @@ class Proxier:
         assert self._kernel is not None
         return self._kernel.addresses() | desired.addresses | set(nodeport_addresses(self.node))
 
-    def _sync(self, desired: IPVSState) -> None:
+    def _sync(self, desired: IPVSState, full: bool) -> None:
         kernel = self._kernel
         assert kernel is not None, "start() first"
         current = kernel.read(self._owned(desired))
         plan = diff(current, desired)
         text = nft_ruleset(desired, self.node)
-        if text != self._last_nft:
+        if full or text != self._last_nft:       # full syncs rewrite it even when unchanged
+            self._last_nft = ""
             _nft(text)
             self._last_nft = text
         errors = kernel.apply(plan)
@@ -654,7 +655,7 @@ class Proxier:
                    changed: set[ServicePortName] | None = None) -> None:
         async with self._lock:
             desired = desired_state(services, endpoints, self.node, self.scheduler)
-            await asyncio.to_thread(self._sync, desired)
+            await asyncio.to_thread(self._sync, desired, changed is None)
 
     async def cleanup(self) -> None:
         async with self._lock:
@@ -677,4 +678,5 @@ class Proxier:
         return out
 
     async def count_leaks(self) -> dict[str, int]:
-        return await asyncio.to_thread(self._count)
+        async with self._lock:      # one thread at a time on the netlink sockets
+            return await asyncio.to_thread(self._count)
