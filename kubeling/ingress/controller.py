@@ -186,7 +186,8 @@ def build_configuration(ingresses: list[dict], services: dict[str, dict], slices
 
     ordered = sorted(ingresses, key=_age)
     defaults: list[tuple[str, Location]] = []   # (host, default-backend location), applied last
-    for ing in ordered:
+
+    def add_ingress(ing: dict) -> None:
         spec = ing.get("spec") or {}
         ikey = key_of(ing)
         hosts: list[str] = []
@@ -232,6 +233,12 @@ def build_configuration(ingresses: list[dict], services: dict[str, dict], slices
                 if cert is not None and any(n == host or _wildcard_covers(n, host) for n in cert.hosts):
                     srv.ssl, srv.ssl_redirect = cert, True
                     break
+
+    for ing in ordered:
+        try:
+            add_ingress(ing)
+        except Exception as e:  # noqa: BLE001 - one malformed object never stops the others
+            problems.append(Problem(ing, "InvalidIngress", f"left out: {type(e).__name__}: {e}"))
     for host, loc in defaults:
         server(host).locations.append(loc)
     for srv in servers.values():

@@ -57,13 +57,17 @@ def pem_from_secret(secret: dict) -> bytes:
 
 
 def certificate_hosts(pem: bytes) -> list[str]:
-    cert = x509.load_pem_x509_certificates(pem)[0]
+    """The DNS names of the first certificate (its SANs, else its CN); [] if they do not parse."""
     try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = sans.get_values_for_type(x509.DNSName)
-    except x509.ExtensionNotFound:
-        names = []
-    cn = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        cert = x509.load_pem_x509_certificates(pem)[0]
+        try:
+            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names = sans.get_values_for_type(x509.DNSName)
+        except x509.ExtensionNotFound:
+            names = []
+        cn = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    except ValueError:
+        return []
     return [str(n) for n in names] or [str(c) for c in cn]
 
 

@@ -286,3 +286,13 @@ def test_a_tls_entry_without_hosts_serves_the_rule_hosts_its_certificate_names(t
     cfg, problems = build([ing], services, slices, {"default/s": tls_secret("s", crt, key)}, tmp_path)
     by_host = {s.hostname: s for s in cfg.servers}
     assert problems == [] and by_host["named.example"].ssl is not None and by_host["other.example"].ssl is None
+
+
+def test_one_malformed_ingress_is_left_out_and_the_others_served(tmp_path):
+    services, slices = world(("a", ["10.42.0.5"]))
+    bad = ingress("bad", [{"host": "bad.example", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                                                                        "backend": {"service": "not-a-dict"}}]}}])
+    good = ingress("good", [rule("good.example", ("/", "Prefix", backend("a")))])
+    cfg, problems = build([bad, good], services, slices)
+    assert [(p.ingress["metadata"]["name"], p.reason) for p in problems] == [("bad", "InvalidIngress")]
+    assert locations(server_block(text_of(cfg, tmp_path), "good.example"))[0] == ('"/"', "default-a-80")
