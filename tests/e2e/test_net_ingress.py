@@ -63,15 +63,16 @@ BACKEND = textwrap.dedent("""
     ThreadingHTTPServer((ip, 8080), H).serve_forever()
 """)
 
-# Requests in a loop, a new connection each, for `seconds`: counts answers by body, and failures.
+# Requests in a loop, a new connection each, until the file `stop` exists (at most 90 s): counts
+# answers by body, and failures.
 LOAD = textwrap.dedent("""
-    import http.client, json, ssl, sys, time
-    ip, seconds, cafile = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    import http.client, json, os, ssl, sys, time
+    ip, stop, cafile = sys.argv[1], sys.argv[2], sys.argv[3]
     targets = json.loads(sys.argv[4])          # [[scheme, host, path], ...]
     ctx = ssl.create_default_context(cafile=cafile)
     counts, failures, n = {}, [], 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    end = time.monotonic() + 90
+    while time.monotonic() < end and not os.path.exists(stop):
         scheme, host, path = targets[n % len(targets)]
         n += 1
         try:
@@ -281,7 +282,8 @@ def test_changing_an_ingress_under_load_drops_nothing(lab, tls_material):
     assert before[0] == 200, before
     lab.sh("cp", str(tls_material), str(lab.data_dir / "ca.crt"))
     targets = [["http", "one.example", "/b"], ["http", "one.example", "/"], ["https", "secure.example", "/api"]]
-    load = subprocess.Popen([*lab.netns.prefix(), sys.executable, "-c", LOAD, lab.netns.ns_ip, "12",
+    stop = lab.data_dir / "load.stop"
+    load = subprocess.Popen([*lab.netns.prefix(), sys.executable, "-c", LOAD, lab.netns.ns_ip, str(stop),
                              str(tls_material), json.dumps(targets)], stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(2)
@@ -290,7 +292,7 @@ def test_changing_an_ingress_under_load_drops_nothing(lab, tls_material):
             {"host": "one.example", "http": {"paths": [path("/", "alpha"), path("/b", "alpha")]}},
             {"host": "secure.example", "http": {"paths": [path("/api", "beta", port=80), path("/", "alpha")]}},
         ], tls=[{"hosts": ["secure.example"], "secretName": "secure-tls"}]))
-        harness.eventually(lambda: lab.get("http://one.example/b")[1].startswith("alpha"), timeout=10,
+        harness.eventually(lambda: lab.get("http://one.example/b")[1].startswith("alpha"), timeout=30,
                            what="/b switched to alpha")
         time.sleep(1)
         # 2. add a path, and switch it back
@@ -299,8 +301,10 @@ def test_changing_an_ingress_under_load_drops_nothing(lab, tls_material):
                                                        path("/new", "beta", "Exact")]}},
             {"host": "secure.example", "http": {"paths": [path("/api", "alpha", port=80), path("/", "alpha")]}},
         ], tls=[{"hosts": ["secure.example"], "secretName": "secure-tls"}]))
-        harness.eventually(lambda: lab.get("http://one.example/new")[1].startswith("beta"), timeout=10,
+        harness.eventually(lambda: lab.get("http://one.example/new")[1].startswith("beta"), timeout=30,
                            what="/new added")
+        time.sleep(1)
+        stop.touch()
         out, _ = load.communicate(timeout=60)
     finally:
         if load.poll() is None:
@@ -498,13 +502,16 @@ def test_ingress_routes_to_pods_across_nodes_without_dropping_requests(multinode
     assert get("http://secure.example/")[0] == 308
 
     targets = [["http", "one.example", "/b"], ["https", "secure.example", "/"]]
-    load = subprocess.Popen([*c.netns.prefix(), sys.executable, "-c", LOAD, ip, "10", str(tmp_path / "tls.crt"),
+    stop = tmp_path / "load.stop"
+    load = subprocess.Popen([*c.netns.prefix(), sys.executable, "-c", LOAD, ip, str(stop), str(tmp_path / "tls.crt"),
                              json.dumps(targets)], stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(2)
         c.kubectl("apply", "-f", "-", input=json.dumps(web("alpha")))
-        harness.eventually(lambda: get("http://one.example/b")[1].startswith("alpha"), timeout=10,
+        harness.eventually(lambda: get("http://one.example/b")[1].startswith("alpha"), timeout=30,
                            what="/b switched to alpha")
+        time.sleep(1)
+        stop.touch()
         out, _ = load.communicate(timeout=60)
     finally:
         if load.poll() is None:
