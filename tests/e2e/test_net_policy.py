@@ -35,6 +35,14 @@ spec:
 SERVE = "mkdir -p /www && echo $(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"
 SLEEP = "exec sleep 3600"
 
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: server}
+spec:
+  selector: {app: server}
+  ports: [{port: 80, targetPort: http}]
+"""
 DENY_ALL_INGRESS = """
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -88,9 +96,10 @@ def pod(cluster, ns: str, name: str, node: str, app: str, command: str = SLEEP) 
 
 
 def fetch(cluster, ns: str, client: str, ip: str) -> str | None:
-    """What ``client`` gets from the server at ``ip`` (its hostname), or None if refused."""
+    """What ``client`` gets from the server at ``ip`` (``ip`` or ``ip:port``; port 8080 by
+    default): the server's hostname, or None if refused."""
     # busybox's own `wget -T` crashes in this image; its `timeout` applet bounds the try instead
-    done = cluster.kubectl("exec", "-n", ns, client, "--", "timeout", "5", "wget", "-qO-", f"http://{ip}:8080/",
+    done = cluster.kubectl("exec", "-n", ns, client, "--", "timeout", "5", "wget", "-qO-", f"http://{ip if ':' in ip else ip + ':8080'}/",
                            check=False)
     return done.stdout.strip() if done.returncode == 0 else None
 
@@ -130,6 +139,10 @@ def test_default_deny_then_an_allow_rule_reopens_exactly_the_chosen_path(multino
         c.wait_pods(ns, "app", lambda ps: len(ps) == 4 and all(running_and_ready(p) for p in ps), timeout=120)
         c.wait_pods(other, "app", lambda ps: len(ps) == 1 and all(running_and_ready(p) for p in ps), timeout=120)
         ip = json.loads(c.kubectl("get", "pod", "server", "-n", ns, "-o", "json").stdout)["status"]["podIP"]
+        create(c, ns, SERVICE)
+        vip = json.loads(c.kubectl("get", "service", "server", "-n", ns, "-o", "json").stdout)["spec"]["clusterIP"]
+        vip = f"{vip}:80"
+        assert reaches(c, ns, "intruder", vip)       # kube-proxy (iptables mode) programmed the Service
 
         # no policy: everyone gets in
         for where, client in ((ns, "client"), (ns, "client-far"), (ns, "intruder"), (other, "client")):
@@ -146,6 +159,9 @@ def test_default_deny_then_an_allow_rule_reopens_exactly_the_chosen_path(multino
         assert reaches(c, ns, "client-far", ip)
         assert fetch(c, ns, "intruder", ip) is None
         assert fetch(c, other, "client", ip) is None
+        # through the Service too: kube-proxy's DNAT comes first, the policy judges the pod behind it
+        assert reaches(c, ns, "client-far", vip)
+        assert fetch(c, ns, "intruder", vip) is None
 
         # a namespaceSelector AND podSelector peer lets the other namespace's client in, no one else
         create(c, ns, ALLOW_NAMESPACE.format(other=other))
@@ -156,6 +172,7 @@ def test_default_deny_then_an_allow_rule_reopens_exactly_the_chosen_path(multino
         create(c, ns, DENY_CLIENT_EGRESS)
         assert refused(c, ns, "client", ip)
         assert refused(c, ns, "client-far", ip)
+        assert fetch(c, ns, "client", vip) is None
         c.kubectl("delete", "networkpolicy", "client-egress", "-n", ns)
         assert reaches(c, ns, "client", ip)
 
