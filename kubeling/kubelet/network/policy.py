@@ -194,12 +194,12 @@ class NetworkPolicyController:
         """Recompute and apply the node's rules; False when they could not be applied."""
         try:
             rules = self.compute()
+            self._report(rules)
+            text = "" if rules.empty else render_nft(rules, node_name=self.node_name)
         except Exception as e:  # noqa: BLE001 - a bug on some object must not stop enforcement
             log.exception("network policy: computing the rules of node %s failed", self.node_name)
             self._event_on_node("FailedToComputeNetworkPolicies", str(e))
             return False
-        self._report(rules)
-        text = "" if rules.empty else render_nft(rules, node_name=self.node_name)
         if text == self._applied and not force:
             return True
         started = time.monotonic()
