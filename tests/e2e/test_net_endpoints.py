@@ -102,6 +102,12 @@ def test_a_deployments_service_gets_slices_and_endpoints(multinode_cluster, mult
     assert k["metadata"]["labels"] == {"kubernetes.io/service-name": "kubernetes"}
     assert k["endpoints"][0]["addresses"] == [c.state().server_ip]
 
+    # the Service goes: its slices (owned by it) and its Endpoints go with it
+    c.kubectl("delete", "service", "web", "-n", ns)
+    harness.eventually(lambda: not _slices(c, ns) and c.kubectl("get", "endpoints", "web", "-n", ns,
+                                                                check=False).returncode != 0,
+                       timeout=30, interval=0.5, what="web's slices and Endpoints gone")
+
 
 def _ready_of(cluster, ns: str, pod: str) -> tuple[bool | None, bool | None]:
     """(pod Ready, its endpoint's ready): the pod read first, then the slices."""
@@ -143,6 +149,7 @@ def test_a_pod_failing_readiness_leaves_the_ready_endpoints_and_comes_back(multi
 
     c.kubectl("exec", "-n", ns, victim, "--", "rm", "/www/ready")
     probe, lag = _measure(c, ns, victim, False)
+    print(f"readiness lost: kubelet {probe:.2f}s, endpoint {lag:.2f}s after")
     # the kubelet needs a probe period or two; the controllers then have ~1 s (slack for 2 cores)
     assert probe < 10, f"the kubelet took {probe:.1f}s to report the failed probe"
     assert lag < 3, f"the endpoint stayed ready {lag:.2f}s after the pod turned unready"
@@ -159,6 +166,7 @@ def test_a_pod_failing_readiness_leaves_the_ready_endpoints_and_comes_back(multi
 
     c.kubectl("exec", "-n", ns, victim, "--", "sh", "-c", "echo ok > /www/ready")
     probe, lag = _measure(c, ns, victim, True)
+    print(f"readiness back: kubelet {probe:.2f}s, endpoint {lag:.2f}s after")
     assert lag < 3, f"the endpoint came back {lag:.2f}s after the pod turned ready"
     harness.eventually(lambda: len([a for ss in get_json(c, "endpoints", "web", "-n", ns)["subsets"]
                                     for a in ss.get("addresses") or ()]) == 3,
