@@ -137,6 +137,7 @@ class IngressController:
         self.emitted: set[tuple[str, str, str]] = set()
         self.status_retry = False
         self.serving = False       # nginx started and has not exited since
+        self.class_ready = False   # our IngressClass exists (or was made)
         self.syncs = 0
 
     # -- events in ---------------------------------------------------------------------------
@@ -179,6 +180,7 @@ class IngressController:
             log.warning("cannot list IngressClasses: %s", e)
             return
         if any(ic["metadata"]["name"] == name for ic in existing):
+            self.class_ready = True
             return
         another_default = any((ic["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"
                               for ic in existing)
@@ -190,9 +192,11 @@ class IngressController:
             ic["metadata"]["annotations"] = {DEFAULT_CLASS_ANNOTATION: "true"}
         try:
             await self.client.create(*NET, "ingressclasses", ic)
+            self.class_ready = True
             log.info("created IngressClass %s (controller %s%s)", name, self.opts.controller_class,
                      "" if another_default else ", the default")
         except StatusError as e:
+            self.class_ready = e.code == 409
             if e.code != 409:
                 log.warning("cannot create IngressClass %s: %s", name, e)
         except TransportError as e:
@@ -200,7 +204,8 @@ class IngressController:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.ensure_ingress_class()
-        self.factory.start(stop)
+        halt = asyncio.Event()     # the informers' stop: ``stop``, or this loop ending on a crash
+        self.factory.start(halt)
         crashed = self.factory.failure()
         await self.factory.wait_for_cache_sync(60)
         self.dirty.set()
@@ -244,6 +249,7 @@ class IngressController:
                     log.error("nginx is not serving; retrying in %.0fs", retry_in)
                     retry_in = min(retry_in * 2, 60.0)
         finally:
+            halt.set()
             await asyncio.shield(self._shutdown())
 
     async def _shutdown(self) -> None:
@@ -273,6 +279,8 @@ class IngressController:
 
     async def sync(self) -> None:
         self.syncs += 1
+        if not self.class_ready:
+            await self.ensure_ingress_class()   # the API was unreachable at start
         ours, services, slices, secrets = self._inputs()
         cfg, problems, text = self._render(ours, services, slices, secrets)
         bad: dict[str, str] = {}
@@ -370,8 +378,6 @@ class IngressController:
             except TransportError as e:
                 log.warning("ingress %s: cannot update status: %s", key_of(ing), e)
                 self.status_retry = True
-        if self.status_retry:
-            self.dirty.set()
 
 
 def default_publish_address(opts: Options, server_url: str) -> list[str]:
