@@ -281,6 +281,7 @@ class Reconciler:
                     updating.append(name)
             elif labels_changed:
                 new = copy.deepcopy(s)
+                new["endpoints"] = list(new.get("endpoints") or [])
                 new["metadata"]["labels"] = dict(labels)
                 by_name[name] = new
                 updating.append(name)
@@ -303,7 +304,7 @@ class Reconciler:
                 fill = self.new_slice(service, ports, address_type)
             else:
                 fill = copy.deepcopy(fill)
-                fill.setdefault("endpoints", [])
+                fill["endpoints"] = list(fill.get("endpoints") or [])
                 by_name[fill["metadata"]["name"]] = fill
             while pending and len(fill["endpoints"]) < self.max:
                 fill["endpoints"].append(pending.pop(0))

@@ -243,3 +243,38 @@ def test_a_pod_on_an_unknown_node_is_left_out_but_the_rest_is_written():
             events = await h.events()
             assert any(r == "FailedToUpdateEndpointSlices" and "Node gone Not Found" in m for r, m in events)
     run(main())
+
+
+def test_an_existing_slice_with_null_endpoints_and_old_labels_is_reused():
+    old = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": "web-old", "namespace": "default", "generateName": "web-",
+                        "labels": {"stale": "yes", "kubernetes.io/service-name": "web",
+                                   "endpointslice.kubernetes.io/managed-by": CONTROLLER_NAME},
+                        "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": "web",
+                                             "uid": "uid-svc-web", "controller": True}]},
+           "addressType": "IPv4", "endpoints": None,
+           "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
+
+    async def main():
+        async with harness(service(), old, pod("a", "10.42.0.1")) as h:
+            (s,) = h.slices()
+            assert s["metadata"]["name"] == "web-old" and "stale" not in s["metadata"]["labels"]
+            assert [e["targetRef"]["name"] for e in s["endpoints"]] == ["a"]
+    run(main())
+
+
+def test_a_slice_of_an_older_service_with_the_same_name_is_replaced():
+    old = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": "web-gone", "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": "web",
+                                   "endpointslice.kubernetes.io/managed-by": CONTROLLER_NAME},
+                        "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": "web",
+                                             "uid": "uid-of-a-deleted-web", "controller": True}]},
+           "addressType": "IPv4", "endpoints": [], "ports": []}
+
+    async def main():
+        async with harness(service(), old, pod("a", "10.42.0.1")) as h:
+            (s,) = h.slices()
+            assert s["metadata"]["name"] != "web-gone"
+            assert s["metadata"]["ownerReferences"][0]["uid"] == "uid-svc-web"
+    run(main())
