@@ -108,7 +108,7 @@ def test_node_port_from_the_host(lab, proxy):
 
 
 def test_external_traffic_policy_local_keeps_the_client_ip(lab, proxy):
-    svc = ServicePort("10.43.0.24", 80, node_port=30081, external_policy_local=True)
+    svc = ServicePort("10.43.0.24", 80, node_port=30081, load_balancer_ips=(LB_IP,), external_policy_local=True)
     proxy.sync({WEB: svc}, {WEB: eps(lab, local=(2,))})
     answers = lab.connect_many("host", NODE_IP, 30081, 15)
     assert set(pods_hit(answers)) == {"p2"} and sources(answers) == {HOST_IP}
@@ -119,6 +119,11 @@ def test_external_traffic_policy_local_keeps_the_client_ip(lab, proxy):
     t0 = time.monotonic()
     assert lab.connect_many("host", NODE_IP, 30081, 1, timeout=1.0) == [None]
     assert time.monotonic() - t0 >= 0.9
+    # (the LB IP is not served either; the lab's node has no route onwards for it, so routing
+    # answers before the forward hook's drop)
+    assert lab.connect_many("host", LB_IP, 80, 1, timeout=1.0) == [None]
+    # ... while pods still short-circuit to the cluster's endpoints
+    assert set(pods_hit(lab.connect_many("p0", LB_IP, 80, 30))) == {"p0", "p1", "p2"}
 
 
 def test_load_balancer_ip_and_source_ranges(lab, proxy):

@@ -350,3 +350,16 @@ def test_one_bad_service_is_left_out_not_the_others(netns, proxier):
     assert proxier.count_leaks()["elements"] > 10
     out = nft_in(netns, "list", "map", "ip", "kube-proxy", "service-ips").stdout
     assert "10.43.0.20 . tcp . 80" in out and "10.43.9.9" not in out
+
+
+def test_libnftables_runs_in_process(netns):
+    """The proxier applies its transactions through libnftables (no fork+exec per sync) when
+    the library is there, as with Debian's nftables; ``KUBELING_NFT_EXEC=1`` forces ``nft``."""
+    code = ("import asyncio; from kubeling.proxy import nftables as n; assert n._libnftables() is not None; "
+            "asyncio.run(n.run_nft('add table ip kube-proxy-libtest\\n')); "
+            "print(asyncio.run(n._nft_json('list', 'tables')))")
+    r = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr
+    assert "kube-proxy-libtest" in r.stdout
+    assert nft_in(netns, "delete", "table", "ip", "kube-proxy-libtest").returncode == 0
