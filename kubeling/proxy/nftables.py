@@ -416,11 +416,11 @@ def skeleton(node: NodeContext, *, recreate_base_chains: bool = False,
 
 def nodeport_addresses(node: NodeContext) -> list[str] | None:
     """The node IPs NodePorts answer on; None when every local address does (a 0.0.0.0/0 in
-    ``nodeport_addresses``). Without ``nodeport_addresses``, the node's IPs (upstream's
-    nftables default, "primary")."""
+    ``nodeport_addresses``, or no node IP known). Without ``nodeport_addresses``, the node's
+    IPs (upstream's nftables default, "primary")."""
     v4 = [ip for ip in node.node_ips if ":" not in ip and not ip.startswith("127.")]
     if not node.nodeport_addresses:
-        return v4
+        return v4 or None          # a node without an address of its own: every local address
     nets = []
     for cidr in node.nodeport_addresses:
         try:

@@ -1,0 +1,119 @@
+"""kube-proxy in nftables mode in a real cluster (issue 8, acceptance 2 and 11 for this mode): a
+private 2-node cluster whose agents run ``kubeling proxy --proxy-mode=nftables``. Three httpd
+pods on both nodes answer their hostname; 30 new connections from a pod through the ClusterIP
+hit every pod (random balancing, as upstream's ``numgen random``), ClientIP affinity sticks, a
+NodePort answers from the test host on both nodes' IPs, and deleting the Service leaves no
+chain, set or map element of it in any node's ``ip kube-proxy`` table."""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+
+import harness
+import multinode
+import pytest
+import workloads
+
+SCRIPT = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"
+
+
+def pod(name: str, node: str, labels: dict, command: list[str]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+                       "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+                                "containers": [{"name": "c", "image": "docker.io/library/busybox:latest",
+                                                "command": command, "ports": [{"containerPort": 8080}]}]}})
+
+
+SERVICE = """apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  selector: {{app: rr}}
+  sessionAffinity: {affinity}
+  ports: [{{port: 80, targetPort: 8080}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def nftables_cluster(tmp_path_factory, images_dir):
+    c = multinode.MultiNodeCluster(tmp_path_factory.mktemp("nftables"), images_dir=images_dir, nodes=2,
+                                   agent_args=("--kube-proxy-arg=proxy-mode=nftables",))
+    try:
+        c.start()
+    except (harness.ServerNotReady, harness.CommandFailed) as e:
+        c.destroy()
+        pytest.fail(str(e), pytrace=False)
+    yield c
+    c.destroy()
+
+
+def _loop(cluster, ns: str, url: str, n: int) -> list[str]:
+    script = f"for i in $(seq {n}); do timeout 5 wget -q -O - {url} || echo FAIL; done"
+    done = cluster.kubectl("exec", "-n", ns, "client", "--", "sh", "-c", script, timeout=30 + 6 * n)
+    return done.stdout.split()
+
+
+def test_nftables_balancing_affinity_nodeport_and_cleanup(nftables_cluster):
+    c = nftables_cluster
+    ns = "nftables"
+    c.kubectl("create", "namespace", ns)
+    harness.eventually(lambda: c.kubectl("get", "serviceaccount", "default", "-n", ns, check=False).returncode == 0,
+                       timeout=30, what="the default ServiceAccount")
+    state = c.state()
+    nodes = sorted(state.nodes)
+    for i in range(3):
+        c.kubectl("apply", "-n", ns, "-f", "-", input=pod(f"web-{i}", nodes[i % 2], {"app": "rr"}, ["sh", "-c", SCRIPT]))
+    c.kubectl("apply", "-n", ns, "-f", "-", input=pod("client", nodes[0], {"app": "client"}, ["sleep", "3600"]))
+    workloads.wait_pods(c, ns, "app=rr", 3, timeout=180)
+    workloads.wait_pods(c, ns, "app=client", 1, timeout=180)
+    c.kubectl("apply", "-n", ns, "-f", "-", input=SERVICE.format(affinity="None"))
+    svc = workloads.get_json(c, "service", "web", "-n", ns)
+    vip, node_port = svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["nodePort"]
+    url = f"http://{vip}/"
+
+    # the proxy has all three endpoints once a few connections reach all three pods
+    harness.eventually(lambda: len(set(_loop(c, ns, url, 6)) - {"FAIL"}) == 3, timeout=60, interval=1,
+                       what="the service reaching all 3 pods")
+    hits = collections.Counter(_loop(c, ns, url, 30))
+    assert set(hits) == {"web-0", "web-1", "web-2"} and sum(hits.values()) == 30, hits
+    # the service's verdict map entry and chains are in every node's table
+    for node in nodes:
+        table = subprocess.run(["ip", "netns", "exec", state.nodes[node].netns, "nft", "list", "table", "ip",
+                                "kube-proxy"], capture_output=True, text=True, check=True).stdout
+        assert f"{vip} . tcp . 80 : goto service-" in table and f"tcp . {node_port} : goto external-" in table
+        assert table.count(f"-{ns}/web/tcp/__") >= 3        # endpoint chains
+
+    # NodePort from the test host, on both nodes' addresses (one of them runs one pod only)
+    for node in nodes:
+        ip = state.nodes[node].ip
+        got = collections.Counter()
+        for _ in range(3):
+            r = subprocess.run([*c.netns.prefix(), sys.executable, "-c",
+                                f"import urllib.request; print(urllib.request.urlopen('http://{ip}:{node_port}/', "
+                                "timeout=5).read().decode().strip())"], capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r.stderr
+            got[r.stdout.strip()] += 1
+        assert set(got) <= {"web-0", "web-1", "web-2"} and sum(got.values()) == 3, got
+
+    # ClientIP affinity: the client sticks to one pod
+    c.kubectl("apply", "-n", ns, "-f", "-", input=SERVICE.format(affinity="ClientIP"))
+    harness.eventually(lambda: len(set(_loop(c, ns, url, 10))) == 1, timeout=60, interval=1,
+                       what="ClientIP affinity in force")
+    assert len(set(_loop(c, ns, url, 10)) - {"FAIL"}) == 1
+
+    # deleting the Service removes its chains, sets and map elements on every node
+    c.kubectl("delete", "service", "web", "-n", ns)
+
+    def no_rules() -> bool:
+        for node in nodes:
+            table = subprocess.run(["ip", "netns", "exec", state.nodes[node].netns, "nft", "list", "table", "ip",
+                                    "kube-proxy"], capture_output=True, text=True, check=True).stdout
+            if f"{ns}/web" in table or vip in table or str(node_port) in table:
+                return False
+        return True
+    harness.eventually(no_rules, timeout=30, interval=0.5, what="the service's rules gone from every node")
+    c.kubectl("delete", "namespace", ns, "--wait=false", check=False)
