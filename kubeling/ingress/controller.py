@@ -21,7 +21,8 @@ for the controller to record on the Ingress). Precedence, as the API and ingress
   it names, by number or by name, through the Service's EndpointSlices (label
   ``kubernetes.io/service-name``); no Service, no such port or no ready endpoint gives 503;
 - ``spec.tls`` hosts get the certificate of their ``kubernetes.io/tls`` Secret (same namespace)
-  and an HTTP->HTTPS redirect; a rule host no ``hosts`` list names (an entry may list none)
+  and an HTTP->HTTPS redirect (per location, as the annotations of `kubeling.ingress.annotations`
+  may turn it off or force it); a rule host no ``hosts`` list names (an entry may list none)
   takes a certificate of its Ingress whose DNS names cover it; a missing or bad Secret leaves the host on the default
   certificate, without redirect, and says so in an Event.
 """
@@ -32,7 +33,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubeling.ingress import ssl
+from kubeling.ingress import annotations, ssl
 from kubeling.ingress.types import (CATCH_ALL, PATH_EXACT, PATH_IMPL, PATH_PREFIX, Backend, Configuration, Endpoint,
                                     Location, Server, SSLCert)
 
@@ -190,6 +191,9 @@ def build_configuration(ingresses: list[dict], services: dict[str, dict], slices
     def add_ingress(ing: dict) -> None:
         spec = ing.get("spec") or {}
         ikey = key_of(ing)
+        conf, unusable = annotations.parse(ing)
+        for message in unusable:
+            problems.append(Problem(ing, "InvalidAnnotation", message + ": using the default"))
         hosts: list[str] = []
         for rule in spec.get("rules") or ():
             host = rule.get("host") or CATCH_ALL
@@ -206,12 +210,12 @@ def build_configuration(ingresses: list[dict], services: dict[str, dict], slices
                                             f"path {path!r} holds characters this controller does not accept"))
                     continue
                 srv.locations.append(Location(path, PATH_EXACT if ptype == PATH_EXACT else PATH_PREFIX,
-                                              backend_for(ing, p.get("backend")), ikey))
+                                              backend_for(ing, p.get("backend")), ikey, config=conf))
         default_backend = spec.get("defaultBackend")
         if default_backend:
             be = backend_for(ing, default_backend)
             for host in dict.fromkeys(hosts + [CATCH_ALL]):
-                defaults.append((host, Location("/", PATH_PREFIX, be, ikey, is_default_backend=True)))
+                defaults.append((host, Location("/", PATH_PREFIX, be, ikey, is_default_backend=True, config=conf)))
         for tls in spec.get("tls") or ():
             if not tls.get("secretName"):
                 continue
@@ -221,7 +225,7 @@ def build_configuration(ingresses: list[dict], services: dict[str, dict], slices
                 for h in targets:
                     srv = server(h)
                     if srv.ssl is None and cert is not None:
-                        srv.ssl, srv.ssl_redirect = cert, True
+                        srv.ssl = cert
         for host in hosts:
             # a rule host named by no tls entry takes a certificate of the Ingress valid for it
             # (ingress-nginx matches the certificate's names when the hosts lists do not)
@@ -231,7 +235,7 @@ def build_configuration(ingresses: list[dict], services: dict[str, dict], slices
             for tls in spec.get("tls") or ():
                 cert = cert_of(ing, tls["secretName"]) if tls.get("secretName") else None
                 if cert is not None and any(n == host or _wildcard_covers(n, host) for n in cert.hosts):
-                    srv.ssl, srv.ssl_redirect = cert, True
+                    srv.ssl = cert
                     break
 
     for ing in ordered:
@@ -248,7 +252,10 @@ def build_configuration(ingresses: list[dict], services: dict[str, dict], slices
         if srv.ssl is None:
             for pattern, s in list(servers.items()):
                 if s.ssl is not None and _wildcard_covers(pattern, srv.hostname):
-                    srv.ssl, srv.ssl_redirect = s.ssl, True
+                    srv.ssl = s.ssl
+    for srv in servers.values():
+        for loc in srv.locations:
+            loc.ssl_redirect = loc.config.force_ssl_redirect or (srv.ssl is not None and loc.config.ssl_redirect)
     cfg = Configuration(backends=sorted(backends.values(), key=lambda b: b.name),
                         servers=sorted(servers.values(), key=lambda s: s.hostname))
     return cfg, problems

@@ -19,8 +19,10 @@ Contracts:
   regular expressions, as the API prefers an exact host over a wildcard.
 - Every server listens on the HTTP and the HTTPS port; a server without a certificate of its
   own answers TLS with the controller's default (self-signed) certificate, SNI picks the
-  server. A server with TLS redirects plain HTTP with 308 to HTTPS (ingress-nginx's default
-  ``ssl-redirect``/``http-redirect-code``) and sends HSTS on HTTPS (its ``hsts`` default).
+  server. A location the model marks ``ssl_redirect`` answers plain HTTP with 308 to HTTPS
+  (ingress-nginx's ``ssl-redirect``/``http-redirect-code``); a server with TLS sends HSTS on
+  HTTPS (its ``hsts`` default). Per-location annotations (`kubeling.ingress.annotations`) become
+  directives inside the location.
 - A location whose backend has no ready endpoint answers 503; one with no backend at all
   (the catch-all without a ``defaultBackend``) answers 404.
 """
@@ -54,20 +56,26 @@ def location_blocks(loc: Location) -> list[tuple[str, str]]:
     return [("= " + quote(loc.path), loc.path), (quote(loc.path + "/"), loc.path + "/")]
 
 
-def _location_body(loc: Location, backends: dict[str, Backend], server: Server) -> list[str]:
+def _location_body(loc: Location, backends: dict[str, Backend], opts: RenderOptions) -> list[str]:
     out = []
+    if loc.ssl_redirect:
+        port = "" if opts.https_port == 443 else f":{opts.https_port}"
+        out += ["if ($scheme = http) {", f"    return 308 https://$host{port}$request_uri;", "}"]
     if loc.backend is None:
-        return ["return 404;"]
+        return out + ["return 404;"]
     be = backends.get(loc.backend)
     if be is None or not be.endpoints:
-        return ["return 503;"]
-    out += [
-        f"set $namespace {quote(be.namespace)};",
-        f"set $ingress_name {quote(loc.ingress.partition('/')[2])};",
-        f"set $service_name {quote(be.service)};",
-        f"set $service_port {quote(be.port)};",
-        f"proxy_pass http://{be.name};",
-    ]
+        return out + ["return 503;"]
+    conf = loc.config
+    if conf.body_size:
+        out += [f"client_max_body_size {conf.body_size};", "proxy_request_buffering off;"]
+    for name, value in (("connect", conf.connect_timeout), ("send", conf.send_timeout), ("read", conf.read_timeout)):
+        if value:
+            out.append(f"proxy_{name}_timeout {value}s;")
+    scheme = "https" if conf.backend_protocol == "HTTPS" else "http"
+    if scheme == "https":
+        out += ["proxy_ssl_server_name on;", "proxy_ssl_verify off;"]
+    out.append(f"proxy_pass {scheme}://{be.name};")
     return out
 
 
@@ -85,11 +93,6 @@ def _server(server: Server, backends: dict[str, Backend], opts: RenderOptions) -
                   f"    ssl_certificate_key {quote(server.ssl.pem_path)};"]
     if server.ssl is not None:
         lines.append("    add_header Strict-Transport-Security $hsts_header always;")
-    if server.ssl_redirect:
-        port = "" if opts.https_port == 443 else f":{opts.https_port}"
-        lines += ["    if ($scheme = http) {",
-                  f"        return 308 https://$host{port}$request_uri;",
-                  "    }"]
     blocks: list[tuple[str, str, Location]] = []
     seen: set[str] = set()
     for loc in server.locations:
@@ -101,7 +104,7 @@ def _server(server: Server, backends: dict[str, Backend], opts: RenderOptions) -
     blocks.sort(key=lambda b: (-len(b[2].path), not b[0].startswith("="), b[0]))
     for spec, _, loc in blocks:
         lines.append(f"    location {spec} {{")
-        lines += ["        " + line for line in _location_body(loc, backends, server)]
+        lines += ["        " + line for line in _location_body(loc, backends, opts)]
         lines.append("    }")
     lines.append("}")
     return lines

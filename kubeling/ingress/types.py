@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kubeling.ingress.annotations import LocationConfig
+
 CATCH_ALL = "_"           # the default server's name, as ingress-nginx's
 PATH_PREFIX, PATH_EXACT, PATH_IMPL = "Prefix", "Exact", "ImplementationSpecific"
 
@@ -41,6 +43,8 @@ class Location:
     backend: str | None            # a Backend name; None answers 404 (no default backend)
     ingress: str = ""              # <namespace>/<name> of the Ingress that defined it
     is_default_backend: bool = False
+    config: LocationConfig = field(default_factory=LocationConfig)   # from the Ingress's annotations
+    ssl_redirect: bool = False     # answer plain HTTP with a 308 to HTTPS (decided by the model)
 
 
 @dataclass
@@ -58,7 +62,6 @@ class Server:
     hostname: str                  # an exact host, "*.example.com", or CATCH_ALL
     locations: list[Location] = field(default_factory=list)
     ssl: SSLCert | None = None
-    ssl_redirect: bool = False
 
 
 @dataclass

@@ -77,7 +77,7 @@ def locations(block: str) -> list[tuple[str, str]]:
     out = []
     for m in re.finditer(r"location (.*?) \{\n(.*?)\n        \}", block, re.S):
         body = m.group(2)
-        what = re.search(r"proxy_pass http://(\S+);|return (\d+);", body)
+        what = re.search(r"proxy_pass https?://(\S+);|return (?!308)(\d+);", body)
         out.append((m.group(1), what.group(1) or what.group(2)))
     return out
 
@@ -230,7 +230,11 @@ def test_render_is_deterministic_and_real_nginx_accepts_it(tmp_path):
                           rule("*.wild.example", ("/b", "Exact", backend("b"))),
                           rule(None, ("/any", "Prefix", backend("b")))],
                     default=backend("a"), tls=[{"hosts": ["secure.example"], "secretName": "good"}]),
-            ingress("y", [rule("secure.example", ("/q", "Prefix", backend("missing")))])]
+            ingress("y", [rule("secure.example", ("/q", "Prefix", backend("missing")))]),
+            ingress("z", [rule("secure.example", ("/z", "Prefix", backend("b")))])]
+    p = "nginx.ingress.kubernetes.io/"
+    ings[2]["metadata"]["annotations"] = {p + "proxy-body-size": "8m", p + "proxy-connect-timeout": "2",
+                                          p + "backend-protocol": "HTTPS", p + "force-ssl-redirect": "true"}
     cfg, _ = build(ings, services, slices, secrets, tmp_path / "certs")
     (tmp_path / "certs").mkdir()
     for s in cfg.servers:
@@ -261,7 +265,8 @@ def test_wildcard_tls_covers_one_label_hosts_and_a_default_backend_only_ingress(
     cfg, problems = build(ings, services, slices, secrets, tmp_path)
     assert problems == []
     by_host = {s.hostname: s for s in cfg.servers}
-    assert by_host["a.wild.example"].ssl is not None and by_host["a.wild.example"].ssl_redirect
+    assert by_host["a.wild.example"].ssl is not None
+    assert all(loc.ssl_redirect for loc in by_host["a.wild.example"].locations)
     assert by_host["a.b.wild.example"].ssl is None                  # two labels: not covered
     text = text_of(cfg, tmp_path)
     assert locations(server_block(text, "_")) == [('"/"', "default-d-80")]
@@ -296,3 +301,33 @@ def test_one_malformed_ingress_is_left_out_and_the_others_served(tmp_path):
     cfg, problems = build([bad, good], services, slices)
     assert [(p.ingress["metadata"]["name"], p.reason) for p in problems] == [("bad", "InvalidIngress")]
     assert locations(server_block(text_of(cfg, tmp_path), "good.example"))[0] == ('"/"', "default-a-80")
+
+
+def test_ingress_nginx_annotations_become_location_directives(tmp_path):
+    services, slices = world(("a", ["10.42.0.5"]))
+    crt, key = make_cert("secure.example")
+    secrets = {"default/s": tls_secret("s", crt, key)}
+    p = "nginx.ingress.kubernetes.io/"
+    tuned = ingress("tuned", [rule("secure.example", ("/upload", "Prefix", backend("a")))],
+                    tls=[{"hosts": ["secure.example"], "secretName": "s"}])
+    tuned["metadata"]["annotations"] = {p + "ssl-redirect": "false", p + "proxy-body-size": "64m",
+                                        p + "proxy-read-timeout": "600", p + "backend-protocol": "HTTPS",
+                                        p + "proxy-send-timeout": "soon"}
+    forced = ingress("forced", [rule("plain.example", ("/", "Prefix", backend("a")))])
+    forced["metadata"]["annotations"] = {p + "force-ssl-redirect": "true"}
+    plain = ingress("plain", [rule("secure.example", ("/", "Prefix", backend("a")))])
+    cfg, problems = build([tuned, forced, plain], services, slices, secrets, tmp_path)
+    assert [(x.ingress["metadata"]["name"], x.reason) for x in problems] == [("tuned", "InvalidAnnotation")]
+    assert "proxy-send-timeout" in problems[0].message
+    text = text_of(cfg, tmp_path)
+    secure = server_block(text, "secure.example")
+    upload = secure[secure.index('location "/upload/"'):]
+    upload = upload[:upload.index("\n        }")]
+    assert "308" not in upload                                   # ssl-redirect: "false"
+    for directive in ("client_max_body_size 64m;", "proxy_request_buffering off;", "proxy_read_timeout 600s;",
+                      "proxy_pass https://default-a-80;", "proxy_ssl_verify off;"):
+        assert directive in upload, (directive, upload)
+    assert "proxy_send_timeout" not in upload
+    root = secure[secure.index('location "/"'):]
+    assert "return 308" in root[:root.index("\n        }")]        # the other Ingress keeps the default
+    assert "return 308 https://$host$request_uri;" in server_block(text, "plain.example")   # forced
