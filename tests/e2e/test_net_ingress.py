@@ -321,6 +321,21 @@ def test_changing_an_ingress_under_load_drops_nothing(lab, tls_material):
     assert lab.get("http://one.example/b") == (200, "beta /b one.example http")
 
 
+def test_ingress_nginx_annotations(lab, tls_material):
+    ing = ingress("tuned", [{"host": "tuned.example", "http": {"paths": [path("/", "alpha")]}}])
+    ing["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/force-ssl-redirect": "true",
+                                      "nginx.ingress.kubernetes.io/proxy-body-size": "4m"}
+    lab.apply(ing)
+    harness.eventually(lambda: lab.get("http://tuned.example/")[0] == 308, timeout=30,
+                       what="force-ssl-redirect on a host without TLS")
+    body = lab.data_dir / "big.bin"
+    body.write_bytes(b"y" * 2_000_000)
+    # the default certificate: -k; the body is over the default 1m but under this Ingress's 4m
+    assert lab.get("https://tuned.example/", "-k", "--data-binary", f"@{body}") == (200, "alpha got 2000000 bytes")
+    assert lab.get("https://secure.example/", "--cacert", str(tls_material), "--data-binary", f"@{body}")[0] == 413
+    lab.kubectl("delete", "ingress", "tuned", "-n", NS)
+
+
 def test_a_request_in_flight_during_a_reload_completes(lab):
     """nginx's graceful reload: the old worker keeps the connection it serves until it is done."""
     assert lab.get("http://one.example/b")[0] == 200
