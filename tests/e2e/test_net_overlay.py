@@ -18,6 +18,7 @@ import workloads
 
 SCRIPT = """mkdir -p /www/cgi-bin
 hostname > /www/index.html
+head -c 300000 /dev/zero > /www/big
 cat > /www/cgi-bin/ip <<'EOF'
 #!/bin/sh
 echo "Content-Type: text/plain"
@@ -65,8 +66,14 @@ def remote_addr(text: str) -> str:
 
 
 def check_mesh(cluster, ns: str, pods: dict[str, dict]) -> None:
-    """Every pod reaches every other pod by pod IP, and sees the caller's own pod IP."""
+    """Every pod reaches every other pod by pod IP, and sees the caller's own pod IP; a transfer
+    of full-size packets gets through (the tunnel's smaller MTU is found by path MTU discovery)."""
     assert len({p["node"] for p in pods.values()}) == 3, pods
+    (src, _), (_, d) = list(pods.items())[:2]
+    done = cluster.kubectl("exec", "-n", ns, src, "--", "sh", "-c",
+                           f"timeout 20 wget -q -O /tmp/big http://{d['ip']}:8080/big && wc -c < /tmp/big",
+                           check=False, timeout=40)
+    assert done.returncode == 0 and done.stdout.strip() == "300000", done.stdout + done.stderr
     for src, s in pods.items():
         for dst, d in pods.items():
             if src == dst:
