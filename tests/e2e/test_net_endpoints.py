@@ -235,3 +235,45 @@ def test_servicelb_can_be_turned_off(make_cluster, args, on):
         assert not (get_json(c, "svc", "lb")["status"].get("loadBalancer") or {}).get("ingress")
         (row,) = _table(c, "svc", "lb")
         assert row["EXTERNAL-IP"] == "<pending>"
+
+
+LINGER = """
+apiVersion: v1
+kind: Pod
+metadata: {{name: linger, labels: {{app: linger}}}}
+spec:
+  terminationGracePeriodSeconds: 60
+  containers:
+  - name: web
+    image: {image}
+    command: ["sh", "-c", "trap '' TERM; mkdir -p /www && echo ok > /www/ready; httpd -f -p 8080 -h /www & wait; sleep 3600"]
+    ports: [{{name: http, containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: linger}}
+spec:
+  selector: {{app: linger}}
+  ports: [{{port: 80, targetPort: http}}]
+"""
+
+
+def test_a_terminating_pod_stays_in_the_slice_not_ready_and_leaves_the_endpoints(multinode_cluster,
+                                                                                 multinode_namespace):
+    c, ns = multinode_cluster, multinode_namespace
+    c.kubectl("apply", "-n", ns, "-f", "-", input=LINGER.format(image=BUSYBOX))
+    wait_pods(c, ns, "app=linger", 1, timeout=120)
+    harness.eventually(lambda: [e["conditions"]["ready"] for s in _slices(c, ns, "linger")
+                                for e in s.get("endpoints") or ()] == [True], timeout=30, interval=0.5,
+                       what="linger ready in its slice")
+    c.kubectl("delete", "pod", "linger", "-n", ns, "--wait=false")
+    try:
+        def terminating():
+            eps = [e for s in _slices(c, ns, "linger") for e in s.get("endpoints") or ()]
+            return len(eps) == 1 and eps[0]["conditions"]["terminating"] and eps[0]
+        e = harness.eventually(terminating, timeout=15, interval=0.3, what="linger terminating in its slice")
+        assert e["conditions"]["ready"] is False  # no new connections; serving is the kubelet's say
+        ep = get_json(c, "endpoints", "linger", "-n", ns)
+        assert not [a for ss in ep.get("subsets") or () for a in ss.get("addresses") or ()]
+    finally:
+        c.kubectl("delete", "pod", "linger", "-n", ns, "--grace-period=0", "--force", check=False)
