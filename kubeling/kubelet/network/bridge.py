@@ -6,7 +6,10 @@ Per node (`ensure_node`, at agent start; repeated lazily by the first `setup`)::
     unreachable <cluster CIDR>, unreachable <service CIDR>
         so that a packet to a pod of another node or to a Service VIP with no rule fails at once
         (ICMP unreachable) instead of leaving by the default route; the podCIDR's own route via
-        the bridge is more specific and wins
+        the bridge is more specific and wins (and the overlay's routes to other nodes' podCIDRs)
+    rule "iif lo to <service CIDR> lookup 1043", table 1043: <service CIDR> dev kubeling0
+        the node's own packets to a ClusterIP get a route, so that kube-proxy's DNAT (nat
+        OUTPUT, after routing) can send them on; see `ensure_node`
     net.ipv4.ip_forward = 1   (the one sysctl we set: pods are routed through the node)
 
 Per sandbox (`setup`)::
@@ -77,6 +80,10 @@ def bridge_mac(gateway: ipaddress.IPv4Address) -> str:
     return "0a:58:" + ":".join(f"{b:02x}" for b in gateway.packed)
 
 
+SERVICE_TABLE = 1043           # the routing table of the node's own route to the service CIDR
+SERVICE_RULE_PRIORITY = 1043
+
+
 class BridgeNetwork:
     """The node's pod network plugin; see the module docstring."""
 
@@ -102,12 +109,24 @@ class BridgeNetwork:
     # -- the node ---------------------------------------------------------------------------
 
     async def ensure_node(self) -> None:
-        """Bridge up, unreachable routes, ip_forward — idempotent."""
+        """Bridge up, unreachable routes, the node's own route to Services, ip_forward — idempotent."""
         async with AsyncIPRoute() as ipr:
-            await self._ensure_bridge(ipr)
+            index = await self._ensure_bridge(ipr)
             for cidr in (self.cluster_cidr, self.service_cidr):
                 await _ignore(errno.EEXIST, ipr.route(
                     "add", dst=str(cidr.network_address), dst_len=cidr.prefixlen, type="unreachable"))
+            # The node's own processes (hostNetwork pods, tools) reach ClusterIPs too. Their
+            # packets are routed before kube-proxy's DNAT in nat OUTPUT can change the
+            # destination, and the unreachable route would fail them at connect(). So locally
+            # made packets for the service CIDR (rule "iif lo") look up a table whose route
+            # points at the bridge: DNAT then re-routes them to the endpoint; a VIP with no
+            # rule ends as an unanswered ARP on the bridge (EHOSTUNREACH), never leaving the node.
+            svc = self.service_cidr
+            await _ignore(errno.EEXIST, ipr.route("add", dst=str(svc.network_address), dst_len=svc.prefixlen,
+                                                  oif=index, table=SERVICE_TABLE, prefsrc=str(self.gateway)))
+            await _ignore(errno.EEXIST, ipr.rule("add", table=SERVICE_TABLE, priority=SERVICE_RULE_PRIORITY,
+                                                 dst=str(svc.network_address), dst_len=svc.prefixlen,
+                                                 iifname="lo"))
         await asyncio.to_thread(_enable_ip_forward)
         # The hostPort chains are made by the first pod that has a hostPort, as portmap does:
         # a node whose iptables is unusable still runs every pod without one.

@@ -2,7 +2,7 @@
 
 Run in the agent's network namespace after its containers are gone (`runtime.cleanup`): deletes
 the bridge and any veth still on it, the hostPort chains and the jumps to them, the unreachable
-routes for the cluster and service CIDRs, and the IPAM state under ``<root>/network``. Blocking
+routes for the cluster and service CIDRs and the node's own route to Services (rule and table), and the IPAM state under ``<root>/network``. Blocking
 and idempotent; objects that are already gone are skipped.
 """
 
@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from kubeling.kubelet.network.bridge import DEFAULT_BRIDGE
+from kubeling.kubelet.network.bridge import DEFAULT_BRIDGE, SERVICE_TABLE
 from kubeling.kubelet.network.hostport import CHAIN, JUMP_COMMENT, JUMPS, MASQ_CHAIN
 
 
@@ -38,4 +38,7 @@ def cleanup(root: Path, *, bridge: str = DEFAULT_BRIDGE, cidrs: tuple[str, ...] 
     for cidr in cidrs:
         net = ipaddress.ip_network(cidr, strict=False)
         _run("ip", "route", "del", "unreachable", str(net))
+        while _run("ip", "rule", "del", "iif", "lo", "to", str(net), "lookup", str(SERVICE_TABLE)).returncode == 0:
+            pass
+    _run("ip", "route", "flush", "table", str(SERVICE_TABLE))
     shutil.rmtree(Path(root) / "network", ignore_errors=True)
