@@ -30,6 +30,9 @@ and ``pods/.../proxy`` use it with `target_ssl_context` for the ``https`` scheme
 proxy transport, which does not verify the target's certificate: pods serve whatever they like).
 A target that cannot be dialled answers 503 ``error trying to reach service: dial tcp ...``
 (or ``pod``). `redirect_to_slash` is upstream's redirect of ``.../proxy`` to ``.../proxy/``.
+With ``wrap=True`` (upstream's wrapped transport) a ``Location`` pointing back at the target is
+rewritten under the proxy path (`rewrite_location`) and the target's CORS headers are dropped;
+upstream's rewriting of links inside ``text/html`` bodies is not done.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import posixpath
 import ssl
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,12 +221,40 @@ def _dial_why(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+CORS_HEADERS = {"access-control-allow-credentials", "access-control-allow-headers", "access-control-allow-methods",
+                "access-control-allow-origin"}
+
+
+def rewrite_location(location: str, target: str, prefix: str) -> str:
+    """Upstream's ``Transport.rewriteURL`` for a ``Location`` the target (``host:port``) sent: an
+    absolute path on the target goes under ``prefix`` (the proxy path up to the target's path);
+    another host, or a path relative to the current one, is left alone."""
+    u = urllib.parse.urlsplit(location)
+    if (u.netloc and u.netloc != target) or not u.path.startswith("/"):
+        return location
+    scheme, netloc = (u.scheme, u.netloc) if u.netloc == target else ("", "")
+    new_path = u.path
+    if not u.path.startswith(prefix):
+        new_path = posixpath.normpath(posixpath.join(prefix, u.path.lstrip("/")))
+        if u.path.endswith("/") and not new_path.endswith("/"):
+            new_path += "/"
+    return urllib.parse.urlunsplit((scheme, netloc, new_path, u.query, u.fragment))
+
+
+def proxy_prefix(request: web.Request, target_path: str) -> str:
+    """The part of the request path in front of the target's path (upstream's PathPrepend)."""
+    suffix = target_path
+    if request.path.endswith("/") and not suffix.endswith("/"):
+        suffix += "/"
+    return request.path[:-len(suffix)] if suffix and request.path.endswith(suffix) else request.path
+
+
 async def relay_to(request: web.Request, host: str, port: int, path: str, query: str, *,
                    ssl_ctx: ssl.SSLContext | None = None, server_hostname: str | None = None,
-                   error_as_status: bool = False, target_kind: str = "") -> web.StreamResponse:
+                   error_as_status: bool = False, target_kind: str = "", wrap: bool = False) -> web.StreamResponse:
     """`relay` to ``host:port`` in TLS (``ssl_ctx``) or plain HTTP. ``target_kind`` ("service",
     "pod") makes a dial failure a 503 naming it, as upstream's service and pod proxies answer;
-    without it, a dial failure is the agent relay's 500."""
+    without it, a dial failure is the agent relay's 500. ``wrap``: see the module docstring."""
     upgrade = _is_upgrade(request)
     body = None if upgrade or not request.body_exists else await request.read()
     url = f"{'https' if ssl_ctx else 'http'}://{_authority(host, port)}{path}"
@@ -249,8 +282,13 @@ async def relay_to(request: web.Request, host: str, port: int, path: str, query:
         if error_as_status and not 200 <= status < 300:
             text = b"".join([c async for c in _body(reader, headers)]).decode("utf-8", "replace").strip()
             raise errors.StatusError(status, _reason(status), text)
-        out = web.StreamResponse(status=status, headers=[(k, v) for k, v in headers
-                                                         if k.lower() not in _HOP | {"date", "server"}])
+        drop = _HOP | {"date", "server"} | (CORS_HEADERS if wrap else set())
+        kept = [(k, v) for k, v in headers if k.lower() not in drop]
+        if wrap:
+            prefix = proxy_prefix(request, path)
+            kept = [(k, rewrite_location(v, _authority(host, port), prefix) if k.lower() == "location" else v)
+                    for k, v in kept]
+        out = web.StreamResponse(status=status, headers=kept)
         await out.prepare(request)
         with contextlib.suppress(ConnectionError):
             async for chunk in _body(reader, headers):

@@ -9,6 +9,8 @@ import contextlib
 
 from aiohttp import WSMsgType, web
 
+from kubeling.apiserver.proxy import rewrite_location
+
 from inprocess import api_server, http
 
 NS = "default"
@@ -22,6 +24,10 @@ def run(coro):
 async def target():
     """An HTTP server on 127.0.0.1 answering what it was asked (and a WebSocket echo at /ws)."""
     async def echo(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/redirect"):
+            where = {"/redirect": "/login?next=1", "/redirect-self": f"http://{request.host}/self/",
+                     "/redirect-away": "http://example.invalid/x", "/redirect-rel": "sub/page"}[request.path]
+            return web.Response(status=302, headers={"Location": where, "Access-Control-Allow-Origin": "*"})
         if request.path == "/ws":
             ws = web.WebSocketResponse()
             await ws.prepare(request)
@@ -183,4 +189,31 @@ def test_pod_proxy_needs_a_routable_pod_ip():
             assert r.status == 200, await r.text()
             r = await c.get(f"{pods}/p:8080/proxy/")
             assert r.status == 400 and (await r.json())["message"] == "address not allowed"
+    run(main())
+
+
+def test_rewrite_location_is_upstreams():
+    prefix = "/api/v1/namespaces/ns/services/web:80/proxy"
+    t = "10.42.1.5:8080"
+    assert rewrite_location("/login?a=1#f", t, prefix) == prefix + "/login?a=1#f"
+    assert rewrite_location("/dir/", t, prefix) == prefix + "/dir/"
+    assert rewrite_location(prefix + "/x", t, prefix) == prefix + "/x"          # already under the proxy
+    assert rewrite_location("http://10.42.1.5:8080/x", t, prefix) == "http://10.42.1.5:8080" + prefix + "/x"
+    assert rewrite_location("http://elsewhere/x", t, prefix) == "http://elsewhere/x"
+    assert rewrite_location("page.html", t, prefix) == "page.html"
+
+
+def test_service_proxy_rewrites_redirects_and_drops_cors_headers():
+    async def main():
+        api = await api_server()
+        async with target() as port, http(api) as c:
+            await create(c, SVC, service("web", [{"port": 80, "targetPort": port}]))
+            await create(c, EPS, endpoints("web", "127.0.0.1", [{"port": port}]))
+            base = f"{SVC}/web:80/proxy"
+            want = {"redirect": f"{base}/login?next=1", "redirect-self": f"http://127.0.0.1:{port}{base}/self/",
+                    "redirect-away": "http://example.invalid/x", "redirect-rel": "sub/page"}
+            for path, location in want.items():
+                r = await c.get(f"{base}/{path}", allow_redirects=False)
+                assert r.status == 302 and r.headers["Location"] == location, (path, r.headers.get("Location"))
+                assert "Access-Control-Allow-Origin" not in r.headers
     run(main())

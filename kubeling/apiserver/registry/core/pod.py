@@ -273,7 +273,7 @@ async def pod_proxy(request, pod: dict, info) -> web.StreamResponse:
     if redirect is not None:
         return redirect
     return await proxy.relay_to(request, pod_ip, int(port), info.proxy_path or "/", request.query_string,
-                                ssl_ctx=proxy.target_ssl_context() if https else None, target_kind="pod")
+                                ssl_ctx=proxy.target_ssl_context() if https else None, target_kind="pod", wrap=True)
 
 
 _TRUE = ("1", "t", "T", "true", "TRUE", "True")

@@ -77,7 +77,7 @@ class ServiceProxyREST:
                     return redirect
                 return await proxy.relay_to(request, ip, port, info.proxy_path or "/", request.query_string,
                                             ssl_ctx=proxy.target_ssl_context() if scheme == "https" else None,
-                                            target_kind="service")
+                                            target_kind="service", wrap=True)
         raise errors.StatusError(503, "ServiceUnavailable", f'no endpoints available for service "{info.name}"')
 
     async def _candidates(self, namespace: str, svc_name: str, port_name: str) -> list[tuple[str, int, dict | None]]:
