@@ -628,7 +628,7 @@ class Proxier:
 
     def _wanted(self, spn: ServicePortName, services: ServicePortMap, endpoints: EndpointsMap) -> ServiceRules | None:
         svc = services.get(spn)
-        if svc is None or not svc.cluster_ip:
+        if svc is None or not _v4(svc.cluster_ip):     # headless, ExternalName, IPv6 (an ip6 table: later)
             return None
         try:
             return service_rules(spn, svc, endpoints.get(spn, ()), self.node)
