@@ -294,9 +294,12 @@ class Overlay:
 
     async def _sync(self, ipr) -> None:
         self._dirty.clear()
-        await self.program(ipr, self.nodes.list() if self.nodes is not None else [])
-        if not self.published:
-            await self._publish()
+        try:
+            await self.program(ipr, self.nodes.list() if self.nodes is not None else [])
+        finally:
+            # published even when one peer's entry failed: the others must not wait for that peer
+            if not self.published and (self.backend != "vxlan" or self.device_index is not None):
+                await self._publish()
         self.syncs += 1
 
     async def program(self, ipr, nodes: list[dict]) -> None:
