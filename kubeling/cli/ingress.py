@@ -28,6 +28,8 @@ def add_subcommands(sub) -> None:
                    help="IngressClass spec.controller this controller implements")
     p.add_argument("--nginx-binary", default="/usr/sbin/nginx")
     p.add_argument("--worker-processes", default="auto", help="nginx worker_processes (default: auto)")
+    p.add_argument("--healthz-port", type=int, default=10254,
+                   help="port of /metrics and /healthz on --bind-address (default: 10254, as ingress-nginx; 0: off)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_ingress)
 
@@ -39,6 +41,6 @@ def cmd_ingress(args: argparse.Namespace) -> int:
                           https_port=args.https_port, bind_address=args.bind_address,
                           publish_addresses=list(args.publish_address), ingress_class=args.ingress_class,
                           controller_class=args.controller_class, nginx_binary=args.nginx_binary,
-                          worker_processes=args.worker_processes)
+                          worker_processes=args.worker_processes, healthz_port=args.healthz_port)
     run_until_signalled(lambda stop: server.run(opts, stop), verbose=args.verbose)
     return 0

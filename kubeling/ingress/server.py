@@ -46,6 +46,7 @@ from kubeling.client.factory import SharedInformerFactory
 from kubeling.client.rest import RESTClient
 from kubeling.client.store import object_of
 from kubeling.ingress import ssl
+from kubeling.ingress import metrics as metrics_mod
 from kubeling.ingress.controller import (CONTROLLER_NAME, DEFAULT_CLASS, DEFAULT_CLASS_ANNOTATION, SERVICE_NAME_LABEL,
                                          build_configuration, is_ours, key_of, our_classes)
 from kubeling.ingress.nginx import NGINX, NginxProcess
@@ -72,6 +73,7 @@ class Options:
     controller_class: str = CONTROLLER_NAME
     nginx_binary: str = NGINX
     worker_processes: str = "auto"
+    healthz_port: int = 10254      # /metrics and /healthz (0: none)
 
 
 def _user_exists(name: str) -> bool:
@@ -119,6 +121,8 @@ class IngressController:
                                          default_cert=str(self.default_cert),
                                          max_open_files=min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         self.recorder = EventRecorder(client, COMPONENT, socket.gethostname())
+        self.metrics = metrics_mod.IngressMetrics(opts.controller_class, socket.gethostname())
+        self._metrics_runner = None
         self.factory = SharedInformerFactory(client)
         self.ingresses = self.factory.informer_for(*NET, "ingresses")
         self.classes = self.factory.informer_for(*NET, "ingressclasses")
@@ -203,6 +207,9 @@ class IngressController:
             log.warning("cannot create IngressClass %s: %s", name, e)
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.opts.healthz_port:
+            self._metrics_runner = await metrics_mod.serve(self.opts.bind_address, self.opts.healthz_port,
+                                                           self.metrics, lambda: self.serving and bool(self.applied))
         await self.ensure_ingress_class()
         halt = asyncio.Event()     # the informers' stop: ``stop``, or this loop ending on a crash
         self.factory.start(halt)
@@ -253,6 +260,8 @@ class IngressController:
             await asyncio.shield(self._shutdown())
 
     async def _shutdown(self) -> None:
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         await self.nginx.stop()
         await self.factory.shutdown()
         await self.recorder.close()
@@ -297,6 +306,7 @@ class IngressController:
         if text != self.applied:
             ok, message = await self.nginx.apply(text)
             if not ok:
+                self.metrics.refused()
                 bad = await self._culprits(ours, services, slices, secrets)
                 self.rejected = (full, dict(bad))
                 if bad:
@@ -309,6 +319,8 @@ class IngressController:
                     text = self.applied
             if ok and text != self.applied:
                 self.applied = text
+                self.metrics.reloaded(text)
+                self.metrics.certificates(cfg.servers)
                 log.info("nginx configuration applied (%d servers, %d upstreams)", len(cfg.servers),
                          len(cfg.backends))
                 self._remove_stale_certs(cfg)

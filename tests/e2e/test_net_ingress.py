@@ -392,6 +392,21 @@ def test_a_config_nginx_refuses_is_never_applied_and_the_culprit_gets_an_event(l
     lab.kubectl("delete", "ingress", "weak", "fine", "-n", NS)
 
 
+def test_metrics_and_healthz(lab):
+    def scrape() -> dict[str, str]:
+        out = lab.sh("curl", "-sS", "--max-time", "5", f"http://{lab.netns.ns_ip}:10254/metrics").stdout
+        return {line.split("{")[0] + ("{" + line.split("{")[1].split("}")[0] + "}" if "host=" in line else ""):
+                line.rsplit(" ", 1)[1] for line in out.splitlines() if line and not line.startswith("#")}
+    m = scrape()
+    assert float(m["nginx_ingress_controller_success"]) >= 3, m
+    assert float(m["nginx_ingress_controller_errors"]) >= 1, m          # the weak certificate's refusal
+    assert m["nginx_ingress_controller_config_last_reload_successful"] == "1.0"
+    expiry = [k for k in m if k.startswith("nginx_ingress_controller_ssl_expire_time_seconds")]
+    assert any('host="secure.example"' in k and 'secret_name="secure-tls"' in k for k in expiry), expiry
+    health = lab.sh("curl", "-sS", "-w", " %{http_code}", f"http://{lab.netns.ns_ip}:10254/healthz").stdout
+    assert health == "ok 200"
+
+
 def test_an_ingress_that_stops_being_ours_loses_its_status(lab):
     harness.eventually(lambda: json.loads(lab.kubectl("get", "ingress", "broken", "-n", NS, "-o", "json").stdout)
                        .get("status", {}).get("loadBalancer", {}).get("ingress"), timeout=30, what="status set")
@@ -460,7 +475,7 @@ def test_stopping_the_server_stops_nginx_and_frees_its_ports(lab):
     lab.stop()
     harness.eventually(lambda: not nginx_processes(prefix), timeout=15, what="no nginx left")
     listening = lab.sh("ss", "-Hltn").stdout
-    assert ":80 " not in listening and ":443 " not in listening, listening
+    assert not any(f":{port} " in listening for port in (80, 443, 10254)), listening
     assert not (prefix / "nginx.pid").exists()
 
 
