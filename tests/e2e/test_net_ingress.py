@@ -470,8 +470,8 @@ def test_a_taken_port_is_retried_and_never_crashes_the_server(lab):
 
 def test_stopping_the_server_stops_nginx_and_frees_its_ports(lab):
     prefix = lab.data_dir / "ingress"
-    assert nginx_processes(prefix), "nginx is not running"
-    assert ":80 " in lab.sh("ss", "-Hltn").stdout
+    harness.eventually(lambda: nginx_processes(prefix) and ":80 " in lab.sh("ss", "-Hltn").stdout, timeout=30,
+                       what="nginx listening")
     lab.stop()
     harness.eventually(lambda: not nginx_processes(prefix), timeout=15, what="no nginx left")
     listening = lab.sh("ss", "-Hltn").stdout
