@@ -155,6 +155,8 @@ class Kubernetes:
         self._pod_ips: dict[str, dict[str, int]] = {}                # ns → ip → count (verified)
         self._pod_keys: dict[tuple[str, str], tuple[str, ...]] = {}  # (ns, pod) → its IPs
         self._ptr: dict[str, str] | None = None
+        self._ready: dict[tuple[str, str], list] = {}     # ready_endpoints, until the next change
+        self._soa: wire.Rec | None = None
         self.generation = 0
         self.serial = int(time.time())
         self._informers: list = []
@@ -184,6 +186,8 @@ class Kubernetes:
         self.generation += 1
         self.serial = max(self.serial + 1, int(time.time()))
         self._ptr = None
+        self._ready.clear()
+        self._soa = None
 
     def _on_namespace(self, obj: dict, deleted: bool) -> None:
         name = obj["metadata"]["name"]
@@ -274,6 +278,10 @@ class Kubernetes:
 
     def ready_endpoints(self, namespace: str, service: str) -> list[tuple[str, str, list]]:
         """``(address, hostname label, ports)`` of every ready endpoint of the Service, once per address."""
+        key = (namespace, service)
+        out = self._ready.get(key)
+        if out is not None:
+            return out
         out, seen = [], set()
         for name in sorted(self._slices_of.get((namespace, service), ())):
             sl = self.slices.get((namespace, name))
@@ -287,6 +295,7 @@ class Kubernetes:
                         continue
                     seen.add(ip)
                     out.append((ip, ep.hostname or dashed(ip), sl.ports))
+        self._ready[key] = out
         return out
 
     def ptr_table(self) -> dict[str, str]:
@@ -310,9 +319,12 @@ class Kubernetes:
     # -- answering ----------------------------------------------------------------------------
 
     def soa(self) -> wire.Rec:
+        if self._soa is not None:
+            return self._soa
         zone = self.zone
-        return wire.soa(zone + ".", f"ns.dns.{zone}.", f"hostmaster.{zone}.", self.serial, 7200, 1800, 86400,
+        self._soa = wire.soa(zone + ".", f"ns.dns.{zone}.", f"hostmaster.{zone}.", self.serial, 7200, 1800, 86400,
                         self.ttl, self.ttl)
+        return self._soa
 
     def _negative(self, rcode: int) -> Answer:
         return Answer(rcode=rcode, authority=[self.soa()])
