@@ -11,6 +11,7 @@ namespace's loopback: nothing is ever sent outside the namespace.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -69,9 +70,9 @@ UPSTREAM = textwrap.dedent('''
 class NetnsControlPlane(harness.Cluster):
     """An API server (no agent, no controllers) inside ``netns``: its DNS child serves there."""
 
-    def __init__(self, data_dir, netns: Netns) -> None:
+    def __init__(self, data_dir, netns: Netns, *extra: str) -> None:
         self.netns = netns
-        super().__init__(data_dir, extra_args=("--controllers=", "--disable-scheduler", "--disable", "ingress"))
+        super().__init__(data_dir, extra_args=("--controllers=", "--disable-scheduler", "--disable", "ingress", *extra))
 
     @property
     def url(self) -> str:
@@ -94,6 +95,20 @@ def plane(tmp_path_factory):
     finally:
         c.stop()
         netns.delete()
+
+
+def dns_children(c) -> list[str]:
+    """The server's ``kubeling dns`` children (found by the kubeconfig path they are given)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"dns" in argv and str(c.data_dir / "admin.kubeconfig").encode() in argv:
+                out.append(pid)
+    return out
 
 
 def nslookup(c, *args: str) -> subprocess.CompletedProcess:
@@ -288,3 +303,20 @@ def test_forwarding_to_an_upstream_in_the_namespace(plane):
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+
+
+def test_disable_coredns(tmp_path, plane):
+    """``kubeling server --disable coredns`` (k3s's flag) runs no DNS and makes no kube-dns Service."""
+    assert len(dns_children(plane)) == 1       # the shared server has its child
+    netns = Netns().create()
+    c = NetnsControlPlane(tmp_path / "plane", netns, "--disable", "coredns")
+    try:
+        c.start()
+        time.sleep(3)   # the DNS child would have written its Service by now
+        assert dns_children(c) == []
+        assert c.kubectl("get", "service", "kube-dns", "-n", "kube-system", check=False).returncode != 0
+        with pytest.raises((socket.timeout, OSError)):
+            ask(netns.ns_ip, 53, "kubernetes.default.svc.cluster.local", "A")
+    finally:
+        c.stop()
+        netns.delete()
