@@ -110,8 +110,14 @@ def _undash(label: str) -> str | None:
         return None
 
 
-def _family(ip: str) -> int:
-    return 6 if ":" in ip else 4
+def _canonical(ip: str) -> str:
+    """An address as `reverse_to_ip` writes it (``fd00:0::1`` → ``fd00::1``)."""
+    if ":" not in ip:
+        return ip
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return ip
 
 
 def reverse_to_ip(name: str) -> str | None:
@@ -306,10 +312,10 @@ class Kubernetes:
                 if (ns, svc) not in self.services:
                     continue
                 for ip, host, _ in self.ready_endpoints(ns, svc):
-                    table.setdefault(ip, f"{host}.{svc}.{ns}.svc.{self.zone}.")
+                    table.setdefault(_canonical(ip), f"{host}.{svc}.{ns}.svc.{self.zone}.")
             for (ns, name), svc in self.services.items():
                 for ip in svc.cluster_ips:
-                    table[ip] = f"{name}.{ns}.svc.{self.zone}."   # a ClusterIP wins over an endpoint
+                    table[_canonical(ip)] = f"{name}.{ns}.svc.{self.zone}."   # a ClusterIP wins over an endpoint
             self._ptr = table
         return self._ptr
 

@@ -324,3 +324,13 @@ def test_wire_echoes_the_question_and_edns_and_falls_back_for_odd_shapes():
         finally:
             await server.close()
     asyncio.run(main())
+
+
+def test_ipv6_service_aaaa_and_ip6_arpa_ptr():
+    k = zone()
+    k._on_service(svc("six", ip="fd00:43:0::20"), False)
+    assert rdata(ask(k, "six.default.svc.cluster.local", "AAAA")) == ["fd00:43:0::20"]
+    a = ask(k, "six.default.svc.cluster.local", "A")
+    assert a.rcode == RCODE.NOERROR and not a.answer
+    nibbles = ".".join(reversed("fd000043000000000000000000000020")) + ".ip6.arpa"
+    assert rdata(ask(k, nibbles, "PTR")) == ["six.default.svc.cluster.local."]
