@@ -86,7 +86,11 @@ async def run(opts: Options, stop: asyncio.Event, *, client=None, on_listening=N
         synced = await factory.wait_for_cache_sync(opts.sync_timeout)
         if not all(synced.values()):
             log.warning("informers not synced after %.0fs; serving anyway", opts.sync_timeout)
-        port = await dns.start(address, opts.port)
+        try:
+            port = await dns.start(address, opts.port)
+        except OSError as e:
+            log.error("cannot serve DNS on %s:%d: %s", address, opts.port, e)
+            raise
         dns.forward = Forward(upstreams(opts.upstream, opts.resolv_conf, exclude={(address, port), (dns_ip, 53)}),
                               timeout=opts.forward_timeout, metrics=metrics)
         log.info("forwarding other names to %s", ", ".join(f"{h}:{p}" for h, p in dns.forward.upstreams) or
