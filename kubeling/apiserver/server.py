@@ -1,5 +1,6 @@
 """Running the API server: storage, PKI, bootstrap objects, listeners, and the controller
-manager, the scheduler, the node agent and the Ingress controller as supervised child processes.
+manager, the scheduler, the node agent, the Ingress controller and the cluster DNS (`kubeling.dns`)
+as supervised child processes.
 
 `run(options, stop)` owns everything it starts and tears it down in a shielded ``finally``, in
 reverse order: the API server's own loops (CRD controller, admission caches, aggregator), the
