@@ -31,15 +31,20 @@ proxy transport, which does not verify the target's certificate: pods serve what
 A target that cannot be dialled answers 503 ``error trying to reach service: dial tcp ...``
 (or ``pod``). `redirect_to_slash` is upstream's redirect of ``.../proxy`` to ``.../proxy/``.
 With ``wrap=True`` (upstream's wrapped transport) a ``Location`` pointing back at the target is
-rewritten under the proxy path (`rewrite_location`) and the target's CORS headers are dropped;
-upstream's rewriting of links inside ``text/html`` bodies is not done.
+rewritten under the proxy path (`rewrite_location`), so are the URL attributes of ``text/html``
+bodies (`rewrite_html`; plain, gzip or deflate, up to `HTML_MAX` bytes), and the target's CORS
+headers are dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import html
 import os
+import zlib
+from html.parser import HTMLParser
 import posixpath
 import ssl
 import urllib.parse
@@ -241,6 +246,99 @@ def rewrite_location(location: str, target: str, prefix: str) -> str:
     return urllib.parse.urlunsplit((scheme, netloc, new_path, u.query, u.fragment))
 
 
+HTML_MAX = 16 << 20
+# upstream's atomsToAttrs: the attributes holding URLs, per element
+URL_ATTRS = {
+    "a": ("href",), "applet": ("codebase",), "area": ("href",), "audio": ("src",), "base": ("href",),
+    "blockquote": ("cite",), "body": ("background",), "button": ("formaction",), "command": ("icon",),
+    "del": ("cite",), "embed": ("src",), "form": ("action",), "frame": ("longdesc", "src"), "head": ("profile",),
+    "html": ("manifest",), "iframe": ("longdesc", "src"), "img": ("longdesc", "src", "usemap"),
+    "input": ("src", "usemap", "formaction"), "ins": ("cite",), "link": ("href",),
+    "object": ("classid", "codebase", "data", "usemap"), "q": ("cite",), "script": ("src",), "source": ("src",),
+    "video": ("poster", "src"),
+}
+
+
+class _StartTags(HTMLParser):
+    """Finds the start tags whose URL attributes need rewriting; the rest is never re-emitted."""
+
+    def __init__(self, target: str, prefix: str) -> None:
+        super().__init__(convert_charrefs=False)
+        self.target, self.prefix = target, prefix
+        self.edits: list[tuple[tuple[int, int], str, str]] = []    # (position, raw tag, new tag)
+
+    def _tag(self, tag: str, attrs: list[tuple[str, str | None]], close: str) -> None:
+        names = URL_ATTRS.get(tag, ())
+        new = [(k, rewrite_location(v, self.target, self.prefix) if k in names and v else v) for k, v in attrs]
+        raw = self.get_starttag_text()
+        if new != attrs and raw:
+            parts = [tag] + [k if v is None else f'{k}="{html.escape(v, quote=True)}"' for k, v in new]
+            self.edits.append((self.getpos(), raw, "<" + " ".join(parts) + close))
+
+    def handle_starttag(self, tag, attrs):
+        self._tag(tag, attrs, ">")
+
+    def handle_startendtag(self, tag, attrs):
+        self._tag(tag, attrs, "/>")
+
+
+def rewrite_html(text: str, target: str, prefix: str) -> str:
+    """Upstream's ``rewriteHTML``: the URL attributes of `URL_ATTRS` go through `rewrite_location`;
+    everything else is kept byte for byte."""
+    parser = _StartTags(target, prefix)
+    parser.feed(text)
+    parser.close()
+    if not parser.edits:
+        return text
+    line_starts = [0]
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            line_starts.append(i + 1)
+    out, done = [], 0
+    for (line, col), raw, new in parser.edits:
+        at = line_starts[line - 1] + col
+        if text.startswith(raw, at) and at >= done:
+            out += [text[done:at], new]
+            done = at + len(raw)
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _is_html(headers: list[tuple[str, str]]) -> str | None:
+    """The body's content encoding ("" for none) when it is HTML upstream would rewrite."""
+    h = {k.lower(): v for k, v in headers}
+    if h.get("content-type", "").split(";", 1)[0].strip().lower() != "text/html":
+        return None
+    enc = h.get("content-encoding", "").strip().lower()
+    return enc if enc in ("", "gzip", "deflate") else None
+
+
+async def _rewritten_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]], encoding: str, target: str,
+                          prefix: str):
+    """The HTML body with its links rewritten; one that is too large or does not decode passes
+    unchanged."""
+    chunks, size = [], 0
+    body = _body(reader, headers)
+    async for chunk in body:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > HTML_MAX:
+            for c in chunks:
+                yield c
+            async for c in body:
+                yield c
+            return
+    data = b"".join(chunks)
+    try:
+        raw = gzip.decompress(data) if encoding == "gzip" else zlib.decompress(data) if encoding == "deflate" else data
+        text = rewrite_html(raw.decode("latin-1"), target, prefix).encode("latin-1")
+        data = gzip.compress(text, mtime=0) if encoding == "gzip" else zlib.compress(text) if encoding == "deflate" \
+            else text
+    except (OSError, zlib.error, ValueError, AssertionError):
+        pass
+    yield data
+
+
 def proxy_prefix(request: web.Request, target_path: str) -> str:
     """The part of the request path in front of the target's path (upstream's PathPrepend)."""
     suffix = target_path
@@ -290,8 +388,11 @@ async def relay_to(request: web.Request, host: str, port: int, path: str, query:
                     for k, v in kept]
         out = web.StreamResponse(status=status, headers=kept)
         await out.prepare(request)
+        encoding = _is_html(headers) if wrap and request.method != "HEAD" else None
+        chunks = _rewritten_body(reader, headers, encoding, _authority(host, port), proxy_prefix(request, path)) \
+            if encoding is not None else _body(reader, headers)
         with contextlib.suppress(ConnectionError):
-            async for chunk in _body(reader, headers):
+            async for chunk in chunks:
                 await out.write(chunk)
             await out.write_eof()
         return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 
 from aiohttp import WSMsgType, web
 
@@ -14,6 +15,9 @@ from kubeling.apiserver.proxy import rewrite_location
 from inprocess import api_server, http
 
 NS = "default"
+PAGE = ('<html><head><link rel="stylesheet" href="/static/a.css"><script>var s = \'<a href="/no">\';</script>'
+        '</head><body>&amp; <a href="/docs/">docs</a> <a href="rel">rel</a> <img src=/i.png alt=x>'
+        '<!-- <a href="/comment"> --></body></html>')
 
 
 def run(coro):
@@ -28,6 +32,14 @@ async def target():
             where = {"/redirect": "/login?next=1", "/redirect-self": f"http://{request.host}/self/",
                      "/redirect-away": "http://example.invalid/x", "/redirect-rel": "sub/page"}[request.path]
             return web.Response(status=302, headers={"Location": where, "Access-Control-Allow-Origin": "*"})
+        if request.path.startswith("/page"):
+            body = PAGE.encode()
+            headers = {"Content-Type": "text/html; charset=utf-8"}
+            if request.path == "/page.gz":
+                body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+            if request.path == "/page.txt":
+                headers["Content-Type"] = "text/plain"
+            return web.Response(body=body, headers=headers)
         if request.path == "/ws":
             ws = web.WebSocketResponse()
             await ws.prepare(request)
@@ -216,4 +228,24 @@ def test_service_proxy_rewrites_redirects_and_drops_cors_headers():
                 r = await c.get(f"{base}/{path}", allow_redirects=False)
                 assert r.status == 302 and r.headers["Location"] == location, (path, r.headers.get("Location"))
                 assert "Access-Control-Allow-Origin" not in r.headers
+    run(main())
+
+
+def test_service_proxy_rewrites_links_in_html():
+    async def main():
+        api = await api_server()
+        async with target() as port, http(api) as c:
+            await create(c, SVC, service("web", [{"port": 80, "targetPort": port}]))
+            await create(c, EPS, endpoints("web", "127.0.0.1", [{"port": port}]))
+            base = f"{SVC}/web:80/proxy"
+            want = PAGE.replace('href="/static', f'href="{base}/static').replace(
+                'href="/docs/', f'href="{base}/docs/').replace("<img src=/i.png alt=x>",
+                                                               f'<img src="{base}/i.png" alt="x">')
+            for page in ("page", "page.gz"):
+                r = await c.get(f"{base}/{page}", headers={"Accept-Encoding": "identity"}, auto_decompress=False)
+                raw = await r.read()
+                text = (gzip.decompress(raw) if page.endswith(".gz") else raw).decode()
+                assert text == want, (page, text)
+            r = await c.get(f"{base}/page.txt")
+            assert await r.text() == PAGE          # not HTML: untouched
     run(main())
