@@ -8,7 +8,12 @@ package, a few of the most used ones), all under ``nginx.ingress.kubernetes.io/`
 - ``proxy-connect-timeout``/``proxy-send-timeout``/``proxy-read-timeout`` (seconds, defaults
   5/60/60);
 - ``backend-protocol``: ``HTTP`` (default) or ``HTTPS`` (the backend's certificate is not
-  verified, as ingress-nginx's default ``proxy-ssl-verify: off``).
+  verified, as ingress-nginx's default ``proxy-ssl-verify: off``);
+- ``use-regex: "true"``: the Ingress's paths are (case-insensitive, PCRE) regular expressions;
+  as in ingress-nginx, every path of a host one such Ingress touches is then matched as
+  ``~* "^<path>"`` (Exact paths stay exact), longest first;
+- ``rewrite-target``: the URI the backend gets, with the path's captures (``/$2``); implies
+  ``use-regex``, as upstream.
 
 ``parse(ingress)`` returns the `LocationConfig` for the Ingress's locations and a list of
 messages for values it could not use (those keep their defaults).
@@ -32,6 +37,8 @@ class LocationConfig:
     send_timeout: int = 0
     read_timeout: int = 0
     backend_protocol: str = "HTTP"
+    use_regex: bool = False
+    rewrite_target: str = ""
 
 
 def _bool(value: str) -> bool | None:
@@ -42,7 +49,8 @@ def parse(ingress: dict) -> tuple[LocationConfig, list[str]]:
     ann = (ingress.get("metadata") or {}).get("annotations") or {}
     kw: dict = {}
     bad: list[str] = []
-    for name, field in (("ssl-redirect", "ssl_redirect"), ("force-ssl-redirect", "force_ssl_redirect")):
+    for name, field in (("ssl-redirect", "ssl_redirect"), ("force-ssl-redirect", "force_ssl_redirect"),
+                        ("use-regex", "use_regex")):
         if PREFIX + name in ann:
             value = _bool(ann[PREFIX + name])
             if value is None:
@@ -69,4 +77,11 @@ def parse(ingress: dict) -> tuple[LocationConfig, list[str]]:
             kw["backend_protocol"] = value
         else:
             bad.append(f"{PREFIX}backend-protocol: {value!r} is not supported (HTTP, HTTPS)")
+    if PREFIX + "rewrite-target" in ann:
+        value = ann[PREFIX + "rewrite-target"].strip()
+        if value and not any(c.isspace() or c in '"{};' for c in value):
+            kw["rewrite_target"] = value
+            kw["use_regex"] = True
+        else:
+            bad.append(f"{PREFIX}rewrite-target: {value!r} is not a URI")
     return LocationConfig(**kw), bad

@@ -46,6 +46,8 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # Characters a path may hold (RFC 3986 path characters, as ingress-nginx's strict path check,
 # plus percent-encoding): nothing that could end an nginx string or directive.
 _PATH_RE = re.compile(r"^/[A-Za-z0-9\-._~/%!$&'()*+,;=:@]*$")
+# A use-regex path: anything printable but what would end an nginx string or start a variable.
+_REGEX_PATH_RE = re.compile(r'^/[^\s"\\{};]*$')
 
 
 @dataclass
@@ -204,6 +206,15 @@ def build_configuration(ingresses: list[dict], services: dict[str, dict], slices
                 if ptype not in (PATH_EXACT, PATH_PREFIX, PATH_IMPL):
                     problems.append(Problem(ing, "InvalidPath", f"pathType {ptype!r} is not supported"))
                     continue
+                if conf.use_regex and ptype != PATH_EXACT:
+                    path = p.get("path") or "/"
+                    if not _REGEX_PATH_RE.match(path):
+                        problems.append(Problem(ing, "InvalidPath", f"path {path!r} is not a usable regular "
+                                                                    "expression path"))
+                        continue
+                    srv.locations.append(Location(path, PATH_PREFIX, backend_for(ing, p.get("backend")), ikey,
+                                                  config=conf, regex=True))
+                    continue
                 path = normalise_path(p.get("path"), ptype)
                 if not _PATH_RE.match(path):
                     problems.append(Problem(ing, "InvalidPath",
@@ -254,7 +265,9 @@ def build_configuration(ingresses: list[dict], services: dict[str, dict], slices
                 if s.ssl is not None and _wildcard_covers(pattern, srv.hostname):
                     srv.ssl = s.ssl
     for srv in servers.values():
+        regex = any(loc.regex for loc in srv.locations)   # ingress-nginx: one regex path makes all regex
         for loc in srv.locations:
+            loc.regex = regex and loc.path_type != PATH_EXACT
             loc.ssl_redirect = loc.config.force_ssl_redirect or (srv.ssl is not None and loc.config.ssl_redirect)
     cfg = Configuration(backends=sorted(backends.values(), key=lambda b: b.name),
                         servers=sorted(servers.values(), key=lambda s: s.hostname))

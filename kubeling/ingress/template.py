@@ -11,6 +11,9 @@ Contracts:
   ``Prefix /foo`` -> ``location = "/foo"`` and ``location "/foo/"``: element-wise, so ``/foo``
   and ``/foo/bar`` match and ``/foobar`` does not (as ingress-nginx adds an exact location next
   to the prefix one); ``Prefix /`` -> ``location "/"``; ImplementationSpecific is Prefix.
+  A host with a ``use-regex`` Ingress has every non-Exact path as ``location ~* "^<path>"``,
+  longest first (nginx takes the first regular expression that matches), and
+  ``rewrite-target`` becomes ``rewrite "(?i)<path>" <target> break;``, as ingress-nginx writes them.
   When two paths would make the same nginx location the model decides who wins
   (`kubeling.ingress.controller`); the template never emits one location twice.
 - Hosts: an exact host is an exact ``server_name``; ``*.example.com`` becomes the regular
@@ -51,6 +54,8 @@ def location_blocks(loc: Location) -> list[tuple[str, str]]:
     """(nginx location modifier + path, the path) pairs one model location becomes."""
     if loc.path_type == PATH_EXACT:
         return [("= " + quote(loc.path), loc.path)]
+    if loc.regex:
+        return [("~* " + quote("^" + loc.path), loc.path)]
     if loc.path == "/":
         return [(quote("/"), "/")]
     return [("= " + quote(loc.path), loc.path), (quote(loc.path + "/"), loc.path + "/")]
@@ -67,6 +72,8 @@ def _location_body(loc: Location, backends: dict[str, Backend], opts: RenderOpti
     if be is None or not be.endpoints:
         return out + ["return 503;"]
     conf = loc.config
+    if conf.rewrite_target and loc.regex:
+        out.append(f"rewrite {quote('(?i)' + loc.path)} {quote(conf.rewrite_target)} break;")
     if conf.body_size:
         out += [f"client_max_body_size {conf.body_size};", "proxy_request_buffering off;"]
     for name, value in (("connect", conf.connect_timeout), ("send", conf.send_timeout), ("read", conf.read_timeout)):

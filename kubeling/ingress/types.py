@@ -45,6 +45,7 @@ class Location:
     is_default_backend: bool = False
     config: LocationConfig = field(default_factory=LocationConfig)   # from the Ingress's annotations
     ssl_redirect: bool = False     # answer plain HTTP with a 308 to HTTPS (decided by the model)
+    regex: bool = False            # matched as a regular expression (the host has a use-regex Ingress)
 
 
 @dataclass

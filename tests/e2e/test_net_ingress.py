@@ -335,6 +335,22 @@ def test_ingress_nginx_annotations(lab, tls_material):
     assert lab.get("https://secure.example/", "--cacert", str(tls_material), "--data-binary", f"@{body}")[0] == 413
     lab.kubectl("delete", "ingress", "tuned", "-n", NS)
 
+    rw = ingress("rewrite", [{"host": "rw.example", "http": {"paths": [path("/api(/|$)(.*)", "alpha",
+                                                                            "ImplementationSpecific")]}}])
+    rw["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}
+    broken = ingress("bad-regex", [{"host": "rx.example", "http": {"paths": [path("/bad(", "beta",
+                                                                                 "ImplementationSpecific")]}}])
+    broken["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/use-regex": "true"}
+    lab.apply([rw, broken])
+    harness.eventually(lambda: lab.get("http://rw.example/api/hello") == (200, "alpha /hello rw.example http"),
+                       timeout=30, what="rewrite-target /$2")
+    assert lab.get("http://rw.example/API")[1].startswith("alpha / ")            # case-insensitive, like upstream
+    events = harness.eventually(lambda: [e for e in json.loads(lab.kubectl(
+        "get", "events", "-n", NS, "--field-selector", "involvedObject.name=bad-regex", "-o", "json").stdout)["items"]
+        if e["reason"] == "RELOAD"], timeout=30, what="a RELOAD Warning for the bad regular expression")
+    assert "pcre" in events[0]["message"].lower(), events[0]["message"]
+    lab.kubectl("delete", "ingress", "rewrite", "bad-regex", "-n", NS)
+
 
 def test_a_request_in_flight_during_a_reload_completes(lab):
     """nginx's graceful reload: the old worker keeps the connection it serves until it is done."""

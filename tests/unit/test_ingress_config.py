@@ -231,7 +231,9 @@ def test_render_is_deterministic_and_real_nginx_accepts_it(tmp_path):
                           rule(None, ("/any", "Prefix", backend("b")))],
                     default=backend("a"), tls=[{"hosts": ["secure.example"], "secretName": "good"}]),
             ingress("y", [rule("secure.example", ("/q", "Prefix", backend("missing")))]),
-            ingress("z", [rule("secure.example", ("/z", "Prefix", backend("b")))])]
+            ingress("z", [rule("secure.example", ("/z", "Prefix", backend("b")))]),
+            ingress("r", [rule("rx.example", ("/api(/|$)(.*)", "ImplementationSpecific", backend("b")))])]
+    ings[3]["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}
     p = "nginx.ingress.kubernetes.io/"
     ings[2]["metadata"]["annotations"] = {p + "proxy-body-size": "8m", p + "proxy-connect-timeout": "2",
                                           p + "backend-protocol": "HTTPS", p + "force-ssl-redirect": "true"}
@@ -331,3 +333,20 @@ def test_ingress_nginx_annotations_become_location_directives(tmp_path):
     root = secure[secure.index('location "/"'):]
     assert "return 308" in root[:root.index("\n        }")]        # the other Ingress keeps the default
     assert "return 308 https://$host$request_uri;" in server_block(text, "plain.example")   # forced
+
+
+def test_use_regex_and_rewrite_target_make_the_whole_host_regex(tmp_path):
+    services, slices = world(("a", ["10.42.0.5"]), ("b", ["10.42.1.5"]))
+    rx = ingress("rx", [rule("h.example", ("/api(/|$)(.*)", "ImplementationSpecific", backend("b")))])
+    rx["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}
+    plain = ingress("plain", [rule("h.example", ("/static", "Prefix", backend("a")), ("/x", "Exact", backend("a"))),
+                              rule("other.example", ("/static", "Prefix", backend("a")))])
+    cfg, problems = build([rx, plain], services, slices)
+    assert problems == []
+    text = text_of(cfg, tmp_path)
+    block = server_block(text, "h.example")
+    assert locations(block) == [('~* "^/api(/|$)(.*)"', "default-b-80"), ('~* "^/static"', "default-a-80"),
+                                ('= "/x"', "default-a-80"), ('~* "^/"', "404")]
+    assert 'rewrite "(?i)/api(/|$)(.*)" "/$2" break;' in block
+    assert block.count("rewrite") == 1                                   # only the annotated Ingress rewrites
+    assert [spec for spec, _ in locations(server_block(text, "other.example"))][:2] == ['= "/static"', '"/static/"']
