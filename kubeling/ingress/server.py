@@ -22,6 +22,7 @@ Contracts:
   addresses; an Ingress that stops being ours loses them again.
 - nginx that cannot start (a port taken) is logged with nginx's reason and retried with backoff
   (2 s doubling to 60 s); nginx that dies is restarted. The controller never exits for either.
+- ``/metrics`` and ``/healthz`` (`kubeling.ingress.metrics`) on ``--healthz-port`` (10254).
 - At ``stop`` nginx quits gracefully and is waited for: no process or listening socket is left.
 """
 
