@@ -20,8 +20,10 @@ skipped) and each service count N:
 Then, once per mode with the largest N still programmed, **connection latency and throughput**
 through the mode's ClusterIP against a direct connection to the pod IP, in the same run,
 interleaved (``--rounds`` rounds of each): latency is one TCP connect + a short answer +
-close, from pod p2 to pod p3 (``--connections`` per round); throughput is one connection
-streaming ``--megabytes`` MB from p3 to p2. (p3 is not the probe's target, so the probe's
+close, to pod p3 (``--connections`` per round); throughput is one connection streaming
+``--megabytes`` MB from p3. Both from pod p2 (whose direct connection is bridged, the
+ClusterIP one routed through the node) and from the host netns (both routed; the ClusterIP
+one also masqueraded), so that the mode's own cost shows apart from bridging vs routing. (p3 is not the probe's target, so the probe's
 thousands of connections leave no state on the measured path.)
 
 p50/p99 are nearest-rank percentiles. ``--json FILE`` also writes the raw figures. The sizes
@@ -197,24 +199,26 @@ def bench_size(lab: NetLab, proxy: ProxyProcess, n: int, args) -> dict:
     return row
 
 
-def measure(lab: NetLab, ip: str, port: int, n: int) -> list[list[float]]:
-    out = lab.exec(CLIENT, sys.executable, "-c", MEASURE, "x", ip, str(port), str(n), timeout=120).stdout
+def measure(lab: NetLab, where: str, ip: str, port: int, n: int) -> list[list[float]]:
+    out = lab.exec(where, sys.executable, "-c", MEASURE, "x", ip, str(port), str(n), timeout=120).stdout
     return json.loads(out)
 
 
 def bench_dataplane(lab: NetLab, args) -> dict:
-    lat = {"direct": [], "service": []}
-    thr = {"direct": [], "service": []}
-    for _ in range(args.rounds):
-        for kind, ip, port in (("direct", lab.pod_ips[TARGET], TCP_PORT), ("service", ECHO_VIP, 80)):
-            lat[kind] += [t for t, _ in measure(lab, ip, port, args.connections)]
-        for kind, ip in (("direct", lab.pod_ips[TARGET]), ("service", BULK_VIP)):
-            for t, got in measure(lab, ip, BULK_PORT, 1):
-                thr[kind].append(got / t / 1e6)
+    """From pod p2 (a direct connection is bridged) and from the host netns (both routed
+    through the node; the ClusterIP one is also masqueraded), interleaved."""
     res = {}
-    for kind in ("direct", "service"):
-        res[kind] = {"conn_p50_ms": pct(lat[kind], 0.5), "conn_p99_ms": pct(lat[kind], 0.99),
-                     "mb_per_s": sorted(thr[kind])[len(thr[kind]) // 2]}
+    for client in (CLIENT, "host"):
+        lat: dict[str, list[float]] = {"direct": [], "service": []}
+        thr: dict[str, list[float]] = {"direct": [], "service": []}
+        for _ in range(args.rounds):
+            for kind, ip, port in (("direct", lab.pod_ips[TARGET], TCP_PORT), ("service", ECHO_VIP, 80)):
+                lat[kind] += [t for t, _ in measure(lab, client, ip, port, args.connections)]
+            for kind, ip in (("direct", lab.pod_ips[TARGET]), ("service", BULK_VIP)):
+                for t, got in measure(lab, client, ip, BULK_PORT, 1):
+                    thr[kind].append(got / t / 1e6)
+        res[client] = {kind: {"conn_p50_ms": pct(lat[kind], 0.5), "conn_p99_ms": pct(lat[kind], 0.99),
+                              "mb_per_s": sorted(thr[kind])[len(thr[kind]) // 2]} for kind in ("direct", "service")}
     return res
 
 
@@ -272,19 +276,21 @@ def markdown(results: list[dict]) -> str:
             out.append(f"| {r['mode']} | {s['services']} | {s['first_sync_s']:.2f} | {s['full_sync_ms']['p50']:.0f} | "
                        f"{s['partial_sync_ms']['p50']:.1f} / {s['partial_sync_ms']['p99']:.1f} | "
                        f"{live['p50']:.1f} / {live['p99']:.1f}{miss} |")
-    out += ["", "| mode | services programmed | connect+answer p50 / p99 (ms): direct | via ClusterIP | "
-            "throughput (MB/s): direct | via ClusterIP | ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+    out += ["", "| mode | client | services programmed | connect+answer p50 / p99 (ms): direct | via ClusterIP | "
+            "throughput (MB/s): direct | via ClusterIP | ratio |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         d = r.get("dataplane")
         if not d:
             continue
         if "error" in d:
-            out.append(f"| {r['mode']} | error: {d['error']} | | | | | |")
+            out.append(f"| {r['mode']} | error: {d['error']} | | | | | | |")
             continue
-        a, b = d["direct"], d["service"]
-        out.append(f"| {r['mode']} | {d['with_services']} | {a['conn_p50_ms']:.2f} / {a['conn_p99_ms']:.2f} | "
-                   f"{b['conn_p50_ms']:.2f} / {b['conn_p99_ms']:.2f} | {a['mb_per_s']:.0f} | {b['mb_per_s']:.0f} | "
-                   f"{b['mb_per_s'] / a['mb_per_s']:.2f} |")
+        for client in (CLIENT, "host"):
+            a, b = d[client]["direct"], d[client]["service"]
+            label = "pod p2 (direct: bridged)" if client == CLIENT else "host (both routed)"
+            out.append(f"| {r['mode']} | {label} | {d['with_services']} | {a['conn_p50_ms']:.2f} / {a['conn_p99_ms']:.2f} | "
+                       f"{b['conn_p50_ms']:.2f} / {b['conn_p99_ms']:.2f} | {a['mb_per_s']:.0f} | {b['mb_per_s']:.0f} | "
+                       f"{b['mb_per_s'] / a['mb_per_s']:.2f} |")
     leaks = {r["mode"]: r.get("leaks_after_cleanup") for r in results if "skipped" not in r}
     out += ["", f"leaks after cleanup: {json.dumps(leaks)}"]
     return "\n".join(out)

@@ -202,6 +202,7 @@ def test_skeleton_matches_upstream_layout():
                for x in every)
     assert nft.nodeport_addresses(NodeContext("n", ("10.44.9.2", "192.0.2.1"), nodeport_addresses=("192.0.2.0/24",))) \
         == ["192.0.2.1"]
+    assert nft.nodeport_addresses(NodeContext("n", ())) is None       # no address known: every local one
 
 
 # -- against the kernel (in a namespace of our own) ---------------------------------------------
