@@ -111,6 +111,8 @@ async def run(opts: Options, stop: asyncio.Event, *, client=None, on_listening=N
         for t in tasks:
             t.cancel()
         await dns.close()
+        if dns.forward is not None:
+            dns.forward.close()
         for r in runners:
             await r.cleanup()
         await factory.shutdown()

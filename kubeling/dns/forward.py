@@ -5,7 +5,8 @@ Upstreams come from ``--upstream`` or, by default, the ``nameserver`` lines of t
 that is this server itself (its listen address, or the cluster DNS IP that leads back to it) is
 dropped: a query must never loop.
 
-A query goes over UDP with a fresh message ID (the reply must match the ID and the question),
+A query goes over UDP with a fresh message ID (the reply must match the ID and the question;
+one connected socket per upstream is shared by all queries),
 over TCP when the client asked over TCP or a UDP reply came back truncated. Each upstream is
 tried in order, each with ``timeout`` seconds; when none answers the caller answers SERVFAIL.
 """
@@ -65,21 +66,37 @@ def upstreams(explicit: list[str], resolv_conf: str, *, exclude: set[tuple[str, 
     return out
 
 
-class _OneShot(asyncio.DatagramProtocol):
-    def __init__(self, qid: bytes, question: bytes) -> None:
-        self.qid, self.question = qid, question
-        self.answer: asyncio.Future = asyncio.get_running_loop().create_future()
+class _UpstreamSocket(asyncio.DatagramProtocol):
+    """One connected UDP socket to an upstream, shared by every query to it: replies are matched
+    to their waiters by message ID and question (CoreDNS's forward keeps connections too)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[bytes, tuple[asyncio.Future, bytes]] = {}
+        self.closed = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        if self.answer.done() or len(data) < 12 or data[:2] != self.qid:
+        entry = self.pending.get(data[:2]) if len(data) >= 12 else None
+        if entry is None:
             return
-        if self.question and data[12:12 + len(self.question)].lower() != self.question.lower():
+        fut, question = entry
+        if question and data[12:12 + len(question)].lower() != question.lower():
             return
-        self.answer.set_result(data)
+        if not fut.done():
+            fut.set_result(data)
 
     def error_received(self, exc: Exception) -> None:
-        if not self.answer.done():
-            self.answer.set_exception(exc)
+        # an ICMP error on a connected socket: nobody answers there; fail the waiters now
+        for fut, _ in list(self.pending.values()):
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.error_received(exc or ConnectionError("upstream socket closed"))
 
 
 def _question_bytes(query: bytes) -> bytes:
@@ -102,6 +119,7 @@ class Forward:
         self.upstreams = upstreams
         self.timeout = timeout
         self.metrics = metrics
+        self._sockets: dict[tuple[str, int], _UpstreamSocket] = {}
 
     async def query(self, query: bytes, *, tcp: bool = False) -> bytes | None:
         """The upstream's reply to ``query`` (wire format), with ``query``'s ID; None if none answered."""
@@ -125,22 +143,44 @@ class Forward:
                 if self.metrics:
                     self.metrics.forwarded(to, None, time.monotonic() - start)
                 continue
-            if reply[:2] != qid or len(reply) < 12:
+            if len(reply) < 12:
                 continue
             if self.metrics:
                 self.metrics.forwarded(to, reply[3] & 0x0F, time.monotonic() - start)
             return client_id + reply[2:]
         return None
 
+    async def _socket(self, host: str, port: int) -> _UpstreamSocket:
+        sock = self._sockets.get((host, port))
+        if sock is None or sock.closed:
+            loop = asyncio.get_running_loop()
+            _, sock = await loop.create_datagram_endpoint(_UpstreamSocket, remote_addr=(host, port))
+            old = self._sockets.get((host, port))
+            if old is not None and not old.closed:   # another query made one meanwhile
+                sock.transport.close()
+                return old
+            self._sockets[(host, port)] = sock
+        return sock
+
     async def _udp(self, host: str, port: int, msg: bytes) -> bytes:
-        loop = asyncio.get_running_loop()
-        transport, proto = await loop.create_datagram_endpoint(
-            lambda: _OneShot(msg[:2], _question_bytes(msg)), remote_addr=(host, port))
+        sock = await self._socket(host, port)
+        qid = msg[:2]
+        while qid in sock.pending:
+            qid = secrets.token_bytes(2)
+        msg = qid + msg[2:]
+        fut = asyncio.get_running_loop().create_future()
+        sock.pending[qid] = (fut, _question_bytes(msg))
         try:
-            transport.sendto(msg)
-            return await asyncio.wait_for(proto.answer, self.timeout)
+            sock.transport.sendto(msg)
+            return await asyncio.wait_for(fut, self.timeout)
         finally:
-            transport.close()
+            sock.pending.pop(qid, None)
+
+    def close(self) -> None:
+        for sock in self._sockets.values():
+            if sock.transport is not None:
+                sock.transport.close()
+        self._sockets.clear()
 
     async def _tcp(self, host: str, port: int, msg: bytes) -> bytes:
         async def exchange() -> bytes:
@@ -149,7 +189,10 @@ class Forward:
                 writer.write(struct.pack("!H", len(msg)) + msg)
                 await writer.drain()
                 (n,) = struct.unpack("!H", await reader.readexactly(2))
-                return await reader.readexactly(n)
+                reply = await reader.readexactly(n)
+                if reply[:2] != msg[:2]:
+                    raise ConnectionError("an upstream reply with another message ID")
+                return reply
             finally:
                 writer.close()
         return await asyncio.wait_for(exchange(), self.timeout)

@@ -236,8 +236,16 @@ def test_server_answers_forwards_caches_and_counts():
             assert 'coredns_dns_requests_total{family="1",proto="udp",server="dns://127.0.0.1:0",type="A",view="",zone="."}' in text
             assert 'rcode="NXDOMAIN"' in text and 'plugin="forward"' in text and "coredns_cache_hits_total" in text
             assert 'coredns_forward_responses_total{rcode="NOERROR",to="127.0.0.1:' in text
+            # many queries at once share the upstream socket, each getting its own answer
+            names = [f"n{i}.example.test" for i in range(50)]
+            server.forward.upstreams = [("127.0.0.1", up_port)]
+            many = await asyncio.gather(*(_query(port, n, "A") for n in names))
+            assert [str(r.q.qname) for r in many] == [n + "." for n in names]
+            assert all([str(x.rdata) for x in r.rr] == ["192.0.2.1"] for r in many)
+            assert len(server.forward._sockets) == 2   # the live upstream's, and port 9's
         finally:
             await server.close()
+            server.forward.close()
             up.close()
     asyncio.run(main())
 
