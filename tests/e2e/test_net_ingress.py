@@ -30,7 +30,7 @@ import harness  # noqa: E402
 from nodes import Netns  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.unit.test_ingress_config import make_cert  # noqa: E402
+from tests.support.ingress_tls import make_cert  # noqa: E402
 
 BACKENDS = {"alpha": "10.42.200.11", "beta": "10.42.200.12"}
 NS = "default"

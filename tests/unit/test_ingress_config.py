@@ -4,20 +4,20 @@ Debian's real nginx accepts what is rendered (``nginx -t``)."""
 from __future__ import annotations
 
 import base64
-import datetime
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from kubeling.ingress import ssl
 from kubeling.ingress.controller import build_configuration, is_ours, our_classes
 from kubeling.ingress.template import render, server_name
 from kubeling.ingress.types import RenderOptions
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.ingress_tls import make_cert  # noqa: E402
 
 
 def ingress(name, rules=None, *, ns="default", default=None, tls=None, created="2026-01-01T00:00:00Z", cls=None):
@@ -162,20 +162,6 @@ def test_upstreams_are_ready_endpoints_by_port_number_or_name_and_503_without(tm
     assert sorted(p.message.split(" ")[1] for p in problems) == ["default/empty:80", "default/nope:80"]
 
 
-def make_cert(host: str, key=None):
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
-
-
 def tls_secret(name, crt, key, ns="default", type_="kubernetes.io/tls"):
     return {"metadata": {"name": name, "namespace": ns}, "type": type_,
             "data": {"tls.crt": base64.b64encode(crt).decode(), "tls.key": base64.b64encode(key).decode()}}
@@ -241,7 +227,7 @@ def test_render_is_deterministic_and_real_nginx_accepts_it(tmp_path):
     (tmp_path / "certs").mkdir()
     for s in cfg.servers:
         if s.ssl:
-            ssl.write_pem(__import__("pathlib").Path(s.ssl.pem_path), s.ssl.pem)
+            ssl.write_pem(Path(s.ssl.pem_path), s.ssl.pem)
     default_cert = ssl.default_certificate(tmp_path / "certs")
     opts = RenderOptions(prefix=str(tmp_path), http_port=18080, https_port=18443, default_cert=str(default_cert))
     text = render(cfg, opts)
