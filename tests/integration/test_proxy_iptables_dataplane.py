@@ -197,3 +197,23 @@ def test_stale_udp_conntrack_entries_are_cleared(lab, proxy):
                          cwd=str(Path(__file__).resolve().parents[2]), capture_output=True, text=True, check=True).stdout
     assert int(out) >= 1
     assert pods_hit(lab.udp_many("p0", "10.43.0.31", 53, 2, src_port=40053)) == {"p2": 2}
+
+
+def test_periodic_resync_repairs_chains_altered_behind_its_back(lab, proxy):
+    from kubeling.proxy.iptables import endpoint_chain, service_chain
+    services = {WEB: ServicePort("10.43.0.32", 80)}
+    endpoints = {WEB: eps(lab)}
+    proxy.sync(services, endpoints)
+    svc_chain = service_chain(WEB, "tcp")
+    lab.exec("node", "iptables", "-t", "nat", "-F", svc_chain)           # someone flushes it
+    sep = endpoint_chain(WEB, "tcp", f"{lab.pod_ips[0]}:{TCP_PORT}")
+    lab.exec("node", "iptables", "-t", "nat", "-F", sep)
+    assert lab.connect_many("p1", "10.43.0.32", 80, 1, timeout=1.0) == [None]
+    proxy.sync(services, endpoints, changed=None)                        # the periodic resync
+    assert set(pods_hit(lab.connect_many("p1", "10.43.0.32", 80, 30))) == {"p0", "p1", "p2"}
+    # and a chain deleted outright (with the rules jumping to it)
+    lab.exec("node", "iptables", "-t", "nat", "-F", svc_chain)
+    lab.exec("node", "iptables", "-t", "nat", "-F", sep)
+    lab.exec("node", "iptables", "-t", "nat", "-X", sep)
+    proxy.sync(services, endpoints, changed=None)
+    assert set(pods_hit(lab.connect_many("p1", "10.43.0.32", 80, 30))) == {"p0", "p1", "p2"}
