@@ -217,3 +217,15 @@ def test_periodic_resync_repairs_chains_altered_behind_its_back(lab, proxy):
     lab.exec("node", "iptables", "-t", "nat", "-X", sep)
     proxy.sync(services, endpoints, changed=None)
     assert set(pods_hit(lab.connect_many("p1", "10.43.0.32", 80, 30))) == {"p0", "p1", "p2"}
+
+
+def test_kubeling_proxy_cleanup_removes_the_rules_a_dead_proxy_left(lab):
+    with ProxyProcess(lab, "iptables") as gone:
+        gone.sync({WEB: ServicePort("10.43.0.33", 80, node_port=30083)}, {WEB: eps(lab), EMPTY: []})
+    assert "KUBE-SVC-" in lab.exec("node", "iptables-save").stdout
+    for _ in range(2):                                   # idempotent
+        done = subprocess.run(["ip", "netns", "exec", lab.ns("node"), sys.executable, "-m", "kubeling.cli.main",
+                               "proxy", "--cleanup"], cwd=str(Path(__file__).resolve().parents[2]),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "KUBE-" not in lab.exec("node", "iptables-save").stdout
