@@ -141,8 +141,8 @@ class IngressLab(harness.Cluster):
     def curl(self, url: str, *extra: str) -> subprocess.CompletedProcess:
         """curl ``url`` (http://host/path or https://...) with ``host`` resolved to the ingress."""
         scheme, _, rest = url.partition("://")
-        host = rest.split("/")[0]
-        port = 443 if scheme == "https" else 80
+        host, _, port = rest.split("/")[0].partition(":")
+        port = port or ("443" if scheme == "https" else "80")
         return self.sh("curl", "-sS", "--max-time", "5", "--resolve", f"{host}:{port}:{self.netns.ns_ip}",
                        *extra, url)
 
@@ -441,7 +441,7 @@ def controller_pids(lab) -> list[int]:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"ingress" in argv and str(lab.data_dir).encode() in argv:
+            if b"ingress" in argv and b"--kubeconfig" in argv and str(lab.data_dir).encode() in argv:
                 out.append(int(entry.name))
     return out
 
@@ -482,6 +482,30 @@ def test_a_taken_port_is_retried_and_never_crashes_the_server(lab):
         squatter.wait()
     harness.eventually(lambda: lab.get("http://one.example/")[0] == 200, timeout=90, interval=1,
                        what="nginx serving once the port is free")
+
+
+def test_the_server_flags_move_the_ports_or_turn_the_ingress_off(lab):
+    base = lab.extra_args
+    prefix = lab.data_dir / "ingress"
+    try:
+        lab.extra_args = base + ("--ingress-http-port", "8081", "--ingress-https-port", "8443")
+        lab.restart()
+        harness.eventually(lambda: lab.get("http://one.example:8081/b")[1].startswith("beta /b one.example http"),
+                           timeout=30, what="nginx on the flagged HTTP port")
+        assert lab.curl("http://secure.example:8081/x", "--resolve", f"secure.example:8081:{lab.netns.ns_ip}",
+                        "-o", "/dev/null", "-w", "%{redirect_url}").stdout == "https://secure.example:8443/x"
+        listening = lab.sh("ss", "-Hltn").stdout
+        assert ":8443 " in listening and ":80 " not in listening and ":443 " not in listening, listening
+
+        lab.extra_args = base + ("--disable", "ingress")
+        lab.restart()
+        time.sleep(3)
+        assert controller_pids(lab) == [] and nginx_processes(prefix) == []
+        listening = lab.sh("ss", "-Hltn").stdout
+        assert not any(f":{port} " in listening for port in (80, 443, 8081, 8443)), listening
+    finally:
+        lab.extra_args = base
+        lab.restart()
 
 
 def test_stopping_the_server_stops_nginx_and_frees_its_ports(lab):
