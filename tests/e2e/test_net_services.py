@@ -199,3 +199,53 @@ def test_a_deleted_service_leaves_no_chains(multinode_cluster, multinode_namespa
         harness.eventually(lambda: not any(x in _chains(c, node) for x in (chain, *seps, f"{ns}/gone")),
                            timeout=30, interval=0.5, what=f"{chain} gone from {node}")
 
+
+
+FETCH = """
+import sys, urllib.request, urllib.error
+try:
+    r = urllib.request.urlopen(sys.argv[1], timeout=5)
+    print(r.status); print(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code); print(e.read().decode())
+"""
+
+
+def _get(prefix: list[str], url: str) -> tuple[int, str]:
+    out = subprocess.run([*prefix, sys.executable, "-c", FETCH, url], capture_output=True, text=True, timeout=30,
+                         check=True).stdout
+    code, _, body = out.partition("\n")
+    return int(code), body
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the metrics")
+
+
+def test_kube_proxy_metrics_and_healthz_on_every_node(multinode_cluster, multinode_namespace):
+    c, ns = multinode_cluster, multinode_namespace
+    c.kubectl("apply", "-n", ns, "-f", "-", input=deployment("web", 3))
+    c.kubectl("apply", "-n", ns, "-f", "-", input=service("web", "web"))
+    wait_pods(c, ns, "app=web", 3, timeout=180)
+    for node, state in sorted(c.state().nodes.items()):
+        prefix = ["nsenter", f"--net=/run/netns/{state.netns}"]
+
+        def programmed():
+            code, text = _get(prefix, "http://127.0.0.1:10249/metrics")
+            return code == 200 and _metric(text, "kubeproxy_network_programming_duration_seconds_count") > 0 and text
+        text = harness.eventually(programmed, timeout=30, interval=1, what=f"network programming latency on {node}")
+        assert _metric(text, "kubeproxy_sync_proxy_rules_duration_seconds_count") >= 1
+        assert _metric(text, "kubeproxy_sync_proxy_rules_last_timestamp_seconds") > 0
+        assert _metric(text, 'kubeproxy_sync_proxy_rules_iptables_total{table="nat"}') > 0
+        # healthz answers on the node's address (0.0.0.0:10256), from the test host
+        code, body = _get(c.netns.prefix(), f"http://{state.ip}:10256/healthz")
+        assert code == 200, body
+        doc = json.loads(body)
+        assert doc["nodeEligible"] is True and doc["lastUpdated"] and doc["currentTime"]
+        # metrics stay on the node (127.0.0.1:10249, upstream's default)
+        done = subprocess.run([*c.netns.prefix(), sys.executable, "-c", FETCH, f"http://{state.ip}:10249/metrics"],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode != 0
