@@ -151,7 +151,7 @@ class Agent:
 
     # -- start-up -------------------------------------------------------------------------------------
 
-    def _make_runtime(self, pod_cidr: str):
+    def _make_runtime(self, pod_cidr: str, mtu: int = 1500):
         if self.opts.runtime == "hollow":
             from kubeling.kubelet.runtime.hollow import HollowRuntime
             return HollowRuntime(lambda: pod_cidr)
@@ -164,7 +164,7 @@ class Agent:
         # shares, and so stop this agent (exit 0, mid-test). Its children must die of SIGTERM.
         pyroute2_config.disable_mp_signal = True
         self.network = BridgeNetwork(self.root, pod_cidr, cluster_cidr=self.opts.cluster_cidr,
-                                     service_cidr=self.opts.service_cidr)
+                                     service_cidr=self.opts.service_cidr, mtu=mtu)
         return RuncRuntime(self.root, cgroup_root=self.opts.cgroup_root, network=self.network)
 
     async def _pod_cidr(self, node: dict, stop: asyncio.Event) -> str:
@@ -220,7 +220,11 @@ class Agent:
             # the heartbeat starts with the Node, as upstream's (before pods can run)
             tasks.append(asyncio.create_task(NodeLease(self.client, self.node_name).run(stop), name="node-lease"))
             pod_cidr = await self._pod_cidr(node, stop)
-            self.runtime = self._make_runtime(pod_cidr)
+            mtu = 1500
+            if self.opts.runtime != "hollow" and self.opts.flannel_backend != "none":
+                from kubeling.kubelet.network.overlay import pod_mtu
+                mtu = await pod_mtu(self.address, self.opts.flannel_backend)   # pods fit the overlay's MTU
+            self.runtime = self._make_runtime(pod_cidr, mtu)
             node_status.runtime = self.runtime
             if self.opts.runtime != "hollow":
                 await self.network.ensure_node()

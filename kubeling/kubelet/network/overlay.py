@@ -468,6 +468,23 @@ async def _delete_link(ipr, name: str) -> None:
         await _ignore((errno.ENODEV,), ipr.link("del", index=index))
 
 
+async def pod_mtu(node_ip: str, backend: str, default: int = 1500) -> int:
+    """The MTU pods get, as flannel hands it to the CNI bridge: the uplink's (the device holding
+    the node IP), less the VXLAN header with the vxlan backend. ``default`` when the node IP is
+    on no device (an agent given a --node-ip it does not hold)."""
+    import ipaddress
+
+    from pyroute2 import AsyncIPRoute
+    try:
+        if ipaddress.ip_address(node_ip).is_loopback:
+            return default          # lo's 65536 says nothing about the network
+        async with AsyncIPRoute() as ipr:
+            _, mtu = await _uplink(ipr, node_ip)
+    except (OSError, ValueError):
+        return default
+    return mtu - VXLAN_OVERHEAD if backend == "vxlan" else mtu
+
+
 async def _uplink(ipr, node_ip: str) -> tuple[int, int]:
     """(ifindex, MTU) of the device holding ``node_ip``."""
     for a in await _collect(ipr.addr("dump")):
