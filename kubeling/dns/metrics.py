@@ -69,7 +69,7 @@ class Metrics:
         info.labels(_version(), "kubeling", "python").set(1)
         enabled = Gauge("coredns_plugin_enabled", "A metric that indicates whether a plugin is enabled on per "
                         "server and zone basis.", [*base, "name"], registry=r)
-        for name in ("kubernetes", "forward", "cache", "health", "ready", "prometheus", "errors", "loop"):
+        for name in ("kubernetes", "forward", "cache", "health", "ready", "prometheus", "errors"):
             enabled.labels(server, zone, "", name).set(1)
         self._entries = self.cache_entries.labels(server, "success", zone, "")
         self.cache_entries.labels(server, "denial", zone, "").set(0)

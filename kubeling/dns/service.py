@@ -14,7 +14,8 @@ selector** and the DNS process writes its endpoints itself:
 
 kube-proxy on every node then DNATs ``10.43.0.10:53`` to that address. `ensure` is idempotent:
 it creates what is missing and rewrites endpoints that name another address or port; a
-Service that already exists with another clusterIP is left as it is and reported.
+Service that already exists with another clusterIP is left as it is and reported, and one with
+a selector (some other DNS's) keeps its endpoints.
 """
 
 from __future__ import annotations
@@ -122,7 +123,10 @@ async def ensure(client, *, cluster_ip: str, address: str, dns_port: int, metric
                       "delete the Service to let it be recreated", NAMESPACE, NAME, spec.get("clusterIP"),
                       cluster_ip, cluster_ip)
         elif spec.get("selector"):
-            log.warning("Service %s/%s has a selector: its endpoints are not this server's", NAMESPACE, NAME)
+            # another DNS (a CoreDNS Deployment) owns it: its endpoints are the controllers'
+            log.warning("Service %s/%s has a selector: leaving its endpoints to the endpoint controllers",
+                        NAMESPACE, NAME)
+            return
 
     def same_slice(have: dict, want: dict) -> bool:
         return (have.get("endpoints") == want["endpoints"] and have.get("ports") == want["ports"]

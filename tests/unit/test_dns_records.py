@@ -342,3 +342,37 @@ def test_ipv6_service_aaaa_and_ip6_arpa_ptr():
     assert a.rcode == RCODE.NOERROR and not a.answer
     nibbles = ".".join(reversed("fd000043000000000000000000000020")) + ".ip6.arpa"
     assert rdata(ask(k, nibbles, "PTR")) == ["six.default.svc.cluster.local."]
+
+
+def test_kube_dns_service_ensure_creates_repairs_and_respects_another_dns():
+    from kubeling.client.fake import FakeClient
+    from kubeling.dns import service
+
+    async def main():
+        client = FakeClient({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}})
+        await service.ensure(client, cluster_ip="10.43.0.10", address="10.44.0.1", dns_port=53, metrics_port=9153)
+        svc = await client.get("", "v1", "services", "kube-dns", namespace="kube-system")
+        assert svc["spec"]["clusterIP"] == "10.43.0.10" and "selector" not in svc["spec"]
+        assert svc["metadata"]["labels"]["k8s-app"] == "kube-dns"
+        sl = await client.get("discovery.k8s.io", "v1", "endpointslices", "kube-dns", namespace="kube-system")
+        assert sl["endpoints"][0]["addresses"] == ["10.44.0.1"] and sl["addressType"] == "IPv4"
+        assert sl["metadata"]["labels"]["kubernetes.io/service-name"] == "kube-dns"
+        assert sl["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] == "kubeling-dns"
+        ep = await client.get("", "v1", "endpoints", "kube-dns", namespace="kube-system")
+        assert ep["metadata"]["labels"]["endpointslice.kubernetes.io/skip-mirror"] == "true"
+        # idempotent; then the server moves: the endpoints follow
+        client.clear_actions()
+        await service.ensure(client, cluster_ip="10.43.0.10", address="10.44.0.1", dns_port=53, metrics_port=9153)
+        assert client.filter_actions("update") == [] and client.filter_actions("create") == []
+        await service.ensure(client, cluster_ip="10.43.0.10", address="10.44.0.7", dns_port=5353, metrics_port=0)
+        sl = await client.get("discovery.k8s.io", "v1", "endpointslices", "kube-dns", namespace="kube-system")
+        assert sl["endpoints"][0]["addresses"] == ["10.44.0.7"] and {p["port"] for p in sl["ports"]} == {5353}
+        ep = await client.get("", "v1", "endpoints", "kube-dns", namespace="kube-system")
+        assert ep["subsets"][0]["addresses"] == [{"ip": "10.44.0.7"}]
+        # a kube-dns Service with a selector is another DNS's: its endpoints are left alone
+        other = FakeClient({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}},
+                           {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", "namespace":
+                            "kube-system"}, "spec": {"clusterIP": "10.43.0.10", "selector": {"k8s-app": "kube-dns"}}})
+        await service.ensure(other, cluster_ip="10.43.0.10", address="10.44.0.1", dns_port=53, metrics_port=9153)
+        assert other.filter_actions("create") == []
+    asyncio.run(main())
