@@ -97,9 +97,8 @@ def _server(server: Server, backends: dict[str, Backend], opts: RenderOptions) -
     ]
     if server.ssl is not None:
         lines += [f"    ssl_certificate {quote(server.ssl.pem_path)};",
-                  f"    ssl_certificate_key {quote(server.ssl.pem_path)};"]
-    if server.ssl is not None:
-        lines.append("    add_header Strict-Transport-Security $hsts_header always;")
+                  f"    ssl_certificate_key {quote(server.ssl.pem_path)};",
+                  "    add_header Strict-Transport-Security $hsts_header always;"]
     blocks: list[tuple[str, str, Location]] = []
     seen: set[str] = set()
     for loc in server.locations:
