@@ -52,6 +52,7 @@ def add_subcommands(sub) -> None:
                    help="host:port of /healthz and /livez; empty to disable (default: 0.0.0.0:10256)")
     p.add_argument("--cleanup", action="store_true", help="remove the rules of every proxy mode and exit")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--v", dest="klog_v", type=int, default=0, help="klog verbosity, as upstream (4 and up: debug)")
     p.set_defaults(func=cmd_proxy)
 
 
@@ -75,7 +76,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                         sync_period=args.sync_period, metrics_bind_address=args.metrics_bind_address,
                         healthz_bind_address=args.healthz_bind_address)
     try:
-        run_until_signalled(lambda stop: run(opts, stop), verbose=args.verbose)
+        run_until_signalled(lambda stop: run(opts, stop), verbose=args.verbose or args.klog_v >= 4)
     except ProxyModeUnavailable as e:
         print(f"kubeling proxy: {args.proxy_mode} mode is unavailable: {e}", file=sys.stderr)
         return 1

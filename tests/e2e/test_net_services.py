@@ -249,3 +249,37 @@ def test_kube_proxy_metrics_and_healthz_on_every_node(multinode_cluster, multino
         done = subprocess.run([*c.netns.prefix(), sys.executable, "-c", FETCH, f"http://{state.ip}:10249/metrics"],
                               capture_output=True, text=True, timeout=30)
         assert done.returncode != 0
+
+
+READY_WEB = ["sh", "-c", "mkdir -p /www && echo ok > /www/ready && hostname > /www/index.html && "
+                         "exec httpd -f -p 8080 -h /www"]
+
+
+def test_an_unready_pod_stops_getting_connections_and_comes_back(multinode_cluster, multinode_namespace):
+    c, ns = multinode_cluster, multinode_namespace
+    doc = json.loads(deployment("web", 3))
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = READY_WEB
+    container["readinessProbe"] = {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1,
+                                   "failureThreshold": 1, "successThreshold": 1, "timeoutSeconds": 1}
+    c.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
+    c.kubectl("apply", "-n", ns, "-f", "-", input=client_pod())
+    c.kubectl("apply", "-n", ns, "-f", "-", input=service("web", "web"))
+    wait_pods(c, ns, "app=web", 3, timeout=180)
+    wait_pods(c, ns, "app=client", 1, timeout=120)
+    pods = sorted(pod_names(c, ns, "web"))
+    victim = pods[0]
+    url = f"http://{cluster_ip(c, ns, 'web')}/"
+    harness.eventually(lambda: set(from_pod(c, ns, "client", url, 30)) == set(pods), timeout=60, interval=1,
+                       what="every pod answering through the ClusterIP")
+
+    c.kubectl("exec", "-n", ns, victim, "--", "rm", "/www/ready")
+    # the probe (1 s), the endpoint slice controller and kube-proxy (min-sync-period 1 s)
+    harness.eventually(lambda: victim not in from_pod(c, ns, "client", url, 10), timeout=20, interval=0.5,
+                       what=f"{victim} out of the rotation")
+    answers = from_pod(c, ns, "client", url, 30)
+    assert "" not in answers and set(answers) == set(pods[1:]), collections.Counter(answers)
+
+    c.kubectl("exec", "-n", ns, victim, "--", "sh", "-c", "echo ok > /www/ready")
+    harness.eventually(lambda: victim in from_pod(c, ns, "client", url, 30), timeout=20, interval=0.5,
+                       what=f"{victim} back in the rotation")
