@@ -367,6 +367,9 @@ class Proxier:
         self._rules: dict[ServicePortName, ServiceRules] = {}
         self._live_chains: set[str] = set()      # service chains in the kernel after the last good sync
         self._synced_once = False
+        self._written_nat_top: list[str] = []
+        self._written_filter: list[str] = []
+        self._pending_top: tuple[list[str], list[str]] = ([], [])
         self.last_rule_counts: dict[str, int] = {"nat": 0, "filter": 0}
         self.last_sync_partial = False
         self.last_sync_kind = ""
@@ -438,6 +441,7 @@ class Proxier:
             self._synced_once = False          # the next sync must be a full one
             raise
         self._live_chains = chains
+        self._written_nat_top, self._written_filter = self._pending_top
         self._synced_once = True
         self.last_sync_kind = kind
         self.last_sync_partial = kind != "full"
@@ -445,45 +449,57 @@ class Proxier:
 
     def _render(self, *, rewrite: set[ServicePortName] | None,
                 existing: dict[str, dict[str, list[str]]] | None) -> tuple[str, set[str]]:
-        """The restore input; ``rewrite`` None means every service chain."""
+        """The restore input; ``rewrite`` None means every service chain. The top-level chains
+        (and the filter table) are left out of a partial sync when their rules are the ones
+        written last (an endpoint change touches only its service's chains)."""
         node = self.node
         nat_skel, filter_skel = skeleton_nat(node), skeleton_filter()
+        ordered = sorted(self._rules)
         wanted_chains: set[str] = set()
         for r in self._rules.values():
             wanted_chains.update(r.chains)
 
-        nat: list[str] = ["*nat"]
-        nat += [f":{c} - [0:0]" for c in NAT_CHAINS]
-        out_chains: list[str] = []
-        for spn in sorted(self._rules):
-            r = self._rules[spn]
+        nat_top = nat_skel["KUBE-POSTROUTING"] + nat_skel["KUBE-MARK-MASQ"]
+        for spn in ordered:
+            nat_top += self._rules[spn].nat_services
+        nat_top += nat_skel["KUBE-SERVICES"]
+        for spn in ordered:
+            nat_top += self._rules[spn].nat_nodeports
+        filt_top = list(filter_skel["KUBE-FORWARD"])
+        for chain in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL"):
+            for spn in ordered:
+                filt_top += self._rules[spn].filter.get(chain, ())
+        everything = existing is not None or rewrite is None
+        write_nat_top = everything or nat_top != self._written_nat_top
+        write_filter = everything or filt_top != self._written_filter
+        self._pending_top = (nat_top, filt_top)
+
+        declared: list[str] = []
+        chain_lines: list[str] = []
+        for spn in ordered:
             if rewrite is None or spn in rewrite:
-                out_chains.extend(r.chains)
-        nat += [f":{c} - [0:0]" for c in out_chains]
+                r = self._rules[spn]
+                declared.extend(r.chains)
+                for lines in r.chains.values():
+                    chain_lines += lines
         stale = set(self._live_chains) - wanted_chains
         if existing is not None:
             stale |= {c for c in existing.get("nat", {}) if SERVICE_CHAIN_RE.match(c)} - wanted_chains
+
+        nat: list[str] = ["*nat"]
+        if write_nat_top:
+            nat += [f":{c} - [0:0]" for c in NAT_CHAINS]
+        nat += [f":{c} - [0:0]" for c in declared]
         nat += [f":{c} - [0:0]" for c in sorted(stale)]
-        nat += nat_skel["KUBE-POSTROUTING"] + nat_skel["KUBE-MARK-MASQ"]
-        ordered = sorted(self._rules)
-        for spn in ordered:
-            nat += self._rules[spn].nat_services
-        nat += nat_skel["KUBE-SERVICES"]
-        for spn in ordered:
-            nat += self._rules[spn].nat_nodeports
-        for spn in ordered:
-            r = self._rules[spn]
-            if rewrite is None or spn in rewrite:
-                for lines in r.chains.values():
-                    nat += lines
+        if write_nat_top:
+            nat += nat_top
+        nat += chain_lines
         nat += [f"-X {c}" for c in sorted(stale)]
 
         filt: list[str] = ["*filter"]
-        filt += [f":{c} - [0:0]" for c in FILTER_CHAINS]
-        filt += filter_skel["KUBE-FORWARD"]
-        for chain in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL"):
-            for spn in ordered:
-                filt += self._rules[spn].filter.get(chain, ())
+        if write_filter:
+            filt += [f":{c} - [0:0]" for c in FILTER_CHAINS]
+            filt += filt_top
 
         if existing is not None:
             # the jump rules from the built-in chains, inserted where missing
@@ -492,9 +508,11 @@ class Proxier:
                 if not any(line.split(" -j ")[-1].split()[0] == target for line in have if " -j " in line):
                     (nat if table == "nat" else filt).append(f"-I {builtin} 1 {match} -j {target}")
 
-        self.last_rule_counts = {"nat": sum(1 for x in nat if x.startswith("-A ")),
-                                 "filter": sum(1 for x in filt if x.startswith("-A "))}
-        return "\n".join(filt + ["COMMIT"] + nat + ["COMMIT", ""]), wanted_chains
+        self.last_rule_counts = {
+            "nat": len(nat_top) + sum(len(lines) for r in self._rules.values() for lines in r.chains.values()),
+            "filter": len(filt_top)}
+        out = (filt + ["COMMIT"] if len(filt) > 1 else []) + nat + ["COMMIT", ""]
+        return "\n".join(out), wanted_chains
 
     async def _save(self) -> dict[str, dict[str, list[str]]]:
         out: dict[str, dict[str, list[str]]] = {}

@@ -156,6 +156,8 @@ def test_partial_render_writes_only_changed_chains_and_deletes_stale_ones():
     for spn in services:
         p._rules[spn] = service_rules(spn, services[spn], eps("10.180.0.1", "10.180.0.2"), NODE)
     _, p._live_chains = p._render(rewrite=None, existing={"nat": {}, "filter": {}})
+    p._written_nat_top, p._written_filter = p._pending_top
+    # an endpoint leaves SPN: only its chains are written; the top-level chains did not change
     p._rules[SPN] = service_rules(SPN, services[SPN], eps("10.180.0.1"), NODE)
     text, _ = p._render(rewrite={SPN}, existing=None)
     lines = text.splitlines()
@@ -163,8 +165,18 @@ def test_partial_render_writes_only_changed_chains_and_deletes_stale_ones():
     assert f":{other_svc} - [0:0]" not in lines and not any(x.startswith(f"-A {other_svc}") for x in lines)
     assert f":{SVC} - [0:0]" in lines
     assert f"-X {sep('10.180.0.2')}" in lines and f":{sep('10.180.0.2')} - [0:0]" in lines
-    # the top-level chains are complete: the unchanged service keeps its KUBE-SERVICES rule
-    assert any(x.startswith("-A KUBE-SERVICES") and x.endswith(other_svc) for x in lines)
+    assert "*filter" not in lines and ":KUBE-SERVICES - [0:0]" not in lines
+    assert p.last_rule_counts["nat"] == 3 + 2 + 1 + (1 + 2) + 2 + (1 + 2) + 2 * 2
+    # SPN loses every endpoint: its cluster IP rule moves to filter's REJECT, so both tables'
+    # top-level chains are written in full (the unchanged service's rule too)
+    p._live_chains = {c for r in p._rules.values() for c in r.chains}
+    p._written_nat_top, p._written_filter = p._pending_top
+    p._rules[SPN] = service_rules(SPN, services[SPN], [], NODE)
+    lines = p._render(rewrite={SPN}, existing=None)[0].splitlines()
+    assert ":KUBE-SERVICES - [0:0]" in lines and any(x.startswith("-A KUBE-SERVICES") and x.endswith(other_svc)
+                                                     for x in lines)
+    assert any("ns1/svc1:p80 has no endpoints" in x for x in lines)
+    assert f"-X {SVC}" in lines and f"-X {sep('10.180.0.1')}" in lines
 
 
 def test_leaks_count_only_what_services_add():
