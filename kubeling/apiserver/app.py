@@ -32,6 +32,7 @@ from aiohttp import web
 from kubeling.api import errors, limits, schema
 from kubeling.apiserver import discovery, endpoints, memory, openapi, registry, serviceaccount, serving
 from kubeling.apiserver.admission import default_chain
+from kubeling.apiserver import rbac
 from kubeling.apiserver.auth import ANONYMOUS, Attributes, TokenFile, UserInfo, default_authorizer, \
     user_from_cert, with_authenticated
 from kubeling.apiserver.endpoints.response import json_body, status_response
@@ -55,10 +56,13 @@ class APIServer:
         self.config = config or registry.Config()
         self.strategies = registry.strategies(self.config)
         self.resources = ResourceMap(builtin_served(self.strategies))
-        self.authorizer = default_authorizer()
+        self.scope = None  # set below; the RBAC authorizer reads its watch cache (scope.cacher) when asked
+        self.rbac = rbac.authorizer_for(self)
+        self.authorizer = default_authorizer(self.rbac)
         self.registry = registry.GenericStore(store)
         self.admission = self.registry.admission = default_chain(self.registry, self.lookup, self.config)
         self.scope = endpoints.Scope(self.registry, Deps(self.registry, self.lookup, self.authorizer))
+        rbac.install_escalation_checks(self)
         self.tokens = TokenFile(token_file)
         # Service account tokens: signed by TokenRequest, verified by the bearer authenticator, with one
         # key (ephemeral when no file is given, as in in-process tests) loaded on first use.

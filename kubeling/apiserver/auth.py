@@ -14,8 +14,9 @@ Every authenticated user is also in ``system:authenticated``.
 
 Authorization is an `Authorizer` (``authorize(attrs) -> Decision``). The default chain allows
 the public-info endpoints to everyone, discovery and self access reviews to every authenticated
-user (as upstream's bootstrap roles do), and everything to ``system:masters``; RBAC plugs in
-later as another authorizer in the chain.
+user (as upstream's bootstrap roles do), everything to ``system:masters``, the node rules to
+``system:nodes``, then what RBAC's Roles and bindings grant (`kubeling.apiserver.rbac`).
+``rules_for(user, namespace)`` on the chain lists what a user may do (SelfSubjectRulesReview).
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ class MastersAuthorizer:
             return Decision(True, "")
         return Decision(False, "")
 
+    def rules_for(self, user: UserInfo, namespace: str) -> tuple[list[dict], list[str]]:
+        if "system:masters" in user.groups:
+            return [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
+                    {"verbs": ["*"], "nonResourceURLs": ["*"]}], []
+        return [], []
+
 
 class PublicInfoAuthorizer:
     """Health and version endpoints are readable by everyone."""
@@ -119,6 +126,19 @@ class ChainAuthorizer:
             if d.allowed or d.denied:
                 return d
         return Decision(False, "")
+
+    def rules_for(self, user: UserInfo, namespace: str) -> tuple[list[dict], list[str]]:
+        """Every rule the authorizers that can list theirs grant ``user`` in ``namespace``
+        (upstream's union ``RulesFor``): (rules, resolution errors)."""
+        rules: list[dict] = []
+        errs: list[str] = []
+        for a in self.authorizers:
+            fn = getattr(a, "rules_for", None)
+            if fn is not None:
+                r, e = fn(user, namespace)
+                rules += r
+                errs += e
+        return rules, errs
 
 
 class TokenFile:
@@ -183,7 +203,12 @@ def with_authenticated(user: UserInfo) -> UserInfo:
     return UserInfo(user.name, user.uid, user.groups + ("system:authenticated",), user.extra)
 
 
-def default_authorizer() -> ChainAuthorizer:
+def default_authorizer(rbac: Authorizer | None = None) -> ChainAuthorizer:
+    """The chain; ``rbac`` (`kubeling.apiserver.rbac.RBACAuthorizer`) comes last, as upstream's
+    ``--authorization-mode=Node,RBAC`` puts RBAC after the built-in rules."""
     from kubeling.apiserver.nodeauthz import NodeRulesAuthorizer
-    return ChainAuthorizer([PublicInfoAuthorizer(), BasicUserAuthorizer(), MastersAuthorizer(),
-                            NodeRulesAuthorizer()])
+    chain: list[Authorizer] = [PublicInfoAuthorizer(), BasicUserAuthorizer(), MastersAuthorizer(),
+                               NodeRulesAuthorizer()]
+    if rbac is not None:
+        chain.append(rbac)
+    return ChainAuthorizer(chain)

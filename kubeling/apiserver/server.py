@@ -24,6 +24,7 @@ from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.cacher import Cacher
 from kubeling.apiserver.certs import PKI, write_kubeconfig
 from kubeling.apiserver.crd import CRDController
+from kubeling.apiserver.rbac import bootstrap as rbac_bootstrap
 from kubeling.apiserver.reconcilers import reconcile_kubernetes_endpoints
 from kubeling.apiserver.registry import Context
 from kubeling.cli._run import supervise_child
@@ -80,7 +81,7 @@ def kubernetes_service_ip(service_cidr: str) -> str:
 
 async def bootstrap(api: APIServer) -> None:
     """Objects every cluster has: system namespaces, the `kubernetes` Service and its endpoints,
-    and the system priority classes. Idempotent."""
+    the system priority classes and the bootstrap RBAC policy. Idempotent."""
     ctx = Context(user="system:apiserver", field_manager="kube-apiserver")
 
     async def ensure(group, version, resource, obj, namespace=None):
@@ -116,6 +117,8 @@ async def bootstrap(api: APIServer) -> None:
             "value": value, "description": "Used for system critical pods that must not be moved from their "
             "current node." if name == "system-node-critical" else "Used for system critical pods that must run "
             "in the cluster, but can be moved to another node if necessary."})
+    # upstream's rbac/bootstrap-roles post-start hook: the default ClusterRoles and bindings
+    await rbac_bootstrap.reconcile(api)
 
 
 async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:

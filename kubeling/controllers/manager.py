@@ -60,6 +60,7 @@ from kubeling.controllers.endpoints import EndpointController
 from kubeling.controllers.endpointslice import EndpointSliceController
 from kubeling.controllers.endpointslicemirroring import EndpointSliceMirroringController
 from kubeling.controllers.servicelb import ServiceLBController
+from kubeling.controllers.clusterroleaggregation import ClusterRoleAggregationController
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
     EndpointSliceController,
     EndpointSliceMirroringController,
     ServiceLBController,
+    ClusterRoleAggregationController,
 )}
 
 LEASE_NAMESPACE = "kube-system"

@@ -1,5 +1,5 @@
-"""ClusterRoleBindings (upstream ``pkg/registry/rbac/clusterrolebinding``). Authorization by RBAC arrives with issue 9;
-until then these are stored and served, but grant nothing."""
+"""ClusterRoleBindings (upstream ``pkg/registry/rbac/clusterrolebinding``). Granted by the RBAC authorizer
+(`kubeling.apiserver.rbac`); writes pass its escalation check (`kubeling.apiserver.rbac.escalation`)."""
 
 from kubeling.api.defaults import rbac as defaults
 from kubeling.api.printers import other as printers
@@ -22,3 +22,14 @@ class ClusterRoleBindingStrategy(Strategy):
 
     def validate_update(self, obj, old):
         return validation.validate_binding_update(obj, old)
+
+    # the server's `rbac.escalation.EscalationCheck` (`rbac.install_escalation_checks`); None: unchecked
+    escalation = None
+
+    async def begin_create(self, store, served, obj, ctx):
+        if self.escalation is not None:
+            self.escalation.check_binding("clusterrolebindings", obj, None, ctx)
+
+    async def begin_update(self, store, served, new, old, ctx):
+        if self.escalation is not None:
+            self.escalation.check_binding("clusterrolebindings", new, old, ctx)

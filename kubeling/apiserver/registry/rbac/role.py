@@ -1,5 +1,5 @@
-"""Roles (upstream ``pkg/registry/rbac/role``). Authorization by RBAC arrives with issue 9;
-until then these are stored and served, but grant nothing."""
+"""Roles (upstream ``pkg/registry/rbac/role``). Granted by the RBAC authorizer
+(`kubeling.apiserver.rbac`); writes pass its escalation check (`kubeling.apiserver.rbac.escalation`)."""
 
 from kubeling.api.validation import meta
 from kubeling.api.validation import rbac as validation
@@ -12,3 +12,14 @@ class RoleStrategy(Strategy):
 
     def validate(self, obj):
         return validation.validate_role(obj)
+
+    # the server's `rbac.escalation.EscalationCheck` (`rbac.install_escalation_checks`); None: unchecked
+    escalation = None
+
+    async def begin_create(self, store, served, obj, ctx):
+        if self.escalation is not None:
+            self.escalation.check_role("roles", obj, None, ctx)
+
+    async def begin_update(self, store, served, new, old, ctx):
+        if self.escalation is not None:
+            self.escalation.check_role("roles", new, old, ctx)
