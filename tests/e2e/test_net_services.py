@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import harness
+import multinode
 import yaml
 from workloads import BUSYBOX, SLEEP, get_json, wait_pods
 
@@ -283,3 +284,46 @@ def test_an_unready_pod_stops_getting_connections_and_comes_back(multinode_clust
     c.kubectl("exec", "-n", ns, victim, "--", "sh", "-c", "echo ok > /www/ready")
     harness.eventually(lambda: victim in from_pod(c, ns, "client", url, 30), timeout=20, interval=0.5,
                        what=f"{victim} back in the rotation")
+
+
+CGI_WEB = ["sh", "-c", """mkdir -p /www/cgi-bin
+hostname > /www/index.html
+printf '#!/bin/sh\\necho "Content-Type: text/plain"\\necho\\necho "$(hostname) $REMOTE_ADDR"\\n' > /www/cgi-bin/who
+chmod +x /www/cgi-bin/who
+exec httpd -f -p 8080 -h /www"""]
+
+
+def _who(answer: str) -> tuple[str, str]:
+    """"<pod> <client address>" from the CGI (busybox httpd writes IPv4 as [::ffff:a.b.c.d])."""
+    who, src = answer.split()
+    return who, src.strip("[]").removeprefix("::ffff:")
+
+
+def test_external_traffic_policy_local_keeps_the_client_address(multinode_cluster, multinode_namespace):
+    c, ns = multinode_cluster, multinode_namespace
+    nodes = _node_ips(c)
+    first, *others = sorted(nodes)
+    doc = json.loads(deployment("local", 1, node=first))
+    doc["spec"]["template"]["spec"]["containers"][0]["command"] = CGI_WEB
+    c.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
+    c.kubectl("apply", "-n", ns, "-f", "-", input=service("local", "local", type="NodePort",
+                                                          externalTrafficPolicy="Local"))
+    c.kubectl("apply", "-n", ns, "-f", "-", input=service("cluster", "local", type="NodePort"))
+    (pod,) = wait_pods(c, ns, "app=local", 1, timeout=180)
+    name = pod["metadata"]["name"]
+    local_port = get_json(c, "svc", "local", "-n", ns)["spec"]["ports"][0]["nodePort"]
+    cluster_port = get_json(c, "svc", "cluster", "-n", ns)["spec"]["ports"][0]["nodePort"]
+    host = c.netns.prefix()
+    client_ip = multinode.BRIDGE_IP          # the test host's address on the nodes' bridge
+
+    url = f"http://{nodes[first]}:{local_port}/cgi-bin/who"
+    got = harness.eventually(lambda: from_netns(host, url, 1)[0], timeout=30, interval=1, what=url)
+    assert _who(got) == (name, client_ip)                      # Local: no masquerade
+    # a node without the pod drops Local traffic (no REJECT either: the client times out)
+    assert from_netns(host, f"http://{nodes[others[0]]}:{local_port}/", 1) == [""]
+    # Cluster policy on the same pod: any node answers, masqueraded to a node's address
+    for ip in (nodes[first], nodes[others[0]]):
+        url = f"http://{ip}:{cluster_port}/cgi-bin/who"
+        answer = harness.eventually(lambda: from_netns(host, url, 1)[0], timeout=30, interval=1, what=url)
+        who, src = _who(answer)
+        assert who == name and src != client_ip, answer
