@@ -270,8 +270,8 @@ class ProxyServer:
             on_add=lambda o: self.on_node(None, o), on_update=self.on_node, on_delete=lambda o: self.on_node(_obj(o), None))
         factory.start(halt)
         tasks: list[asyncio.Task] = []
+        waiter = asyncio.ensure_future(stop.wait())
         try:
-            waiter = asyncio.ensure_future(stop.wait())
             synced = asyncio.ensure_future(self._wait_synced(factory))
             done, _ = await asyncio.wait([waiter, synced, factory.failure(), self._fatal],
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -289,8 +289,8 @@ class ProxyServer:
                     for f in (factory.failure(), self._fatal, tasks[0]):
                         if f.done():
                             raise f.exception() or RuntimeError("the sync runner returned before stop")
-            waiter.cancel()
         finally:
+            waiter.cancel()
             halt.set()
             for t in tasks:
                 t.cancel()
