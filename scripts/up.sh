@@ -15,7 +15,10 @@ if [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
     echo "kubeling server already running (pid $(cat "$PID_FILE"))"
 else
     # setsid: the server outlives this shell and make, and gets no terminal signals.
-    setsid "$VENV/bin/kubeling" server --data-dir "$DATA_DIR" >>"$LOG" 2>&1 </dev/null &
+    # Every address, advertising the host's primary one (as k3s): pods reach the API server
+    # through the `kubernetes` Service, and the cluster DNS through kube-dns.
+    setsid "$VENV/bin/kubeling" server --data-dir "$DATA_DIR" --bind-address "${BIND_ADDRESS:-0.0.0.0}" \
+        >>"$LOG" 2>&1 </dev/null &
     echo $! >"$PID_FILE"
     echo "kubeling server started (pid $!), log: $LOG"
 fi

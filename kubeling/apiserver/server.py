@@ -125,7 +125,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
     memory.configure()
     data = datadir.prepare(opts.data_dir)
     advertise = opts.advertise_address or (opts.bind_address if opts.bind_address not in ("0.0.0.0", "::")
-                                           else "127.0.0.1")
+                                           else primary_address())
     pki = PKI(data, hosts=[advertise, opts.bind_address])
     pki.ensure()
     node_token = join.ensure_token(data, pki)  # <data-dir>/server/node-token: `kubeling agent --token`
@@ -220,6 +220,14 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                 raise t.exception()
     finally:
         await asyncio.shield(_shutdown(tasks, listeners, store, cacher))
+
+
+def primary_address() -> str:
+    """What a server bound to every address advertises when not told (k3s: the node IP): the
+    address of the default route's interface, so that pods reach it through the `kubernetes`
+    Service; 127.0.0.1 on a host with no default route."""
+    from kubeling.kubelet.agent import route_source
+    return route_source("https://127.0.0.1:6443")
 
 
 def leader_identity(data) -> str:
