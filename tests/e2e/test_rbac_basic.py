@@ -82,6 +82,9 @@ def test_bootstrap_cluster_roles(rbac_cluster):
     assert by_name["edit"]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
     crb = json.loads(c.kubectl("get", "clusterrolebinding", "cluster-admin", "-o", "json").stdout)
     assert crb["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}]
+    # system:masters may do anything, and says so
+    listed = as_user(c, "admintoken", "auth", "can-i", "--list").stdout.splitlines()
+    assert any(line.split()[:4] == ["*.*", "[]", "[]", "[*]"] for line in listed), listed
 
 
 def test_rolebinding_to_view_grants_reading_one_namespace(rbac_cluster):
