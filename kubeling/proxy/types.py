@@ -74,9 +74,11 @@ class ServicePort:
 
     @property
     def uses_cluster_endpoints(self) -> bool:
-        """Some traffic to this port goes to any endpoint in the cluster (upstream's
-        ``UsesClusterEndpoints``): internal traffic under Cluster, or external under Cluster."""
-        return not self.internal_policy_local or (self.externally_accessible and not self.external_policy_local)
+        """Some traffic to this port may go to any endpoint in the cluster (upstream's
+        ``UsesClusterEndpoints``): internal traffic under Cluster, or any external traffic at all
+        (even under an external Local policy, pods' traffic to an external IP short-circuits to
+        the cluster endpoints)."""
+        return not self.internal_policy_local or self.externally_accessible
 
     @property
     def affinity(self) -> bool:
@@ -123,7 +125,7 @@ class Categorized:
     cluster: list[Endpoint] = field(default_factory=list)    # for traffic under the Cluster policy
     local: list[Endpoint] = field(default_factory=list)      # for traffic under a Local policy
     all_reachable: list[Endpoint] = field(default_factory=list)
-    has_any: bool = False                                     # any endpoint at all, ready or not
+    has_any: bool = False            # a usable endpoint (ready, or serving and terminating) anywhere
 
 
 def categorize_endpoints(endpoints: Sequence[Endpoint], svc: ServicePort) -> Categorized:
@@ -135,9 +137,10 @@ def categorize_endpoints(endpoints: Sequence[Endpoint], svc: ServicePort) -> Cat
       uses a Local policy (empty otherwise); cluster stays empty when no traffic uses the
       Cluster policy (internalTrafficPolicy Local and no external Cluster traffic);
     - all_reachable: the union of both, for conntrack clean-up;
-    - has_any: whether any endpoint exists at all (no endpoints means REJECT, not DROP).
+    - has_any: whether a usable endpoint exists anywhere (none means REJECT; some, but no local
+      one for a Local policy, means DROP).
     """
-    out = Categorized(has_any=bool(endpoints))
+    out = Categorized(has_any=any(e.ready or (e.serving and e.terminating) for e in endpoints))
 
     def pick(eps: Sequence[Endpoint]) -> list[Endpoint]:
         ready = [e for e in eps if e.ready]
