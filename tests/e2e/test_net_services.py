@@ -189,17 +189,18 @@ def test_a_deleted_service_leaves_no_chains(multinode_cluster, multinode_namespa
     wait_pods(c, ns, "app=web", 3, timeout=180)
     chain = service_chain(ServicePortName(ns, "gone", "", "TCP"), "tcp")
     nodes = sorted(_node_ips(c))
+
+    def seps(node: str) -> set[str]:
+        return {line.split()[-1] for line in _chains(c, node).splitlines()
+                if line.startswith(f"-A {chain} ") and "KUBE-SEP-" in line}
     for node in nodes:
-        harness.eventually(lambda: _chains(c, node).count("-j KUBE-SEP-") >= 3 and chain in _chains(c, node),
-                           timeout=30, interval=0.5, what=f"{chain} and its endpoints on {node}")
-    save = _chains(c, nodes[0])
-    seps = {line.split()[-1] for line in save.splitlines() if line.startswith(f"-A {chain} ") and "KUBE-SEP-" in line}
-    assert len(seps) == 3, save
+        harness.eventually(lambda: len(seps(node)) == 3, timeout=30, interval=0.5,
+                           what=f"{chain} and its 3 endpoint chains on {node}")
+    endpoint_chains = seps(nodes[0])
     c.kubectl("delete", "svc", "gone", "-n", ns)
     for node in nodes:
-        harness.eventually(lambda: not any(x in _chains(c, node) for x in (chain, *seps, f"{ns}/gone")),
+        harness.eventually(lambda: not any(x in _chains(c, node) for x in (chain, *endpoint_chains, f"{ns}/gone")),
                            timeout=30, interval=0.5, what=f"{chain} gone from {node}")
-
 
 
 FETCH = """
