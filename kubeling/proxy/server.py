@@ -346,6 +346,7 @@ def make_proxier(mode: str, node: NodeContext):
 async def run(opts: ProxyOptions, stop: asyncio.Event) -> None:
     """``kubeling proxy``: raises `ProxyModeUnavailable` at start-up when the mode cannot run."""
     from kubeling.client import kubeconfig as kc
+    from kubeling.client.events import EventRecorder
     from kubeling.client.rest import RESTClient
 
     cfg = kc.load(opts.kubeconfig or None)
@@ -359,7 +360,14 @@ async def run(opts: ProxyOptions, stop: asyncio.Event) -> None:
         proxier = make_proxier(opts.mode, node)
         await proxier.start()
         log.info("kube-proxy: %s mode on node %s (%s)", opts.mode, node_name, ", ".join(node_ips) or "no address")
+        # upstream's start-up Event on the Node (its reference names the node as its uid too)
+        recorder = EventRecorder(client, "kube-proxy", host=node_name)
+        recorder.event({"kind": "Node", "name": node_name, "uid": node_name}, "Normal", "Starting",
+                       "Starting kube-proxy.")
         server = ProxyServer(opts, client, node_name, proxier, node_ips=node_ips)
-        await server.run(stop)
+        try:
+            await server.run(stop)
+        finally:
+            await recorder.close()
     finally:
         await client.close()

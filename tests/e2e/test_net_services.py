@@ -251,6 +251,11 @@ def test_kube_proxy_metrics_and_healthz_on_every_node(multinode_cluster, multino
         done = subprocess.run([*c.netns.prefix(), sys.executable, "-c", FETCH, f"http://{state.ip}:10249/metrics"],
                               capture_output=True, text=True, timeout=30)
         assert done.returncode != 0
+    # each kube-proxy said it started, on its Node (upstream's Normal/Starting Event)
+    events = get_json(c, "events", "-n", "default")["items"]
+    started = {e["involvedObject"]["name"] for e in events if e["reason"] == "Starting"
+               and (e.get("source") or {}).get("component") == "kube-proxy" and e["involvedObject"]["kind"] == "Node"}
+    assert started >= set(c.state().nodes), started
 
 
 READY_WEB = ["sh", "-c", "mkdir -p /www && echo ok > /www/ready && hostname > /www/index.html && "
