@@ -220,6 +220,13 @@ def _get(prefix: list[str], url: str) -> tuple[int, str]:
     return int(code), body
 
 
+def _try_get(prefix: list[str], url: str) -> tuple[int, str] | None:
+    try:
+        return _get(prefix, url)
+    except subprocess.CalledProcessError:
+        return None
+
+
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):
@@ -327,6 +334,22 @@ def test_external_traffic_policy_local_keeps_the_client_address(multinode_cluste
     assert _who(got) == (name, client_ip)                      # Local: no masquerade
     # a node without the pod drops Local traffic (no REJECT either: the client times out)
     assert from_netns(host, f"http://{nodes[others[0]]}:{local_port}/", 1) == [""]
+    # a LoadBalancer under the Local policy: its healthCheckNodePort (allocated by the API server,
+    # served by kube-proxy) says which nodes have a local endpoint
+    c.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "local-lb"},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"app": "local"},
+                 "ports": [{"port": 8089, "targetPort": 8080}]}}))
+    hc = get_json(c, "svc", "local-lb", "-n", ns)["spec"]["healthCheckNodePort"]
+    for node, ip in nodes.items():
+        want = 200 if node == first else 503
+        # (the first answers may come before the Service's slice reached that node's proxy)
+        code, body = harness.eventually(
+            lambda: (r := _try_get(host, f"http://{ip}:{hc}/healthz")) and r[0] == want and r, timeout=30,
+            interval=1, what=f"health check node port {hc} answering {want} on {node}")
+        doc = json.loads(body)
+        assert doc["service"] == {"namespace": ns, "name": "local-lb"}
+        assert doc["localEndpoints"] == (1 if node == first else 0)
     # Cluster policy on the same pod: any node answers, masqueraded to a node's address
     for ip in (nodes[first], nodes[others[0]]):
         url = f"http://{ip}:{cluster_port}/cgi-bin/who"

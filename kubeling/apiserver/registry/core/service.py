@@ -150,6 +150,11 @@ def _wants_node_ports(spec: dict) -> bool:
     return spec.get("type") in ("NodePort", "LoadBalancer")
 
 
+def _wants_health_check_port(spec: dict) -> bool:
+    """Upstream's NeedsHealthCheck: a LoadBalancer with externalTrafficPolicy Local."""
+    return spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
+
+
 def _wants_ip(spec: dict) -> bool:
     return spec.get("type", "ClusterIP") != "ExternalName" and spec.get("clusterIP") != "None"
 
@@ -267,6 +272,31 @@ class ServiceStrategy(Strategy):
                 f"spec.ports[{idx}].nodePort", want, "provided port is already allocated")])
         return None if dry_run else offset
 
+    async def _take_health_check_port(self, node_ports: RangeAllocator, svc: dict, dry_run: bool) -> int | None:
+        """spec.healthCheckNodePort, from the node port range (upstream allocates it there)."""
+        spec = svc["spec"]
+        lo, _ = self.port_range
+        want = spec.get("healthCheckNodePort")
+        if not want:
+            try:
+                offset = await node_ports.allocate_next(dry_run=dry_run)
+            except RangeFull:
+                raise errors.internal("failed to allocate a healthCheckNodePort: range is full") from None
+            spec["healthCheckNodePort"] = lo + offset
+            return None if dry_run else offset
+        if not isinstance(want, int) or isinstance(want, bool):
+            return None  # validation reports it
+        name = svc["metadata"].get("name", "")
+        offset = want - lo
+        if offset < 0 or offset >= node_ports.size:
+            raise errors.invalid("Service", "", name, [errors.invalid_value(
+                "spec.healthCheckNodePort", want, f"provided port is not in the valid range. The range of valid "
+                f"ports is {lo}-{lo + node_ports.size - 1}")])
+        if not await node_ports.allocate(offset, dry_run=dry_run):
+            raise errors.invalid("Service", "", name, [errors.invalid_value(
+                "spec.healthCheckNodePort", want, "provided port is already allocated")])
+        return None if dry_run else offset
+
     async def begin_create(self, store, served, obj, ctx):
         return await self._allocate(store, obj, None, ctx.dry_run)
 
@@ -300,6 +330,16 @@ class ServiceStrategy(Strategy):
                 for p in spec.get("ports") or []:
                     if isinstance(p, dict):
                         p.pop("nodePort", None)
+            if _wants_health_check_port(spec):
+                held_hc = old_spec.get("healthCheckNodePort") if _wants_health_check_port(old_spec) else None
+                if held_hc and not spec.get("healthCheckNodePort"):
+                    spec["healthCheckNodePort"] = held_hc            # an update keeps it, as upstream
+                if not (held_hc and spec.get("healthCheckNodePort") == held_hc):
+                    off = await self._take_health_check_port(node_ports, svc, dry_run)
+                    if off is not None:
+                        taken_ports.append(off)
+            elif old is not None:
+                spec.pop("healthCheckNodePort", None)
         except BaseException:
             if taken_ip:
                 await ips.release(*taken_ip)
@@ -329,7 +369,11 @@ class ServiceStrategy(Strategy):
         return [off] if off is not None and off >= 0 else []
 
     def _held_ports(self, spec: dict) -> list[int]:
-        return _ports(spec) if _wants_node_ports(spec) else []
+        held = _ports(spec) if _wants_node_ports(spec) else []
+        hc = spec.get("healthCheckNodePort")
+        if _wants_health_check_port(spec) and isinstance(hc, int) and not isinstance(hc, bool) and hc:
+            held.append(hc)
+        return held
 
     async def after_delete(self, store, served, obj):
         ips, node_ports = self.allocators(store)
