@@ -14,7 +14,9 @@
     iptables.py               KUBE-SERVICES / KUBE-SVC-* / KUBE-SEP-* chains through iptables-restore
     nftables.py               table ``ip kube-proxy``, verdict maps, one ``nft -f`` transaction
     ipvs.py                   IPVS virtual servers over netlink (refuses to start without ip_vs)
-    conntrack.py              clearing stale UDP conntrack entries when endpoints go
+    conntrack.py              clearing stale UDP conntrack entries when endpoints go (netlink)
+    healthcheck.py            /healthz, /livez (:10256) and health check node ports (ETP Local)
+    cleanup.py                ``kubeling proxy --cleanup``: every mode's ``cleanup()``
 
 Every mode is given the whole state (`types`); none reads API objects. The agent starts
 ``kubeling proxy`` as its child (k3s runs kube-proxy beside the kubelet); ``kubeling node

@@ -121,6 +121,13 @@ def test_cluster_ip_reaches_every_pod_and_client_ip_affinity_sticks(multinode_cl
     answers = from_pod(c, ns, "client", sticky, 15)
     assert len(set(answers)) == 1 and answers[0] in pods, answers
 
+    # the node's own processes (hostNetwork pods, tools) reach the ClusterIP too: their packets
+    # are routed before the DNAT, past the node's unreachable route for the service CIDR
+    for name, node in c.state().nodes.items():
+        prefix = ["nsenter", f"--net=/run/netns/{node.netns}"]
+        got = from_netns(prefix, url, 6)
+        assert "" not in got and set(got) <= pods, f"{name} -> {url}: {got}"
+
 
 def _node_ips(c) -> dict[str, str]:
     return {name: node.ip for name, node in c.state().nodes.items()}
