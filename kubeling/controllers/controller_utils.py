@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from kubeling.api.labels import from_label_selector
-from kubeling.client import is_conflict, is_not_found
+from kubeling.client import is_conflict, is_forbidden, is_not_found
 from kubeling.client.clock import REAL_CLOCK, Clock
 from kubeling.client.events import NORMAL, WARNING, EventRecorder
 
@@ -269,6 +269,13 @@ def pod_condition(pod: dict, type_: str) -> dict | None:
         if c.get("type") == type_:
             return c
     return None
+
+
+def namespace_terminating(e: Exception) -> bool:
+    """A create refused because its namespace is being deleted (NamespaceLifecycle's
+    ``NamespaceTerminating`` cause): controllers skip those quietly, as upstream's do."""
+    causes = ((getattr(e, "details", None) or {}).get("causes")) or ()
+    return is_forbidden(e) and any(c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
 def is_pod_ready(pod: dict) -> bool:

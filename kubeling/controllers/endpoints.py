@@ -41,10 +41,10 @@ import orjson
 from kubeling.client import is_not_found, object_of, split_meta_namespace_key
 from kubeling.client.events import WARNING
 from kubeling.controllers.base import Controller, ControllerContext, key_of, run_workers
-from kubeling.controllers.controller_utils import is_pod_ready
-from kubeling.controllers.endpointslice import _namespace_terminating, service_address_types
+from kubeling.controllers.controller_utils import is_pod_ready, namespace_terminating
+from kubeling.controllers.endpointslice import service_address_types
 from kubeling.controllers.endpointslice_utils import (
-    MAX_RETRIES,
+    sync_with_retry_budget,
     LABEL_HEADLESS,
     LAST_CHANGE_TRIGGER_TIME,
     LEADER_ANNOTATION,
@@ -263,14 +263,7 @@ class EndpointController(Controller):
             self.shutdown()
 
     async def sync(self, key: str) -> None:
-        try:
-            await self.sync_key(key)
-        except Exception as e:
-            if self.queue.num_requeues(key) + 1 >= MAX_RETRIES:
-                # upstream's maxRetries: give the key up (its next event brings it back)
-                log.warning("%s: retry budget exceeded, dropping %s out of the queue: %s", self.NAME, key, e)
-                return
-            raise
+        await sync_with_retry_budget(self.NAME, self.queue, key, self.sync_key)
 
     async def sync_key(self, key: str) -> None:
         namespace, name = split_meta_namespace_key(key)
@@ -333,7 +326,7 @@ class EndpointController(Controller):
                 if updated["metadata"].get("resourceVersion") != current["metadata"].get("resourceVersion"):
                     self.stale_versions[key] = current["metadata"].get("resourceVersion")
         except Exception as e:
-            if create and _namespace_terminating(e):
+            if create and namespace_terminating(e):
                 return
             if create:
                 self.recorder.eventf(new, WARNING, "FailedToCreateEndpoint",

@@ -51,12 +51,13 @@ from __future__ import annotations
 import copy
 import logging
 
-from kubeling.client import is_forbidden, object_of, split_meta_namespace_key
+from kubeling.client import object_of, split_meta_namespace_key
 from kubeling.client.events import WARNING
 from kubeling.controllers.base import Controller, ControllerContext, key_of
 from kubeling.controllers.controller_utils import is_pod_ready
 from kubeling.controllers.endpointslice_utils import (
-    MAX_RETRIES,
+    sync_with_retry_budget,
+    write_slices,
     LABEL_HEADLESS,
     LABEL_MANAGED_BY,
     LABEL_SERVICE_NAME,
@@ -89,11 +90,6 @@ CONTROLLER_NAME = "endpointslice-controller.k8s.io"
 MAX_ENDPOINTS_PER_SLICE = 100
 ENDPOINT_SLICE_CHANGE_MIN_SYNC_DELAY = 1.0  # upstream's endpointSliceChangeMinSyncDelay
 RESERVED_LABELS = (LABEL_SERVICE_NAME, LABEL_MANAGED_BY, LABEL_HEADLESS)
-
-
-def _namespace_terminating(e: Exception) -> bool:
-    causes = ((getattr(e, "details", None) or {}).get("causes")) or ()
-    return is_forbidden(e) and any(c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
 def service_address_types(service: dict) -> list[str]:
@@ -346,35 +342,8 @@ class Reconciler:
                 to_delete.pop(i)
             else:
                 i += 1
-        ns = service["metadata"].get("namespace")
-        if not service["metadata"].get("deletionTimestamp"):
-            for s in to_create:
-                _set_trigger_time(s, trigger)
-                try:
-                    created = await self.client.create("discovery.k8s.io", "v1", "endpointslices", s, namespace=ns)
-                except Exception as e:
-                    if _namespace_terminating(e):
-                        return
-                    raise RuntimeError(f"failed to create EndpointSlice for Service {ns}/"
-                                       f"{service['metadata']['name']}: {e}") from e
-                self.tracker.update(created)
-        for s in to_update:
-            _set_trigger_time(s, trigger)
-            try:
-                updated = await self.client.update("discovery.k8s.io", "v1", "endpointslices", s, namespace=ns)
-            except Exception as e:
-                raise RuntimeError(f"failed to update {s['metadata']['name']} EndpointSlice for Service {ns}/"
-                                   f"{service['metadata']['name']}: {e}") from e
-            self.tracker.update(updated)
-        for s in to_delete:
-            try:
-                await self.client.delete("discovery.k8s.io", "v1", "endpointslices", s["metadata"]["name"],
-                                         namespace=ns)
-            except Exception as e:
-                if getattr(e, "code", None) != 404:
-                    raise RuntimeError(f"failed to delete {s['metadata']['name']} EndpointSlice for Service {ns}/"
-                                       f"{service['metadata']['name']}: {e}") from e
-            self.tracker.expect_deletion(s)
+        await write_slices(self.client, self.tracker, service, "Service", to_create, to_update, to_delete,
+                           before_write=lambda s: _set_trigger_time(s, trigger))
 
 
 def _set_trigger_time(s: dict, trigger) -> None:
@@ -467,14 +436,7 @@ class EndpointSliceController(Controller):
     # -- sync ---------------------------------------------------------------------------
 
     async def sync(self, key: str) -> None:
-        try:
-            await self.sync_key(key)
-        except Exception as e:
-            if self.queue.num_requeues(key) + 1 >= MAX_RETRIES:
-                # upstream's maxRetries: give the key up (its next event brings it back)
-                log.warning("%s: retry budget exceeded, dropping %s out of the queue: %s", self.NAME, key, e)
-                return
-            raise
+        await sync_with_retry_budget(self.NAME, self.queue, key, self.sync_key)
 
     async def sync_key(self, key: str) -> None:
         namespace, name = split_meta_namespace_key(key)

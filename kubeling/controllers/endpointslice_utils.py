@@ -34,8 +34,11 @@ from collections.abc import Iterable
 
 import orjson
 
+import logging
+from collections.abc import Awaitable, Callable
+
 from kubeling.api.labels import from_set
-from kubeling.controllers.controller_utils import is_pod_ready, parse_time
+from kubeling.controllers.controller_utils import is_pod_ready, namespace_terminating, parse_time
 
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
@@ -329,3 +332,54 @@ def owner_reference(owner: dict, kind: str) -> dict:
     meta = owner["metadata"]
     return {"apiVersion": "v1", "kind": kind, "name": meta["name"], "uid": meta.get("uid"),
             "controller": True, "blockOwnerDeletion": True}
+
+
+log = logging.getLogger(__name__)
+
+
+async def write_slices(client, tracker, owner: dict, kind: str, to_create: list[dict], to_update: list[dict],
+                       to_delete: list[dict], *, before_write: Callable[[dict], None] | None = None) -> None:
+    """A reconcile's result, as upstream's ``finalize``: the creates (none while ``owner`` is being
+    deleted, and none once its namespace is going), the updates, then the deletes (a 404 is
+    fine), each recorded in ``tracker``. A failure names the slice and its owner
+    ("... EndpointSlice for Service ns/name") and stops there; the sync is retried."""
+    ns, owner_name = owner["metadata"].get("namespace"), owner["metadata"]["name"]
+    of = f"{kind} {ns}/{owner_name}"
+    if not owner["metadata"].get("deletionTimestamp"):
+        for s in to_create:
+            if before_write:
+                before_write(s)
+            try:
+                created = await client.create("discovery.k8s.io", "v1", "endpointslices", s, namespace=ns)
+            except Exception as e:
+                if namespace_terminating(e):
+                    return
+                raise RuntimeError(f"failed to create EndpointSlice for {of}: {e}") from e
+            tracker.update(created)
+    for s in to_update:
+        if before_write:
+            before_write(s)
+        try:
+            updated = await client.update("discovery.k8s.io", "v1", "endpointslices", s, namespace=ns)
+        except Exception as e:
+            raise RuntimeError(f"failed to update {s['metadata']['name']} EndpointSlice for {of}: {e}") from e
+        tracker.update(updated)
+    for s in to_delete:
+        try:
+            await client.delete("discovery.k8s.io", "v1", "endpointslices", s["metadata"]["name"], namespace=ns)
+        except Exception as e:
+            if getattr(e, "code", None) != 404:
+                raise RuntimeError(f"failed to delete {s['metadata']['name']} EndpointSlice for {of}: {e}") from e
+        tracker.expect_deletion(s)
+
+
+async def sync_with_retry_budget(name: str, queue, key: str, sync_key: Callable[[str], Awaitable[None]]) -> None:
+    """``sync_key(key)``; after `MAX_RETRIES` failures in a row the key is given up (upstream's
+    maxRetries: its next event brings it back) instead of raising for another requeue."""
+    try:
+        await sync_key(key)
+    except Exception as e:
+        if queue.num_requeues(key) + 1 >= MAX_RETRIES:
+            log.warning("%s: retry budget exceeded, dropping %s out of the queue: %s", name, key, e)
+            return
+        raise

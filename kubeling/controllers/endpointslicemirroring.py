@@ -35,9 +35,9 @@ from kubeling.client import object_of, split_meta_namespace_key
 from kubeling.client.events import WARNING
 from kubeling.controllers.base import Controller, ControllerContext, key_of
 from kubeling.controllers.endpoints import repack_subsets
-from kubeling.controllers.endpointslice import _namespace_terminating
 from kubeling.controllers.endpointslice_utils import (
-    MAX_RETRIES,
+    sync_with_retry_budget,
+    write_slices,
     LABEL_MANAGED_BY,
     LABEL_SERVICE_NAME,
     LABEL_SKIP_MIRROR,
@@ -180,14 +180,7 @@ class EndpointSliceMirroringController(Controller):
                     raise
 
     async def sync(self, key: str) -> None:
-        try:
-            await self.sync_key(key)
-        except Exception as e:
-            if self.queue.num_requeues(key) + 1 >= MAX_RETRIES:
-                # upstream's maxRetries: give the key up (its next event brings it back)
-                log.warning("%s: retry budget exceeded, dropping %s out of the queue: %s", self.NAME, key, e)
-                return
-            raise
+        await sync_with_retry_budget(self.NAME, self.queue, key, self.sync_key)
 
     async def sync_key(self, key: str) -> None:
         namespace, name = split_meta_namespace_key(key)
@@ -289,30 +282,4 @@ class EndpointSliceMirroringController(Controller):
             match["metadata"]["name"] = gone["metadata"]["name"]
             match["metadata"]["resourceVersion"] = gone["metadata"].get("resourceVersion")
             to_update.append(match)
-        ns = endpoints["metadata"].get("namespace")
-        if not endpoints["metadata"].get("deletionTimestamp"):
-            for s in to_create:
-                try:
-                    created = await self.client.create("discovery.k8s.io", "v1", "endpointslices", s, namespace=ns)
-                except Exception as e:
-                    if _namespace_terminating(e):
-                        return
-                    raise RuntimeError(f"failed to create EndpointSlice for Endpoints {ns}/"
-                                       f"{endpoints['metadata']['name']}: {e}") from e
-                self.tracker.update(created)
-        for s in to_update:
-            try:
-                updated = await self.client.update("discovery.k8s.io", "v1", "endpointslices", s, namespace=ns)
-            except Exception as e:
-                raise RuntimeError(f"failed to update {s['metadata']['name']} EndpointSlice for Endpoints {ns}/"
-                                   f"{endpoints['metadata']['name']}: {e}") from e
-            self.tracker.update(updated)
-        for s in to_delete:
-            try:
-                await self.client.delete("discovery.k8s.io", "v1", "endpointslices", s["metadata"]["name"],
-                                         namespace=ns)
-            except Exception as e:
-                if getattr(e, "code", None) != 404:
-                    raise RuntimeError(f"failed to delete {s['metadata']['name']} EndpointSlice for Endpoints "
-                                       f"{ns}/{endpoints['metadata']['name']}: {e}") from e
-            self.tracker.expect_deletion(s)
+        await write_slices(self.client, self.tracker, endpoints, "Endpoints", to_create, to_update, to_delete)

@@ -46,7 +46,6 @@ from typing import ClassVar
 from kubeling.api.labels import SelectorError, from_label_selector, from_set
 from kubeling.client import (
     is_conflict,
-    is_forbidden,
     is_not_found,
     object_of,
     split_meta_namespace_key,
@@ -63,6 +62,7 @@ from kubeling.controllers.controller_utils import (
     is_pod_active,
     is_pod_available,
     is_pod_ready,
+    namespace_terminating,
     slow_start_batch,
 )
 
@@ -254,7 +254,7 @@ class ReplicaSetController(Controller):
                 try:
                     await self.pod_control.create_pods(namespace, template, owner, ref)
                 except Exception as e:
-                    if _namespace_terminating(e):
+                    if namespace_terminating(e):
                         return  # the namespace is going away: nothing to create, not an error
                     raise
 
@@ -317,13 +317,6 @@ def _api_version(c: ReplicaSetController) -> str:
 def _replicas(owner: dict) -> int:
     r = (owner.get("spec") or {}).get("replicas")
     return 1 if r is None else int(r)
-
-
-def _namespace_terminating(e: Exception) -> bool:
-    if not is_forbidden(e):
-        return False
-    causes = ((getattr(e, "details", None) or {}).get("causes")) or ()
-    return any(c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
 def pods_to_delete(pods: list[dict], related: list[dict], count: int) -> list[dict]:
