@@ -115,6 +115,15 @@ JUMP_CHAINS = (
 # so pre-DNAT is the same verdict; an external IP's "drop" must not stop pod traffic that its
 # external chain short-circuits.
 PREROUTING_REJECT = ("service-endpoints-check", "filter-prerouting", "ct state new ip daddr {service_cidr}")
+# Endpoint balancing: upstream's ``numgen random mod N vmap { 0 : goto endpoint-…, … }`` makes
+# one anonymous set per service chain, and the kernel's cost of adding an anonymous set grows
+# with the number of sets in the table (its name, ``__mapN``, is allocated by scanning them):
+# 5,000 services took 8-30 s to load, and a full resync that replaces every set 30-50 s. Up to
+# this many endpoints, a service chain picks with a cascade of ``numgen random mod (N-i) == 0
+# goto endpoint-…`` rules and a last ``goto`` instead: the same uniform choice, no set (5,000
+# services load in ~1.5 s). Larger services keep upstream's vmap (constant time per new
+# connection, and few enough sets not to matter).
+BALANCE_RULES_MAX = 16
 SERVICE_IPS, SERVICE_NODEPORTS = "service-ips", "service-nodeports"
 NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS = "no-endpoint-services", "no-endpoint-nodeports"
 FIREWALL_IPS, CLUSTER_IPS, NODEPORT_IPS = "firewall-ips", "cluster-ips", "nodeport-ips"
@@ -309,8 +318,16 @@ def service_rules(spn: ServicePortName, svc: ServicePort, endpoints: Sequence[En
         if svc.affinity:
             for e in eps:
                 rules.append(f"ip saddr @{ep_set[str(e)]} goto {ep_chain[str(e)]}")
-        vmap = ", ".join(f"{i} : goto {ep_chain[str(e)]}" for i, e in enumerate(eps))
-        rules.append(f"numgen random mod {len(eps)} vmap {{ {vmap} }}")
+        if len(eps) > BALANCE_RULES_MAX:          # upstream's rule: one anonymous vmap
+            vmap = ", ".join(f"{i} : goto {ep_chain[str(e)]}" for i, e in enumerate(eps))
+            rules.append(f"numgen random mod {len(eps)} vmap {{ {vmap} }}")
+            return
+        # the same uniform choice without a set: endpoint i of n is taken with probability
+        # 1/(n-i) once the ones before it were not (as iptables' statistic cascade), the last
+        # one always
+        for i, e in enumerate(eps[:-1]):
+            rules.append(f"numgen random mod {len(eps) - i} == 0 goto {ep_chain[str(e)]}")
+        rules.append(f"goto {ep_chain[str(eps[-1])]}")
 
     if uses_cluster_chain:
         balance(cluster_chain, cluster_eps)

@@ -64,13 +64,40 @@ def test_cluster_ip_balances_over_every_ready_endpoint():
     assert r.elements[(nft.SERVICE_IPS, "10.43.0.20 . tcp . 80")] == f"goto {name}"
     assert r.elements[(nft.CLUSTER_IPS, "10.43.0.20")] == ""
     assert rules[0] == "ip daddr 10.43.0.20 tcp dport 80 ip saddr != 10.42.0.0/16 jump mark-for-masquerade"
-    assert rules[-1].startswith("numgen random mod 3 vmap { 0 : goto endpoint-")
     endpoint_chains = {k: v for k, v in r.chains.items() if k.startswith("endpoint-")}
     assert len(endpoint_chains) == 3                     # the unready one is not used
+    picks = [re.sub(r" endpoint-\S+", " EP", x) for x in rules[1:]]
+    assert picks == ["numgen random mod 3 == 0 goto EP", "numgen random mod 2 == 0 goto EP", "goto EP"]
+    assert sorted(x.split()[-1] for x in rules[1:]) == sorted(endpoint_chains)
     for k, v in endpoint_chains.items():
         ip = k.split("__")[1].split("/")[0]
         assert v == [f"ip saddr {ip} jump mark-for-masquerade", f"meta l4proto tcp dnat to {ip}:8080"]
     assert not r.sets and not any(k[0] in (nft.NO_ENDPOINT_SERVICES, nft.SERVICE_NODEPORTS) for k in r.elements)
+
+
+def test_large_services_balance_with_upstreams_vmap():
+    """Up to BALANCE_RULES_MAX endpoints a cascade of numgen rules picks one (no set per
+    service, see the module); above, upstream's ``numgen random mod N vmap { … }``."""
+    n = nft.BALANCE_RULES_MAX + 1
+    many = [Endpoint(f"10.42.1.{i + 1}", 8080) for i in range(n)]
+    _, rules = chain_of(nft.service_rules(WEB, ServicePort("10.43.0.20", 80), many, NODE), "service-")
+    assert rules[-1].startswith(f"numgen random mod {n} vmap {{ 0 : goto endpoint-") and rules[-1].count("goto") == n
+    _, rules = chain_of(nft.service_rules(WEB, ServicePort("10.43.0.20", 80), many[:-1], NODE), "service-")
+    assert len(rules) == 1 + n - 1 and rules[1].startswith(f"numgen random mod {n - 1} == 0 goto")
+
+
+def test_cascade_picks_uniformly():
+    """The cascade's probabilities: endpoint i is taken with 1/(n-i) of what reaches it."""
+    for n in range(1, nft.BALANCE_RULES_MAX + 1):
+        _, rules = chain_of(nft.service_rules(WEB, ServicePort("10.43.0.20", 80),
+                                              [Endpoint(f"10.42.1.{i + 1}", 8080) for i in range(n)], NODE), "service-")
+        left, shares = 1.0, []
+        for x in rules[1:]:
+            m = re.match(r"numgen random mod (\d+) == 0 goto ", x)
+            p = 1 / int(m.group(1)) if m else 1.0
+            shares.append(left * p)
+            left -= left * p
+        assert left == pytest.approx(0) and shares == pytest.approx([1 / n] * n), (n, rules)
 
 
 def test_masquerade_all_and_udp():
@@ -88,7 +115,7 @@ def test_terminating_endpoints_serve_when_none_is_ready():
             Endpoint("10.42.0.11", 8080, ready=False, serving=False, terminating=True)]
     r = nft.service_rules(WEB, ServicePort("10.43.0.20", 80), term, NODE)
     _, rules = chain_of(r, "service-")
-    assert rules[-1].startswith("numgen random mod 1 vmap") and "10.42.0.10" in rules[-1]
+    assert rules[-1].startswith("goto endpoint-") and "10.42.0.10" in rules[-1]
 
 
 def test_nodeport_and_external_ips_go_through_the_external_chain():
@@ -124,7 +151,7 @@ def test_client_ip_affinity_sets_and_checks_before_balancing():
     _, rules = chain_of(r, "service-")
     checks = [x for x in rules if x.startswith("ip saddr @affinity-")]
     assert len(checks) == 3 and rules.index(checks[-1]) < len(rules) - 1
-    assert rules[-1].startswith("numgen random mod 3")
+    assert rules[-3].startswith("numgen random mod 3 == 0 goto endpoint-") and rules[-1].startswith("goto endpoint-")
     for set_name in r.sets:
         ep_chain = "endpoint-" + set_name[len("affinity-"):]
         assert f"ip saddr @{set_name} goto {ep_chain}" in rules
@@ -142,9 +169,9 @@ def test_external_traffic_policy_local():
         'fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"',
         f'fib saddr type local goto {cluster} comment "short-circuit local traffic"',
         f"goto {local}"]
-    assert "mod 3" in cluster_rules[-1]
+    assert "mod 3" in cluster_rules[-3]
     local_ep = "endpoint-" + nft.endpoint_chain_base(WEB, "tcp", Endpoint("10.42.0.11", 8080))
-    assert local_rules == [f"numgen random mod 1 vmap {{ 0 : goto {local_ep} }}"]
+    assert local_rules == [f"goto {local_ep}"]
     # no local endpoint: external traffic is dropped, except what short-circuits
     r = nft.service_rules(WEB, svc, eps(3, local=()), NODE)
     _, ext_rules = chain_of(r, "external-")
@@ -159,7 +186,7 @@ def test_internal_traffic_policy_local():
     local, rules = chain_of(r, "local-")
     assert r.elements[(nft.SERVICE_IPS, "10.43.0.25 . tcp . 80")] == f"goto {local}"
     assert not any(k.startswith("service-") for k in r.chains)
-    assert "10.42.0.12" in rules[-1] and "mod 1" in rules[-1]
+    assert rules[-1].startswith("goto endpoint-") and "10.42.0.12" in rules[-1]
     r = nft.service_rules(WEB, svc, eps(3, local=()), NODE)
     assert r.elements[(nft.NO_ENDPOINT_SERVICES, "10.43.0.25 . tcp . 80")] == "drop"
     assert not r.chains and (nft.SERVICE_IPS, "10.43.0.25 . tcp . 80") not in r.elements
@@ -182,7 +209,7 @@ def test_bad_addresses_never_reach_the_transaction():
         nft.service_rules(WEB, ServicePort("fd00::20", 80), eps(1), NODE)
     r = nft.service_rules(WEB, ServicePort("10.43.0.20", 80), [Endpoint("fd00::1", 80), Endpoint("nope", 80)]
                           + eps(1), NODE)
-    assert "mod 1" in chain_of(r, "service-")[1][-1]
+    assert chain_of(r, "service-")[1][1:] == ["goto endpoint-" + nft.endpoint_chain_base(WEB, "tcp", eps(1)[0])]
 
 
 def test_skeleton_matches_upstream_layout():
@@ -324,7 +351,7 @@ def test_full_sync_removes_what_a_previous_run_left(netns, proxier):
     # a new proxier (a restarted kube-proxy) with fewer services: its first full sync deletes the rest
     with ProxyProcess(types.SimpleNamespace(node=netns), "nftables") as second:
         second.sync({WEB: services[WEB]}, {WEB: endpoints[WEB]})
-        assert second.count_leaks() == {"chains": 4, "rules": 3 * 2 + 2, "sets": 0, "elements": 2}
+        assert second.count_leaks() == {"chains": 4, "rules": 3 * 2 + 1 + 3, "sets": 0, "elements": 2}
         second.sync({}, {}, changed={WEB})
         assert second.count_leaks() == {"chains": 0, "rules": 0, "sets": 0, "elements": 0}
 
