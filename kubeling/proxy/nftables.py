@@ -633,9 +633,10 @@ class Proxier:
     async def sync(self, services: ServicePortMap, endpoints: EndpointsMap,
                    changed: set[ServicePortName] | None = None) -> None:
         full = changed is None or self._need_full
+        complete = self._need_full
         self._need_full = True            # until this sync succeeds
         if full:
-            text, stats = await self._full(services, endpoints)
+            text, stats = await self._full(services, endpoints, complete=complete)
         else:
             text, stats = self._partial(services, endpoints, changed)
         if text:
@@ -698,7 +699,12 @@ class Proxier:
         for name, chain_rules in rules.chains.items():
             lines += [f"add rule {T} {name} {r}" for r in chain_rules]
 
-    async def _full(self, services: ServicePortMap, endpoints: EndpointsMap) -> tuple[str, dict]:
+    async def _full(self, services: ServicePortMap, endpoints: EndpointsMap, *,
+                    complete: bool = True) -> tuple[str, dict]:
+        """The skeleton, every map element, and the chains and sets of every service port
+        (``complete``), or of those whose rules differ from the ones last written or whose chains
+        or sets the kernel lacks (the periodic resync after a good sync); kernel chains and sets
+        nobody wants are deleted either way."""
         # what the kernel has (a previous run's chains and sets too); listing chains and terse
         # sets is cheap, a whole table with its rules and elements is not (seconds at 5,000)
         have_chains: set[str] = set()
@@ -710,7 +716,8 @@ class Proxier:
         for item in (sets or {}).get("nftables", []):
             if "set" in item and item["set"]["table"] == TABLE:
                 have_sets[item["set"]["name"]] = item["set"].get("timeout")
-        self._rules.clear()
+        written = {} if complete else self._rules
+        self._rules = {}
         self._owners.clear()
         self._applied.clear()
         for spn in services:
@@ -726,7 +733,12 @@ class Proxier:
         stale_chains = sorted(have_chains - want_chains - SKELETON_CHAINS)
         stale_sets = sorted(set(have_sets) - set(want_sets) - SKELETON_SETS)
         lines += [f"flush chain {T} {c}" for c in stale_chains]
-        for rules in self._rules.values():
+        rewritten = 0
+        for spn, rules in self._rules.items():
+            if (written.get(spn) == rules and all(c in have_chains for c in rules.chains)
+                    and all(have_sets.get(s, 0) in (None, t) for s, t in rules.sets.items())):
+                continue          # as written last time, and still in the kernel
+            rewritten += 1
             for name in rules.chains:
                 lines += [f"add chain {T} {name}", f"flush chain {T} {name}"]
             for name, timeout in rules.sets.items():
@@ -743,8 +755,8 @@ class Proxier:
         lines += _elements_lines("add", adds)
         lines += [f"delete chain {T} {c}" for c in stale_chains]
         lines += [f"delete set {T} {s}" for s in stale_sets]
-        stats = {"full": True, "services": len(self._rules), "lines": len(lines),
-                 "stale_chains": len(stale_chains)}
+        stats = {"full": True, "complete": complete, "services": len(self._rules), "rewritten": rewritten,
+                 "lines": len(lines), "stale_chains": len(stale_chains)}
         return "\n".join(lines) + "\n", stats
 
     def _partial(self, services: ServicePortMap, endpoints: EndpointsMap,

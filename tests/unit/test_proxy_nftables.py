@@ -12,6 +12,7 @@ import random
 import re
 import subprocess
 import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -391,3 +392,62 @@ def test_libnftables_runs_in_process(netns):
     assert r.returncode == 0, r.stderr
     assert "kube-proxy-libtest" in r.stdout
     assert nft_in(netns, "delete", "table", "ip", "kube-proxy-libtest").returncode == 0
+
+
+def test_periodic_resync_repairs_the_kernel_and_rewrites_only_what_differs(netns, proxier):
+    """The resync after a good sync (``changed=None``) rewrites the skeleton and the maps, the
+    service ports whose rules changed and those whose chains or sets the kernel lost, and
+    deletes chains and sets nobody wants; it ends where a complete sync would."""
+    services, endpoints = all_kinds()
+    proxier.sync(services, endpoints)
+    good = normalized(netns)
+    web_chains = [k[1] for k in good if k[0] == "chain" and "default/web/tcp/" in k[1]]
+    service_chain = next(c for c in web_chains if c.startswith("service-"))
+    endpoint_chain = next(c for c in web_chains if c.startswith("endpoint-"))
+    tamper = "\n".join([
+        f"flush chain ip kube-proxy {service_chain}", f"delete chain ip kube-proxy {endpoint_chain}",
+        "delete element ip kube-proxy service-ips { 10.43.0.10 . udp . 53 }",
+        "add chain ip kube-proxy service-AAAAAAAA-default/stray/tcp/",
+        "add rule ip kube-proxy service-AAAAAAAA-default/stray/tcp/ counter",
+        "add set ip kube-proxy affinity-AAAAAAAA-default/stray/tcp/__10.42.0.1/80 { type ipv4_addr ; }",
+        "add rule ip kube-proxy services counter"]) + "\n"
+    r = nft_in(netns, "-f", "-", input=tamper)
+    assert r.returncode == 0, r.stderr
+    assert normalized(netns) != good
+    proxier.sync(services, endpoints)
+    assert normalized(netns) == good
+    # a change the resync finds on its own (no partial sync named it)
+    endpoints[WEB] = eps(2)
+    proxier.sync(services, endpoints)
+    resynced = normalized(netns)
+    proxier.cleanup()
+    proxier.sync(services, endpoints)
+    assert normalized(netns) == resynced != good
+
+
+def test_periodic_resync_writes_only_the_changed_service(netns):
+    code = textwrap.dedent("""
+        import asyncio, sys
+        sys.path.insert(0, "tests/unit")
+        import test_proxy_nftables as t
+        from kubeling.proxy import nftables as n
+        async def main():
+            services, endpoints = t.all_kinds()
+            p = n.Proxier(t.NODE)
+            await p.start()
+            try:
+                await p.sync(services, endpoints)
+                first = p.last_sync
+                await p.sync(services, endpoints)
+                same = p.last_sync
+                endpoints[t.WEB] = t.eps(2)
+                await p.sync(services, endpoints)
+                print(first["complete"], first["rewritten"], same["complete"], same["rewritten"], p.last_sync["rewritten"])
+            finally:
+                await p.cleanup()
+        asyncio.run(main())
+    """)
+    r = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "10", "False", "0", "1"]
