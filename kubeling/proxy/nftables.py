@@ -23,18 +23,30 @@ characters of its sha256, as upstream):
 
 - ``service-…`` (Cluster policy) / ``local-…`` (Local policy): masquerade off-cluster sources of
   the ClusterIP, then ClientIP affinity checks (``ip saddr @affinity-… goto endpoint-…``), then
-  ``numgen random mod N vmap { 0 : goto endpoint-…, … }``;
+  a uniform random pick of an endpoint: up to BALANCE_RULES_MAX (16) endpoints with the rules
+  ``numgen random mod N == 0 goto endpoint-…``, ``numgen random mod N-1 == 0 goto …``, …,
+  ``goto endpoint-…`` (the last); above, upstream's ``numgen random mod N vmap { 0 : goto
+  endpoint-…, … }``. Not upstream: each such vmap is an anonymous set, and the kernel's cost of
+  adding one grows with the sets already in the table (5,000 services took 8-19 s to load, their
+  resync 30-50 s); the rule cascade is the same choice with no set (1.6 s);
 - ``external-…`` for NodePort, externalIPs and LB IPs: masquerade (Cluster), or under
   externalTrafficPolicy Local short-circuit pod and node traffic to the Cluster chain;
 - ``endpoint-…__IP/PORT``: hairpin masquerade, ``update @affinity-…`` (a dynamic set with the
   affinity timeout), ``dnat to IP:PORT``;
 - ``firewall-…``: drop sources outside loadBalancerSourceRanges.
 
-Syncs: a full sync (the first, after a failure, or ``changed=None``) rewrites the skeleton and
-every chain, refills the maps and deletes chains and sets the kernel has but nobody wants (a
-previous run's). A partial sync rewrites only the changed ports' chains and adds/deletes only
-the map elements that changed (upstream's partial sync), so its cost follows the change, not the
-number of services. Affinity sets are never flushed by a sync: their clients stay stuck.
+Syncs, each one transaction: the first sync and the one after a failure rewrite the skeleton
+and every chain, refill the maps and delete chains and sets the kernel has but nobody wants (a
+previous run's). The periodic resync (``changed=None`` after a good sync) reads the kernel's
+chain and set names too, rewrites the skeleton and refills the maps, deletes the strays, but
+rewrites only the service ports whose rules differ from the ones it last wrote or whose chains
+or sets are missing (0.4 s at 5,000 services instead of a 2 s rewrite that would hold back the
+partial syncs behind it; as the iptables mode, and unlike upstream, a chain whose rules were
+edited behind its back is not noticed). A partial sync rewrites only the changed ports' chains
+and adds/deletes only the map elements that changed (upstream's partial sync), so its cost
+follows the change, not the number of services; its floor (~60 ms at 5,000 services here) is
+nft reading every chain before it parses a rule and the kernel re-validating the jump graph at
+commit. Affinity sets are never flushed by a sync: their clients stay stuck.
 
 ``cleanup()`` (module function, blocking) deletes the table; ``kubeling node cleanup`` calls it
 through `kubeling.proxy.cleanup`.
