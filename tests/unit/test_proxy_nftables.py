@@ -339,9 +339,16 @@ def test_partial_syncs_end_where_a_full_sync_would(netns, proxier):
             endpoints[spn] = eps(rng.randrange(1, 4))
         proxier.sync(services, endpoints, changed={spn})
     partial = normalized(netns)
+    # chains a partial sync stopped using are flushed at once and deleted later (see
+    # UNUSED_CHAINS_MAX): empty, and nothing refers to them
+    empty = {k[1] for k, v in partial.items() if k[0] == "chain" and len(v) == 1}
+    listing = nft_in(netns, "list", "table", "ip", "kube-proxy").stdout
+    assert not any(f"goto {c}" in listing or f"jump {c}" in listing for c in empty)
     proxier.cleanup()
     proxier.sync(services, endpoints)
-    assert normalized(netns) == partial
+    full = normalized(netns)
+    assert full == {k: v for k, v in partial.items() if k[0] != "chain" or k[1] not in empty}
+    assert not any(k[0] == "chain" and len(v) == 1 for k, v in full.items())
 
 
 def test_full_sync_removes_what_a_previous_run_left(netns, proxier):
@@ -451,3 +458,36 @@ def test_periodic_resync_writes_only_the_changed_service(netns):
                        cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "10", "False", "0", "1"]
+
+
+def test_unused_chains_are_deleted_by_a_later_transaction(netns, proxier):
+    """An endpoint change flushes the old endpoint chain and leaves it for a transaction that
+    has to make nft read the kernel anyway (a deleted map element), or the next resync."""
+    services, endpoints = all_kinds()
+    proxier.sync(services, endpoints)
+    chains = lambda: {k[1]: len(v) - 1 for k, v in normalized(netns).items() if k[0] == "chain"}  # noqa: E731
+    first = chains()
+    endpoints[WEB] = eps(2)          # 10.42.0.12 goes
+    proxier.sync(services, endpoints, changed={WEB})
+    gone = "endpoint-" + nft.endpoint_chain_base(WEB, "tcp", eps(3)[2])
+    after = chains()
+    assert after[gone] == 0 and set(after) == set(first)
+    assert proxier.count_leaks()["chains"] == sum(1 for c in first if c not in nft.SKELETON_CHAINS)
+    # the endpoint comes back: its chain is used again, never deleted
+    endpoints[WEB] = eps(3)
+    proxier.sync(services, endpoints, changed={WEB})
+    assert chains() == first
+    endpoints[WEB] = eps(2)
+    proxier.sync(services, endpoints, changed={WEB})
+    # a service goes: its map elements are deleted, and the unused chain with them
+    del services[DNS]
+    proxier.sync(services, endpoints, changed={DNS})
+    after = chains()
+    assert gone not in after and not any("/dns/udp/" in c or "kube-dns/udp" in c for c in after)
+    assert not any(n == 0 for n in after.values())
+    # and the periodic resync deletes what waits
+    endpoints[WEB] = eps(1)
+    proxier.sync(services, endpoints, changed={WEB})
+    assert 0 in chains().values()
+    proxier.sync(services, endpoints)
+    assert 0 not in chains().values()
