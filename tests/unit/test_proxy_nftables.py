@@ -450,6 +450,14 @@ def test_periodic_resync_writes_only_the_changed_service(netns):
                 endpoints[t.WEB] = t.eps(2)
                 await p.sync(services, endpoints)
                 print(first["complete"], first["rewritten"], same["complete"], same["rewritten"], p.last_sync["rewritten"])
+                # unused chains wait for a deleting transaction, but never more than UNUSED_CHAINS_MAX
+                n.UNUSED_CHAINS_MAX = 3
+                waiting = []
+                for i in range(4):
+                    endpoints[t.WEB] = [n.Endpoint(f"10.42.7.{i}", 80)]
+                    await p.sync(services, endpoints, changed={t.WEB})
+                    waiting.append(p.last_sync["unused_chains"])
+                print(*waiting)
             finally:
                 await p.cleanup()
         asyncio.run(main())
@@ -457,7 +465,7 @@ def test_periodic_resync_writes_only_the_changed_service(netns):
     r = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["True", "10", "False", "0", "1"]
+    assert r.stdout.split() == ["True", "10", "False", "0", "1", "2", "0", "1", "2"]
 
 
 def test_unused_chains_are_deleted_by_a_later_transaction(netns, proxier):
