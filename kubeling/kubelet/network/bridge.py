@@ -113,7 +113,7 @@ class BridgeNetwork:
         async with AsyncIPRoute() as ipr:
             index = await self._ensure_bridge(ipr)
             for cidr in (self.cluster_cidr, self.service_cidr):
-                await _ignore(errno.EEXIST, ipr.route(
+                await ignoring(errno.EEXIST, ipr.route(
                     "add", dst=str(cidr.network_address), dst_len=cidr.prefixlen, type="unreachable"))
             # The node's own processes (hostNetwork pods, tools) reach ClusterIPs too. Their
             # packets are routed before kube-proxy's DNAT in nat OUTPUT can change the
@@ -122,9 +122,9 @@ class BridgeNetwork:
             # points at the bridge: DNAT then re-routes them to the endpoint; a VIP with no
             # rule ends as an unanswered ARP on the bridge (EHOSTUNREACH), never leaving the node.
             svc = self.service_cidr
-            await _ignore(errno.EEXIST, ipr.route("add", dst=str(svc.network_address), dst_len=svc.prefixlen,
+            await ignoring(errno.EEXIST, ipr.route("add", dst=str(svc.network_address), dst_len=svc.prefixlen,
                                                   oif=index, table=SERVICE_TABLE, prefsrc=str(self.gateway)))
-            await _ignore(errno.EEXIST, ipr.rule("add", table=SERVICE_TABLE, priority=SERVICE_RULE_PRIORITY,
+            await ignoring(errno.EEXIST, ipr.rule("add", table=SERVICE_TABLE, priority=SERVICE_RULE_PRIORITY,
                                                  dst=str(svc.network_address), dst_len=svc.prefixlen,
                                                  iifname="lo"))
         await asyncio.to_thread(_enable_ip_forward)
@@ -135,14 +135,14 @@ class BridgeNetwork:
     async def _ensure_bridge(self, ipr: AsyncIPRoute) -> int:
         """The bridge's ifindex, creating it (with the gateway address) if it is missing."""
         async with self._bridge_lock:
-            index = await _lookup(ipr, self.bridge)
+            index = await link_index(ipr, self.bridge)
             if index is None:
-                await _ignore(errno.EEXIST, ipr.link("add", ifname=self.bridge, kind="bridge",
+                await ignoring(errno.EEXIST, ipr.link("add", ifname=self.bridge, kind="bridge",
                                                      address=bridge_mac(self.gateway), mtu=self.mtu))
-                index = await _lookup(ipr, self.bridge)
+                index = await link_index(ipr, self.bridge)
                 if index is None:
                     raise OSError(errno.ENODEV, f"bridge {self.bridge} vanished right after its creation")
-            await _ignore(errno.EEXIST, ipr.addr("add", index=index, address=str(self.gateway),
+            await ignoring(errno.EEXIST, ipr.addr("add", index=index, address=str(self.gateway),
                                                  prefixlen=self.pod_cidr.prefixlen))
             await ipr.link("set", index=index, state="up")
             self._bridge_index = index
@@ -193,14 +193,14 @@ class BridgeNetwork:
                     if e.code != errno.EEXIST:
                         raise
                     # a setup retried after a crash: start over
-                    stale = await _lookup(ipr, veth)
+                    stale = await link_index(ipr, veth)
                     if stale is not None:
-                        await _ignore(errno.ENODEV, ipr.link("del", index=stale))
+                        await ignoring(errno.ENODEV, ipr.link("del", index=stale))
                     await ipr.link("add", ifname=veth, kind="veth", mtu=self.mtu,
                                    peer={"ifname": POD_IFNAME, "net_ns_fd": nsfd, "mtu": self.mtu})
             finally:
                 os.close(nsfd)
-            index = await _lookup(ipr, veth)
+            index = await link_index(ipr, veth)
             if index is None:
                 raise OSError(errno.ENODEV, f"veth {veth} vanished right after its creation")
             bridge = self._bridge_index or await self._ensure_bridge(ipr)
@@ -216,8 +216,8 @@ class BridgeNetwork:
             await ipr.brport("set", index=index, mode=1)
         fd = await asyncio.to_thread(netlink_fd_in, netns_path)
         async with AsyncIPRoute(fileno=fd) as pod:
-            lo = await _lookup(pod, "lo")
-            eth0 = await _lookup(pod, POD_IFNAME)
+            lo = await link_index(pod, "lo")
+            eth0 = await link_index(pod, POD_IFNAME)
             if lo is None or eth0 is None:
                 raise OSError(errno.ENODEV, f"{netns_path}: lo or {POD_IFNAME} is missing")
             await pod.link("set", index=lo, state="up")
@@ -230,9 +230,9 @@ class BridgeNetwork:
         errors: list[BaseException] = []
         try:
             async with AsyncIPRoute() as ipr:
-                index = await _lookup(ipr, host_veth_name(sandbox_id))
+                index = await link_index(ipr, host_veth_name(sandbox_id))
                 if index is not None:
-                    await _ignore(errno.ENODEV, ipr.link("del", index=index))
+                    await ignoring(errno.ENODEV, ipr.link("del", index=index))
         except Exception as e:  # noqa: BLE001 - still free the rules and the IP
             errors.append(e)
         for step in (self.hostports.remove(sandbox_id), self.ipam.release(sandbox_id)):
@@ -274,18 +274,22 @@ def netlink_fd_in(netns_path: str) -> int:
     return out["fd"]  # type: ignore[return-value]
 
 
-async def _lookup(ipr: AsyncIPRoute, ifname: str) -> int | None:
+async def link_index(ipr: AsyncIPRoute, ifname: str) -> int | None:
+    """The ifindex of ``ifname`` in the current netns, or None."""
     found = await ipr.link_lookup(ifname=ifname)
     return found[0] if found else None
 
 
-async def _ignore(code: int, request) -> None:
-    """Await a netlink request, treating ``code`` (EEXIST, ENODEV ...) as success."""
+async def ignoring(codes: int | tuple[int, ...], request):
+    """Await a netlink request, treating the errno ``codes`` (EEXIST, ENODEV ...) as success
+    (the answer is then None)."""
     try:
-        await request
+        return await request
     except NetlinkError as e:
-        if e.code != code:
+        if e.code not in (codes if isinstance(codes, tuple) else (codes,)):
             raise
+        return None
+
 
 
 def _enable_ip_forward() -> None:

@@ -78,6 +78,8 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubeling.kubelet.network.bridge import ignoring, link_index
+
 log = logging.getLogger(__name__)
 
 VNI = 1
@@ -326,17 +328,17 @@ class Overlay:
     async def _ensure_device(self, ipr) -> int:
         """flannel.1, made or re-made to match (VNI, port, local IP, MAC), up, with its /32."""
         uplink, mtu = await _uplink(ipr, self.node_ip)
-        index = await _lookup(ipr, DEVICE)
+        index = await link_index(ipr, DEVICE)
         if index is not None and not await _vxlan_matches(ipr, index, self.node_ip, self.mac):
             log.info("overlay: %s does not match (VNI %d, local %s, MAC %s): making it again", DEVICE, VNI,
                      self.node_ip, self.mac)
             await _delete_link(ipr, DEVICE)
             index = None
         if index is None:
-            await _ignore((errno.EEXIST,), ipr.link(
+            await ignoring((errno.EEXIST,), ipr.link(
                 "add", ifname=DEVICE, kind="vxlan", vxlan_id=VNI, vxlan_port=VXLAN_PORT, vxlan_local=self.node_ip,
                 vxlan_learning=0, vxlan_link=uplink, mtu=mtu - VXLAN_OVERHEAD, address=self.mac))
-            index = await _lookup(ipr, DEVICE)
+            index = await link_index(ipr, DEVICE)
             if index is None:
                 raise OSError(errno.ENODEV, f"{DEVICE} vanished right after its creation")
             log.info("overlay: made %s (VNI %d, local %s, MTU %d)", DEVICE, VNI, self.node_ip, mtu - VXLAN_OVERHEAD)
@@ -346,9 +348,9 @@ class Overlay:
                 if a["index"] == index}
         for a, plen in have:
             if (a, plen) != (addr, 32):
-                await _ignore((errno.EADDRNOTAVAIL,), ipr.addr("del", index=index, address=a, prefixlen=plen))
+                await ignoring((errno.EADDRNOTAVAIL,), ipr.addr("del", index=index, address=a, prefixlen=plen))
         if (addr, 32) not in have:
-            await _ignore((errno.EEXIST,), ipr.addr("add", index=index, address=addr, prefixlen=32))
+            await ignoring((errno.EEXIST,), ipr.addr("add", index=index, address=addr, prefixlen=32))
         await ipr.link("set", index=index, state="up")
         return index
 
@@ -367,16 +369,16 @@ class Overlay:
         if dev is not None:
             for mac, ip in (await self._fdb(ipr, dev)).items():
                 if want.fdb.get(mac) != ip:
-                    await attempt(f"fdb del {mac}", _ignore((errno.ENOENT,), ipr.fdb(
+                    await attempt(f"fdb del {mac}", ignoring((errno.ENOENT,), ipr.fdb(
                         "del", ifindex=dev, lladdr=mac, dst=ip)))
             for ip, mac in (await self._neighbours(ipr, dev)).items():
                 if want.neighbours.get(ip) != mac:
-                    await attempt(f"neigh del {ip}", _ignore((errno.ENOENT,), ipr.neigh(
+                    await attempt(f"neigh del {ip}", ignoring((errno.ENOENT,), ipr.neigh(
                         "del", ifindex=dev, dst=ip, lladdr=mac)))
         have = await self._routes(ipr)
         for dst, r in have.items():
             if dst not in want.routes:
-                await attempt(f"route del {dst}", _ignore((errno.ESRCH,), ipr.route(
+                await attempt(f"route del {dst}", ignoring((errno.ESRCH,), ipr.route(
                     "del", dst=str(r["net"].network_address), dst_len=r["net"].prefixlen, proto=ROUTE_PROTOCOL,
                     table=MAIN_TABLE)))
         if dev is not None:
@@ -447,25 +449,10 @@ async def _collect(request) -> list:
     return list(got)
 
 
-async def _ignore(codes: tuple[int, ...], request) -> Any:
-    from pyroute2.netlink.exceptions import NetlinkError
-    try:
-        return await request
-    except NetlinkError as e:
-        if e.code not in codes:
-            raise
-        return None
-
-
-async def _lookup(ipr, name: str) -> int | None:
-    found = await ipr.link_lookup(ifname=name)
-    return found[0] if found else None
-
-
 async def _delete_link(ipr, name: str) -> None:
-    index = await _lookup(ipr, name)
+    index = await link_index(ipr, name)
     if index is not None:
-        await _ignore((errno.ENODEV,), ipr.link("del", index=index))
+        await ignoring((errno.ENODEV,), ipr.link("del", index=index))
 
 
 async def pod_mtu(node_ip: str, backend: str, default: int = 1500) -> int:

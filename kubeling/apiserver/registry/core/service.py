@@ -249,40 +249,28 @@ class ServiceStrategy(Strategy):
         return None if dry_run else offset
 
     async def _take_port(self, node_ports: RangeAllocator, svc: dict, idx: int, dry_run: bool) -> int | None:
-        port = svc["spec"]["ports"][idx]
-        lo, _ = self.port_range
-        name = svc["metadata"].get("name", "")
-        want = port.get("nodePort")
-        if not want:
-            try:
-                offset = await node_ports.allocate_next(dry_run=dry_run)
-            except RangeFull:
-                raise errors.internal("failed to allocate a nodePort: range is full") from None
-            port["nodePort"] = lo + offset
-            return None if dry_run else offset
-        if not isinstance(want, int) or isinstance(want, bool):
-            return None  # validation reports it
-        offset = want - lo
-        if offset < 0 or offset >= node_ports.size:
-            raise errors.invalid("Service", "", name, [errors.invalid_value(
-                f"spec.ports[{idx}].nodePort", want, f"provided port is not in the valid range. The range of valid "
-                f"ports is {lo}-{lo + node_ports.size - 1}")])
-        if not await node_ports.allocate(offset, dry_run=dry_run):
-            raise errors.invalid("Service", "", name, [errors.invalid_value(
-                f"spec.ports[{idx}].nodePort", want, "provided port is already allocated")])
-        return None if dry_run else offset
+        """``spec.ports[idx].nodePort``: the one asked for, or the next free one."""
+        return await self._take_node_port(node_ports, svc, svc["spec"]["ports"][idx], "nodePort",
+                                          f"spec.ports[{idx}].nodePort", dry_run)
 
     async def _take_health_check_port(self, node_ports: RangeAllocator, svc: dict, dry_run: bool) -> int | None:
         """spec.healthCheckNodePort, from the node port range (upstream allocates it there)."""
-        spec = svc["spec"]
+        return await self._take_node_port(node_ports, svc, svc["spec"], "healthCheckNodePort",
+                                          "spec.healthCheckNodePort", dry_run)
+
+    async def _take_node_port(self, node_ports: RangeAllocator, svc: dict, holder: dict, key: str, path: str,
+                              dry_run: bool) -> int | None:
+        """``holder[key]`` from the node port range: a free one when unset (written back), else the
+        one given, which must be in the range and free (upstream's messages). Returns the offset
+        taken (None on a dry run, or when validation will refuse the value)."""
         lo, _ = self.port_range
-        want = spec.get("healthCheckNodePort")
+        want = holder.get(key)
         if not want:
             try:
                 offset = await node_ports.allocate_next(dry_run=dry_run)
             except RangeFull:
-                raise errors.internal("failed to allocate a healthCheckNodePort: range is full") from None
-            spec["healthCheckNodePort"] = lo + offset
+                raise errors.internal(f"failed to allocate a {key}: range is full") from None
+            holder[key] = lo + offset
             return None if dry_run else offset
         if not isinstance(want, int) or isinstance(want, bool):
             return None  # validation reports it
@@ -290,11 +278,11 @@ class ServiceStrategy(Strategy):
         offset = want - lo
         if offset < 0 or offset >= node_ports.size:
             raise errors.invalid("Service", "", name, [errors.invalid_value(
-                "spec.healthCheckNodePort", want, f"provided port is not in the valid range. The range of valid "
+                path, want, f"provided port is not in the valid range. The range of valid "
                 f"ports is {lo}-{lo + node_ports.size - 1}")])
         if not await node_ports.allocate(offset, dry_run=dry_run):
-            raise errors.invalid("Service", "", name, [errors.invalid_value(
-                "spec.healthCheckNodePort", want, "provided port is already allocated")])
+            raise errors.invalid("Service", "", name, [
+                errors.invalid_value(path, want, "provided port is already allocated")])
         return None if dry_run else offset
 
     async def begin_create(self, store, served, obj, ctx):
