@@ -137,6 +137,11 @@ BUILTIN: list[Resource] = [
     # apiextensions
     _r("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
        ["crd", "crds"], ("api-extensions",), ["status"]),
+    # admissionregistration.k8s.io/v1: webhook configurations
+    _r("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration",
+       False, cat=("api-extensions",)),
+    _r("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration",
+       False, cat=("api-extensions",)),
     # apiregistration (the aggregator's APIServices)
     _r("apiregistration.k8s.io", "v1", "apiservices", "APIService", False, cat=("api-extensions",), sub=["status"]),
     # Legacy versions (beyond upstream): served by conversion to apps/v1.
@@ -165,6 +170,7 @@ PREFERRED_VERSION = {
     "authentication.k8s.io": "v1",
     "apiextensions.k8s.io": "v1",
     "apiregistration.k8s.io": "v1",
+    "admissionregistration.k8s.io": "v1",
     "extensions": "v1beta1",
 }
 
@@ -172,7 +178,7 @@ PREFERRED_VERSION = {
 GROUP_ORDER = [
     "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "autoscaling", "batch",
     "networking.k8s.io", "policy", "rbac.authorization.k8s.io", "storage.k8s.io",
-    "apiextensions.k8s.io", "scheduling.k8s.io", "coordination.k8s.io", "discovery.k8s.io",
+    "admissionregistration.k8s.io", "apiextensions.k8s.io", "scheduling.k8s.io", "coordination.k8s.io", "discovery.k8s.io",
     # Upstream lists apiregistration.k8s.io first; here it follows the groups clients rely on.
     "apiregistration.k8s.io",
 ]

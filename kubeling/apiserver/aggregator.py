@@ -38,7 +38,7 @@ PRIORITIES = {
     ("rbac.authorization.k8s.io", "v1"): (17000, 15), ("storage.k8s.io", "v1"): (16800, 15),
     ("apiextensions.k8s.io", "v1"): (16700, 15), ("scheduling.k8s.io", "v1"): (16600, 12),
     ("coordination.k8s.io", "v1"): (16500, 15), ("discovery.k8s.io", "v1"): (16200, 15),
-    ("apiregistration.k8s.io", "v1"): (18000, 15),
+    ("apiregistration.k8s.io", "v1"): (18000, 15), ("admissionregistration.k8s.io", "v1"): (16700, 15),
 }
 CRD_PRIORITY = (1000, 100)  # upstream gives CRD groups a low minimum and orders versions by name
 

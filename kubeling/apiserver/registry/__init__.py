@@ -20,6 +20,12 @@ from dataclasses import dataclass
 from kubeling.apiserver.registry.codec import decode, encode  # noqa: I001
 from kubeling.apiserver.registry.context import Context, now_rfc3339
 
+from kubeling.apiserver.registry.admissionregistration.mutatingwebhookconfiguration import (
+    MutatingWebhookConfigurationStrategy,
+)
+from kubeling.apiserver.registry.admissionregistration.validatingwebhookconfiguration import (
+    ValidatingWebhookConfigurationStrategy,
+)
 from kubeling.apiserver.registry.apiextensions.customresource import CustomResourceStrategy
 from kubeling.apiserver.registry.apiextensions.customresourcedefinition import CustomResourceDefinitionStrategy
 from kubeling.apiserver.registry.apiregistration.apiservice import APIServiceStrategy
@@ -110,6 +116,8 @@ REGISTRY: dict[tuple[str, str], type[Strategy]] = {
     ("authentication.k8s.io", "selfsubjectreviews"): SelfSubjectReviewStrategy,
     ("apiextensions.k8s.io", "customresourcedefinitions"): CustomResourceDefinitionStrategy,
     ("apiregistration.k8s.io", "apiservices"): APIServiceStrategy,
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): ValidatingWebhookConfigurationStrategy,
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): MutatingWebhookConfigurationStrategy,
 }
 
 
