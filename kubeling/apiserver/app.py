@@ -32,11 +32,12 @@ from aiohttp import web
 from kubeling.api import errors, limits, schema
 from kubeling.apiserver import discovery, endpoints, memory, openapi, registry, serviceaccount, serving
 from kubeling.apiserver.admission import default_chain
+from kubeling.apiserver.authenticator import bootstraptoken
 from kubeling.apiserver import rbac
 from kubeling.apiserver.auth import ANONYMOUS, Attributes, TokenFile, UserInfo, default_authorizer, \
     user_from_cert, with_authenticated
 from kubeling.apiserver.endpoints.response import json_body, status_response
-from kubeling.apiserver.filters import maxinflight, timeout
+from kubeling.apiserver.filters import impersonation, maxinflight, timeout
 from kubeling.apiserver.metrics import Metrics
 from kubeling.apiserver.registry.core.serviceaccount import TokenRequestREST
 from kubeling.apiserver.registry.rest import Deps
@@ -69,6 +70,8 @@ class APIServer:
         self.service_account_keys = serviceaccount.Keys(service_account_key_file)
         self.service_account_tokens = serviceaccount.Authenticator(
             self.service_account_keys, serviceaccount.StoreGetter(self.registry, self.lookup))
+        self.bootstrap_tokens = bootstraptoken.BootstrapTokenAuthenticator(
+            serviceaccount.StoreGetter(self.registry, self.lookup))
         self.scope.rest(TokenRequestREST).configure(self.service_account_keys)
         self.metrics = Metrics()
         self.scope.metrics = self.metrics
@@ -160,6 +163,12 @@ class APIServer:
                         log.debug("service account token refused: %s", e)
                         raise errors.unauthorized() from None
                 if user is None:
+                    try:   # <id>.<secret>: a bootstrap token Secret in kube-system (authenticator/bootstraptoken.py)
+                        user = await self.bootstrap_tokens.authenticate(token.strip())
+                    except bootstraptoken.TokenInvalid as e:
+                        log.debug("bootstrap token refused: %s", e)
+                        raise errors.unauthorized() from None
+                if user is None:
                     raise errors.unauthorized()
                 return with_authenticated(user)
             raise errors.unauthorized()
@@ -220,6 +229,7 @@ class APIServer:
             return resp
 
         filters = [serving.track, timeout.middleware(request_timeout), authn,
+                   impersonation.middleware(lambda: self.authorizer),
                    maxinflight.middleware(max_requests_inflight, max_mutating_requests_inflight,
                                           registry=self.metrics.registry), pipeline]
         if self.join is not None and not insecure:
