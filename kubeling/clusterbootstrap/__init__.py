@@ -1,0 +1,1 @@
+"""Upstream's ``k8s.io/cluster-bootstrap``: what bootstrap tokens are (`token`)."""
