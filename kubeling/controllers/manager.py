@@ -61,6 +61,7 @@ from kubeling.controllers.endpointslice import EndpointSliceController
 from kubeling.controllers.endpointslicemirroring import EndpointSliceMirroringController
 from kubeling.controllers.servicelb import ServiceLBController
 from kubeling.controllers.clusterroleaggregation import ClusterRoleAggregationController
+from kubeling.controllers.bootstrap.tokencleaner import TokenCleaner
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
     EndpointSliceMirroringController,
     ServiceLBController,
     ClusterRoleAggregationController,
+    TokenCleaner,
 )}
 
 LEASE_NAMESPACE = "kube-system"

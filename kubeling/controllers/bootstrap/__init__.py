@@ -1,0 +1,1 @@
+"""Bootstrap-token controllers (upstream's ``pkg/controller/bootstrap``): `tokencleaner`."""
