@@ -34,6 +34,7 @@ from kubeling.apiserver import discovery, endpoints, memory, openapi, registry, 
 from kubeling.apiserver.admission import default_chain
 from kubeling.apiserver.authenticator import bootstraptoken
 from kubeling.apiserver import rbac
+from kubeling.apiserver.authorizer import graph_for, name_from_field_selector
 from kubeling.apiserver.auth import ANONYMOUS, Attributes, TokenFile, UserInfo, default_authorizer, \
     user_from_cert, with_authenticated
 from kubeling.apiserver.endpoints.response import json_body, status_response
@@ -53,13 +54,13 @@ NOT_FOUND = endpoints.NOT_FOUND
 class APIServer:
     def __init__(self, store, *, token_file: str | None = None, advertise_address: str = "127.0.0.1",
                  secure_port: int = 6443, config: registry.Config | None = None,
-                 service_account_key_file: str | None = None) -> None:
+                 service_account_key_file: str | None = None, authorization_modes=None) -> None:
         self.config = config or registry.Config()
         self.strategies = registry.strategies(self.config)
         self.resources = ResourceMap(builtin_served(self.strategies))
         self.scope = None  # set below; the RBAC authorizer reads its watch cache (scope.cacher) when asked
         self.rbac = rbac.authorizer_for(self)
-        self.authorizer = default_authorizer(self.rbac)
+        self.authorizer = default_authorizer(self.rbac, modes=authorization_modes, graph=graph_for(self))
         self.registry = registry.GenericStore(store)
         self.admission = self.registry.admission = default_chain(self.registry, self.lookup, self.config)
         self.scope = endpoints.Scope(self.registry, Deps(self.registry, self.lookup, self.authorizer))
@@ -251,7 +252,8 @@ class APIServer:
                     info.resource
             served = endpoints.resolve(self.resources, info)
             self.authorize(Attributes(request["user"], info.verb, True, info.path, info.group, info.version,
-                                      info.resource, info.subresource, info.namespace or "", info.name))
+                                      info.resource, info.subresource, info.namespace or "",
+                                      info.name or name_from_field_selector(info.verb, request.query)))
             return await endpoints.serve(request, info, served, self.scope), info.verb.upper(), info.resource
         verb = {"GET": "get", "HEAD": "get", "POST": "post", "PUT": "put", "DELETE": "delete",
                 "PATCH": "patch"}.get(request.method, request.method.lower())

@@ -12,10 +12,9 @@ A request with no credentials is ``system:anonymous`` in ``system:unauthenticate
 only read the health and version endpoints (upstream's ``system:public-info-viewer``).
 Every authenticated user is also in ``system:authenticated``.
 
-Authorization is an `Authorizer` (``authorize(attrs) -> Decision``). The default chain allows
-the public-info endpoints to everyone, discovery and self access reviews to every authenticated
-user (as upstream's bootstrap roles do), everything to ``system:masters``, the node rules to
-``system:nodes``, then what RBAC's Roles and bindings grant (`kubeling.apiserver.rbac`).
+Authorization is an `Authorizer` (``authorize(attrs) -> Decision``); the authorizers and their
+chain (``--authorization-mode``, default ``Node,RBAC``) live in `kubeling.apiserver.authorizer`,
+one module each; `default_authorizer` builds the chain, and the old names are re-exported here.
 ``rules_for(user, namespace)`` on the chain lists what a user may do (SelfSubjectRulesReview).
 """
 
@@ -68,77 +67,6 @@ class Decision:
 
 class Authorizer(Protocol):
     def authorize(self, attrs: Attributes) -> Decision: ...
-
-
-class MastersAuthorizer:
-    """``system:masters`` may do anything (upstream's privileged group)."""
-
-    def authorize(self, attrs: Attributes) -> Decision:
-        if "system:masters" in attrs.user.groups:
-            return Decision(True, "")
-        return Decision(False, "")
-
-    def rules_for(self, user: UserInfo, namespace: str) -> tuple[list[dict], list[str]]:
-        if "system:masters" in user.groups:
-            return [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
-                    {"verbs": ["*"], "nonResourceURLs": ["*"]}], []
-        return [], []
-
-
-class PublicInfoAuthorizer:
-    """Health and version endpoints are readable by everyone."""
-
-    def authorize(self, attrs: Attributes) -> Decision:
-        if not attrs.resource_request and attrs.verb == "get" and (
-                attrs.path in PUBLIC_PATHS or attrs.path.startswith(("/healthz/", "/livez/", "/readyz/"))):
-            return Decision(True, "public info")
-        return Decision(False, "")
-
-
-SELF_REVIEWS = {("authorization.k8s.io", "selfsubjectaccessreviews"),
-                ("authorization.k8s.io", "selfsubjectrulesreviews"),
-                ("authentication.k8s.io", "selfsubjectreviews")}
-DISCOVERY_PATHS = ("/api", "/apis", "/openapi", "/version", "/healthz", "/livez", "/readyz")
-
-
-class BasicUserAuthorizer:
-    """What upstream's bootstrap roles grant every authenticated user (``system:basic-user`` and
-    ``system:discovery``): asking about one's own access, and reading discovery and OpenAPI."""
-
-    def authorize(self, attrs: Attributes) -> Decision:
-        if "system:authenticated" not in attrs.user.groups:
-            return Decision(False, "")
-        if attrs.resource_request:
-            ok = attrs.verb == "create" and (attrs.group, attrs.resource) in SELF_REVIEWS
-        else:
-            ok = attrs.verb == "get" and any(attrs.path == p or attrs.path.startswith(p + "/")
-                                             for p in DISCOVERY_PATHS)
-        return Decision(ok, "")
-
-
-class ChainAuthorizer:
-    def __init__(self, authorizers: list[Authorizer]) -> None:
-        self.authorizers = authorizers
-
-    def authorize(self, attrs: Attributes) -> Decision:
-        for a in self.authorizers:
-            d = a.authorize(attrs)
-            if d.allowed or d.denied:
-                return d
-        return Decision(False, "")
-
-    def rules_for(self, user: UserInfo, namespace: str) -> tuple[list[dict], list[str]]:
-        """Every rule the authorizers that can list theirs grant ``user`` in ``namespace``
-        (upstream's union ``RulesFor``): (rules, resolution errors)."""
-        rules: list[dict] = []
-        errs: list[str] = []
-        for a in self.authorizers:
-            fn = getattr(a, "rules_for", None)
-            if fn is not None:
-                r, e = fn(user, namespace)
-                rules += r
-                errs += e
-        return rules, errs
 
 
 class TokenFile:
@@ -203,12 +131,20 @@ def with_authenticated(user: UserInfo) -> UserInfo:
     return UserInfo(user.name, user.uid, user.groups + ("system:authenticated",), user.extra)
 
 
-def default_authorizer(rbac: Authorizer | None = None) -> ChainAuthorizer:
-    """The chain; ``rbac`` (`kubeling.apiserver.rbac.RBACAuthorizer`) comes last, as upstream's
-    ``--authorization-mode=Node,RBAC`` puts RBAC after the built-in rules."""
-    from kubeling.apiserver.nodeauthz import NodeRulesAuthorizer
-    chain: list[Authorizer] = [PublicInfoAuthorizer(), BasicUserAuthorizer(), MastersAuthorizer(),
-                               NodeRulesAuthorizer()]
-    if rbac is not None:
-        chain.append(rbac)
-    return ChainAuthorizer(chain)
+def default_authorizer(rbac: Authorizer | None = None, *, modes=None, graph=None):
+    """The authorizer chain (`kubeling.apiserver.authorizer.build`) for ``modes`` (default
+    ``Node,RBAC``); ``rbac`` (`kubeling.apiserver.rbac.RBACAuthorizer`) is mode RBAC's, ``graph``
+    the Node authorizer's (`kubeling.apiserver.authorizer.node.Graph`)."""
+    from kubeling.apiserver import authorizer
+    return authorizer.build(modes or authorizer.DEFAULT_MODES, rbac=rbac, graph=graph)
+
+
+# The authorizers moved to `kubeling.apiserver.authorizer` (one module each); their old names here.
+from kubeling.apiserver.authorizer.builtin import (  # noqa: E402
+    DISCOVERY_PATHS, SELF_REVIEWS, BasicUserAuthorizer, PublicInfoAuthorizer)
+from kubeling.apiserver.authorizer.privileged import MastersAuthorizer  # noqa: E402
+from kubeling.apiserver.authorizer.union import ChainAuthorizer  # noqa: E402
+
+__all__ = ["ANONYMOUS", "Attributes", "Authorizer", "BasicUserAuthorizer", "ChainAuthorizer", "DISCOVERY_PATHS",
+           "Decision", "MastersAuthorizer", "PUBLIC_PATHS", "PublicInfoAuthorizer", "SELF_REVIEWS", "TokenFile",
+           "UserInfo", "default_authorizer", "user_from_cert", "with_authenticated"]
