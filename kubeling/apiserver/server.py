@@ -42,6 +42,12 @@ class Options:
     secure_port: int = 6443
     insecure_port: int = 0
     token_auth_file: str | None = None
+    # --authorization-mode: the authorizer chain (kubeling.apiserver.authorizer)
+    authorization_mode: tuple[str, ...] = ("Node", "RBAC")
+    # --encryption-provider-config FILE (an EncryptionConfiguration), or k3s's --secrets-encryption
+    # (<data-dir>/server/cred/encryption-config.json): encryption at rest (kubeling.storage.encryption)
+    encryption_provider_config: str | None = None
+    secrets_encryption: bool = False
     advertise_address: str = ""
     compact_interval: float = 300.0
     compact_keep: int = 1000
@@ -138,6 +144,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
         await cacher.start()
         api = APIServer(store, token_file=opts.token_auth_file, advertise_address=advertise,
                         secure_port=opts.secure_port, service_account_key_file=str(pki.service_account_key),
+                        authorization_modes=opts.authorization_mode,
                         config=registry.Config(
                             service_cidr=opts.service_cidr, node_port_range=opts.node_port_range,
                             default_not_ready_toleration_seconds=opts.default_not_ready_toleration_seconds,

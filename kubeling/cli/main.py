@@ -32,6 +32,13 @@ def _server_args(p: argparse.ArgumentParser) -> None:
                    help="DEVELOPMENT ONLY: also serve plain HTTP without authentication on 127.0.0.1")
     p.add_argument("--advertise-address", default="")
     p.add_argument("--token-auth-file", default=None, help='CSV of token,user,uid,"group1,group2"')
+    p.add_argument("--authorization-mode", default="Node,RBAC",
+                   help="ordered authorizers: Node, RBAC, AlwaysAllow, AlwaysDeny (default: Node,RBAC)")
+    p.add_argument("--encryption-provider-config", default=None, metavar="FILE",
+                   help="an apiserver.config.k8s.io/v1 EncryptionConfiguration: how resources are encrypted at rest")
+    p.add_argument("--secrets-encryption", action="store_true",
+                   help="encrypt Secrets at rest with the key in <data-dir>/server/cred/encryption-config.json, "
+                        "as k3s (made at the first start; see `kubeling secrets-encrypt`)")
     p.add_argument("--compact-interval", type=float, default=300.0, help="seconds between compactions")
     p.add_argument("--compact-keep", type=int, default=1000, help="revisions of history compaction keeps")
     p.add_argument("--controllers", default="*", help="comma-separated controllers to run ('*' = all, '' = none)")
@@ -116,6 +123,14 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def _authorization_modes(text: str) -> tuple[str, ...]:
+    from kubeling.apiserver.authorizer import parse_modes
+    try:
+        return parse_modes(text)
+    except ValueError as e:
+        raise SystemExit(f"kubeling server: --authorization-mode: {e}")
+
+
 def _cidr(text: str) -> str:
     import ipaddress
     try:
@@ -130,6 +145,9 @@ def _cidr(text: str) -> str:
 def cmd_server(args: argparse.Namespace) -> int:
     opts = server.Options(data_dir=args.data_dir, bind_address=args.bind_address, secure_port=args.secure_port,
                           insecure_port=args.insecure_port, token_auth_file=args.token_auth_file,
+                          authorization_mode=_authorization_modes(args.authorization_mode),
+                          encryption_provider_config=args.encryption_provider_config,
+                          secrets_encryption=args.secrets_encryption,
                           advertise_address=args.advertise_address, compact_interval=args.compact_interval,
                           compact_keep=args.compact_keep,
                           controllers=[c for c in args.controllers.split(",") if c],
