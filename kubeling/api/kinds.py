@@ -133,7 +133,13 @@ BUILTIN: list[Resource] = [
     _r("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", False,
        verbs=CREATE_ONLY),
     _r("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False, verbs=CREATE_ONLY),
+    _r("authorization.k8s.io", "v1", "localsubjectaccessreviews", "LocalSubjectAccessReview", True,
+       verbs=CREATE_ONLY),
+    _r("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False, verbs=CREATE_ONLY),
     _r("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False, verbs=CREATE_ONLY),
+    # certificates.k8s.io/v1
+    _r("certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest", False, ["csr"],
+       sub=["approval", "status"]),
     # apiextensions
     _r("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
        ["crd", "crds"], ("api-extensions",), ["status"]),
@@ -168,6 +174,7 @@ PREFERRED_VERSION = {
     "scheduling.k8s.io": "v1",
     "authorization.k8s.io": "v1",
     "authentication.k8s.io": "v1",
+    "certificates.k8s.io": "v1",
     "apiextensions.k8s.io": "v1",
     "apiregistration.k8s.io": "v1",
     "admissionregistration.k8s.io": "v1",
@@ -177,6 +184,7 @@ PREFERRED_VERSION = {
 # Group order in /apis, as upstream lists them.
 GROUP_ORDER = [
     "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "autoscaling", "batch",
+    "certificates.k8s.io",
     "networking.k8s.io", "policy", "rbac.authorization.k8s.io", "storage.k8s.io",
     "admissionregistration.k8s.io", "apiextensions.k8s.io", "scheduling.k8s.io", "coordination.k8s.io", "discovery.k8s.io",
     # Upstream lists apiregistration.k8s.io first; here it follows the groups clients rely on.

@@ -40,6 +40,7 @@ from kubeling.apiserver.auth import ANONYMOUS, Attributes, TokenFile, UserInfo, 
 from kubeling.apiserver.endpoints.response import json_body, status_response
 from kubeling.apiserver.filters import impersonation, maxinflight, timeout
 from kubeling.apiserver.metrics import Metrics
+from kubeling.apiserver.registry.authentication.tokenreview import TokenReviewREST
 from kubeling.apiserver.registry.core.serviceaccount import TokenRequestREST
 from kubeling.apiserver.registry.rest import Deps
 from kubeling.apiserver.resources import ResourceMap, Served, builtin_served
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 # Everyone on the development-only insecure port is an administrator, as upstream's old insecure port.
 INSECURE_USER = UserInfo("system:admin", groups=("system:masters", "system:authenticated"))
 NOT_FOUND = endpoints.NOT_FOUND
+
+
+class TokenRefused(Exception):
+    """A bearer token an authenticator recognised and refused (expired, revoked, bad signature)."""
 
 
 class APIServer:
@@ -74,6 +79,9 @@ class APIServer:
         self.bootstrap_tokens = bootstraptoken.BootstrapTokenAuthenticator(
             serviceaccount.StoreGetter(self.registry, self.lookup))
         self.scope.rest(TokenRequestREST).configure(self.service_account_keys)
+        self.scope.rest(TokenReviewREST).configure(self.authenticate_token, (TokenRefused,),
+                                                   self.service_account_tokens.api_audiences)
+        self.anonymous_auth = True  # --anonymous-auth: a request without credentials is system:anonymous
         self.metrics = Metrics()
         self.scope.metrics = self.metrics
         self.advertise_address = advertise_address
@@ -156,26 +164,37 @@ class APIServer:
         if authz:
             scheme, _, token = authz.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
-                user = self.tokens.lookup(token.strip())
-                if user is None:
-                    try:
-                        user = await self.service_account_tokens.authenticate(token.strip())
-                    except serviceaccount.TokenInvalid as e:
-                        log.debug("service account token refused: %s", e)
-                        raise errors.unauthorized() from None
-                if user is None:
-                    try:   # <id>.<secret>: a bootstrap token Secret in kube-system (authenticator/bootstraptoken.py)
-                        user = await self.bootstrap_tokens.authenticate(token.strip())
-                    except bootstraptoken.TokenInvalid as e:
-                        log.debug("bootstrap token refused: %s", e)
-                        raise errors.unauthorized() from None
+                try:
+                    user = await self.authenticate_token(token.strip())
+                except TokenRefused as e:
+                    log.debug("bearer token refused: %s", e)
+                    raise errors.unauthorized() from None
                 if user is None:
                     raise errors.unauthorized()
                 return with_authenticated(user)
             raise errors.unauthorized()
         if request.get("insecure"):
             return INSECURE_USER
+        if not self.anonymous_auth:
+            raise errors.unauthorized()
         return ANONYMOUS
+
+    async def authenticate_token(self, token: str) -> UserInfo | None:
+        """A bearer token's user (without ``system:authenticated``): the static token file, then
+        service account JWTs, then bootstrap tokens. None if nobody knows it; `TokenRefused` if
+        an authenticator recognises it and refuses it. TokenReview asks this too."""
+        user = self.tokens.lookup(token)
+        if user is None:
+            try:
+                user = await self.service_account_tokens.authenticate(token)
+            except serviceaccount.TokenInvalid as e:
+                raise TokenRefused(str(e)) from None
+        if user is None:
+            try:   # <id>.<secret>: a bootstrap token Secret in kube-system (authenticator/bootstraptoken.py)
+                user = await self.bootstrap_tokens.authenticate(token)
+            except bootstraptoken.TokenInvalid as e:
+                raise TokenRefused(str(e)) from None
+        return user
 
     def authorize(self, attrs: Attributes) -> None:
         d = self.authorizer.authorize(attrs)

@@ -37,6 +37,8 @@ from kubeling.apiserver.registry.apps.statefulset import StatefulSetStrategy
 from kubeling.apiserver.registry.authentication.selfsubjectreview import SelfSubjectReviewStrategy
 from kubeling.apiserver.registry.authorization.selfsubjectaccessreview import SelfSubjectAccessReviewStrategy
 from kubeling.apiserver.registry.authorization.selfsubjectrulesreview import SelfSubjectRulesReviewStrategy
+from kubeling.apiserver.registry.authentication.tokenreview import TokenReviewStrategy
+from kubeling.apiserver.registry.authorization.localsubjectaccessreview import LocalSubjectAccessReviewStrategy
 from kubeling.apiserver.registry.authorization.subjectaccessreview import SubjectAccessReviewStrategy
 from kubeling.apiserver.registry.autoscaling.horizontalpodautoscaler import HorizontalPodAutoscalerStrategy
 from kubeling.apiserver.registry.batch.cronjob import CronJobStrategy
@@ -112,6 +114,8 @@ REGISTRY: dict[tuple[str, str], type[Strategy]] = {
     ("scheduling.k8s.io", "priorityclasses"): PriorityClassStrategy,
     ("authorization.k8s.io", "selfsubjectaccessreviews"): SelfSubjectAccessReviewStrategy,
     ("authorization.k8s.io", "subjectaccessreviews"): SubjectAccessReviewStrategy,
+    ("authorization.k8s.io", "localsubjectaccessreviews"): LocalSubjectAccessReviewStrategy,
+    ("authentication.k8s.io", "tokenreviews"): TokenReviewStrategy,
     ("authorization.k8s.io", "selfsubjectrulesreviews"): SelfSubjectRulesReviewStrategy,
     ("authentication.k8s.io", "selfsubjectreviews"): SelfSubjectReviewStrategy,
     ("apiextensions.k8s.io", "customresourcedefinitions"): CustomResourceDefinitionStrategy,
