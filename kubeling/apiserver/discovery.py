@@ -53,6 +53,7 @@ class Subresource:
 
 SUBRESOURCES: dict[str, Subresource] = {
     "status": Subresource(("get", "patch", "update")),
+    "approval": Subresource(("get", "patch", "update")),  # certificatesigningrequests/approval
     "scale": Subresource(("get", "patch", "update"), ("autoscaling", "v1", "Scale")),
     "binding": Subresource(("create",), ("", "v1", "Binding")),
     "eviction": Subresource(("create",), ("policy", "v1", "Eviction")),

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import orjson
+
 from kubeling.apiserver.auth import Attributes, Decision, UserInfo
 
 NODES_GROUP = "system:nodes"
@@ -218,14 +220,26 @@ class Graph:
         return related
 
     @staticmethod
-    def _objects(cache) -> list[dict]:
-        return [e.obj for e in list(cache.objects.values())] if cache is not None else []
+    def _on_node(cache, node: str) -> list[dict]:
+        """Objects of ``cache`` whose ``spec.nodeName`` is ``node``; the cached JSON is searched
+        for the node's name before an object is decoded."""
+        if cache is None:
+            return []
+        needle = b'"nodeName":' + orjson.dumps(node)
+        out = []
+        for e in list(cache.objects.values()):
+            raw = getattr(e, "raw", None)
+            if raw is not None and needle not in raw:
+                continue
+            obj = e.obj
+            if ((obj.get("spec") or {}).get("nodeName") or "") == node:
+                out.append(obj)
+        return out
 
     def _compute(self, node: str, caches: dict) -> set:
         out: set[tuple[str, str, str]] = set()
-        for pod in self._objects(caches["pods"]):
-            if ((pod.get("spec") or {}).get("nodeName") or "") == node:
-                out |= pod_references(pod)
+        for pod in self._on_node(caches["pods"], node):
+            out |= pod_references(pod)
         claims = {(ns, n) for kind, ns, n in out if kind == PVC}
         if claims:
             pvc_cache = caches["pvcs"]
@@ -240,9 +254,8 @@ class Graph:
                     entry = pv_cache.objects.get(f"{self._prefixes['pvs']}{name}")
                     if entry is not None:
                         out |= pv_secrets(entry.obj)
-        for va in self._objects(caches["volumeattachments"]):
-            if ((va.get("spec") or {}).get("nodeName") or "") == node:
-                out.add((VOLUMEATTACHMENT, "", (va.get("metadata") or {}).get("name") or ""))
+        for va in self._on_node(caches["volumeattachments"], node):
+            out.add((VOLUMEATTACHMENT, "", (va.get("metadata") or {}).get("name") or ""))
         return out
 
 

@@ -43,6 +43,7 @@ from kubeling.apiserver.registry.authorization.subjectaccessreview import Subjec
 from kubeling.apiserver.registry.autoscaling.horizontalpodautoscaler import HorizontalPodAutoscalerStrategy
 from kubeling.apiserver.registry.batch.cronjob import CronJobStrategy
 from kubeling.apiserver.registry.batch.job import JobStrategy
+from kubeling.apiserver.registry.certificates.certificatesigningrequest import CertificateSigningRequestStrategy
 from kubeling.apiserver.registry.coordination.lease import LeaseStrategy
 from kubeling.apiserver.registry.core.binding import BindingStrategy
 from kubeling.apiserver.registry.core.configmap import ConfigMapStrategy
@@ -118,6 +119,7 @@ REGISTRY: dict[tuple[str, str], type[Strategy]] = {
     ("authentication.k8s.io", "tokenreviews"): TokenReviewStrategy,
     ("authorization.k8s.io", "selfsubjectrulesreviews"): SelfSubjectRulesReviewStrategy,
     ("authentication.k8s.io", "selfsubjectreviews"): SelfSubjectReviewStrategy,
+    ("certificates.k8s.io", "certificatesigningrequests"): CertificateSigningRequestStrategy,
     ("apiextensions.k8s.io", "customresourcedefinitions"): CustomResourceDefinitionStrategy,
     ("apiregistration.k8s.io", "apiservices"): APIServiceStrategy,
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): ValidatingWebhookConfigurationStrategy,
