@@ -6,6 +6,8 @@ upstream's order (see `chain` for how they run).
     ServiceAccount            mutating: pods get a service account name
     Priority                  mutating: pods get their PriorityClass's priority
     DefaultTolerationSeconds  mutating: pods tolerate not-ready/unreachable for 300 s
+    MutatingAdmissionWebhook  mutating: MutatingWebhookConfigurations' webhooks (webhook/)
+    ValidatingAdmissionWebhook validating: ValidatingWebhookConfigurations' webhooks (webhook/)
     ResourceQuota             validating: refuse what exceeds a quota, charge what it admits
 
 Allocation of Service IPs and node ports is not admission: it lives in the service strategy, as
@@ -23,6 +25,7 @@ from kubeling.apiserver.admission.namespace_lifecycle import NamespaceLifecycle
 from kubeling.apiserver.admission.priority import Priority
 from kubeling.apiserver.admission.resourcequota import ResourceQuota
 from kubeling.apiserver.admission.service_account import ServiceAccount
+from kubeling.apiserver.admission.webhook import MutatingAdmissionWebhook, ValidatingAdmissionWebhook
 
 
 def default_chain(store, lookup, config=None) -> Chain:
@@ -36,6 +39,8 @@ def default_chain(store, lookup, config=None) -> Chain:
         ServiceAccount(store, lookup),
         Priority(store, lookup),
         DefaultTolerationSeconds(not_ready, unreachable),
+        MutatingAdmissionWebhook(store, lookup),
+        ValidatingAdmissionWebhook(store, lookup),
         ResourceQuota(store, lookup),
     ])
 
