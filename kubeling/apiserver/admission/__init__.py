@@ -6,6 +6,7 @@ upstream's order (see `chain` for how they run).
     ServiceAccount            mutating: pods get a service account name
     Priority                  mutating: pods get their PriorityClass's priority
     DefaultTolerationSeconds  mutating: pods tolerate not-ready/unreachable for 300 s
+    PodSecurity               validating: Pod Security Standards by namespace labels (podsecurity/)
     MutatingAdmissionWebhook  mutating: MutatingWebhookConfigurations' webhooks (webhook/)
     ValidatingAdmissionWebhook validating: ValidatingWebhookConfigurations' webhooks (webhook/)
     ResourceQuota             validating: refuse what exceeds a quota, charge what it admits
@@ -22,6 +23,7 @@ from kubeling.apiserver.admission.default_toleration_seconds import (
 )
 from kubeling.apiserver.admission.limitranger import LimitRanger
 from kubeling.apiserver.admission.namespace_lifecycle import NamespaceLifecycle
+from kubeling.apiserver.admission.podsecurity import PodSecurity, load as load_pod_security_configuration
 from kubeling.apiserver.admission.priority import Priority
 from kubeling.apiserver.admission.resourcequota import ResourceQuota
 from kubeling.apiserver.admission.service_account import ServiceAccount
@@ -39,6 +41,8 @@ def default_chain(store, lookup, config=None) -> Chain:
         ServiceAccount(store, lookup),
         Priority(store, lookup),
         DefaultTolerationSeconds(not_ready, unreachable),
+        PodSecurity(store, lookup, load_pod_security_configuration(
+            getattr(config, "admission_control_config_file", None))),
         MutatingAdmissionWebhook(store, lookup),
         ValidatingAdmissionWebhook(store, lookup),
         ResourceQuota(store, lookup),
