@@ -136,6 +136,8 @@ class Config:
     # admission's DefaultTolerationSeconds (--default-not-ready/unreachable-toleration-seconds)
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
+    # --admission-control-config-file: upstream's AdmissionConfiguration (PodSecurity reads its entry)
+    admission_control_config_file: str | None = None
 
 
 def strategies(config: Config | None = None) -> dict[tuple[str, str], Strategy]:
