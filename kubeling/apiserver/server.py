@@ -70,6 +70,8 @@ class Options:
     # DefaultTolerationSeconds admission: how long pods tolerate a not-ready/unreachable node
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
+    # --admission-control-config-file: an AdmissionConfiguration (PodSecurity's PodSecurityConfiguration)
+    admission_control_config_file: str | None = None
     # k3s's --disable: packaged components not to run ("ingress"/"traefik": the ingress child;
     # "servicelb": the servicelb controller)
     disable: list[str] = field(default_factory=list)
@@ -148,7 +150,8 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                         config=registry.Config(
                             service_cidr=opts.service_cidr, node_port_range=opts.node_port_range,
                             default_not_ready_toleration_seconds=opts.default_not_ready_toleration_seconds,
-                            default_unreachable_toleration_seconds=opts.default_unreachable_toleration_seconds))
+                            default_unreachable_toleration_seconds=opts.default_unreachable_toleration_seconds,
+                            admission_control_config_file=opts.admission_control_config_file))
         api.scope.cacher = cacher
         api.scope.deps.kubelet = proxy.ensure_client_cert(pki)
         api.join = join.JoinHandler(pki, node_token)
