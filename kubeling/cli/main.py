@@ -56,6 +56,9 @@ def _server_args(p: argparse.ArgumentParser) -> None:
                    help="tolerationSeconds of the not-ready:NoExecute toleration every pod gets (default: 300)")
     p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300,
                    help="tolerationSeconds of the unreachable:NoExecute toleration every pod gets (default: 300)")
+    p.add_argument("--admission-control-config-file", default=None,
+                   help="an AdmissionConfiguration (apiserver.config.k8s.io/v1) with the admission plugins' "
+                        "configuration, e.g. PodSecurity's defaults and exemptions")
     p.add_argument("--disable-agent", action="store_true", help="run the control plane alone, with no node agent")
     p.add_argument("--disable-scheduler", action="store_true", help="do not run the scheduler")
     p.add_argument("--disable", action="append", default=[], metavar="COMPONENT",
@@ -162,6 +165,7 @@ def cmd_server(args: argparse.Namespace) -> int:
                           scheduler_args=_passthrough(args.kube_scheduler_arg),
                           default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
                           default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
+                          admission_control_config_file=args.admission_control_config_file,
                           disable=[c.strip() for d in args.disable for c in d.split(",") if c.strip()],
                           ingress_http_port=args.ingress_http_port, ingress_https_port=args.ingress_https_port,
                           cluster_dns=args.cluster_dns, cluster_domain=args.cluster_domain)
