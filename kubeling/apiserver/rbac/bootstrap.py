@@ -336,9 +336,14 @@ CLUSTER_ROLE_BINDINGS: list[dict] = [
 # namespaced Roles and RoleBindings (upstream's NamespaceRoles/NamespaceRoleBindings)
 ROLES: list[dict] = [
     {"namespace": "kube-system", "name": "system:kubeling-dns", "rules": _KUBELING_DNS_PUBLISH},
+    # upstream's token cleaner: expired bootstrap token Secrets, in kube-system only
+    {"namespace": "kube-system", "name": "system:controller:token-cleaner",
+     "rules": [_rule(["delete", "get", "list", "watch"], [""], ["secrets"]), _events()]},
 ]
 ROLE_BINDINGS: list[dict] = [
     {"namespace": "kube-system", "name": "system:kubeling-dns", "users": ["system:kubeling-dns"]},
+    {"namespace": "kube-system", "name": "system:controller:token-cleaner",
+     "service_accounts": [("kube-system", "token-cleaner")]},
 ]
 
 

@@ -70,6 +70,7 @@ SERVICE_ACCOUNTS: dict[str, str | None] = {
     "certificatesigningrequest-approving-controller": "certificate-controller",
     "certificatesigningrequest-cleaner-controller": "certificate-controller",
     "servicelb": "service-lb-controller",
+    "tokencleaner": "token-cleaner",  # its role is namespaced (kube-system), as upstream: bootstrap.ROLES
 }
 
 _APPS_EXT = ["apps", "extensions"]
