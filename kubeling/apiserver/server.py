@@ -190,6 +190,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                  "--cluster-cidr", opts.cluster_cidr,
                  "--service-cluster-ip-range", opts.service_cidr,
                  "--service-account-private-key-file", str(pki.service_account_key),
+                 "--cluster-signing-cert-file", str(pki.ca_cert), "--cluster-signing-key-file", str(pki.dir / "ca.key"),
                  *opts.controller_manager_args], stop),
                 name="controller-manager"))
         if opts.scheduler:

@@ -35,6 +35,12 @@ def add_subcommands(sub) -> None:
     p.add_argument("--service-cluster-ip-range", default="10.43.0.0/16")
     p.add_argument("--service-account-private-key-file", default="",
                    help="the key that signs legacy service account token Secrets")
+    p.add_argument("--cluster-signing-cert-file", default="",
+                   help="the CA certificate the csrsigning controller issues certificates with")
+    p.add_argument("--cluster-signing-key-file", default="", help="the private key of --cluster-signing-cert-file")
+    p.add_argument("--cluster-signing-duration", type=_duration("--cluster-signing-duration"), default=8760 * 3600.0,
+                   help="the longest validity of a signed certificate; spec.expirationSeconds may ask for less "
+                        "(default: 8760h0m0s)")
     p.add_argument("--node-monitor-period", type=_duration("--node-monitor-period"), default=5.0,
                    help="how often node lifecycle checks node health (default: 5s)")
     p.add_argument("--node-monitor-grace-period", type=_duration("--node-monitor-grace-period"), default=50.0,
@@ -83,7 +89,10 @@ def settings_of(args: argparse.Namespace) -> dict:
                 mirroring_max_endpoints_per_subset=args.mirroring_max_endpoints_per_subset,
                 endpoint_updates_batch_period=args.endpoint_updates_batch_period,
                 endpointslice_updates_batch_period=args.endpointslice_updates_batch_period,
-                cronjob_clock_speed=args.cronjob_clock_speed, cronjob_clock_start=args.cronjob_clock_start)
+                cronjob_clock_speed=args.cronjob_clock_speed, cronjob_clock_start=args.cronjob_clock_start,
+                cluster_signing_cert_file=args.cluster_signing_cert_file,
+                cluster_signing_key_file=args.cluster_signing_key_file,
+                cluster_signing_duration=args.cluster_signing_duration)
 
 
 def cmd_controller_manager(args: argparse.Namespace) -> int:

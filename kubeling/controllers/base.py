@@ -84,6 +84,11 @@ class ControllerContext:
     # this RFC 3339 wall time if set, so end-to-end tests see minutes pass in seconds
     cronjob_clock_speed: float = 1.0
     cronjob_clock_start: str = ""
+    # the csrsigning controller's CA (--cluster-signing-cert-file/-key-file) and its longest
+    # validity (--cluster-signing-duration, seconds)
+    cluster_signing_cert_file: str = ""
+    cluster_signing_key_file: str = ""
+    cluster_signing_duration: float = 8760 * 3600.0
 
     def recorder(self, component: str) -> EventRecorder:
         """An `EventRecorder` for ``component`` (upstream's names, e.g. ``replicaset-controller``)."""

@@ -61,6 +61,9 @@ from kubeling.controllers.endpointslice import EndpointSliceController
 from kubeling.controllers.endpointslicemirroring import EndpointSliceMirroringController
 from kubeling.controllers.servicelb import ServiceLBController
 from kubeling.controllers.clusterroleaggregation import ClusterRoleAggregationController
+from kubeling.controllers.certificates.approver import CSRApprovingController
+from kubeling.controllers.certificates.cleaner import CSRCleanerController
+from kubeling.controllers.certificates.signer import CSRSigningController
 from kubeling.controllers.bootstrap.tokencleaner import TokenCleaner
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,9 @@ REGISTRY: dict[str, type[Controller]] = {c.NAME: c for c in (
     EndpointSliceMirroringController,
     ServiceLBController,
     ClusterRoleAggregationController,
+    CSRSigningController,
+    CSRApprovingController,
+    CSRCleanerController,
     TokenCleaner,
 )}
 
