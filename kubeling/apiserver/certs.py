@@ -7,7 +7,12 @@ Layout under ``<data-dir>/pki``::
                                    kubernetes.default.svc.* and the first service IP
     admin.crt, admin.key           client certificate: CN=kubernetes-admin, O=system:masters
     apiserver-kubelet-client.crt/.key   the API server's client certificate to node agents:
-                                   CN=kube-apiserver-kubelet-client, O=system:masters
+                                   CN=kube-apiserver-kubelet-client (bound to system:kubelet-api-admin;
+                                   one from an older release with O=system:masters is reissued)
+    <component>.crt, .key          the server's children (`PKI.issue_component`, `COMPONENTS`):
+                                   scheduler CN=system:kube-scheduler, controller-manager
+                                   CN=system:kube-controller-manager, dns CN=system:kubeling-dns,
+                                   ingress CN=system:kubeling-ingress; no O: only admin is a master
     service-account.key, .pub      RSA 2048: signs service account tokens (serviceaccount.py)
     node-<name>.crt, .key          a node agent's client certificate (`PKI.issue_node`):
                                    CN=system:node:<name>, O=system:nodes
@@ -46,6 +51,23 @@ ADMIN_GROUP = "system:masters"
 KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 NODE_USER_PREFIX = "system:node:"
 NODES_GROUP = "system:nodes"
+
+# the server's children: file stem -> the user their client certificate names (no groups; the RBAC
+# bootstrap binds each user to its role)
+COMPONENTS = {
+    "scheduler": "system:kube-scheduler",
+    "controller-manager": "system:kube-controller-manager",
+    "dns": "system:kubeling-dns",
+    "ingress": "system:kubeling-ingress",
+}
+
+
+def cert_subject(path: Path) -> tuple[str, list[str]]:
+    """The (CN, [O...]) of the certificate at ``path``."""
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    cn = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    return (str(cn[0]) if cn else ""), [str(o) for o in orgs]
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
@@ -163,9 +185,8 @@ class PKI:
             self._issue(self.serving_cert, self.serving_key, "kube-apiserver", [], server=True)
         if not self.admin_cert.exists():
             self._issue(self.admin_cert, self.admin_key, ADMIN_USER, [ADMIN_GROUP], server=False)
-        if not self.kubelet_client_cert.exists():
-            self._issue(self.kubelet_client_cert, self.kubelet_client_key, KUBELET_CLIENT_USER, [ADMIN_GROUP],
-                        server=False)
+        if not self._has_subject(self.kubelet_client_cert, KUBELET_CLIENT_USER, []):
+            self._issue(self.kubelet_client_cert, self.kubelet_client_key, KUBELET_CLIENT_USER, [], server=False)
         self._ensure_service_account_key()
 
     def _ensure_service_account_key(self) -> None:
@@ -187,6 +208,30 @@ class PKI:
         if not (cert.exists() and key.exists()):
             self._issue(cert, key, NODE_USER_PREFIX + name, [NODES_GROUP], server=False)
         return cert, key
+
+    def _has_subject(self, cert: Path, cn: str, orgs: list[str]) -> bool:
+        if not cert.exists() or not cert.with_suffix(".key").exists():
+            return False
+        try:
+            return cert_subject(cert) == (cn, orgs)
+        except (OSError, ValueError):
+            return False
+
+    def issue_component(self, name: str) -> tuple[Path, Path]:
+        """The client certificate of the child ``name`` (a key of `COMPONENTS`), ``pki/<name>.crt``
+        / ``.key``: issued once (again if its subject is not the one wanted), reused after."""
+        cert, key = self.dir / f"{name}.crt", self.dir / f"{name}.key"
+        if not self._has_subject(cert, COMPONENTS[name], []):
+            self._issue(cert, key, COMPONENTS[name], [], server=False)
+        return cert, key
+
+    def write_component_kubeconfig(self, name: str, server: str, path: str | os.PathLike | None = None) -> Path:
+        """The kubeconfig of the child ``name`` with its own identity: ``<data-dir>/<name>.kubeconfig``
+        unless ``path`` is given, 0600."""
+        cert, key = self.issue_component(name)
+        target = Path(path) if path else self.dir.parent / f"{name}.kubeconfig"
+        write_kubeconfig(target, server, self, user=COMPONENTS[name], cert=cert, key=key)
+        return target
 
     def write_node_kubeconfig(self, name: str, server: str, path: str | os.PathLike | None = None) -> Path:
         """The kubeconfig an agent uses (its own identity): ``<data-dir>/agent/kubelet.kubeconfig``

@@ -2,8 +2,8 @@
 connect, ``apimachinery/pkg/util/proxy.UpgradeAwareHandler`` for the relaying).
 
 `KubeletClient` holds the API server's identity towards agents: the client certificate
-``<data-dir>/pki/apiserver-kubelet-client.crt`` (CN ``kube-apiserver-kubelet-client``, O
-``system:masters``). Agents serve self-signed certificates, which upstream does not verify unless
+``<data-dir>/pki/apiserver-kubelet-client.crt`` (CN ``kube-apiserver-kubelet-client``, no group:
+the RBAC bootstrap binds it to ``system:kubelet-api-admin``). Agents serve self-signed certificates, which upstream does not verify unless
 ``--kubelet-certificate-authority`` is set; ``ca`` is that option.
 
 `node_location` picks the agent's address from a Node: the first of ``status.addresses`` by type
@@ -91,7 +91,7 @@ def ensure_client_cert(pki) -> KubeletClient:
     """The API server's agent client, issuing its certificate from the cluster CA if missing."""
     cert, key = pki.dir / "apiserver-kubelet-client.crt", pki.dir / "apiserver-kubelet-client.key"
     if not cert.exists() or not key.exists():
-        pki.issue_client(cert, key, "kube-apiserver-kubelet-client", ["system:masters"])
+        pki.issue_client(cert, key, "kube-apiserver-kubelet-client", [])
     return KubeletClient(cert, key)
 
 

@@ -2,6 +2,14 @@
 manager, the scheduler, the node agent, the Ingress controller and the cluster DNS (`kubeling.dns`)
 as supervised child processes.
 
+Each child runs with an identity of its own, never ``system:masters`` (only ``admin.kubeconfig``
+is): ``<data-dir>/scheduler.kubeconfig`` (``system:kube-scheduler``),
+``controller-manager.kubeconfig`` (``system:kube-controller-manager``, with
+``--use-service-account-credentials``: each controller writes as ``kube-system/<controller>``),
+``dns.kubeconfig`` (``system:kubeling-dns``), ``ingress.kubeconfig`` (``system:kubeling-ingress``),
+all 0600; the agent uses its node's (``agent/kubelet.kubeconfig``). The RBAC bootstrap policy binds
+each to its role.
+
 `run(options, stop)` owns everything it starts and tears it down in a shielded ``finally``, in
 reverse order: the API server's own loops (CRD controller, admission caches, aggregator), the
 controller-manager child, listeners, then the store (so that an acknowledged write is on disk
@@ -22,7 +30,7 @@ from kubeling.apiserver import datadir, join, memory, proxy, registry, serving
 from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.cacher import Cacher
-from kubeling.apiserver.certs import PKI, write_kubeconfig
+from kubeling.apiserver.certs import COMPONENTS, PKI, write_kubeconfig
 from kubeling.apiserver.crd import CRDController
 from kubeling.apiserver.rbac import bootstrap as rbac_bootstrap
 from kubeling.apiserver.reconcilers import reconcile_kubernetes_endpoints
@@ -154,7 +162,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                             admission_control_config_file=opts.admission_control_config_file))
         api.scope.cacher = cacher
         api.scope.deps.kubelet = proxy.ensure_client_cert(pki)
-        api.join = join.JoinHandler(pki, node_token)
+        api.join = join.JoinHandler(pki, node_token, api.bootstrap_tokens)
         cacher.on_decode_error = api.report_undecodable
         crds = CRDController(api)
         await crds.start()
@@ -175,7 +183,11 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                                                  opts.insecure_port, limits=secure.limits))
         kubeconfig = data / "admin.kubeconfig"
         host = advertise if ":" not in advertise else f"[{advertise}]"
-        write_kubeconfig(kubeconfig, f"https://{host}:{opts.secure_port}", pki)
+        url = f"https://{host}:{opts.secure_port}"
+        write_kubeconfig(kubeconfig, url, pki)
+        # every child but the agent (whose identity is its node's) gets a kubeconfig of its own,
+        # bound by the RBAC bootstrap to its role: only admin.kubeconfig is system:masters
+        own = {name: pki.write_component_kubeconfig(name, url) for name in COMPONENTS}
         api.ready = True
         tasks.append(asyncio.create_task(crds.run(stop), name="crd-controller"))
         tasks.append(asyncio.create_task(api.admission.run(stop), name="admission"))
@@ -184,7 +196,8 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
             # A child process: controllers are API clients, and a second interpreter keeps their
             # CPU off the API server's event loop.
             tasks.append(asyncio.create_task(supervise_child(
-                ["controller-manager", "--kubeconfig", str(kubeconfig), "--leader-elect",
+                ["controller-manager", "--kubeconfig", str(own["controller-manager"]),
+                 "--use-service-account-credentials", "--leader-elect",
                  "--leader-elect-identity", leader_identity(data), "--controllers",
                  ",".join(opts.controllers + (["-servicelb"] if "servicelb" in opts.disable else [])),
                  "--cluster-cidr", opts.cluster_cidr,
@@ -195,13 +208,17 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                 name="controller-manager"))
         if opts.scheduler:
             tasks.append(asyncio.create_task(supervise_child(
-                ["scheduler", "--kubeconfig", str(kubeconfig), "--leader-elect",
+                ["scheduler", "--kubeconfig", str(own["scheduler"]), "--leader-elect",
                  "--leader-elect-identity", leader_identity(data), *opts.scheduler_args], stop), name="scheduler"))
         if opts.agent:
             node = opts.node_name or socket.gethostname().lower()
             agent_kubeconfig = pki.write_node_kubeconfig(node, f"https://{host}:{opts.secure_port}")
+            # kube-proxy and the network-policy controller run as themselves, as a joined agent's do
+            agent_own = join.write_component_kubeconfigs(pki, f"https://{host}:{opts.secure_port}", data / "agent")
             tasks.append(asyncio.create_task(supervise_child(
                 ["agent", "--kubeconfig", str(agent_kubeconfig), "--data-dir", str(data), "--node-name", node,
+                 "--kube-proxy-kubeconfig", str(agent_own[join.KUBE_PROXY_USER]),
+                 "--controller-kubeconfig", str(agent_own[join.CONTROLLER_USER]),
                  "--cluster-cidr", opts.cluster_cidr, "--service-cidr", opts.service_cidr,
                  *opts.agent_args], stop), name="agent"))
         if not {"ingress", "traefik"} & set(opts.disable) and (
@@ -209,7 +226,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
             # the Ingress controller and its nginx, as k3s ships Traefik; a loopback control
             # plane with no agent (the e2e harness's) has no pods to route to: no ingress
             tasks.append(asyncio.create_task(supervise_child(
-                ["ingress", "--kubeconfig", str(kubeconfig), "--data-dir", str(data),
+                ["ingress", "--kubeconfig", str(own["ingress"]), "--data-dir", str(data),
                  "--http-port", str(opts.ingress_http_port), "--https-port", str(opts.ingress_https_port),
                  "--bind-address", opts.bind_address, "--publish-address", advertise], stop), name="ingress"))
         if "coredns" not in opts.disable and (opts.agent or not ipaddress.ip_address(advertise).is_loopback):
@@ -219,7 +236,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
             dns_ip = opts.cluster_dns or str(ipaddress.ip_network(opts.service_cidr)[10])
             bind = [] if ipaddress.ip_address(advertise).is_loopback else ["--bind-address", advertise]
             tasks.append(asyncio.create_task(supervise_child(
-                ["dns", "--kubeconfig", str(kubeconfig), *bind, "--cluster-dns", dns_ip,
+                ["dns", "--kubeconfig", str(own["dns"]), *bind, "--cluster-dns", dns_ip,
                  "--cluster-domain", opts.cluster_domain, "--service-cidr", opts.service_cidr], stop), name="dns"))
         log.info("kubeling API server ready on https://%s:%d", host, opts.secure_port)
         if on_ready:

@@ -31,6 +31,9 @@ def add_subcommands(sub) -> None:
     p.add_argument("--leader-elect-identity", default="",
                    help="this candidate's holder identity (default: <hostname>_<random uuid>); `kubeling server` "
                         "passes one stable per data dir, so a restarted server resumes leading at once")
+    p.add_argument("--use-service-account-credentials", action="store_true",
+                   help="each controller writes as its own service account kube-system/<controller> (tokens "
+                        "from TokenRequest); the informers keep the kubeconfig's identity")
     p.add_argument("--cluster-cidr", default="10.42.0.0/16", help="the pod network nodeipam hands /24s from")
     p.add_argument("--service-cluster-ip-range", default="10.43.0.0/16")
     p.add_argument("--service-account-private-key-file", default="",
@@ -101,7 +104,8 @@ def cmd_controller_manager(args: argparse.Namespace) -> int:
     async def main(stop) -> None:
         election = manager.LeaderElection(identity=args.leader_elect_identity) if args.leader_elect else None
         await manager.run(args.kubeconfig, stop, [c for c in args.controllers.split(",") if c], election,
-                          settings=settings_of(args))
+                          settings=settings_of(args),
+                          use_service_account_credentials=args.use_service_account_credentials)
 
     run_until_signalled(main, verbose=args.verbose)
     return 0

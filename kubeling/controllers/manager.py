@@ -17,6 +17,16 @@ or an informer that crashes, stops every other controller (drained, shielded) an
 raise. The process then exits non-zero and its supervisor restarts it with fresh caches: a crash
 escalates, it never vanishes, and no half-working controller keeps running.
 
+Credentials (``--use-service-account-credentials``, as upstream's flag; ``kubeling server`` turns
+it on): the shared informers and leader election use the manager's own identity (its kubeconfig:
+``system:kube-controller-manager``), while each controller gets its own `RESTClient` that writes
+as the service account ``kube-system/<account>`` (`bootstrap_controllers.SERVICE_ACCOUNTS`; the
+RBAC bootstrap binds ``system:controller:<account>`` to it). The manager creates a missing
+account and gets its tokens with TokenRequest, refreshed before they expire
+(`kubeling.client.satoken`). A Forbidden answer to a controller is logged as an error and
+recorded as a Warning Event ``Forbidden`` on that service account, so a missing permission is
+never silent. Without the flag every controller shares the manager's client.
+
 Leader election (``--leader-elect``, off by default): the manager campaigns for the Lease
 ``kube-system/kube-controller-manager`` and builds the factory and the controllers only once it
 leads, as upstream does. Losing the lease stops them and makes `run` raise `LeadershipLost`, so
@@ -26,16 +36,21 @@ the process restarts and stands again (upstream exits too).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 
 from kubeling.client import kubeconfig as kc
+from kubeling.apiserver.rbac.bootstrap_controllers import service_account_for
 from kubeling.client.clock import REAL_CLOCK, Clock
+from kubeling.client.events import EventRecorder
 from kubeling.client.factory import SharedInformerFactory
 from kubeling.client.leaderelection import LeaderElector
 from kubeling.client.rest import RESTClient
+from kubeling.client.satoken import ServiceAccountRESTClient, ServiceAccountTokenSource
 from kubeling.controllers.base import Controller, ControllerContext
 from kubeling.controllers.disruption import DisruptionController
 from kubeling.controllers.daemonset import DaemonSetsController
@@ -132,8 +147,74 @@ def enabled(selection: list[str]) -> list[str]:
     return [n for n in selection if n in REGISTRY]
 
 
+SA_NAMESPACE = "kube-system"
+FORBIDDEN_LOG_INTERVAL = 60.0  # seconds between two error lines for the same denial
+
+
+class ServiceAccountClients:
+    """Upstream's SAControllerClientBuilder: one `RESTClient` per controller, writing as that
+    controller's service account (see the module docstring)."""
+
+    def __init__(self, cfg: kc.Config, root: RESTClient) -> None:
+        self.cfg = cfg
+        self.root = root
+        self.sources: dict[str, ServiceAccountTokenSource] = {}
+        self.clients: list[ServiceAccountRESTClient] = []
+        self.recorder = EventRecorder(root, "kube-controller-manager")
+        self._logged: dict[tuple[str, str], float] = {}
+        self._prefetch: list[asyncio.Task] = []
+
+    @staticmethod
+    async def _first_token(source: ServiceAccountTokenSource) -> None:
+        try:
+            await source.token()
+        except Exception as e:  # noqa: BLE001 - the controller's first request asks again
+            log.warning("service account %s: no token yet: %s", source.username, e)
+
+    def client_for(self, controller: str):
+        account = service_account_for(controller)
+        if account is None:
+            return self.root
+        source = self.sources.get(account)
+        if source is None:
+            source = self.sources[account] = ServiceAccountTokenSource(self.root, SA_NAMESPACE, account)
+            # as upstream's ClientOrDie at start-up: the account and its first token now, not at the
+            # first write (a failure here is retried by that write)
+            self._prefetch.append(asyncio.get_running_loop().create_task(self._first_token(source)))
+        client = ServiceAccountRESTClient.for_service_account(
+            self.cfg, source, component=f"kube-controller-manager/{controller}",
+            on_forbidden=lambda method, path, message: self.forbidden(controller, account, method, path, message))
+        self.clients.append(client)
+        return client
+
+    def forbidden(self, controller: str, account: str, method: str, path: str, message: str) -> None:
+        """A controller was refused: an error line (at most once a minute per denial) and a Warning
+        Event on its service account. Refusals that are not authorization (a terminating
+        namespace) are the controller's business."""
+        if " cannot " not in message:
+            return
+        now = time.monotonic()
+        key = (account, message)
+        if now - self._logged.get(key, -FORBIDDEN_LOG_INTERVAL) >= FORBIDDEN_LOG_INTERVAL:
+            self._logged[key] = now
+            log.error("controller %s (service account %s/%s) is forbidden: %s %s: %s", controller, SA_NAMESPACE,
+                      account, method, path, message)
+        self.recorder.event({"apiVersion": "v1", "kind": "ServiceAccount",
+                             "metadata": {"name": account, "namespace": SA_NAMESPACE}},
+                            "Warning", "Forbidden", f"controller {controller}: {message}")
+
+    async def close(self) -> None:
+        for t in self._prefetch:
+            t.cancel()
+        await asyncio.gather(*self._prefetch, return_exceptions=True)
+        await self.recorder.close()
+        for c in self.clients:
+            await c.close()
+
+
 async def run(kubeconfig: str, stop: asyncio.Event, selection: list[str],
-              leader_election: LeaderElection | None = None, settings: dict | None = None) -> None:
+              leader_election: LeaderElection | None = None, settings: dict | None = None, *,
+              use_service_account_credentials: bool = False) -> None:
     """Run the controllers named by ``selection`` until ``stop``; raises if one crashes."""
     names = enabled(selection)
     unknown = [n for n in selection if n.lstrip("-") not in REGISTRY and n != "*"]
@@ -145,24 +226,30 @@ async def run(kubeconfig: str, stop: asyncio.Event, selection: list[str],
     cfg = kc.load(kubeconfig)
     client = RESTClient.from_config(cfg, component="kube-controller-manager")
     ca_pem = (cfg.certificate_authority_data or b"").decode()
+    sa_clients = ServiceAccountClients(cfg, client) if use_service_account_credentials else None
     try:
-        await serve(client, names, stop, ca_pem=ca_pem, leader_election=leader_election, settings=settings)
+        await serve(client, names, stop, ca_pem=ca_pem, leader_election=leader_election, settings=settings,
+                    client_for=sa_clients.client_for if sa_clients else None)
     finally:
+        if sa_clients is not None:
+            await sa_clients.close()
         await client.close()
 
 
 async def serve(client, names: list[str], stop: asyncio.Event, *, ca_pem: str = "",
-                leader_election: LeaderElection | None = None, settings: dict | None = None) -> None:
-    """Run the named controllers over ``client`` until ``stop`` — while leading, if ``leader_election``."""
+                leader_election: LeaderElection | None = None, settings: dict | None = None,
+                client_for=None) -> None:
+    """Run the named controllers over ``client`` until ``stop`` — while leading, if ``leader_election``.
+    ``client_for(name)``, if given, is the client controller ``name`` writes with."""
     if leader_election is None:
-        await run_controllers(client, names, stop, ca_pem=ca_pem, settings=settings)
+        await run_controllers(client, names, stop, ca_pem=ca_pem, settings=settings, client_for=client_for)
         return
     le = leader_election
     identity = le.holder()
 
     async def lead(lost: asyncio.Event) -> None:
         log.info("leading as %s", identity)
-        await run_controllers(client, names, lost, ca_pem=ca_pem, settings=settings)
+        await run_controllers(client, names, lost, ca_pem=ca_pem, settings=settings, client_for=client_for)
 
     elector = LeaderElector(client, LEASE_NAMESPACE, LEASE_NAME, identity, lease_duration=le.lease_duration,
                             renew_deadline=le.renew_deadline, retry_period=le.retry_period,
@@ -175,13 +262,16 @@ async def serve(client, names: list[str], stop: asyncio.Event, *, ca_pem: str = 
 
 async def run_controllers(client, names: list[str], stop: asyncio.Event, *, ca_pem: str = "",
                           clock: Clock | None = None, registry: dict[str, type[Controller]] | None = None,
-                          settings: dict | None = None) -> None:
-    """Build one factory and the named controllers, start them, run until ``stop``; see the module docstring."""
+                          settings: dict | None = None, client_for=None) -> None:
+    """Build one factory and the named controllers, start them, run until ``stop``; see the module docstring.
+    The factory lists and watches over ``client``; each controller writes over ``client_for(name)``
+    (default: ``client`` too)."""
     registry = REGISTRY if registry is None else registry
     halt = asyncio.Event()  # stops everything: set by ``stop`` or by a crash
     factory = SharedInformerFactory(client, clock=clock)
     ctx = ControllerContext(client, factory, ca_pem=ca_pem, clock=clock or REAL_CLOCK, **(settings or {}))
-    controllers = [registry[n](ctx) for n in names]
+    controllers = [registry[n](ctx if client_for is None else dataclasses.replace(ctx, client=client_for(n)))
+                   for n in names]
     factory.start(halt)
     tasks = {asyncio.create_task(c.run(c.WORKERS, halt), name=f"controller-{c.NAME}"): c for c in controllers}
     stopper = asyncio.create_task(stop.wait())
