@@ -30,7 +30,7 @@ import orjson
 from aiohttp import web
 
 from kubeling.api import errors, limits, schema
-from kubeling.apiserver import discovery, endpoints, memory, openapi, registry, serviceaccount, serving
+from kubeling.apiserver import audit, discovery, endpoints, memory, openapi, registry, serviceaccount, serving
 from kubeling.apiserver.admission import default_chain
 from kubeling.apiserver.authenticator import bootstraptoken
 from kubeling.apiserver import rbac
@@ -82,6 +82,7 @@ class APIServer:
         self.scope.rest(TokenReviewREST).configure(self.authenticate_token, (TokenRefused,),
                                                    self.service_account_tokens.api_audiences)
         self.anonymous_auth = True  # --anonymous-auth: a request without credentials is system:anonymous
+        self.auditor = audit.Auditor()  # set by server.run from --audit-policy-file and --audit-log-*
         self.metrics = Metrics()
         self.scope.metrics = self.metrics
         self.advertise_address = advertise_address
@@ -196,8 +197,11 @@ class APIServer:
                 raise TokenRefused(str(e)) from None
         return user
 
-    def authorize(self, attrs: Attributes) -> None:
+    def authorize(self, attrs: Attributes, request: web.Request | None = None) -> None:
         d = self.authorizer.authorize(attrs)
+        if request is not None:   # upstream's audit annotations of the decision
+            self.auditor.annotate(request, audit.filter.DECISION, "allow" if d.allowed else "forbid")
+            self.auditor.annotate(request, audit.filter.REASON, d.reason)
         if d.allowed:
             return
         user = attrs.user.name
@@ -223,6 +227,7 @@ class APIServer:
                 user = await self.authenticate(request)
             except errors.StatusError as e:
                 self.metrics.observe(request.method, "", e.code, 0.0)
+                self.auditor.failed_authentication(request, e.code, e.to_status())
                 return status_response(e)
             request["user"] = user
             serving.mark_authenticated(request, user.name)
@@ -248,13 +253,14 @@ class APIServer:
                 memory.release_soon()
             return resp
 
-        filters = [serving.track, timeout.middleware(request_timeout), authn,
+        filters = [serving.track, timeout.middleware(request_timeout), authn, self.auditor.middleware(),
                    impersonation.middleware(lambda: self.authorizer),
                    maxinflight.middleware(max_requests_inflight, max_mutating_requests_inflight,
                                           registry=self.metrics.registry), pipeline]
         if self.join is not None and not insecure:
             filters.insert(2, self.join.middleware)  # agents joining have no credentials yet
         app = web.Application(middlewares=filters, client_max_size=limits.MAX_REQUEST_BODY_BYTES)
+        self.auditor.install(app)  # the Audit-Id header, and ResponseStarted for long-running requests
         app.router.add_route("*", "/{tail:.*}", self._unreachable)
         return app
 
@@ -272,11 +278,13 @@ class APIServer:
             served = endpoints.resolve(self.resources, info)
             self.authorize(Attributes(request["user"], info.verb, True, info.path, info.group, info.version,
                                       info.resource, info.subresource, info.namespace or "",
-                                      info.name or name_from_field_selector(info.verb, request.query)))
+                                      info.name or name_from_field_selector(info.verb, request.query)), request)
             return await endpoints.serve(request, info, served, self.scope), info.verb.upper(), info.resource
         verb = {"GET": "get", "HEAD": "get", "POST": "post", "PUT": "put", "DELETE": "delete",
                 "PATCH": "patch"}.get(request.method, request.method.lower())
-        self.authorize(Attributes(request["user"], verb, False, path))
+        self.authorize(Attributes(request["user"], verb, False, path), request)
+        if path.startswith("/v1-kubeling/encrypt/") and getattr(self, "secrets_encrypt", None) is not None:
+            return await self.secrets_encrypt.handle(request, path), request.method, ""  # secretsencrypt.py
         if request.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(verb, "")
         return await self.non_resource(request, path), "GET", ""
