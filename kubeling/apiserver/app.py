@@ -285,6 +285,8 @@ class APIServer:
         self.authorize(Attributes(request["user"], verb, False, path), request)
         if path.startswith("/v1-kubeling/encrypt/") and getattr(self, "secrets_encrypt", None) is not None:
             return await self.secrets_encrypt.handle(request, path), request.method, ""  # secretsencrypt.py
+        if path.startswith("/v1-kubeling/encrypt/") and getattr(self, "secrets_encrypt", None) is not None:
+            return await self.secrets_encrypt.handle(request, path), request.method, ""  # secretsencrypt.py
         if request.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(verb, "")
         return await self.non_resource(request, path), "GET", ""

@@ -36,6 +36,9 @@ from kubeling.apiserver.rbac import bootstrap as rbac_bootstrap
 from kubeling.apiserver.reconcilers import reconcile_kubernetes_endpoints
 from kubeling.apiserver.registry import Context
 from kubeling.cli._run import supervise_child
+from kubeling.storage import encryption
+from kubeling.storage.encryption import EncryptionConfig, EncryptionConfigError, TransformingStore
+from kubeling.apiserver.secretsencrypt import SecretsEncrypt
 from kubeling.storage.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
@@ -145,8 +148,11 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
     pki = PKI(data, hosts=[advertise, opts.bind_address])
     pki.ensure()
     node_token = join.ensure_token(data, pki)  # <data-dir>/server/node-token: `kubeling agent --token`
+    encryption_path, encryption_config = encryption_at_rest(opts, data)
     store = await SQLiteStore.open(str(data / "state.db"), compact_interval=opts.compact_interval,
                                    compact_keep=opts.compact_keep)
+    if encryption_config is not None:  # Secrets (and what else the configuration names) encrypted at rest
+        store = TransformingStore(store, encryption_config)
     listeners: list[serving.Listener] = []
     tasks: list[asyncio.Task] = []
     cacher = Cacher(store)
@@ -161,6 +167,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                             default_unreachable_toleration_seconds=opts.default_unreachable_toleration_seconds,
                             admission_control_config_file=opts.admission_control_config_file))
         api.scope.cacher = cacher
+        api.secrets_encrypt = SecretsEncrypt(store, encryption_path) if encryption_config is not None else None
         api.scope.deps.kubelet = proxy.ensure_client_cert(pki)
         api.join = join.JoinHandler(pki, node_token, api.bootstrap_tokens)
         cacher.on_decode_error = api.report_undecodable
@@ -248,6 +255,22 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                 raise t.exception()
     finally:
         await asyncio.shield(_shutdown(tasks, listeners, store, cacher))
+
+
+def encryption_at_rest(opts: Options, data) -> tuple[str, EncryptionConfig | None]:
+    """The encryption configuration's path and contents: ``--encryption-provider-config``, or
+    k3s's managed ``<data-dir>/server/cred/encryption-config.json`` with ``--secrets-encryption``
+    (made at the first start); ("", None) without either."""
+    if opts.encryption_provider_config:
+        path = opts.encryption_provider_config
+    elif opts.secrets_encryption:
+        path = str(encryption.ensure_k3s_config(data))
+    else:
+        return "", None
+    try:
+        return path, EncryptionConfig.load(path)
+    except EncryptionConfigError as e:
+        raise datadir.DataDirError(f"--encryption-provider-config: {e}") from None
 
 
 def primary_address() -> str:
