@@ -26,7 +26,7 @@ import socket
 from dataclasses import dataclass, field
 
 from kubeling.api import errors
-from kubeling.apiserver import datadir, join, memory, proxy, registry, serving
+from kubeling.apiserver import audit, datadir, join, memory, proxy, registry, serving
 from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.cacher import Cacher
@@ -53,6 +53,14 @@ class Options:
     secure_port: int = 6443
     insecure_port: int = 0
     token_auth_file: str | None = None
+    # --anonymous-auth: requests without credentials are system:anonymous (False: 401)
+    anonymous_auth: bool = True
+    # --audit-policy-file / --audit-log-path ("-": stdout) / --audit-log-max{age,backup,size}
+    audit_policy_file: str | None = None
+    audit_log_path: str | None = None
+    audit_log_maxage: int = 0
+    audit_log_maxbackup: int = 0
+    audit_log_maxsize: int = 0
     # --authorization-mode: the authorizer chain (kubeling.apiserver.authorizer)
     authorization_mode: tuple[str, ...] = ("Node", "RBAC")
     # --encryption-provider-config FILE (an EncryptionConfiguration), or k3s's --secrets-encryption
@@ -167,6 +175,9 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                             default_unreachable_toleration_seconds=opts.default_unreachable_toleration_seconds,
                             admission_control_config_file=opts.admission_control_config_file))
         api.scope.cacher = cacher
+        api.anonymous_auth = opts.anonymous_auth
+        api.auditor = audit_from_options(opts)
+        tasks.append(asyncio.create_task(api.auditor.run(stop), name="audit"))
         api.secrets_encrypt = SecretsEncrypt(store, encryption_path) if encryption_config is not None else None
         api.scope.deps.kubelet = proxy.ensure_client_cert(pki)
         api.join = join.JoinHandler(pki, node_token, api.bootstrap_tokens)
@@ -271,6 +282,17 @@ def encryption_at_rest(opts: Options, data) -> tuple[str, EncryptionConfig | Non
         return path, EncryptionConfig.load(path)
     except EncryptionConfigError as e:
         raise datadir.DataDirError(f"--encryption-provider-config: {e}") from None
+
+
+def audit_from_options(opts: Options) -> audit.Auditor:
+    """The audit filter of ``--audit-policy-file`` and ``--audit-log-*`` (a bad policy stops the start)."""
+    try:
+        return audit.from_options(opts.audit_policy_file, opts.audit_log_path, max_age=opts.audit_log_maxage,
+                                  max_backup=opts.audit_log_maxbackup, max_size=opts.audit_log_maxsize)
+    except audit.PolicyError as e:
+        raise datadir.DataDirError(f"--audit-policy-file: {e}") from None
+    except OSError as e:
+        raise datadir.DataDirError(f"--audit-log-path: {e}") from None
 
 
 def primary_address() -> str:

@@ -25,6 +25,15 @@ from kubeling.cli import secrets_encrypt as secrets_encrypt_cli
 from kubeling.cli._run import run_until_signalled
 
 
+def _go_bool(text: str) -> bool:
+    """A Go flag boolean (strconv.ParseBool): 1 t T TRUE true True / 0 f F FALSE false False."""
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+
+
 def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=".kubeling", help="state, PKI and kubeconfig (default: .kubeling)")
     p.add_argument("--bind-address", default="127.0.0.1")
@@ -33,6 +42,14 @@ def _server_args(p: argparse.ArgumentParser) -> None:
                    help="DEVELOPMENT ONLY: also serve plain HTTP without authentication on 127.0.0.1")
     p.add_argument("--advertise-address", default="")
     p.add_argument("--token-auth-file", default=None, help='CSV of token,user,uid,"group1,group2"')
+    p.add_argument("--anonymous-auth", type=_go_bool, nargs="?", const=True, default=True, metavar="BOOL",
+                   help="requests without credentials are system:anonymous (default true; false: 401)")
+    p.add_argument("--audit-policy-file", default=None, help="an audit.k8s.io/v1 Policy (YAML or JSON)")
+    p.add_argument("--audit-log-path", default=None, help="write audit events here as JSON lines ('-': stdout)")
+    p.add_argument("--audit-log-maxage", type=int, default=0, help="days to keep rotated audit logs (0: forever)")
+    p.add_argument("--audit-log-maxbackup", type=int, default=0, help="rotated audit logs to keep (0: all)")
+    p.add_argument("--audit-log-maxsize", type=int, default=0,
+                   help="megabytes an audit log may grow to before it is rotated (0: 100)")
     p.add_argument("--authorization-mode", default="Node,RBAC",
                    help="ordered authorizers: Node, RBAC, AlwaysAllow, AlwaysDeny (default: Node,RBAC)")
     p.add_argument("--encryption-provider-config", default=None, metavar="FILE",
@@ -149,6 +166,9 @@ def _cidr(text: str) -> str:
 def cmd_server(args: argparse.Namespace) -> int:
     opts = server.Options(data_dir=args.data_dir, bind_address=args.bind_address, secure_port=args.secure_port,
                           insecure_port=args.insecure_port, token_auth_file=args.token_auth_file,
+                          anonymous_auth=args.anonymous_auth, audit_policy_file=args.audit_policy_file,
+                          audit_log_path=args.audit_log_path, audit_log_maxage=args.audit_log_maxage,
+                          audit_log_maxbackup=args.audit_log_maxbackup, audit_log_maxsize=args.audit_log_maxsize,
                           authorization_mode=_authorization_modes(args.authorization_mode),
                           encryption_provider_config=args.encryption_provider_config,
                           secrets_encryption=args.secrets_encryption,

@@ -152,6 +152,14 @@ class Auditor:
     def enabled(self) -> bool:
         return self.policy is not None and self.backend is not None
 
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until the server stops; then the backend writes what is queued and closes."""
+        try:
+            await stop.wait()
+        finally:
+            if self.backend is not None and hasattr(self.backend, "close"):
+                await asyncio.to_thread(self.backend.close)
+
     # -- the hooks -----------------------------------------------------------------------------
 
     def install(self, app: web.Application) -> None:
