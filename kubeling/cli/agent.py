@@ -1,10 +1,19 @@
 """``kubeling agent`` (the node agent alone) and ``kubeling node cleanup`` (k3s's killall).
 
 ``kubeling agent --kubeconfig FILE`` runs one node against any API server; ``kubeling agent
---server https://IP:6443 --token TOKEN`` (or ``--token-file``) first joins the cluster with the
-server's node token (`kubeling.kubelet.bootstrap`: the CA is checked against the token, then the
-node's credentials are written to ``<data-dir>/agent/kubelet.kubeconfig``). ``kubeling server``
-runs one as its child unless ``--disable-agent``. The agent's state lives in
+--server https://IP:6443 --token TOKEN`` (or ``--token-file``) first joins the cluster with a
+join token — the server's node token, or a bootstrap token from ``kubeling token create``
+(`kubeling.kubelet.bootstrap`: the CA is checked against the token, the node's client
+certificate comes through a CSR for a bootstrap token, and the credentials are written to
+``<data-dir>/agent/kubelet.kubeconfig``, ``kubeproxy.kubeconfig`` and
+``kubeling-controller.kubeconfig``). A CA hash that does not match is refused: the agent exits
+1 with one line saying so. ``kubeling server`` runs one as its child unless ``--disable-agent``.
+
+The agent rotates its client certificate (`bootstrap.CertificateManager`) when 70-90 % of its
+lifetime has passed; ``--rotate-certificates-after SECONDS`` (for tests) rotates that often.
+kube-proxy runs as ``system:kube-proxy`` with ``--kube-proxy-kubeconfig`` and the NetworkPolicy
+controller as ``system:kubeling-controller`` with ``--controller-kubeconfig`` (a join sets
+both; without them both use the node's own kubeconfig). The agent's state lives in
 ``<data-dir>/agent`` (images, containers, pod volumes, logs), so ``kubeling images import
 --data-dir DIR`` and the agent agree on where images are.
 
@@ -33,6 +42,13 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--server", default="", help="join the cluster at https://IP:PORT (with --token), as k3s's agent")
     p.add_argument("--token", default="", help="the server's node token (<server data-dir>/server/node-token)")
     p.add_argument("--token-file", default="", help="a file holding the node token")
+    p.add_argument("--ca-file", default="", help="the cluster CA, for a token without a CA hash (<id>.<secret>)")
+    p.add_argument("--kube-proxy-kubeconfig", default="",
+                   help="kube-proxy's credentials (system:kube-proxy; a join with --server writes them)")
+    p.add_argument("--controller-kubeconfig", default="",
+                   help="the NetworkPolicy controller's credentials (system:kubeling-controller)")
+    p.add_argument("--rotate-certificates-after", type=float, default=0, metavar="SECONDS",
+                   help="for tests: rotate the client certificate this often, not at 70-90%% of its lifetime")
     p.add_argument("--data-dir", default=".kubeling", help="state directory; the agent uses <data-dir>/agent")
     p.add_argument("--node-name", default=socket.gethostname().lower())
     p.add_argument("--service-cidr", default="10.43.0.0/16", help="Service IPs: unreachable unless proxied")
@@ -87,7 +103,9 @@ def options(args: argparse.Namespace):
                         disable_default_registry_endpoint=args.disable_default_registry_endpoint,
                         flannel_backend=args.flannel_backend, disable_network_policy=args.disable_network_policy,
                         disable_kube_proxy=args.disable_kube_proxy,
-                        kube_proxy_args=[f if f.startswith("--") else f"--{f}" for f in args.kube_proxy_arg])
+                        kube_proxy_args=[f if f.startswith("--") else f"--{f}" for f in args.kube_proxy_arg],
+                        kube_proxy_kubeconfig=getattr(args, "kube_proxy_kubeconfig", ""),
+                        controller_kubeconfig=getattr(args, "controller_kubeconfig", ""))
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -106,12 +124,27 @@ def cmd_agent(args: argparse.Namespace) -> int:
         install_stop_handlers(stop)
         if args.server:
             from kubeling.kubelet.agent import route_source
-            from kubeling.kubelet.bootstrap import join
+            from kubeling.kubelet.bootstrap import CONTROLLER_KUBECONFIG, KUBE_PROXY_KUBECONFIG, join
             # the serving certificate names the node IP, so pick it before the join (as the agent would)
             args.node_ip = args.node_ip or route_source(args.server)
-            args.kubeconfig = str(await join(args.server, token, Path(args.data_dir) / "agent", args.node_name,
-                                             args.node_ip))
-        await Agent(options(args)).run(stop)
+            kubeconfig = await join(args.server, token, Path(args.data_dir) / "agent", args.node_name,
+                                    args.node_ip, ca_file=args.ca_file or None)
+            args.kubeconfig = str(kubeconfig)
+            args.kube_proxy_kubeconfig = args.kube_proxy_kubeconfig or str(kubeconfig.parent / KUBE_PROXY_KUBECONFIG)
+            args.controller_kubeconfig = args.controller_kubeconfig or str(kubeconfig.parent / CONTROLLER_KUBECONFIG)
+        agent = Agent(options(args))
+        tasks = [asyncio.create_task(agent.run(stop), name="agent")]
+        if agent.cfg is not None and agent.cfg.client_certificate_data:
+            from kubeling.kubelet.bootstrap import CertificateManager
+            manager = CertificateManager(args.kubeconfig, args.node_name, clients=[agent.client],
+                                         rotate_after=args.rotate_certificates_after or None)
+            tasks.append(asyncio.create_task(manager.run(stop), name="certificate-manager"))
+        try:
+            await tasks[0]
+        finally:
+            for t in tasks[1:]:
+                t.cancel()
+            await asyncio.gather(*tasks[1:], return_exceptions=True)
 
     try:
         # The standard event loop, not uvloop: pyroute2's netlink sockets need datagram

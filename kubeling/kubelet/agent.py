@@ -66,6 +66,9 @@ class AgentOptions:
     disable_network_policy: bool = False  # `kubeling.kubelet.network.policy`
     disable_kube_proxy: bool = False      # `kubeling proxy`, a child process
     kube_proxy_args: list[str] = field(default_factory=list)   # --kube-proxy-arg, e.g. --proxy-mode=nftables
+    # their own identities, as k3s's agent has them: "" = the node's kubeconfig
+    kube_proxy_kubeconfig: str = ""       # system:kube-proxy
+    controller_kubeconfig: str = ""       # system:kubeling-controller (the NetworkPolicy controller)
 
 
 def _source_towards(host: str, port: int) -> str | None:
@@ -286,7 +289,10 @@ class Agent:
 
     def _node_network(self, pod_cidr: str, stop: asyncio.Event) -> list[asyncio.Task]:
         """The node's network services, once its bridge exists (k3s's agent runs the same three):
-        the overlay to the other nodes' pods, the NetworkPolicy enforcer, and kube-proxy."""
+        the overlay to the other nodes' pods (as the node: it reads Nodes), the NetworkPolicy
+        enforcer (as ``system:kubeling-controller``: it lists pods, namespaces and policies of the
+        whole cluster, which the node may not) and kube-proxy (as ``system:kube-proxy``), each
+        with the node's own credentials when not given theirs."""
         tasks = []
         if self.opts.flannel_backend != "none":
             from kubeling.kubelet.network.overlay import Overlay
@@ -295,13 +301,25 @@ class Agent:
             tasks.append(asyncio.create_task(overlay.run(stop), name="overlay"))
         if not self.opts.disable_network_policy:
             from kubeling.kubelet.network.policy import NetworkPolicyController
-            policy = NetworkPolicyController(self.client, self.node_name, pod_cidr=pod_cidr,
+            client = self.client
+            if self.opts.controller_kubeconfig:
+                client = RESTClient.from_config(kc.load(self.opts.controller_kubeconfig),
+                                                component="kubeling-controller", qps=20, burst=40)
+            policy = NetworkPolicyController(client, self.node_name, pod_cidr=pod_cidr,
                                              cluster_cidr=self.opts.cluster_cidr)
-            tasks.append(asyncio.create_task(policy.run(stop), name="network-policy"))
-        if not self.opts.disable_kube_proxy and self.opts.kubeconfig:
+
+            async def run_policy() -> None:
+                try:
+                    await policy.run(stop)
+                finally:
+                    if client is not self.client:
+                        await client.close()
+            tasks.append(asyncio.create_task(run_policy(), name="network-policy"))
+        proxy_kubeconfig = self.opts.kube_proxy_kubeconfig or self.opts.kubeconfig
+        if not self.opts.disable_kube_proxy and proxy_kubeconfig:
             from kubeling.cli._run import supervise_child
             tasks.append(asyncio.create_task(supervise_child(
-                ["proxy", "--kubeconfig", self.opts.kubeconfig, "--hostname-override", self.node_name,
+                ["proxy", "--kubeconfig", proxy_kubeconfig, "--hostname-override", self.node_name,
                  "--bind-address", self.address, "--cluster-cidr", self.opts.cluster_cidr,
                  "--service-cidr", self.opts.service_cidr, *self.opts.kube_proxy_args], stop), name="kube-proxy"))
         return tasks

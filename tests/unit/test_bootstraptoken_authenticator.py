@@ -105,7 +105,7 @@ def test_api_server_authenticates_and_revokes():
             wrong = "abcdef.ffffffffffffffff"
             resp = await client.post(path, json=review, headers={"Authorization": f"Bearer {wrong}"})
             assert resp.status == 401 and (await resp.json())["reason"] == "Unauthorized"
-            await api.registry.delete(secrets, "kube-system", "bootstrap-token-abcdef", ctx("kube-system"))
+            await api.registry.delete(secrets, "kube-system", "bootstrap-token-abcdef", {}, ctx("kube-system"))
             resp = await client.post(path, json=review, headers={"Authorization": f"Bearer {TOKEN}"})
             assert resp.status == 401
     asyncio.run(main())
