@@ -216,3 +216,23 @@ def test_registry_config_carries_the_file(tmp_path):
         with pytest.raises(errors.StatusError, match='violates PodSecurity "baseline:latest"'):
             await api.registry.create(api.lookup("", "v1", "pods"), pod("p", "default", privileged=True), ctx("default"))
     run(main())
+
+
+def test_ephemeral_containers_are_checked():
+    async def main():
+        api = await api_server()
+        await namespace(api, "r", enforce="restricted")
+        pods = api.lookup("", "v1", "pods")
+        await api.registry.create(pods, pod("p", "r", **GOOD_SC), ctx("r"))
+
+        async def add_debug(current):
+            new = {**current, "spec": {**current["spec"], "ephemeralContainers": [
+                {"name": "debug", "image": "busybox", "targetContainerName": "c"}]}}
+            return new
+        with pytest.raises(errors.StatusError) as e:
+            await api.registry.guaranteed_update(pods, "r", "p", add_debug, ctx("r", subresource="ephemeralcontainers"))
+        assert e.value.code == 403
+        assert e.value.message.startswith('pods "p" is forbidden: violates PodSecurity "restricted:latest": '
+                                          'allowPrivilegeEscalation != false (container "debug" must set '
+                                          'securityContext.allowPrivilegeEscalation=false)')
+    run(main())
