@@ -22,6 +22,7 @@ from kubeling.cli import proxy as proxy_cli
 from kubeling.cli import ingress as ingress_cli
 from kubeling.cli import scheduler as scheduler_cli
 from kubeling.cli import secrets_encrypt as secrets_encrypt_cli
+from kubeling.cli import token as token_cli
 from kubeling.cli._run import run_until_signalled
 
 
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ingress_cli.add_subcommands(sub)  # ingress
     dns_cli.add_subcommands(sub)  # dns
     secrets_encrypt_cli.add_subcommands(sub)  # secrets-encrypt
+    token_cli.add_subcommands(sub)  # token create/list/delete
     cluster_cli.add_subcommands(sub)  # cluster up/down/status/node
     proxy_cli.add_subcommands(sub)  # proxy (kube-proxy)
     args = parser.parse_args(argv)
