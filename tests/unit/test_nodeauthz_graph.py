@@ -17,6 +17,7 @@ class FakeCacher:
         self._caches = {p: WatchCache(p, 1) for p in PREFIX.values()}
         self.rev = 1
 
+    @property
     def ready(self) -> bool:
         return True
 

@@ -189,7 +189,10 @@ class Graph:
 
     def _caches(self) -> dict | None:
         cacher = self._cacher()
-        if cacher is None or not getattr(cacher, "ready", lambda: True)():
+        if cacher is None:
+            return None
+        ready = getattr(cacher, "ready", True)  # a property of the Cacher
+        if not (ready() if callable(ready) else ready):
             return None
         if not self._prefixes:
             for k, (g, r) in _SOURCES.items():
