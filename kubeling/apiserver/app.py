@@ -283,9 +283,7 @@ class APIServer:
         verb = {"GET": "get", "HEAD": "get", "POST": "post", "PUT": "put", "DELETE": "delete",
                 "PATCH": "patch"}.get(request.method, request.method.lower())
         self.authorize(Attributes(request["user"], verb, False, path), request)
-        if path.startswith("/v1-kubeling/encrypt/") and getattr(self, "secrets_encrypt", None) is not None:
-            return await self.secrets_encrypt.handle(request, path), request.method, ""  # secretsencrypt.py
-        if path.startswith("/v1-kubeling/encrypt/") and getattr(self, "secrets_encrypt", None) is not None:
+        if path.startswith("/v1-k3s/encrypt/") and getattr(self, "secrets_encrypt", None) is not None:
             return await self.secrets_encrypt.handle(request, path), request.method, ""  # secretsencrypt.py
         if request.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(verb, "")

@@ -3,9 +3,9 @@
 
 Endpoints (non-resource paths, authorized as such: only ``system:masters``/cluster-admin reach them)::
 
-    GET  /v1-kubeling/encrypt/status   {"enabled", "stage", "config", "providers": [...],
+    GET  /v1-k3s/encrypt/status   {"enabled", "stage", "config", "providers": [...],
                                         "stale": {resource prefix: count}}
-    POST /v1-kubeling/encrypt/config   {"stage": <command>} -> the status after it
+    POST /v1-k3s/encrypt/config   {"stage": <command>} -> the status after it
 
 Commands, as k3s's (the configuration file is rewritten 0600 and reloaded at once, as upstream's
 automatic reload does, so no restart is needed between stages; the stage is kept in
@@ -38,7 +38,7 @@ from kubeling.storage.encryption import (KEY_TYPE_NAMES, EncryptionConfig, Encry
 
 log = logging.getLogger(__name__)
 
-PATH = "/v1-kubeling/encrypt/"
+PATH = "/v1-k3s/encrypt/"
 COMMANDS = ("prepare", "rotate", "reencrypt", "rotate-keys", "enable", "disable", "reload")
 
 

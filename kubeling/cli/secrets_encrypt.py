@@ -1,7 +1,7 @@
 """``kubeling secrets-encrypt status|enable|disable|prepare|rotate|reencrypt|rotate-keys|reload``,
 as k3s's ``k3s secrets-encrypt``.
 
-The command asks the running server (``/v1-kubeling/encrypt/*``, `kubeling.apiserver.secretsencrypt`)
+The command asks the running server (``/v1-k3s/encrypt/*``, `kubeling.apiserver.secretsencrypt`)
 with the admin kubeconfig of ``--data-dir`` (or ``--kubeconfig``); the server rewrites its
 configuration, reloads it and re-encrypts the stored objects itself, so no restart is needed.
 The server must run with ``--secrets-encryption`` (or ``--encryption-provider-config``).
@@ -67,8 +67,8 @@ async def _call(kubeconfig: str, command: str) -> dict:
     client = RESTClient.from_kubeconfig(kubeconfig, component="secrets-encrypt")
     try:
         if command == "status":
-            return await client.request("GET", "/v1-kubeling/encrypt/status")
-        return await client.request("POST", "/v1-kubeling/encrypt/config", body={"stage": command})
+            return await client.request("GET", "/v1-k3s/encrypt/status")
+        return await client.request("POST", "/v1-k3s/encrypt/config", body={"stage": command})
     finally:
         await client.close()
 
