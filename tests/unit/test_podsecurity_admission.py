@@ -236,3 +236,22 @@ def test_ephemeral_containers_are_checked():
                                           'allowPrivilegeEscalation != false (container "debug" must set '
                                           'securityContext.allowPrivilegeEscalation=false)')
     run(main())
+
+
+def test_metrics():
+    from prometheus_client import CollectorRegistry
+
+    async def main():
+        api = await api_server()
+        reg = CollectorRegistry()
+        plugin(api).register_metrics(reg)
+        await namespace(api, "r", enforce="restricted", warn="baseline")
+        pods = api.lookup("", "v1", "pods")
+        with pytest.raises(errors.StatusError):
+            await api.registry.create(pods, pod("p", "r", privileged=True), ctx("r"))
+        await api.registry.create(pods, pod("ok", "r", **GOOD_SC), ctx("r"))
+        labels = {"policy_level": "restricted", "policy_version": "latest", "mode": "enforce",
+                  "request_operation": "create", "resource": "pod", "subresource": ""}
+        assert reg.get_sample_value("pod_security_evaluations_total", {**labels, "decision": "deny"}) == 1
+        assert reg.get_sample_value("pod_security_evaluations_total", {**labels, "decision": "allow"}) == 1
+    run(main())

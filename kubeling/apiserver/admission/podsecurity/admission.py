@@ -38,6 +38,7 @@ import time
 from kubeling.api import errors
 from kubeling.apiserver.admission.podsecurity import api
 from kubeling.apiserver.admission.podsecurity.config import PodSecurityConfiguration
+from kubeling.apiserver.admission.podsecurity.metrics import PodSecurityMetrics
 from kubeling.apiserver.admission.podsecurity.policy.checks import AggregateCheckResult, aggregate_check_results
 from kubeling.apiserver.admission.podsecurity.policy.registry import Evaluator
 
@@ -123,6 +124,11 @@ class PodSecurity:
         self.evaluator = evaluator or Evaluator()
         self.namespaces: dict[str, dict] = {}   # name -> labels
         self.synced = False
+        self.metrics = PodSecurityMetrics()
+
+    def register_metrics(self, registry) -> None:
+        """Count on the server's metrics registry (its ``/metrics``) from now on."""
+        self.metrics = PodSecurityMetrics(registry)
 
     # -- which requests ---------------------------------------------------------------------
     def handles(self, attrs) -> bool:
@@ -179,12 +185,18 @@ class PodSecurity:
     async def _validate_pod(self, attrs) -> None:
         ctx = attrs.ctx
         if self._exempt_namespace(attrs.namespace):
+            self.metrics.exemption(attrs)
             _add_audit_annotation(ctx, api.EXEMPTION_REASON_ANNOTATION_KEY, "namespace")
             return
         if self._exempt_user(ctx.user):
+            self.metrics.exemption(attrs)
             _add_audit_annotation(ctx, api.EXEMPTION_REASON_ANNOTATION_KEY, "user")
             return
-        labels = await self._namespace_labels(attrs.namespace)
+        try:
+            labels = await self._namespace_labels(attrs.namespace)
+        except errors.StatusError:
+            self.metrics.error(True, attrs)
+            raise
         policy, policy_errs = self.policy_to_evaluate(labels)
         if not policy_errs and policy.enforce.level == policy.warn.level == policy.audit.level == api.PRIVILEGED:
             return
@@ -197,14 +209,17 @@ class PodSecurity:
     async def _validate_pod_controller(self, attrs) -> None:
         ctx = attrs.ctx
         if self._exempt_namespace(attrs.namespace):
+            self.metrics.exemption(attrs)
             _add_audit_annotation(ctx, api.EXEMPTION_REASON_ANNOTATION_KEY, "namespace")
             return
         if self._exempt_user(ctx.user):
+            self.metrics.exemption(attrs)
             _add_audit_annotation(ctx, api.EXEMPTION_REASON_ANNOTATION_KEY, "user")
             return
         try:
             labels = await self._namespace_labels(attrs.namespace)
         except errors.StatusError as e:  # warn and audit only: upstream allows, with an error annotation
+            self.metrics.error(False, attrs)
             _add_audit_annotation(ctx, "error", f"failed to lookup namespace {attrs.namespace}: {e}")
             return
         policy, policy_errs = self.policy_to_evaluate(labels)
@@ -219,15 +234,18 @@ class PodSecurity:
                             enforce: bool) -> None:
         ctx = attrs.ctx
         if self._exempt_runtime_class(spec):
+            self.metrics.exemption(attrs)
             _add_audit_annotation(ctx, api.EXEMPTION_REASON_ANNOTATION_KEY, "runtimeClass")
             return
         if policy_errs:
+            self.metrics.error(False, attrs)
             _add_audit_annotation(ctx, "error", "Failed to parse policy: " + "; ".join(str(e) for e in policy_errs))
         cached: dict[api.LevelVersion, AggregateCheckResult] = {}
         refusal = None
         if enforce:
             _add_audit_annotation(ctx, api.ENFORCED_POLICY_ANNOTATION_KEY, str(policy.enforce))
             result = cached[policy.enforce] = self._evaluate(policy.enforce, meta, spec)
+            self.metrics.evaluation("allow" if result.allowed else "deny", policy.enforce, "enforce", attrs)
             if not result.allowed:
                 refusal = errors.forbidden_status(
                     attrs.resource, attrs.group, attrs.name,
@@ -236,6 +254,7 @@ class PodSecurity:
         if audit is None:
             audit = cached[policy.audit] = self._evaluate(policy.audit, meta, spec)
         if not audit.allowed:
+            self.metrics.evaluation("deny", policy.audit, "audit", attrs)
             _add_audit_annotation(ctx, api.AUDIT_VIOLATIONS_ANNOTATION_KEY,
                                   f'would violate PodSecurity "{policy.audit}": {audit.forbidden_detail()}')
         if refusal is not None:
@@ -244,6 +263,7 @@ class PodSecurity:
         if warn is None:
             warn = self._evaluate(policy.warn, meta, spec)
         if not warn.allowed:
+            self.metrics.evaluation("deny", policy.warn, "warn", attrs)
             ctx.warnings.append(f'would violate PodSecurity "{policy.warn}": {warn.forbidden_detail()}')
 
     # -- namespaces -----------------------------------------------------------------------------
