@@ -236,8 +236,6 @@ def _providers(entry: dict, i: int) -> list:
             name = key.get("name") if isinstance(key, dict) else None
             if not isinstance(name, str) or not name:
                 raise EncryptionConfigError(f"{kf}.name: Required value: key name is required")
-            if ":" in name:
-                raise EncryptionConfigError(f"{kf}.name: Invalid value: {name!r}: should not contain ':'")
             if name in seen:
                 raise EncryptionConfigError(f"{kf}.name: Duplicate value: {name!r}")
             seen.add(name)
