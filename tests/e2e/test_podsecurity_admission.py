@@ -97,6 +97,10 @@ def test_warn_mode_warnings_printed_by_kubectl(psa_cluster):
             'set securityContext.capabilities.drop=["ALL"]), runAsNonRoot != true (pod or container "c" must set '
             'securityContext.runAsNonRoot=true), seccompProfile (pod or container "c" must set '
             'securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")') in r.stderr, r.stderr
+    # the older kubectl prints them too
+    r = c.kubectl("apply", "-f", "-", input=pod("w132", "psa-w"), version="1.32")
+    assert "pod/w132 created" in r.stdout
+    assert 'Warning: would violate PodSecurity "restricted:v1.33": allowPrivilegeEscalation != false' in r.stderr
     # a pod controller: warned for its template, never refused (enforce is for the pods it makes)
     c.kubectl("label", "namespace", "psa-w", "pod-security.kubernetes.io/enforce=restricted")
     r = c.kubectl("create", "deployment", "d", "-n", "psa-w", "--image=busybox")
