@@ -4,6 +4,7 @@ upstream's order (see `chain` for how they run).
     NamespaceLifecycle        validating: no content in missing/terminating namespaces
     LimitRanger               both: LimitRange defaults and bounds for pods and PVCs
     ServiceAccount            mutating: pods get a service account name
+    NodeRestriction           a node writes only its own Node, Lease, CSINode, pods' status (noderestriction.py)
     Priority                  mutating: pods get their PriorityClass's priority
     DefaultTolerationSeconds  mutating: pods tolerate not-ready/unreachable for 300 s
     PodSecurity               validating: Pod Security Standards by namespace labels (podsecurity/)
@@ -23,6 +24,7 @@ from kubeling.apiserver.admission.default_toleration_seconds import (
 )
 from kubeling.apiserver.admission.limitranger import LimitRanger
 from kubeling.apiserver.admission.namespace_lifecycle import NamespaceLifecycle
+from kubeling.apiserver.admission.noderestriction import NodeRestriction
 from kubeling.apiserver.admission.podsecurity import PodSecurity, load as load_pod_security_configuration
 from kubeling.apiserver.admission.priority import Priority
 from kubeling.apiserver.admission.resourcequota import ResourceQuota
@@ -39,6 +41,7 @@ def default_chain(store, lookup, config=None) -> Chain:
         NamespaceLifecycle(store, lookup),
         LimitRanger(store, lookup),
         ServiceAccount(store, lookup),
+        NodeRestriction(),
         Priority(store, lookup),
         DefaultTolerationSeconds(not_ready, unreachable),
         PodSecurity(store, lookup, load_pod_security_configuration(
