@@ -153,6 +153,16 @@ def _authorization_modes(text: str) -> tuple[str, ...]:
         raise SystemExit(f"kubeling server: --authorization-mode: {e}")
 
 
+def _admission_config(path: str | None) -> str | None:
+    """The --admission-control-config-file, read once here so that a bad one is a usage error."""
+    from kubeling.apiserver.admission.podsecurity.config import ConfigError, load
+    try:
+        load(path)
+    except ConfigError as e:
+        raise SystemExit(f"kubeling server: --admission-control-config-file: {e}")
+    return path
+
+
 def _cidr(text: str) -> str:
     import ipaddress
     try:
@@ -187,7 +197,7 @@ def cmd_server(args: argparse.Namespace) -> int:
                           scheduler_args=_passthrough(args.kube_scheduler_arg),
                           default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
                           default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
-                          admission_control_config_file=args.admission_control_config_file,
+                          admission_control_config_file=_admission_config(args.admission_control_config_file),
                           disable=[c.strip() for d in args.disable for c in d.split(",") if c.strip()],
                           ingress_http_port=args.ingress_http_port, ingress_https_port=args.ingress_https_port,
                           cluster_dns=args.cluster_dns, cluster_domain=args.cluster_domain)
