@@ -22,6 +22,8 @@ a node to evict, and to ask tokens for, only pods bound to it (see its module).
 
 from __future__ import annotations
 
+import json
+
 from kubeling.api import errors
 from kubeling.apiserver.admission.chain import Attributes
 
@@ -48,6 +50,11 @@ def node_name(ctx) -> tuple[str, bool]:
         return "", False
     user = getattr(ctx, "user", "") or ""
     return (user[len(NODE_USER_PREFIX):], True) if user.startswith(NODE_USER_PREFIX) else ("", True)
+
+
+def q(s) -> str:
+    """Go's %q of a string (upstream's messages quote names with it)."""
+    return json.dumps(str(s))
 
 
 def _label_namespace(key: str) -> str:
@@ -90,7 +97,7 @@ class NodeRestriction:
         after ServiceAccount, in the chain's order."""
         node, _ = node_name(attrs.ctx)
         if not node:
-            raise _forbidden(attrs, f"could not determine node from user {attrs.ctx.user!r}")
+            raise _forbidden(attrs, f"could not determine node from user {q(attrs.ctx.user)}")
         resource = (attrs.group, attrs.resource)
         if resource == ("", "nodes"):
             self._node(node, attrs)
@@ -103,25 +110,25 @@ class NodeRestriction:
                 raise _forbidden(attrs, "can only access node lease with the same name as the requesting node")
         elif resource == ("storage.k8s.io", "csinodes"):
             if attrs.name != node:
-                raise _forbidden(attrs, f"node {node!r} is not allowed to modify CSINode {attrs.name!r}")
+                raise _forbidden(attrs, f"node {q(node)} is not allowed to modify CSINode {q(attrs.name)}")
 
     # -- nodes -----------------------------------------------------------------------------------
 
     def _node(self, node: str, attrs: Attributes) -> None:
         if attrs.name != node:
-            raise _forbidden(attrs, f"node {node!r} is not allowed to modify node {attrs.name!r}")
+            raise _forbidden(attrs, f"node {q(node)} is not allowed to modify node {q(attrs.name)}")
         if attrs.operation == "CREATE":
             bad = sorted(k for k in _labels(attrs.obj) if forbidden_node_label(k))
             if bad:
-                raise _forbidden(attrs, f"node {node!r} is not allowed to set the following labels: {', '.join(bad)}")
+                raise _forbidden(attrs, f"node {q(node)} is not allowed to set the following labels: {', '.join(bad)}")
         elif attrs.operation == "UPDATE":
             new, old = _labels(attrs.obj), _labels(attrs.old)
             changed = sorted(k for k in set(new) | set(old)
                              if new.get(k) != old.get(k) and forbidden_node_label(k))
             if changed:
-                raise _forbidden(attrs, f"node {node!r} is not allowed to modify labels: {', '.join(changed)}")
+                raise _forbidden(attrs, f"node {q(node)} is not allowed to modify labels: {', '.join(changed)}")
             if ((attrs.obj or {}).get("spec") or {}).get("taints") != ((attrs.old or {}).get("spec") or {}).get("taints"):
-                raise _forbidden(attrs, f"node {node!r} is not allowed to modify taints")
+                raise _forbidden(attrs, f"node {q(node)} is not allowed to modify taints")
 
     # -- pods ------------------------------------------------------------------------------------
 
@@ -132,23 +139,23 @@ class NodeRestriction:
                 raise _forbidden(attrs, f"unexpected operation {attrs.operation}")
             pod = attrs.old or attrs.obj or {}
             if ((pod.get("spec") or {}).get("nodeName") or "") != node:
-                raise _forbidden(attrs, f"node {node!r} can only update pod status for pods with spec.nodeName "
+                raise _forbidden(attrs, f"node {q(node)} can only update pod status for pods with spec.nodeName "
                                         "set to itself")
             return
         if sub == "eviction":
             pod = attrs.old or {}
             if ((pod.get("spec") or {}).get("nodeName") or "") != node:
-                raise _forbidden(attrs, f"node {node!r} can only evict pods with spec.nodeName set to itself")
+                raise _forbidden(attrs, f"node {q(node)} can only evict pods with spec.nodeName set to itself")
             return
         if sub:
-            raise _forbidden(attrs, f"unexpected pod subresource {sub!r}, only 'status' and 'eviction' are allowed")
+            raise _forbidden(attrs, f"unexpected pod subresource {q(sub)}, only 'status' and 'eviction' are allowed")
         if attrs.operation == "CREATE":
             self._pod_create(node, attrs)
         elif attrs.operation == "DELETE":
             if (((attrs.old or {}).get("spec") or {}).get("nodeName") or "") != node:
-                raise _forbidden(attrs, f"node {node!r} can only delete pods with spec.nodeName set to itself")
+                raise _forbidden(attrs, f"node {q(node)} can only delete pods with spec.nodeName set to itself")
         else:
-            raise _forbidden(attrs, f"unexpected operation {attrs.operation!r}, node {node!r} can only create and "
+            raise _forbidden(attrs, f"unexpected operation {q(attrs.operation)}, node {q(node)} can only create and "
                                     "delete mirror pods")
 
     def _pod_create(self, node: str, attrs: Attributes) -> None:
@@ -157,22 +164,22 @@ class NodeRestriction:
         meta = pod.get("metadata") or {}
         spec = pod.get("spec") or {}
         if MIRROR_ANNOTATION not in (meta.get("annotations") or {}):
-            raise _forbidden(attrs, f'pod does not have "{MIRROR_ANNOTATION}" annotation, node {node!r} can only '
+            raise _forbidden(attrs, f'pod does not have "{MIRROR_ANNOTATION}" annotation, node {q(node)} can only '
                                     "create mirror pods")
         if (spec.get("nodeName") or "") != node:
-            raise _forbidden(attrs, f"node {node!r} can only create pods with spec.nodeName set to itself")
+            raise _forbidden(attrs, f"node {q(node)} can only create pods with spec.nodeName set to itself")
         owners = meta.get("ownerReferences") or []
         if len(owners) > 1:
-            raise _forbidden(attrs, f"node {node!r} can only create pods with a single owner reference set to itself")
+            raise _forbidden(attrs, f"node {q(node)} can only create pods with a single owner reference set to itself")
         if owners:
             o = owners[0]
             if o.get("apiVersion") != "v1" or o.get("kind") != "Node" or o.get("name") != node or \
                     not o.get("controller"):
-                raise _forbidden(attrs, f"node {node!r} can only create pods with an owner reference set to itself")
+                raise _forbidden(attrs, f"node {q(node)} can only create pods with an owner reference set to itself")
         refs = pod_references(pod)
         if spec.get("serviceAccountName"):
-            raise _forbidden(attrs, f"node {node!r} can not create pods that reference service accounts")
+            raise _forbidden(attrs, f"node {q(node)} can not create pods that reference service accounts")
         for kind, what in ((SECRET, "secrets"), (CONFIGMAP, "configmaps"),
                            (PVC, "persistentvolumeclaims"), (RESOURCECLAIM, "resourceclaims")):
             if any(r[0] == kind for r in refs):
-                raise _forbidden(attrs, f"node {node!r} can not create pods that use {what}")
+                raise _forbidden(attrs, f"node {q(node)} can not create pods that use {what}")
