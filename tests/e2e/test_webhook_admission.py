@@ -1,5 +1,5 @@
 """Acceptance 8 (webhooks), with real kubectl against a real server and a real HTTPS webhook server
-(aiohttp, started by the test, certificate from `cryptography`; tests/e2e/webhook_testserver.py).
+(aiohttp, started by the test, certificate from `cryptography`; tests/support/webhookserver.py).
 
 - A ValidatingWebhookConfiguration refuses a pod labelled ``deny=true`` with the webhook's message
   (``admission webhook "..." denied the request: ...``, as kubectl prints it); an unlabelled pod
@@ -25,7 +25,7 @@ import socket
 
 import harness
 import pytest
-from webhook_testserver import WebhookServer
+from tests.support.webhookserver import WebhookServer
 
 DENY_MESSAGE = "pods labelled deny=true are not allowed here"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import harness
 import pytest
-from webhook_testserver import make_certs
+from tests.support.webhookserver import make_certs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GROUP, PLURAL = "webhook.e2e.kubeling.dev", "widgets"

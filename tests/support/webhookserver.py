@@ -1,4 +1,4 @@
-"""An admission webhook server for the e2e tests: aiohttp over HTTPS on 127.0.0.1, in a thread of
+"""An admission webhook server for the webhook tests (unit and e2e): aiohttp over HTTPS, in a thread of
 its own, with a CA and a serving certificate (SAN 127.0.0.1 and localhost) made with
 `cryptography`.
 
