@@ -255,3 +255,27 @@ def test_metrics():
         assert reg.get_sample_value("pod_security_evaluations_total", {**labels, "decision": "deny"}) == 1
         assert reg.get_sample_value("pod_security_evaluations_total", {**labels, "decision": "allow"}) == 1
     run(main())
+
+
+def test_a_failing_check_fails_closed_for_pods_and_open_for_controllers():
+    from kubeling.apiserver.admission.podsecurity.policy.checks import Check, VersionedCheck
+    from kubeling.apiserver.admission.podsecurity.policy.registry import Evaluator
+    from kubeling.apiserver.admission.podsecurity.api import BASELINE, major_minor
+
+    def broken(meta, spec):
+        raise RuntimeError("bug")
+
+    async def main():
+        api = await api_server()
+        plugin(api).evaluator = Evaluator((Check("broken", BASELINE, (VersionedCheck(major_minor(1, 0), broken),)),))
+        await namespace(api, "b", enforce="baseline", warn="baseline")
+        with pytest.raises(errors.StatusError) as e:
+            await api.registry.create(api.lookup("", "v1", "pods"), pod("p", "b"), ctx("b"))
+        assert e.value.code == 500
+        c = ctx("b")
+        await api.registry.create(api.lookup("apps", "v1", "deployments"), {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "b"},
+            "spec": {"selector": {"matchLabels": {"app": "x"}},
+                     "template": {"metadata": {"labels": {"app": "x"}}, "spec": pod("x", "b")["spec"]}}}, c)
+        assert c.audit_annotations["pod-security.kubernetes.io/error"].startswith("failed to evaluate")
+    run(main())

@@ -145,12 +145,23 @@ class PodSecurity:
         if attrs.obj is None:
             return
         key = (attrs.group, attrs.resource)
-        if key == ("", "namespaces"):
-            await self._validate_namespace(attrs)
-        elif key == ("", "pods"):
-            await self._validate_pod(attrs)
-        else:
-            await self._validate_pod_controller(attrs)
+        try:
+            if key == ("", "namespaces"):
+                await self._validate_namespace(attrs)
+            elif key == ("", "pods"):
+                await self._validate_pod(attrs)
+            else:
+                await self._validate_pod_controller(attrs)
+        except errors.StatusError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug here must neither crash the request nor let a pod in
+            log.exception("PodSecurity evaluating %s %s/%s", attrs.resource, attrs.namespace, attrs.name)
+            if key in POD_CONTROLLERS:  # warn and audit only: upstream allows, with an error annotation
+                self.metrics.error(False, attrs)
+                _add_audit_annotation(attrs.ctx, "error", f"failed to evaluate PodSecurity policy: {e}")
+                return
+            self.metrics.error(True, attrs)
+            raise errors.internal("failed to evaluate PodSecurity policy") from None
 
     # -- policy -------------------------------------------------------------------------------
     def policy_to_evaluate(self, labels: dict | None) -> tuple[api.Policy, list[errors.FieldError]]:
