@@ -159,6 +159,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
     encryption_path, encryption_config = encryption_at_rest(opts, data)
     store = await SQLiteStore.open(str(data / "state.db"), compact_interval=opts.compact_interval,
                                    compact_keep=opts.compact_keep)
+    datadir.secure(data)  # the state file SQLite just made (and its WAL) 0600, as every private file
     if encryption_config is not None:  # Secrets (and what else the configuration names) encrypted at rest
         store = TransformingStore(store, encryption_config)
     listeners: list[serving.Listener] = []
