@@ -230,3 +230,19 @@ def test_webhook_invalid_patch_and_configurations_exempt(server):
     err = run(main())
     assert err.code == 500
     assert 'admission webhook "bad.webhooks.kubeling.test" returned an invalid patch' in err.message
+
+
+def test_webhook_match_condition_authorizer(server):
+    pytest.importorskip("cel_expr_python")
+    pytest.importorskip("kubeling.apiserver.admission.policy")
+
+    async def main():
+        api = await api_server()
+        await install(api, "ValidatingWebhookConfiguration", "authz", hook(
+            "authz.webhooks.kubeling.test", {"url": server.url("/record"), "caBundle": server.ca_bundle},
+            matchConditions=[{"name": "may-delete-nodes",
+                              "expression": "authorizer.group('').resource('nodes').check('delete').allowed()"}]))
+        await create_pod(api, pod("admin"))                                  # system:masters may
+        await create_pod(api, pod("nobody"), user="nobody", groups=("system:authenticated",))
+    run(main())
+    assert [r["name"] for r in server.calls["/record"]] == ["admin"]

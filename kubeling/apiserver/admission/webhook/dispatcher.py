@@ -223,7 +223,16 @@ class Webhook:
             self._programs[expression] = prog
         return prog
 
-    def match_conditions(self, inv: Invocation, request: dict) -> bool:
+    def _authorizer(self, ctx):
+        """The ``authorizer`` variable: the request's user checked through the server's
+        authorizers (the CEL admission policies' implementation)."""
+        try:
+            from kubeling.apiserver.admission.policy import CelAuthorizer  # noqa: PLC0415
+        except ImportError:
+            return None
+        return CelAuthorizer(self.lookup, ctx)
+
+    def match_conditions(self, inv: Invocation, request: dict, ctx) -> bool:
         """Whether the webhook's matchConditions let it be called; raises CallError when one
         cannot be evaluated and none is false (upstream's matchconditions.Matcher)."""
         conds = inv.hook.get("matchConditions") or []
@@ -231,7 +240,7 @@ class Webhook:
             return True
         activation = {"object": request.get("object"), "oldObject": request.get("oldObject"),
                       "request": {k: v for k, v in request.items() if k not in ("object", "oldObject")},
-                      "authorizer": None}
+                      "authorizer": self._authorizer(ctx)}
         failures = []
         for mc in conds:
             try:
@@ -300,7 +309,7 @@ class Webhook:
         hook = inv.hook
         uid = str(uuid.uuid4())
         review = self.review(inv, attrs, obj, old, uid)
-        if not self.match_conditions(inv, review["request"]):
+        if not self.match_conditions(inv, review["request"], attrs.ctx):
             return {}
         if attrs.ctx.dry_run and hook.get("sideEffects") in ("Some", "Unknown", None):
             raise dry_run_unsupported(inv.name)

@@ -43,7 +43,7 @@ MAX_MATCH_CONDITIONS = 64
 URL_FORM = "; desired format: https://host[/path]"
 
 # The CEL variables a match condition sees (upstream's matchconditions environment).
-MATCH_CONDITION_VARIABLES = {"object": None, "oldObject": None, "request": None, "authorizer": None}
+MATCH_CONDITION_VARIABLES = {"object": None, "oldObject": None, "request": None, "authorizer": "map(string, dyn)"}
 
 
 # --- defaults ------------------------------------------------------------------------------------
