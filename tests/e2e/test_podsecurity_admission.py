@@ -2,7 +2,8 @@
 
 - A namespace labelled ``enforce=restricted`` refuses a privileged pod with upstream's message
   (``pods "p" is forbidden: violates PodSecurity "restricted:latest": privileged (...), ...``),
-  also on ``--dry-run=server``, and admits a pod that meets the restricted standard.
+  also on ``--dry-run=server``, and admits a pod that meets the restricted standard; ``kubectl
+  debug`` is refused an ephemeral container unless it uses the restricted profile.
 - ``warn`` mode admits the pod and kubectl prints upstream's ``Warning: would violate
   PodSecurity ...``; a Deployment gets the warning for its template but is never refused.
 - Labelling a namespace with a stricter enforce level warns about the existing pods that violate
@@ -84,6 +85,15 @@ def test_restricted_namespace_refuses_privileged_pod(psa_cluster):
     assert c.kubectl("get", "pod", "p", "-n", "psa-r", check=False).returncode != 0
     r = c.kubectl("apply", "-f", "-", input=pod("ok", "psa-r", **GOOD_SC))
     assert "pod/ok created" in r.stdout and "Warning" not in r.stderr
+
+    # kubectl debug adds an ephemeral container: checked too; its restricted profile passes
+    r = c.kubectl("debug", "ok", "-n", "psa-r", "--image=busybox", "--profile=general", check=False)
+    assert r.returncode != 0
+    assert 'pods "ok" is forbidden: violates PodSecurity "restricted:latest": ' in r.stderr, r.stderr
+    r = c.kubectl("debug", "ok", "-n", "psa-r", "--image=busybox", "--profile=restricted", "--container=dbg")
+    ephemeral = c.kubectl("get", "pod", "ok", "-n", "psa-r", "-o",
+                          "jsonpath={.spec.ephemeralContainers[*].name}").stdout
+    assert ephemeral == "dbg"
 
 
 def test_warn_mode_warnings_printed_by_kubectl(psa_cluster):
