@@ -68,8 +68,11 @@ def server():
     def bad_patch(req):
         return {"patch": [{"op": "remove", "path": "/metadata/nothing/here"}]}
 
+    def add_container(req):
+        return {"patch": [{"op": "add", "path": "/spec/containers/-", "value": {"name": "side", "image": "busybox"}}]}
+
     s = WebhookServer({"/record": record("/record"), "/other": record("/other"), "/add-b": add_b,
-                       "/bad-patch": bad_patch},
+                       "/bad-patch": bad_patch, "/add-container": add_container},
                       names=("hook.default.svc", "localhost")).start()
     s.calls = calls
     yield s
@@ -246,3 +249,15 @@ def test_webhook_match_condition_authorizer(server):
         await create_pod(api, pod("nobody"), user="nobody", groups=("system:authenticated",))
     run(main())
     assert [r["name"] for r in server.calls["/record"]] == ["admin"]
+
+
+def test_webhook_patched_object_is_defaulted(server):
+    async def main():
+        api = await api_server()
+        await install(api, "MutatingWebhookConfiguration", "sidecar", hook(
+            "sidecar.webhooks.kubeling.test", {"url": server.url("/add-container"), "caBundle": server.ca_bundle}))
+        return await create_pod(api, pod("p"))
+    created = run(main())
+    side = created["spec"]["containers"][1]
+    assert side["name"] == "side" and side["imagePullPolicy"] == "Always"   # busybox = :latest
+    assert side["terminationMessagePath"] == "/dev/termination-log"

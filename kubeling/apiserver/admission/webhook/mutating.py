@@ -2,7 +2,8 @@
 webhooks are called one after the other, in the order of their configurations' names and then
 their order within a configuration; each gets the object as the previous ones left it and may
 answer a JSONPatch, applied at once (to the object in the version the webhook asked for, then
-converted back).
+converted back and defaulted again, so that e.g. an added container gets its defaults; the
+store's validation runs after admission, so a patch cannot store an invalid object).
 
 Reinvocation (``reinvocationPolicy: IfNeeded``), as upstream: once a webhook changes the object,
 every IfNeeded webhook called before it is due to be called again; after the first pass, those
@@ -67,6 +68,7 @@ class MutatingAdmissionWebhook(Webhook):
         if not isinstance(patched, dict) or jsonpatch.json_equal(patched, obj):
             return False
         stored = inv.served.strategy.to_storage(patched, inv.served)
+        inv.served.strategy.defaults(stored)  # upstream decodes the patched object with defaulting
         attrs.obj.clear()
         attrs.obj.update(stored)
         return True
