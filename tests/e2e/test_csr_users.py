@@ -272,3 +272,31 @@ def test_node_client_certificate_is_auto_approved(csr_cluster):
         "not-a-node", req, "kubernetes.io/kube-apiserver-client", ["client auth"]))
     assert made.returncode == 0, made.stderr
     assert c.kubectl("get", "csr", "not-a-node", "--no-headers").stdout.split()[-1] == "Pending"
+
+
+def test_python_client_reads_and_approves(csr_cluster):
+    """The official client's CertificatesV1Api: create, approval subresource, read status."""
+    from kubernetes import client as k8s
+
+    c = csr_cluster
+    api = k8s.CertificatesV1Api(c.python_client())
+    _, req = make_key_and_request("frank", ("devs",))
+    body = k8s.V1CertificateSigningRequest(
+        metadata=k8s.V1ObjectMeta(name="frank"),
+        spec=k8s.V1CertificateSigningRequestSpec(request=base64.b64encode(req).decode(),
+                                                 signer_name="kubernetes.io/kube-apiserver-client",
+                                                 usages=["client auth"], expiration_seconds=3600))
+    made = api.create_certificate_signing_request(body)
+    assert made.spec.username == "kubernetes-admin" and made.status.conditions is None
+    made.status.conditions = [k8s.V1CertificateSigningRequestCondition(
+        type="Approved", status="True", reason="PythonApprove", message="approved from Python")]
+    approved = api.replace_certificate_signing_request_approval("frank", made)
+    assert [(x.type, x.reason) for x in approved.status.conditions] == [("Approved", "PythonApprove")]
+    assert approved.status.conditions[0].last_update_time is not None
+    got = harness.eventually(lambda: api.read_certificate_signing_request_status("frank").status.certificate,
+                             timeout=30, what="frank's certificate")
+    cert = x509.load_pem_x509_certificate(base64.b64decode(got))
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "frank"
+    names = [x.metadata.name for x in api.list_certificate_signing_request(
+        field_selector="spec.signerName=kubernetes.io/kube-apiserver-client").items]
+    assert "frank" in names and "node-csr-worker-9" not in names
