@@ -34,6 +34,8 @@ class Context:
     subresource: str = ""
     user_agent: str = ""
     warnings: list[str] = field(default_factory=list)
+    # annotations for the audit log's event (PodSecurity, ValidatingAdmissionPolicy), copied by the audit filter
+    audit_annotations: dict[str, str] = field(default_factory=dict)
     may_hold_nulls: bool = True  # False when the body is known to have no JSON null (skips a walk)
     # A large body: the CPU-bound steps of the write path run on a worker thread, so that the event
     # loop keeps answering other requests (/readyz, small writes) while this one is processed.
