@@ -148,6 +148,16 @@ BUILTIN: list[Resource] = [
        False, cat=("api-extensions",)),
     _r("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration",
        False, cat=("api-extensions",)),
+    # admissionregistration.k8s.io: CEL admission policies (MutatingAdmissionPolicy is v1alpha1 upstream in 1.32,
+    # behind a feature gate; served here always)
+    _r("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "ValidatingAdmissionPolicy", False,
+       cat=("api-extensions",), sub=["status"]),
+    _r("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding",
+       False, cat=("api-extensions",)),
+    _r("admissionregistration.k8s.io", "v1alpha1", "mutatingadmissionpolicies", "MutatingAdmissionPolicy", False,
+       cat=("api-extensions",)),
+    _r("admissionregistration.k8s.io", "v1alpha1", "mutatingadmissionpolicybindings", "MutatingAdmissionPolicyBinding",
+       False, cat=("api-extensions",)),
     # apiregistration (the aggregator's APIServices)
     _r("apiregistration.k8s.io", "v1", "apiservices", "APIService", False, cat=("api-extensions",), sub=["status"]),
     # Legacy versions (beyond upstream): served by conversion to apps/v1.
