@@ -26,6 +26,16 @@ from kubeling.apiserver.registry.admissionregistration.mutatingwebhookconfigurat
 from kubeling.apiserver.registry.admissionregistration.validatingwebhookconfiguration import (
     ValidatingWebhookConfigurationStrategy,
 )
+from kubeling.apiserver.registry.admissionregistration.mutatingadmissionpolicy import MutatingAdmissionPolicyStrategy
+from kubeling.apiserver.registry.admissionregistration.mutatingadmissionpolicybinding import (
+    MutatingAdmissionPolicyBindingStrategy,
+)
+from kubeling.apiserver.registry.admissionregistration.validatingadmissionpolicy import (
+    ValidatingAdmissionPolicyStrategy,
+)
+from kubeling.apiserver.registry.admissionregistration.validatingadmissionpolicybinding import (
+    ValidatingAdmissionPolicyBindingStrategy,
+)
 from kubeling.apiserver.registry.apiextensions.customresource import CustomResourceStrategy
 from kubeling.apiserver.registry.apiextensions.customresourcedefinition import CustomResourceDefinitionStrategy
 from kubeling.apiserver.registry.apiregistration.apiservice import APIServiceStrategy
@@ -124,6 +134,10 @@ REGISTRY: dict[tuple[str, str], type[Strategy]] = {
     ("apiregistration.k8s.io", "apiservices"): APIServiceStrategy,
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): ValidatingWebhookConfigurationStrategy,
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): MutatingWebhookConfigurationStrategy,
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies"): ValidatingAdmissionPolicyStrategy,
+    ("admissionregistration.k8s.io", "validatingadmissionpolicybindings"): ValidatingAdmissionPolicyBindingStrategy,
+    ("admissionregistration.k8s.io", "mutatingadmissionpolicies"): MutatingAdmissionPolicyStrategy,
+    ("admissionregistration.k8s.io", "mutatingadmissionpolicybindings"): MutatingAdmissionPolicyBindingStrategy,
 }
 
 
