@@ -23,12 +23,14 @@ from kubeling.apiserver.admission.default_toleration_seconds import (
     DefaultTolerationSeconds,
 )
 from kubeling.apiserver.admission.limitranger import LimitRanger
+from kubeling.apiserver.admission.mutatingadmissionpolicy import MutatingAdmissionPolicy
 from kubeling.apiserver.admission.namespace_lifecycle import NamespaceLifecycle
 from kubeling.apiserver.admission.noderestriction import NodeRestriction
 from kubeling.apiserver.admission.podsecurity import PodSecurity, load as load_pod_security_configuration
 from kubeling.apiserver.admission.priority import Priority
 from kubeling.apiserver.admission.resourcequota import ResourceQuota
 from kubeling.apiserver.admission.service_account import ServiceAccount
+from kubeling.apiserver.admission.validatingadmissionpolicy import ValidatingAdmissionPolicy
 from kubeling.apiserver.admission.webhook import MutatingAdmissionWebhook, ValidatingAdmissionWebhook
 
 
@@ -46,7 +48,9 @@ def default_chain(store, lookup, config=None) -> Chain:
         DefaultTolerationSeconds(not_ready, unreachable),
         PodSecurity(store, lookup, load_pod_security_configuration(
             getattr(config, "admission_control_config_file", None))),
+        MutatingAdmissionPolicy(store, lookup),
         MutatingAdmissionWebhook(store, lookup),
+        ValidatingAdmissionPolicy(store, lookup),
         ValidatingAdmissionWebhook(store, lookup),
         ResourceQuota(store, lookup),
     ])
