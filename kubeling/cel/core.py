@@ -151,13 +151,10 @@ class Program:
         self.return_type = _type_name(expr.return_type())
 
     def evaluate(self, activation: dict | None = None) -> Any:
-        data = {}
         activation = activation or {}
-        for n in self._names:
-            if n in activation:
-                data[n] = library.to_cel(activation[n])
         try:
             with library.evaluating(activation):
+                data = {n: library.to_cel(activation[n]) for n in self._names if n in activation}
                 value = self._expr.eval(data=data)
                 kind = value.type().name()
                 if kind == "ERROR":

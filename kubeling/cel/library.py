@@ -70,13 +70,13 @@ _local = threading.local()
 @contextlib.contextmanager
 def evaluating(activation: dict):
     """Make the activation's authorizer reachable from the authorizer functions."""
-    prev = getattr(_local, "authorizer", None)
+    prev = getattr(_local, "authorizer", None), getattr(_local, "request_resource", None)
     _local.authorizer = activation.get("authorizer")
     _local.request_resource = activation.get("__request_resource__")
     try:
         yield
     finally:
-        _local.authorizer = prev
+        _local.authorizer, _local.request_resource = prev
 
 
 def variables(decls: dict) -> dict:
@@ -714,6 +714,7 @@ def _decls() -> list:
         F("reverse", [ov("string_reverse", STR, [STR], _reverse, True)]),
         F("format", [ov("string_format_list", STR, [STR, LIST], _format, True)]),
         F("strings.quote", [ov("strings_quote", STR, [STR], _quote)]),
+        F("jsonpatch.escapeKey", [ov("jsonpatch_escape_key", STR, [STR], lambda k: k.replace("~", "~0").replace("/", "~1"))]),
         # lists
         F("isSorted", [ov("list_is_sorted", BOOL, [LIST], _is_sorted, True)]),
         F("sum", [ov("list_sum", DYN, [LIST], _sum, True)]),
