@@ -227,3 +227,29 @@ async def test_field_selector_and_table():
     assert row[2:] == ["kubernetes.io/kube-apiserver-client", "system:admin", "60m", "Pending"]
     assert [c.name for c in s.strategy.printer.columns] == ["Name", "Age", "SignerName", "Requestor",
                                                             "RequestedDuration", "Condition"]
+
+
+@sync
+async def test_patch_of_approval_and_status_checks_the_signer_too():
+    api = await api_server()
+    await api.registry.create(served(api), csr_obj(), ctx())
+    approval, status = api.scope.rest(ApprovalREST), api.scope.rest(StatusREST)
+    doc = {"status": {"conditions": [{"type": "Denied", "status": "True", "reason": "Nope"}]}}
+    with pytest.raises(StatusError) as e:
+        await approval.patch(served(api), None, "bob", "merge", doc, user("mallory"), None)
+    assert e.value.code == 403
+    out, _ = await approval.patch(served(api), None, "bob", "merge", doc, ctx(), None)
+    assert [c["type"] for c in out["status"]["conditions"]] == ["Denied"]
+    fail = {"status": {"conditions": [{"type": "Denied", "status": "True", "reason": "Nope"},
+                                      {"type": "Failed", "status": "True", "reason": "X"}]}}
+    with pytest.raises(StatusError) as e:
+        await status.patch(served(api), None, "bob", "merge", fail, user("mallory"), None)
+    assert e.value.code == 403
+    # a status write keeps Denied as stored even if it says otherwise
+    out, _ = await status.patch(served(api), None, "bob", "merge", {"status": {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "X"}]}}, ctx(), None)
+    assert sorted(c["type"] for c in out["status"]["conditions"]) == ["Denied", "Failed"]
+    # and the main resource never changes status
+    main = dict(out, status={})
+    new, _ = await api.registry.update(served(api), None, "bob", main, ctx())
+    assert sorted(c["type"] for c in new["status"]["conditions"]) == ["Denied", "Failed"]
