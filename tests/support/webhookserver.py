@@ -4,7 +4,8 @@ its own, with a CA and a serving certificate (SAN 127.0.0.1 and localhost) made 
 
 ``WebhookServer(handlers)`` maps a path to ``handler(request_dict) -> response fields`` (``allowed``,
 ``status``, ``patch`` as a list of operations, ``warnings``); an ``async`` handler may sleep.
-``server.reviews[path]`` keeps every AdmissionReview request received. ``ca_bundle`` is the CA
+``server.reviews[path]`` keeps every AdmissionReview request received (``server.api_versions``
+the reviews' apiVersions). ``ca_bundle`` is the CA
 in base64 PEM, as ``clientConfig.caBundle`` wants it.
 """
 
@@ -64,6 +65,7 @@ class WebhookServer:
                  ips: tuple[str, ...] = ("127.0.0.1",), host: str = "127.0.0.1") -> None:
         self.handlers = handlers
         self.reviews: dict[str, list[dict]] = {p: [] for p in handlers}
+        self.api_versions: list[tuple[str, str]] = []   # (path, the review's apiVersion)
         self._dir = tempfile.TemporaryDirectory(prefix="webhook-")
         ca, self.cert, self.key = make_certs(Path(self._dir.name), names, ips)
         self.ca_bundle = base64.b64encode(ca).decode()
@@ -80,6 +82,7 @@ class WebhookServer:
         review = await request.json()
         req = review["request"]
         self.reviews.setdefault(request.path, []).append(req)
+        self.api_versions.append((request.path, review.get("apiVersion")))
         handler = self.handlers[request.path]
         out = handler(req)
         if inspect.isawaitable(out):

@@ -261,3 +261,16 @@ def test_webhook_patched_object_is_defaulted(server):
     side = created["spec"]["containers"][1]
     assert side["name"] == "side" and side["imagePullPolicy"] == "Always"   # busybox = :latest
     assert side["terminationMessagePath"] == "/dev/termination-log"
+
+
+def test_webhook_review_version(server):
+    async def main():
+        api = await api_server()
+        await install(api, "ValidatingWebhookConfiguration", "versions", hook(
+            "v1.webhooks.kubeling.test", {"url": server.url("/record"), "caBundle": server.ca_bundle},
+            admissionReviewVersions=["v2", "v1", "v1beta1"]),
+            hook("v1beta1.webhooks.kubeling.test", {"url": server.url("/other"), "caBundle": server.ca_bundle},
+                 admissionReviewVersions=["v1beta1"]))
+        await create_pod(api, pod("p"))
+    run(main())
+    assert sorted(server.api_versions) == [("/other", "admission.k8s.io/v1beta1"), ("/record", "admission.k8s.io/v1")]

@@ -6,7 +6,10 @@ request builder, the response checks).
 configuration manager reads an informer); webhooks are taken in the order of their
 configurations' names, then their order in the configuration.
 
-`Webhook.invocation` decides whether one webhook is called for one request, as upstream:
+The review is ``admission.k8s.io/v1`` (``v1beta1`` for a webhook that lists only that version:
+same fields; its answer's apiVersion, kind and uid are not checked, as upstream does not).
+
+`Webhook.invocations` decides whether one webhook is called for one request, as upstream:
 
 1. the rules, against the request's version (``matchPolicy: Exact`` stops there); with
    ``Equivalent``, against every other version the resource is served at (the same stored
@@ -109,6 +112,20 @@ class Invocation:
     @property
     def name(self) -> str:
         return self.hook.get("name", "")
+
+
+V1, V1BETA1 = "admission.k8s.io/v1", "admission.k8s.io/v1beta1"
+
+
+def review_version(hook: dict) -> str:
+    """The first AdmissionReview version the webhook lists that this server speaks (upstream's
+    request.CreateAdmissionObjects): v1, or v1beta1 for a webhook that only takes that."""
+    for v in hook.get("admissionReviewVersions") or ["v1"]:
+        if v == "v1":
+            return V1
+        if v == "v1beta1":
+            return V1BETA1
+    return V1
 
 
 def call_failed(name: str, why: str) -> str:
@@ -264,7 +281,7 @@ class Webhook:
         return copy.deepcopy(served.strategy.from_storage(obj, served))
 
     def review(self, inv: Invocation, attrs, obj: dict | None, old: dict | None, uid: str) -> dict:
-        """The AdmissionReview v1 request (upstream's request.CreateV1AdmissionReview)."""
+        """The AdmissionReview request (upstream's request.CreateV1AdmissionReview)."""
         ctx = attrs.ctx
         res, req_res = inv.served.res, inv.request_served.res
         namespace = attrs.namespace
@@ -301,7 +318,7 @@ class Webhook:
             if ctx.dry_run:
                 options["dryRun"] = ["All"]
             request["options"] = options
-        return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+        return {"apiVersion": review_version(inv.hook), "kind": "AdmissionReview", "request": request}
 
     async def call(self, inv: Invocation, attrs, obj: dict | None, old: dict | None) -> dict:
         """Call the webhook and return its checked ``response``; raises CallError (a failure the
@@ -315,13 +332,14 @@ class Webhook:
             raise dry_run_unsupported(inv.name)
         timeout = hook.get("timeoutSeconds") or 10
         body = await self.client.post(hook.get("clientConfig") or {}, review, int(timeout))
-        if body.get("apiVersion") != "admission.k8s.io/v1" or body.get("kind") != "AdmissionReview":
-            raise CallError(f"expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, got "
+        version = review["apiVersion"]
+        if version == V1 and (body.get("apiVersion") != version or body.get("kind") != "AdmissionReview"):
+            raise CallError(f"expected webhook response of {version}, Kind=AdmissionReview, got "
                             f"{body.get('apiVersion', '')}, Kind={body.get('kind', '')}")
         response = body.get("response")
         if not isinstance(response, dict):
             raise CallError("webhook response was absent")
-        if response.get("uid") != uid:
+        if version == V1 and response.get("uid") != uid:
             raise CallError(f'expected response.uid="{uid}", got "{response.get("uid", "")}"')
         if response.get("patch") is not None or response.get("patchType") is not None:
             if not self.MUTATING:
