@@ -4,7 +4,10 @@ Filters, then the pipeline (upstream's handler chain)::
 
     connection guard (serving.py: handshake, header and idle timeouts, connection caps)
     ─► request deadline (filters/timeout.py) ─► authn (x509 | bearer: token file, service
-       account JWT (serviceaccount.py) | anonymous)
+       account JWT (serviceaccount.py), bootstrap token | anonymous, or 401 with
+       --anonymous-auth=false) ─► audit (audit/filter.py: policy, events, Audit-Id)
+    ─► impersonation (filters/impersonation.py: Impersonate-* headers, each part authorized
+       with the impersonate verb; request["user"] becomes the impersonated user)
     ─► in-flight budgets (filters/maxinflight.py, 429) ─► parse RequestInfo
       ├─ resource request: resolve Served ─► authz ─► endpoints.serve ─► generic store
       │                                                       (admission runs inside the store)
@@ -218,7 +221,7 @@ class APIServer:
                   max_requests_inflight: int = maxinflight.DEFAULT_MAX_READONLY,
                   max_mutating_requests_inflight: int = maxinflight.DEFAULT_MAX_MUTATING) -> web.Application:
         """The application, its filters in upstream's order: connection tracking, the request
-        deadline, authentication, the in-flight budgets, then the pipeline."""
+        deadline, authentication, audit, impersonation, the in-flight budgets, then the pipeline."""
 
         @web.middleware
         async def authn(request: web.Request, handler):

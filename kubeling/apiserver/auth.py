@@ -9,7 +9,9 @@ Authenticators (tried in order; the first that recognises the request wins):
   ``system:serviceaccounts:<ns>``, with the pod, node and credential id in ``extra``.
 A bearer token that none of them knows is a 401, as is one that is ours but fails validation.
 A request with no credentials is ``system:anonymous`` in ``system:unauthenticated``, which may
-only read the health and version endpoints (upstream's ``system:public-info-viewer``).
+only read the health and version endpoints (upstream's ``system:public-info-viewer``); with
+``--anonymous-auth=false`` it is a 401 instead (``APIServer.anonymous_auth``). Impersonation
+(``Impersonate-*`` headers) is a filter after authentication: `filters/impersonation.py`.
 Every authenticated user is also in ``system:authenticated``.
 
 Authorization is an `Authorizer` (``authorize(attrs) -> Decision``); the authorizers and their
