@@ -93,3 +93,21 @@ def test_lease_and_csinode():
 def test_others_pass():
     admin = Context(user="admin", groups=("system:masters",))
     admit("UPDATE", "", "nodes", nodeobj("b", taints=[{"key": "k"}]), nodeobj("b"), ctx=admin)
+
+
+def test_token_request_only_for_own_pods():
+    from kubeling.apiserver.admission.noderestriction import admit_token_request
+
+    def tr(**ref):
+        return {"spec": {"boundObjectRef": ref} if ref else {}}
+    pod_a, pod_b = podobj("p", "a"), podobj("q", "b")
+    admit_token_request(node_ctx(), "default", tr(kind="Pod", name="p", uid="u"), pod_a)
+    with pytest.raises(StatusError) as e:
+        admit_token_request(node_ctx(), "default", tr(kind="Pod", name="q", uid="u"), pod_b)
+    assert e.value.message == ('serviceaccounts "default" is forbidden: node requested token bound to a pod '
+                               'scheduled on a different node')
+    with pytest.raises(StatusError, match="not bound to a pod"):
+        admit_token_request(node_ctx(), "default", tr(), None)
+    with pytest.raises(StatusError, match="without a uid"):
+        admit_token_request(node_ctx(), "default", tr(kind="Pod", name="p"), pod_a)
+    admit_token_request(Context(user="bob", groups=()), "default", tr(), None)  # not a node: not its business

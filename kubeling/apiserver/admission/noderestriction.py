@@ -183,3 +183,27 @@ class NodeRestriction:
                            (PVC, "persistentvolumeclaims"), (RESOURCECLAIM, "resourceclaims")):
             if any(r[0] == kind for r in refs):
                 raise _forbidden(attrs, f"node {q(node)} can not create pods that use {what}")
+
+
+def admit_token_request(ctx, service_account: str, token_request: dict, pod: dict | None) -> None:
+    """A node's TokenRequest must be bound to a pod bound to that node (upstream's
+    ``admitServiceAccount``); ``pod`` is the bound pod the TokenRequest REST looked up. The
+    TokenRequest REST calls this: ``serviceaccounts/token`` has no admission chain here."""
+    node, is_node = node_name(ctx)
+    if not is_node:
+        return
+
+    def forbidden(message: str) -> errors.StatusError:
+        return errors.forbidden_status("serviceaccounts", "", service_account, message)
+
+    if not node:
+        raise forbidden(f"could not determine node from user {q(getattr(ctx, 'user', ''))}")
+    ref = (token_request.get("spec") or {}).get("boundObjectRef")
+    if not ref:
+        raise forbidden("node requested token not bound to a pod")
+    if not ref.get("uid"):
+        raise forbidden("node requested token with a pod binding without a uid")
+    if ref.get("kind") != "Pod":
+        raise forbidden(f"node requested token bound to a {ref.get('kind')}, only pods are allowed")
+    if pod is None or ((pod.get("spec") or {}).get("nodeName") or "") != node:
+        raise forbidden("node requested token bound to a pod scheduled on a different node")

@@ -32,6 +32,7 @@ from kubeling.api.validation import core as validation
 from kubeling.apiserver import serviceaccount as tokens
 from kubeling.apiserver.registry.rest import Deps
 from kubeling.apiserver.registry.strategy import Strategy
+from kubeling.apiserver.admission import noderestriction
 
 GROUP, KIND = "authentication.k8s.io", "TokenRequest"
 DEFAULT_EXPIRATION_SECONDS = 3600
@@ -94,6 +95,7 @@ class TokenRequestREST:
         if errs:
             raise errors.invalid(KIND, GROUP, "", errs)
         bound = await self._bound_objects(spec.get("boundObjectRef"), namespace, name)
+        noderestriction.admit_token_request(ctx, name, tr, bound.get("pod"))  # a node: only its own pods' tokens
         if self.max_expiration_seconds > 0 and spec["expirationSeconds"] > self.max_expiration_seconds:
             ctx.warnings.append(f"requested expiration of {spec['expirationSeconds']} seconds shortened to "
                                 f"{self.max_expiration_seconds} seconds")
