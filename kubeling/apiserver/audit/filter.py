@@ -241,7 +241,7 @@ class Auditor:
 
     def _new_event(self, request, ctx: AuditContext, attrs: RequestAttributes, ref, user) -> dict:
         ev: dict = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": ctx.config.level,
-                    "auditID": ctx.audit_id, "stage": "", "requestURI": str(request.rel_url), "verb": attrs.verb,
+                    "auditID": ctx.audit_id, "stage": "", "requestURI": request.raw_path, "verb": attrs.verb,
                     "user": user_info(user) if user is not None else {}, "sourceIPs": source_ips(request)}
         ua = request.headers.get("User-Agent")
         if ua:
