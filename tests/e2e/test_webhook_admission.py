@@ -129,6 +129,8 @@ def test_webhook_validating_refuses_labelled_pod(wc, hooks):
     assert f'admission webhook "deny.webhooks.kubeling.test" denied the request: {DENY_MESSAGE}' in p.stderr
     assert "Error from server (Forbidden)" in p.stderr  # the webhook's reason and code are kept
     assert wc.kubectl("get", "pod", "bad", "-n", ns, check=False).returncode != 0
+    p = wc.kubectl("apply", "-f", "-", input=pod("bad", ns, {"deny": "true"}), check=False, version="1.32")
+    assert p.returncode != 0 and f'denied the request: {DENY_MESSAGE}' in p.stderr
 
     ok = wc.kubectl("apply", "-f", "-", input=pod("good", ns, {"deny": "false"}))
     assert "pod/good created" in ok.stdout

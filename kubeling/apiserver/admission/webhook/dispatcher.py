@@ -320,14 +320,15 @@ class Webhook:
             request["options"] = options
         return {"apiVersion": review_version(inv.hook), "kind": "AdmissionReview", "request": request}
 
-    async def call(self, inv: Invocation, attrs, obj: dict | None, old: dict | None) -> dict:
-        """Call the webhook and return its checked ``response``; raises CallError (a failure the
-        policy decides about) or StatusError (a dry-run refusal)."""
+    async def call(self, inv: Invocation, attrs, obj: dict | None, old: dict | None) -> dict | None:
+        """Call the webhook and return its checked ``response`` (None when its matchConditions skip
+        it); raises CallError (a failure the policy decides about) or StatusError (a dry-run
+        refusal)."""
         hook = inv.hook
         uid = str(uuid.uuid4())
         review = self.review(inv, attrs, obj, old, uid)
         if not self.match_conditions(inv, review["request"], attrs.ctx):
-            return {}
+            return None
         if attrs.ctx.dry_run and hook.get("sideEffects") in ("Some", "Unknown", None):
             raise dry_run_unsupported(inv.name)
         timeout = hook.get("timeoutSeconds") or 10
@@ -349,7 +350,6 @@ class Webhook:
         for w in response.get("warnings") or []:
             if isinstance(w, str) and w.strip():
                 attrs.ctx.warnings.append(" ".join(w.split())[:MAX_WARNING_LENGTH])
-        response["_called"] = True
         return response
 
     def failed(self, inv: Invocation, why: str) -> errors.StatusError | None:

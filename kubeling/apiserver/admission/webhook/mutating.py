@@ -52,7 +52,7 @@ class MutatingAdmissionWebhook(Webhook):
             if err is not None:
                 raise err from None
             return False
-        if not response:
+        if response is None:
             return False
         if not response.get("allowed"):
             raise denied(inv.name, response.get("status"))

@@ -38,6 +38,6 @@ class ValidatingAdmissionWebhook(Webhook):
             return self.failed(inv, str(e))
         except errors.StatusError as e:
             return e
-        if response and not response.get("allowed"):
+        if response is not None and not response.get("allowed"):
             return denied(inv.name, response.get("status"))
         return None
