@@ -258,3 +258,37 @@ def test_anonymous_reads_public_info_only(imp_cluster):
         code, body = get(path)
         assert code == 403, path
         assert 'User "system:anonymous"' in json.loads(body)["message"]
+
+
+def test_reviews_through_kubectl_create(imp_cluster, tmp_path):
+    """TokenReview, SubjectAccessReview and LocalSubjectAccessReview created by kubectl."""
+    c = imp_cluster
+
+    def create(doc: dict) -> dict:
+        f = tmp_path / "review.json"
+        f.write_text(json.dumps(doc))
+        got = admin(c, "create", "-f", str(f), "-o", "json")
+        assert got.returncode == 0, got.stderr
+        return json.loads(got.stdout)["status"]
+
+    st = create({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": "bobtoken"}})
+    assert st["authenticated"] is True
+    assert st["user"] == {"username": "bob", "uid": "2", "groups": ["dev", "system:authenticated"]}
+    st = create({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": "nobody"}})
+    assert st["authenticated"] is False
+    ra = {"verb": "list", "resource": "pods", "namespace": "imp-dev"}
+    st = create({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                 "spec": {"user": "bob", "groups": ["dev"], "resourceAttributes": ra}})
+    assert st["allowed"] is True
+    st = create({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                 "spec": {"user": "bob", "nonResourceAttributes": {"verb": "get", "path": "/metrics"}}})
+    assert st["allowed"] is False
+    st = create({"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+                 "metadata": {"namespace": "imp-dev"}, "spec": {"user": "bob", "resourceAttributes": ra}})
+    assert st["allowed"] is True
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps({"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+                             "metadata": {"namespace": "imp-dev"},
+                             "spec": {"user": "bob", "resourceAttributes": {**ra, "namespace": "imp-other"}}}))
+    bad = admin(c, "create", "-f", str(f))
+    assert bad.returncode != 0 and "must match metadata.namespace" in bad.stderr, bad.stderr
