@@ -127,8 +127,8 @@ def _strip_managed_fields(obj):
 def _response_status(resp: web.StreamResponse | None, code: int) -> dict:
     """upstream: the bounded fields of a Status answer, else just the code."""
     status: dict = {"metadata": {}, "code": code}
-    if isinstance(resp, web.Response) and code >= 300 and isinstance(resp.body, (bytes, bytearray)) \
-            and resp.content_type == "application/json":
+    if isinstance(resp, web.Response) and isinstance(resp.body, (bytes, bytearray)) and resp.body[:1] == b"{" \
+            and b'"Status"' in resp.body[:64] and resp.content_type == "application/json":
         try:
             doc = orjson.loads(resp.body)
         except orjson.JSONDecodeError:

@@ -178,6 +178,9 @@ def middleware(authorizer_of):
                 request["user"] = user
         except errors.StatusError as e:
             return status_response(e)
+        except Exception as e:  # noqa: BLE001 - fail closed, as a Status
+            log.exception("impersonation")
+            return status_response(errors.internal(str(e) or type(e).__name__))
         return await handler(request)
 
     return impersonation
