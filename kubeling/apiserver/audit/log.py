@@ -9,9 +9,10 @@ Rotation is lumberjack's, which kube-apiserver uses:
 - ``--audit-log-maxbackup``: at most this many rotated files are kept (0 keeps all);
 - ``--audit-log-maxage``: rotated files older than this many days are removed (0 keeps all).
 
-The file and its new siblings are created 0600. The event loop never waits on the disk: events
-are serialised on the loop (orjson, microseconds) and queued to one writer thread, which writes
-whatever has queued up and flushes after each batch. `close` drains the queue.
+The file and its new siblings are created 0600 (a missing directory 0700, as upstream). The
+event loop never waits on the disk: events are serialised on the loop (orjson, microseconds)
+and queued to one writer thread, which writes whatever has queued up and flushes after each
+batch. `close` drains the queue.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class RotatingFile:
         self.max_backups = max_backups
         self.max_age_days = max_age_days
         self.clock = clock
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._f = self._open()
         self._size = self._f.tell()
 
