@@ -10,8 +10,9 @@
 - What the webhook receives: AdmissionReview v1 with uid, kind/resource, requestKind/Resource,
   userInfo, options and dryRun; with matchPolicy Equivalent, a rule naming apps/v1beta1
   Deployments matches an apps/v1 write and the webhook gets the object as apps/v1beta1.
-- namespaceSelector and objectSelector limit what is sent; bad configurations are refused with
-  upstream's field paths.
+- namespaceSelector, objectSelector and matchConditions (CEL) limit what is sent; bad
+  configurations (a CEL expression that does not compile among them) are refused with upstream's
+  field paths.
 
 Each case works in a namespace of its own, selected by the webhook's namespaceSelector, so that
 the webhooks never see another case's writes.
@@ -275,3 +276,36 @@ def test_webhook_configuration_validation(wc, hooks):
     table = wc.kubectl("get", "mutatingwebhookconfigurations", "defaults").stdout
     assert table.split("\n")[0].split() == ["NAME", "WEBHOOKS", "AGE"] and " 1 " in table.split("\n")[1]
     wc.kubectl("delete", "mutatingwebhookconfiguration", "defaults")
+
+
+def test_webhook_match_conditions(wc, hooks):
+    ns = namespace(wc, "wh-conditions")
+    install(wc, "ValidatingWebhookConfiguration", "conditions",
+            hook("conditions.webhooks.kubeling.test", hooks.url("/validate"), hooks.ca_bundle, ns,
+                 resources=("configmaps",),
+                 matchConditions=[{"name": "not-skipped", "expression":
+                                   "!has(object.metadata.labels) || !('skip' in object.metadata.labels)"}]))
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": ns, "labels": {"deny": "true"}}}
+
+    def refused():
+        cm["metadata"]["name"] = "denied"
+        p = wc.kubectl("apply", "-f", "-", input=json.dumps(cm), check=False)
+        if p.returncode == 0:
+            wc.kubectl("delete", "configmap", "denied", "-n", ns)
+            return None
+        return p
+    p = harness.eventually(refused, timeout=30, interval=0.5, what="the webhook refusing deny=true")
+    assert f'admission webhook "conditions.webhooks.kubeling.test" denied the request: {DENY_MESSAGE}' in p.stderr
+    # the match condition is false: the webhook is not called, and the write goes through
+    cm["metadata"].update(name="skipped", labels={"deny": "true", "skip": "yes"})
+    assert "configmap/skipped created" in wc.kubectl("apply", "-f", "-", input=json.dumps(cm)).stdout
+    assert not any(r["name"] == "skipped" for r in hooks.reviews["/validate"])
+    # a condition that does not compile is refused when the configuration is written
+    bad = hook("bad-cel.webhooks.kubeling.test", hooks.url("/validate"), hooks.ca_bundle, ns,
+               matchConditions=[{"name": "broken", "expression": "object.metadata.("}])
+    p = wc.kubectl("apply", "-f", "-", check=False, input=json.dumps({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "bad-cel"}, "webhooks": [bad]}))
+    assert p.returncode != 0
+    assert 'webhooks[0].matchConditions[0].expression: Invalid value: "object.metadata.(": compilation failed: ' \
+        in p.stderr
