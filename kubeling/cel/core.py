@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from cel_expr_python import cel as _cel
-from cel_expr_python.ext import ext_optional
+from cel_expr_python.ext import ext_bindings, ext_optional
 
 from kubeling.cel import library
 
@@ -109,7 +109,7 @@ def _env(decls: dict[str, Any]):
         with _envs_lock:
             env = _envs.get(key)
             if env is None:
-                env = _cel.NewEnv(variables=decls, extensions=[ext_optional.ExtOptional()],
+                env = _cel.NewEnv(variables=decls, extensions=[ext_optional.ExtOptional(), ext_bindings.ExtBindings()],
                                   functions=library.declarations())
                 if len(_envs) > 512:
                     _envs.clear()

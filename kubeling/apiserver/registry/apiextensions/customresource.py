@@ -2,7 +2,8 @@
 strategy per served version of a CRD, built by the CRD controller from the CRD itself.
 
 - the body is defaulted, pruned and validated by the version's ``openAPIV3Schema``
-  (`kubeling.api.structural`); metadata by the usual rules;
+  (`kubeling.api.structural`); metadata by the usual rules; then the schema's CEL
+  ``x-kubernetes-validations`` rules, transition rules with the old object (`celvalidation`);
 - ``status`` and ``scale`` subresources when the version declares them (the scale paths are
   the CRD's); generation always;
 - the Table comes from ``additionalPrinterColumns``; field selectors from ``selectableFields``;
@@ -12,6 +13,7 @@ strategy per served version of a CRD, built by the CRD controller from the CRD i
 
 from kubeling.api import errors, fields, jsonpath, structural
 from kubeling.api.printers import crd as crd_printers
+from kubeling.apiserver.registry.apiextensions.celvalidation import Validator
 from kubeling.apiserver.registry.scale import ScaleREST
 from kubeling.apiserver.registry.status import StatusREST
 from kubeling.apiserver.registry.strategy import Strategy
@@ -25,6 +27,7 @@ class CustomResourceStrategy(Strategy):
         super().__init__()
         self.group, self.resource, self.kind, self.namespaced = group, resource, kind, namespaced
         self.schema = schema
+        self.cel = Validator(schema)
         self.status_subresource = has_status
         self.printer = crd_printers.crd_printer(list(printer_columns))
         self.selectable = tuple(f["jsonPath"] for f in selectable_fields if f.get("jsonPath"))
@@ -41,6 +44,12 @@ class CustomResourceStrategy(Strategy):
 
     def validate(self, obj):
         return structural.validate(obj, self.schema) if self.schema is not None else []
+
+    def check(self, obj, old, served=None):
+        errs = super().check(obj, old, served)
+        if self.cel.has_rules and not errs:
+            errs += self.cel.validate(obj, old)
+        return errs
 
     def to_storage(self, obj, served):
         obj["apiVersion"] = served.storage_gv
