@@ -90,7 +90,8 @@ class Client:
         return f"https://{hostport}{path}", f"{name}.{ns}.svc"
 
     async def _resolve_service(self, ns: str, name: str, port: int) -> tuple[str, int]:
-        from kubeling.apiserver.registry.core.service import ServiceProxyREST  # noqa: PLC0415 - heavy module
+        from kubeling.apiserver.registry.core.service import ServiceProxyREST  # noqa: PLC0415 - on first use
+        from kubeling.apiserver.registry.rest import Deps  # noqa: PLC0415
         services = self.lookup("", "v1", "services")
         try:
             svc = await self.store.get_raw(services, ns, name)
@@ -104,8 +105,7 @@ class Client:
             raise CallError(f"no service port {port} found for service \"{name}\"")
         if spec.get("type") == "ExternalName":
             return spec.get("externalName", ""), port
-        proxy = ServiceProxyREST.__new__(ServiceProxyREST)
-        proxy.store, proxy.lookup = self.store, self.lookup
+        proxy = ServiceProxyREST(Deps(self.store, self.lookup))
         for ip, target_port, target in await proxy._candidates(ns, name, ports[0].get("name") or ""):
             if await proxy._valid(ns, ip, target):
                 return ip, target_port
