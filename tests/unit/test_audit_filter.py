@@ -114,3 +114,45 @@ def test_rotation_by_size_keeps_maxbackup_and_drops_old(tmp_path):
     g.rotate()
     g.close()
     assert len(g.backups()) == 1     # only the one just made
+
+
+def test_panic_stage_for_an_unexpected_failure():
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    a = auditor({"level": "Request"})
+
+    async def boom(request):
+        raise RuntimeError("kaboom")
+
+    async def go():
+        app = web.Application(middlewares=[a.middleware()])
+        a.install(app)
+        app.router.add_get("/x", boom)
+        client = TestClient(TestServer(app, host="127.0.0.1"))
+        await client.start_server()
+        try:
+            r = await client.get("/x")
+            assert r.status == 500
+        finally:
+            await client.close()
+        stages = [(e["stage"], e.get("responseStatus", {}).get("code")) for e in a.backend.events]
+        assert stages == [("RequestReceived", None), ("Panic", 500)]
+        assert "kaboom" in a.backend.events[-1]["responseStatus"]["message"]
+    asyncio.run(go())
+
+
+def test_a_slow_disk_does_not_hold_the_caller(tmp_path):
+    b = LogBackend(str(tmp_path / "audit.log"))
+    real = b.out.write
+
+    def slow(data):
+        time.sleep(0.01)
+        real(data)
+    b.out.write = slow
+    t = time.monotonic()
+    for i in range(100):
+        b.process({"n": i})
+    assert time.monotonic() - t < 0.3       # 100 events would take a second written inline
+    b.close(timeout=30)
+    assert len((tmp_path / "audit.log").read_text().splitlines()) == 100
