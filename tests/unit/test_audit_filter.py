@@ -156,3 +156,22 @@ def test_a_slow_disk_does_not_hold_the_caller(tmp_path):
     assert time.monotonic() - t < 0.3       # 100 events would take a second written inline
     b.close(timeout=30)
     assert len((tmp_path / "audit.log").read_text().splitlines()) == 100
+
+
+def test_omit_managed_fields():
+    async def go():
+        api = await api_server()
+        api.auditor = a = auditor({"level": "RequestResponse", "resources": [{"group": "", "resources": ["configmaps"]}]},
+                                  omitManagedFields=True)
+        async with http(api) as c:
+            r = await c.post("/api/v1/namespaces/default/configmaps?fieldManager=me", json=CM)
+            assert r.status == 201
+            assert (await r.json())["metadata"]["managedFields"]
+            done = a.backend.events[-1]
+            assert done["responseObject"]["metadata"]["name"] == "c1"
+            assert "managedFields" not in done["responseObject"]["metadata"]
+            r = await c.get("/api/v1/namespaces/default/configmaps")
+            listed = a.backend.events[-1]["responseObject"]
+            assert listed["kind"] == "ConfigMapList" and all("managedFields" not in i["metadata"]
+                                                             for i in listed["items"])
+    asyncio.run(go())

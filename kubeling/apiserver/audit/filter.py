@@ -114,6 +114,19 @@ def request_attributes(request: web.Request, user) -> tuple[RequestAttributes, d
                              info.subresource, info.namespace or "", info.name), ref
 
 
+HEAVY_BYTES = 128 * 1024   # bodies over this are decoded on a worker thread
+
+
+async def _decode(data: bytes, content_type: str | None):
+    """A request or response body as JSON-like data; None if it does not decode."""
+    try:
+        if len(data) > HEAVY_BYTES:
+            return await asyncio.to_thread(negotiation.decode_body, data, content_type)
+        return negotiation.decode_body(data, content_type)
+    except Exception:  # noqa: BLE001 - an undecodable body is left out of the event
+        return None
+
+
 def _strip_managed_fields(obj):
     if isinstance(obj, dict):
         meta = obj.get("metadata")
@@ -217,22 +230,22 @@ class Auditor:
             try:
                 resp = await handler(request)
             except web.HTTPException as e:
-                self._complete(request, ctx, e, e.status)
+                await self._complete(request, ctx, e, e.status)
                 raise
             except asyncio.CancelledError:
                 # the request deadline (filters/timeout.py) or the server stopping
                 ctx.event["responseStatus"] = {"metadata": {}, "status": "Failure", "reason": "Timeout",
                                                "message": "request did not complete", "code": 504}
-                self._finish(request, ctx)
+                self._impersonated(request, ctx)
                 self._emit(ctx, "ResponseComplete")
                 raise
             except Exception as e:
                 ctx.event["responseStatus"] = {"metadata": {}, "status": "Failure", "reason": "InternalError",
                                                "message": f"APIServer panic'd: {e}", "code": 500}
-                self._finish(request, ctx)
+                self._impersonated(request, ctx)
                 self._emit(ctx, "Panic")
                 raise
-            self._complete(request, ctx, resp, resp.status)
+            await self._complete(request, ctx, resp, resp.status)
             return resp
 
         return audit
@@ -251,42 +264,48 @@ class Auditor:
         ev["requestReceivedTimestamp"] = micro_time()
         return ev
 
-    def _complete(self, request, ctx: AuditContext, resp, code: int) -> None:
+    async def _complete(self, request, ctx: AuditContext, resp, code: int) -> None:
         ctx.event["responseStatus"] = _response_status(resp, code)
         if ctx.long_running and not ctx.started and "ResponseStarted" not in ctx.config.omit_stages:
             # a long-running request answered without streaming (an error): started, then complete
             ctx.started = True
             self._emit(ctx, "ResponseStarted")
-        self._finish(request, ctx)
+        self._impersonated(request, ctx)
+        await self._request_object(request, ctx)
         if level_at_least(ctx.config.level, "RequestResponse") and isinstance(resp, web.Response) and \
                 isinstance(resp.body, (bytes, bytearray)) and resp.body and \
                 resp.content_type in ("application/json", "application/yaml"):
-            try:
-                obj = negotiation.decode_body(bytes(resp.body), resp.content_type)
-            except Exception:  # noqa: BLE001 - an undecodable body is left out
-                obj = None
-            if isinstance(obj, (dict, list)):
-                ctx.event["responseObject"] = _strip_managed_fields(obj) if ctx.config.omit_managed_fields else obj
+            body = bytes(resp.body)
+            if resp.content_type == "application/json" and not ctx.config.omit_managed_fields and \
+                    b"\n" not in body and b"\r" not in body:
+                # our own compact JSON: embedded as it is, never decoded and encoded again
+                ctx.event["responseObject"] = orjson.Fragment(body)
+            else:
+                obj = await _decode(body, resp.content_type)
+                if isinstance(obj, (dict, list)):
+                    ctx.event["responseObject"] = _strip_managed_fields(obj) if ctx.config.omit_managed_fields \
+                        else obj
         self._emit(ctx, "ResponseComplete")
 
-    def _finish(self, request, ctx: AuditContext) -> None:
-        """What the handler learnt: the impersonated user and the request object."""
-        ev = ctx.event
+    @staticmethod
+    def _impersonated(request, ctx: AuditContext) -> None:
         imp = request.get("impersonated_user")
         if imp is not None:
-            ev["impersonatedUser"] = user_info(imp)
-        data = getattr(request, "_read_bytes", None)   # the body, if the handler read it
+            ctx.event["impersonatedUser"] = user_info(imp)
+
+    async def _request_object(self, request, ctx: AuditContext) -> None:
+        """The request body, if the handler read it: it completes objectRef (upstream's
+        LogRequestObject) and, from level Request, is requestObject."""
+        data = getattr(request, "_read_bytes", None)   # aiohttp keeps the body the handler read
         if not data:
             return
-        try:
-            obj = negotiation.decode_body(data, request.headers.get("Content-Type"))
-        except Exception:  # noqa: BLE001
-            return
+        obj = await _decode(data, request.headers.get("Content-Type"))
         if not isinstance(obj, (dict, list)):
             return
+        ev = ctx.event
         ref = ev.get("objectRef")
         meta = obj.get("metadata") if isinstance(obj, dict) else None
-        if ref is not None and isinstance(meta, dict):   # upstream's LogRequestObject completes the reference
+        if ref is not None and isinstance(meta, dict):
             for k in ("namespace", "name", "uid", "resourceVersion"):
                 if not ref.get(k) and isinstance(meta.get(k), str) and meta.get(k):
                     ref[k] = meta[k]
