@@ -57,7 +57,7 @@ async def default_service_accounts(api: APIServer, namespaces=None) -> None:
 
 
 def ctx(namespace: str | None = None, **kwargs) -> Context:
-    fields = {**ADMIN.__dict__, "warnings": [], "namespace": namespace, **kwargs}
+    fields = {**ADMIN.__dict__, "warnings": [], "audit_annotations": {}, "namespace": namespace, **kwargs}
     return Context(**fields)
 
 
