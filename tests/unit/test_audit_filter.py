@@ -6,7 +6,7 @@ import time
 
 import orjson
 
-from inprocess import api_server, http
+from inprocess import api_server, default_service_accounts, http
 from kubeling.apiserver.audit import Auditor, LogBackend
 from kubeling.apiserver.audit.log import RotatingFile
 from kubeling.apiserver.audit.policy import parse
@@ -174,4 +174,29 @@ def test_omit_managed_fields():
             listed = a.backend.events[-1]["responseObject"]
             assert listed["kind"] == "ConfigMapList" and all("managedFields" not in i["metadata"]
                                                              for i in listed["items"])
+    asyncio.run(go())
+
+
+def test_admission_annotations_reach_the_event():
+    """PodSecurity's audit annotations (registry Context.audit_annotations) are in the event."""
+    async def go():
+        api = await api_server()
+        api.auditor = a = auditor({"level": "Metadata", "resources": [{"group": "", "resources": ["pods"]}]})
+        async with http(api) as c:
+            r = await c.post("/api/v1/namespaces", json={
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "psa-audit", "labels": {"pod-security.kubernetes.io/audit": "restricted"}}})
+            assert r.status == 201
+            await default_service_accounts(api, ["psa-audit"])
+            await asyncio.sleep(0.2)
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                   "spec": {"automountServiceAccountToken": False,
+                            "containers": [{"name": "c", "image": "busybox",
+                                            "securityContext": {"privileged": True}}]}}
+            r = await c.post("/api/v1/namespaces/psa-audit/pods?dryRun=All", json=pod)
+            assert r.status == 201, await r.text()
+            done = a.backend.events[-1]
+            assert done["stage"] == "ResponseComplete"
+            assert "privileged" in done["annotations"].get("pod-security.kubernetes.io/audit-violations", ""), \
+                done["annotations"]
     asyncio.run(go())

@@ -15,7 +15,8 @@ produces ``audit.k8s.io/v1`` Events, one per stage not omitted:
 An event carries level, auditID, stage, requestURI, verb (upstream's request verbs for
 resources, the lower-cased method otherwise), user, impersonatedUser, sourceIPs, userAgent,
 objectRef, responseStatus, requestReceivedTimestamp, stageTimestamp and annotations (the
-authorization decision and reason, added by `annotate`). At level Request the request body is
+authorization decision and reason, added by `annotate`, and what admission plugins put in the
+registry Context's ``audit_annotations``, such as PodSecurity's). At level Request the request body is
 ``requestObject``; at RequestResponse the response body is ``responseObject`` too. A request
 whose authentication failed is audited once (stage ResponseStarted, 401), as upstream.
 """
@@ -53,6 +54,9 @@ class AuditContext:
     event: dict | None = None      # the event being built (None when not audited)
     long_running: bool = False
     started: bool = False          # ResponseStarted processed
+    # the registry Context's audit_annotations: endpoints/options.py keeps that dict in
+    # request["audit_annotations"], where admission plugins fill it
+    admission_annotations: dict = field(default_factory=dict)
 
 
 AUDIT = web.RequestKey("audit", AuditContext)
@@ -225,6 +229,7 @@ class Auditor:
             if ctx.config.level == "None":
                 return await handler(request)
             ctx.long_running = is_long_running(request.method, request.path, request.query)
+            ctx.admission_annotations = request.setdefault("audit_annotations", {})
             ctx.event = self._new_event(request, ctx, attrs, ref, request.get("user"))
             self._emit(ctx, "RequestReceived")
             try:
@@ -316,6 +321,10 @@ class Auditor:
         if stage in ctx.config.omit_stages:
             return
         ev = ctx.event
+        if ctx.admission_annotations:   # admission's (PodSecurity, ValidatingAdmissionPolicy), once known
+            anns = ev.setdefault("annotations", {})
+            for k, v in ctx.admission_annotations.items():
+                anns.setdefault(k, v)
         ev["stage"] = stage
         ev["stageTimestamp"] = micro_time()
         try:

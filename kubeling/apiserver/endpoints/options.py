@@ -40,7 +40,9 @@ def context(request: web.Request, info: RequestInfo, served: Served) -> Context:
     return Context(user=user.name, groups=user.groups, uid=user.uid, extra=user.extra,
                    namespace=info.namespace if served.res.namespaced else None, dry_run=bool(dry),
                    field_manager=q.get("fieldManager", ""), field_validation=fv, subresource=info.subresource,
-                   user_agent=request.headers.get("User-Agent", ""))
+                   user_agent=request.headers.get("User-Agent", ""),
+                   # what admission adds for the audit event (audit/filter.py reads it back)
+                   audit_annotations=request.setdefault("audit_annotations", {}))
 
 
 async def body(request: web.Request, ctx: Context | None = None) -> object:
