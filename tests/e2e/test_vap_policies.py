@@ -174,6 +174,8 @@ def test_replicas_limit_denied_with_upstreams_message(cluster):
     out = c.kubectl("get", "validatingadmissionpolicies").stdout
     assert out.split("\n")[0].split() == ["NAME", "VALIDATIONS", "PARAMKIND", "AGE"]
     assert "demo-policy.example.com" in out and "<unset>" in out
+    out = c.kubectl("explain", "validatingadmissionpolicy.spec.validations").stdout
+    assert "messageExpression" in out and "expression" in out
 
 
 def test_params_message_expression_and_warn(cluster):

@@ -262,3 +262,28 @@ def test_mutating_policy_apply_configuration_and_json_patch():
             await setup(api, bad)
         assert e.value.details["causes"][0]["field"] == "spec.mutations[0].applyConfiguration.expression"
     run(main())
+
+
+def test_update_and_delete_see_old_object():
+    async def main():
+        api = await api_server()
+        mc = {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE", "DELETE"],
+                                 "resources": ["configmaps"]}]}
+        await setup(api, policy("keep", [
+            {"expression": "request.operation != 'DELETE' || (object == null && oldObject.data.?locked.orValue('') != 'true')",
+             "message": "locked"},
+            {"expression": "request.operation != 'UPDATE' || object.data.v >= oldObject.data.v",
+             "message": "v only grows"}], matchConstraints=mc), binding("b", "keep"))
+        served = api.lookup("", "v1", "configmaps")
+        await create_cm(api, cm("a", {"v": "1", "locked": "true"}))
+        cur = await api.registry.get(served, "default", "a")
+        with pytest.raises(errors.StatusError, match="v only grows"):
+            await api.registry.update(served, "default", "a", {**cur, "data": {"v": "0", "locked": "true"}},
+                                      ctx("default"))
+        await api.registry.update(served, "default", "a", {**cur, "data": {"v": "2", "locked": "true"}},
+                                  ctx("default"))
+        with pytest.raises(errors.StatusError, match="locked"):
+            await api.registry.delete(served, "default", "a", {}, ctx("default"))
+        await create_cm(api, cm("b", {"v": "1"}))
+        await api.registry.delete(served, "default", "b", {}, ctx("default"))
+    run(main())
