@@ -425,7 +425,9 @@ def match_conditions(conds: list, compiled: Compiled, act: dict) -> bool:
 def forbidden(attrs, message: str, reason: str = "Invalid") -> errors.StatusError:
     """Upstream's admission.NewForbidden with the policy's reason and its HTTP code."""
     res = attrs.served.res
-    name = attrs.name
+    name = attrs.name  # as upstream's extractResourceName: the name, else generateName, else Unknown
+    if not name:
+        name = ((attrs.obj or {}).get("metadata") or {}).get("generateName") or "Unknown"
     err = errors.forbidden_status(res.resource, res.group, name, message)
     code = {"Unauthorized": 401, "Forbidden": 403, "Invalid": 422, "RequestEntityTooLarge": 413}.get(reason, 422)
     details = dict(err.details or {})
