@@ -20,14 +20,18 @@ CRD ``x-kubernetes-validations``, webhook ``matchConditions``)::
 The engine is Google's cel-cpp through ``cel-expr-python`` (see bench/RESULTS.md, "Issue 9", for
 why). Kubernetes' extension libraries are provided in `kubeling.cel.library` (strings, lists,
 regex, quantity, url, ip/cidr, format; the authorizer for admission policies). A hostile
-expression is bounded: cel-cpp's comprehension iteration budget stops nested macros, the
-expression length is capped, and the Python-side functions refuse inputs that would make
-them slow (re2 regular expressions, bounded string sizes).
+expression is bounded: cel-cpp's comprehension iteration budget (10,000 iterations per
+evaluation) stops nested macros, the expression length is capped (10 KiB) and so is ``cel.bind``
+(8 per expression: each can double a value), and the Python-side functions refuse inputs that
+would make them slow or huge (RE2 regular expressions, strings they build capped at 1 MiB).
+Not bounded: plain concatenation inside the length cap (``s + s + ...``), which upstream's cost
+estimator would refuse for large inputs.
 """
 
 from __future__ import annotations
 
 from kubeling.cel.core import (
+    MAX_BINDS,
     MAX_EXPRESSION_LENGTH,
     CompileError,
     EvalError,
@@ -35,4 +39,4 @@ from kubeling.cel.core import (
     compile,
 )
 
-__all__ = ["CompileError", "EvalError", "MAX_EXPRESSION_LENGTH", "Program", "compile"]
+__all__ = ["CompileError", "EvalError", "MAX_BINDS", "MAX_EXPRESSION_LENGTH", "Program", "compile"]

@@ -18,9 +18,13 @@ from kubeling.cel import library
 
 T = _cel.Type
 
-# Upstream bounds an expression by its estimated cost; here the length and cel-cpp's iteration
-# budget for comprehensions (macros) bound it.
+# Upstream bounds an expression by its estimated cost; here the length, cel-cpp's iteration
+# budget for comprehensions (macros) and a cap on cel.bind (each binding can double a value that
+# the body uses twice) bound it.
 MAX_EXPRESSION_LENGTH = 10 * 1024
+MAX_BINDS = 8
+_BIND = re.compile(r"\bcel\s*\.\s*bind\s*\(")
+_STRING_LITERALS = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
 
 
 class CompileError(Exception):
@@ -182,6 +186,8 @@ def compile(expression: str, variables: dict[str, Any] | None = None) -> Program
     if len(expression) > MAX_EXPRESSION_LENGTH:
         raise CompileError(f"expression is too long ({len(expression)} characters, at most "
                            f"{MAX_EXPRESSION_LENGTH})")
+    if len(_BIND.findall(_STRING_LITERALS.sub("", expression))) > MAX_BINDS:
+        raise CompileError(f"expression uses cel.bind more than {MAX_BINDS} times")
     try:
         decls = {name: _to_type(hint) for name, hint in (variables or {}).items()}
     except ValueError as e:

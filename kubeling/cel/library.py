@@ -170,10 +170,14 @@ def _trim(s: str) -> str:
 
 
 def _join(items: list, sep: str = "") -> str:
+    total = len(sep) * max(len(items) - 1, 0)
     for i in items:
         if not isinstance(i, str):
             raise ValueError("join: list must contain only strings")
-    return _s(sep.join(items))
+        total += len(i)
+    if total > MAX_STRING:
+        raise ValueError(f"string exceeds {MAX_STRING} characters")
+    return sep.join(items)
 
 
 def _reverse(s: str) -> str:

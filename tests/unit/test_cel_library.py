@@ -131,6 +131,10 @@ def test_hostile_expression_is_bounded():
     assert time.monotonic() - t0 < 2
     with pytest.raises(cel.CompileError, match="too long"):
         cel.compile("1 + " * 5000 + "1", {})
+    with pytest.raises(cel.CompileError, match="cel.bind more than"):
+        cel.compile("cel.bind(a, 'x', " * 9 + "a" + ")" * 9, {})
+    with pytest.raises(cel.EvalError, match="exceeds"):
+        ev("self.items.map(i, self.big).join()", self={"items": [1, 2, 3], "big": "x" * 400_000})
     with pytest.raises(cel.EvalError, match="exceeds"):
         ev("'ab'.replace('', 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx')"
            ".replace('', 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx')"
