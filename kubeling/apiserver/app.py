@@ -88,6 +88,9 @@ class APIServer:
         self.auditor = audit.Auditor()  # set by server.run from --audit-policy-file and --audit-log-*
         self.metrics = Metrics()
         self.scope.metrics = self.metrics
+        for plugin in self.admission.plugins:  # admission plugins' own counters (PodSecurity's)
+            if hasattr(plugin, "register_metrics"):
+                plugin.register_metrics(self.metrics.registry)
         self.advertise_address = advertise_address
         self.secure_port = secure_port
         self.ready = False
