@@ -102,3 +102,14 @@ def test_crd_compile_errors_with_upstream_paths():
     assert "messageExpression compilation failed" in out[f"{base}[3].messageExpression"]
     assert "Unsupported value" in out[f"{base}[4].reason"]
     assert "fieldPath must be a valid path" in out[f"{base}[5].fieldPath"]
+
+
+def test_number_fields_are_doubles():
+    schema = {"type": "object", "properties": {"spec": rules(
+        {"rule": "self.price * 1.5 < 10.0", "message": "too expensive"}, {"rule": "self.prices.all(p, p > 0.5)"},
+        type="object", properties={"price": {"type": "number"},
+                                   "prices": {"type": "array", "items": {"type": "number"}}})}}
+    assert errs(schema, {"spec": {"price": 2, "prices": [1, 2.5]}}) == []
+    assert errs(schema, {"spec": {"price": 20, "prices": [0]}}) == [
+        'spec: Invalid value: "object": too expensive',
+        'spec: Invalid value: "object": failed rule: self.prices.all(p, p > 0.5)']

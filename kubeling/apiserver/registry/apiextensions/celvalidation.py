@@ -8,7 +8,10 @@ CEL rules at any level of a structural schema.
   list items of ``x-kubernetes-list-type`` ``map`` (by their keys) or ``set`` (by value); never
   through atomic lists. With ``optionalOldSelf: true`` the rule runs on create too, ``oldSelf``
   being a CEL optional (``oldSelf.hasValue()``, ``oldSelf.orValue(x)``).
-- Null values are not validated (a rule on a nullable field sees only non-null values).
+- Null values are not validated (a rule on a nullable field sees only non-null values). A
+  ``number`` field is a CEL double even when its JSON is integral; ``date-time`` / ``duration``
+  formatted strings stay strings (upstream makes them timestamps and durations: compare them
+  with ``timestamp(self.at)`` here).
 - A false rule is a field error at the rule's node (or its ``fieldPath``, relative to it) with
   ``messageExpression``'s string, else ``message``, else ``failed rule: <rule>``; ``reason``
   FieldValueInvalid (default) / FieldValueForbidden / FieldValueRequired / FieldValueDuplicate
@@ -143,6 +146,7 @@ class Validator:
         tname = _schema_type_name(node)
         where = path or "<nil>"  # upstream validates from a nil field path
         unchanged = correlated and old == value
+        cv = co = None
         for r in self._rules_of(node):
             if r.error:
                 errs.append(invalid_value(where, tname, f"rule compile error: {r.error}"))
@@ -151,10 +155,12 @@ class Validator:
                 continue
             if not r.old_self and unchanged:
                 continue  # ratcheting: an unchanged value keeps passing
+            if cv is None:
+                cv, co = _coerce(value, node), _coerce(old, node)
             if r.optional_old:
-                act = {"self": value, "__oldSelf": old, "__hasOldSelf": correlated}
+                act = {"self": cv, "__oldSelf": co, "__hasOldSelf": correlated}
             else:
-                act = {"self": value, "oldSelf": old}
+                act = {"self": cv, "oldSelf": co}
             try:
                 ok = r.program.evaluate(act)
             except cel.EvalError as e:
@@ -174,7 +180,7 @@ class Validator:
             detail = ""
             if r.message_program is not None:
                 try:
-                    out = r.message_program.evaluate({"self": value, "oldSelf": old})
+                    out = r.message_program.evaluate({"self": cv, "oldSelf": co})
                     if isinstance(out, str) and out.strip() and "\n" not in out:
                         detail = out.strip()
                 except cel.EvalError:
@@ -222,6 +228,41 @@ def _normalize_field_path(fp: str) -> str:
         else:
             out += f"[{m.group(3)}]"
     return out
+
+
+_numbers_cache: dict[int, tuple[dict, bool]] = {}  # id(node) -> (node kept alive, answer)
+
+
+def _has_numbers(node: Any, depth: int = 0) -> bool:
+    if not isinstance(node, dict) or depth > 64:
+        return False
+    hit = _numbers_cache.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    out = node.get("type") == "number" or \
+        any(_has_numbers(v, depth + 1) for v in (node.get("properties") or {}).values()) or \
+        any(_has_numbers(node.get(k), depth + 1) for k in ("items", "additionalProperties"))
+    if len(_numbers_cache) > 100_000:
+        _numbers_cache.clear()
+    _numbers_cache[id(node)] = (node, out)
+    return out
+
+
+def _coerce(value: Any, node: Any) -> Any:
+    """JSON integers where the schema says ``number`` become doubles, as upstream's CEL values
+    of a number field are (``self.price * 1.5`` works for ``price: 2``)."""
+    if value is None or not _has_numbers(node):
+        return value
+    if node.get("type") == "number":
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, dict):
+        props = node.get("properties") or {}
+        ap = node.get("additionalProperties")
+        return {k: _coerce(v, props.get(k) if props else (ap if isinstance(ap, dict) else None))
+                for k, v in value.items()}
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        return [_coerce(v, node["items"]) for v in value]
+    return value
 
 
 def _item_key(item: Any, ltype: str, keys: list) -> Any:
