@@ -287,3 +287,17 @@ def test_update_and_delete_see_old_object():
         await create_cm(api, cm("b", {"v": "1"}))
         await api.registry.delete(served, "default", "b", {}, ctx("default"))
     run(main())
+
+
+def test_unknown_param_kind_is_a_policy_configuration_error():
+    async def main():
+        api = await api_server()
+        await setup(api, policy("pk", [{"expression": "true"}], paramKind={"apiVersion": "example.com/v1",
+                                                                          "kind": "Nope"}),
+                    binding("b", "pk", paramRef={"name": "x"}))
+        with pytest.raises(errors.StatusError) as e:
+            await create_cm(api, cm("a"))
+        assert e.value.message == ('configmaps "a" is forbidden: ValidatingAdmissionPolicy \'pk\' denied request: '
+                                   "failed to configure policy: failed to find resource referenced by paramKind: "
+                                   "'example.com/v1, Kind=Nope'")
+    run(main())

@@ -100,6 +100,11 @@ class ValidatingAdmissionPolicy:
             if m is None:
                 continue
             compiled = self.compiled(pol)
+            pk = spec.get("paramKind")
+            if pk and P.served_for_kind(self.lookup, pk.get("apiVersion") or "", pk.get("kind") or "") is None:
+                if fail:
+                    denied.append((pol, None, f"failed to configure policy: {P.param_kind_missing(pk)}", "Invalid"))
+                continue
             policy_annotations: dict[str, list[str]] = {}
             for b in bindings:
                 bspec = b.get("spec") or {}

@@ -209,6 +209,16 @@ def served_for_kind(lookup, api_version: str, kind: str):
     return None
 
 
+def param_kind_missing(param_kind: dict | None) -> str | None:
+    """Upstream's policy configuration error for a paramKind that is not served (None if it is
+    served or there is none); needs `served_for_kind`'s lookup, so callers pass the message on."""
+    if not param_kind:
+        return None
+    group, _, version = (param_kind.get("apiVersion") or "").rpartition("/")
+    return (f"failed to find resource referenced by paramKind: '{group}/{version}, "
+            f"Kind={param_kind.get('kind') or ''}'")
+
+
 async def collect_params(store, lookup, param_kind: dict | None, param_ref: dict | None, attrs) -> list | None:
     """The binding's parameter objects (``[None]`` without a paramKind); None when none was found
     and ``parameterNotFoundAction`` is Allow (the binding is skipped). Raises ConfigError."""
@@ -217,7 +227,7 @@ async def collect_params(store, lookup, param_kind: dict | None, param_ref: dict
     api_version, kind = param_kind.get("apiVersion") or "", param_kind.get("kind") or ""
     served = served_for_kind(lookup, api_version, kind)
     if served is None:
-        raise ConfigError(f"paramKind kind `{kind}` not known")
+        raise ConfigError(param_kind_missing(param_kind))
     if not param_ref:
         raise ConfigError(f"paramKind kind `{kind}` is specified but paramRef is not specified")
     namespace = None
