@@ -174,6 +174,9 @@ def test_replicas_limit_denied_with_upstreams_message(cluster):
     out = c.kubectl("get", "validatingadmissionpolicies").stdout
     assert out.split("\n")[0].split() == ["NAME", "VALIDATIONS", "PARAMKIND", "AGE"]
     assert "demo-policy.example.com" in out and "<unset>" in out
+    harness.eventually(lambda: c.kubectl("get", "validatingadmissionpolicy", "demo-policy.example.com", "-o",
+                                         "jsonpath={.status.observedGeneration}").stdout == "1",
+                       timeout=30, what="the policy's status.observedGeneration")
     out = c.kubectl("explain", "validatingadmissionpolicy.spec.validations").stdout
     assert "messageExpression" in out and "expression" in out
 

@@ -59,7 +59,7 @@ class MutatingAdmissionPolicy:
 
     def compiled(self, pol: dict) -> tuple[P.Compiled, dict]:
         meta = pol["metadata"]
-        key = str(meta.get("resourceVersion") or meta.get("generation") or "")
+        key = f"{meta.get('uid', '')}/{meta.get('generation') or meta.get('resourceVersion', '')}"
         hit = self._compiled.get(meta["name"])
         if hit is not None and hit[0] == key:
             return hit[1], hit[2]

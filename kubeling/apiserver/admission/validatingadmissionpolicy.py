@@ -23,16 +23,19 @@ The first denial is answered, as upstream:
 ``<resource> "<name>" is forbidden: ValidatingAdmissionPolicy '<p>' with binding '<b>' denied
 request: <message>``, code 422 (reason Invalid) unless the validation's reason says otherwise.
 
-Audit annotations go to ``ctx.audit_annotations`` (a dict) when the request context has one.
+Audit annotations go to ``ctx.audit_annotations`` (the audit log's). A background loop writes each
+policy's ``status.observedGeneration`` and ``status.typeChecking``, as upstream's status controller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 
 from kubeling import cel
+from kubeling.api import errors
 from kubeling.apiserver.admission import policy as P
 
 log = logging.getLogger(__name__)
@@ -56,11 +59,44 @@ class ValidatingAdmissionPolicy:
         return attrs.operation in ("CREATE", "UPDATE", "DELETE") and attrs.served.res.group != P.GROUP
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.source.run(stop)
+        await asyncio.gather(self.source.run(stop), self._status_loop())
+
+    async def _status_loop(self) -> None:
+        """Upstream's ValidatingAdmissionPolicy status controller: ``status.observedGeneration``
+        follows ``metadata.generation``, with ``typeChecking`` (no warnings: objects are typed
+        dynamically here)."""
+        from kubeling.apiserver.registry.context import Context  # noqa: PLC0415
+        served = self.lookup(P.GROUP, "v1", "validatingadmissionpolicies")
+        if served is None:
+            return
+        ctx = Context(user="system:apiserver", groups=("system:masters",), subresource="status",
+                      field_manager="validatingadmissionpolicy-status-controller")
+        while True:
+            await self.source.policies_changed.wait()
+            self.source.policies_changed.clear()
+            for name, pol in list(self.source.policies.items()):
+                gen = pol["metadata"].get("generation", 1)
+                if (pol.get("status") or {}).get("observedGeneration") == gen:
+                    continue
+
+                async def mutate(current: dict | None, gen=gen, name=name) -> dict:
+                    if current is None:
+                        raise errors.not_found("validatingadmissionpolicies", P.GROUP, name)
+                    new = copy.deepcopy(current)
+                    new["status"] = {**(current.get("status") or {}), "observedGeneration":
+                                     current["metadata"].get("generation", gen), "typeChecking": {}}
+                    return new
+                try:
+                    await self.store.guaranteed_update(served, None, name, mutate, ctx)
+                except errors.StatusError as e:
+                    if e.code != 404:
+                        log.warning("ValidatingAdmissionPolicy %s: status not written: %s", name, e.message)
+                except Exception:  # noqa: BLE001 - a status write never stops admission
+                    log.exception("ValidatingAdmissionPolicy %s: status not written", name)
 
     def compiled(self, pol: dict) -> P.Compiled:
         meta = pol["metadata"]
-        key = str(meta.get("resourceVersion") or meta.get("generation") or "")
+        key = f"{meta.get('uid', '')}/{meta.get('generation') or meta.get('resourceVersion', '')}"
         hit = self._compiled.get(meta["name"])
         if hit is not None and hit[0] == key:
             return hit[1]

@@ -63,6 +63,7 @@ class Source:
         self.bindings: dict[str, dict] = {}
         self.synced = [False, False]
         self._index: list[tuple[dict, list[dict]]] | None = None
+        self.policies_changed = asyncio.Event()  # set on every policy event (the status loop waits)
 
     def served(self, i: int):
         return self.lookup(GROUP, self.version, self.resources[i])
@@ -90,6 +91,8 @@ class Source:
             table.update({o["metadata"]["name"]: o for o in items})
             self.synced[i] = True
             self._index = None
+            if i == 0:
+                self.policies_changed.set()
 
         def apply(etype: str, obj: dict) -> None:
             if etype == "DELETED":
@@ -97,6 +100,8 @@ class Source:
             else:
                 table[obj["metadata"]["name"]] = obj
             self._index = None
+            if i == 0:
+                self.policies_changed.set()
         await self.store.reflect(served, replace, apply, what=f"{self.resources[i]} cache")
 
 
