@@ -8,6 +8,9 @@ One server (scheduler and every controller, no agent), real kubectl 1.33 and Hel
   group, and ``kubectl auth can-i`` with each answers as upstream's roles say.
 - Upstream's bootstrap ClusterRoles and bindings are there (``system:node``, ``system:kube-
   scheduler``, ``system:controller:<name>`` bound to ``kube-system/<name>``, ...).
+- The audit log shows who wrote: each controller as ``system:serviceaccount:kube-system:<name>``,
+  the scheduler as ``system:kube-scheduler``, leader election as the manager and scheduler users,
+  and nobody but the admin in ``system:masters``.
 - Controllers write as their own service accounts: a Deployment's ReplicaSet and Pods appear,
   the scheduler (as ``system:kube-scheduler``) reports FailedScheduling, and taking ``create
   replicasets`` away from ``system:controller:deployment-controller`` stops the deployment
@@ -42,10 +45,25 @@ COMPONENT_USERS = {
 }
 
 
+# every write, with its user: who the components' requests come as
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: None
+"""
+
+
 @pytest.fixture(scope="module")
 def ident_cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("ident")
-    c = harness.Cluster(d / "cluster")
+    (d / "audit-policy.yaml").write_text(AUDIT_POLICY)
+    c = harness.Cluster(d / "cluster", extra_args=("--audit-policy-file", str(d / "audit-policy.yaml"),
+                                                   "--audit-log-path", str(d / "audit.log")))
+    c.audit_log = d / "audit.log"
     try:
         c.start()
     except harness.ServerNotReady as e:
@@ -178,6 +196,38 @@ def test_bootstrap_policy_component_roles(ident_cluster):
     dep = roles["system:controller:deployment-controller"]["rules"]
     assert {"verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
             "apiGroups": ["apps", "extensions"], "resources": ["replicasets"]} in dep
+
+
+def audit_events(c) -> list[dict]:
+    if not c.audit_log.exists():
+        return []
+    return [json.loads(line) for line in c.audit_log.read_text().splitlines() if line.strip()]
+
+
+def test_ident_requests_come_as_the_components_users(ident_cluster):
+    """The audit log names who wrote: the scheduler, the manager and each controller as themselves,
+    and nothing but the admin as a system:masters member."""
+    c = ident_cluster
+    c.kubectl("create", "namespace", "ident-audit")
+    c.kubectl("create", "deployment", "aud", "--image=nginx", "-n", "ident-audit")
+
+    def writers():
+        return {(e["user"]["username"], e["verb"], e["objectRef"].get("resource"), e["objectRef"].get("subresource"))
+                for e in audit_events(c) if e.get("stage") == "ResponseComplete" and e.get("objectRef")
+                and e["objectRef"].get("namespace") in ("ident-audit", "kube-system")}
+
+    want = {("system:serviceaccount:kube-system:deployment-controller", "create", "replicasets", None),
+            ("system:serviceaccount:kube-system:replicaset-controller", "create", "pods", None),
+            ("system:kube-scheduler", "patch", "pods", "status"),
+            ("system:kube-controller-manager", "update", "leases", None),
+            ("system:kube-scheduler", "update", "leases", None)}
+    harness.eventually(lambda: want <= writers(), timeout=60,
+                       what=f"writes by {sorted(want - writers())}")
+    events = audit_events(c)
+    masters = {e["user"]["username"] for e in events if "system:masters" in (e["user"].get("groups") or [])}
+    assert masters <= {"kubernetes-admin"}, masters
+    users = {e["user"]["username"] for e in events}
+    assert "system:admin" not in users
 
 
 def _patch_rules(c, role: str, rules: list[dict]) -> None:
