@@ -179,6 +179,19 @@ def test_replicas_limit_denied_with_upstreams_message(cluster):
                        timeout=30, what="the policy's status.observedGeneration")
     out = c.kubectl("explain", "validatingadmissionpolicy.spec.validations").stdout
     assert "messageExpression" in out and "expression" in out
+    # the Python client reads them back with its typed models
+    from kubernetes import client
+    api = c.python_client()
+    try:
+        pols = client.AdmissionregistrationV1Api(api).list_validating_admission_policy().items
+        pol = next(p for p in pols if p.metadata.name == "demo-policy.example.com")
+        assert pol.spec.validations[0].expression == "object.spec.replicas <= 5"
+        assert pol.spec.failure_policy == "Fail" and pol.status.observed_generation == 1
+        b = client.AdmissionregistrationV1Api(api).read_validating_admission_policy_binding(
+            "demo-binding-test.example.com")
+        assert b.spec.validation_actions == ["Deny"]
+    finally:
+        api.close()
 
 
 def test_params_message_expression_and_warn(cluster):
