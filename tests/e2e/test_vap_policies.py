@@ -154,8 +154,8 @@ def test_replicas_limit_denied_with_upstreams_message(cluster):
         "'demo-policy.example.com' with binding 'demo-binding-test.example.com' denied request: failed expression: "
         "object.spec.replicas <= 5")
     c.kubectl("create", "deployment", "ok", "--image=nginx", "--replicas=5", "-n", "vap-test")
-    # scaling over the limit is an UPDATE, refused too
-    p = c.kubectl("scale", "deployment", "ok", "--replicas=7", "-n", "vap-test", check=False)
+    # an UPDATE over the limit is refused too
+    p = c.kubectl("patch", "deployment", "ok", "-n", "vap-test", "-p", '{"spec":{"replicas":7}}', check=False)
     assert p.returncode != 0
     assert "denied request: failed expression: object.spec.replicas <= 5" in p.stderr
     # a namespace without the label is not bound
