@@ -179,7 +179,8 @@ class PKI:
                     .sign(key, hashes.SHA256()))
             _write(self.dir / "ca.key", _key_pem(key), private=True)
             _write(self.ca_cert, _cert_pem(cert))
-            for p in (self.serving_cert, self.admin_cert, self.kubelet_client_cert, *self.dir.glob("node-*.crt")):
+            for p in (self.serving_cert, self.admin_cert, self.kubelet_client_cert, *self.dir.glob("node-*.crt"),
+                      *(self.dir / f"{n}.crt" for n in COMPONENTS)):
                 p.unlink(missing_ok=True)
         if not self.serving_cert.exists():
             self._issue(self.serving_cert, self.serving_key, "kube-apiserver", [], server=True)

@@ -55,12 +55,17 @@ def test_tokens_signed_with_the_file_verify_with_the_file(tmp_path):
     assert sat.verify(sat.Keys(pki.service_account_key), token)["sub"] == "system:serviceaccount:ns:default"
 
 
-def test_kubelet_client_certificate_is_a_master(tmp_path):
+def test_kubelet_client_certificate_is_not_a_master(tmp_path):
     pki = PKI(tmp_path)
     pki.ensure()
     cert, key = pki.kubelet_client()
     assert cert.exists() and key.exists()
-    assert subject(cert) == ("kube-apiserver-kubelet-client", ["system:masters"])
+    # no group: the RBAC bootstrap binds the user to system:kubelet-api-admin
+    assert subject(cert) == ("kube-apiserver-kubelet-client", [])
+    # one from an older release (O=system:masters) is reissued at the next start
+    pki.issue_client(cert, key, "kube-apiserver-kubelet-client", ["system:masters"])
+    pki.ensure()
+    assert subject(cert) == ("kube-apiserver-kubelet-client", [])
 
 
 def test_node_identity_and_kubeconfig(tmp_path):
