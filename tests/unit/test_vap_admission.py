@@ -301,3 +301,31 @@ def test_unknown_param_kind_is_a_policy_configuration_error():
                                    "failed to configure policy: failed to find resource referenced by paramKind: "
                                    "'example.com/v1, Kind=Nope'")
     run(main())
+
+
+def test_mutating_policy_reinvocation_if_needed():
+    async def main():
+        api = await api_server()
+
+        def mp(name, expr, reinvocation):
+            return {"apiVersion": f"{GROUP}/v1alpha1", "kind": "MutatingAdmissionPolicy", "metadata": {"name": name},
+                    "spec": {"matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                                     "operations": ["CREATE"],
+                                                                     "resources": ["configmaps"]}]},
+                             "reinvocationPolicy": reinvocation,
+                             "mutations": [{"patchType": "ApplyConfiguration",
+                                            "applyConfiguration": {"expression": expr}}]}}
+
+        def mb(name):
+            return {"apiVersion": f"{GROUP}/v1alpha1", "kind": "MutatingAdmissionPolicyBinding",
+                    "metadata": {"name": name}, "spec": {"policyName": name}}
+        copy = 'Object{metadata: Object.metadata{labels: {"copy": object.metadata.?labels.?x.orValue("none")}}}'
+        await setup(api, mp("a-copy", copy, "IfNeeded"), mb("a-copy"),
+                    mp("b-set", 'Object{metadata: Object.metadata{labels: {"x": "1"}}}', "Never"), mb("b-set"))
+        out = await create_cm(api, cm("r"))
+        assert out["metadata"]["labels"] == {"copy": "1", "x": "1"}
+        # a Never policy that ran before the change is not run again
+        await setup(api, mp("0-copy", copy.replace('"copy"', '"copy0"'), "Never"), mb("0-copy"))
+        out = await create_cm(api, cm("s"))
+        assert out["metadata"]["labels"] == {"copy0": "none", "copy": "1", "x": "1"}
+    run(main())

@@ -17,7 +17,11 @@ A mutation that fails (an evaluation error, a bad patch) follows the policy's ``
 Ignore skips it, Fail refuses the request with ``<resource> "<name>" is forbidden: policy '<p>'
 with binding '<b>' denied request: <error>`` (422 Invalid).
 
-Not done: ``reinvocationPolicy: IfNeeded`` (policies run once, in order; webhooks run after them).
+The patched object is defaulted again (an added container gets its defaults). Reinvocation
+(``reinvocationPolicy: IfNeeded``): once a policy changes the object, every IfNeeded policy
+invocation that ran before it runs once more, after the first pass. Reinvocation across plugins
+(a webhook's change reinvoking policies) is not done: kubeling's chain runs each mutating plugin
+once.
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ class MutatingAdmissionPolicy:
                 ns_cache.append(await self.matcher.namespace(attrs))
             return ns_cache[0]
 
+        invoked: list[tuple] = []   # IfNeeded invocations run so far
+        reinvoke: set[int] = set()  # ids of those to run again
         for pol, bindings in hooks:
             spec = pol.get("spec") or {}
             fail = spec.get("failurePolicy", "Fail") != "Ignore"
@@ -101,15 +107,11 @@ class MutatingAdmissionPolicy:
             compiled, mutations = self.compiled(pol)
             for b in bindings:
                 bspec = b.get("spec") or {}
-
-                def refuse(message: str, b=b) -> errors.StatusError:
-                    return P.forbidden(attrs, f"policy '{pol['metadata']['name']}' with binding "
-                                              f"'{b['metadata']['name']}' denied request: {message}")
                 try:
                     bm = await self.matcher.matches(bspec.get("matchResources"), attrs, ns_getter, binding=True)
                 except Exception as e:  # noqa: BLE001 - a bad selector: a configuration error
                     if fail:
-                        raise refuse(f"failed to configure binding: {e}") from None
+                        raise _refuse(attrs, pol, b, f"failed to configure binding: {e}") from None
                     continue
                 if bm is None:
                     continue
@@ -118,17 +120,33 @@ class MutatingAdmissionPolicy:
                                                     bspec.get("paramRef"), attrs)
                 except P.ConfigError as e:
                     if fail:
-                        raise refuse(f"failed to configure binding: {e}") from None
+                        raise _refuse(attrs, pol, b, f"failed to configure binding: {e}") from None
                     continue
                 if params is None:
                     continue
                 ns = await ns_getter()
                 for param in params:
-                    err = self._mutate(attrs, m, spec, compiled, mutations, param, ns)
-                    if err and fail:
-                        raise refuse(err)
-                    if err:
-                        log.info("MutatingAdmissionPolicy %s ignored an error: %s", pol["metadata"]["name"], err)
+                    inv = (pol, b, m, spec, compiled, mutations, param, ns, fail)
+                    if self._invoke(attrs, inv):
+                        reinvoke.update(id(i) for i in invoked)
+                    if spec.get("reinvocationPolicy") == "IfNeeded":
+                        invoked.append(inv)
+        # Reinvocation, as upstream: once a policy changed the object, the IfNeeded policies that
+        # ran before it run once more (a second pass only).
+        for inv in invoked:
+            if id(inv) in reinvoke:
+                self._invoke(attrs, inv)
+
+    def _invoke(self, attrs, inv: tuple) -> bool:
+        """Run one (policy, binding, param); True if it changed the object."""
+        pol, b, m, spec, compiled, mutations, param, ns, fail = inv
+        before = attrs.obj.copy()
+        err = self._mutate(attrs, m, spec, compiled, mutations, param, ns)
+        if err and fail:
+            raise _refuse(attrs, pol, b, err)
+        if err:
+            log.info("MutatingAdmissionPolicy %s ignored an error: %s", pol["metadata"]["name"], err)
+        return attrs.obj != before
 
     def _mutate(self, attrs, m: P.Match, spec: dict, compiled: P.Compiled, mutations: dict, param, ns) -> str | None:
         served = m.served
@@ -183,6 +201,12 @@ class MutatingAdmissionPolicy:
             obj = new
         if changed:
             stored = served.strategy.to_storage(obj, served)
+            served.strategy.defaults(stored)  # upstream defaults the patched object
             attrs.obj.clear()
             attrs.obj.update(stored)
         return None
+
+
+def _refuse(attrs, pol: dict, b: dict, message: str) -> errors.StatusError:
+    return P.forbidden(attrs, f"policy '{pol['metadata']['name']}' with binding '{b['metadata']['name']}' "
+                              f"denied request: {message}")
