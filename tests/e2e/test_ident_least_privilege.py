@@ -135,6 +135,19 @@ def test_ident_scheduler_can_i_as_upstream_role(ident_cluster):
         assert can_i(c, sched, *args) == "yes", args
     for args in no:
         assert can_i(c, sched, *args) == "no", args
+    # the admin asking about the user (impersonation) gets the same answers
+    admin_as = lambda *a: c.kubectl("auth", "can-i", *a, "--as=system:kube-scheduler",  # noqa: E731
+                                    check=False).stdout.strip()
+    assert admin_as("create", "pods", "--subresource=binding") == "yes"
+    assert admin_as("create", "pods") == "no"
+    assert admin_as("list", "secrets") == "no"
+    sa_as = lambda *a: c.kubectl("auth", "can-i", *a,  # noqa: E731
+                                 "--as=system:serviceaccount:kube-system:replicaset-controller",
+                                 check=False).stdout.strip()
+    assert sa_as("create", "pods", "-n", "any") == "yes"
+    assert sa_as("update", "replicasets.apps", "--subresource=status", "-n", "any") == "yes"
+    assert sa_as("create", "replicasets.apps", "-n", "any") == "no"
+    assert sa_as("get", "secrets", "-n", "any") == "no"
     cm = c.data_dir / "controller-manager.kubeconfig"
     assert can_i(c, cm, "list", "secrets", "-A") == "yes"       # shared informers
     assert can_i(c, cm, "create", "serviceaccounts", "--subresource=token", "-n", "kube-system") == "yes"
