@@ -32,6 +32,11 @@ A controller is a subclass of `Controller` with
 
 `ControllerContext` is what every controller gets: the REST client (``RESTClient`` or the
 test's ``FakeClient``), the shared informer factory, cluster facts (the CA), and the clock.
+Under ``--use-service-account-credentials`` the manager gives each controller a context of its
+own whose ``client`` writes as that controller's service account (``kube-system/<account>``,
+`kubeling.apiserver.rbac.bootstrap_controllers`), while ``informers`` is the one factory every
+controller shares, listing and watching as the manager itself; ``ctx.recorder`` writes Events
+with the controller's client.
 """
 
 from __future__ import annotations
