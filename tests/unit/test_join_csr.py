@@ -188,3 +188,29 @@ def test_parse_join_tokens():
     assert join.parse_token(f"K10{h}::server:s3cret").bootstrap is False
     with pytest.raises(ValueError, match="<id>.<secret>"):
         join.parse_token(f"K10{h}::abc.def")
+
+
+def test_rotation_deadline_is_upstreams_jitter(tmp_path):
+    import random
+    pki = PKI(tmp_path / "server", hosts=["127.0.0.1"])
+    pki.ensure()
+    cert = x509.load_pem_x509_certificate(pki.issue_node("n1")[0].read_bytes())
+    start, end = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+    for seed in range(50):
+        frac = (bootstrap.rotation_deadline(cert, random.Random(seed)) - start) / (end - start)
+        assert 0.7 <= frac <= 0.9
+    manager = bootstrap.CertificateManager(tmp_path / "k", "n1", rotate_after=30)
+    assert manager.next_deadline(cert, since=1000.0) == 1030.0
+
+
+def test_only_the_nodes_own_certificate_is_rotated(tmp_path):
+    """An admin (or another node's) kubeconfig is never replaced by a node certificate."""
+    pki = PKI(tmp_path / "server", hosts=["127.0.0.1"])
+    pki.ensure()
+    admin = tmp_path / "admin.kubeconfig"
+    from kubeling.apiserver.certs import write_kubeconfig
+    write_kubeconfig(admin, "https://127.0.0.1:1", pki)
+    before = admin.read_bytes()
+    manager = bootstrap.CertificateManager(admin, "n1", rotate_after=0.01)
+    asyncio.run(asyncio.wait_for(manager.run(asyncio.Event()), 5))   # returns at once: not system:node:n1
+    assert admin.read_bytes() == before and manager.rotations == 0
