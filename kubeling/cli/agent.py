@@ -10,7 +10,8 @@ certificate comes through a CSR for a bootstrap token, and the credentials are w
 1 with one line saying so. ``kubeling server`` runs one as its child unless ``--disable-agent``.
 
 The agent rotates its client certificate (`bootstrap.CertificateManager`) when 70-90 % of its
-lifetime has passed; ``--rotate-certificates-after SECONDS`` (for tests) rotates that often.
+lifetime has passed (``--client-cert-duration SECONDS`` asks for shorter-lived certificates, at
+least 600 s); ``--rotate-certificates-after SECONDS`` (for tests) rotates that often.
 kube-proxy runs as ``system:kube-proxy`` with ``--kube-proxy-kubeconfig`` and the NetworkPolicy
 controller as ``system:kubeling-controller`` with ``--controller-kubeconfig`` (a join sets
 both; without them both use the node's own kubeconfig). The agent's state lives in
@@ -47,6 +48,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                    help="kube-proxy's credentials (system:kube-proxy; a join with --server writes them)")
     p.add_argument("--controller-kubeconfig", default="",
                    help="the NetworkPolicy controller's credentials (system:kubeling-controller)")
+    p.add_argument("--client-cert-duration", type=int, default=0, metavar="SECONDS",
+                   help="ask for client certificates this long-lived (the CSR's expirationSeconds, at least "
+                        "600; default: the signer's --cluster-signing-duration)")
     p.add_argument("--rotate-certificates-after", type=float, default=0, metavar="SECONDS",
                    help="for tests: rotate the client certificate this often, not at 70-90%% of its lifetime")
     p.add_argument("--data-dir", default=".kubeling", help="state directory; the agent uses <data-dir>/agent")
@@ -115,6 +119,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     try:
         token = _token(args)
+        if args.client_cert_duration and args.client_cert_duration < 600:
+            raise ValueError("--client-cert-duration: at least 600 seconds (the API's minimum expirationSeconds)")
     except (OSError, ValueError) as e:
         print(f"kubeling agent: {e}", file=sys.stderr)
         return 1
@@ -128,7 +134,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
             # the serving certificate names the node IP, so pick it before the join (as the agent would)
             args.node_ip = args.node_ip or route_source(args.server)
             kubeconfig = await join(args.server, token, Path(args.data_dir) / "agent", args.node_name,
-                                    args.node_ip, ca_file=args.ca_file or None)
+                                    args.node_ip, ca_file=args.ca_file or None,
+                                    expiration_seconds=args.client_cert_duration or None)
             args.kubeconfig = str(kubeconfig)
             args.kube_proxy_kubeconfig = args.kube_proxy_kubeconfig or str(kubeconfig.parent / KUBE_PROXY_KUBECONFIG)
             args.controller_kubeconfig = args.controller_kubeconfig or str(kubeconfig.parent / CONTROLLER_KUBECONFIG)
@@ -137,7 +144,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         if agent.cfg is not None and agent.cfg.client_certificate_data:
             from kubeling.kubelet.bootstrap import CertificateManager
             manager = CertificateManager(args.kubeconfig, args.node_name, clients=[agent.client],
-                                         rotate_after=args.rotate_certificates_after or None)
+                                         rotate_after=args.rotate_certificates_after or None,
+                                         expiration_seconds=args.client_cert_duration or None)
             tasks.append(asyncio.create_task(manager.run(stop), name="certificate-manager"))
         try:
             await tasks[0]

@@ -279,7 +279,7 @@ def _client(server: str, ca_pem: bytes, **creds):
 
 
 async def _bootstrap_client_cert(server: str, ca_pem: bytes, token: Token, root: Path, node_name: str,
-                                 wait: float) -> tuple[bytes, bytes]:
+                                 wait: float, expiration_seconds: int | None = None) -> tuple[bytes, bytes]:
     """The node's client certificate through a CSR, as system:bootstrap:<id>."""
     from kubeling.client import StatusError, TransportError
     tmp_key = root / "pki" / "kubelet-client.key.tmp"      # kept across retries, as upstream's kubelet
@@ -291,7 +291,7 @@ async def _bootstrap_client_cert(server: str, ca_pem: bytes, token: Token, root:
     client = _client(server, ca_pem, token=token.secret)
     try:
         cert = await request_certificate(client, node_csr(key, node_name), name=digested_name(key, node_name),
-                                         wait=wait)
+                                         expiration_seconds=expiration_seconds, wait=wait)
     except StatusError as e:
         if e.code == 401:
             raise BootstrapError(f"the server at {server} refused the bootstrap token (401 Unauthorized): "
@@ -312,7 +312,8 @@ async def _bootstrap_client_cert(server: str, ca_pem: bytes, token: Token, root:
 
 
 async def _join_once(session: aiohttp.ClientSession, server: str, token: str, root: Path, node_name: str,
-                     node_ip: str, ca_file: str | None = None, csr_wait: float = CSR_WAIT) -> Path:
+                     node_ip: str, ca_file: str | None = None, csr_wait: float = CSR_WAIT,
+                     expiration_seconds: int | None = None) -> Path:
     parsed = parse_token(token)
     if parsed.ca_hash:
         insecure = ssl.create_default_context()
@@ -353,7 +354,8 @@ async def _join_once(session: aiohttp.ClientSession, server: str, token: str, ro
     components = {path: split_pem(await _get(session, server + path, ssl_ctx=verified, headers=headers))
                   for path in COMPONENTS}
     if parsed.bootstrap and not _usable(kubeconfig, ca_pem, node_name):
-        client_cert, client_key = await _bootstrap_client_cert(server, ca_pem, parsed, root, node_name, csr_wait)
+        client_cert, client_key = await _bootstrap_client_cert(server, ca_pem, parsed, root, node_name, csr_wait,
+                                                               expiration_seconds)
         _write(kubeconfig, yaml.safe_dump(kubeconfig_doc(server, ca_pem, client_cert, client_key, node_name),
                                           sort_keys=False).encode(), private=True)
     serving_cert, serving_key = split_pem(serving)
@@ -369,7 +371,7 @@ async def _join_once(session: aiohttp.ClientSession, server: str, token: str, ro
 
 async def join(server: str, token: str, root: str | os.PathLike, node_name: str, node_ip: str, *,
                wait: float = 120.0, interval: float = 2.0, ca_file: str | None = None,
-               csr_wait: float = CSR_WAIT) -> Path:
+               csr_wait: float = CSR_WAIT, expiration_seconds: int | None = None) -> Path:
     """Join the cluster at ``server`` (``https://host:port``); the kubeconfig path written (the
     kube-proxy and controller kubeconfigs are `KUBE_PROXY_KUBECONFIG` and `CONTROLLER_KUBECONFIG`
     beside it).
@@ -389,7 +391,8 @@ async def join(server: str, token: str, root: str | os.PathLike, node_name: str,
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             try:
-                path = await _join_once(session, server, token, Path(root), node_name, node_ip, ca_file, csr_wait)
+                path = await _join_once(session, server, token, Path(root), node_name, node_ip, ca_file, csr_wait,
+                                        expiration_seconds)
                 log.info("joined %s as node %s (%s)", server, node_name, node_ip)
                 return path
             except _Retry as e:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -175,8 +176,13 @@ def test_short_token_with_a_ca_file_and_no_client_cert_endpoint_for_bootstrap_to
                                  headers={join.NODE_NAME_HEADER: "node-3", join.NODE_IP_HEADER: "127.0.0.4"}) as r:
                     assert r.status == 200
             kubeconfig = await bootstrap.join(c.url, TOKEN, tmp_path / "n", "node-2", "127.0.0.3", wait=10,
-                                              csr_wait=30, ca_file=str(c.pki.ca_cert))
-            assert kubeconfig_cert(kubeconfig).subject.rfc4514_string() == "CN=system:node:node-2,O=system:nodes"
+                                              csr_wait=30, ca_file=str(c.pki.ca_cert), expiration_seconds=600)
+            cert = kubeconfig_cert(kubeconfig)
+            assert cert.subject.rfc4514_string() == "CN=system:node:node-2,O=system:nodes"
+            # --client-cert-duration: the CSR's expirationSeconds
+            assert abs(cert.not_valid_after_utc.timestamp() - time.time() - 600) < 60
+            [csr] = await c.csrs()
+            assert csr["spec"]["expirationSeconds"] == 600
     asyncio.run(main())
 
 
