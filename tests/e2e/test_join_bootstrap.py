@@ -12,7 +12,7 @@ joined with the server's node token, as before, then ``node-bt`` with a bootstra
   ``csr-...`` request by ``system:node:node-bt``, rewrites its kubeconfig and keeps heartbeating;
 - a token with another CA's hash is refused by the agent, which exits 1 saying why;
 - a deleted token is refused by the server (401) — to kubectl and to a joining agent — while
-  the node that joined with it keeps working on its certificate.
+  the node that joined with it keeps working on its certificate, also after its agent restarts.
 """
 
 from __future__ import annotations
@@ -195,5 +195,15 @@ def test_deleted_token_is_refused_by_the_server(join_cluster, join_token, tmp_pa
     done = c.kubeling("agent", "--server", st.server_url, "--token", join_token, "--data-dir", str(tmp_path / "y"),
                       "--node-name", "node-late", check=False, timeout=60)
     assert done.returncode == 1 and "401" in done.stderr, done.stderr
-    # the node that joined with it keeps its certificate and stays Ready
+    # the node that joined with it keeps its certificate and stays Ready, even across a restart of
+    # its agent with the deleted token (it then authenticates with its own certificate)
     assert c.node_ready().get(NODE) == "True"
+    serial = kubeconfig_cert(c.cluster_dir / "nodes" / NODE / "agent" / "kubelet.kubeconfig").serial_number
+    c.cluster("node", "stop", NODE)
+    c.cluster("node", "start", NODE, timeout=180)
+    harness.eventually(lambda: c.node_ready().get(NODE) == "True", timeout=120, what=f"{NODE} Ready again")
+    assert c.state().nodes[NODE].pid
+    assert kubeconfig_cert(c.cluster_dir / "nodes" / NODE / "agent" / "kubelet.kubeconfig").serial_number in (
+        serial, *(x509.load_pem_x509_certificate(base64.b64decode(x["status"]["certificate"])).serial_number
+                  for x in csrs(c) if x["spec"]["username"] == f"system:node:{NODE}"
+                  and (x.get("status") or {}).get("certificate")))
