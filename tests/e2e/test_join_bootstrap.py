@@ -3,7 +3,7 @@ acceptance 7), with ``kubeling token`` and real kubectl against ``kubeling clust
 joined with the server's node token, as before, then ``node-bt`` with a bootstrap token):
 
 - ``kubeling token create`` prints ``K10<sha256 of the CA>::<id>.<secret>``; ``list`` shows it
-  with kubeadm's columns;
+  with kubeadm's columns; an expired one is deleted by the token cleaner;
 - ``node-bt`` joins with it: ``kubectl get csr`` shows its ``node-csr-...`` request by
   ``system:bootstrap:<id>`` for ``kubernetes.io/kube-apiserver-client-kubelet``, Approved and
   Issued; ``kubectl get nodes`` shows it Ready; kube-proxy and the network-policy controller run
@@ -105,6 +105,19 @@ def test_token_create_and_list(join_cluster, join_token):
     info = json.loads(who.stdout)["status"]["userInfo"]
     assert info["username"] == f"system:bootstrap:{token_id}"
     assert "system:bootstrappers" in info["groups"]
+
+
+def test_expired_token_is_deleted_by_the_tokencleaner(join_cluster):
+    c = join_cluster
+    short = c.kubeling("token", "create", "--ttl", "3s", "--data-dir", str(server_dir(c))).stdout.strip()
+    token_id = short.partition("::")[2].partition(".")[0]
+    # the controller manager's tokencleaner (as kube-system/token-cleaner) deletes it once expired
+    harness.eventually(lambda: c.kubectl("get", "secret", "-n", "kube-system", f"bootstrap-token-{token_id}",
+                                         check=False).returncode != 0, timeout=60, interval=1,
+                       what="the expired token deleted")
+    assert token_id not in c.kubeling("token", "list", "--data-dir", str(server_dir(c))).stdout
+    refused = with_token(c, short.partition("::")[2], "get", "--raw", "/api")
+    assert refused.returncode != 0 and "Unauthorized" in refused.stderr, refused.stderr
 
 
 def test_agent_joins_through_a_csr_and_rotates(join_cluster, join_token):
