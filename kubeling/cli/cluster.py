@@ -8,11 +8,13 @@
     kubeling cluster down [--data-dir DIR]
     kubeling cluster status [--data-dir DIR]
     kubeling cluster node stop|start|isolate [--undo]|connect|add|remove NAME [--data-dir DIR]
-    kubeling cluster node add NAME [--agent-arg FLAG]...
+    kubeling cluster node add NAME [--agent-arg FLAG]... [--token-file FILE]
     kubeling cluster routes [--data-dir DIR]     (run by ``up``: routes to every node's pods)
 
 ``--agent-arg`` flags go to every agent, ``--node-agent-arg node-2=--kube-proxy-arg=proxy-mode=nftables``
-to one (after the others, so it wins where a flag is given twice).
+to one (after the others, so it wins where a flag is given twice). ``node add --token-file FILE``
+joins the node with that token (a bootstrap token from ``kubeling token create``: the agent
+files a CSR for its certificate) instead of the server's node token.
 
 ``up`` returns once every node is Ready and prints ``export KUBECONFIG=...`` on stdout (so
 ``eval "$(kubeling cluster up --nodes 3)"`` works); progress goes to stderr. Every command needs
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 DEFAULT_DATA_DIR = ".kubeling-cluster"
 
@@ -77,6 +80,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         if verb == "add":
             n.add_argument("--agent-arg", action="append", default=[], metavar="FLAG",
                            help="an extra `kubeling agent` flag for this node (repeatable)")
+            n.add_argument("--token-file", default="",
+                           help="join with the token in this file (e.g. from `kubeling token create`: the node "
+                                "gets its certificate through a CSR) instead of the server's node token")
         n.set_defaults(func=cmd_node)
     with_dir(csub.add_parser("routes", help="keep routes from here to every node's pod CIDR (run by `up`)")
              ).set_defaults(func=cmd_routes)
@@ -147,7 +153,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         "start": lambda: c.start_node(args.name, timeout=args.timeout),
         "isolate": lambda: c.isolate(args.name, cut=not args.undo),
         "connect": lambda: c.isolate(args.name, cut=False),
-        "add": lambda: c.add_node(args.name, timeout=args.timeout, agent_args=args.agent_arg),
+        "add": lambda: c.add_node(args.name, timeout=args.timeout, agent_args=[
+            *args.agent_arg, *([f"--token-file={Path(args.token_file).resolve()}"] if args.token_file else [])]),
         "remove": lambda: c.remove_node(args.name),
     }
     return _run(actions[verb])
