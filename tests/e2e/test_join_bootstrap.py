@@ -126,7 +126,7 @@ def test_agent_joins_through_a_csr_and_rotates(join_cluster, join_token):
     token_file.write_text(join_token + "\n")
     token_file.chmod(0o600)
     token_id = join_token.partition("::")[2].partition(".")[0]
-    c.cluster("node", "add", NODE, f"--agent-arg=--token-file={token_file}",
+    c.cluster("node", "add", NODE, "--token-file", str(token_file),
               f"--agent-arg=--rotate-certificates-after={ROTATE_AFTER}", timeout=300)
 
     # kubectl get nodes: Ready
