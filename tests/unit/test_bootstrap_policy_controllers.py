@@ -242,3 +242,66 @@ def test_ident_forbidden_is_logged_and_recorded(caplog):
         await clients.close()
 
     asyncio.run(main())
+
+
+def test_bootstrap_policy_node_controllers_run_with_node_controller_role():
+    """A node that stops reporting and one with a NoExecute taint: node lifecycle (status, taints,
+    pod conditions), nodeipam and taint eviction write as ``kube-system/node-controller``."""
+    async def until(pred, what, timeout=10.0):
+        async def loop():
+            while not pred():
+                await asyncio.sleep(0.02)
+        try:
+            await asyncio.wait_for(loop(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"not within {timeout}s: {what}; denials {denials}") from None
+
+    old = "2020-01-01T00:00:00Z"
+
+    def node(name, taints=()):
+        return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "creationTimestamp": old},
+                "spec": {"taints": list(taints)},
+                "status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": old,
+                                           "lastTransitionTime": old}]}}
+
+    def pod(name, node_name):
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeName": node_name, "containers": [{"name": "c", "image": "x"}]},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+
+    denials: list = []
+
+    async def main():
+        fake = FakeClient(*NAMESPACES, node("n1"), node("n2", [{"key": "example.com/broken", "effect": "NoExecute"}]),
+                          pod("p1", "n1"), pod("p2", "n2"))
+        authz = policy_authorizer()
+        writers: set = set()
+
+        def client_for(name):
+            account = bootstrap_controllers.service_account_for(name)
+            writers.add(account)
+            return AuthorizingClient(fake, authz, sa_user(account), denials)
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(manager.run_controllers(
+            fake, ["nodelifecycle", "taint-eviction-controller", "nodeipam"], stop, client_for=client_for,
+            settings=dict(node_monitor_period=0.05, node_monitor_grace_period=0.2, node_startup_grace_period=0.2,
+                          cluster_cidr="10.42.0.0/16")))
+
+        def n1():
+            return fake.object("", "v1", "nodes", "n1") or {}
+
+        await until(lambda: any(t.get("key") == "node.kubernetes.io/unreachable"
+                                for t in (n1().get("spec") or {}).get("taints") or []), "n1 tainted unreachable")
+        await until(lambda: [c["status"] for c in n1()["status"]["conditions"] if c["type"] == "Ready"] == ["Unknown"],
+                    "n1 Ready=Unknown")
+        await until(lambda: (fake.object("", "v1", "pods", "p1", "default") or {}).get("status", {}).get(
+            "conditions", [{}])[0].get("status") == "False", "p1 not ready")
+        await until(lambda: fake.object("", "v1", "pods", "p2", "default") is None, "p2 evicted by its node's taint")
+        await until(lambda: n1()["spec"].get("podCIDR", "").startswith("10.42."), "n1's podCIDR")
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        assert writers == {"node-controller"}
+        assert denials == []
+
+    asyncio.run(main())
