@@ -18,6 +18,7 @@ import logging
 
 import pytest
 
+from inprocess import api_server, ctx
 from kubeling.api.errors import StatusError
 from kubeling.apiserver.auth import Attributes, UserInfo
 from kubeling.apiserver.rbac import RBACAuthorizer, StaticSource
@@ -303,5 +304,44 @@ def test_bootstrap_policy_node_controllers_run_with_node_controller_role():
         await asyncio.wait_for(task, 5)
         assert writers == {"node-controller"}
         assert denials == []
+
+    asyncio.run(main())
+
+
+def test_bootstrap_policy_reconciles_namespaced_roles_and_component_bindings():
+    """At start every object of the policy exists; a namespaced Role and a component binding are
+    reconciled like the ClusterRoles (missing rules and subjects back, autoupdate=false left)."""
+    async def main():
+        api = await api_server()
+        reg = api.registry
+        served = {r: api.lookup("rbac.authorization.k8s.io", "v1", r)
+                  for r in ("clusterroles", "clusterrolebindings", "roles", "rolebindings")}
+        for spec in bootstrap.cluster_roles():
+            await reg.get_raw(served["clusterroles"], None, spec["metadata"]["name"])
+        for spec in bootstrap.cluster_role_bindings():
+            await reg.get_raw(served["clusterrolebindings"], None, spec["metadata"]["name"])
+        role = await reg.get_raw(served["roles"], "kube-system", "system:kubeling-dns")
+        assert role["rules"] == bootstrap.roles()[0]["rules"]
+        rb = await reg.get_raw(served["rolebindings"], "kube-system", "system:kubeling-dns")
+        assert rb["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                   "name": "system:kubeling-dns"}]
+
+        role["rules"] = []
+        await reg.update(served["roles"], "kube-system", "system:kubeling-dns", role, ctx("kube-system"))
+        sched = await reg.get_raw(served["clusterrolebindings"], None, "system:kube-scheduler")
+        sched["subjects"] = []
+        await reg.update(served["clusterrolebindings"], None, "system:kube-scheduler", sched, ctx())
+        kcm = await reg.get_raw(served["clusterroles"], None, "system:kube-controller-manager")
+        kcm["rules"] = []
+        kcm["metadata"]["annotations"][bootstrap.AUTOUPDATE] = "false"
+        await reg.update(served["clusterroles"], None, "system:kube-controller-manager", kcm, ctx())
+
+        await bootstrap.reconcile(api)
+        role = await reg.get_raw(served["roles"], "kube-system", "system:kubeling-dns")
+        assert role["rules"] == bootstrap.roles()[0]["rules"]
+        sched = await reg.get_raw(served["clusterrolebindings"], None, "system:kube-scheduler")
+        assert [s["name"] for s in sched["subjects"]] == ["system:kube-scheduler"]
+        kcm = await reg.get_raw(served["clusterroles"], None, "system:kube-controller-manager")
+        assert kcm["rules"] == []   # the administrator's choice stays
 
     asyncio.run(main())
