@@ -36,6 +36,7 @@ import datetime as dt
 import ipaddress
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import yaml
@@ -120,6 +121,9 @@ class PKI:
     def __init__(self, data_dir: str | os.PathLike, *, hosts: list[str] | None = None) -> None:
         self.dir = Path(data_dir) / "pki"
         self.hosts = hosts or []
+        # issuing writes a key and a certificate as two files: joins served on worker threads at
+        # once (several agents joining) must not interleave them
+        self._issuing = threading.Lock()
 
     @property
     def ca_cert(self) -> Path:
@@ -206,8 +210,9 @@ class PKI:
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"invalid node name {name!r}")
         cert, key = self.dir / f"node-{name}.crt", self.dir / f"node-{name}.key"
-        if not (cert.exists() and key.exists()):
-            self._issue(cert, key, NODE_USER_PREFIX + name, [NODES_GROUP], server=False)
+        with self._issuing:
+            if not (cert.exists() and key.exists()):
+                self._issue(cert, key, NODE_USER_PREFIX + name, [NODES_GROUP], server=False)
         return cert, key
 
     def _has_subject(self, cert: Path, cn: str, orgs: list[str]) -> bool:
@@ -222,8 +227,9 @@ class PKI:
         """The client certificate of the child ``name`` (a key of `COMPONENTS`), ``pki/<name>.crt``
         / ``.key``: issued once (again if its subject is not the one wanted), reused after."""
         cert, key = self.dir / f"{name}.crt", self.dir / f"{name}.key"
-        if not self._has_subject(cert, COMPONENTS[name], []):
-            self._issue(cert, key, COMPONENTS[name], [], server=False)
+        with self._issuing:
+            if not self._has_subject(cert, COMPONENTS[name], []):
+                self._issue(cert, key, COMPONENTS[name], [], server=False)
         return cert, key
 
     def write_component_kubeconfig(self, name: str, server: str, path: str | os.PathLike | None = None) -> Path:
@@ -245,6 +251,12 @@ class PKI:
             raise DataDirError(f"cannot prepare {target.parent}: {e.strerror or e}") from None
         write_kubeconfig(target, server, self, user=NODE_USER_PREFIX + name, cert=cert, key=key)
         return target
+
+    def issue_client_once(self, cert_path: Path, key_path: Path, user: str, groups: list[str]) -> None:
+        """`issue_client` unless both files exist, as one step among concurrent callers."""
+        with self._issuing:
+            if not (cert_path.exists() and key_path.exists()):
+                self._issue(cert_path, key_path, user, groups, server=False)
 
     def issue_client(self, cert_path: Path, key_path: Path, user: str, groups: list[str]) -> None:
         """A client certificate for a component or user (e.g. a node agent), signed by the CA."""

@@ -193,8 +193,7 @@ def issue_component(pki: PKI, path: str) -> tuple[Path, Path]:
     kept in ``pki/<stem>.crt`` / ``.key``."""
     user, stem, _ = COMPONENTS[path]
     cert, key = pki.dir / f"{stem}.crt", pki.dir / f"{stem}.key"
-    if not (cert.exists() and key.exists()):
-        pki.issue_client(cert, key, user, [])
+    pki.issue_client_once(cert, key, user, [])  # agents joining at once share it: one issues
     return cert, key
 
 
