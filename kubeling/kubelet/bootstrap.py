@@ -331,33 +331,30 @@ async def _join_once(session: aiohttp.ClientSession, server: str, token: str, ro
                              "<id>.<secret> form that `kubeling token create` prints, or give the CA")
     verified = ssl.create_default_context(cadata=ca_pem.decode())
     kubeconfig = root / KUBECONFIG_NAME
+    write_kubeconfig = lambda cert, key: _write(kubeconfig, yaml.safe_dump(
+        kubeconfig_doc(server, ca_pem, cert, key, node_name), sort_keys=False).encode(), private=True)
     headers = {NODE_NAME_HEADER: node_name, NODE_IP_HEADER: node_ip}
-    if parsed.bootstrap and _usable(kubeconfig, ca_pem, node_name):
-        # a node that joined already: its own certificate, since the token may have expired since
+    joined = parsed.bootstrap and _usable(kubeconfig, ca_pem, node_name)
+    if joined:
+        # a node that joined already keeps its certificate and authenticates with it, since the
+        # token may have expired since
         from kubeling.client.kubeconfig import load_cert_chain_from_memory
-        load_cert_chain_from_memory(verified, *client_certificate(kubeconfig))
+        client_cert, client_key = client_certificate(kubeconfig)
+        load_cert_chain_from_memory(verified, client_cert, client_key)
+        write_kubeconfig(client_cert, client_key)       # the server's URL may have changed
+        log.info("keeping the client certificate in %s", kubeconfig)
     elif parsed.bootstrap:
         headers["Authorization"] = f"Bearer {parsed.secret}"
     else:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{JOIN_USER}:{parsed.secret}".encode()).decode()
-    if not parsed.bootstrap:
-        client_cert, client_key = split_pem(await _get(session, server + CLIENT_CERT_PATH, ssl_ctx=verified,
-                                                       headers=headers))
-        _write(kubeconfig, yaml.safe_dump(kubeconfig_doc(server, ca_pem, client_cert, client_key, node_name),
-                                          sort_keys=False).encode(), private=True)
-    elif _usable(kubeconfig, ca_pem, node_name):
-        client_cert, client_key = client_certificate(kubeconfig)
-        _write(kubeconfig, yaml.safe_dump(kubeconfig_doc(server, ca_pem, client_cert, client_key, node_name),
-                                          sort_keys=False).encode(), private=True)
-        log.info("keeping the client certificate in %s", kubeconfig)
+        write_kubeconfig(*split_pem(await _get(session, server + CLIENT_CERT_PATH, ssl_ctx=verified,
+                                               headers=headers)))
     serving = await _get(session, server + SERVING_CERT_PATH, ssl_ctx=verified, headers=headers)
     components = {path: split_pem(await _get(session, server + path, ssl_ctx=verified, headers=headers))
                   for path in COMPONENTS}
-    if parsed.bootstrap and not _usable(kubeconfig, ca_pem, node_name):
-        client_cert, client_key = await _bootstrap_client_cert(server, ca_pem, parsed, root, node_name, csr_wait,
-                                                               expiration_seconds)
-        _write(kubeconfig, yaml.safe_dump(kubeconfig_doc(server, ca_pem, client_cert, client_key, node_name),
-                                          sort_keys=False).encode(), private=True)
+    if parsed.bootstrap and not joined:
+        write_kubeconfig(*await _bootstrap_client_cert(server, ca_pem, parsed, root, node_name, csr_wait,
+                                                       expiration_seconds))
     serving_cert, serving_key = split_pem(serving)
     # where the agent's HTTPS server looks for its serving certificate (kubelet.server.auth)
     _write(root / "pki" / "kubelet.key", serving_key, private=True)
