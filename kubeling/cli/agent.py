@@ -145,7 +145,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
             from kubeling.kubelet.bootstrap import CertificateManager
             manager = CertificateManager(args.kubeconfig, args.node_name, clients=[agent.client],
                                          rotate_after=args.rotate_certificates_after or None,
-                                         expiration_seconds=args.client_cert_duration or None)
+                                         expiration_seconds=args.client_cert_duration or None,
+                                         on_rotated=[lambda cert, key: agent.credentials_rotated()])
             tasks.append(asyncio.create_task(manager.run(stop), name="certificate-manager"))
         try:
             await tasks[0]

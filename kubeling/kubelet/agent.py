@@ -112,6 +112,7 @@ class Agent:
         self._stats: stats_mod.StatsProvider | None = None
         self._stats_lock = asyncio.Lock()
         self._stats_images: Any = None
+        self._proxy_restart = asyncio.Event()   # set by credentials_rotated
 
     # -- AgentHost ------------------------------------------------------------------------------
 
@@ -317,12 +318,35 @@ class Agent:
             tasks.append(asyncio.create_task(run_policy(), name="network-policy"))
         proxy_kubeconfig = self.opts.kube_proxy_kubeconfig or self.opts.kubeconfig
         if not self.opts.disable_kube_proxy and proxy_kubeconfig:
-            from kubeling.cli._run import supervise_child
-            tasks.append(asyncio.create_task(supervise_child(
-                ["proxy", "--kubeconfig", proxy_kubeconfig, "--hostname-override", self.node_name,
-                 "--bind-address", self.address, "--cluster-cidr", self.opts.cluster_cidr,
-                 "--service-cidr", self.opts.service_cidr, *self.opts.kube_proxy_args], stop), name="kube-proxy"))
+            argv = ["proxy", "--kubeconfig", proxy_kubeconfig, "--hostname-override", self.node_name,
+                    "--bind-address", self.address, "--cluster-cidr", self.opts.cluster_cidr,
+                    "--service-cidr", self.opts.service_cidr, *self.opts.kube_proxy_args]
+            tasks.append(asyncio.create_task(self._kube_proxy(argv, stop), name="kube-proxy"))
         return tasks
+
+    def credentials_rotated(self) -> None:
+        """The node's client certificate was rotated (`bootstrap.CertificateManager`): a kube-proxy
+        that runs with the node's own kubeconfig restarts to read the new file."""
+        if not self.opts.kube_proxy_kubeconfig:
+            self._proxy_restart.set()
+
+    async def _kube_proxy(self, argv: list[str], stop: asyncio.Event) -> None:
+        """kube-proxy as a supervised child, restarted by `credentials_rotated`."""
+        from kubeling.cli._run import supervise_child
+        while not stop.is_set():
+            self._proxy_restart.clear()
+            child_stop = asyncio.Event()
+            child = asyncio.create_task(supervise_child(argv, child_stop))
+            waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._proxy_restart.wait())]
+            try:
+                await asyncio.wait([child, *waits], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+                child_stop.set()
+                await child
+            if not stop.is_set():
+                log.info("restarting kube-proxy: the node's credentials were rotated")
 
     def _make_server(self):
         from kubeling.kubelet.server import AgentServer

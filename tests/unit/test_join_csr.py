@@ -220,3 +220,30 @@ def test_only_the_nodes_own_certificate_is_rotated(tmp_path):
     manager = bootstrap.CertificateManager(admin, "n1", rotate_after=0.01)
     asyncio.run(asyncio.wait_for(manager.run(asyncio.Event()), 5))   # returns at once: not system:node:n1
     assert admin.read_bytes() == before and manager.rotations == 0
+
+
+def test_kube_proxy_on_the_node_kubeconfig_restarts_after_a_rotation(tmp_path, monkeypatch):
+    from kubeling.cli import _run
+    from kubeling.kubelet.agent import Agent, AgentOptions
+    starts = []
+
+    async def fake_supervise_child(argv, stop):
+        starts.append(argv)
+        await stop.wait()
+    monkeypatch.setattr(_run, "supervise_child", fake_supervise_child)
+
+    async def main(own_kubeconfig: str):
+        agent = Agent(AgentOptions(kubeconfig="node.kubeconfig", root=tmp_path, kube_proxy_kubeconfig=own_kubeconfig),
+                      client=object())
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent._kube_proxy(["proxy", "--kubeconfig", "x"], stop))
+        await asyncio.sleep(0.05)
+        agent.credentials_rotated()
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    asyncio.run(main(""))
+    assert len(starts) == 2          # the node's own kubeconfig: restarted once
+    starts.clear()
+    asyncio.run(main("kubeproxy.kubeconfig"))
+    assert len(starts) == 1          # its own identity: left alone
