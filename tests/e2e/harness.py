@@ -438,6 +438,43 @@ def new_cluster(base_dir: Path | str | None = None, **kwargs) -> Cluster:
     return Cluster(data_dir, **kwargs).start()
 
 
+def started_cluster(data_dir: Path | str, **kwargs) -> Cluster:
+    """A started `Cluster` for a module fixture: a server that does not get ready is stopped and
+    fails the test with its log (``pytest.fail``)."""
+    import pytest  # noqa: PLC0415 - harness is also imported outside pytest (bench)
+    c = Cluster(data_dir, **kwargs)
+    try:
+        c.start()
+    except ServerNotReady as e:
+        c.stop()
+        pytest.fail(str(e), pytrace=False)
+    return c
+
+
+def user_kubeconfig(cluster: Cluster, name: str, *, token: str | None = None, cert_pem: bytes | None = None,
+                    key_pem: bytes | None = None) -> Path:
+    """A kubeconfig whose only credential is a bearer ``token`` or a client certificate and key
+    (PEM), in ``<data dir>/users/<name>.kubeconfig``."""
+    user = {"token": token} if token else {"client-certificate-data": base64.b64encode(cert_pem).decode(),
+                                           "client-key-data": base64.b64encode(key_pem).decode()}
+    path = Path(cluster.data_dir) / "users" / f"{name}.kubeconfig"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "t",
+        "clusters": [{"name": "c", "cluster": {"server": cluster.url,
+                                               "certificate-authority": str(Path(cluster.data_dir) / "pki" / "ca.crt")}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "t", "context": {"cluster": "c", "user": "u"}}]}))
+    return path
+
+
+def kubectl_with(kubeconfig: Path | str, *args: str, version: str = "1.32",
+                 input: str | None = None) -> subprocess.CompletedProcess:
+    """Real kubectl with only ``kubeconfig`` (no admin fallback); the result is not checked."""
+    return subprocess.run([kubectl_binary(version), f"--kubeconfig={kubeconfig}", *args], input=input,
+                          capture_output=True, text=True, timeout=60)
+
+
 def remove_cluster_dir(cluster: Cluster) -> None:
     shutil.rmtree(cluster.data_dir, ignore_errors=True)
 

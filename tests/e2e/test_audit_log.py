@@ -53,15 +53,10 @@ def audit_cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("audit")
     (d / "tokens.csv").write_text(TOKENS)
     (d / "policy.yaml").write_text(POLICY)
-    c = harness.Cluster(d / "cluster", extra_args=(
-        "--token-auth-file", str(d / "tokens.csv"), "--disable-scheduler", "--anonymous-auth=false",
-        "--audit-policy-file", str(d / "policy.yaml"), "--audit-log-path", str(d / "audit" / "audit.log"),
-        "--audit-log-maxsize", "5", "--audit-log-maxbackup", "2"))
-    try:
-        c.start()
-    except harness.ServerNotReady as e:
-        c.stop()
-        pytest.fail(str(e), pytrace=False)
+    c = harness.started_cluster(d / "cluster", extra_args=(
+                "--token-auth-file", str(d / "tokens.csv"), "--disable-scheduler", "--anonymous-auth=false",
+                "--audit-policy-file", str(d / "policy.yaml"), "--audit-log-path", str(d / "audit" / "audit.log"),
+                "--audit-log-maxsize", "5", "--audit-log-maxbackup", "2"))
     c.tmp = d
     c.audit_log = d / "audit" / "audit.log"
     c.kubectl("create", "namespace", "audit-team", version=K)
@@ -72,16 +67,8 @@ def audit_cluster(tmp_path_factory):
 
 
 def as_user(c, token: str, *args: str) -> subprocess.CompletedProcess:
-    cfg = c.tmp / f"{token}.kubeconfig"
-    if not cfg.exists():
-        cfg.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "t",
-            "clusters": [{"name": "c", "cluster": {"server": c.url,
-                                                   "certificate-authority": str(c.data_dir / "pki" / "ca.crt")}}],
-            "users": [{"name": "u", "user": {"token": token}}],
-            "contexts": [{"name": "t", "context": {"cluster": "c", "user": "u"}}]}))
-    return subprocess.run([harness.kubectl_binary(K), f"--kubeconfig={cfg}", *args],
-                          capture_output=True, text=True, timeout=60)
+    """kubectl with a kubeconfig whose only credential is ``token``."""
+    return harness.kubectl_with(harness.user_kubeconfig(c, token, token=token), *args, version=K)
 
 
 def events(c) -> list[dict]:

@@ -37,13 +37,8 @@ K = "1.32"
 def imp_cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("imp")
     (d / "tokens.csv").write_text(TOKENS)
-    c = harness.Cluster(d / "cluster", extra_args=("--token-auth-file", str(d / "tokens.csv"),
-                                                   "--disable-scheduler"))
-    try:
-        c.start()
-    except harness.ServerNotReady as e:
-        c.stop()
-        pytest.fail(str(e), pytrace=False)
+    c = harness.started_cluster(d / "cluster", extra_args=("--token-auth-file", str(d / "tokens.csv"),
+                                                           "--disable-scheduler"))
     c.tmp = d
     for ns in ("imp-dev", "imp-other"):
         c.kubectl("create", "namespace", ns, version=K)
@@ -60,16 +55,8 @@ def imp_cluster(tmp_path_factory):
 
 
 def as_user(c, token: str, *args: str) -> subprocess.CompletedProcess:
-    cfg = c.tmp / f"{token}.kubeconfig"
-    if not cfg.exists():
-        cfg.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "t",
-            "clusters": [{"name": "c", "cluster": {"server": c.url,
-                                                   "certificate-authority": str(c.data_dir / "pki" / "ca.crt")}}],
-            "users": [{"name": "u", "user": {"token": token}}],
-            "contexts": [{"name": "t", "context": {"cluster": "c", "user": "u"}}]}))
-    return subprocess.run([harness.kubectl_binary(K), f"--kubeconfig={cfg}", *args],
-                          capture_output=True, text=True, timeout=60)
+    """kubectl with a kubeconfig whose only credential is ``token``."""
+    return harness.kubectl_with(harness.user_kubeconfig(c, token, token=token), *args, version=K)
 
 
 def admin(c, *args, check=False):

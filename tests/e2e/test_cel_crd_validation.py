@@ -73,13 +73,8 @@ def widget(name: str, **spec) -> str:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = harness.Cluster(tmp_path_factory.mktemp("celcrd") / "cluster",
-                        extra_args=("--controllers", "", "--disable-scheduler"))
-    try:
-        c.start()
-    except harness.ServerNotReady as e:
-        c.stop()
-        pytest.fail(str(e), pytrace=False)
+    c = harness.started_cluster(tmp_path_factory.mktemp("celcrd") / "cluster",
+                                extra_args=("--controllers", "", "--disable-scheduler"))
     c.kubectl("apply", "-f", "-", input=CRD)
     harness.eventually(lambda: c.kubectl("get", "widgets", check=False).returncode == 0, timeout=30,
                        what="the widgets CRD served")

@@ -35,13 +35,8 @@ TOKENS = ('carotoken,carol,11,approvers\n'
 def csr_cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("csr")
     (d / "tokens.csv").write_text(TOKENS)
-    c = harness.Cluster(d / "cluster", extra_args=("--token-auth-file", str(d / "tokens.csv"),
-                                                   "--disable-scheduler"))
-    try:
-        c.start()
-    except harness.ServerNotReady as e:
-        c.stop()
-        pytest.fail(str(e), pytrace=False)
+    c = harness.started_cluster(d / "cluster", extra_args=("--token-auth-file", str(d / "tokens.csv"),
+                                                           "--disable-scheduler"))
     c.tmp = d
     c.kubectl("create", "namespace", "dev")
     harness.eventually(lambda: '"pods"' in c.kubectl("get", "clusterrole", "view", "-o",
@@ -78,22 +73,11 @@ def issued_certificate(c, name: str) -> bytes:
 
 def kubeconfig_for(c, name: str, *, cert_pem: bytes | None = None, key_pem: bytes | None = None,
                    token: str | None = None):
-    user = {"token": token} if token else {
-        "client-certificate-data": base64.b64encode(cert_pem).decode(),
-        "client-key-data": base64.b64encode(key_pem).decode()}
-    path = c.tmp / f"{name}.kubeconfig"
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "t",
-        "clusters": [{"name": "c", "cluster": {"server": c.url,
-                                               "certificate-authority": str(c.data_dir / "pki" / "ca.crt")}}],
-        "users": [{"name": "u", "user": user}],
-        "contexts": [{"name": "t", "context": {"cluster": "c", "user": "u"}}]}))
-    return path
+    return harness.user_kubeconfig(c, name, token=token, cert_pem=cert_pem, key_pem=key_pem)
 
 
 def run_as(cfg, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([harness.kubectl_binary("1.32"), f"--kubeconfig={cfg}", *args], input=input,
-                          capture_output=True, text=True, timeout=60)
+    return harness.kubectl_with(cfg, *args, input=input)
 
 
 @pytest.fixture(scope="module")

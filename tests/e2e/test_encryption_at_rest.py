@@ -27,12 +27,7 @@ SECRETS = [("enc-a", f"s{i}") for i in range(4)] + [("enc-b", f"t{i}") for i in 
 @pytest.fixture(scope="module")
 def enc_cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("encryption")
-    c = harness.Cluster(d / "cluster", extra_args=("--secrets-encryption", "--disable-scheduler"))
-    try:
-        c.start()
-    except harness.ServerNotReady as e:
-        c.stop()
-        pytest.fail(str(e), pytrace=False)
+    c = harness.started_cluster(d / "cluster", extra_args=("--secrets-encryption", "--disable-scheduler"))
     c.tmp = d
     for ns in ("enc-a", "enc-b"):
         c.kubectl("create", "namespace", ns)

@@ -51,13 +51,8 @@ def pod(name: str, ns: str, **sc) -> str:
 def psa_cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("psa")
     (d / "admission.yaml").write_text(ADMISSION_CONFIG)
-    c = harness.Cluster(d / "cluster", extra_args=("--admission-control-config-file", str(d / "admission.yaml"),
-                                                   "--disable-scheduler"))
-    try:
-        c.start()
-    except harness.ServerNotReady as e:
-        c.stop()
-        pytest.fail(str(e), pytrace=False)
+    c = harness.started_cluster(d / "cluster", extra_args=("--admission-control-config-file", str(d / "admission.yaml"),
+                                                           "--disable-scheduler"))
     for ns in ("psa-r", "psa-w", "psa-x", "psa-exempt"):
         c.kubectl("create", "namespace", ns)
     for ns in ("psa-r", "psa-w", "psa-x", "psa-exempt", "default"):

@@ -29,13 +29,8 @@ TOKENS = ('admintoken,alice,1,"system:masters"\n'
 def rbac_cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("rbac")
     (d / "tokens.csv").write_text(TOKENS)
-    c = harness.Cluster(d / "cluster", extra_args=("--token-auth-file", str(d / "tokens.csv"),
-                                                   "--disable-scheduler"))
-    try:
-        c.start()
-    except harness.ServerNotReady as e:
-        c.stop()
-        pytest.fail(str(e), pytrace=False)
+    c = harness.started_cluster(d / "cluster", extra_args=("--token-auth-file", str(d / "tokens.csv"),
+                                                           "--disable-scheduler"))
     c.tmp = d
     for ns in ("rbac-a", "rbac-b"):
         c.kubectl("create", "namespace", ns)
@@ -52,16 +47,7 @@ def rbac_cluster(tmp_path_factory):
 
 def as_user(c, token: str, *args: str) -> subprocess.CompletedProcess:
     """kubectl with a kubeconfig whose only credential is ``token``."""
-    cfg = c.tmp / f"{token}.kubeconfig"
-    if not cfg.exists():
-        cfg.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "t",
-            "clusters": [{"name": "c", "cluster": {"server": c.url,
-                                                   "certificate-authority": str(c.data_dir / "pki" / "ca.crt")}}],
-            "users": [{"name": "u", "user": {"token": token}}],
-            "contexts": [{"name": "t", "context": {"cluster": "c", "user": "u"}}]}))
-    return subprocess.run([harness.kubectl_binary("1.33"), f"--kubeconfig={cfg}", *args],
-                          capture_output=True, text=True, timeout=60)
+    return harness.kubectl_with(harness.user_kubeconfig(c, token, token=token), *args, version="1.33")
 
 
 def can_i(c, token, *args) -> str:

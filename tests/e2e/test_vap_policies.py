@@ -123,13 +123,8 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = harness.Cluster(tmp_path_factory.mktemp("vap") / "cluster",
-                        extra_args=("--controllers", "", "--disable-scheduler"))
-    try:
-        c.start()
-    except harness.ServerNotReady as e:
-        c.stop()
-        pytest.fail(str(e), pytrace=False)
+    c = harness.started_cluster(tmp_path_factory.mktemp("vap") / "cluster",
+                                extra_args=("--controllers", "", "--disable-scheduler"))
     c.kubectl("create", "namespace", "vap-test")
     c.kubectl("label", "namespace", "vap-test", "environment=test")
     c.kubectl("create", "namespace", "vap-other")

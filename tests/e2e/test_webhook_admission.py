@@ -65,12 +65,7 @@ def hooks():
 
 @pytest.fixture(scope="module")
 def wc(tmp_path_factory):
-    c = harness.Cluster(tmp_path_factory.mktemp("webhooks"), extra_args=("--disable-scheduler",))
-    try:
-        c.start()
-    except harness.ServerNotReady as e:
-        c.stop()
-        pytest.fail(str(e), pytrace=False)
+    c = harness.started_cluster(tmp_path_factory.mktemp("webhooks"), extra_args=("--disable-scheduler",))
     yield c
     c.stop()
 
