@@ -65,21 +65,22 @@ def pets_crd(api):
 class Operator:
     """``kopf run`` as a child process; its output is collected by a reader thread."""
 
-    def __init__(self, cluster, namespace: str):
-        env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
+    def __init__(self, cluster, namespace: str, script: str = "kopf_operator.py", env: dict | None = None,
+                 run_for: float = RUN_FOR):
+        env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), **(env or {}))
         for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
             env.pop(proxy, None)
         kopf = Path(sys.executable).parent / "kopf"
         self.proc = subprocess.Popen(
             [str(kopf), "run", "--standalone", "--namespace", namespace, "--verbose",
-             str(FIXTURES / "kopf_operator.py")],
+             str(FIXTURES / script)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env,
             start_new_session=True)
         self.lines: list[str] = []
         self._lock = threading.Lock()  # the timer and close() may both try to kill
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self._timer = threading.Timer(RUN_FOR, self.kill)
+        self._timer = threading.Timer(run_for, self.kill)
         self._timer.start()
 
     def _read(self) -> None:

@@ -16,15 +16,11 @@ the Widget CRD. Then, with real kubectl:
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import harness
 import pytest
+from test_kopf import Operator
 from tests.support.webhookserver import make_certs
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -36,12 +32,7 @@ RUN_FOR = 150  # seconds: the operator is killed after this, whatever happens
 @pytest.fixture(scope="module")
 def kc(tmp_path_factory):
     d = tmp_path_factory.mktemp("webhook-kopf")
-    c = harness.Cluster(d / "cluster", extra_args=("--disable-scheduler",))
-    try:
-        c.start()
-    except harness.ServerNotReady as e:
-        c.stop()
-        pytest.fail(str(e), pytrace=False)
+    c = harness.started_cluster(d / "cluster", extra_args=("--disable-scheduler",))
     c.tmp = d
     c.kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
@@ -57,61 +48,6 @@ def kc(tmp_path_factory):
     c.stop()
 
 
-class Operator:
-    """``kopf run`` as a child process (its own process group), output collected by a thread."""
-
-    def __init__(self, cluster, namespace: str, port: int, cert: Path, key: Path):
-        env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), KOPF_WEBHOOK_PORT=str(port),
-                   KOPF_WEBHOOK_CERT=str(cert), KOPF_WEBHOOK_KEY=str(key))
-        for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-            env.pop(proxy, None)
-        kopf = Path(sys.executable).parent / "kopf"
-        self.proc = subprocess.Popen(
-            [str(kopf), "run", "--standalone", "--namespace", namespace, "--verbose",
-             str(FIXTURES / "kopf_webhook_operator.py")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env,
-            start_new_session=True)
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._timer = threading.Timer(RUN_FOR, self.kill)
-        self._timer.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait(self, fn, what: str, timeout: float = 60):
-        try:
-            return harness.eventually(fn, timeout=timeout, interval=0.5, what=what)
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n--- kopf's output ---\n{self.log()}") from None
-
-    def problems(self) -> list[str]:
-        return [line for line in self.lines if any(m in line for m in ("[WARNING", "[ERROR", "[CRITICAL",
-                                                                       "Traceback"))]
-
-    def kill(self) -> None:
-        with self._lock:
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait()
-
-    def close(self) -> None:
-        self._timer.cancel()
-        self.kill()
-        self._reader.join(10)
-        self.proc.stdout.close()
-
-
 def widget(name: str, size: int) -> str:
     return json.dumps({"apiVersion": f"{GROUP}/v1", "kind": "Widget",
                        "metadata": {"name": name, "namespace": "widgets"}, "spec": {"size": size}})
@@ -120,7 +56,8 @@ def widget(name: str, size: int) -> str:
 def test_webhook_kopf_validate_and_mutate(kc):
     ca, cert, key = make_certs(kc.tmp)
     cert.write_bytes(cert.read_bytes() + ca)  # kopf serves the chain and hands it out as the caBundle
-    op = Operator(kc, "widgets", harness.free_port(), cert, key)
+    op = Operator(kc, "widgets", "kopf_webhook_operator.py", {"KOPF_WEBHOOK_PORT": str(harness.free_port()),
+                                                              "KOPF_WEBHOOK_CERT": str(cert), "KOPF_WEBHOOK_KEY": str(key)}, run_for=RUN_FOR)
     try:
         def configured():
             assert op.proc.poll() is None, "kopf exited:\n" + op.log()
