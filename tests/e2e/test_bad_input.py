@@ -13,6 +13,7 @@ import json
 import urllib.error
 import urllib.request
 
+import harness
 import pytest
 import yaml
 
@@ -334,16 +335,25 @@ def test_kubectl_stale_replace_is_conflict(kubectl, namespace):
 def test_non_object_metadata_is_4xx_and_changes_nothing(cluster, namespace, method, suffix,
                                                         ctype, metadata):
     ns = namespace
-    created = send(cluster, "POST", deploy_path(ns), deployment("meta"))
+    # no replicas: the deployment controller's writes (revision annotation, status) end once it
+    # reports the new ReplicaSet available, and nothing else writes the object after that
+    created = send(cluster, "POST", deploy_path(ns), deployment("meta", replicas=0))
     assert created[0] == 201, created
+
+    def settled():
+        obj = send(cluster, "GET", deploy_path(ns, "meta"))[2]
+        done = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"] and any(
+            c.get("reason") == "NewReplicaSetAvailable" for c in obj["status"].get("conditions") or [])
+        return obj if done else None
+    before = harness.eventually(settled, timeout=30, what="the deployment controller done with the Deployment")
     body = {"metadata": metadata}
     if method == "PUT":
-        body.update({k: v for k, v in created[2].items() if k != "metadata"})
+        body.update({k: v for k, v in before.items() if k != "metadata"})
     status, _, st = send(cluster, method, deploy_path(ns, "meta") + suffix, body, ctype)
     assert 400 <= status < 500, (status, st)
     assert isinstance(st, dict) and st.get("kind") == "Status" and st.get("code") == status, st
     after = send(cluster, "GET", deploy_path(ns, "meta"))[2]
-    assert after["metadata"]["resourceVersion"] == created[2]["metadata"]["resourceVersion"]
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
 
 # -- error bodies as upstream writes them -----------------------------------------------------

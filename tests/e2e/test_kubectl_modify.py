@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import harness
 import pytest
 
 DEPLOYMENT = """apiVersion: apps/v1
@@ -126,8 +127,18 @@ def test_patch_json(kubectl, web):
     assert containers(dep)["nginx"]["env"] == [{"name": "B", "value": "2"}]
     assert dep["metadata"]["generation"] == 2
 
-    # A failing "test" op rejects the whole patch.
-    rv = dep["metadata"]["resourceVersion"]
+    # A failing "test" op rejects the whole patch. (First let the deployment controller finish
+    # the rollout's writes, stuck with no node to run pods: the status stops changing.)
+    last: list[str] = []
+
+    def settled():
+        d = get_web(kubectl, web)
+        current = d.get("status", {}).get("observedGeneration") == d["metadata"]["generation"]
+        rv = d["metadata"]["resourceVersion"]
+        quiet = current and last[-1:] == [rv]
+        last.append(rv)
+        return rv if quiet else None
+    rv = harness.eventually(settled, timeout=30, interval=1, what="the deployment controller done writing")
     out = kubectl("patch", "deployment", "web", "-n", web, "--type", "json", "-p",
                   '[{"op":"replace","path":"/spec/replicas","value":9},'
                   '{"op":"test","path":"/spec/replicas","value":1}]', check=False)
