@@ -432,6 +432,23 @@ def eventually(fn, timeout: float = 30, interval: float = 0.2, what: str = ""):
         time.sleep(interval)
 
 
+def settled(get, timeout: float = 30, what: str = "the controllers done writing it") -> dict:
+    """The object ``get()`` returns once its controller has observed its generation and it stopped
+    changing (the same resourceVersion one second apart): for tests that then assert a refused
+    write left the resourceVersion alone, or that write with it (a Scale), while a controller still
+    writes the status."""
+    last: list[str] = []
+
+    def quiet():
+        obj = get()
+        meta, status = obj["metadata"], obj.get("status") or {}
+        current = status.get("observedGeneration") == meta.get("generation")
+        same = current and last[-1:] == [meta["resourceVersion"]]
+        last.append(meta["resourceVersion"])
+        return obj if same else None
+    return eventually(quiet, timeout=timeout, interval=1, what=what)
+
+
 def new_cluster(base_dir: Path | str | None = None, **kwargs) -> Cluster:
     """A started `Cluster` in a fresh temp dir under ``base_dir`` (for tests that need their own)."""
     data_dir = tempfile.mkdtemp(prefix="kubeling-e2e-", dir=base_dir)

@@ -129,16 +129,7 @@ def test_patch_json(kubectl, web):
 
     # A failing "test" op rejects the whole patch. (First let the deployment controller finish
     # the rollout's writes, stuck with no node to run pods: the status stops changing.)
-    last: list[str] = []
-
-    def settled():
-        d = get_web(kubectl, web)
-        current = d.get("status", {}).get("observedGeneration") == d["metadata"]["generation"]
-        rv = d["metadata"]["resourceVersion"]
-        quiet = current and last[-1:] == [rv]
-        last.append(rv)
-        return rv if quiet else None
-    rv = harness.eventually(settled, timeout=30, interval=1, what="the deployment controller done writing")
+    rv = harness.settled(lambda: get_web(kubectl, web))["metadata"]["resourceVersion"]
     out = kubectl("patch", "deployment", "web", "-n", web, "--type", "json", "-p",
                   '[{"op":"replace","path":"/spec/replicas","value":9},'
                   '{"op":"test","path":"/spec/replicas","value":1}]', check=False)

@@ -19,7 +19,7 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap
 
-from harness import eventually
+from harness import eventually, settled
 
 GROUP = "lightkube.e2e.kubeling.dev"
 
@@ -71,6 +71,8 @@ def test_deployment_crud_and_scale(lk, namespace):
     assert created.spec.strategy.type == "RollingUpdate"
     assert created.spec.template.spec.containers[0].imagePullPolicy == "IfNotPresent"
 
+    # the Scale carries the Deployment's resourceVersion: let the controller's status writes end
+    settled(lambda: lk.get(Deployment, "web").to_dict())
     scale = lk.get(Deployment.Scale, "web")
     assert scale.spec.replicas == 1
     scale.spec.replicas = 3

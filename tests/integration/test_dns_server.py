@@ -106,7 +106,7 @@ def dns_children(c) -> list[str]:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"dns" in argv and str(c.data_dir / "admin.kubeconfig").encode() in argv:
+            if b"dns" in argv and str(c.data_dir / "dns.kubeconfig").encode() in argv:
                 out.append(pid)
     return out
 

@@ -165,9 +165,14 @@ class ImageService:
                     return
                 if not self.store.has_blob(desc["digest"]):
                     staged = self.store.staging("blob")
-                    await resolved.client.fetch_blob(desc["digest"], staged,
-                                                     int(desc.get("size", -1)))
-                    await self.store.put_blob_file(desc["digest"], staged)
+                    try:
+                        await resolved.client.fetch_blob(desc["digest"], staged,
+                                                         int(desc.get("size", -1)))
+                        await self.store.put_blob_file(desc["digest"], staged)
+                    finally:
+                        # gone once moved into place; left behind when another layer's failure
+                        # cancels this task between the fetch and the move
+                        staged.unlink(missing_ok=True)
                 await self.store.ensure_layer(desc["digest"], diff_id)
 
         tasks = [asyncio.create_task(one(d, i)) for d, i in zip(resolved.layers, diff_ids)]
