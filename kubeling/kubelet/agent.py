@@ -303,7 +303,11 @@ class Agent:
         if not self.opts.disable_network_policy:
             from kubeling.kubelet.network.policy import NetworkPolicyController
             client = self.client
-            if self.opts.controller_kubeconfig:
+            if not self.opts.controller_kubeconfig:
+                log.warning("the NetworkPolicy controller runs with the node's credentials, which may not list "
+                            "namespaces and policies: give --controller-kubeconfig (joining with --server/--token "
+                            "writes one)")
+            else:
                 client = RESTClient.from_config(kc.load(self.opts.controller_kubeconfig),
                                                 component="kubeling-controller", qps=20, burst=40)
             policy = NetworkPolicyController(client, self.node_name, pod_cidr=pod_cidr,
@@ -317,6 +321,9 @@ class Agent:
                         await client.close()
             tasks.append(asyncio.create_task(run_policy(), name="network-policy"))
         proxy_kubeconfig = self.opts.kube_proxy_kubeconfig or self.opts.kubeconfig
+        if not self.opts.disable_kube_proxy and not self.opts.kube_proxy_kubeconfig:
+            log.warning("kube-proxy runs with the node's credentials, which may not list EndpointSlices: give "
+                        "--kube-proxy-kubeconfig (joining with --server/--token writes one)")
         if not self.opts.disable_kube_proxy and proxy_kubeconfig:
             argv = ["proxy", "--kubeconfig", proxy_kubeconfig, "--hostname-override", self.node_name,
                     "--bind-address", self.address, "--cluster-cidr", self.opts.cluster_cidr,

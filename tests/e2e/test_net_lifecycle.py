@@ -18,7 +18,7 @@ import re
 import subprocess
 
 import harness
-from test_net_services import HTTPD, client_pod, from_pod
+from test_net_services import HTTPD, client_pod, from_pod, wait_balanced
 from workloads import BUSYBOX, get_json, wait_pods
 
 STUBBORN = ["sh", "-c", "trap '' TERM; mkdir -p /www && hostname > /www/index.html && httpd -p 8080 -h /www; "
@@ -65,15 +65,7 @@ def test_terminating_pod_gets_no_new_connections(multinode_cluster, multinode_na
     assert get_json(c, "pod", "goes", "-n", ns)["status"]["phase"] == "Running"
     # ... but no new connection reaches it once kube-proxy has the change (its sync is ~1 s): wait on
     # every node's ruleset, not on a few answers (four random picks all "stays" is a 1-in-16 chance)
-    goes = f"-> {get_json(c, 'pod', 'goes', '-n', ns)['status']['podIP']}:8080"
-
-    def balanced_to_goes() -> list[str]:
-        return [name for name, node in c.state().nodes.items()
-                if any(line.startswith("-A KUBE-SVC-") and goes in line for line in subprocess.run(
-                    ["ip", "netns", "exec", node.netns, "iptables-save", "-t", "nat"], capture_output=True,
-                    text=True, check=True, timeout=30).stdout.splitlines())]
-    harness.eventually(lambda: not balanced_to_goes(), timeout=30, interval=0.5,
-                       what="every node's kube-proxy balancing to the pod that stays only")
+    wait_balanced(c, ns, "term", 1)
     answers = from_pod(c, ns, "client", url, 20)
     assert answers == ["stays"] * 20, answers
     assert get_json(c, "pod", "goes", "-n", ns)["metadata"].get("deletionTimestamp")

@@ -93,6 +93,26 @@ def pod_names(c, ns: str, app: str) -> set[str]:
     return {p["metadata"]["name"] for p in get_json(c, "pods", "-n", ns, "-l", f"app={app}")["items"]}
 
 
+def balanced_endpoints(c, ns: str, name: str) -> dict[str, set[str]]:
+    """Per node, the endpoints (ip:port) its kube-proxy (iptables mode) balances ``ns/name``'s
+    ClusterIP to: the ``-> <endpoint>`` comments of the service chains' jump rules."""
+    out = {}
+    marker = f'"{ns}/{name}'
+    for node_name, node in c.state().nodes.items():
+        saved = subprocess.run(["ip", "netns", "exec", node.netns, "iptables-save", "-t", "nat"], capture_output=True,
+                               text=True, check=True, timeout=30).stdout
+        out[node_name] = {line.split(" -> ", 1)[1].split('"', 1)[0] for line in saved.splitlines()
+                          if line.startswith("-A KUBE-SVC-") and marker in line and " -> " in line}
+    return out
+
+
+def wait_balanced(c, ns: str, name: str, n: int, timeout: float = 30) -> None:
+    """Until every node's kube-proxy balances ``ns/name`` over exactly ``n`` endpoints: waiting on
+    answers instead would pass by chance while a node's rules still lag behind the EndpointSlice."""
+    harness.eventually(lambda: all(len(eps) == n for eps in balanced_endpoints(c, ns, name).values()),
+                       timeout=timeout, interval=0.5, what=f"every node balancing {ns}/{name} over {n} endpoints")
+
+
 def cluster_ip(c, ns: str, name: str) -> str:
     return get_json(c, "svc", name, "-n", ns)["spec"]["clusterIP"]
 
@@ -107,6 +127,8 @@ def test_cluster_ip_reaches_every_pod_and_client_ip_affinity_sticks(multinode_cl
     wait_pods(c, ns, "app=web", 3, timeout=180)
     wait_pods(c, ns, "app=client", 1, timeout=120)
     pods = pod_names(c, ns, "web")
+    wait_balanced(c, ns, "web", 3)
+    wait_balanced(c, ns, "sticky", 3)
     url = f"http://{cluster_ip(c, ns, 'web')}/"
     harness.eventually(lambda: set(from_pod(c, ns, "client", url, 6)) <= pods, timeout=30, interval=1,
                        what="the ClusterIP answering from a pod")

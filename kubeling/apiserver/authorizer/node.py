@@ -66,12 +66,8 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("storage.k8s.io", "csinodes"): READ + ("create", "update", "patch", "delete"),
     ("node.k8s.io", "runtimeclasses"): READ,
     ("resource.k8s.io", "resourceclaims"): ("get",),
-    # Not system:node's: what the agent's network services need with the node's credentials,
-    # kube-proxy (upstream's system:node-proxier) and the NetworkPolicy enforcer (k3s's
-    # system:k3s-controller), until they get identities of their own.
-    ("discovery.k8s.io", "endpointslices"): READ,
-    ("networking.k8s.io", "networkpolicies"): READ,
-    ("", "namespaces"): READ,
+    # kube-proxy and the agent's NetworkPolicy enforcer are not the node: they run as
+    # system:kube-proxy and system:kubeling-controller, with roles of their own.
 }
 
 
