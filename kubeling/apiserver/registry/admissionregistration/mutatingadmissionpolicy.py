@@ -20,7 +20,9 @@ from kubeling import cel
 from kubeling.api.errors import FieldError, invalid_value, not_supported, required
 from kubeling.api.printers.common import AGE, NAME, Column, Printer, age, name
 from kubeling.apiserver.registry.admissionregistration.validatingadmissionpolicy import (
+    PARAM_KIND,
     default_match_resources,
+    param_kind,
     validate_failure_policy,
     validate_match_conditions,
     validate_match_resources,
@@ -97,17 +99,9 @@ def validate_policy(obj: dict) -> list[FieldError]:
     return errs
 
 
-def _param_kind(o: dict) -> str:
-    pk = (o.get("spec") or {}).get("paramKind")
-    if not pk:
-        return "<unset>"
-    return f"{pk.get('apiVersion', '')}/{pk.get('kind', '')}"
-
-
 PRINTER = Printer((NAME, Column("Mutations", "integer", doc="Mutations indicates the number of mutations."),
-                   Column("ParamKind", "string", doc="ParamKind specifies the kind of resources used to parameterize "
-                                                     "this policy"), AGE),
-                  lambda o, now: [name(o), len((o.get("spec") or {}).get("mutations") or []), _param_kind(o),
+                   PARAM_KIND, AGE),
+                  lambda o, now: [name(o), len((o.get("spec") or {}).get("mutations") or []), param_kind(o),
                                   age(o, now)])
 
 

@@ -223,17 +223,21 @@ def validate_policy(obj: dict) -> list[FieldError]:
     return errs
 
 
-def _param_kind(o: dict) -> str:
+def param_kind(o: dict) -> str:
+    """The ParamKind printer column (shared with MutatingAdmissionPolicy)."""
     pk = (o.get("spec") or {}).get("paramKind")
     if not pk:
         return "<unset>"
     return f"{pk.get('apiVersion', '')}/{pk.get('kind', '')}"
 
 
+PARAM_KIND = Column("ParamKind", "string", doc="ParamKind specifies the kind of resources used to parameterize "
+                                                "this policy")
+
+
 PRINTER = Printer((NAME, Column("Validations", "integer", doc="Validations indicates the number of validation rules."),
-                   Column("ParamKind", "string", doc="ParamKind specifies the kind of resources used to parameterize "
-                                                     "this policy"), AGE),
-                  lambda o, now: [name(o), len((o.get("spec") or {}).get("validations") or []), _param_kind(o),
+                   PARAM_KIND, AGE),
+                  lambda o, now: [name(o), len((o.get("spec") or {}).get("validations") or []), param_kind(o),
                                   age(o, now)])
 
 
