@@ -69,7 +69,9 @@ def test_terminating_pod_gets_no_new_connections(multinode_cluster, multinode_na
     answers = from_pod(c, ns, "client", url, 20)
     assert answers == ["stays"] * 20, answers
     assert get_json(c, "pod", "goes", "-n", ns)["metadata"].get("deletionTimestamp")
-    c.kubectl("delete", "pod", "goes", "-n", ns, "--grace-period=0", "--force", check=False)
+    # shorten its grace period and wait until it is gone, so that no container or veth of it outlives
+    # the test (a forced delete drops the object at once while the node still runs the pod)
+    c.kubectl("delete", "pod", "goes", "-n", ns, "--grace-period=1", "--timeout=120s", check=False)
 
 
 def _node_counts(netns: str) -> dict[str, int]:
