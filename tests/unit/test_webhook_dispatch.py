@@ -134,7 +134,6 @@ def test_webhook_reinvocation_if_needed(server):
 
 
 def test_webhook_match_conditions(server):
-    pytest.importorskip("cel_expr_python")
 
     async def main():
         api = await api_server()
@@ -236,8 +235,6 @@ def test_webhook_invalid_patch_and_configurations_exempt(server):
 
 
 def test_webhook_match_condition_authorizer(server):
-    pytest.importorskip("cel_expr_python")
-    pytest.importorskip("kubeling.apiserver.admission.policy")
 
     async def main():
         api = await api_server()
