@@ -90,3 +90,14 @@ class Chain:
             for t in loops:
                 t.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+
+
+def user_info(ctx) -> dict:
+    """The request's user as an AdmissionRequest's ``userInfo`` (webhooks and CEL policies)."""
+    extra = {k: (list(v) if isinstance(v, (list, tuple)) else [str(v)]) for k, v in (ctx.extra or {}).items()}
+    user = {"username": ctx.user, "groups": list(ctx.groups)}
+    if ctx.uid:
+        user["uid"] = ctx.uid
+    if extra:
+        user["extra"] = extra
+    return user

@@ -32,6 +32,7 @@ from typing import Any
 from kubeling import cel
 from kubeling.api import errors
 from kubeling.api.validation.meta import selector_is_empty, selector_matches
+from kubeling.apiserver.admission.chain import user_info
 from kubeling.apiserver.admission.webhook import rules
 
 log = logging.getLogger(__name__)
@@ -315,12 +316,7 @@ def request_object(attrs, m: Match) -> dict:
     namespace = attrs.namespace or ctx.namespace or ""
     if res.group == "" and res.resource == "namespaces":
         namespace = attrs.name
-    extra = {k: (list(v) if isinstance(v, (list, tuple)) else [str(v)]) for k, v in (ctx.extra or {}).items()}
-    user = {"username": ctx.user, "groups": list(ctx.groups)}
-    if ctx.uid:
-        user["uid"] = ctx.uid
-    if extra:
-        user["extra"] = extra
+    user = user_info(ctx)
     req = {
         "uid": getattr(ctx, "audit_id", "") or str(uuid.uuid4()),
         "kind": {"group": res.group, "version": res.version, "kind": res.kind},

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeling.api import errors
+from kubeling.apiserver.admission.chain import user_info
 from kubeling.apiserver.admission.webhook import rules
 from kubeling.apiserver.admission.webhook.client import CallError, Client
 
@@ -287,12 +288,7 @@ class Webhook:
         namespace = attrs.namespace
         if res.group == "" and res.resource == "namespaces":
             namespace = attrs.name
-        extra = {k: (list(v) if isinstance(v, (list, tuple)) else [str(v)]) for k, v in (ctx.extra or {}).items()}
-        user = {"username": ctx.user, "groups": list(ctx.groups)}
-        if ctx.uid:
-            user["uid"] = ctx.uid
-        if extra:
-            user["extra"] = extra
+        user = user_info(ctx)
         request = {
             "uid": uid,
             "kind": {"group": res.group, "version": res.version, "kind": res.kind},
