@@ -4,7 +4,7 @@
 # Needs root (CI and the dev machines run as root).
 set -euo pipefail
 
-PACKAGES=(runc docker-registry busybox-static nginx redis-server iptables nftables etcd-server iproute2 wrk curl)
+PACKAGES=(runc docker-registry busybox-static nginx redis-server iptables nftables etcd-server etcd-client iproute2 wrk curl)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
