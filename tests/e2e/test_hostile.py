@@ -40,9 +40,10 @@ class ReadyzPoller:
     of the test process would measure this process's own GIL waits while a test builds a 3 MB
     body); keeps latencies (seconds) and any non-200 answers or connection failures."""
 
-    def __init__(self, cluster: harness.Cluster, interval: float = 0.02) -> None:
+    def __init__(self, cluster: harness.Cluster, interval: float = 0.005) -> None:
         self.cluster, self.interval = cluster, interval
         self.latencies: list[float] = []
+        self.started: list[float] = []  # time.monotonic() at each sample's request (same order)
         self.failures: list[str] = []
         ctx = multiprocessing.get_context("fork")
         self._stop = ctx.Event()
@@ -51,7 +52,7 @@ class ReadyzPoller:
 
     def _child_main(self) -> None:
         self._run()
-        self._child.send((self.latencies, self.failures))
+        self._child.send((self.latencies, self.started, self.failures))
 
     def _connect(self) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection("127.0.0.1", self.cluster.port, context=self.cluster.ssl_context(),
@@ -74,6 +75,7 @@ class ReadyzPoller:
                 conn = self._connect()
                 continue
             self.latencies.append(time.monotonic() - start)
+            self.started.append(start)
             self._stop.wait(self.interval)
         conn.close()
 
@@ -86,7 +88,7 @@ class ReadyzPoller:
             return
         self._stop.set()
         if self._parent.poll(15):
-            self.latencies, self.failures = self._parent.recv()
+            self.latencies, self.started, self.failures = self._parent.recv()
         self._thread.join(timeout=15)
 
 
@@ -106,6 +108,7 @@ class Run:
         self.pid = cluster.proc.pid
         self.rss_before = 0
         self.rss_after: list[tuple[str, int]] = []
+        self.spans: list[tuple[str, float, float]] = []  # (test, monotonic start, end): where slow samples fell
         self.poller = ReadyzPoller(cluster)
 
 
@@ -139,8 +142,11 @@ def run(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _rss_per_test(run, request):
-    """Note the server's RSS after each test, so a growth can be traced to the request behind it."""
+    """Note the server's RSS after each test, so a growth can be traced to the request behind it,
+    and the test's time span, so a slow /readyz sample can be."""
+    start = time.monotonic()
     yield
+    run.spans.append((request.node.name, start, time.monotonic()))
     if run.cluster.running:
         run.rss_after.append((request.node.name, rss_bytes(run.pid)))
 
@@ -327,10 +333,22 @@ def test_zz_server_memory_grew_less_than_50MB(run):
 
 
 def test_zz_readyz_stayed_fast(run):
+    """/readyz p99 under 100 ms while the hostile requests run (issue 10), sampled every 5 ms so
+    that p99 describes the run rather than its two or three slowest samples; and no sample over
+    1 s, which a request blocking the event loop for seconds (the issue's finding) would give."""
     run.poller.stop()
-    lat = sorted(run.poller.latencies)
-    assert len(lat) > 50, f"only {len(lat)} /readyz samples"
-    p99 = lat[int(len(lat) * 0.99) - 1]
+    samples = sorted(zip(run.poller.latencies, run.poller.started), reverse=True)
+    assert len(samples) > 200, f"only {len(samples)} /readyz samples"
     assert not run.poller.failures, run.poller.failures[:5]
-    assert p99 < 0.1, f"/readyz p99 {p99 * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms, " \
-                      f"median {statistics.median(lat) * 1000:.1f} ms over {len(lat)} samples"
+    lat = sorted(s[0] for s in samples)
+    p99 = lat[int(len(lat) * 0.99) - 1]
+
+    def during(t: float) -> str:
+        return next((name for name, a, b in run.spans if a <= t <= b), "between tests")
+
+    slowest = ", ".join(f"{d * 1000:.0f} ms in {during(t)}" for d, t in samples[:5])
+    summary = (f"/readyz p99 {p99 * 1000:.0f} ms, median {statistics.median(lat) * 1000:.1f} ms over "
+               f"{len(lat)} samples; slowest: {slowest}")
+    print(summary)
+    assert p99 < 0.1, summary
+    assert lat[-1] < 1.0, summary
