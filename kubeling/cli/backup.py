@@ -28,10 +28,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backup", help="back up the cluster state (works while the server runs)")
     p.add_argument("file", help="where to write the backup")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="the server's data directory")
+    p.add_argument("--datastore-endpoint", default="", help="etcd: refused, see `kubeling etcd-snapshot`")
     p.set_defaults(func=cmd_backup)
     p = sub.add_parser("restore", help="restore the cluster state from a backup (server stopped)")
     p.add_argument("file", help="a file written by `kubeling backup`")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="the server's data directory")
+    p.add_argument("--datastore-endpoint", default="", help="etcd: refused, see `kubeling etcd-snapshot`")
     p.set_defaults(func=cmd_restore)
     p = sub.add_parser("doctor", help="check the cluster state for damage (integrity_check)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="the server's data directory")
@@ -43,7 +45,18 @@ def _fail(command: str, err: BaseException) -> int:
     return 1
 
 
+def _on_etcd(command: str, args: argparse.Namespace) -> int | None:
+    """The state is in etcd, not in a SQLite file: say which command backs it up."""
+    if not args.datastore_endpoint:
+        return None
+    verb = "save" if command == "backup" else "restore"
+    return _fail(command, StorageError(f"the datastore is etcd (--datastore-endpoint): `kubeling {command}` handles "
+                                       f"the SQLite state only; use `kubeling etcd-snapshot {verb}`"))
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
+    if (code := _on_etcd("backup", args)) is not None:
+        return code
     db = Path(args.data_dir) / backup.STATE_FILE
     try:
         info = backup.backup_database(db, args.file)
@@ -54,6 +67,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    if (code := _on_etcd("restore", args)) is not None:
+        return code
     try:
         info = backup.restore(args.file, args.data_dir)
     except StorageError as e:

@@ -16,6 +16,7 @@ from kubeling.cli import backup as backup_cli
 from kubeling.cli import cluster as cluster_cli
 from kubeling.cli import controller_manager as controller_manager_cli
 from kubeling.cli import dns as dns_cli
+from kubeling.cli import etcd_snapshot as etcd_snapshot_cli
 from kubeling.cli import hollow as hollow_cli
 from kubeling.cli import images as images_cli
 from kubeling.cli import proxy as proxy_cli
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     controller_manager_cli.add_subcommands(sub)  # controller-manager
     scheduler_cli.add_subcommands(sub)  # scheduler
     backup_cli.add_parsers(sub)  # backup, restore, doctor
+    etcd_snapshot_cli.add_subcommands(sub)  # etcd-snapshot save/list/delete/prune/restore
     agent_cli.add_subcommands(sub)  # agent, node cleanup
     images_cli.add_subcommands(sub)  # images import, images ls
     hollow_cli.add_subcommands(sub)  # hollow-nodes

@@ -6,6 +6,7 @@ its own data directory, optionally with TLS and client-certificate authenticatio
         etcd.endpoint         # "http://127.0.0.1:P1,http://127.0.0.1:P2,..." (--datastore-endpoint)
         etcd.kill9(1)         # SIGKILL member 1; etcd.start_member(1) brings it back
         etcd.stop(); etcd.wipe(); etcd.start()   # an empty cluster again
+        etcd.restore_args(1)  # `kubeling etcd-snapshot restore SNAPSHOT` flags for member 1
 
 With ``tls=True`` members serve https, require client certificates, and ``ca_file``,
 ``cert_file`` and ``key_file`` name what a client passes (``--datastore-cafile`` ...).
@@ -75,6 +76,7 @@ class EtcdCluster:
         self.ca_file = self.cert_file = self.key_file = ""
         self._server_cert = self._server_key = ""
         self._fresh = True
+        self.token = f"kubeling-test-{id(self)}"
         if tls:
             self._make_certs(host)
 
@@ -109,13 +111,24 @@ class EtcdCluster:
         self._fresh = False
         return self
 
+    @property
+    def initial_cluster(self) -> str:
+        return ",".join(f"{o.name}={o.peer_url()}" for o in self.members)
+
+    def restore_args(self, i: int) -> list[str]:
+        """The `kubeling etcd-snapshot restore SNAPSHOT` flags that make member ``i``'s data
+        directory (wiped first) from a snapshot; then `start()` runs the restored cluster."""
+        m = self.members[i]
+        return ["--etcd-data-dir", str(m.data_dir), "--name", m.name, "--initial-cluster", self.initial_cluster,
+                "--initial-advertise-peer-urls", m.peer_url(), "--initial-cluster-token", self.token]
+
     def _argv(self, m: _Member) -> list[str]:
-        initial = ",".join(f"{o.name}={o.peer_url()}" for o in self.members)
+        initial = self.initial_cluster
         argv = [ETCD, "--name", m.name, "--data-dir", str(m.data_dir),
                 "--listen-client-urls", m.client_url(self.scheme),
                 "--advertise-client-urls", m.client_url(self.scheme),
                 "--listen-peer-urls", m.peer_url(), "--initial-advertise-peer-urls", m.peer_url(),
-                "--initial-cluster", initial, "--initial-cluster-token", f"kubeling-test-{id(self)}",
+                "--initial-cluster", initial, "--initial-cluster-token", self.token,
                 "--initial-cluster-state", "new",
                 "--heartbeat-interval", "100", "--election-timeout", "1000",
                 "--logger", "zap", "--log-outputs", "stderr"]
