@@ -40,7 +40,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("agent", help="run the node agent (kubelet) against an API server")
     agent_flags(p)
     p.add_argument("--kubeconfig", default="", help="credentials of this node (system:node:<name>)")
-    p.add_argument("--server", default="", help="join the cluster at https://IP:PORT (with --token), as k3s's agent")
+    p.add_argument("--server", default="",
+                   help="join the cluster at https://IP:PORT (with --token), as k3s's agent; several servers "
+                        "separated by commas; the agent reaches them through its load balancer")
+    p.add_argument("--lb-server-port", type=int, default=6444,
+                   help="the agent's load balancer over the API servers listens on 127.0.0.1:PORT (default "
+                        "6444, k3s's; a free port when another agent of this network namespace has it)")
     p.add_argument("--token", default="", help="the server's node token (<server data-dir>/server/node-token)")
     p.add_argument("--token-file", default="", help="a file holding the node token")
     p.add_argument("--ca-file", default="", help="the cluster CA, for a token without a CA hash (<id>.<secret>)")
@@ -119,6 +124,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     try:
         token = _token(args)
+        if args.server:
+            from kubeling.kubelet.loadbalancer import server_addresses
+            servers = server_addresses(args.server)
         if args.client_cert_duration and args.client_cert_duration < 600:
             raise ValueError("--client-cert-duration: at least 600 seconds (the API's minimum expirationSeconds)")
     except (OSError, ValueError) as e:
@@ -128,19 +136,32 @@ def cmd_agent(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         install_stop_handlers(stop)
+        lb = None
         if args.server:
             from kubeling.kubelet.agent import route_source
             from kubeling.kubelet.bootstrap import CONTROLLER_KUBECONFIG, KUBE_PROXY_KUBECONFIG, join
+            from kubeling.kubelet.loadbalancer import LoadBalancer
             # the serving certificate names the node IP, so pick it before the join (as the agent would)
-            args.node_ip = args.node_ip or route_source(args.server)
-            kubeconfig = await join(args.server, token, Path(args.data_dir) / "agent", args.node_name,
-                                    args.node_ip, ca_file=args.ca_file or None,
-                                    expiration_seconds=args.client_cert_duration or None)
+            args.node_ip = args.node_ip or route_source(args.server.split(",")[0].strip())
+            # every component reaches the API servers through the balancer, the join too (k3s's agent)
+            lb = LoadBalancer(servers, port=args.lb_server_port, any_port_if_busy=True,
+                              state_dir=Path(args.data_dir) / "agent" / "etc")
+            await lb.start()
+            try:
+                kubeconfig = await join(lb.url, token, Path(args.data_dir) / "agent", args.node_name,
+                                        args.node_ip, ca_file=args.ca_file or None,
+                                        expiration_seconds=args.client_cert_duration or None)
+            except BaseException:
+                await lb.close()
+                raise
             args.kubeconfig = str(kubeconfig)
             args.kube_proxy_kubeconfig = args.kube_proxy_kubeconfig or str(kubeconfig.parent / KUBE_PROXY_KUBECONFIG)
             args.controller_kubeconfig = args.controller_kubeconfig or str(kubeconfig.parent / CONTROLLER_KUBECONFIG)
         agent = Agent(options(args))
         tasks = [asyncio.create_task(agent.run(stop), name="agent")]
+        if lb is not None:
+            tasks.append(asyncio.create_task(_balance(lb, agent, args.controller_kubeconfig, stop),
+                                             name="load-balancer"))
         if agent.cfg is not None and agent.cfg.client_certificate_data:
             from kubeling.kubelet.bootstrap import CertificateManager
             manager = CertificateManager(args.kubeconfig, args.node_name, clients=[agent.client],
@@ -163,6 +184,25 @@ def cmd_agent(args: argparse.Namespace) -> int:
         print(f"kubeling agent: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _balance(lb, agent, controller_kubeconfig: str, stop: asyncio.Event) -> None:
+    """The balancer's life beside the agent: /readyz checks with the cluster CA, the server list
+    from the default/kubernetes Endpoints (read as system:kubeling-controller, as k3s's agent
+    reads them as system:k3s-controller), closed when the agent stops."""
+    from kubeling.client import kubeconfig as kc
+    from kubeling.client.rest import RESTClient
+    from kubeling.kubelet.loadbalancer import follow_endpoints, readyz_check
+    client = None
+    try:
+        if agent.cfg is not None and agent.cfg.certificate_authority_data:
+            lb.health_check = readyz_check(agent.cfg.certificate_authority_data)
+        client = RESTClient.from_config(kc.load(controller_kubeconfig), component="kubeling-agent-lb", qps=5, burst=10)
+        await follow_endpoints(lb, client, stop)
+    finally:
+        if client is not None:
+            await client.close()
+        await lb.close()
 
 
 def _token(args: argparse.Namespace) -> str:

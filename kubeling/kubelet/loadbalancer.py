@@ -21,9 +21,10 @@ TCP connection, bytes unchanged (TLS passes through: the API servers' serving ce
 - Every `check_interval` seconds each server is checked (a TCP dial; the agent checks
   ``/readyz`` over TLS with the cluster CA: any answer below 500 is healthy). Two failed checks
   in a row mark a server failed, one good check or dial marks it healthy again.
-- When the active server fails (a dial or the checks), the connections to it are closed, so the
-  clients reconnect — through the next server; watches resume from their resourceVersion — and
-  so are the connections to a server that leaves the list.
+- When the active server fails (a dial or the checks) and another one is healthy, the
+  connections to it are closed, so the clients reconnect — through the next server; watches
+  resume from their resourceVersion — and so are the connections to a server that leaves the
+  list. With no healthy server left, nothing is cut: every new dial tries every server.
 
 Copying is asyncio `Protocol` to `Protocol` (no streams, no task per connection once it is
 established), with flow control both ways (a full write buffer pauses reading on the other side)
@@ -115,14 +116,16 @@ async def tcp_check(host: str, port: int, timeout: float = 5.0) -> bool:
 def readyz_check(ca_pem: bytes, timeout: float = 5.0) -> HealthCheck:
     """A check that asks the server's ``/readyz`` over TLS verified by ``ca_pem`` (no client
     credentials): healthy when it answers with a status below 500 (401/403 still mean a server
-    that serves; 500 is a failing readiness check, such as an unreachable etcd)."""
+    that serves; 500 is a failing readiness check, such as an unreachable etcd). The chain is
+    checked, not the name: a server's certificate need not name the address the Endpoints give."""
     ctx = ssl.create_default_context(cadata=ca_pem.decode())
+    ctx.check_hostname = False
 
     async def check(host: str, port: int) -> bool:
         writer = None
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=ctx, server_hostname=host), timeout)
+                asyncio.open_connection(host, port, ssl=ctx), timeout)
             writer.write(f"GET /readyz HTTP/1.1\r\nHost: {join_address(host, port)}\r\n"
                          "Connection: close\r\n\r\n".encode())
             line = await asyncio.wait_for(reader.readline(), timeout)
@@ -341,9 +344,9 @@ class LoadBalancer:
     def _next_healthy(self) -> str:
         """The first healthy server after the active one (from the top when it left the list)."""
         order = self._order()
-        if self.active in self.servers:
-            order = order[1:] + order[:1]
-        return next((s for s in order if s not in self.failed), order[0])
+        if self.active not in self.servers:
+            return next((s for s in order if s not in self.failed), order[0])
+        return next((s for s in order[1:] if s not in self.failed), self.active)
 
     def _candidates(self) -> list[str]:
         order = self._order()
@@ -362,9 +365,11 @@ class LoadBalancer:
             log.warning("load balancer %s: server %s failed: %s", self.name, server, why)
             self.failed.add(server)
         if server == self.active:
-            self._close_server(server)
+            # its clients move to the next healthy server; with none, they stay (every dial
+            # tries every server then)
             nxt = self._next_healthy()
             if nxt != server:
+                self._close_server(server)
                 self._switch(nxt, f"{server} failed")
 
     def _mark_healthy(self, server: str) -> None:
@@ -438,6 +443,7 @@ class LoadBalancer:
         if self.active in self.failed:
             nxt = self._next_healthy()
             if nxt != self.active:
+                self._close_server(self.active)
                 self._switch(nxt, f"{self.active} failed")
 
     async def _check_loop(self) -> None:

@@ -221,7 +221,17 @@ def test_health_checks_fail_the_active_server_and_cut_its_connections():
             healthy[a.address] = True
             await lb.check_now()
             assert not lb.failed and lb.active == b.address    # no switch back while b is fine
+            # every server fails its checks (a CA or readiness problem of them all): with nowhere
+            # to go, the connections stay, and new ones still try every server
+            name, r2, w2 = await connect(lb)
+            healthy.update({a.address: False, b.address: False})
+            await lb.check_now()
+            await lb.check_now()
+            assert lb.failed == {a.address, b.address} and lb.active == b.address
+            assert await round_trip(r2, w2, b"kept") == b"kept"
+            assert (await connect(lb))[0] == "b"
             w.close()
+            w2.close()
         await a.kill()
         await b.kill()
     asyncio.run(main())
