@@ -45,8 +45,10 @@ from kubeling.apiserver.filters import impersonation, maxinflight, timeout
 from kubeling.apiserver.metrics import Metrics
 from kubeling.apiserver.registry.authentication.tokenreview import TokenReviewREST
 from kubeling.apiserver.registry.core.serviceaccount import TokenRequestREST
+from kubeling.apiserver.registry.generic import storage_status
 from kubeling.apiserver.registry.rest import Deps
 from kubeling.apiserver.resources import ResourceMap, Served, builtin_served
+from kubeling.storage.interface import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +251,9 @@ class APIServer:
                 resp = status_response(e)
             except web.HTTPRequestEntityTooLarge:
                 resp = status_response(errors.body_too_large())
+            except StorageError as e:  # a read met a datastore fault (writes map theirs in the registry)
+                log.warning("%s %s: %s", request.method, request.path, e)
+                resp = status_response(storage_status(e))
             except web.HTTPException:
                 raise
             except Exception as e:  # noqa: BLE001 - every fault leaves as a Status

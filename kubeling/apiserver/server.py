@@ -32,6 +32,7 @@ from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.cacher import Cacher
 from kubeling.apiserver.certs import COMPONENTS, PKI, write_kubeconfig
 from kubeling.apiserver.crd import CRDController
+from kubeling.apiserver.datastore import open_store
 from kubeling.apiserver.rbac import bootstrap as rbac_bootstrap
 from kubeling.apiserver.reconcilers import reconcile_kubernetes_endpoints
 from kubeling.apiserver.registry import Context
@@ -39,7 +40,6 @@ from kubeling.cli._run import supervise_child
 from kubeling.storage import encryption
 from kubeling.storage.encryption import EncryptionConfig, EncryptionConfigError, TransformingStore
 from kubeling.apiserver.secretsencrypt import SecretsEncrypt
-from kubeling.storage.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,12 @@ class Options:
     advertise_address: str = ""
     compact_interval: float = 300.0
     compact_keep: int = 1000
+    # k3s's --datastore-endpoint (etcd: http(s)://host:2379[,...]; empty: SQLite in the data dir)
+    # and --datastore-{cafile,certfile,keyfile} for its TLS (kubeling.apiserver.datastore)
+    datastore_endpoint: str = ""
+    datastore_cafile: str = ""
+    datastore_certfile: str = ""
+    datastore_keyfile: str = ""
     controllers: list[str] = field(default_factory=lambda: ["*"])
     request_timeout: float = 60.0
     max_requests_inflight: int = 400
@@ -157,8 +163,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
     pki.ensure()
     node_token = join.ensure_token(data, pki)  # <data-dir>/server/node-token: `kubeling agent --token`
     encryption_path, encryption_config = encryption_at_rest(opts, data)
-    store = await SQLiteStore.open(str(data / "state.db"), compact_interval=opts.compact_interval,
-                                   compact_keep=opts.compact_keep)
+    store = await open_store(opts, data)  # SQLite in the data dir, or etcd (--datastore-endpoint)
     datadir.secure(data)  # the state file SQLite just made (and its WAL) 0600, as every private file
     if encryption_config is not None:  # Secrets (and what else the configuration names) encrypted at rest
         store = TransformingStore(store, encryption_config)

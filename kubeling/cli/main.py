@@ -61,6 +61,11 @@ def _server_args(p: argparse.ArgumentParser) -> None:
                         "as k3s (made at the first start; see `kubeling secrets-encrypt`)")
     p.add_argument("--compact-interval", type=float, default=300.0, help="seconds between compactions")
     p.add_argument("--compact-keep", type=int, default=1000, help="revisions of history compaction keeps")
+    p.add_argument("--datastore-endpoint", default="", metavar="URLS",
+                   help="etcd endpoints, http(s)://host:2379[,...] (default: SQLite in the data dir)")
+    p.add_argument("--datastore-cafile", default="", help="CA bundle that signs the etcd members' certificates")
+    p.add_argument("--datastore-certfile", default="", help="client certificate for etcd")
+    p.add_argument("--datastore-keyfile", default="", help="client key for etcd")
     p.add_argument("--controllers", default="*", help="comma-separated controllers to run ('*' = all, '' = none)")
     p.add_argument("--request-timeout", default="1m0s",
                    help="deadline of a non-long-running request, a Go duration (default: 1m0s)")
@@ -186,6 +191,8 @@ def cmd_server(args: argparse.Namespace) -> int:
                           secrets_encryption=args.secrets_encryption,
                           advertise_address=args.advertise_address, compact_interval=args.compact_interval,
                           compact_keep=args.compact_keep,
+                          datastore_endpoint=args.datastore_endpoint, datastore_cafile=args.datastore_cafile,
+                          datastore_certfile=args.datastore_certfile, datastore_keyfile=args.datastore_keyfile,
                           controllers=[c for c in args.controllers.split(",") if c],
                           request_timeout=_duration(args.request_timeout),
                           max_requests_inflight=args.max_requests_inflight,

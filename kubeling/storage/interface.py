@@ -34,6 +34,10 @@ outcome and comes back as ``(False, current_kv)``. Exceptions are for the rest::
     │   └── WatchOverflowError    a watcher fell too far behind and was dropped   -> HTTP 410
     ├── FutureRevisionError       the requested revision has not happened yet    -> HTTP 504
     ├── InsufficientStorageError  a write could not be persisted: disk full/I/O  -> HTTP 507
+    ├── UnavailableError          no member of the backend answers (etcd down,   -> HTTP 503
+    │   │                         no leader); nothing was changed
+    │   └── StorageTimeoutError   the backend did not answer in time; a write's  -> HTTP 504
+    │                             outcome is unknown (re-read the key)
     └── CorruptStoreError         the stored data is damaged; restore a backup   -> HTTP 500
 
 Health
@@ -165,6 +169,20 @@ class InsufficientStorageError(StorageError):
     The analogue of etcd's ``mvcc: database space exceeded``: the apiserver answers 507 (or 500
     with reason ``StorageError``). Reads keep working, and writes work again once space is freed.
     """
+
+
+class UnavailableError(StorageError):
+    """The backend cannot serve now: no etcd member answers, or the cluster has no leader.
+
+    The apiserver answers 503 (``ServiceUnavailable``) and ``/readyz`` fails its ``etcd`` check;
+    it heals by itself once a member is back.
+    """
+
+
+class StorageTimeoutError(UnavailableError):
+    """The backend did not answer in time (etcd ``DEADLINE_EXCEEDED``, ``request timed out``),
+    or a write failed in a way that does not say whether it was applied: re-read to find out.
+    The apiserver answers 504 (``Timeout``)."""
 
 
 class CorruptStoreError(StorageError):

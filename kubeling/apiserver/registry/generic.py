@@ -43,7 +43,8 @@ from kubeling.apiserver.registry.delete import ns_spec_finalizers, plan_delete
 from kubeling.apiserver.registry.normalize import normalize
 from kubeling.apiserver.registry.context import Context, default_manager, new_uid, now_rfc3339
 from kubeling.apiserver.resources import Served
-from kubeling.storage.interface import InsufficientStorageError, KeyValue, Store, StorageError
+from kubeling.storage.interface import (InsufficientStorageError, KeyValue, Store, StorageError, StorageTimeoutError,
+                                        UnavailableError)
 
 log = logging.getLogger(__name__)
 
@@ -575,9 +576,16 @@ async def off_loop(ctx: Context, fn, *args, **kwargs):
 
 def storage_status(e: Exception) -> errors.StatusError:
     """A storage fault as a Status: 507 for a full disk (upstream: etcd's "database space
-    exceeded"), 500 StorageError otherwise."""
+    exceeded"), 504 when the datastore did not answer in time (a write's outcome is then unknown),
+    503 when no datastore member answers (etcd down, no leader), 500 StorageError otherwise."""
     if isinstance(e, InsufficientStorageError):
         return errors.StatusError(507, "InsufficientStorage", f"storage is full: {e}", details={})
+    if isinstance(e, StorageTimeoutError):
+        return errors.StatusError(504, "Timeout", f"the datastore did not answer in time: {e}",
+                                  details={"retryAfterSeconds": 1})
+    if isinstance(e, UnavailableError):
+        return errors.StatusError(503, "ServiceUnavailable", f"the datastore is unavailable: {e}",
+                                  details={"retryAfterSeconds": 1})
     return errors.StatusError(500, "InternalError", f"Internal error occurred: storage error: {e}",
                               details={"causes": [{"reason": "StorageError", "message": str(e)}]})
 

@@ -1,0 +1,757 @@
+"""The etcd v3 backend of :class:`kubeling.storage.interface.Store`.
+
+Each Store method is one etcd v3 RPC (the table in ``interface``), spoken through the generated
+gRPC stubs that ship with aetcd (``aetcd.rpc``) on channels of our own: aetcd's client talks to
+one endpoint only, and we need several with failover, ``prev_kv`` on deletes and watches, and
+raw ``Txn``s. Keys are stored as they are (``/registry/<group>/<resource>/<ns>/<name>``), values
+are the bytes the API server hands us (JSON), so ``etcdctl get --prefix /registry/`` shows
+upstream's layout. The etcd revision is the resourceVersion; nothing assumes it starts at 1 (a
+fresh etcd is at revision 1 and its first write gets 2).
+
+Endpoints and failover
+----------------------
+One gRPC channel per endpoint (``http://`` insecure, ``https://`` TLS with an optional client
+certificate). Calls go to the current endpoint; an ``UNAVAILABLE`` answer (member down, no
+leader, leader changed) moves to the next one. Reads are retried there until ``request_timeout``
+runs out. A write that failed with ``UNAVAILABLE`` may or may not have been applied, so it is
+never blindly re-sent: the key is read back (from another member), and the write is retried only
+when that read proves it did not happen (create: the key is absent; update/delete: the key still
+has the expected mod revision), taken as done when the key holds exactly what it wrote, and
+otherwise reported as :class:`StorageTimeoutError` (504: outcome unknown), as etcd's own clients
+report ``context deadline exceeded``. Every member unreachable: :class:`UnavailableError` (503).
+
+Watches: one stream for the whole keyspace
+------------------------------------------
+The store keeps a single etcd watch over the *whole* keyspace (``prev_kv``) from the revision it
+opened at, and fans its events out in process with the same
+:class:`~kubeling.storage.broadcaster.Broadcaster` the SQLite store uses: ``watch(prefix, R)``
+subscribes first, then backfills the revisions ``R..`` (the last published one) from a temporary
+etcd watch, and dedupes. Watching everything, rather than one etcd watch per prefix, makes
+``progress()`` exact: every etcd revision carries at least one event, so once the stream has
+delivered revision P every event of every prefix up to P is in hand. etcd's own progress
+notifications are not used for that on purpose: on etcd before 3.4.25/3.5.8 a progress response
+can overtake events still queued for the stream (etcd issue 15220; upstream's apiserver only uses
+them from 3.4.31/3.5.13), and Debian ships 3.4.23. The stream is re-opened on another member
+from the next revision after a failure (gap-free); if that revision was compacted meanwhile,
+every watch ends with :class:`CompactedError` (410: the clients relist). A write is acknowledged
+after its event was fanned out (bounded by ``ack_timeout`` so an acknowledged write never fails
+because the stream is catching up).
+
+Compaction
+----------
+``compact(R)`` is etcd's Compact RPC. The periodic compactor does what upstream's apiserver
+compactor does so that, with several API servers on one etcd, one of them compacts per interval:
+a compare-and-swap on the ``version`` of the key ``compact_rev_key`` (the winner writes the target
+revision into it), then Compact. Every store learns other servers' compactions from that key's
+events on its stream. The compactor keeps ``compact_keep`` revisions (its own writes to
+``compact_rev_key`` do not count as activity).
+
+Errors
+------
+``UNAVAILABLE`` (member down, ``etcdserver: no leader``, ``leader changed``) -> UnavailableError
+(503); ``DEADLINE_EXCEEDED`` and ``etcdserver: request timed out`` -> StorageTimeoutError (504);
+``RESOURCE_EXHAUSTED`` ``mvcc: database space exceeded`` -> InsufficientStorageError (507);
+``mvcc: required revision has been compacted`` -> CompactedError; ``... is a future revision``
+-> FutureRevisionError. ``check()`` (the ``etcd`` check of ``/readyz``) asks the cluster's
+status with a short timeout, caches the answer for about a second, and reports an active
+``NOSPACE`` alarm as InsufficientStorageError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+from aetcd import rpc
+
+from kubeling.storage.broadcaster import Broadcaster, BufferedWatch
+from kubeling.storage.interface import (
+    as_bytes as _as_bytes,
+    check_key as _check_key,
+    DELETE,
+    PUT,
+    CompactedError,
+    Event,
+    FutureRevisionError,
+    InsufficientStorageError,
+    KeyValue,
+    ListResult,
+    StorageError,
+    StorageTimeoutError,
+    UnavailableError,
+    prefix_end,
+)
+
+log = logging.getLogger(__name__)
+
+COMPACT_REV_KEY = b"compact_rev_key"  # upstream's apiserver compactor key, outside /registry/
+INT64_MAX = 2**63 - 1
+ALL_KEYS = b"\0"  # key and range_end of a range over the whole keyspace
+
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", 64 << 20),
+    # Reconnect quickly after a member comes back (gRPC's defaults back off up to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # Notice a dead member on an idle watch stream (etcd allows pings every 5 s).
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.enable_retries", 0),
+]
+# etcd's clientv3.WithRequireLeader: a member cut off from the leader cancels the watch instead of
+# going silent.
+_REQUIRE_LEADER = (("hasleader", "true"),)
+
+
+class _Endpoint:
+    def __init__(self, url: str, credentials: grpc.ChannelCredentials | None) -> None:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"bad etcd endpoint {url!r}: want http(s)://host:port")
+        self.url = url
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        self.target = f"{host}:{parts.port or 2379}"
+        if parts.scheme == "https":
+            if credentials is None:
+                credentials = grpc.ssl_channel_credentials()
+            self.channel = grpc.aio.secure_channel(self.target, credentials, options=_CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+        self.kv = rpc.KVStub(self.channel)
+        self.watch = rpc.WatchStub(self.channel)
+        self.maintenance = rpc.MaintenanceStub(self.channel)
+
+
+def parse_endpoints(endpoints: str | Iterable[str]) -> list[str]:
+    """``"http://a:2379,http://b:2379"`` or a list of URLs -> a list of URLs."""
+    if isinstance(endpoints, str):
+        endpoints = endpoints.split(",")
+    out = [e.strip() for e in endpoints if e and e.strip()]
+    if not out:
+        raise ValueError("no etcd endpoint given")
+    return out
+
+
+def _b(s: str) -> bytes:
+    return s.encode("utf-8", "surrogatepass")
+
+
+def _s(b: bytes) -> str:
+    return b.decode("utf-8", "surrogatepass")
+
+
+def _kv(pb: Any) -> KeyValue:
+    return KeyValue(_s(pb.key), bytes(pb.value), pb.create_revision, pb.mod_revision)
+
+
+def _event(pb: Any) -> Event:
+    kv = _kv(pb.kv)
+    prev = _kv(pb.prev_kv) if pb.HasField("prev_kv") else None
+    if pb.type == rpc.Event.DELETE:
+        # etcd's DELETE event carries only the key; the contract wants the last value in kv.
+        last = prev or KeyValue(kv.key, b"", 0, 0)
+        return Event(DELETE, KeyValue(kv.key, last.value, last.create_revision, kv.mod_revision), prev)
+    if kv.create_revision == kv.mod_revision:
+        prev = None  # a (re)create: the key had no live value before
+    return Event(PUT, kv, prev)
+
+
+def _retryable(e: grpc.aio.AioRpcError) -> bool:
+    """The member cannot serve now, another may: down, no leader, leader changed, stopping."""
+    return e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or (
+        e.code() == grpc.StatusCode.UNKNOWN and "leader" in (e.details() or ""))
+
+
+def _map_error(e: grpc.aio.AioRpcError, what: str, *, current: int = 0, compact: int = 0,
+               revision: int = 0) -> StorageError:
+    code, details = e.code(), e.details() or ""
+    msg = f"{what}: etcd: {details or code.name}"
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED or "database space exceeded" in details:
+        return InsufficientStorageError(msg)
+    if "required revision has been compacted" in details:
+        return CompactedError(compact, current)
+    if "future revision" in details:
+        return FutureRevisionError(revision, current)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED or "timed out" in details:
+        return StorageTimeoutError(msg)
+    if _retryable(e):
+        return UnavailableError(msg)
+    return StorageError(msg)
+
+
+class _Ambiguous(Exception):
+    """A write failed in a way that does not say whether etcd applied it."""
+
+    def __init__(self, cause: grpc.aio.AioRpcError) -> None:
+        self.cause = cause
+
+
+class EtcdStore:
+    """A :class:`~kubeling.storage.interface.Store` on an etcd v3 cluster (module docstring).
+
+    ``await EtcdStore.open(endpoints, ca_file=..., cert_file=..., key_file=...)``; ``endpoints``
+    is a list of ``http(s)://host:port`` URLs (or one comma-separated string). Options:
+    ``compact_interval`` seconds between compactions (0 disables the compactor), keeping the
+    last ``compact_keep`` revisions; ``watch_buffer`` events a watcher may lag before it is
+    dropped; ``request_timeout`` seconds a call may take, failovers included;
+    ``check_timeout`` seconds the health check waits for a member.
+    """
+
+    def __init__(self, endpoints: str | Iterable[str], *, ca_file: str | None = None,
+                 cert_file: str | None = None, key_file: str | None = None,
+                 compact_interval: float = 300, compact_keep: int = 1000, watch_buffer: int = 10000,
+                 request_timeout: float = 10.0, check_timeout: float = 1.0,
+                 ack_timeout: float = 2.0) -> None:
+        self.endpoints = parse_endpoints(endpoints)
+        self.compact_interval = compact_interval
+        self.compact_keep = compact_keep
+        self.request_timeout = request_timeout
+        self.check_timeout = check_timeout
+        self.ack_timeout = ack_timeout
+        creds = None
+        if any(u.startswith("https://") for u in self.endpoints) or ca_file or cert_file:
+            def read(path: str | None) -> bytes | None:
+                if not path:
+                    return None
+                with open(path, "rb") as f:
+                    return f.read()
+            if bool(cert_file) != bool(key_file):
+                raise ValueError("--datastore-certfile and --datastore-keyfile go together")
+            creds = grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
+        self._creds = creds
+        self._eps: list[_Endpoint] = []
+        self._cur = 0
+        self._hub = Broadcaster(self._read_backfill, revision=0, compact_revision=0, buffer=watch_buffer)
+        self._hub_task: asyncio.Task[None] | None = None
+        self._hub_live: asyncio.Event | None = None  # set once the watch stream is open
+        self._acks: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._compactor: asyncio.Task[None] | None = None
+        self._compact_version = 0      # version of compact_rev_key at our last look
+        self._own_compact_put = 0      # revision of our last write to compact_rev_key
+        self._health: tuple[float, StorageError | None] = (0.0, None)
+        self._health_lock: asyncio.Lock | None = None
+        self._opened = False
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, endpoints: str | Iterable[str], **kwargs: Any) -> EtcdStore:
+        store = cls(endpoints, **kwargs)
+        try:
+            await store._start()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def __aenter__(self) -> EtcdStore:
+        if not self._opened:
+            await self._start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def _start(self) -> None:
+        self._eps = [_Endpoint(u, self._creds) for u in self.endpoints]
+        self._health_lock = asyncio.Lock()
+        self._hub_live = asyncio.Event()
+        self._opened = True
+        resp = await self._range(COMPACT_REV_KEY)
+        current = resp.header.revision
+        if resp.kvs:
+            self._compact_version = resp.kvs[0].version
+            self._own_compact_put = 0
+            try:
+                self._hub.compact_revision = int(resp.kvs[0].value)
+            except ValueError:
+                pass
+        self._hub.revision = current
+        self._hub_task = asyncio.create_task(self._hub_loop(current + 1), name="etcd-watch")
+        if self.compact_interval > 0:
+            self._compactor = asyncio.create_task(self._compact_loop(), name="etcd-compactor")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for t in (self._compactor, self._hub_task):
+            if t is not None:
+                t.cancel()
+        await asyncio.gather(*(t for t in (self._compactor, self._hub_task) if t is not None),
+                             return_exceptions=True)
+        self._hub.close()
+        for _, _, fut in self._acks:
+            if not fut.done():
+                fut.set_result(None)
+        self._acks.clear()
+        for ep in self._eps:
+            await ep.channel.close()
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise StorageError("store is closed")
+        if not self._opened:
+            raise StorageError("store is not open")
+
+    # -- calling etcd with failover --------------------------------------------------------------
+
+    def _next_endpoint(self, failed: int) -> None:
+        if self._cur == failed and len(self._eps) > 1:
+            self._cur = (failed + 1) % len(self._eps)
+            log.info("etcd: %s unavailable; using %s", self._eps[failed].url, self._eps[self._cur].url)
+
+    async def _call(self, method: str, request: Any, *, idempotent: bool, what: str,
+                    timeout: float | None = None, stub: str = "kv") -> Any:
+        """One unary RPC, failing over between endpoints. Non-idempotent calls raise
+        :class:`_Ambiguous` on a failure that may have left the write applied."""
+        self._ensure_open()
+        deadline = time.monotonic() + (timeout or self.request_timeout)
+        delay = 0.05
+        tried = 0
+        while True:
+            idx = self._cur
+            ep = self._eps[idx]
+            left = deadline - time.monotonic()
+            try:
+                return await getattr(getattr(ep, stub), method)(request, timeout=max(left, 0.05))
+            except grpc.aio.AioRpcError as e:
+                if not (_retryable(e) or e.code() == grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise _map_error(e, what, current=self._hub.revision,
+                                     compact=self._hub.compact_revision) from None
+                self._next_endpoint(idx)
+                if not idempotent and not _unsent(e):
+                    raise _Ambiguous(e) from None
+                tried += 1
+                if self._closed:
+                    raise StorageError("store is closed") from None
+                if time.monotonic() + delay >= deadline:
+                    raise _map_error(e, what) from None
+                if tried % len(self._eps) == 0:  # every member failed once: back off a little
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+
+    async def _range(self, key: bytes, range_end: bytes = b"", *, revision: int = 0, limit: int = 0,
+                     count_only: bool = False, keys_only: bool = False, timeout: float | None = None,
+                     what: str = "etcd range") -> Any:
+        req = rpc.RangeRequest(key=key, range_end=range_end, revision=revision, limit=limit,
+                               count_only=count_only, keys_only=keys_only)
+        return await self._call("Range", req, idempotent=True, what=what, timeout=timeout)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> tuple[int, KeyValue | None]:
+        resp = await self._range(_b(key), what=f"get {key}")
+        return resp.header.revision, (_kv(resp.kvs[0]) if resp.kvs else None)
+
+    async def list(
+        self, prefix: str, *, revision: int = 0, start_after: str = "", limit: int = 0
+    ) -> ListResult:
+        if revision < 0 or limit < 0:
+            raise ValueError("revision and limit must not be negative")
+        self._ensure_open()
+        if revision > INT64_MAX:
+            raise FutureRevisionError(revision, await self.current_revision())
+        start = _b(prefix) if prefix else ALL_KEYS
+        if start_after and start_after >= prefix:
+            start = max(start, _b(start_after) + b"\0")
+        end = prefix_end(prefix)
+        range_end = _b(end) if end is not None else ALL_KEYS
+        try:
+            resp = await self._range(start, range_end, revision=revision,
+                                     limit=limit if limit <= INT64_MAX else 0, what=f"list {prefix}")
+        except FutureRevisionError:
+            raise FutureRevisionError(revision, await self.current_revision()) from None
+        except CompactedError:
+            raise CompactedError(max(self._hub.compact_revision, revision + 1),
+                                 await self.current_revision()) from None
+        kvs = [_kv(kv) for kv in resp.kvs]
+        return ListResult(revision=revision or resp.header.revision, kvs=kvs, more=resp.more,
+                          count=resp.count)
+
+    async def count(self, prefix: str) -> int:
+        end = prefix_end(prefix)
+        resp = await self._range(_b(prefix) if prefix else ALL_KEYS,
+                                 _b(end) if end is not None else ALL_KEYS, count_only=True,
+                                 what=f"count {prefix}")
+        return resp.count
+
+    async def current_revision(self) -> int:
+        """A linearizable read's header revision: the revision of the last committed write."""
+        resp = await self._range(COMPACT_REV_KEY, count_only=True, what="current revision")
+        return resp.header.revision
+
+    @property
+    def compact_revision(self) -> int:
+        return self._hub.compact_revision
+
+    async def check(self) -> None:
+        """Raise UnavailableError while no member answers (cached ~1 s), InsufficientStorageError
+        while etcd's NOSPACE alarm is raised."""
+        self._ensure_open()
+        at, err = self._health
+        if time.monotonic() - at < 1.0:
+            if err is not None:
+                raise err
+            return
+        assert self._health_lock is not None
+        async with self._health_lock:
+            at, err = self._health
+            if time.monotonic() - at >= 1.0:
+                err = await self._probe()
+                self._health = (time.monotonic(), err)
+        if err is not None:
+            raise err
+
+    async def _probe(self) -> StorageError | None:
+        try:
+            resp = await self._call("Alarm", rpc.AlarmRequest(action=rpc.AlarmRequest.GET),
+                                    idempotent=True, what="etcd health check", stub="maintenance",
+                                    timeout=self.check_timeout)
+            # A linearizable read proves a leader and a quorum (Alarm is answered locally).
+            await self._range(COMPACT_REV_KEY, count_only=True, timeout=self.check_timeout,
+                              what="etcd health check")
+        except StorageError as e:
+            return e if isinstance(e, UnavailableError) else UnavailableError(str(e))
+        for alarm in resp.alarms:
+            if alarm.alarm == rpc.NOSPACE:
+                return InsufficientStorageError("etcd: mvcc: database space exceeded (NOSPACE alarm "
+                                                "raised; compact, defragment and disarm it)")
+        return None
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    async def _txn(self, req: Any, what: str) -> Any:
+        return await self._call("Txn", req, idempotent=False, what=what)
+
+    async def create(self, key: str, value: bytes) -> tuple[bool, KeyValue | None]:
+        key, value = _check_key(key), _as_bytes(value)
+        self._ensure_open()
+        k = _b(key)
+        req = rpc.TxnRequest(
+            compare=[rpc.Compare(key=k, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL,
+                                 create_revision=0)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=value))],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=k))])
+        deadline = time.monotonic() + self.request_timeout
+        while True:
+            try:
+                resp = await self._txn(req, f"create {key}")
+            except _Ambiguous as amb:
+                _, cur = await self._resolve_read(key, amb, deadline)
+                if cur is None:
+                    continue  # it did not happen: the create is still conditional, send it again
+                if cur.value == value and cur.create_revision == cur.mod_revision:
+                    await self._ack(cur.mod_revision)
+                    return True, cur  # ours
+                return False, cur  # someone else's create won
+            if resp.succeeded:
+                rev = resp.header.revision
+                await self._ack(rev)
+                return True, KeyValue(key, value, rev, rev)
+            return False, _kv(resp.responses[0].response_range.kvs[0])
+
+    async def update(
+        self, key: str, value: bytes, expected_mod_revision: int
+    ) -> tuple[bool, KeyValue | None]:
+        key, value = _check_key(key), _as_bytes(value)
+        self._ensure_open()
+        if not 0 < expected_mod_revision <= INT64_MAX:
+            return False, (await self.get(key))[1]
+        k = _b(key)
+        req = rpc.TxnRequest(
+            compare=[rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
+                                 mod_revision=expected_mod_revision)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=value)),
+                     rpc.RequestOp(request_range=rpc.RangeRequest(key=k, keys_only=True))],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=k))])
+        deadline = time.monotonic() + self.request_timeout
+        while True:
+            try:
+                resp = await self._txn(req, f"update {key}")
+            except _Ambiguous as amb:
+                _, cur = await self._resolve_read(key, amb, deadline)
+                if cur is not None and cur.mod_revision == expected_mod_revision:
+                    continue  # not applied: the compare still holds, send it again
+                if cur is not None and cur.value == value and cur.mod_revision > expected_mod_revision:
+                    await self._ack(cur.mod_revision)
+                    return True, cur
+                raise _map_error(amb.cause, f"update {key}: outcome unknown") from None
+            if resp.succeeded:
+                rev = resp.header.revision
+                created = resp.responses[1].response_range.kvs[0].create_revision
+                await self._ack(rev)
+                return True, KeyValue(key, value, created, rev)
+            kvs = resp.responses[0].response_range.kvs
+            return False, (_kv(kvs[0]) if kvs else None)
+
+    async def delete(
+        self, key: str, expected_mod_revision: int = 0
+    ) -> tuple[bool, KeyValue | None]:
+        key = _check_key(key)
+        self._ensure_open()
+        if expected_mod_revision < 0 or expected_mod_revision > INT64_MAX:
+            return False, (await self.get(key))[1]
+        k = _b(key)
+        op = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k, prev_kv=True))
+        if expected_mod_revision:
+            compare = [rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
+                                   mod_revision=expected_mod_revision)]
+        else:  # unconditional: the key must exist, so that a miss reads nothing back
+            compare = [rpc.Compare(key=k, target=rpc.Compare.CREATE, result=rpc.Compare.GREATER,
+                                   create_revision=0)]
+        req = rpc.TxnRequest(compare=compare, success=[op],
+                             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=k))])
+        deadline = time.monotonic() + self.request_timeout
+        while True:
+            try:
+                resp = await self._txn(req, f"delete {key}")
+            except _Ambiguous as amb:
+                _, cur = await self._resolve_read(key, amb, deadline)
+                if cur is not None and expected_mod_revision in (0, cur.mod_revision):
+                    continue  # still there as expected: not applied, send it again
+                if cur is None and not expected_mod_revision:
+                    return False, None  # gone either way; an unconditional delete asked nothing more
+                raise _map_error(amb.cause, f"delete {key}: outcome unknown") from None
+            if resp.succeeded:
+                rev = resp.header.revision
+                prev = resp.responses[0].response_delete_range.prev_kvs[0]
+                await self._ack(rev)
+                return True, KeyValue(key, bytes(prev.value), prev.create_revision, rev)
+            kvs = resp.responses[0].response_range.kvs
+            return False, (_kv(kvs[0]) if kvs else None)
+
+    async def _resolve_read(self, key: str, amb: _Ambiguous, deadline: float) -> tuple[int, KeyValue | None]:
+        """After an ambiguous write failure: read the key back (failing over), or give up with
+        the error the write met once the request time is spent."""
+        left = deadline - time.monotonic()
+        if left <= 0.05:
+            raise _map_error(amb.cause, f"write {key}: outcome unknown") from None
+        log.info("etcd: write to %s failed (%s); reading it back", key, amb.cause.details())
+        try:
+            resp = await self._range(_b(key), timeout=left, what=f"get {key}")
+        except UnavailableError:
+            raise _map_error(amb.cause, f"write {key}: outcome unknown") from None
+        return resp.header.revision, (_kv(resp.kvs[0]) if resp.kvs else None)
+
+    async def compact(self, revision: int) -> int:
+        """etcd's Compact(revision); at or below the compact revision in force it is a no-op."""
+        self._ensure_open()
+        if revision > INT64_MAX:
+            raise FutureRevisionError(revision, await self.current_revision())
+        if revision <= self._hub.compact_revision:
+            return self._hub.compact_revision
+        try:
+            await self._call("Compact", rpc.CompactionRequest(revision=revision, physical=False),
+                             idempotent=True, what=f"compact {revision}")
+        except FutureRevisionError:
+            raise FutureRevisionError(revision, await self.current_revision()) from None
+        except CompactedError:
+            pass  # someone compacted at or past it already
+        self._hub.compact_revision = max(self._hub.compact_revision, revision)
+        return self._hub.compact_revision
+
+    async def _compact_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.compact_interval)
+            try:
+                await self.compact_once()
+            except StorageError as e:
+                log.warning("etcd: periodic compaction failed: %s", e)
+
+    async def compact_once(self) -> int:
+        """One round of the periodic compactor (upstream's apiserver compactor): compact to
+        ``current - compact_keep`` if this server wins the compare-and-swap on
+        ``compact_rev_key``'s version. Returns the compact revision in force."""
+        resp = await self._range(COMPACT_REV_KEY, what="compactor")
+        current = resp.header.revision
+        if resp.kvs and resp.kvs[0].mod_revision == current:
+            current -= 1  # the last write was a compactor's own: no activity since
+        target = current - self.compact_keep
+        if target <= self._hub.compact_revision or target <= 0:
+            return self._hub.compact_revision
+        version = resp.kvs[0].version if resp.kvs else 0
+        req = rpc.TxnRequest(
+            compare=[rpc.Compare(key=COMPACT_REV_KEY, target=rpc.Compare.VERSION,
+                                 result=rpc.Compare.EQUAL, version=version)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=COMPACT_REV_KEY, value=b"%d" % target))],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=COMPACT_REV_KEY))])
+        try:
+            tr = await self._txn(req, "compactor")
+        except _Ambiguous as amb:
+            raise _map_error(amb.cause, "compactor") from None
+        if not tr.succeeded:
+            return self._hub.compact_revision  # another API server compacts this interval
+        self._own_compact_put = tr.header.revision
+        return await self.compact(target)
+
+    # -- acknowledgement after fan-out ------------------------------------------------------------
+
+    async def _ack(self, revision: int) -> None:
+        """Return once the event of ``revision`` has been fanned out (or ``ack_timeout`` passed)."""
+        if self._hub.revision >= revision or self._closed:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        entry = (revision, next(self._seq), fut)
+        heapq.heappush(self._acks, entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.ack_timeout)
+        except TimeoutError:
+            log.debug("etcd: revision %d not seen on the watch stream after %.1fs", revision,
+                      self.ack_timeout)
+
+    def _wake_acks(self) -> None:
+        while self._acks and self._acks[0][0] <= self._hub.revision:
+            _, _, fut = heapq.heappop(self._acks)
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- watches ---------------------------------------------------------------------------------
+
+    def watch(self, prefix: str, start_revision: int) -> BufferedWatch:
+        return self._hub.watch(prefix, start_revision)
+
+    def watcher_count(self) -> int:
+        """Number of subscribed watchers (for metrics and leak tests)."""
+        return self._hub.watcher_count()
+
+    async def _open_watch(self, start: int, ep: _Endpoint) -> Any:
+        call = ep.watch.Watch(metadata=_REQUIRE_LEADER)
+        await call.write(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+            key=ALL_KEYS, range_end=ALL_KEYS, start_revision=start, prev_kv=True)))
+        return call
+
+    async def _hub_loop(self, start: int) -> None:
+        """Keep the whole-keyspace stream open, from ``start`` on, through member failures."""
+        delay = 0.05
+        while not self._closed:
+            idx = self._cur
+            ep = self._eps[idx]
+            call = None
+            try:
+                call = await self._open_watch(start, ep)
+                while True:
+                    resp = await call.read()
+                    if resp is grpc.aio.EOF:
+                        raise ConnectionError("watch stream ended")
+                    if resp.compact_revision:
+                        self._watch_compacted(resp.compact_revision, resp.header.revision)
+                        start = resp.header.revision + 1
+                        break
+                    if resp.canceled:
+                        raise ConnectionError(f"watch canceled: {resp.cancel_reason}")
+                    if resp.created:
+                        self._hub_live.set()
+                        delay = 0.05
+                    if resp.events:
+                        start = self._publish(resp.events) + 1
+            except asyncio.CancelledError:
+                raise
+            except (grpc.aio.AioRpcError, ConnectionError) as e:
+                if self._closed:
+                    return
+                detail = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
+                log.warning("etcd: watch stream on %s failed (%s); resuming at revision %d",
+                            ep.url, detail, start)
+                self._next_endpoint(idx)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            finally:
+                if call is not None:
+                    call.cancel()
+
+    def _publish(self, pbs: Any) -> int:
+        events = [_event(pb) for pb in pbs]
+        for ev in events:
+            if ev.kv.key == "compact_rev_key" and ev.type == PUT:
+                try:  # another API server's compactor announced a compaction
+                    self._hub.compact_revision = max(self._hub.compact_revision, int(ev.kv.value))
+                except ValueError:
+                    pass
+        rev = events[-1].kv.mod_revision
+        self._hub.publish(events, rev, self._hub.compact_revision)
+        self._wake_acks()
+        return rev
+
+    def _watch_compacted(self, compact: int, current: int) -> None:
+        """The stream's next revision was compacted while it was down: end every watch (410)."""
+        log.warning("etcd: watch stream fell behind compaction (compact revision %d); ending every "
+                    "watch", compact)
+        self._hub.compact_revision = max(self._hub.compact_revision, compact)
+        err = CompactedError(compact, current)
+        for watchers in list(self._hub._watchers.values()):
+            for w in list(watchers):
+                w._error = err
+                self._hub._unsubscribe(w)
+                w._wake()
+        self._hub.revision = max(self._hub.revision, current)
+        self._wake_acks()
+
+    async def _read_backfill(self, prefix: str, start: int) -> list[Event]:
+        """Events under ``prefix`` with revision in ``start..`` the last published revision, read
+        from a temporary whole-keyspace etcd watch (so the end is known exactly)."""
+        self._ensure_open()
+        target = self._hub.revision
+        if start <= self._hub.compact_revision:
+            raise CompactedError(self._hub.compact_revision, target)
+        if start > target:
+            return []
+        deadline = time.monotonic() + max(self.request_timeout, 30.0)
+        out: list[Event] = []
+        while True:
+            idx = self._cur
+            ep = self._eps[idx]
+            call = None
+            try:
+                call = await self._open_watch(start, ep)
+                while start <= target:
+                    resp = await asyncio.wait_for(call.read(), max(deadline - time.monotonic(), 0.05))
+                    if resp is grpc.aio.EOF:
+                        raise ConnectionError("watch stream ended")
+                    if resp.compact_revision:
+                        self._hub.compact_revision = max(self._hub.compact_revision, resp.compact_revision)
+                        raise CompactedError(resp.compact_revision, resp.header.revision)
+                    if resp.canceled:
+                        raise ConnectionError(f"watch canceled: {resp.cancel_reason}")
+                    for pb in resp.events:
+                        if pb.kv.mod_revision > target:
+                            start = target + 1
+                            break
+                        ev = _event(pb)
+                        if ev.kv.key.startswith(prefix):
+                            out.append(ev)
+                        start = pb.kv.mod_revision + 1
+                return out
+            except (grpc.aio.AioRpcError, ConnectionError) as e:
+                self._next_endpoint(idx)
+                if time.monotonic() >= deadline or self._closed:
+                    if isinstance(e, grpc.aio.AioRpcError):
+                        raise _map_error(e, "watch backfill") from None
+                    raise UnavailableError(f"watch backfill: {e}") from None
+                await asyncio.sleep(0.1)
+            except TimeoutError:
+                raise StorageTimeoutError(f"watch backfill from revision {start} timed out") from None
+            finally:
+                if call is not None:
+                    call.cancel()
+
+
+def _unsent(e: grpc.aio.AioRpcError) -> bool:
+    """The call certainly never reached a member (no connection could be made)."""
+    d = (e.details() or "").lower()
+    return e.code() == grpc.StatusCode.UNAVAILABLE and (
+        "failed to connect" in d or "connection refused" in d or "no address" in d
+        or "connections to all backends failing" in d or "dns resolution failed" in d)
