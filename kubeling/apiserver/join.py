@@ -148,8 +148,10 @@ def parse_token(text: str) -> Token:
     return Token(digest, user, secret)
 
 
-def ensure_token(data_dir: str | os.PathLike, pki: PKI) -> Token:
-    """The cluster's node token, made on first use and kept (see the module docstring)."""
+def ensure_token(data_dir: str | os.PathLike, pki: PKI, secret: str = "") -> Token:
+    """The cluster's node token, made on first use and kept (see the module docstring); a new
+    one takes ``secret`` when given (k3s's ``--token``), a random one otherwise."""
+    new_secret = secret
     path = token_path(data_dir)
     digest = ca_hash(pki.ca_cert.read_bytes())
     secret = ""
@@ -159,7 +161,7 @@ def ensure_token(data_dir: str | os.PathLike, pki: PKI) -> Token:
             secret = "" if parsed.bootstrap else parsed.secret
         except ValueError:
             secret = ""   # a damaged file is replaced; agents holding the old token must re-join
-    token = Token(digest, TOKEN_USER, secret or secrets.token_hex(16))
+    token = Token(digest, TOKEN_USER, secret or new_secret or secrets.token_hex(16))
     if not path.exists() or path.read_text().strip() != str(token):
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

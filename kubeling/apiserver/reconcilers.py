@@ -2,18 +2,19 @@
 ``pkg/controlplane/reconcilers`` with its ``EndpointsAdapter``).
 
 The ``kubernetes`` Service has no selector, so no controller computes its endpoints: the API
-server writes, at every start,
+servers write, for the addresses of every live server (`kubeling.apiserver.endpointreconciler`
+keeps that list, upstream's lease reconciler),
 
 - the Endpoints ``default/kubernetes`` (labelled ``endpointslice.kubernetes.io/skip-mirror:
-  "true"``, so the mirroring controller leaves it alone), one subset: the advertise address and
-  the secure port, named ``https``;
+  "true"``, so the mirroring controller leaves it alone), one subset: the servers' advertise
+  addresses, sorted, and the secure port, named ``https``;
 - the EndpointSlice ``default/kubernetes``, labelled only ``kubernetes.io/service-name:
   kubernetes`` (no managed-by: it is the API server's, as upstream), ``addressType`` of the
-  address, one endpoint ``ready: true``, the same port. kube-proxy reads slices only, so this is
-  what makes ``10.43.0.1:443`` reach the API server from pods.
+  addresses, one endpoint ``ready: true`` per address, the same port. kube-proxy reads slices
+  only, so this is what makes ``10.43.0.1:443`` reach the API servers from pods.
 
-Both are created when missing and rewritten when they name another address or port (a server
-started again with another ``--advertise-address`` or ``--secure-port``); otherwise untouched.
+Both are created when missing and rewritten when they name other addresses or another port;
+otherwise untouched.
 """
 
 from __future__ import annotations
@@ -31,18 +32,25 @@ NAMESPACE = "default"
 SKIP_MIRROR = {"endpointslice.kubernetes.io/skip-mirror": "true"}
 
 
-def desired_endpoints(ip: str, port: int) -> dict:
+def _ips(ips: str | list[str]) -> list[str]:
+    """One address or several: the distinct ones in numeric order (upstream repacks them sorted)."""
+    return sorted(set([ips] if isinstance(ips, str) else ips), key=lambda i: ipaddress.ip_address(i))
+
+
+def desired_endpoints(ips: str | list[str], port: int) -> dict:
     return {"apiVersion": "v1", "kind": "Endpoints",
             "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": dict(SKIP_MIRROR)},
-            "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}
+            "subsets": [{"addresses": [{"ip": ip} for ip in _ips(ips)],
+                         "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}
 
 
-def desired_endpoint_slice(ip: str, port: int) -> dict:
-    family = "IPv6" if ipaddress.ip_address(ip).version == 6 else "IPv4"
+def desired_endpoint_slice(ips: str | list[str], port: int) -> dict:
+    ips = _ips(ips)
+    family = "IPv6" if ipaddress.ip_address(ips[0]).version == 6 else "IPv4"
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": {"kubernetes.io/service-name": NAME}},
             "addressType": family,
-            "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips],
             "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
 
 
@@ -51,7 +59,7 @@ def _endpoints_match(cur: dict, want: dict) -> bool:
     if len(subsets) != 1:
         return False
     ss = subsets[0]
-    return [a.get("ip") for a in ss.get("addresses") or ()] == [want["subsets"][0]["addresses"][0]["ip"]] \
+    return [a.get("ip") for a in ss.get("addresses") or ()] == [a["ip"] for a in want["subsets"][0]["addresses"]] \
         and not ss.get("notReadyAddresses") \
         and [(p.get("name"), p.get("port"), p.get("protocol")) for p in ss.get("ports") or ()] \
         == [("https", want["subsets"][0]["ports"][0]["port"], "TCP")] \
@@ -61,14 +69,15 @@ def _endpoints_match(cur: dict, want: dict) -> bool:
 def _slice_match(cur: dict, want: dict) -> bool:
     return cur.get("addressType") == want["addressType"] \
         and [(e.get("addresses"), (e.get("conditions") or {}).get("ready")) for e in cur.get("endpoints") or ()] \
-        == [(want["endpoints"][0]["addresses"], True)] \
+        == [(e["addresses"], True) for e in want["endpoints"]] \
         and [(p.get("name"), p.get("port"), p.get("protocol")) for p in cur.get("ports") or ()] \
         == [("https", want["ports"][0]["port"], "TCP")] \
         and (cur["metadata"].get("labels") or {}).get("kubernetes.io/service-name") == NAME
 
 
-async def reconcile_kubernetes_endpoints(api, ip: str, port: int) -> None:
-    """Create or correct ``default/kubernetes``'s Endpoints and EndpointSlice (see the module docstring)."""
+async def reconcile_kubernetes_endpoints(api, ip: str | list[str], port: int) -> None:
+    """Create or correct ``default/kubernetes``'s Endpoints and EndpointSlice for the address
+    ``ip`` or the addresses in it (see the module docstring)."""
     for group, version, resource, want, match in (
             ("", "v1", "endpoints", desired_endpoints(ip, port), _endpoints_match),
             ("discovery.k8s.io", "v1", "endpointslices", desired_endpoint_slice(ip, port), _slice_match)):
@@ -89,7 +98,8 @@ async def reconcile_kubernetes_endpoints(api, ip: str, port: int) -> None:
             continue
         if match(cur, want):
             continue
-        log.info("%s %s/%s named another address or port: rewriting it for %s:%d", resource, NAMESPACE, NAME, ip, port)
+        log.info("%s %s/%s named other addresses or another port: rewriting it for %s port %d", resource, NAMESPACE,
+                 NAME, ", ".join(_ips(ip)), port)
         new = dict(want, metadata={**want["metadata"], "resourceVersion": cur["metadata"].get("resourceVersion"),
                                    "labels": {**(cur["metadata"].get("labels") or {}), **want["metadata"]["labels"]}})
         await api.registry.update(served, NAMESPACE, NAME, new, ctx)

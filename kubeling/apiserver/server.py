@@ -26,7 +26,7 @@ import socket
 from dataclasses import dataclass, field
 
 from kubeling.api import errors
-from kubeling.apiserver import audit, datadir, join, memory, proxy, registry, serving
+from kubeling.apiserver import audit, bootstrapdata, datadir, join, memory, proxy, registry, serving
 from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.cacher import Cacher
@@ -34,12 +34,13 @@ from kubeling.apiserver.certs import COMPONENTS, PKI, write_kubeconfig
 from kubeling.apiserver.crd import CRDController
 from kubeling.apiserver.datastore import open_store
 from kubeling.apiserver.rbac import bootstrap as rbac_bootstrap
-from kubeling.apiserver.reconcilers import reconcile_kubernetes_endpoints
+from kubeling.apiserver.endpointreconciler import LeaseEndpointReconciler
 from kubeling.apiserver.registry import Context
 from kubeling.cli._run import supervise_child
 from kubeling.storage import encryption
 from kubeling.storage.encryption import EncryptionConfig, EncryptionConfigError, TransformingStore
 from kubeling.apiserver.secretsencrypt import SecretsEncrypt
+from kubeling.storage.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,10 @@ class Options:
     # the cluster DNS child ("coredns" in disable turns it off): the kube-dns Service's IP and zone
     cluster_dns: str = ""
     cluster_domain: str = "cluster.local"
+    # k3s's --token / --token-file: the passphrase of the bootstrap data servers sharing a datastore
+    # share (kubeling.apiserver.bootstrapdata), and the secret of a new node token
+    token: str = ""
+    token_file: str = ""
 
 
 def kubernetes_service_ip(service_cidr: str) -> str:
@@ -112,9 +117,10 @@ def kubernetes_service_ip(service_cidr: str) -> str:
     return str(next(ipaddress.ip_network(service_cidr).hosts()))
 
 
-async def bootstrap(api: APIServer) -> None:
-    """Objects every cluster has: system namespaces, the `kubernetes` Service and its endpoints,
-    the system priority classes and the bootstrap RBAC policy. Idempotent."""
+async def bootstrap(api: APIServer, endpoints: LeaseEndpointReconciler | None = None) -> None:
+    """Objects every cluster has: system namespaces, the `kubernetes` Service and its endpoints
+    (``endpoints``' first round; one for the API server's own address when not given), the system
+    priority classes and the bootstrap RBAC policy. Idempotent."""
     ctx = Context(user="system:apiserver", field_manager="kube-apiserver")
 
     async def ensure(group, version, resource, obj, namespace=None):
@@ -142,8 +148,8 @@ async def bootstrap(api: APIServer) -> None:
         "spec": {"clusterIP": kubernetes_service_ip(api.config.service_cidr), "type": "ClusterIP", "sessionAffinity": "None",
                  "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}},
         namespace="default")
-    # its Endpoints and EndpointSlice are the API server's own, as upstream's endpoint reconciler's
-    await reconcile_kubernetes_endpoints(api, api.advertise_address, port)
+    # its Endpoints and EndpointSlice are the API servers' own, as upstream's lease endpoint reconciler's
+    await (endpoints or LeaseEndpointReconciler(api, api.registry.store, api.advertise_address, port)).reconcile()
     for name, value in (("system-node-critical", 2000001000), ("system-cluster-critical", 2000000000)):
         await ensure("scheduling.k8s.io", "v1", "priorityclasses", {
             "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
@@ -159,17 +165,20 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
     data = datadir.prepare(opts.data_dir)
     advertise = opts.advertise_address or (opts.bind_address if opts.bind_address not in ("0.0.0.0", "::")
                                            else primary_address())
-    pki = PKI(data, hosts=[advertise, opts.bind_address])
-    pki.ensure()
-    node_token = join.ensure_token(data, pki)  # <data-dir>/server/node-token: `kubeling agent --token`
-    encryption_path, encryption_config = encryption_at_rest(opts, data)
+    # the store first: servers sharing one hold the cluster's CA and keys in it (bootstrapdata)
     store = await open_store(opts, data)  # SQLite in the data dir, or etcd (--datastore-endpoint)
+    try:
+        pki, node_token, (encryption_path, encryption_config) = await local_secrets(opts, data, store, advertise)
+    except BaseException:
+        await store.close()
+        raise
     datadir.secure(data)  # the state file SQLite just made (and its WAL) 0600, as every private file
     if encryption_config is not None:  # Secrets (and what else the configuration names) encrypted at rest
         store = TransformingStore(store, encryption_config)
     listeners: list[serving.Listener] = []
     tasks: list[asyncio.Task] = []
     cacher = Cacher(store)
+    endpoints = None
     try:
         await cacher.start()
         api = APIServer(store, token_file=opts.token_auth_file, advertise_address=advertise,
@@ -191,7 +200,8 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
         crds = CRDController(api)
         await crds.start()
         await api.strategies[("", "services")].repair(api.registry, api.lookup("", "v1", "services"))
-        await bootstrap(api)
+        endpoints = LeaseEndpointReconciler(api, store, advertise, opts.secure_port)
+        await bootstrap(api, endpoints)
         aggregator = Aggregator(api)
         await aggregator.start()
         api.aggregator = aggregator
@@ -216,6 +226,7 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
         tasks.append(asyncio.create_task(crds.run(stop), name="crd-controller"))
         tasks.append(asyncio.create_task(api.admission.run(stop), name="admission"))
         tasks.append(asyncio.create_task(aggregator.run(stop), name="aggregator"))
+        tasks.append(asyncio.create_task(endpoints.run(stop), name="endpoint-reconciler"))
         if opts.controllers:
             # A child process: controllers are API clients, and a second interpreter keeps their
             # CPU off the API server's event loop.
@@ -271,7 +282,30 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
             if t is not waiter and t.exception():
                 raise t.exception()
     finally:
-        await asyncio.shield(_shutdown(tasks, listeners, store, cacher))
+        await asyncio.shield(_shutdown(tasks, listeners, store, cacher, endpoints))
+
+
+async def local_secrets(opts: Options, data, store, advertise: str):
+    """The PKI, the node token and the encryption configuration, made on the first start. On a
+    datastore other servers may share (not SQLite), they are the cluster's: read from the
+    datastore's bootstrap data, or stored there by the first server (`bootstrapdata`)."""
+    def make():
+        pki = PKI(data, hosts=[advertise, opts.bind_address])
+        pki.ensure()
+        # <data-dir>/server/node-token: `kubeling agent --token`
+        node_token = join.ensure_token(data, pki, secret=secret)
+        return pki, node_token, encryption_at_rest(opts, data)
+
+    if isinstance(store, SQLiteStore):
+        secret = bootstrapdata.parse_passphrase(opts.token)[0] if opts.token else ""
+        if opts.token_file:
+            secret = bootstrapdata.passphrase_from("", opts.token_file, data)[0]
+        return make()
+    secret, ca_hash, given = bootstrapdata.passphrase_from(opts.token, opts.token_file, data)
+    shared = bootstrapdata.BootstrapData(store, data, secret, given=given, ca_hash=ca_hash, config={
+        "service-cluster-ip-range": opts.service_cidr, "service-node-port-range": list(opts.node_port_range),
+        "cluster-cidr": opts.cluster_cidr, "secrets-encryption": opts.secrets_encryption})
+    return await bootstrapdata.reconcile(shared, make)
 
 
 def encryption_at_rest(opts: Options, data) -> tuple[str, EncryptionConfig | None]:
@@ -317,7 +351,13 @@ def leader_identity(data) -> str:
     return f"{socket.gethostname()}_{digest}"
 
 
-async def _shutdown(tasks, listeners, store, cacher) -> None:
+async def _shutdown(tasks, listeners, store, cacher, endpoints=None) -> None:
+    if endpoints is not None:
+        # first, as upstream's shutdown hook: the other servers' addresses only, from now on
+        try:
+            await asyncio.wait_for(endpoints.remove(), 5)
+        except (asyncio.TimeoutError, Exception) as e:  # noqa: BLE001 - the lease then expires by itself
+            log.warning("removing this server from the kubernetes Service's endpoints: %s", e or "timed out")
     for t in tasks:
         t.cancel()
     for t in tasks:

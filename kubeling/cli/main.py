@@ -97,6 +97,10 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kube-scheduler-arg", action="append", default=[], metavar="FLAG=VALUE",
                    help="pass a flag to the scheduler (repeatable)")
     p.add_argument("--node-name", default="", help="the name of the server's own node (default: the hostname)")
+    p.add_argument("--token", default="",
+                   help="servers sharing a datastore: the first server's token (its <data-dir>/server/token), which "
+                        "opens the cluster CA and keys stored in the datastore; the secret of a new node token")
+    p.add_argument("--token-file", default="", help="a file holding --token")
     agent_cli.agent_flags(p)
     p.add_argument("-v", "--verbose", action="store_true")
 
@@ -208,7 +212,8 @@ def cmd_server(args: argparse.Namespace) -> int:
                           admission_control_config_file=_admission_config(args.admission_control_config_file),
                           disable=[c.strip() for d in args.disable for c in d.split(",") if c.strip()],
                           ingress_http_port=args.ingress_http_port, ingress_https_port=args.ingress_https_port,
-                          cluster_dns=args.cluster_dns, cluster_domain=args.cluster_domain)
+                          cluster_dns=args.cluster_dns, cluster_domain=args.cluster_domain,
+                          token=args.token, token_file=args.token_file)
 
     def ready(api, kubeconfig) -> None:
         print(f"kubeling: ready. export KUBECONFIG={kubeconfig.resolve()}", file=sys.stderr, flush=True)
