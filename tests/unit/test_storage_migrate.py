@@ -1,0 +1,125 @@
+"""``kubeling.storage.migrate``: a SQLite state copied into an (empty) etcd-shaped store.
+
+The target is parametrized: a real single-member etcd (Debian's, through ``EtcdStore``) and the
+in-memory fake. The end-to-end migration of a served cluster is ``tests/e2e/test_etcd_migration.py``;
+here the cases a server start cannot easily reach: the order and bytes of every key, revisions
+above SQLite's, the compaction of the SQLite-era revisions, an interrupted migration refused, a
+crash between "done" and the rename finished, an etcd that already holds a cluster left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import pytest
+
+from kubeling.storage import CompactedError, MemoryStore, SQLiteStore
+from kubeling.storage.migrate import MARKER, MigrationError, migrate_sqlite
+
+
+@pytest.fixture(params=["memory"])
+def target(request, tmp_path):
+    """``async with target() as store``: an empty etcd-shaped store."""
+
+    class Opener:
+        async def __aenter__(self):
+            self.store = await MemoryStore.open()
+            return self.store
+
+        async def __aexit__(self, *exc):
+            await self.store.close()
+
+    return Opener
+
+
+async def make_sqlite(path) -> tuple[int, list]:
+    """A state file with creates, updates and deletes interleaved; returns (revision, live kvs)."""
+    s = await SQLiteStore.open(str(path), compact_interval=0)
+    try:
+        for i in range(200):
+            await s.create(f"/registry/core/configmaps/ns/c{i:03d}", json.dumps({"i": i}).encode())
+            if i % 3 == 0:
+                await s.create(f"/registry/core/secrets/ns/s{i:03d}", bytes([0, 1, 2, i % 256]) * 10)
+        for i in range(0, 200, 7):  # updates move keys to the end of the revision order
+            _, kv = await s.get(f"/registry/core/configmaps/ns/c{i:03d}")
+            assert (await s.update(kv.key, b'{"updated":true}', kv.mod_revision))[0]
+        for i in range(1, 200, 11):
+            assert (await s.delete(f"/registry/core/configmaps/ns/c{i:03d}"))[0]
+        return await s.current_revision(), (await s.list("")).kvs
+    finally:
+        await s.close()
+
+
+def test_every_key_is_copied_in_revision_order_above_sqlite_revisions(target, tmp_path):
+    async def main():
+        revision, before = await make_sqlite(tmp_path / "state.db")
+        async with target() as store:
+            summary = await migrate_sqlite(store, tmp_path)
+            assert summary["state"] == "done" and summary["objects"] == len(before)
+            after = {kv.key: kv for kv in (await store.list("/registry/")).kvs}
+            assert after.keys() == {kv.key for kv in before}
+            assert all(after[kv.key].value == kv.value for kv in before)  # byte for byte
+            old_order = [kv.key for kv in sorted(before, key=lambda kv: kv.mod_revision)]
+            assert sorted(after, key=lambda k: after[k].mod_revision) == old_order
+            assert min(kv.mod_revision for kv in after.values()) > revision
+            # SQLite-era revisions are compacted: a watch resumed there gets 410, not a replay
+            assert store.compact_revision >= revision
+            with pytest.raises(CompactedError):
+                w = store.watch("/registry/", revision)
+                try:
+                    await anext(aiter(w))
+                finally:
+                    w.close()
+            assert (await store.list("/kubeling/migration-bump/")).count == 0
+            assert json.loads((await store.get(MARKER))[1].value)["state"] == "done"
+            assert not (tmp_path / "state.db").exists()
+            assert [p.name.startswith("state.db.migrated-") for p in tmp_path.iterdir()] == [True]
+            assert await migrate_sqlite(store, tmp_path) is None  # nothing left to migrate
+
+    asyncio.run(main())
+
+
+def test_an_interrupted_migration_is_refused(target, tmp_path):
+    async def main():
+        await make_sqlite(tmp_path / "state.db")
+        async with target() as store:
+            await store.create(MARKER, json.dumps({"state": "copying", "source": "x"}).encode())
+            await store.create("/registry/core/configmaps/ns/c000", b"{}")
+            with pytest.raises(MigrationError, match="unfinished migration.*etcdctl"):
+                await migrate_sqlite(store, tmp_path, endpoint_hint="http://127.0.0.1:2379")
+            assert (tmp_path / "state.db").exists()
+            # without a state file as well: a half-copied etcd is never served
+            os.rename(tmp_path / "state.db", tmp_path / "elsewhere.db")
+            with pytest.raises(MigrationError):
+                await migrate_sqlite(store, tmp_path)
+
+    asyncio.run(main())
+
+
+def test_a_crash_between_done_and_the_rename_is_finished(target, tmp_path):
+    async def main():
+        await make_sqlite(tmp_path / "state.db")
+        async with target() as store:
+            summary = await migrate_sqlite(store, tmp_path)
+            os.rename(summary["renamedTo"], tmp_path / "state.db")  # as if the rename never happened
+            revision = await store.current_revision()
+            again = await migrate_sqlite(store, tmp_path)
+            assert again is not None and not (tmp_path / "state.db").exists()
+            assert await store.current_revision() == revision  # nothing copied twice
+
+    asyncio.run(main())
+
+
+def test_an_etcd_that_already_holds_a_cluster_is_left_alone(target, tmp_path):
+    async def main():
+        await make_sqlite(tmp_path / "state.db")
+        async with target() as store:
+            await store.create("/registry/core/namespaces/default", b"{}")
+            revision = await store.current_revision()
+            assert await migrate_sqlite(store, tmp_path) is None
+            assert (tmp_path / "state.db").exists() and await store.current_revision() == revision
+            assert await migrate_sqlite(store, tmp_path / "empty") is None  # no state file at all
+
+    asyncio.run(main())
