@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -42,7 +43,7 @@ from pathlib import Path
 DEFAULT_DATA_DIR = ".kubeling"
 DEFAULT_NAME = "on-demand"
 SHA256_LEN = 32
-CONNECT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 30.0  # for the first chunk of the snapshot
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # <name>-<node>-<unix seconds>; k3s adds .zip when compressed (we never compress).
 _SNAPSHOT = re.compile(r"^(?P<prefix>.+)-(?P<ts>\d{9,11})(?P<ext>\.zip)?$")
@@ -207,17 +208,42 @@ async def _stream_snapshot(endpoint: str, store: Datastore, out) -> None:
 
     channel = _channel(endpoint, store)
     try:
+        # no wait_for_ready: a refused connection or TLS handshake fails the call at once, with why
+        stream = rpc.MaintenanceStub(channel).Snapshot(rpc.SnapshotRequest(), wait_for_ready=False)
+        it = stream.__aiter__()
         try:
-            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
+            first = await asyncio.wait_for(it.__anext__(), CONNECT_TIMEOUT)
         except asyncio.TimeoutError:
+            stream.cancel()
             raise SnapshotError(f"no answer in {CONNECT_TIMEOUT:.0f}s") from None
+        except StopAsyncIteration:
+            return
+        except grpc.aio.AioRpcError as e:
+            raise SnapshotError(f"{e.code().name}: {e.details()}") from None
+        out.write(first.blob)
         try:
-            async for resp in rpc.MaintenanceStub(channel).Snapshot(rpc.SnapshotRequest()):
+            async for resp in it:
                 out.write(resp.blob)
         except grpc.aio.AioRpcError as e:
             raise SnapshotError(f"{e.code().name}: {e.details()}") from None
     finally:
         await channel.close()
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """gRPC's C core logs connection failures to fd 2 whatever GRPC_VERBOSITY says; the failure
+    is reported once, in the command's error line, so its lines are dropped while it runs."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _fsync_dir(d: Path) -> None:
@@ -252,7 +278,7 @@ def save(store: Datastore, directory: Path | str, name: str) -> Saved:
     for endpoint in store.endpoints:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
+            with os.fdopen(fd, "wb") as f, _quiet_stderr():
                 asyncio.run(_stream_snapshot(endpoint, store, f))
                 f.flush()
                 os.fsync(f.fileno())
@@ -261,7 +287,9 @@ def save(store: Datastore, directory: Path | str, name: str) -> Saved:
             _fsync_dir(d)
             return Saved(final, final.stat().st_size, snapshot_status(final).get("revision", 0), endpoint)
         except SnapshotError as e:
-            errors.append(f"{endpoint}: {e}")
+            tls = endpoint.startswith("https:") and any(w in str(e) for w in ("TSI_", "SSL", "andshake"))
+            hint = " (a TLS failure: check --datastore-cafile, --datastore-certfile and --datastore-keyfile)"
+            errors.append(f"{endpoint}: {e}{hint if tls else ''}")
         except OSError as e:
             errors.append(f"{endpoint}: {e.strerror or e}")
         finally:

@@ -132,7 +132,7 @@ def test_save_from_no_etcd_fails_and_leaves_nothing(tmp_path, capsys, monkeypatc
     assert main(["etcd-snapshot", "save", "--dir", str(d), "--node-name", "n1",
                  "--datastore-endpoint", f"http://127.0.0.1:{port},http://127.0.0.1:{port}"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("kubeling etcd-snapshot save: no snapshot taken: ") and err.count(f"127.0.0.1:{port}") == 2
+    assert err.startswith("kubeling etcd-snapshot save: no snapshot taken: ") and err.count(f"http://127.0.0.1:{port}: ") == 2
     assert os.listdir(d) == []
 
 
