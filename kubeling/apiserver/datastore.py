@@ -37,9 +37,11 @@ async def open_store(opts, data_dir: Path | str) -> Store:
         compact_interval=opts.compact_interval, compact_keep=opts.compact_keep)
     log.info("datastore: etcd at %s", ", ".join(store.endpoints))
     try:
-        # --- SQLite -> etcd migration (k3s-style) goes here: `store` is open, empty or not, and
-        # `data / "state.db"` may hold an earlier SQLite cluster. ---
-        pass
+        # k3s-style: an earlier SQLite cluster in `data / "state.db"` is copied into an empty etcd
+        # (resourceVersions kept monotonic), then renamed; a half-done migration is refused
+        from kubeling.storage.migrate import migrate_sqlite
+
+        await migrate_sqlite(store, data, endpoint_hint=opts.datastore_endpoint)
     except BaseException:
         await store.close()
         raise

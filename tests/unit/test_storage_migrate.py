@@ -12,25 +12,44 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
 from kubeling.storage import CompactedError, MemoryStore, SQLiteStore
+from kubeling.storage.etcd import EtcdStore
 from kubeling.storage.migrate import MARKER, MigrationError, migrate_sqlite
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.etcd import EtcdCluster  # noqa: E402
 
-@pytest.fixture(params=["memory"])
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory):
+    with EtcdCluster(tmp_path_factory.mktemp("etcd"), members=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["etcd", "memory"])
 def target(request, tmp_path):
-    """``async with target() as store``: an empty etcd-shaped store."""
+    """``async with target() as store``: an empty etcd-shaped store (etcd: its keys deleted)."""
 
     class Opener:
         async def __aenter__(self):
-            self.store = await MemoryStore.open()
+            if request.param == "memory":
+                self.store = await MemoryStore.open()
+                return self.store
+            self.store = await EtcdStore.open(etcd.endpoint, compact_interval=0)
+            for prefix in ("/registry/", "/kubeling/"):
+                for kv in (await self.store.list(prefix)).kvs:
+                    await self.store.delete(kv.key)
             return self.store
 
         async def __aexit__(self, *exc):
             await self.store.close()
 
+    etcd = request.getfixturevalue("etcd") if request.param == "etcd" else None
     return Opener
 
 
