@@ -25,6 +25,8 @@ TCP connection, bytes unchanged (TLS passes through: the API servers' serving ce
   connections to it are closed, so the clients reconnect — through the next server; watches
   resume from their resourceVersion — and so are the connections to a server that leaves the
   list. With no healthy server left, nothing is cut: every new dial tries every server.
+- The saved file also names the active server (``active``), counts the switches and gives the
+  time of the last one (``switched_at``, epoch seconds), for operators and tests.
 
 Copying is asyncio `Protocol` to `Protocol` (no streams, no task per connection once it is
 established), with flow control both ways (a full write buffer pauses reading on the other side)
@@ -269,6 +271,7 @@ class LoadBalancer:
             self._server = await loop.create_server(factory, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         self._checker = loop.create_task(self._check_loop(), name=f"lb-{self.name}-health")
+        self._save_state()
         log.info("load balancer %s on %s: servers %s, active %s", self.name, self.address,
                  ", ".join(self.servers), self.active)
 
@@ -321,7 +324,7 @@ class LoadBalancer:
             return
         if state.get("defaults") == self.defaults and state.get("servers"):
             self.servers = list(dict.fromkeys([*state["servers"], *self.defaults]))
-            self.active = self.servers[0]
+            self.active = state.get("active") if state.get("active") in self.servers else self.servers[0]
 
     def _save_state(self) -> None:
         if self.state_path is None:
@@ -329,7 +332,9 @@ class LoadBalancer:
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"defaults": self.defaults, "servers": self.servers}))
+            tmp.write_text(json.dumps({"defaults": self.defaults, "servers": self.servers, "active": self.active,
+                                       "switches": len(self.switches),
+                                       "switched_at": self.switches[-1][0] if self.switches else None}))
             os.replace(tmp, self.state_path)
         except OSError as e:
             log.warning("load balancer %s: cannot save the server list: %s", self.name, e)
@@ -359,6 +364,7 @@ class LoadBalancer:
         log.warning("load balancer %s: switched from server %s to %s (%s)", self.name, self.active, to, why)
         self.switches.append((time.time(), self.active, to))
         self.active = to
+        self._save_state()
 
     def _mark_failed(self, server: str, why: str) -> None:
         if server not in self.failed:

@@ -257,8 +257,9 @@ def test_the_server_list_is_saved_for_the_next_start(tmp_path):
             lb.update(["10.0.0.2:6443", "10.0.0.3:6443"])
         saved = json.loads((tmp_path / lbm.STATE_FILE).read_text())
         assert saved["servers"] == ["10.0.0.2:6443", "10.0.0.3:6443", "10.0.0.1:6443"]
+        assert saved["active"] == "10.0.0.1:6443" and saved["switches"] == 0
         again = LoadBalancer(["10.0.0.1:6443"], port=0, state_dir=tmp_path)
-        assert again.servers == saved["servers"] and again.active == "10.0.0.2:6443"
+        assert again.servers == saved["servers"] and again.active == "10.0.0.1:6443"
         # another --server: the saved list is not used
         other = LoadBalancer(["10.9.9.9:6443"], port=0, state_dir=tmp_path)
         assert other.servers == ["10.9.9.9:6443"]
