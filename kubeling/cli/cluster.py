@@ -5,11 +5,22 @@
                         [--kube-controller-manager-arg FLAG=VALUE]... [--kube-scheduler-arg ...]
                         [--server-arg FLAG]... [--agent-arg FLAG]... [--node-agent-arg NODE=FLAG]...
                         [--flannel-backend vxlan|host-gw|none]
+                        [--control-planes N --datastore sqlite|etcd]
     kubeling cluster down [--data-dir DIR]
     kubeling cluster status [--data-dir DIR]
     kubeling cluster node stop|start|isolate [--undo]|connect|add|remove NAME [--data-dir DIR]
     kubeling cluster node add NAME [--agent-arg FLAG]... [--token-file FILE]
-    kubeling cluster routes [--data-dir DIR]     (run by ``up``: routes to every node's pods)
+    kubeling cluster server stop|start|kill NAME [--data-dir DIR]     (server-<i>, etcd layout)
+    kubeling cluster etcd stop|start|kill NAME [--data-dir DIR]       (etcd-<i>)
+    kubeling cluster routes [--control-plane NAME] [--data-dir DIR]
+                                                 (run by ``up``: routes to every node's pods)
+
+``--datastore etcd`` (with ``--control-planes N``, default 1) gives each control plane a network
+namespace on the bridge (``<name>-server-<i>``) with an etcd member (client ``<ip>:2379``, peer
+``<ip>:2380``) and a ``kubeling server --datastore-endpoint <every member>``; agents join
+server-1, whose admin kubeconfig ``up`` prints; each server writes its own in
+``DIR/server-<i>/admin.kubeconfig``. ``server kill`` and ``etcd kill`` are SIGKILL (a crash),
+``stop`` a clean shutdown; ``start`` brings one back with its data.
 
 ``--agent-arg`` flags go to every agent, ``--node-agent-arg node-2=--kube-proxy-arg=proxy-mode=nftables``
 to one (after the others, so it wins where a flag is given twice). ``node add --token-file FILE``
@@ -57,6 +68,11 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                     help="a `kubeling agent` flag for one node, e.g. node-2=--kube-proxy-arg=proxy-mode=nftables")
     up.add_argument("--flannel-backend", choices=("vxlan", "host-gw", "none"), default="vxlan",
                     help="how pods reach the pods of other nodes (default vxlan)")
+    up.add_argument("--control-planes", type=int, default=1,
+                    help="API servers (default 1); more than one needs --datastore etcd")
+    up.add_argument("--datastore", choices=("sqlite", "etcd"), default="sqlite",
+                    help="sqlite (default: one server here) or etcd (a member beside each server, in the "
+                         "control plane's own network namespace)")
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server and the nodes")
     up.set_defaults(func=cmd_up)
     with_dir(csub.add_parser("down", help="remove every process, namespace, link, mount and cgroup of the cluster")
@@ -84,8 +100,20 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                            help="join with the token in this file (e.g. from `kubeling token create`: the node "
                                 "gets its certificate through a CSR) instead of the server's node token")
         n.set_defaults(func=cmd_node)
-    with_dir(csub.add_parser("routes", help="keep routes from here to every node's pod CIDR (run by `up`)")
-             ).set_defaults(func=cmd_routes)
+    for what, names, text in (("server", "server-<i>", "the API server"), ("etcd", "etcd-<i>", "the etcd member")):
+        parser = csub.add_parser(what, help=f"stop, start or kill {text} of a control plane (etcd layout)")
+        vsub = parser.add_subparsers(dest="cp_command", required=True)
+        for verb, help_text in (("stop", f"stop {text} cleanly (SIGTERM)"), ("start", f"start {text} again"),
+                                ("kill", f"SIGKILL {text} (a crash; for failure tests)")):
+            v = with_dir(vsub.add_parser(verb, help=help_text))
+            v.add_argument("name", help=names)
+            if verb == "start":
+                v.add_argument("--timeout", type=float, default=180.0)
+            v.set_defaults(func=cmd_server if what == "server" else cmd_etcd)
+    routes = with_dir(csub.add_parser("routes", help="keep routes from here to every node's pod CIDR (run by `up`)"))
+    routes.add_argument("--control-plane", default="", metavar="NAME",
+                        help="run for this control plane (in its netns, with its server's kubeconfig)")
+    routes.set_defaults(func=cmd_routes)
 
 
 def _run(fn) -> int:
@@ -119,7 +147,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         c.up(args.nodes, name=args.name, subnet=args.subnet, bind_address=args.bind_address,
              secure_port=args.secure_port, registry_config=args.registry_config,
              server_args=server_args + args.server_arg, agent_args=args.agent_arg,
-             node_agent_args=node_agent_args, flannel_backend=args.flannel_backend, timeout=args.timeout)
+             node_agent_args=node_agent_args, flannel_backend=args.flannel_backend,
+             control_planes=args.control_planes, datastore=args.datastore, timeout=args.timeout)
         print(f"export KUBECONFIG={c.kubeconfig}", flush=True)
     code = _run(up)
     if code:
@@ -160,6 +189,28 @@ def cmd_node(args: argparse.Namespace) -> int:
     return _run(actions[verb])
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    from kubeling.cluster import Cluster
+    c = Cluster(args.data_dir)
+    actions = {
+        "stop": lambda: c.stop_cp_server(args.name),
+        "kill": lambda: c.stop_cp_server(args.name, kill=True),
+        "start": lambda: c.start_cp_server(args.name, timeout=args.timeout),
+    }
+    return _run(actions[args.cp_command])
+
+
+def cmd_etcd(args: argparse.Namespace) -> int:
+    from kubeling.cluster import Cluster
+    c = Cluster(args.data_dir)
+    actions = {
+        "stop": lambda: c.stop_etcd(args.name),
+        "kill": lambda: c.stop_etcd(args.name, kill=True),
+        "start": lambda: c.start_etcd(args.name, timeout=args.timeout),
+    }
+    return _run(actions[args.cp_command])
+
+
 def cmd_routes(args: argparse.Namespace) -> int:
     """Routes from this namespace to every node's pod CIDR, via the node's IP, kept current from
     the Node objects (`kubeling.kubelet.network.overlay` in routes-only mode), until SIGTERM."""
@@ -176,11 +227,12 @@ def cmd_routes(args: argparse.Namespace) -> int:
                         stream=sys.stderr)
     c = Cluster(args.data_dir)
     st = c.load()
+    kubeconfig = c.cp_kubeconfig(c.control_plane(args.control_plane)) if args.control_plane else c.kubeconfig
 
     async def main() -> None:
         stop = asyncio.Event()
         install_stop_handlers(stop)
-        client = RESTClient.from_config(kc.load(str(c.kubeconfig)), component="kubeling-cluster-routes")
+        client = RESTClient.from_config(kc.load(str(kubeconfig)), component="kubeling-cluster-routes")
         try:
             await Overlay(client, "", backend="host-gw", node_ip="", pod_cidr="", cluster_cidr=st.cluster_cidr,
                           routes_only=True).run(stop)

@@ -4,6 +4,6 @@ the server and the agents, records them in ``<data-dir>/cluster.json`` and remov
 The e2e harness (tests/e2e/multinode.py) drives the same `Cluster`.
 """
 
-from kubeling.cluster.cluster import Cluster, ClusterError, ClusterState, NodeState
+from kubeling.cluster.cluster import Cluster, ClusterError, ClusterState, ControlPlaneState, NodeState
 
-__all__ = ["Cluster", "ClusterError", "ClusterState", "NodeState"]
+__all__ = ["Cluster", "ClusterError", "ClusterState", "ControlPlaneState", "NodeState"]

@@ -7,7 +7,9 @@ Layout of the data directory ``DIR``::
     DIR/server/             the server's data dir (state.db, pki/, admin.kubeconfig,
                             server/node-token)
     DIR/nodes/<name>/       each agent's data dir (agent/: images, runc root, pods, logs)
-    DIR/logs/<proc>.log     server.log, <node>.log
+    DIR/logs/<proc>.log     server.log, <node>.log (etcd layout: server-<i>.log, etcd-<i>.log,
+                            routes-server-<i>.log)
+    DIR/server-<i>/, DIR/etcd/etcd-<i>/   the etcd layout's servers and members (see below)
 
 Lifecycle (every step records itself in the state file before the next one)::
 
@@ -25,11 +27,25 @@ Lifecycle (every step records itself in the state file before the next one)::
              overlay's flannel.1 must be gone after it) ─▶ veths, netns ─▶ pod routes ─▶ server
              ─▶ bridge ─▶ the state file
 
+The etcd layout (``up --datastore etcd [--control-planes N]``): no server in the caller's
+namespace; each control plane ``server-<i>`` gets a netns ``<cluster>-server-<i>`` on the bridge
+(made as a node's, `ControlPlaneState`) with its own address, where run an etcd member ``etcd-<i>``
+(client ``http://<ip>:2379`` and ``127.0.0.1:2379``, peer ``<ip>:2380``, one ``--initial-cluster``
+of all N; data in DIR/etcd/etcd-<i>/), a ``kubeling server --bind-address <ip> --datastore-endpoint
+<every member>`` (data dir DIR/server-<i>/, its own admin.kubeconfig there) and a routes helper
+(below). ``up``: namespaces ─▶ every member, healthy together ─▶ server-1 ready ─▶ the others,
+sharing server-1's CA and keys (``--token``, or copies of its files for a server without it)
+─▶ routes ─▶ nodes, joining server-1 (or the first server that runs). ``server stop|start|kill
+NAME`` and ``etcd stop|start|kill NAME`` take one down (kill: SIGKILL, a crash; data stays) or
+bring it back; ``down`` removes the control planes after the nodes.
+
 Pod routes: the server runs in the caller's namespace without an agent, so it has no pod
 network; ``kubeling cluster routes`` (a process beside it, recorded as ``routes_pid``) keeps a
 route to every Node's podCIDR via that node's IP on the bridge, from the Node objects
 (`kubeling.kubelet.network.overlay`, routes-only mode). The API server so reaches pods
-(services/pods proxy, webhooks), and pods' answers to it find their way back.
+(services/pods proxy, webhooks), and pods' answers to it find their way back. In the etcd layout
+one more such helper runs in each control plane's netns (``routes --control-plane NAME``, on its
+own server's kubeconfig), for the same reason.
 
 Processes are detached (their own session) and are only ever signalled by the PID recorded
 here, after checking that ``/proc/<pid>/cmdline`` is still theirs (names their data dir), so a
@@ -42,6 +58,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import secrets
+import shutil
 import signal
 import ssl
 import subprocess
@@ -59,6 +77,9 @@ STATE_FILE = "cluster.json"
 CLUSTER_CIDR = "10.42.0.0/16"
 SERVICE_CIDR = "10.43.0.0/16"
 KUBELET_PORT = 10250
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+DATASTORES = ("sqlite", "etcd")
 
 
 class ClusterError(RuntimeError):
@@ -80,6 +101,29 @@ class NodeState:
 
 
 @dataclass
+class ControlPlaneState:
+    """One control-plane namespace of the etcd layout: an etcd member and a `kubeling server`."""
+    name: str                  # server-<i>
+    ip: str                    # eth0's address in its netns: the server's and the member's
+    netns: str
+    veth: str
+    data_dir: str              # the server's data dir, DIR/server-<i>
+    etcd_name: str             # etcd-<i>
+    etcd_dir: str              # the member's data dir, DIR/etcd/etcd-<i>
+    pid: int = 0               # the server; 0: not running
+    etcd_pid: int = 0          # the member; 0: not running
+    routes_pid: int = 0        # `kubeling cluster routes --control-plane <name>` in its netns
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://{self.ip}:{ETCD_CLIENT_PORT}"
+
+    @property
+    def etcd_peer_url(self) -> str:
+        return f"http://{self.ip}:{ETCD_PEER_PORT}"
+
+
+@dataclass
 class ClusterState:
     name: str
     data_dir: str
@@ -98,15 +142,27 @@ class ClusterState:
     cluster_cidr: str = CLUSTER_CIDR
     service_cidr: str = SERVICE_CIDR
     nodes: dict[str, NodeState] = field(default_factory=dict)
+    datastore: str = "sqlite"                              # "sqlite" (one server) or "etcd"
+    token: str = ""                                        # the servers' shared --token (etcd layout)
+    control_planes: dict[str, ControlPlaneState] = field(default_factory=dict)   # empty: one server here
 
     @property
     def server_url(self) -> str:
         return f"https://{self.server_ip}:{self.secure_port}"
 
+    @property
+    def ha(self) -> bool:
+        """The control-plane namespaces layout (``--datastore etcd``), not one server here."""
+        return bool(self.control_planes)
+
+    def etcd_endpoints(self) -> str:
+        return ",".join(cp.etcd_url for cp in self.control_planes.values())
+
     @classmethod
     def from_json(cls, doc: dict) -> ClusterState:
         nodes = {n: NodeState(**v) for n, v in (doc.pop("nodes", None) or {}).items()}
-        return cls(**doc, nodes=nodes)
+        cps = {n: ControlPlaneState(**v) for n, v in (doc.pop("control_planes", None) or {}).items()}
+        return cls(**doc, nodes=nodes, control_planes=cps)
 
 
 def _kubeling() -> list[str]:
@@ -139,14 +195,57 @@ def _signal(pid: int, marker: str, sig: int) -> bool:
 
 def stop_process(pid: int, marker: str, timeout: float = 15.0) -> None:
     """SIGTERM, wait, then SIGKILL; only if ``pid`` is still ours (see `alive`)."""
-    if not _signal(pid, marker, signal.SIGTERM):
-        return
+    stop_processes([(pid, marker)], timeout)
+
+
+def stop_processes(procs: list[tuple[int, str]], timeout: float = 15.0) -> None:
+    """`stop_process` for several at once: all get SIGTERM, then the rest SIGKILL after ``timeout``."""
+    procs = [(pid, marker) for pid, marker in procs if _signal(pid, marker, signal.SIGTERM)]
     deadline = time.monotonic() + timeout
-    while alive(pid, marker) and time.monotonic() < deadline:
+    while any(alive(*p) for p in procs) and time.monotonic() < deadline:
         time.sleep(0.1)
-    _signal(pid, marker, signal.SIGKILL)
-    while alive(pid, marker):
+    for pid, marker in procs:
+        _signal(pid, marker, signal.SIGKILL)
+    while any(alive(*p) for p in procs):
         time.sleep(0.05)
+
+
+def _group(pid: int, marker: str) -> list[tuple[int, str]]:
+    """The processes of ``pid``'s process group (it leads one: `Cluster._spawn`), with their argv,
+    while ``pid`` is still ours."""
+    if not alive(pid, marker):
+        return []
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(stat[2]) == pid:
+            out.append((int(entry), _cmdline(int(entry))))
+    return out
+
+
+def _kill_all(group: list[tuple[int, str]]) -> None:
+    """SIGKILL what is left of `_group`'s processes (only those whose argv is unchanged)."""
+    for pid, cmd in group:
+        if cmd and _cmdline(pid) == cmd:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _server_flag(flag: str) -> bool:
+    """Whether this `kubeling server` has ``flag`` (flags other helpers of the project add)."""
+    import argparse
+
+    from kubeling.cli.main import _server_args
+    p = argparse.ArgumentParser(add_help=False)
+    _server_args(p)
+    return flag in p._option_string_actions
 
 
 class Cluster:
@@ -166,6 +265,13 @@ class Cluster:
 
     @property
     def server_dir(self) -> Path:
+        """The data dir of the server the admin kubeconfig and the node token come from: DIR/server,
+        or server-1's in the etcd layout."""
+        st = self.state
+        if st is None and self.state_path.exists():
+            st = self.load()
+        if st is not None and st.ha:
+            return Path(next(iter(st.control_planes.values())).data_dir)
         return self.dir / "server"
 
     @property
@@ -229,7 +335,13 @@ class Cluster:
         return f"\n--- last lines of {self.log_path(proc)} ---\n" + "\n".join(text)
 
     def server_marker(self) -> str:
-        return f"--data-dir {self.server_dir} "
+        return f"--data-dir {self.dir / 'server'} "
+
+    def cp_marker(self, cp: ControlPlaneState) -> str:
+        return f"--data-dir {cp.data_dir} "
+
+    def etcd_marker(self, cp: ControlPlaneState) -> str:
+        return f"--data-dir {cp.etcd_dir} "
 
     def node_marker(self, node: NodeState) -> str:
         return f"--data-dir {node.data_dir} "
@@ -239,7 +351,14 @@ class Cluster:
     def up(self, nodes: int, *, name: str = "kubeling", subnet: str = "", bind_address: str = "",
            secure_port: int = 6443, registry_config: str = "", server_args: list[str] | None = None,
            agent_args: list[str] | None = None, node_agent_args: dict[str, list[str]] | None = None,
-           flannel_backend: str = "vxlan", timeout: float = 180.0) -> None:
+           flannel_backend: str = "vxlan", control_planes: int = 1, datastore: str = "sqlite",
+           timeout: float = 180.0) -> None:
+        if datastore not in DATASTORES:
+            raise ClusterError(f"--datastore {datastore!r}: one of {', '.join(DATASTORES)}")
+        if control_planes < 1:
+            raise ClusterError("--control-planes must be at least 1")
+        if control_planes > 1 and datastore != "etcd":
+            raise ClusterError("several control planes share one datastore: give --datastore etcd")
         if self.state_path.exists():
             raise ClusterError(f"a cluster already lives in {self.dir}: `kubeling cluster down "
                                f"--data-dir {self.dir}` first")
@@ -255,10 +374,21 @@ class Cluster:
                                   server_args=list(server_args or []), agent_args=list(agent_args or []),
                                   node_agent_args={k: list(v) for k, v in (node_agent_args or {}).items()},
                                   flannel_backend=flannel_backend)
+        if datastore == "etcd":
+            self.state.datastore = datastore
+            self.state.bind_address = bind_address
+            self.state.token = secrets.token_hex(16)
+            for i in range(1, control_planes + 1):
+                cp = self._new_control_plane(i, str(hosts[i]))
+                self.state.control_planes[cp.name] = cp
+            self.state.server_ip = next(iter(self.state.control_planes.values())).ip
         self.save()
         net.create_bridge(self.state.bridge, ipaddress.ip_interface(f"{hosts[0]}/{picked.prefixlen}"))
         self.say(f"bridge {self.state.bridge} {hosts[0]}/{picked.prefixlen}")
-        self.start_server(timeout)
+        if self.state.ha:
+            self.start_control_planes(timeout)
+        else:
+            self.start_server(timeout)
         self.start_routes()
         for i in range(1, nodes + 1):
             self.add_node(f"node-{i}", wait=False)
@@ -294,11 +424,12 @@ class Cluster:
     def start_routes(self) -> None:
         """``kubeling cluster routes`` beside the server (see the module docstring)."""
         st = self.load()
-        if alive(st.routes_pid, self.routes_marker()):
-            return
-        st.routes_pid = self._spawn([*_kubeling(), "cluster", "routes", "--data-dir", str(self.dir)], "routes")
-        self.save()
-        self.say(f"pod routes: pid {st.routes_pid}")
+        if not alive(st.routes_pid, self.routes_marker()):
+            st.routes_pid = self._spawn([*_kubeling(), "cluster", "routes", "--data-dir", str(self.dir)], "routes")
+            self.save()
+            self.say(f"pod routes: pid {st.routes_pid}")
+        for cp in st.control_planes.values():
+            self.start_cp_routes(cp)
 
     def stop_routes(self) -> None:
         from kubeling.kubelet.network.overlay import cleanup_routes
@@ -307,12 +438,207 @@ class Cluster:
         st.routes_pid = 0
         cleanup_routes(via=st.subnet)
 
+    # -- control planes (the etcd layout) ------------------------------------------------------
+
+    def _new_control_plane(self, i: int, ip: str) -> ControlPlaneState:
+        st = self.load()
+        name = f"server-{i}"
+        return ControlPlaneState(name=name, ip=ip, netns=net.netns_name(st.name, name),
+                                 veth=net.ifname("klv", st.name, "control-plane", name), data_dir=str(self.dir / name),
+                                 etcd_name=f"etcd-{i}", etcd_dir=str(self.dir / "etcd" / f"etcd-{i}"))
+
+    def control_plane(self, name: str) -> ControlPlaneState:
+        """A control plane by its server's name (server-<i>) or its member's (etcd-<i>)."""
+        st = self.load()
+        for cp in st.control_planes.values():
+            if name in (cp.name, cp.etcd_name):
+                return cp
+        names = ", ".join(n for cp in st.control_planes.values() for n in (cp.name, cp.etcd_name))
+        raise ClusterError(f"no control plane {name} in this cluster ({names or 'it has one server, no etcd'})")
+
+    def cp_kubeconfig(self, cp: ControlPlaneState) -> Path:
+        """The admin kubeconfig the server ``cp`` writes, pointing at its own address."""
+        return Path(cp.data_dir) / "admin.kubeconfig"
+
+    def start_control_planes(self, timeout: float) -> None:
+        """Namespaces, every etcd member (they form the cluster together), server-1, then the others
+        with server-1's bootstrap data (the shared --token, or copies of its CA and keys)."""
+        st = self.load()
+        prefix = ipaddress.ip_network(st.subnet).prefixlen
+        for cp in st.control_planes.values():
+            net.create_node_netns(cp.netns, cp.veth, st.bridge, ipaddress.ip_interface(f"{cp.ip}/{prefix}"),
+                                  unreachable=(st.cluster_cidr, st.service_cidr))
+        for cp in st.control_planes.values():
+            self.start_etcd(cp.etcd_name, wait=False)
+        self.wait_etcd(list(st.control_planes.values()), timeout)
+        first, *others = st.control_planes.values()
+        self.start_cp_server(first.name, timeout=timeout)
+        if others and not _server_flag("--token"):
+            for cp in others:
+                self._copy_bootstrap(first, cp)
+        for cp in others:
+            self.start_cp_server(cp.name, wait=False)
+        for cp in others:
+            self.wait_cp_server(cp, timeout)
+
+    def _copy_bootstrap(self, src: ControlPlaneState, dst: ControlPlaneState) -> None:
+        """What servers sharing a datastore must share, for a `kubeling server` without --token:
+        the CA, the service-account key and the node token (and the encryption config, if any)."""
+        s, d = Path(src.data_dir), Path(dst.data_dir)
+        files = [Path("pki") / f for f in ("ca.crt", "ca.key", "service-account.key", "service-account.pub")]
+        files += [p.relative_to(s) for p in (s / "server").rglob("*") if p.is_file()]
+        for rel in files:
+            target = d / rel
+            if target.exists():
+                continue
+            for parent in reversed(target.relative_to(d).parents):
+                (d / parent).mkdir(mode=0o700, exist_ok=True)
+            shutil.copy2(s / rel, target)
+            os.chmod(target, 0o600 if rel.suffix != ".crt" and rel.suffix != ".pub" else 0o644)
+
+    def etcd_argv(self, cp: ControlPlaneState) -> list[str]:
+        st = self.load()
+        initial = ",".join(f"{o.etcd_name}={o.etcd_peer_url}" for o in st.control_planes.values())
+        return [shutil.which("etcd") or "/usr/bin/etcd", "--name", cp.etcd_name, "--data-dir", cp.etcd_dir,
+                "--listen-client-urls", f"{cp.etcd_url},http://127.0.0.1:{ETCD_CLIENT_PORT}",
+                "--advertise-client-urls", cp.etcd_url,
+                "--listen-peer-urls", cp.etcd_peer_url, "--initial-advertise-peer-urls", cp.etcd_peer_url,
+                "--initial-cluster", initial, "--initial-cluster-token", f"kubeling-{st.name}",
+                "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"]
+
+    def start_etcd(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+        cp = self.control_plane(name)
+        if alive(cp.etcd_pid, self.etcd_marker(cp)):
+            return
+        Path(cp.etcd_dir).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        cp.etcd_pid = self._spawn([*net.nsenter(cp.netns), *self.etcd_argv(cp)], cp.etcd_name)
+        self.save()
+        self.say(f"{cp.etcd_name}: pid {cp.etcd_pid} on {cp.etcd_url} in netns {cp.netns}")
+        if wait:
+            self.wait_etcd([cp], timeout)
+
+    def etcd_healthy(self, cp: ControlPlaneState, timeout: float = 2.0) -> bool:
+        try:
+            with urllib.request.urlopen(cp.etcd_url + "/health", timeout=timeout) as r:
+                return json.loads(r.read()).get("health") == "true"
+        except (OSError, ValueError):
+            return False
+
+    def wait_etcd(self, cps: list[ControlPlaneState], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for cp in cps:
+                if not self._running(cp.etcd_pid, self.etcd_marker(cp)):
+                    raise ClusterError(f"{cp.etcd_name} exited" + self._log_tail(cp.etcd_name))
+            pending = [cp.etcd_name for cp in cps if not self.etcd_healthy(cp)]
+            if not pending:
+                self.say(f"etcd healthy: {', '.join(cp.etcd_name for cp in cps)}")
+                return
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"etcd not healthy within {timeout:.0f}s: {', '.join(pending)}"
+                                   + "".join(self._log_tail(n, 10) for n in pending))
+            time.sleep(0.3)
+
+    def stop_etcd(self, name: str, *, kill: bool = False) -> None:
+        """SIGTERM (``kill``: SIGKILL, a crash) the member; its data stays."""
+        cp = self.control_plane(name)
+        if kill:
+            _signal(cp.etcd_pid, self.etcd_marker(cp), signal.SIGKILL)
+            while alive(cp.etcd_pid, self.etcd_marker(cp)):
+                time.sleep(0.05)
+        else:
+            stop_process(cp.etcd_pid, self.etcd_marker(cp))
+        cp.etcd_pid = 0
+        self.save()
+        self._reap()
+        self.say(f"{cp.etcd_name}: {'killed' if kill else 'stopped'}")
+
+    def cp_server_argv(self, cp: ControlPlaneState) -> list[str]:
+        st = self.load()
+        if not _server_flag("--datastore-endpoint"):
+            raise ClusterError("this kubeling server has no --datastore-endpoint: --datastore etcd needs it")
+        argv = [*_kubeling(), "server", "--data-dir", cp.data_dir, "--disable-agent",
+                "--bind-address", st.bind_address or cp.ip, "--advertise-address", cp.ip,
+                "--secure-port", str(st.secure_port), "--cluster-cidr", st.cluster_cidr,
+                "--service-cluster-ip-range", st.service_cidr, "--datastore-endpoint", st.etcd_endpoints()]
+        if _server_flag("--token"):
+            argv += ["--token", st.token]
+        return [*argv, *st.server_args]
+
+    def start_cp_server(self, name: str, *, wait: bool = True, timeout: float = 180.0) -> None:
+        cp = self.control_plane(name)
+        if alive(cp.pid, self.cp_marker(cp)):
+            return
+        cp.pid = self._spawn([*net.nsenter(cp.netns), *self.cp_server_argv(cp)], cp.name)
+        self.save()
+        self.say(f"{cp.name}: pid {cp.pid} on https://{cp.ip}:{self.load().secure_port} in netns {cp.netns}")
+        if wait:
+            self.wait_cp_server(cp, timeout)
+
+    def wait_cp_server(self, cp: ControlPlaneState, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._running(cp.pid, self.cp_marker(cp)):
+                raise ClusterError(f"{cp.name} exited during start-up" + self._log_tail(cp.name))
+            if self.cp_kubeconfig(cp).exists():
+                try:
+                    if self.request("/readyz", server=cp)[0] == 200:
+                        return
+                except (OSError, ValueError, KeyError):
+                    pass
+            time.sleep(0.2)
+        raise ClusterError(f"{cp.name} was not ready within {timeout:.0f}s" + self._log_tail(cp.name))
+
+    def stop_cp_server(self, name: str, *, kill: bool = False) -> None:
+        """SIGTERM the server (it stops its children), or with ``kill`` SIGKILL it and its children
+        at once (a crash of the control-plane host); anything of its process group left is killed."""
+        cp = self.control_plane(name)
+        group = _group(cp.pid, self.cp_marker(cp))
+        if kill:
+            _signal(cp.pid, self.cp_marker(cp), signal.SIGKILL)
+        else:
+            stop_process(cp.pid, self.cp_marker(cp))
+        _kill_all(group)
+        cp.pid = 0
+        self.save()
+        self._reap()
+        self.say(f"{cp.name}: {'killed' if kill else 'stopped'}")
+
+    def cp_routes_marker(self, cp: ControlPlaneState) -> str:
+        return f"routes --control-plane {cp.name} --data-dir {self.dir} "
+
+    def start_cp_routes(self, cp: ControlPlaneState) -> None:
+        """``kubeling cluster routes`` in the control plane's netns: its server reaches the pods."""
+        if alive(cp.routes_pid, self.cp_routes_marker(cp)):
+            return
+        cp.routes_pid = self._spawn([*net.nsenter(cp.netns), *_kubeling(), "cluster", "routes", "--control-plane",
+                                     cp.name, "--data-dir", str(self.dir)], f"routes-{cp.name}")
+        self.save()
+        self.say(f"pod routes in {cp.netns}: pid {cp.routes_pid}")
+
+    def _remove_control_planes(self) -> None:
+        """Every control plane's processes (at once: routes, servers, members), veth and netns."""
+        st = self.load()
+        cps = list(st.control_planes.values())
+        groups = [g for cp in cps for g in _group(cp.pid, self.cp_marker(cp))]
+        stop_processes([(cp.routes_pid, self.cp_routes_marker(cp)) for cp in cps])
+        stop_processes([(cp.pid, self.cp_marker(cp)) for cp in cps])
+        _kill_all(groups)
+        stop_processes([(cp.etcd_pid, self.etcd_marker(cp)) for cp in cps])
+        for cp in cps:
+            cp.routes_pid = cp.pid = cp.etcd_pid = 0
+            net.delete_link(cp.veth)
+            net.delete_netns(cp.netns)
+            self.say(f"{cp.name}, {cp.etcd_name}: removed")
+        self._reap()
+
     # -- nodes ---------------------------------------------------------------------------------
 
     def _new_node(self, name: str) -> NodeState:
         st = self.load()
         subnet = ipaddress.ip_network(st.subnet)
-        taken = {st.server_ip, *(n.ip for n in st.nodes.values())}
+        taken = {str(next(subnet.hosts())), st.server_ip, *(n.ip for n in st.nodes.values()),   # the bridge's, ...
+                 *(cp.ip for cp in st.control_planes.values())}
         ip = next((str(h) for h in subnet.hosts() if str(h) not in taken), None)
         if ip is None:
             raise ClusterError(f"no address left in {subnet} for node {name}")
@@ -326,6 +652,8 @@ class Cluster:
         st = self.load()
         if name in st.nodes:
             raise ClusterError(f"node {name} already exists")
+        if any(name in (cp.name, cp.etcd_name) for cp in st.control_planes.values()):
+            raise ClusterError(f"{name} is a control plane's name")
         node = self._new_node(name)
         node.agent_args = [*st.node_agent_args.get(name, []), *(agent_args or [])]
         st.nodes[name] = node
@@ -346,7 +674,7 @@ class Cluster:
         st, node = self.load(), self.node(name)
         if alive(node.pid, self.node_marker(node)):
             return
-        argv = [*net.nsenter(node.netns), *_kubeling(), "agent", "--server", st.server_url,
+        argv = [*net.nsenter(node.netns), *_kubeling(), "agent", "--server", self.agent_server(),
                 "--token-file", str(self.token_file), "--data-dir", node.data_dir, "--node-name", name,
                 "--node-ip", node.ip, "--kubelet-port", str(node.kubelet_port), "--cgroup-root", node.cgroup_root,
                 "--cluster-cidr", st.cluster_cidr, "--service-cidr", st.service_cidr]
@@ -388,17 +716,40 @@ class Cluster:
 
     # -- readiness and the API -----------------------------------------------------------------
 
-    def _ssl(self) -> ssl.SSLContext:
-        pki = self.server_dir / "pki"     # the admin's identity, as in admin.kubeconfig
+    def agent_server(self) -> str:
+        """The ``--server`` an agent joins: the server, or in the etcd layout every server, those
+        running first (the agent's load balancer keeps the list current from the ``kubernetes``
+        endpoints)."""
+        st = self.load()
+        if not st.ha:
+            return st.server_url
+        cps = sorted(st.control_planes.values(), key=lambda cp: not alive(cp.pid, self.cp_marker(cp)))
+        return ",".join(f"https://{cp.ip}:{st.secure_port}" for cp in cps)
+
+    def _ssl(self, data_dir: Path | None = None) -> ssl.SSLContext:
+        pki = (data_dir or self.server_dir) / "pki"     # the admin's identity, as in admin.kubeconfig
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
         return ctx
 
-    def request(self, path: str, timeout: float = 5.0, method: str = "GET") -> tuple[int, bytes]:
+    def request(self, path: str, timeout: float = 5.0, method: str = "GET",
+                server: ControlPlaneState | None = None) -> tuple[int, bytes]:
+        """One request as the admin: to ``server``, or to the server (etcd layout: to the first
+        control plane whose server runs and answers)."""
         st = self.load()
-        req = urllib.request.Request(st.server_url + path, method=method)
+        if server is None and st.ha:
+            up = [cp for cp in st.control_planes.values() if alive(cp.pid, self.cp_marker(cp))]
+            for cp in up[:-1]:
+                try:
+                    return self.request(path, timeout, method, server=cp)
+                except OSError:
+                    continue
+            server = up[-1] if up else next(iter(st.control_planes.values()))
+        url = f"https://{server.ip}:{st.secure_port}" if server else st.server_url
+        req = urllib.request.Request(url + path, method=method)
         try:
-            with urllib.request.urlopen(req, context=self._ssl(), timeout=timeout) as r:
+            with urllib.request.urlopen(req, context=self._ssl(Path(server.data_dir) if server else None),
+                                        timeout=timeout) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
@@ -452,6 +803,7 @@ class Cluster:
         self.stop_routes()
         stop_process(st.server_pid, self.server_marker())
         st.server_pid = 0
+        self._remove_control_planes()
         net.delete_link(st.bridge)
         self._reap()
         if errors:
@@ -501,8 +853,21 @@ class Cluster:
             ready = self.node_conditions()
         except (OSError, ValueError):
             ready = {}
-        rows = [("server", st.server_url, str(st.server_pid) if alive(st.server_pid, self.server_marker())
-                 else "-", "", "")]
+        rows = [] if st.ha else [("server", st.server_url, str(st.server_pid)
+                                  if alive(st.server_pid, self.server_marker()) else "-", "", "")]
+        for cp in st.control_planes.values():
+            link = "up" if net.link_is_up(cp.veth) else "down"
+            running = alive(cp.pid, self.cp_marker(cp))
+            answer = "-"
+            if running:
+                try:
+                    answer = "True" if self.request("/readyz", timeout=3, server=cp)[0] == 200 else "False"
+                except (OSError, ValueError):
+                    answer = "False"
+            rows.append((cp.name, f"https://{cp.ip}:{st.secure_port}", str(cp.pid) if running else "-", answer, link))
+            running = alive(cp.etcd_pid, self.etcd_marker(cp))
+            healthy = ("True" if self.etcd_healthy(cp) else "False") if running else "-"
+            rows.append((cp.etcd_name, cp.etcd_url, str(cp.etcd_pid) if running else "-", healthy, link))
         rows.append(("routes", st.subnet, str(st.routes_pid) if alive(st.routes_pid, self.routes_marker()) else "-",
                      "", ""))
         for node in st.nodes.values():

@@ -15,13 +15,23 @@ there, so each node pulls from ``http://10.44.0.1:<port>`` (``docker.io``, ``k8s
 ``registry.k8s.io`` mirrors). The server's certificate names the bridge address, not the outer
 veth's, so the host's kubeconfig sets ``tls-server-name`` to the bridge address.
 
+With ``datastore="etcd"`` (``control_planes=N``) the cluster is ``kubeling cluster up
+--control-planes N --datastore etcd``: each server and its etcd member live in a control-plane
+namespace on the bridge (10.44.0.2, .3, ...), reachable from the outer namespace only. So clients
+run there: `kubectl`, `helm` and `request` enter the outer namespace, with server-1's own admin
+kubeconfig; `server_kubectl` talks to one server, `etcdctl` runs inside a control plane's
+namespace, `in_netns` runs any command in a namespace of the cluster. `python_client` is not
+available in this mode (the host does not reach the bridge).
+
 `destroy()` runs ``kubeling cluster down``, stops the registry, deletes the outer namespace and
-then checks that nothing leaked (node namespaces, mounts, processes, cgroups), raising
-`AssertionError` naming what is left.
+then checks that nothing leaked (node and control-plane namespaces, mounts, processes — agents,
+servers, etcd members, routes helpers —, cgroups, links), raising `AssertionError` naming what is
+left.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -36,6 +46,7 @@ import harness
 from nodes import Netns
 
 from kubeling.cluster import Cluster as ClusterDir
+from kubeling.cluster import netns as cluster_net
 from tests.support.registry import Registry, build_images
 
 SUBNET = "10.44.0.0/24"      # the outer namespace is new and empty: the first /24 of the pool is free
@@ -61,7 +72,8 @@ class MultiNodeCluster(harness.Cluster):
     def __init__(self, data_dir: Path | str, *, images_dir: Path, nodes: int = 3,
                  controller_manager_args: tuple[str, ...] = (), server_args: tuple[str, ...] = (),
                  agent_args: tuple[str, ...] = (), node_agent_args: dict[str, tuple[str, ...]] | None = None,
-                 flannel_backend: str = "vxlan", startup_timeout: float = 240.0) -> None:
+                 flannel_backend: str = "vxlan", control_planes: int = 1, datastore: str = "sqlite",
+                 startup_timeout: float = 240.0) -> None:
         _counter[0] += 1
         self.netns = Netns()
         self.name = f"kt{os.getpid() % 100000}x{_counter[0]}"
@@ -72,17 +84,26 @@ class MultiNodeCluster(harness.Cluster):
         self.agent_args = agent_args                  # every agent (`--agent-arg`)
         self.node_agent_args = node_agent_args or {}  # node name -> its own flags (`--node-agent-arg`)
         self.flannel_backend = flannel_backend
+        self.control_planes = control_planes
+        self.datastore = datastore
         self.registry: _BridgeRegistry | None = None
         self._registry_cm = None
         super().__init__(data_dir, startup_timeout=startup_timeout)
         self.cluster_dir = self.data_dir / "cluster"
-        self.log_path = self.cluster_dir / "logs" / "server.log"
+        self.log_path = self.cluster_dir / "logs" / ("server-1.log" if self.ha else "server.log")
         self.up = False
+
+    @property
+    def ha(self) -> bool:
+        """The control-plane namespaces layout (``--datastore etcd``): see the module docstring."""
+        return self.datastore == "etcd"
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
+        if self.ha:    # server-1's, reachable from the outer namespace
+            return ClusterDir(self.cluster_dir).load().server_url
         return f"https://{self.netns.ns_ip}:{self.port}"
 
     @property
@@ -91,6 +112,8 @@ class MultiNodeCluster(harness.Cluster):
             return False
         st = ClusterDir(self.cluster_dir).load()
         from kubeling.cluster.cluster import alive
+        if st.ha:
+            return any(alive(cp.pid, f"--data-dir {cp.data_dir} ") for cp in st.control_planes.values())
         return alive(st.server_pid, f"--data-dir {self.cluster_dir / 'server'} ")
 
     def start(self) -> MultiNodeCluster:
@@ -104,9 +127,13 @@ class MultiNodeCluster(harness.Cluster):
         registries = self.data_dir / "registries.yaml"
         registries.write_text(yaml.safe_dump({"mirrors": mirrors}))
         argv = ["cluster", "up", "--nodes", str(self.nodes), "--data-dir", str(self.cluster_dir),
-                "--name", self.name, "--subnet", SUBNET, "--bind-address", "0.0.0.0",
+                "--name", self.name, "--subnet", SUBNET,
                 "--secure-port", str(self.port), "--registry-config", str(registries),
                 "--agent-arg=--disable-default-registry-endpoint", "--timeout", str(self.startup_timeout)]
+        if self.ha:
+            argv += ["--control-planes", str(self.control_planes), "--datastore", self.datastore]
+        else:
+            argv += ["--bind-address", "0.0.0.0"]
         argv += [f"--kube-controller-manager-arg={a}" for a in self.controller_manager_args]
         argv += [f"--server-arg={a}" for a in self.server_args]
         argv += [f"--agent-arg={a}" for a in self.agent_args]
@@ -116,12 +143,21 @@ class MultiNodeCluster(harness.Cluster):
         done = self.kubeling(*argv, check=False, timeout=self.startup_timeout + 60)
         if done.returncode != 0:
             raise harness.ServerNotReady(f"kubeling cluster up failed ({done.returncode}):\n{done.stderr}")
-        assert done.stdout.strip() == f"export KUBECONFIG={self.cluster_dir / 'server' / 'admin.kubeconfig'}"
+        assert done.stdout.strip() == f"export KUBECONFIG={self.admin_kubeconfig()}"
         self._write_host_kubeconfig()
         return self
 
+    def admin_kubeconfig(self, server: str = "") -> Path:
+        """The admin kubeconfig a server wrote: the cluster's (server-1's in the etcd layout), or
+        that of ``server`` (server-<i>)."""
+        return self.cluster_dir / (server or ("server-1" if self.ha else "server")) / "admin.kubeconfig"
+
     def _write_host_kubeconfig(self) -> None:
-        cfg = yaml.safe_load((self.cluster_dir / "server" / "admin.kubeconfig").read_text())
+        if self.ha:    # clients run in the outer namespace: server-1's own kubeconfig as it is
+            self.kubeconfig.write_text(self.admin_kubeconfig().read_text())
+            self.kubeconfig.chmod(0o600)
+            return
+        cfg = yaml.safe_load(self.admin_kubeconfig().read_text())
         for c in cfg["clusters"]:
             c["cluster"]["server"] = self.url
             c["cluster"]["tls-server-name"] = BRIDGE_IP
@@ -136,8 +172,64 @@ class MultiNodeCluster(harness.Cluster):
     def stop(self, timeout: float = 20.0) -> int | None:
         return None   # the cluster's processes are `kubeling cluster`'s: `destroy` takes them down
 
+    # -- clients in the outer namespace (etcd layout) -------------------------------------------
+
+    def _run(self, argv, input, check, env, timeout, cwd):
+        return super()._run([*self.netns.prefix(), *argv] if self.ha else argv, input, check, env, timeout, cwd)
+
+    def kubectl_stream(self, *args: str, version: str = "1.33") -> harness.Stream:
+        if not self.ha:
+            return super().kubectl_stream(*args, version=version)
+        argv = [*self.netns.prefix(), harness.kubectl_binary(version), f"--kubeconfig={self.kubeconfig}", *map(str, args)]
+        return harness.Stream(argv, self._env(None))
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None, timeout: float = 30, server: str = "") -> tuple[int, bytes]:
+        """`harness.Cluster.request`; in the etcd layout made from the outer namespace, to server-1
+        or to ``server``."""
+        if not self.ha:
+            return super().request(method, path, body, headers, timeout)
+        job = {"kubeconfig": str(self.admin_kubeconfig(server)), "method": method, "path": path,
+               "body": base64.b64encode(body or b"").decode(), "headers": headers or {}, "timeout": timeout,
+               "pem": str(self.data_dir / "harness-pem")}
+        done = subprocess.run([*self.netns.prefix(), sys.executable, "-c", _REQUEST], input=json.dumps(job),
+                              capture_output=True, text=True, timeout=timeout + 30, check=False)
+        if done.returncode != 0:
+            raise OSError(f"request {method} {path}: {done.stderr.strip()[-500:]}")
+        out = json.loads(done.stdout)
+        return out["status"], base64.b64decode(out["body"])
+
+    def python_client(self):
+        if self.ha:
+            raise NotImplementedError("the etcd layout's servers are reachable from the outer namespace only")
+        return super().python_client()
+
+    def server_kubectl(self, server: str, *args: str, check: bool = True, timeout: float = 60,
+                       input: str | None = None) -> subprocess.CompletedProcess:
+        """kubectl through one server (server-<i>), with the admin kubeconfig it wrote itself."""
+        argv = [harness.kubectl_binary("1.33"), f"--kubeconfig={self.admin_kubeconfig(server)}", *map(str, args)]
+        return self._run(argv, input, check, None, timeout, None)
+
+    def in_netns(self, netns: str, *argv: str, check: bool = True, timeout: float = 60,
+                 input: str | None = None) -> subprocess.CompletedProcess:
+        """``argv`` in one of the cluster's namespaces (a node's or a control plane's)."""
+        proc = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", *argv], capture_output=True, text=True,
+                              timeout=timeout, check=False, input=input)
+        if check and proc.returncode != 0:
+            raise harness.CommandFailed(proc)
+        return proc
+
+    def etcdctl(self, server: str, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        """``etcdctl`` (API v3) inside control plane ``server``'s namespace, against every member."""
+        st = self.state()
+        cp = st.control_planes[server]
+        return self.in_netns(cp.netns, "env", "ETCDCTL_API=3", "etcdctl", "--endpoints", st.etcd_endpoints(),
+                             "--dial-timeout", "3s", "--command-timeout", "10s", *args, check=check, timeout=timeout)
+
     def destroy(self) -> None:
         """``kubeling cluster down``, then the registry and the outer namespace; then check leaks."""
+        if self.up and self.ha:
+            self._links = self._link_names()
         try:
             if self.up and self.netns.created:
                 done = self.kubeling("cluster", "down", "--data-dir", str(self.cluster_dir), check=False)
@@ -170,7 +262,16 @@ class MultiNodeCluster(harness.Cluster):
                 if where in cmd:
                     procs.append(f"{entry}: {cmd[:120]}")
         cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/kubeling-{self.name}-*")]
-        return {"netns": netns, "mounts": mounts, "processes": procs, "cgroups": cgroups}
+        # the bridge and veths live in the outer namespace (gone with it); none may be in the host's
+        links = [n for n in getattr(self, "_links", []) if cluster_net.link_exists(n)]
+        return {"netns": netns, "mounts": mounts, "processes": procs, "cgroups": cgroups, "links": links}
+
+    def _link_names(self) -> list[str]:
+        try:
+            st = self.state()
+        except Exception:
+            return []
+        return [st.bridge, *(n.veth for n in st.nodes.values()), *(cp.veth for cp in st.control_planes.values())]
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -214,6 +315,28 @@ class MultiNodeCluster(harness.Cluster):
             return predicate(found)
         harness.eventually(check, timeout=timeout, interval=0.5, what=what or f"pods {selector} in {namespace}")
         return list(found)
+
+
+_REQUEST = """
+import base64, json, pathlib, ssl, sys, urllib.error, urllib.request
+import yaml
+job = json.load(sys.stdin)
+cfg = yaml.safe_load(open(job["kubeconfig"]))
+cluster, user = cfg["clusters"][0]["cluster"], cfg["users"][0]["user"]
+pem = pathlib.Path(job["pem"]); pem.mkdir(exist_ok=True)
+(pem / "c.crt").write_bytes(base64.b64decode(user["client-certificate-data"]))
+(pem / "c.key").write_bytes(base64.b64decode(user["client-key-data"])); (pem / "c.key").chmod(0o600)
+ctx = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+ctx.load_cert_chain(str(pem / "c.crt"), str(pem / "c.key"))
+req = urllib.request.Request(cluster["server"] + job["path"], method=job["method"], headers=job["headers"],
+                             data=base64.b64decode(job["body"]) or None)
+try:
+    with urllib.request.urlopen(req, context=ctx, timeout=job["timeout"]) as r:
+        status, body = r.status, r.read()
+except urllib.error.HTTPError as e:
+    status, body = e.code, e.read()
+print(json.dumps({"status": status, "body": base64.b64encode(body).decode()}))
+"""
 
 
 def running_and_ready(pod: dict) -> bool:
