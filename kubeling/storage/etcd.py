@@ -60,6 +60,7 @@ status with a short timeout, caches the answer for about a second, and reports a
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
 import logging
@@ -239,7 +240,7 @@ class EtcdStore:
         self._seq = itertools.count()
         self._compactor: asyncio.Task[None] | None = None
         self._compact_version = 0      # version of compact_rev_key at our last look
-        self._own_compact_put = 0      # revision of our last write to compact_rev_key
+        self._compactor_revs: list[int] = []  # revisions of compactors' writes, ascending
         self._health: tuple[float, StorageError | None] = (0.0, None)
         self._health_lock: asyncio.Lock | None = None
         self._opened = False
@@ -274,7 +275,7 @@ class EtcdStore:
         current = resp.header.revision
         if resp.kvs:
             self._compact_version = resp.kvs[0].version
-            self._own_compact_put = 0
+            self._compactor_revs.append(resp.kvs[0].mod_revision)
             try:
                 self._hub.compact_revision = int(resp.kvs[0].value)
             except ValueError:
@@ -577,10 +578,7 @@ class EtcdStore:
         ``current - compact_keep`` if this server wins the compare-and-swap on
         ``compact_rev_key``'s version. Returns the compact revision in force."""
         resp = await self._range(COMPACT_REV_KEY, what="compactor")
-        current = resp.header.revision
-        if resp.kvs and resp.kvs[0].mod_revision == current:
-            current -= 1  # the last write was a compactor's own: no activity since
-        target = current - self.compact_keep
+        target = self._keep_target(resp.header.revision)
         if target <= self._hub.compact_revision or target <= 0:
             return self._hub.compact_revision
         version = resp.kvs[0].version if resp.kvs else 0
@@ -595,8 +593,23 @@ class EtcdStore:
             raise _map_error(amb.cause, "compactor") from None
         if not tr.succeeded:
             return self._hub.compact_revision  # another API server compacts this interval
-        self._own_compact_put = tr.header.revision
+        await self._ack(tr.header.revision)
         return await self.compact(target)
+
+    def _keep_target(self, current: int) -> int:
+        """The revision R that leaves ``compact_keep`` revisions after it, not counting the
+        compactors' own writes to ``compact_rev_key`` (seen on the watch stream): those are not
+        history anyone reads, and counting them would make an idle cluster compact forever."""
+        marks = self._compactor_revs
+        target, skipped = current - self.compact_keep, 0
+        while True:
+            inside = len(marks) - bisect.bisect_right(marks, target)
+            if inside <= skipped:
+                break
+            target -= inside - skipped
+            skipped = inside
+        del marks[:bisect.bisect_right(marks, min(target, self._hub.compact_revision))]
+        return target
 
     # -- acknowledgement after fan-out ------------------------------------------------------------
 
@@ -677,6 +690,7 @@ class EtcdStore:
         events = [_event(pb) for pb in pbs]
         for ev in events:
             if ev.kv.key == "compact_rev_key" and ev.type == PUT:
+                self._compactor_revs.append(ev.kv.mod_revision)
                 try:  # another API server's compactor announced a compaction
                     self._hub.compact_revision = max(self._hub.compact_revision, int(ev.kv.value))
                 except ValueError:
