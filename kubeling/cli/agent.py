@@ -9,6 +9,13 @@ certificate comes through a CSR for a bootstrap token, and the credentials are w
 ``kubeling-controller.kubeconfig``). A CA hash that does not match is refused: the agent exits
 1 with one line saying so. ``kubeling server`` runs one as its child unless ``--disable-agent``.
 
+A joined agent reaches the API servers through its own load balancer, as k3s's agent does
+(`kubeling.kubelet.loadbalancer`): ``--server`` may list several servers separated by commas,
+the balancer listens on ``127.0.0.1:--lb-server-port`` (6444) and every kubeconfig the join
+writes — the kubelet's, kube-proxy's, the NetworkPolicy controller's — names it, the join
+itself goes through it, and it learns every server from the ``default/kubernetes`` Endpoints.
+When the server in use dies, the agent's connections move to the next one.
+
 The agent rotates its client certificate (`bootstrap.CertificateManager`) when 70-90 % of its
 lifetime has passed (``--client-cert-duration SECONDS`` asks for shorter-lived certificates, at
 least 600 s); ``--rotate-certificates-after SECONDS`` (for tests) rotates that often.
