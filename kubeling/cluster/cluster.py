@@ -34,8 +34,7 @@ namespace; each control plane ``server-<i>`` gets a netns ``<cluster>-server-<i>
 of all N; data in DIR/etcd/etcd-<i>/), a ``kubeling server --bind-address <ip> --datastore-endpoint
 <every member>`` (data dir DIR/server-<i>/, its own admin.kubeconfig there) and a routes helper
 (below). ``up``: namespaces ─▶ every member, healthy together ─▶ server-1 ready ─▶ the others,
-sharing server-1's CA and keys (``--token``, or copies of its files for a server without it)
-─▶ routes ─▶ nodes, joining server-1 (or the first server that runs). ``server stop|start|kill
+sharing server-1's CA and keys through etcd (one ``--token``, k3s's bootstrap data) ─▶ routes ─▶ nodes, joining server-1 (or the first server that runs). ``server stop|start|kill
 NAME`` and ``etcd stop|start|kill NAME`` take one down (kill: SIGKILL, a crash; data stays) or
 bring it back; ``down`` removes the control planes after the nodes.
 
@@ -236,16 +235,6 @@ def _kill_all(group: list[tuple[int, str]]) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-
-def _server_flag(flag: str) -> bool:
-    """Whether this `kubeling server` has ``flag`` (flags other helpers of the project add)."""
-    import argparse
-
-    from kubeling.cli.main import _server_args
-    p = argparse.ArgumentParser(add_help=False)
-    _server_args(p)
-    return flag in p._option_string_actions
 
 
 class Cluster:
@@ -462,7 +451,7 @@ class Cluster:
 
     def start_control_planes(self, timeout: float) -> None:
         """Namespaces, every etcd member (they form the cluster together), server-1, then the others
-        with server-1's bootstrap data (the shared --token, or copies of its CA and keys)."""
+        (with the same --token they read the CA and keys server-1 stored in etcd)."""
         st = self.load()
         prefix = ipaddress.ip_network(st.subnet).prefixlen
         for cp in st.control_planes.values():
@@ -473,28 +462,10 @@ class Cluster:
         self.wait_etcd(list(st.control_planes.values()), timeout)
         first, *others = st.control_planes.values()
         self.start_cp_server(first.name, timeout=timeout)
-        if others and not _server_flag("--token"):
-            for cp in others:
-                self._copy_bootstrap(first, cp)
         for cp in others:
             self.start_cp_server(cp.name, wait=False)
         for cp in others:
             self.wait_cp_server(cp, timeout)
-
-    def _copy_bootstrap(self, src: ControlPlaneState, dst: ControlPlaneState) -> None:
-        """What servers sharing a datastore must share, for a `kubeling server` without --token:
-        the CA, the service-account key and the node token (and the encryption config, if any)."""
-        s, d = Path(src.data_dir), Path(dst.data_dir)
-        files = [Path("pki") / f for f in ("ca.crt", "ca.key", "service-account.key", "service-account.pub")]
-        files += [p.relative_to(s) for p in (s / "server").rglob("*") if p.is_file()]
-        for rel in files:
-            target = d / rel
-            if target.exists():
-                continue
-            for parent in reversed(target.relative_to(d).parents):
-                (d / parent).mkdir(mode=0o700, exist_ok=True)
-            shutil.copy2(s / rel, target)
-            os.chmod(target, 0o600 if rel.suffix != ".crt" and rel.suffix != ".pub" else 0o644)
 
     def etcd_argv(self, cp: ControlPlaneState) -> list[str]:
         st = self.load()
@@ -555,15 +526,11 @@ class Cluster:
 
     def cp_server_argv(self, cp: ControlPlaneState) -> list[str]:
         st = self.load()
-        if not _server_flag("--datastore-endpoint"):
-            raise ClusterError("this kubeling server has no --datastore-endpoint: --datastore etcd needs it")
         argv = [*_kubeling(), "server", "--data-dir", cp.data_dir, "--disable-agent",
                 "--bind-address", st.bind_address or cp.ip, "--advertise-address", cp.ip,
                 "--secure-port", str(st.secure_port), "--cluster-cidr", st.cluster_cidr,
                 "--service-cluster-ip-range", st.service_cidr, "--datastore-endpoint", st.etcd_endpoints()]
-        if _server_flag("--token"):
-            argv += ["--token", st.token]
-        return [*argv, *st.server_args]
+        return [*argv, "--token", st.token, *st.server_args]
 
     def start_cp_server(self, name: str, *, wait: bool = True, timeout: float = 180.0) -> None:
         cp = self.control_plane(name)
