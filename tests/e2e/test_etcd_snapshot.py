@@ -227,3 +227,56 @@ def test_snapshot_restore_of_a_tls_cluster_keeps_every_key(tmp_path):
         assert etcd_keys(etcd, "/registry/things/new")["/registry/things/new"][1] == revision + 1
     finally:
         etcd.stop()
+
+
+def etcdctl(etcd: EtcdCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["etcdctl", "--endpoints", etcd.endpoint, *args], env={**os.environ, "ETCDCTL_API": "3"},
+                          capture_output=True, text=True, timeout=120, check=check)
+
+
+def test_database_space_exceeded_then_the_documented_recovery(tmp_path):
+    """The README's procedure: past --quota-backend-bytes etcd raises NOSPACE, kubeling answers
+    507 and fails /readyz; delete, compact, `etcdctl defrag`, `etcdctl alarm disarm`: writes
+    work again without a restart."""
+    etcd = EtcdCluster(tmp_path / "etcd", members=1, quota_backend_bytes=16 << 20)
+    c = harness.Cluster(tmp_path / "server", extra_args=(*etcd.datastore_args(), "--controllers=",
+                                                         "--disable-scheduler"))
+    try:
+        etcd.start(timeout=60)
+        c.start()
+        c.kubectl("create", "namespace", NS)
+        blob = "x" * (700 << 10)
+        status, created = 201, 0
+        for i in range(200):  # 140 MiB at most; the quota is 16 MiB
+            body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"big-{i}"},
+                               "data": {"blob": blob}}).encode()
+            status, answer = c.request("POST", f"/api/v1/namespaces/{NS}/configmaps", body,
+                                       headers={"Content-Type": "application/json"})
+            if status != 201:
+                break
+            created += 1
+        assert status == 507, (status, answer[:300])
+        assert b"database space exceeded" in answer
+        assert "NOSPACE" in etcdctl(etcd, "alarm", "list").stdout
+        assert harness.eventually(lambda: c.request("GET", "/readyz?verbose")[0] == 500 or None, timeout=30,
+                                  what="/readyz failing")
+        assert b"[-]etcd" in c.request("GET", "/readyz?verbose")[1]
+        # reads keep working
+        assert c.request("GET", f"/api/v1/namespaces/{NS}/configmaps/big-0")[0] == 200
+
+        # the recovery: delete what grew, compact, defragment, disarm
+        for i in range(created):
+            assert c.request("DELETE", f"/api/v1/namespaces/{NS}/configmaps/big-{i}")[0] == 200
+        revision = json.loads(etcdctl(etcd, "endpoint", "status", "-w", "json").stdout)[0]["Status"]["header"]["revision"]
+        etcdctl(etcd, "compact", str(revision), check=False)  # the servers' compactor may have done it already
+        etcdctl(etcd, "defrag")
+        etcdctl(etcd, "alarm", "disarm")
+        assert "NOSPACE" not in etcdctl(etcd, "alarm", "list").stdout
+        harness.eventually(lambda: c.request("GET", "/readyz")[0] == 200 or None, timeout=30, what="/readyz ok")
+        status, answer = c.request("POST", f"/api/v1/namespaces/{NS}/configmaps", json.dumps(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after"}, "data": {"a": "b"}}).encode(),
+            headers={"Content-Type": "application/json"})
+        assert status == 201, answer[:300]
+    finally:
+        c.stop()
+        etcd.stop()
