@@ -50,9 +50,10 @@ def etcd_keys(etcd: EtcdCluster, prefix: str = "/", rev: int = 0) -> dict[str, t
             for kv in kvs}
 
 
-def save_snapshot(etcd: EtcdCluster, snapdir: Path) -> tuple[Path, int]:
+def save_snapshot(etcd: EtcdCluster, snapdir: Path, source: str = "") -> tuple[Path, int]:
     r = kubeling("etcd-snapshot", "save", "--dir", str(snapdir), "--node-name", "cp-0", *etcd.datastore_args())
     assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip().endswith(f"from {source or etcd.endpoints[0]})"), r.stdout
     path = Path(r.stdout.split(" saved: ")[1].split(" (")[0])
     assert path.parent == snapdir.resolve() and path.name.startswith("on-demand-cp-0-"), r.stdout
     assert oct(path.stat().st_mode & 0o777) == "0o600"
@@ -217,7 +218,8 @@ def test_snapshot_restore_of_a_tls_cluster_keeps_every_key(tmp_path):
         assert r.returncode == 1 and "no snapshot taken" in r.stderr, r
         assert os.listdir(snapdir) == []
         keys = etcd_keys(etcd, "/registry/")
-        snapshot, revision = save_snapshot(etcd, snapdir)
+        etcd.kill9(0)  # the first endpoint is down: the snapshot comes from the next one
+        snapshot, revision = save_snapshot(etcd, snapdir, source=etcd.endpoints[1])
         assert len(keys) == 49 and revision == max(mod for _, mod, _ in keys.values()) + 1  # + the delete
 
         wipe_and_restore(etcd, snapshot)
