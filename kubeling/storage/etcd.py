@@ -555,6 +555,9 @@ class EtcdStore:
             raise FutureRevisionError(revision, await self.current_revision())
         if revision <= self._hub.compact_revision:
             return self._hub.compact_revision
+        return await self._compact(revision)
+
+    async def _compact(self, revision: int) -> int:
         try:
             await self._call("Compact", rpc.CompactionRequest(revision=revision, physical=False),
                              idempotent=True, what=f"compact {revision}")
@@ -594,7 +597,8 @@ class EtcdStore:
         if not tr.succeeded:
             return self._hub.compact_revision  # another API server compacts this interval
         await self._ack(tr.header.revision)
-        return await self.compact(target)
+        # (the stream has already announced `target` as compacted: compact unconditionally)
+        return await self._compact(target)
 
     def _keep_target(self, current: int) -> int:
         """The revision R that leaves ``compact_keep`` revisions after it, not counting the

@@ -1,0 +1,274 @@
+"""What only the etcd backend does (`kubeling/storage/etcd.py`), on real etcd members from
+`tests/support/etcd.py`: TLS with client certificates, failover when one of three members dies
+during writes, errors and `check()` while etcd is unreachable and healing after, a full backend
+(`--quota-backend-bytes`) as InsufficientStorageError, compaction coordinated between two API
+servers and 410 for watches behind it, and progress over writes outside the watched prefix.
+The Store contract itself runs on etcd in ``test_storage_contract.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from etcd_relative import EtcdCluster
+from storage_testing import take
+
+from kubeling.storage import (
+    CompactedError,
+    InsufficientStorageError,
+    StorageError,
+    StorageTimeoutError,
+    UnavailableError,
+)
+from kubeling.storage.etcd import COMPACT_REV_KEY, EtcdStore
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+async def eventually(fn, timeout=30.0, interval=0.1):
+    """Await ``fn()`` until it returns a truthy value (exceptions count as not yet)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            got = await fn()
+            if got:
+                return got
+        except Exception as e:  # noqa: BLE001
+            last = e
+        await asyncio.sleep(interval)
+    raise AssertionError(f"not within {timeout}s (last error: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory):
+    with EtcdCluster(tmp_path_factory.mktemp("etcd1")) as cluster:
+        yield cluster
+
+
+def test_a_fresh_etcd_starts_at_revision_one_and_keys_are_stored_as_they_are(tmp_path):
+    async def main(cluster):
+        s = await EtcdStore.open(cluster.endpoints, compact_interval=0)
+        try:
+            assert await s.current_revision() == 1  # a fresh etcd; its first write gets 2
+            ok, kv = await s.create("/registry/core/configmaps/default/x", b'{"kind":"ConfigMap"}')
+            assert ok and kv.mod_revision == kv.create_revision == 2
+        finally:
+            await s.close()
+
+    with EtcdCluster(tmp_path) as cluster:
+        run(main(cluster))
+        out = _etcdctl(cluster, "get", "--prefix", "/registry/")
+        assert out.splitlines() == ["/registry/core/configmaps/default/x", '{"kind":"ConfigMap"}']
+
+
+def _etcdctl(cluster, *args):
+    import os
+    import subprocess
+
+    cmd = ["etcdctl", "--endpoints", cluster.endpoint]
+    if cluster.tls:
+        cmd += ["--cacert", cluster.ca_file, "--cert", cluster.cert_file, "--key", cluster.key_file]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, check=True, timeout=30,
+                          env={**os.environ, "ETCDCTL_API": "3"}).stdout
+
+
+def test_tls_with_client_certificates(tmp_path):
+    async def main(cluster):
+        s = await EtcdStore.open(cluster.endpoints, ca_file=cluster.ca_file, cert_file=cluster.cert_file,
+                                 key_file=cluster.key_file, compact_interval=0)
+        try:
+            w = s.watch("/tls/", 0)
+            ok, kv = await s.create("/tls/a", b"v")
+            assert ok
+            (ev,) = await take(w, 1)
+            assert ev.kv == kv
+            assert (await s.get("/tls/a"))[1] == kv
+            assert await s.check() is None
+            w.close()
+        finally:
+            await s.close()
+        # the members require a client certificate: without one nothing is served
+        with pytest.raises(UnavailableError):
+            await EtcdStore.open(cluster.endpoints, ca_file=cluster.ca_file, compact_interval=0,
+                                 request_timeout=2)
+
+    with EtcdCluster(tmp_path, tls=True) as cluster:
+        assert all(u.startswith("https://") for u in cluster.endpoints)
+        run(main(cluster))
+
+
+def test_failover_when_a_member_of_three_dies_during_writes(tmp_path):
+    """kill -9 the member the store talks to while 16 writers create keys: writes and reads go
+    on through the other two, every acknowledged write is there, and a watch opened before the
+    kill sees every acknowledged write once, in revision order."""
+
+    async def main(cluster):
+        s = await EtcdStore.open(cluster.endpoints, compact_interval=0)
+        try:
+            start = await s.current_revision() + 1
+            w = s.watch("/f/", start)
+            acked: dict[str, int] = {}
+            failed: list[str] = []
+            killed = asyncio.Event()
+
+            async def writer(i):
+                for j in range(40):
+                    key = f"/f/{i}/{j}"
+                    try:
+                        ok, kv = await s.create(key, key.encode())
+                        assert ok, key
+                        acked[key] = kv.mod_revision
+                    except StorageError as e:
+                        assert isinstance(e, UnavailableError), e  # 503/504, never a wrong answer
+                        failed.append(key)
+                    if i == 0 and j == 10:
+                        cluster.kill9(s._cur)  # the member in use, mid-storm
+                        killed.set()
+
+            await asyncio.gather(*(writer(i) for i in range(16)))
+            assert killed.is_set()
+            assert len(acked) >= 16 * 40 - 16, f"too many failed writes: {len(failed)}"
+            listed = {kv.key: kv.mod_revision for kv in (await s.list("/f/")).kvs}
+            assert {k: listed.get(k) for k in acked} == acked  # 0 acknowledged writes lost
+            events = await take(w, len(listed), timeout=30)
+            revs = [e.kv.mod_revision for e in events]
+            assert revs == sorted(set(revs)) and {e.kv.key for e in events} == set(listed)
+            assert await s.check() is None  # two of three members: healthy
+            w.close()
+        finally:
+            await s.close()
+
+    with EtcdCluster(tmp_path, members=3) as cluster:
+        run(main(cluster))
+
+
+def test_unreachable_etcd_then_healing(tmp_path):
+    """etcd stopped: reads and writes raise UnavailableError (503/504), `check()` (the /readyz
+    check named etcd) fails quickly; etcd back: everything heals in the same store, and a watch
+    opened before the outage resumes without a gap."""
+
+    async def main(cluster):
+        s = await EtcdStore.open(cluster.endpoints, compact_interval=0, request_timeout=2)
+        try:
+            _, kv = await s.create("/u/a", b"1")
+            w = s.watch("/u/", kv.mod_revision)
+            await take(w, 1)
+            cluster.stop()
+            t = time.monotonic()
+            with pytest.raises(UnavailableError):
+                await s.check()
+            assert time.monotonic() - t < 5
+            with pytest.raises(UnavailableError):
+                await s.get("/u/a")
+            with pytest.raises(UnavailableError) as info:
+                await s.create("/u/b", b"2")
+            assert not isinstance(info.value, StorageTimeoutError)  # never sent: 503, not 504
+            cluster.start()
+            await eventually(lambda: _healthy(s), timeout=30)
+            ok, kv2 = await s.create("/u/b", b"2")
+            assert ok
+            (ev,) = await take(w, 1, timeout=30)
+            assert ev.kv == kv2
+            w.close()
+        finally:
+            await s.close()
+
+    with EtcdCluster(tmp_path) as cluster:
+        run(main(cluster))
+
+
+async def _healthy(s):
+    await s.check()
+    return True
+
+
+def test_database_space_exceeded_is_insufficient_storage(tmp_path):
+    """A full backend (--quota-backend-bytes): writes raise InsufficientStorageError (507) and
+    `check()` reports it while the NOSPACE alarm stands; reads keep working."""
+
+    async def main(cluster):
+        s = await EtcdStore.open(cluster.endpoints, compact_interval=0)
+        try:
+            big = b"x" * (512 << 10)
+            with pytest.raises(InsufficientStorageError, match="database space exceeded"):
+                for i in range(200):  # 100 MiB at most; the quota is 16 MiB
+                    await s.create(f"/q/{i}", big)
+            assert (await s.get("/q/0"))[1].value == big
+            await asyncio.sleep(1.1)  # past check()'s cache
+            with pytest.raises(InsufficientStorageError):
+                await s.check()
+        finally:
+            await s.close()
+
+    with EtcdCluster(tmp_path, quota_backend_bytes=16 << 20) as cluster:
+        run(main(cluster))
+
+
+def test_compaction_between_two_api_servers_and_410(etcd):
+    """Two stores on one etcd (two API servers): in one compactor round only one compacts (the
+    compare-and-swap on compact_rev_key), the other learns the compact revision from its watch
+    stream; a watch from a compacted revision raises CompactedError (410)."""
+
+    async def main():
+        a = await EtcdStore.open(etcd.endpoints, compact_interval=0, compact_keep=5)
+        b = await EtcdStore.open(etcd.endpoints, compact_interval=0, compact_keep=5)
+        try:
+            first = await a.current_revision() + 1
+            for i in range(20):
+                await a.create(f"/c/{i}", b"v")
+            _, before = await a.get(COMPACT_REV_KEY.decode())
+            results = await asyncio.gather(a.compact_once(), b.compact_once())
+            _, after = await a.get(COMPACT_REV_KEY.decode())
+            assert after.mod_revision > (before.mod_revision if before else 0)
+            assert int(after.value) == max(results)
+            # one write to compact_rev_key for the round: the loser saw the version move
+            assert (after.create_revision == after.mod_revision) if before is None else True
+            target = int(after.value)
+            assert target == first + 14  # 5 revisions of data kept
+            await eventually(lambda: _at(b, target), timeout=10)
+            with pytest.raises(CompactedError):
+                await take(b.watch("/c/", first), 1)
+            with pytest.raises(CompactedError):
+                await b.list("/c/", revision=first)
+            assert len((await b.list("/c/", revision=target)).kvs) == 15
+            # an idle cluster is not compacted again: the compactor's own write is no history
+            assert await a.compact_once() == target and await b.compact_once() == target
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())
+
+
+async def _at(store, revision):
+    return store.compact_revision == revision
+
+
+def test_progress_covers_writes_outside_the_prefix(etcd):
+    """The watch cache's consistent reads: a watch on /registry/ knows it is current up to a
+    write made outside it (another tenant, the compactor's key) without an event."""
+
+    async def main():
+        s = await EtcdStore.open(etcd.endpoints, compact_interval=0)
+        try:
+            w = s.watch("/p/", 0)
+            _, kv = await s.create("/p/a", b"1")
+            await take(w, 1)
+            _, other = await s.create("/elsewhere/x", b"1")
+            current = await s.current_revision()
+            assert current == other.mod_revision
+            await eventually(lambda: _progressed(w, current), timeout=10, interval=0.01)
+            assert w.pending() == 0
+            w.close()
+        finally:
+            await s.close()
+
+    run(main())
+
+
+async def _progressed(w, revision):
+    return w.progress() >= revision
