@@ -18,6 +18,13 @@ Contracts:
   exit code, stdout and stderr.
 - A missing client binary raises `ClientMissing`: tests fail, never skip, without it.
 - The harness only ever signals processes it started itself, by their pid.
+
+The datastore: SQLite in the data dir by default. With ``datastore="etcd"`` (or
+``KUBELING_TEST_DATASTORE=etcd`` in the environment, which is how ``make test-etcd`` runs the API
+suite on etcd) each Cluster starts its own single-member etcd (`tests.support.etcd.EtcdCluster`,
+under ``<data dir>/etcd``) before the server and passes it ``--datastore-endpoint``. `stop()`
+stops both; `kill9()` and `restart()` touch only the server, so the data outlives them as the
+state.db does; a start that fails shows the etcd log's tail as well.
 """
 
 from __future__ import annotations
@@ -132,11 +139,36 @@ def _server_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from kubeling.cli.main import main; sys.exit(main())"]
 
 
+DATASTORES = ("sqlite", "etcd")
+
+
+def datastore_from_env() -> str:
+    """The datastore the e2e servers run on: ``KUBELING_TEST_DATASTORE`` (``sqlite`` if unset)."""
+    name = os.environ.get("KUBELING_TEST_DATASTORE", "").strip().lower() or "sqlite"
+    if name not in DATASTORES:
+        raise ValueError(f"KUBELING_TEST_DATASTORE={name!r}: expected one of {', '.join(DATASTORES)}")
+    return name
+
+
+def _etcd_cluster_class():
+    try:
+        from tests.support.etcd import EtcdCluster
+    except ImportError:   # imported from bench/ without the repository root on sys.path
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        from tests.support.etcd import EtcdCluster
+    return EtcdCluster
+
+
 class Cluster:
     """One ``kubeling server`` process and the clients pointed at it (see module docstring)."""
 
     def __init__(self, data_dir: Path | str, port: int | None = None,
-                 extra_args: tuple[str, ...] = (), startup_timeout: float = 90.0):
+                 extra_args: tuple[str, ...] = (), startup_timeout: float = 90.0,
+                 datastore: str | None = None):
+        self.datastore = datastore or datastore_from_env()
+        if self.datastore not in DATASTORES:
+            raise ValueError(f"datastore {self.datastore!r}: expected one of {', '.join(DATASTORES)}")
+        self.etcd = None   # the EtcdCluster of this server, made on first start
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -158,6 +190,7 @@ class Cluster:
     def start(self) -> "Cluster":
         if self.proc is not None and self.proc.poll() is None:
             return self
+        self._start_datastore()
         cmd = self._server_argv()
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== harness: starting {' '.join(cmd)}\n".encode())
@@ -172,8 +205,33 @@ class Cluster:
         # Clusters with nodes run in a namespace of their own (tests/e2e/nodes.py).
         return _server_command() + [
             "server", "--data-dir", str(self.data_dir), "--bind-address", "127.0.0.1",
-            "--secure-port", str(self.port), "--disable-agent", *self.extra_args,
+            "--secure-port", str(self.port), "--disable-agent", *self.datastore_args(),
+            *self.extra_args,
         ]
+
+    # -- the datastore ------------------------------------------------------------------------
+
+    def datastore_args(self) -> list[str]:
+        """The server flags that select this cluster's datastore (none for SQLite)."""
+        return self.etcd.datastore_args() if self.etcd is not None else []
+
+    def _start_datastore(self) -> None:
+        """With etcd: start this cluster's own member (again, with its data, after `stop()`)."""
+        if self.datastore != "etcd":
+            return
+        if self.etcd is None:
+            self.etcd = _etcd_cluster_class()(self.data_dir / "etcd", members=1)
+        if all(m.running for m in self.etcd.members):
+            return
+        try:
+            self.etcd.start(timeout=60)
+        except Exception as e:  # EtcdNotReady, or etcd missing: fail the start as the server would
+            self.etcd.stop()
+            raise ServerNotReady(f"etcd for {self.data_dir} did not start: {e}") from e
+
+    def _stop_datastore(self) -> None:
+        if self.etcd is not None:
+            self.etcd.stop()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -211,7 +269,14 @@ class Cluster:
         """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code.
 
         The server stops its own children on SIGTERM; any that outlive it are killed with the
-        rest of its process group, so no test leaves processes behind."""
+        rest of its process group, so no test leaves processes behind. Its etcd, if any, is
+        stopped after it."""
+        try:
+            return self._stop_server(timeout)
+        finally:
+            self._stop_datastore()
+
+    def _stop_server(self, timeout: float = 20.0) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -242,7 +307,8 @@ class Cluster:
             pass
 
     def restart(self) -> "Cluster":
-        self.stop()
+        """The server only: its datastore (etcd) keeps running, as it would under a real one."""
+        self._stop_server()
         return self.start()
 
     @property
@@ -254,7 +320,10 @@ class Cluster:
 
     def log_tail(self, lines: int = 60) -> str:
         tail = "\n".join(self.log().splitlines()[-lines:])
-        return f"--- last {lines} lines of {self.log_path} ---\n{tail}"
+        text = f"--- last {lines} lines of {self.log_path} ---\n{tail}"
+        if self.etcd is not None:
+            text += "\n" + "\n".join(self.etcd.log_tail(m, 20) for m in self.etcd.members)
+        return text
 
     # -- raw HTTPS, for readiness and for tests that need to see the wire ---------------------
 
@@ -452,7 +521,12 @@ def settled(get, timeout: float = 30, what: str = "the controllers done writing 
 def new_cluster(base_dir: Path | str | None = None, **kwargs) -> Cluster:
     """A started `Cluster` in a fresh temp dir under ``base_dir`` (for tests that need their own)."""
     data_dir = tempfile.mkdtemp(prefix="kubeling-e2e-", dir=base_dir)
-    return Cluster(data_dir, **kwargs).start()
+    c = Cluster(data_dir, **kwargs)
+    try:
+        return c.start()
+    except ServerNotReady:
+        c.stop()   # the server, if it still runs, and its etcd
+        raise
 
 
 def started_cluster(data_dir: Path | str, **kwargs) -> Cluster:
