@@ -6,6 +6,7 @@ bootstrap data).
 - a watch opened on A sees ConfigMap writes made through B, in order;
 - 100 concurrent NodePort Service creates spread over both servers: no ClusterIP and no node
   port allocated twice, as both servers see it;
+- a third server with a wrong token, or none, is refused with one line;
 - B's admin kubeconfig works (one CA); ``kubectl get endpoints kubernetes`` names both servers,
   and only A once B has stopped;
 - kill -9 the server whose controller manager leads: the other's takes the Lease (the time is
@@ -17,6 +18,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -118,6 +121,21 @@ def test_both_servers_hold_one_ca_and_b_admin_kubeconfig_works(ha):
     other.write_text(cfg)
     assert harness.kubectl_with(other, "get", "namespace", "default", "-o", "name").stdout.strip() == \
         "namespace/default"
+
+
+def test_a_server_with_a_wrong_or_no_token_is_refused_with_one_line(ha):
+    for extra, expect in ((["--token", "not-the-token"], "--token is wrong"),
+                          ([], "the datastore is shared with another server: start this one with --token")):
+        data = ha.base / f"refused-{len(extra)}"
+        proc = subprocess.run(
+            [sys.executable, "-m", "kubeling.cli.main", "server", "--data-dir", str(data), "--bind-address",
+             "127.0.0.3", "--secure-port", str(ha.a.port), "--disable-agent", *ha.etcd.datastore_args(), *extra],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("kubeling server:")]
+        assert len(errors) == 1 and expect in errors[0], proc.stderr
+        assert not (data / "pki" / "ca.key").exists()   # nothing of a cluster of its own was made
 
 
 def test_a_watch_on_a_sees_configmap_writes_through_b_in_order(ha):
