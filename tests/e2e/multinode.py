@@ -85,10 +85,12 @@ class MultiNodeCluster(harness.Cluster):
         self.node_agent_args = node_agent_args or {}  # node name -> its own flags (`--node-agent-arg`)
         self.flannel_backend = flannel_backend
         self.control_planes = control_planes
-        self.datastore = datastore
         self.registry: _BridgeRegistry | None = None
         self._registry_cm = None
         super().__init__(data_dir, startup_timeout=startup_timeout)
+        # after harness.Cluster's __init__, which sets its own (from KUBELING_TEST_DATASTORE): this
+        # cluster's datastore is the one given here, made by `kubeling cluster up`, not the harness's
+        self.datastore = datastore
         self.cluster_dir = self.data_dir / "cluster"
         self.log_path = self.cluster_dir / "logs" / ("server-1.log" if self.ha else "server.log")
         self.up = False
