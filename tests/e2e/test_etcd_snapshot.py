@@ -135,7 +135,8 @@ def test_snapshot_wipe_restore_brings_the_cluster_back(tmp_path):
 
     def server(*extra: str) -> harness.Cluster:
         port = servers[0].port if servers else None
-        c = harness.Cluster(data_dir, port=port, extra_args=(*etcd.datastore_args(), *extra))
+        # datastore="sqlite": the harness starts no etcd of its own; this one is passed in extra_args
+        c = harness.Cluster(data_dir, port=port, extra_args=(*etcd.datastore_args(), *extra), datastore="sqlite")
         servers.append(c)
         return c.start()
 
@@ -242,7 +243,7 @@ def test_database_space_exceeded_then_the_documented_recovery(tmp_path):
     work again without a restart."""
     etcd = EtcdCluster(tmp_path / "etcd", members=1, quota_backend_bytes=16 << 20)
     c = harness.Cluster(tmp_path / "server", extra_args=(*etcd.datastore_args(), "--controllers=",
-                                                         "--disable-scheduler"))
+                                                         "--disable-scheduler"), datastore="sqlite")
     try:
         etcd.start(timeout=60)
         c.start()
