@@ -266,8 +266,9 @@ def save(store: Datastore, directory: Path | str, name: str) -> Saved:
     """Take a snapshot from the first endpoint that gives one; see the module docstring."""
     d = Path(directory)
     try:
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(d, 0o700)
+        if not d.is_dir():  # made private; a directory the user names is left as it is
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(d, 0o700)
     except OSError as e:
         raise SnapshotError(f"cannot create {d}: {e.strerror or e}") from None
     final = d / name

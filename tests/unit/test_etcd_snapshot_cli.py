@@ -205,3 +205,19 @@ def test_backup_points_etcd_users_at_etcd_snapshot(tmp_path, capsys, command, hi
                  "--datastore-endpoint", "http://127.0.0.1:2379"]) == 1
     assert hint in capsys.readouterr().err
     assert not (tmp_path / "b.db").exists()
+
+
+
+def test_save_makes_a_private_directory_and_leaves_an_existing_one_alone(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on: save fails fast, after making the dir
+        s.bind(("127.0.0.1", 0))
+        store = es.Datastore([f"http://127.0.0.1:{s.getsockname()[1]}"])
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o755)
+    for d in (shared, tmp_path / "new" / "snapshots"):
+        with pytest.raises(es.SnapshotError, match="no snapshot taken"):
+            es.save(store, d, "on-demand-n-1700000000")
+        assert os.listdir(d) == []
+    assert oct(shared.stat().st_mode & 0o777) == "0o755"
+    assert oct((tmp_path / "new" / "snapshots").stat().st_mode & 0o777) == "0o700"
