@@ -10,6 +10,7 @@ Layout of the data directory ``DIR``::
     DIR/logs/<proc>.log     server.log, <node>.log (etcd layout: server-<i>.log, etcd-<i>.log,
                             routes-server-<i>.log)
     DIR/server-<i>/, DIR/etcd/etcd-<i>/   the etcd layout's servers and members (see below)
+    DIR/token               the etcd layout's servers' --token (0600, kept across down and up)
 
 Lifecycle (every step records itself in the state file before the next one)::
 
@@ -366,7 +367,7 @@ class Cluster:
         if datastore == "etcd":
             self.state.datastore = datastore
             self.state.bind_address = bind_address
-            self.state.token = secrets.token_hex(16)
+            self.state.token = self._cluster_token()
             for i in range(1, control_planes + 1):
                 cp = self._new_control_plane(i, str(hosts[i]))
                 self.state.control_planes[cp.name] = cp
@@ -435,6 +436,21 @@ class Cluster:
         return ControlPlaneState(name=name, ip=ip, netns=net.netns_name(st.name, name),
                                  veth=net.ifname("klv", st.name, "control-plane", name), data_dir=str(self.dir / name),
                                  etcd_name=f"etcd-{i}", etcd_dir=str(self.dir / "etcd" / f"etcd-{i}"))
+
+    def _cluster_token(self) -> str:
+        """The servers' --token: DIR/token (0600), made once, so that an ``up`` after ``down`` finds
+        the bootstrap data it stored in etcd (the members keep their data as the servers do)."""
+        path = self.dir / "token"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        token = secrets.token_hex(16)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
 
     def control_plane(self, name: str) -> ControlPlaneState:
         """A control plane by its server's name (server-<i>) or its member's (etcd-<i>)."""
