@@ -206,20 +206,22 @@ class EtcdStore:
     ``compact_interval`` seconds between compactions (0 disables the compactor), keeping the
     last ``compact_keep`` revisions; ``watch_buffer`` events a watcher may lag before it is
     dropped; ``request_timeout`` seconds a call may take, failovers included;
-    ``check_timeout`` seconds the health check waits for a member.
+    ``check_timeout`` seconds the health check waits for a member; ``open_timeout`` seconds
+    ``open`` waits for a member to answer (etcd starting beside us) before giving up.
     """
 
     def __init__(self, endpoints: str | Iterable[str], *, ca_file: str | None = None,
                  cert_file: str | None = None, key_file: str | None = None,
                  compact_interval: float = 300, compact_keep: int = 1000, watch_buffer: int = 10000,
                  request_timeout: float = 10.0, check_timeout: float = 1.0,
-                 ack_timeout: float = 2.0) -> None:
+                 ack_timeout: float = 2.0, open_timeout: float = 60.0) -> None:
         self.endpoints = parse_endpoints(endpoints)
         self.compact_interval = compact_interval
         self.compact_keep = compact_keep
         self.request_timeout = request_timeout
         self.check_timeout = check_timeout
         self.ack_timeout = ack_timeout
+        self.open_timeout = open_timeout
         creds = None
         if any(u.startswith("https://") for u in self.endpoints) or ca_file or cert_file:
             def read(path: str | None) -> bytes | None:
@@ -271,7 +273,16 @@ class EtcdStore:
         self._health_lock = asyncio.Lock()
         self._hub_live = asyncio.Event()
         self._opened = True
-        resp = await self._range(COMPACT_REV_KEY)
+        deadline = time.monotonic() + self.open_timeout
+        while True:  # etcd may be starting with us (a cluster coming up): wait for it a while
+            try:
+                resp = await self._range(COMPACT_REV_KEY)
+                break
+            except UnavailableError as e:
+                if time.monotonic() + 1 >= deadline:
+                    raise UnavailableError(f"cannot reach etcd at {', '.join(self.endpoints)}: {e}") from None
+                log.warning("waiting for etcd at %s: %s", ", ".join(self.endpoints), e)
+                await asyncio.sleep(1)
         current = resp.header.revision
         if resp.kvs:
             self._compact_version = resp.kvs[0].version
@@ -281,9 +292,41 @@ class EtcdStore:
             except ValueError:
                 pass
         self._hub.revision = current
+        self._hub.compact_revision = max(self._hub.compact_revision, await self._probe_compacted())
         self._hub_task = asyncio.create_task(self._hub_loop(current + 1), name="etcd-watch")
         if self.compact_interval > 0:
             self._compactor = asyncio.create_task(self._compact_loop(), name="etcd-compactor")
+
+    async def _probe_compacted(self) -> int:
+        """etcd's compact revision (0 if it never compacted): etcd tells it to a watch that
+        starts below it. The watch is on a key nobody writes, so an uncompacted history costs
+        nothing to skip. Compactions by others (``etcdctl compact``, auto-compaction) are learnt
+        here, so that the watch cache does not list a revision that is gone."""
+        try:
+            await self._range(COMPACT_REV_KEY, revision=1, count_only=True, what="compaction probe")
+            return 0  # revision 1 is readable: never compacted
+        except CompactedError:
+            pass
+        except StorageError as e:
+            log.warning("etcd: could not learn the compact revision: %s", e)
+            return 0
+        ep = self._eps[self._cur]
+        call = ep.watch.Watch(metadata=_REQUIRE_LEADER)
+        try:
+            await call.write(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+                key=b"\0kubeling/compact-probe", start_revision=1)))
+            async with asyncio.timeout(self.request_timeout):
+                while True:  # "created" first, then the cancellation that names the compact revision
+                    resp = await call.read()
+                    if resp is grpc.aio.EOF:
+                        return 0
+                    if resp.compact_revision:
+                        return resp.compact_revision
+        except (grpc.aio.AioRpcError, TimeoutError) as e:
+            log.warning("etcd: could not learn the compact revision: %s", e)
+            return 0
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         if self._closed:
@@ -327,6 +370,8 @@ class EtcdStore:
             idx = self._cur
             ep = self._eps[idx]
             left = deadline - time.monotonic()
+            if idempotent:  # a hung member must not take all the time: another may answer
+                left = min(left, max(2.0, self.request_timeout / 3))
             try:
                 return await getattr(getattr(ep, stub), method)(request, timeout=max(left, 0.05))
             except grpc.aio.AioRpcError as e:

@@ -94,7 +94,7 @@ def test_tls_with_client_certificates(tmp_path):
         # the members require a client certificate: without one nothing is served
         with pytest.raises(UnavailableError):
             await EtcdStore.open(cluster.endpoints, ca_file=cluster.ca_file, compact_interval=0,
-                                 request_timeout=2)
+                                 request_timeout=2, open_timeout=2)
 
     with EtcdCluster(tmp_path, tls=True) as cluster:
         assert all(u.startswith("https://") for u in cluster.endpoints)
@@ -272,3 +272,26 @@ def test_progress_covers_writes_outside_the_prefix(etcd):
 
 async def _progressed(w, revision):
     return w.progress() >= revision
+
+
+def test_a_compaction_by_someone_else_is_learnt_at_open(etcd):
+    """`etcdctl compact` (or etcd's auto-compaction) writes no compact_rev_key: the store learns
+    the compact revision from etcd at open, so the watch cache never lists a revision that is gone."""
+
+    async def main():
+        s = await EtcdStore.open(etcd.endpoints, compact_interval=0)
+        try:
+            for i in range(3):
+                _, kv = await s.create(f"/o/{i}", b"v")
+        finally:
+            await s.close()
+        _etcdctl(etcd, "compact", str(kv.mod_revision))
+        s = await EtcdStore.open(etcd.endpoints, compact_interval=0)
+        try:
+            assert s.compact_revision == kv.mod_revision
+            with pytest.raises(CompactedError):
+                await take(s.watch("/o/", kv.mod_revision), 1)
+        finally:
+            await s.close()
+
+    run(main())
