@@ -29,8 +29,12 @@ async def open_store(opts, data_dir: Path | str) -> Store:
     if not is_etcd(opts):
         return await SQLiteStore.open(str(data / "state.db"), compact_interval=opts.compact_interval,
                                       compact_keep=opts.compact_keep)
-    from kubeling.storage.etcd import EtcdStore
+    from kubeling.storage import migrate
+    from kubeling.storage.etcd import EtcdStore, parse_endpoints
 
+    etcd = dict(endpoints=parse_endpoints(opts.datastore_endpoint), ca_file=opts.datastore_cafile,
+                cert_file=opts.datastore_certfile, key_file=opts.datastore_keyfile)
+    await migrate.raise_revision_before_open(data, etcd)  # a migration's slow part, if one is due
     store = await EtcdStore.open(
         opts.datastore_endpoint, ca_file=opts.datastore_cafile or None,
         cert_file=opts.datastore_certfile or None, key_file=opts.datastore_keyfile or None,
@@ -39,9 +43,7 @@ async def open_store(opts, data_dir: Path | str) -> Store:
     try:
         # k3s-style: an earlier SQLite cluster in `data / "state.db"` is copied into an empty etcd
         # (resourceVersions kept monotonic), then renamed; a half-done migration is refused
-        from kubeling.storage.migrate import migrate_sqlite
-
-        await migrate_sqlite(store, data, endpoint_hint=opts.datastore_endpoint)
+        await migrate.migrate_sqlite(store, data, endpoint_hint=opts.datastore_endpoint, etcd=etcd)
     except BaseException:
         await store.close()
         raise

@@ -19,7 +19,7 @@ import pytest
 
 from kubeling.storage import CompactedError, MemoryStore, SQLiteStore
 from kubeling.storage.etcd import EtcdStore
-from kubeling.storage.migrate import MARKER, MigrationError, migrate_sqlite
+from kubeling.storage.migrate import MARKER, MigrationError, migrate_sqlite, raise_revision_before_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.support.etcd import EtcdCluster  # noqa: E402
@@ -36,6 +36,9 @@ def target(request, tmp_path):
     """``async with target() as store``: an empty etcd-shaped store (etcd: its keys deleted)."""
 
     class Opener:
+        # how the server passes the etcd connection (the fast, pre-open revision raise)
+        conf = {"endpoints": request.getfixturevalue("etcd").endpoints} if request.param == "etcd" else None
+
         async def __aenter__(self):
             if request.param == "memory":
                 self.store = await MemoryStore.open()
@@ -74,8 +77,12 @@ async def make_sqlite(path) -> tuple[int, list]:
 def test_every_key_is_copied_in_revision_order_above_sqlite_revisions(target, tmp_path):
     async def main():
         revision, before = await make_sqlite(tmp_path / "state.db")
+        if target.conf:
+            await raise_revision_before_open(tmp_path, target.conf)
         async with target() as store:
-            summary = await migrate_sqlite(store, tmp_path)
+            if target.conf:
+                assert await store.current_revision() >= revision
+            summary = await migrate_sqlite(store, tmp_path, etcd=target.conf)
             assert summary["state"] == "done" and summary["objects"] == len(before)
             after = {kv.key: kv for kv in (await store.list("/registry/")).kvs}
             assert after.keys() == {kv.key for kv in before}
