@@ -43,7 +43,7 @@ from pathlib import Path
 DEFAULT_DATA_DIR = ".kubeling"
 DEFAULT_NAME = "on-demand"
 SHA256_LEN = 32
-CONNECT_TIMEOUT = 30.0  # for the first chunk of the snapshot
+CHUNK_TIMEOUT = 30.0  # seconds etcd may take to send the first or the next chunk of a snapshot
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # <name>-<node>-<unix seconds>; k3s adds .zip when compressed (we never compress).
 _SNAPSHOT = re.compile(r"^(?P<prefix>.+)-(?P<ts>\d{9,11})(?P<ext>\.zip)?$")
@@ -211,21 +211,17 @@ async def _stream_snapshot(endpoint: str, store: Datastore, out) -> None:
         # no wait_for_ready: a refused connection or TLS handshake fails the call at once, with why
         stream = rpc.MaintenanceStub(channel).Snapshot(rpc.SnapshotRequest(), wait_for_ready=False)
         it = stream.__aiter__()
-        try:
-            first = await asyncio.wait_for(it.__anext__(), CONNECT_TIMEOUT)
-        except asyncio.TimeoutError:
-            stream.cancel()
-            raise SnapshotError(f"no answer in {CONNECT_TIMEOUT:.0f}s") from None
-        except StopAsyncIteration:
-            return
-        except grpc.aio.AioRpcError as e:
-            raise SnapshotError(f"{e.code().name}: {e.details()}") from None
-        out.write(first.blob)
-        try:
-            async for resp in it:
-                out.write(resp.blob)
-        except grpc.aio.AioRpcError as e:
-            raise SnapshotError(f"{e.code().name}: {e.details()}") from None
+        while True:
+            try:
+                resp = await asyncio.wait_for(it.__anext__(), CHUNK_TIMEOUT)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                stream.cancel()
+                raise SnapshotError(f"etcd sent nothing for {CHUNK_TIMEOUT:.0f}s") from None
+            except grpc.aio.AioRpcError as e:
+                raise SnapshotError(f"{e.code().name}: {e.details()}") from None
+            out.write(resp.blob)
     finally:
         await channel.close()
 

@@ -123,8 +123,7 @@ def test_save_needs_etcd_urls(tmp_path, capsys, endpoint):
     assert os.listdir(tmp_path) == []
 
 
-def test_save_from_no_etcd_fails_and_leaves_nothing(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(es, "CONNECT_TIMEOUT", 1.0)
+def test_save_from_no_etcd_fails_and_leaves_nothing(tmp_path, capsys):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -134,6 +133,16 @@ def test_save_from_no_etcd_fails_and_leaves_nothing(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert err.startswith("kubeling etcd-snapshot save: no snapshot taken: ") and err.count(f"http://127.0.0.1:{port}: ") == 2
     assert os.listdir(d) == []
+
+
+def test_save_from_an_endpoint_that_never_answers_times_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(es, "CHUNK_TIMEOUT", 1.0)
+    with socket.socket() as s:  # listens, never speaks HTTP/2
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        with pytest.raises(es.SnapshotError, match="sent nothing for 1s"):
+            es.save(es.Datastore([f"http://127.0.0.1:{s.getsockname()[1]}"]), tmp_path, "on-demand-n-1700000000")
+    assert os.listdir(tmp_path) == []
 
 
 def test_save_tls_needs_cert_and_key_together(tmp_path, capsys):
