@@ -52,7 +52,9 @@ class Server(harness.Cluster):
     """A `harness.Cluster` bound to and advertising ``host``."""
 
     def __init__(self, data_dir: Path, host: str, port: int, extra_args=()):
-        super().__init__(data_dir, port=port, extra_args=extra_args, startup_timeout=120)
+        # the harness starts no datastore of its own ("sqlite": nothing to start): both servers get
+        # the one etcd of this module through extra_args, whatever KUBELING_TEST_DATASTORE says
+        super().__init__(data_dir, port=port, extra_args=extra_args, startup_timeout=120, datastore="sqlite")
         self.host = host
 
     @property
