@@ -178,8 +178,10 @@ def _map_error(e: grpc.aio.AioRpcError, what: str, *, current: int = 0, compact:
                revision: int = 0) -> StorageError:
     code, details = e.code(), e.details() or ""
     msg = f"{what}: etcd: {details or code.name}"
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED or "database space exceeded" in details:
+    if "database space exceeded" in details or "NOSPACE" in details:
         return InsufficientStorageError(msg)
+    if "too many requests" in details:  # etcd sheds load: try again (503)
+        return UnavailableError(msg)
     if "required revision has been compacted" in details:
         return CompactedError(compact, current)
     if "future revision" in details:
@@ -716,6 +718,12 @@ class EtcdStore:
                     if resp.canceled:
                         raise ConnectionError(f"watch canceled: {resp.cancel_reason}")
                     if resp.created:
+                        if resp.header.revision < start - 1:
+                            # etcd went back in time (a snapshot restored under us): what we
+                            # served is not its history; every watch relists from the new one
+                            self._rewound(resp.header.revision)
+                            start = resp.header.revision + 1
+                            break
                         self._hub_live.set()
                         delay = 0.05
                     if resp.events:
@@ -749,17 +757,28 @@ class EtcdStore:
         self._wake_acks()
         return rev
 
-    def _watch_compacted(self, compact: int, current: int) -> None:
-        """The stream's next revision was compacted while it was down: end every watch (410)."""
-        log.warning("etcd: watch stream fell behind compaction (compact revision %d); ending every "
-                    "watch", compact)
-        self._hub.compact_revision = max(self._hub.compact_revision, compact)
-        err = CompactedError(compact, current)
+    def _rewound(self, current: int) -> None:
+        log.warning("etcd: the cluster is at revision %d, behind this server's %d (restored from a "
+                    "snapshot?); ending every watch", current, self._hub.revision)
+        self._fail_watchers(CompactedError(self._hub.compact_revision, current))
+        self._hub.revision = current
+        self._hub.compact_revision = min(self._hub.compact_revision, current)
+        self._compactor_revs.clear()
+        self._wake_acks()
+
+    def _fail_watchers(self, err: StorageError) -> None:
         for watchers in list(self._hub._watchers.values()):
             for w in list(watchers):
                 w._error = err
                 self._hub._unsubscribe(w)
                 w._wake()
+
+    def _watch_compacted(self, compact: int, current: int) -> None:
+        """The stream's next revision was compacted while it was down: end every watch (410)."""
+        log.warning("etcd: watch stream fell behind compaction (compact revision %d); ending every "
+                    "watch", compact)
+        self._hub.compact_revision = max(self._hub.compact_revision, compact)
+        self._fail_watchers(CompactedError(compact, current))
         self._hub.revision = max(self._hub.revision, current)
         self._wake_acks()
 

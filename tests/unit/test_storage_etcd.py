@@ -295,3 +295,56 @@ def test_a_compaction_by_someone_else_is_learnt_at_open(etcd):
             await s.close()
 
     run(main())
+
+
+def test_an_etcd_that_went_back_in_time_ends_every_watch(tmp_path):
+    """etcd wiped (or restored from an older snapshot) under a running store: its revisions are
+    not the history the watches were following, so they end with 410 and relist; the store
+    serves the new etcd."""
+
+    async def main(cluster):
+        s = await EtcdStore.open(cluster.endpoints, compact_interval=0, request_timeout=2)
+        try:
+            for i in range(5):
+                await s.create(f"/r/{i}", b"v")
+            w = s.watch("/r/", 0)
+            cluster.stop()
+            cluster.wipe()
+            cluster.start()
+            with pytest.raises(CompactedError):
+                await take(w, 1, timeout=30)
+            ok, kv = await eventually(lambda: s.create("/r/new", b"v"), timeout=30)
+            assert ok and kv.mod_revision == 2  # the new etcd's first write
+            w2 = s.watch("/r/", 0)
+            _, kv2 = await s.create("/r/newer", b"v")
+            (ev,) = await take(w2, 1)
+            assert ev.kv == kv2
+            w2.close()
+        finally:
+            await s.close()
+
+    with EtcdCluster(tmp_path) as cluster:
+        run(main(cluster))
+
+
+def test_open_store_selects_etcd_with_tls_flags(tmp_path):
+    """`kubeling server --datastore-endpoint https://... --datastore-{cafile,certfile,keyfile}`:
+    `open_store` opens the etcd store over TLS, and the data dir gets no state.db."""
+    from kubeling.apiserver.datastore import open_store
+    from kubeling.apiserver.server import Options
+
+    async def main(cluster):
+        opts = Options(data_dir=str(tmp_path / "data"), compact_interval=0, datastore_endpoint=cluster.endpoint,
+                       datastore_cafile=cluster.ca_file, datastore_certfile=cluster.cert_file,
+                       datastore_keyfile=cluster.key_file)
+        (tmp_path / "data").mkdir()
+        s = await open_store(opts, tmp_path / "data")
+        try:
+            assert isinstance(s, EtcdStore)
+            assert (await s.create("/registry/core/configmaps/default/tls", b"{}"))[0]
+        finally:
+            await s.close()
+        assert list((tmp_path / "data").iterdir()) == []
+
+    with EtcdCluster(tmp_path / "etcd", tls=True) as cluster:
+        run(main(cluster))
