@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import logging
 
+from kubeling.api import errors
 from kubeling.apiserver.reconcilers import reconcile_kubernetes_endpoints
 
 log = logging.getLogger(__name__)
@@ -121,14 +122,21 @@ class LeaseEndpointReconciler:
             await self._write()
 
     async def _write(self, leaving: bool = False) -> None:
-        ips = await self.leases.list()
+        for attempt in range(5):
+            ips = await self.leases.list()
+            if not ips:
+                break
+            try:
+                return await reconcile_kubernetes_endpoints(self.api, ips, self.port)
+            except errors.StatusError as e:
+                # another server wrote them between our read and our write: read them again
+                if e.code != 409 or attempt == 4:
+                    raise
         if not ips:
             # as upstream: never erase every address of the kubernetes Service (after a renewal of
             # our own lease, an empty list means trouble; at the last server's shutdown, it stays)
             if not leaving:
                 log.warning("no API server leases listed: leaving the kubernetes Service's endpoints as they are")
-            return
-        await reconcile_kubernetes_endpoints(self.api, ips, self.port)
 
     async def run(self, stop: asyncio.Event) -> None:
         """`reconcile` every `interval` until ``stop``; a failed round is logged and retried."""

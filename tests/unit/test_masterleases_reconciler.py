@@ -90,3 +90,14 @@ def test_the_loop_renews_until_stopped():
         stop.set()
         await asyncio.wait_for(task, 5)
     asyncio.run(main())
+
+
+def test_servers_reconciling_at_once_all_end_up_listed():
+    async def main():
+        api = await api_server(advertise_address="10.0.1.1", secure_port=6443)
+        store = api.registry.store
+        rs = [LeaseEndpointReconciler(api, store, f"10.0.1.{i}", 6443) for i in range(1, 7)]
+        await asyncio.gather(*(r.reconcile() for r in rs))   # conflicting writes are read again
+        await rs[0].reconcile()
+        assert await addresses(api) == [f"10.0.1.{i}" for i in range(1, 7)]
+    asyncio.run(main())
