@@ -8,33 +8,43 @@ SQLite state into etcd before anything else uses the store, then renames the fil
 ``state.db.migrated``), but its puts start again from etcd's revision 1; here the revisions of
 the migrated cluster stay monotonic:
 
-1. **Claim.** ``/kubeling/migration`` is created (create-if-absent) with ``state: copying``, the
-   source file and its revision. A second server starting against the same etcd meanwhile sees
-   the claim and refuses, instead of serving a half-copied cluster.
+1. **Claim.** ``/kubeling/migration`` is created (create-if-absent) with ``state: copying``, a
+   claim id, the source file, its revision and a heartbeat (wall-clock time, renewed every
+   ``HEARTBEAT_EVERY`` seconds). Another server starting against the same etcd meanwhile waits
+   for the claim to become ``done`` instead of serving (or refusing) a half-copied cluster.
 2. **Raise etcd's revision above SQLite's.** Stored objects carry no ``resourceVersion``: it is
    the key's ``mod_revision``, set on every read. A client holding resourceVersion ``X`` from the
    SQLite era must never be shown an object with a smaller one, so etcd's revision is first
    raised to at least SQLite's current revision ``R``. etcd has no "set revision" RPC (only the
-   offline ``etcdutl snapshot restore --bump-revision`` of etcd 3.6), and every mutation adds
-   exactly one, so the store makes ``R - current`` mutations: ``BUMP_WORKERS`` concurrent
-   create/delete pairs on scratch keys ``/kubeling/migration-bump/<i>`` (order does not matter
-   here; raft batches the concurrent proposals), deleted again, so nothing is left behind.
+   offline ``etcdutl snapshot restore --bump-revision`` of etcd 3.6, for external members we do
+   not own), and every write transaction adds exactly one, however many keys it touches, so
+   this takes ``R - current`` writes. They are plain Puts on one scratch key,
+   ``/kubeling/migration-bump/etcd``, with 512 in flight over every endpoint (raft batches them),
+   on gRPC's synchronous stubs, whose futures complete on gRPC's threads (several times the rate
+   of asyncio calls in Python), compacted every 200,000 revisions, and the key deleted at the
+   end. The server does this *before* its etcd store opens (:func:`raise_revision_before_open`,
+   which also takes the claim), so that the store's watch stream does not decode every scratch
+   write in the same interpreter. Without an etcd connection (other stores) concurrent
+   create/delete pairs through the Store protocol do the same, more slowly.
 3. **Compact** at that revision: the scratch history is dropped, and a client that resumes a
    watch or a list at a SQLite-era resourceVersion gets ``410 Gone`` and relists, as after an
    etcd restore, rather than a replay of every migrated object as new.
 4. **Copy in mod_revision order**, one create at a time, each awaited before the next: every
    key gets a new ``mod_revision`` greater than ``R``, and the order of resourceVersions is the
    order of the SQLite ones. The copy is sequential on purpose: concurrent puts land in raft in
-   any order, and one etcd transaction with several puts would give them all the same revision.
-   Values are copied byte for byte (Secrets encrypted at rest stay encrypted with the same key).
+   any order, and one etcd transaction with several puts would give them all the same revision
+   (equal resourceVersions, and one watch event per key at one revision). Values are copied
+   byte for byte (Secrets encrypted at rest stay encrypted with the same key).
 5. **Commit.** The claim becomes ``state: done`` (with the object count and the new revision
-   range), then the SQLite file (and its ``-wal``/``-shm``, and the lock file) is renamed.
+   range), then the SQLite file is renamed (its ``-wal``/``-shm`` with it, if any; the lock
+   file is removed).
 
-Interruption: if the process dies during 2-4, the etcd holds a ``copying`` claim and part of the
-data, and ``state.db`` is still in place. Every later start refuses with :class:`MigrationError`,
-naming the ``etcdctl`` commands that clear the partial copy, so that the next start migrates
-again from the untouched SQLite file. A crash between 5's two steps (claim ``done``, file not yet
-renamed) is finished by the next start: it sees the ``done`` claim for this very file and renames.
+Interruption: if the process dies during 2-4, the claim stops beating. A later start that finds
+a claim silent for ``STALE_AFTER`` seconds takes it over if no ``/registry/`` key was copied yet,
+and otherwise refuses with :class:`MigrationError`, naming the ``etcdctl`` commands that clear
+the partial copy, so that the next start migrates again from the untouched SQLite file. A crash
+between 5's two steps (claim ``done``, file not yet renamed) is finished by the next start: it
+sees the ``done`` claim for this very file and renames it.
 
 If the etcd already holds a cluster (``/registry/`` keys and no claim, or a ``done`` claim for
 another file) the SQLite file is left alone and a warning says it was not migrated.
@@ -47,6 +57,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 
 from kubeling.storage.interface import KeyValue, Store, StorageError
@@ -63,6 +74,8 @@ COMPACT_EVERY = 200_000
 MAX_BUMP_ERRORS = 1000
 PAGE = 1000
 PROGRESS_EVERY = 5.0  # seconds between progress lines in the log
+HEARTBEAT_EVERY = 5.0  # seconds between heartbeats of a migration's claim (and progress lines)
+STALE_AFTER = 30.0  # a claim with no heartbeat for this long belongs to a migration that died
 
 
 class MigrationError(StorageError):
@@ -83,20 +96,39 @@ async def migrate_sqlite(store: Store, data_dir: str | os.PathLike, *, endpoint_
     ``store`` is the raw store (no encryption transformer): values are copied as stored. Returns
     a summary dict when a migration ran (or a finished one was completed), None otherwise. Raises
     :class:`MigrationError` when the etcd holds an unfinished migration. ``endpoint_hint`` is
-    only used in messages. ``etcd`` (``endpoints``, ``ca_file``, ``cert_file``, ``key_file``)
-    lets the revision be raised with plain pipelined Puts (see :func:`_raise_revision_etcd`);
-    without it the store's own create/delete are used.
+    only used in messages. ``etcd`` (``endpoints``, ``ca_file``, ``cert_file``, ``key_file``, and
+    ``claim`` once :func:`raise_revision_before_open` claimed the migration) lets the revision be
+    raised with plain pipelined Puts; without it the store's own create/delete are used.
     """
     data = Path(data_dir)
     db = data / STATE_FILE
-    _, marker_kv = await store.get(MARKER)
-    marker = _decode_marker(marker_kv)
-    if marker is not None and marker.get("state") != "done":
+    claim = (etcd or {}).get("claim")
+    waiting = False
+    while True:
+        _, marker_kv = await store.get(MARKER)
+        marker = _decode_marker(marker_kv)
+        if marker is None or marker.get("state") == "done":
+            break
+        if claim and marker.get("claim") == claim:  # ours: claimed before the store opened
+            return await _migrate(store, db, endpoint_hint, etcd, marker_kv)
+        age = time.time() - float(marker.get("heartbeat") or 0)
+        if age < STALE_AFTER:  # another server is migrating now: wait for it to finish
+            if not waiting:
+                log.warning("another server is migrating a SQLite cluster into this etcd (from %s, "
+                            "started %s); waiting for it to finish", marker.get("source"), marker.get("startedAt"))
+                waiting = True
+            await asyncio.sleep(1.0)
+            continue
+        if await store.count(REGISTRY) == 0:  # a stale claim that copied nothing: take it over
+            ok, _ = await store.delete(MARKER, marker_kv.mod_revision)
+            log.warning("a migration claimed %s ago by another server copied nothing; %s", _age(age),
+                        "taking it over" if db.exists() else "claim removed")
+            continue
         raise MigrationError(
             f"the etcd datastore holds an unfinished migration from SQLite (started "
             f"{marker.get('startedAt', '?')} from {marker.get('source', '?')}, revision "
-            f"{marker.get('sqliteRevision', '?')}): it was interrupted, so the etcd is incomplete and "
-            f"is not served; {_clear_hint(endpoint_hint)}")
+            f"{marker.get('sqliteRevision', '?')}, no sign of life for {_age(age)}): it was interrupted, "
+            f"so the etcd is incomplete and is not served; {_clear_hint(endpoint_hint)}")
     if not db.exists():
         return None
     if marker is not None:  # a finished migration: of this file (crash before the rename)?
@@ -112,7 +144,16 @@ async def migrate_sqlite(store: Store, data_dir: str | os.PathLike, *, endpoint_
         log.warning("not migrating %s into etcd: the etcd already holds a cluster (keys under %s); the "
                     "SQLite file is ignored", db, REGISTRY)
         return None
-    return await _migrate(store, db, endpoint_hint, etcd)
+    return await _migrate(store, db, endpoint_hint, etcd, None)
+
+
+def _age(seconds: float) -> str:
+    return "ever" if seconds > 10**8 else f"{seconds:.0f} s"
+
+
+def _new_marker(db: Path, sqlite_rev: int) -> dict:
+    return {"state": "copying", "claim": uuid.uuid4().hex, "source": str(db.resolve()),
+            "sqliteRevision": sqlite_rev, "startedAt": _now(), "heartbeat": time.time()}
 
 
 def _decode_marker(kv: KeyValue | None) -> dict | None:
@@ -157,20 +198,34 @@ async def _read_sqlite(db: Path) -> tuple[int, list[KeyValue]]:
     return revision, kvs
 
 
-async def _migrate(store: Store, db: Path, endpoint_hint: str, etcd: dict | None) -> dict:
+async def _migrate(store: Store, db: Path, endpoint_hint: str, etcd: dict | None,
+                   claimed: KeyValue | None) -> dict:
     started = time.monotonic()
     sqlite_rev, kvs = await _read_sqlite(db)
-    marker = {"state": "copying", "source": str(db.resolve()), "sqliteRevision": sqlite_rev,
-              "objects": len(kvs), "startedAt": _now()}
     log.warning("migrating %s into etcd: %d keys at SQLite revision %d (the file is renamed "
                 "afterwards; do not stop the server until it says the migration is done)",
                 db, len(kvs), sqlite_rev)
-    ok, cur = await store.create(MARKER, json.dumps(marker).encode())
-    if not ok:
-        raise MigrationError(f"another server started migrating into this etcd at the same time "
-                             f"({cur.value[:200]!r}); {_clear_hint(endpoint_hint)}")
+    if claimed is None:
+        marker = _new_marker(db, sqlite_rev)
+        ok, cur = await store.create(MARKER, json.dumps(marker).encode())
+        if not ok:
+            raise MigrationError(f"another server started migrating into this etcd at the same time "
+                                 f"({cur.value[:200]!r}); {_clear_hint(endpoint_hint)}")
+    else:
+        marker, cur = _decode_marker(claimed), claimed
     marker_rev = cur.mod_revision
 
+    async def beat(**changes) -> None:
+        """Update the claim (compare-and-swap): a heartbeat, and the final state."""
+        nonlocal marker_rev
+        marker.update(changes, heartbeat=time.time())
+        ok, kv = await store.update(MARKER, json.dumps(marker).encode(), marker_rev)
+        if not ok:
+            raise MigrationError(f"the migration claim {MARKER} changed under this server; "
+                                 f"{_clear_hint(endpoint_hint)}")
+        marker_rev = kv.mod_revision
+
+    await beat(sqliteRevision=sqlite_rev, objects=len(kvs))
     t_bump = time.monotonic()
     if etcd and await store.current_revision() < sqlite_rev:
         reached = await asyncio.to_thread(_raise_revision_etcd, etcd, sqlite_rev)
@@ -181,8 +236,9 @@ async def _migrate(store: Store, db: Path, endpoint_hint: str, etcd: dict | None
     t_bump = time.monotonic() - t_bump
     if bumped > 1:
         await store.compact(bumped)  # SQLite-era resourceVersions: 410 Gone, clients relist
+    await beat()
     first = 0
-    last_log = time.monotonic()
+    last_beat = time.monotonic()
     for i, kv in enumerate(kvs):
         if kv.key == MARKER or kv.key.startswith(BUMP_PREFIX):
             continue
@@ -191,15 +247,12 @@ async def _migrate(store: Store, db: Path, endpoint_hint: str, etcd: dict | None
             raise MigrationError(f"{kv.key} appeared in etcd during the migration (another writer?); "
                                  f"{_clear_hint(endpoint_hint)}")
         first = first or new.mod_revision
-        if time.monotonic() - last_log > PROGRESS_EVERY:
-            last_log = time.monotonic()
+        if time.monotonic() - last_beat > HEARTBEAT_EVERY:
+            last_beat = time.monotonic()
+            await beat()
             log.warning("migrating into etcd: %d of %d keys copied", i + 1, len(kvs))
     final = await store.current_revision()
-    marker.update(state="done", finishedAt=_now(), firstRevision=first, lastRevision=final)
-    ok, _ = await store.update(MARKER, json.dumps(marker).encode(), marker_rev)
-    if not ok:
-        raise MigrationError(f"the migration claim {MARKER} changed under this server; "
-                             f"{_clear_hint(endpoint_hint)}")
+    await beat(state="done", finishedAt=_now(), firstRevision=first, lastRevision=final)
     dest = _rename_sqlite(db)
     seconds = time.monotonic() - started
     log.warning("migration into etcd done: %d keys in %.1f s (%.1f s of it raising the revision; SQLite "
@@ -301,14 +354,37 @@ def _raise_before_open(db: Path, etcd: dict) -> None:
             c.close()
     if marker.kvs or keys.count or keys.header.revision >= target:
         return
+    # claim the migration first, so that no other server starts serving (and writing) this etcd
+    # while its revision is raised; migrate_sqlite recognises the claim as its own
+    value = _new_marker(db, target)
+    channels = _channels(etcd)
+    try:
+        kv = rpc.KVStub(channels[0])
+        claimed = kv.Txn(rpc.TxnRequest(
+            compare=[rpc.Compare(result=rpc.Compare.EQUAL, target=rpc.Compare.CREATE, key=MARKER.encode(),
+                                 create_revision=0)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=MARKER.encode(),
+                                                              value=json.dumps(value).encode()))]),
+            timeout=30).succeeded
+    finally:
+        for c in channels:
+            c.close()
+    if not claimed:
+        return
+    etcd["claim"] = value["claim"]
+
+    def heartbeat(stub) -> None:
+        value["heartbeat"] = time.time()
+        stub.Put(rpc.PutRequest(key=MARKER.encode(), value=json.dumps(value).encode()), timeout=30)
+
     started = time.monotonic()
     log.warning("raising the etcd revision from %d to %d (above SQLite's) before migrating %s",
                 keys.header.revision, target, db)
-    reached = _raise_revision_etcd(etcd, target)
+    reached = _raise_revision_etcd(etcd, target, heartbeat=heartbeat)
     log.warning("etcd revision raised to %d in %.1f s", reached, time.monotonic() - started)
 
 
-def _raise_revision_etcd(etcd: dict, target: int, window: int = 512) -> int:
+def _raise_revision_etcd(etcd: dict, target: int, window: int = 512, heartbeat=None) -> int:
     """Raise etcd's revision to ``target`` with plain Puts on one scratch key; return the
     revision reached. Runs in a thread of its own.
 
@@ -359,9 +435,11 @@ def _raise_revision_etcd(etcd: dict, target: int, window: int = 512) -> int:
             if reached - state["compacted"] >= COMPACT_EVERY:
                 stubs[i % len(stubs)].Compact(rpc.CompactionRequest(revision=reached), timeout=60)
                 state["compacted"] = reached
-            if time.monotonic() - last_log > PROGRESS_EVERY:
+            if time.monotonic() - last_log > HEARTBEAT_EVERY:
                 last_log = time.monotonic()
                 log.warning("raising the etcd revision: %d of %d", reached, target)
+                if heartbeat is not None:
+                    heartbeat(stubs[i % len(stubs)])
             slots.acquire()
             stubs[i % len(stubs)].Put.future(request, timeout=30).add_done_callback(done)
             i += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import sys
 from pathlib import Path
 
@@ -147,5 +148,37 @@ def test_an_etcd_that_already_holds_a_cluster_is_left_alone(target, tmp_path):
             assert await migrate_sqlite(store, tmp_path) is None
             assert (tmp_path / "state.db").exists() and await store.current_revision() == revision
             assert await migrate_sqlite(store, tmp_path / "empty") is None  # no state file at all
+
+    asyncio.run(main())
+
+
+def test_a_stale_claim_that_copied_nothing_is_taken_over(target, tmp_path):
+    async def main():
+        await make_sqlite(tmp_path / "state.db")
+        async with target() as store:
+            # a server that claimed the migration and died while raising the revision
+            await store.create(MARKER, json.dumps({"state": "copying", "heartbeat": 0}).encode())
+            summary = await migrate_sqlite(store, tmp_path)
+            assert summary["state"] == "done" and not (tmp_path / "state.db").exists()
+
+    asyncio.run(main())
+
+
+def test_a_server_waits_for_a_live_migration_by_another(target, tmp_path):
+    async def main():
+        async with target() as store:
+            marker = {"state": "copying", "claim": "other", "heartbeat": time.time()}
+            _, kv = await store.create(MARKER, json.dumps(marker).encode())
+            await store.create("/registry/core/namespaces/default", b"{}")  # copied so far
+
+            async def other_server_finishes():
+                await asyncio.sleep(1.5)
+                assert (await store.update(MARKER, json.dumps({**marker, "state": "done"}).encode(),
+                                           kv.mod_revision))[0]
+
+            finishing = asyncio.create_task(other_server_finishes())
+            started = time.monotonic()
+            assert await asyncio.wait_for(migrate_sqlite(store, tmp_path), 30) is None  # no state.db here
+            assert time.monotonic() - started >= 1.0 and finishing.done()
 
     asyncio.run(main())
