@@ -182,3 +182,25 @@ def test_a_server_waits_for_a_live_migration_by_another(target, tmp_path):
             assert time.monotonic() - started >= 1.0 and finishing.done()
 
     asyncio.run(main())
+
+
+def test_migration_into_an_etcd_with_tls_and_client_certificates(tmp_path):
+    """The revision is raised over the server's TLS settings (--datastore-cafile/certfile/keyfile)."""
+    async def main(etcd):
+        revision, before = await make_sqlite(tmp_path / "state.db")
+        conf = {"endpoints": etcd.endpoints, "ca_file": etcd.ca_file, "cert_file": etcd.cert_file,
+                "key_file": etcd.key_file}
+        await raise_revision_before_open(tmp_path, conf)
+        assert "claim" in conf  # claimed, and the revision raised, before the store opened
+        store = await EtcdStore.open(etcd.endpoint, ca_file=etcd.ca_file, cert_file=etcd.cert_file,
+                                     key_file=etcd.key_file, compact_interval=0)
+        try:
+            assert await store.current_revision() >= revision
+            summary = await migrate_sqlite(store, tmp_path, etcd=conf)
+            assert summary["objects"] == len(before) and summary["bumpSeconds"] < 5
+            assert (await store.list("/registry/")).count == len(before)
+        finally:
+            await store.close()
+
+    with EtcdCluster(tmp_path / "etcd", members=1, tls=True) as etcd:
+        asyncio.run(main(etcd))
