@@ -64,13 +64,17 @@ import bisect
 import heapq
 import itertools
 import logging
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-import grpc
-from aetcd import rpc
+# The API server forks only to exec its children: gRPC's fork handlers are not needed, and they
+# log "skipping fork() handlers" at every child start.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+import grpc  # noqa: E402
+from aetcd import rpc  # noqa: E402
 
 from kubeling.storage.broadcaster import Broadcaster, BufferedWatch
 from kubeling.storage.interface import (
