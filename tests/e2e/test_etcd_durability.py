@@ -103,9 +103,29 @@ def test_kill9_of_the_etcd_leader_loses_no_acknowledged_write(tmp_path):
                 etcd.kill9(leader)
                 killed_at.append(time.monotonic())
 
+        reads: list[tuple[float, int]] = []   # a reader beside the writers: (time, status or 0)
+        writing = threading.Event()
+        writing.set()
+
+        def read() -> None:
+            deadline = time.monotonic() + 600
+            while writing.is_set() and time.monotonic() < deadline:
+                try:
+                    status, _ = server.request("GET", f"/api/v1/namespaces/{NS}/configmaps?limit=50", timeout=30)
+                except OSError:
+                    status = 0
+                reads.append((time.monotonic(), status))
+                time.sleep(0.05)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
         started = time.monotonic()
-        with ThreadPoolExecutor(WORKERS) as pool:
-            list(pool.map(write, range(N_WRITES)))
+        try:
+            with ThreadPoolExecutor(WORKERS) as pool:
+                list(pool.map(write, range(N_WRITES)))
+        finally:
+            writing.clear()
+            reader.join(60)
         elapsed = time.monotonic() - started
         assert killed_at, "the leader was never killed"
         assert not etcd.members[leader].running
@@ -126,6 +146,10 @@ def test_kill9_of_the_etcd_leader_loses_no_acknowledged_write(tmp_path):
               f"pause between acknowledgements {pause:.2f} s")
         assert all(s == 0 or 500 <= s < 600 for _, s in failed), codes   # failures are 5xx, never 4xx
         assert window < WINDOW_BOUND
+        bad_reads = [(t, s) for t, s in reads if s != 200]
+        print(f"reads meanwhile: {len(reads)}, failed {len(bad_reads)} (statuses {sorted({s for _, s in bad_reads})})")
+        assert reads and all(s == 0 or 500 <= s < 600 for _, s in bad_reads)
+        assert not bad_reads or bad_reads[-1][0] - bad_reads[0][0] < WINDOW_BOUND
 
         # every acknowledged write is there (read through the API, and in etcd itself)
         status, raw = server.request("GET", f"/api/v1/namespaces/{NS}/configmaps", timeout=60)
