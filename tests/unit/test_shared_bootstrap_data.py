@@ -138,3 +138,18 @@ def test_two_servers_starting_at_once_end_with_one_ca(tmp_path):
         assert (a / "server" / "node-token").read_text() == (b / "server" / "node-token").read_text()
         await store.close()
     run(main())
+
+
+def test_on_sqlite_nothing_is_stored_and_token_only_seeds_a_new_node_token(tmp_path):
+    from kubeling.storage.sqlite import SQLiteStore
+
+    async def main():
+        store = await SQLiteStore.open(str(tmp_path / "state.db"))
+        try:
+            _, token, _ = await start(store, tmp_path / "a", token="mine")
+            assert token.secret == "mine"
+            assert (await store.list("/bootstrap/")).kvs == []
+            assert not (tmp_path / "a" / "server" / "token").exists()
+        finally:
+            await store.close()
+    run(main())
