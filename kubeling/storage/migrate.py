@@ -337,6 +337,9 @@ def _raise_before_open(db: Path, etcd: dict) -> None:
 
     from kubeling.storage.interface import prefix_end
 
+    from kubeling.storage import backup
+
+    os.close(backup.lock(db))  # in use by a running SQLite server: leave it to the migration to say so
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kine'").fetchone()
