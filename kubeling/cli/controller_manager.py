@@ -23,14 +23,12 @@ def _duration(flag: str):
 
 
 def add_subcommands(sub) -> None:
+    from kubeling.controllers import manager
+
     p = sub.add_parser("controller-manager", help="run the controllers against an API server")
     p.add_argument("--kubeconfig", required=True)
     p.add_argument("--controllers", default="*", help="comma-separated controllers ('*' = all, '-name' = not name)")
-    p.add_argument("--leader-elect", action="store_true",
-                   help="run only while holding the Lease kube-system/kube-controller-manager")
-    p.add_argument("--leader-elect-identity", default="",
-                   help="this candidate's holder identity (default: <hostname>_<random uuid>); `kubeling server` "
-                        "passes one stable per data dir, so a restarted server resumes leading at once")
+    manager.add_leader_election_flags(p, "kube-system/kube-controller-manager")
     p.add_argument("--use-service-account-credentials", action="store_true",
                    help="each controller writes as its own service account kube-system/<controller> (tokens "
                         "from TokenRequest); the informers keep the kubeconfig's identity")
@@ -102,7 +100,7 @@ def cmd_controller_manager(args: argparse.Namespace) -> int:
     from kubeling.controllers import manager
 
     async def main(stop) -> None:
-        election = manager.LeaderElection(identity=args.leader_elect_identity) if args.leader_elect else None
+        election = manager.LeaderElection.from_args(args)
         await manager.run(args.kubeconfig, stop, [c for c in args.controllers.split(",") if c], election,
                           settings=settings_of(args),
                           use_service_account_credentials=args.use_service_account_credentials)

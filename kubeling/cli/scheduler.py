@@ -9,12 +9,11 @@ from kubeling.cli._run import run_until_signalled
 
 
 def add_subcommands(sub) -> None:
+    from kubeling.controllers.manager import add_leader_election_flags
+
     p = sub.add_parser("scheduler", help="run the scheduler against an API server")
     p.add_argument("--kubeconfig", required=True)
-    p.add_argument("--leader-elect", action="store_true",
-                   help="schedule only while holding the Lease kube-system/kube-scheduler")
-    p.add_argument("--leader-elect-identity", default="",
-                   help="this candidate's holder identity (default: <hostname>_<random uuid>)")
+    add_leader_election_flags(p, "kube-system/kube-scheduler")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="a KubeSchedulerConfiguration file (profiles, plugins, pluginConfig)")
     p.add_argument("-v", "--verbose", action="store_true")

@@ -35,6 +35,7 @@ the process restarts and stands again (upstream exits too).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import logging
@@ -138,6 +139,43 @@ class LeaderElection:
 
     def holder(self) -> str:
         return self.identity or f"{socket.gethostname()}_{uuid.uuid4()}"
+
+    @classmethod
+    def from_args(cls, args) -> "LeaderElection | None":
+        """The settings of ``add_leader_election_flags``' flags; None without ``--leader-elect``."""
+        if not getattr(args, "leader_elect", False):
+            return None
+        return cls(lease_duration=args.leader_elect_lease_duration, renew_deadline=args.leader_elect_renew_deadline,
+                   retry_period=args.leader_elect_retry_period, identity=args.leader_elect_identity or "")
+
+
+def add_leader_election_flags(p, lease: str) -> None:
+    """Upstream's ``--leader-elect*`` flags (Go durations, upstream's defaults), for the controller
+    manager and the scheduler."""
+    from kubeling.apiserver.filters.timeout import parse_go_duration
+
+    def duration(flag: str):
+        def parse(text: str) -> float:
+            try:
+                value = float(parse_go_duration(text))
+            except Exception as e:  # noqa: BLE001 - any parse failure is a usage error
+                raise argparse.ArgumentTypeError(f"{flag}: {getattr(e, 'message', e)}")
+            if value <= 0:
+                raise argparse.ArgumentTypeError(f"{flag}: must be positive")
+            return value
+        return parse
+
+    p.add_argument("--leader-elect", action="store_true", help=f"run only while holding the Lease {lease}")
+    p.add_argument("--leader-elect-identity", default="",
+                   help="this candidate's holder identity (default: <hostname>_<random uuid>); `kubeling server` "
+                        "passes one stable per data dir, so a restarted server resumes leading at once")
+    p.add_argument("--leader-elect-lease-duration", type=duration("--leader-elect-lease-duration"), default=15.0,
+                   metavar="DURATION", help="how long a standby waits after the last renewal it saw (default 15s)")
+    p.add_argument("--leader-elect-renew-deadline", type=duration("--leader-elect-renew-deadline"), default=10.0,
+                   metavar="DURATION", help="how long the leader retries renewing before it stops leading "
+                                            "(default 10s)")
+    p.add_argument("--leader-elect-retry-period", type=duration("--leader-elect-retry-period"), default=2.0,
+                   metavar="DURATION", help="between two tries to acquire or renew (default 2s)")
 
 
 def enabled(selection: list[str]) -> list[str]:

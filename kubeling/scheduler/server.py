@@ -50,8 +50,7 @@ async def run(args: Any, stop: asyncio.Event) -> None:
     # default and is usually raised; the API server here is local
     client = RESTClient.from_config(cfg, component="kube-scheduler", qps=5000, burst=10000)
     config = load_config(getattr(args, "config", None))
-    election = LeaderElection(identity=getattr(args, "leader_elect_identity", "") or "") \
-        if getattr(args, "leader_elect", False) else None
+    election = LeaderElection.from_args(args)
     # the Lease gets a client (a connection pool) of its own, as upstream's leader-election
     # client: renewals must not wait behind a burst of bindings on a busy API server
     election_client = RESTClient.from_config(cfg, component="kube-scheduler/leader-election") if election else None
