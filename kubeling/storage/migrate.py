@@ -111,7 +111,10 @@ async def migrate_sqlite(store: Store, data_dir: str | os.PathLike, *, endpoint_
             break
         if claim and marker.get("claim") == claim:  # ours: claimed before the store opened
             return await _migrate(store, db, endpoint_hint, etcd, marker_kv)
-        age = time.time() - float(marker.get("heartbeat") or 0)
+        try:
+            age = time.time() - float(marker.get("heartbeat") or 0)
+        except (TypeError, ValueError):
+            age = float("inf")
         if age < STALE_AFTER:  # another server is migrating now: wait for it to finish
             if not waiting:
                 log.warning("another server is migrating a SQLite cluster into this etcd (from %s, "
@@ -121,13 +124,13 @@ async def migrate_sqlite(store: Store, data_dir: str | os.PathLike, *, endpoint_
             continue
         if await store.count(REGISTRY) == 0:  # a stale claim that copied nothing: take it over
             ok, _ = await store.delete(MARKER, marker_kv.mod_revision)
-            log.warning("a migration claimed %s ago by another server copied nothing; %s", _age(age),
-                        "taking it over" if db.exists() else "claim removed")
+            log.warning("a migration claimed by another server (no heartbeat %s) copied nothing; %s",
+                        _since(age), "taking it over" if db.exists() else "claim removed")
             continue
         raise MigrationError(
             f"the etcd datastore holds an unfinished migration from SQLite (started "
             f"{marker.get('startedAt', '?')} from {marker.get('source', '?')}, revision "
-            f"{marker.get('sqliteRevision', '?')}, no sign of life for {_age(age)}): it was interrupted, "
+            f"{marker.get('sqliteRevision', '?')}, no heartbeat {_since(age)}): it was interrupted, "
             f"so the etcd is incomplete and is not served; {_clear_hint(endpoint_hint)}")
     if not db.exists():
         return None
@@ -147,8 +150,8 @@ async def migrate_sqlite(store: Store, data_dir: str | os.PathLike, *, endpoint_
     return await _migrate(store, db, endpoint_hint, etcd, None)
 
 
-def _age(seconds: float) -> str:
-    return "ever" if seconds > 10**8 else f"{seconds:.0f} s"
+def _since(seconds: float) -> str:
+    return "at all" if seconds > 10**8 else f"for {seconds:.0f} s"
 
 
 def _new_marker(db: Path, sqlite_rev: int) -> dict:
