@@ -293,7 +293,7 @@ def test_killing_the_leading_server_moves_the_leases_and_a_scaled_deployment_con
         time.sleep(0.2)
     logged = {lease: acquired_after(other, lease, killed_wall) for lease in ("kube-controller-manager", "kube-scheduler")}
     print(f"\nleader failover after kill -9 (seen through kubectl): controller manager {cm_moved} s, scheduler "
-          f"{sched_moved} s; by the new leader's log: {logged} (lease 15 s, renew deadline 10 s, retry 2 s)")
+          f"{sched_moved} s; by the new leader's log: {logged} (kubeling server: lease 10 s, renew deadline 8 s, retry 1 s)")
     (ha.base / "failover.json").write_text(json.dumps({"controller_manager_s": cm_moved, "scheduler_s": sched_moved,
                                                         "logged_s": logged}))
     assert cm_moved is not None and sched_moved is not None, "the other server's components never took the Leases"
