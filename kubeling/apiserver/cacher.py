@@ -89,6 +89,7 @@ FRESH_TIMEOUT = 3.0          # upstream's blockTimeout for waiting until the cac
 DEFAULT_REPLAY = 10_000      # revisions of the store's log replayed into the windows at start
 SEND_BUFFER_LIMIT = 4 << 20  # bytes a watcher's transport may hold before the watch is dropped
 PENDING_LIMIT = 10_000       # events a watcher still sending its backlog may queue
+PROGRESS_POLL = 0.05         # seconds between looks at the store watch's progress while a read waits
 
 
 def resource_prefix(key: str) -> str | None:
@@ -413,15 +414,25 @@ class Cacher:
         self._progress()
         if self.revision >= revision:
             return True
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         entry = (revision, next(self._seq), fut)
         heapq.heappush(self._waiters, entry)
+        deadline = loop.time() + (self.fresh_timeout if timeout is None else timeout)
         try:
-            await asyncio.wait_for(fut, self.fresh_timeout if timeout is None else timeout)
-            return True
-        except TimeoutError:
-            self._progress()
-            return self.revision >= revision
+            while True:
+                try:
+                    # A revision written outside the prefix comes as progress, not as an event
+                    # that would wake us: look at the watch's progress now and then.
+                    await asyncio.wait_for(asyncio.shield(fut), max(0.0, min(PROGRESS_POLL, deadline - loop.time())))
+                    return True
+                except TimeoutError:
+                    self._progress()
+                    if self.revision >= revision:
+                        self._wake_waiters()
+                        return True
+                    if loop.time() >= deadline:
+                        return False
         finally:
             if not fut.done() or fut.cancelled():
                 try:  # a revision that never came must not pin its waiter (rare: O(n) is fine)

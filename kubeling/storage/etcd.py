@@ -793,7 +793,7 @@ class EtcdStore:
         target = self._hub.revision
         if start <= self._hub.compact_revision:
             raise CompactedError(self._hub.compact_revision, target)
-        if start > target:
+        if start > target or target <= 1:  # (revision 1 of a fresh etcd has no event)
             return []
         deadline = time.monotonic() + max(self.request_timeout, 30.0)
         out: list[Event] = []

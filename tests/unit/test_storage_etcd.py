@@ -348,3 +348,31 @@ def test_open_store_selects_etcd_with_tls_flags(tmp_path):
 
     with EtcdCluster(tmp_path / "etcd", tls=True) as cluster:
         run(main(cluster))
+
+
+def test_the_watch_cache_is_fresh_at_once_after_writes_outside_its_prefix(etcd):
+    """A consistent LIST waits until the watch cache has the store's current revision. After a
+    write outside /registry/ (the compactor's key, bootstrap data) no event comes: the cache
+    knows it is current from the stream's progress, without waiting out its 3 s timeout."""
+    from kubeling.apiserver.cacher import Cacher
+
+    async def main():
+        s = await EtcdStore.open(etcd.endpoints, compact_interval=0)
+        other = await EtcdStore.open(etcd.endpoints, compact_interval=0)  # another API server
+        cacher = Cacher(s)
+        try:
+            await cacher.start()
+            waits = []
+            for i in range(10):
+                await other.create(f"/outside-registry/{i}", b"v")
+                current = await s.current_revision()
+                t = time.monotonic()
+                assert await cacher.wait_fresh(current)
+                waits.append(time.monotonic() - t)
+            assert max(waits) < cacher.fresh_timeout / 2, waits
+        finally:
+            await cacher.stop()
+            await other.close()
+            await s.close()
+
+    run(main())
