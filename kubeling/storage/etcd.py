@@ -98,6 +98,7 @@ log = logging.getLogger(__name__)
 
 COMPACT_REV_KEY = b"compact_rev_key"  # upstream's apiserver compactor key, outside /registry/
 INT64_MAX = 2**63 - 1
+LIST_TIMEOUT = 60.0  # seconds a list may take (a point read fails over after a third of request_timeout)
 ALL_KEYS = b"\0"  # key and range_end of a range over the whole keyspace
 
 _CHANNEL_OPTIONS = [
@@ -365,9 +366,11 @@ class EtcdStore:
             log.info("etcd: %s unavailable; using %s", self._eps[failed].url, self._eps[self._cur].url)
 
     async def _call(self, method: str, request: Any, *, idempotent: bool, what: str,
-                    timeout: float | None = None, stub: str = "kv") -> Any:
-        """One unary RPC, failing over between endpoints. Non-idempotent calls raise
-        :class:`_Ambiguous` on a failure that may have left the write applied."""
+                    timeout: float | None = None, stub: str = "kv", attempt: float = 0) -> Any:
+        """One unary RPC, failing over between endpoints until ``timeout`` (``request_timeout``)
+        is spent. Each attempt may take what is left, at most ``attempt`` seconds if positive,
+        or ``-attempt`` seconds if negative (a call that may run long). Non-idempotent calls
+        raise :class:`_Ambiguous` on a failure that may have left the write applied."""
         self._ensure_open()
         deadline = time.monotonic() + (timeout or self.request_timeout)
         delay = 0.05
@@ -376,8 +379,10 @@ class EtcdStore:
             idx = self._cur
             ep = self._eps[idx]
             left = deadline - time.monotonic()
-            if idempotent:  # a hung member must not take all the time: another may answer
-                left = min(left, max(2.0, self.request_timeout / 3))
+            if attempt > 0:  # a hung member must not take all the time: another may answer
+                left = min(left, attempt)
+            elif attempt < 0:  # a call that may run long (a list): its own time, past the retries'
+                left = -attempt
             try:
                 return await getattr(getattr(ep, stub), method)(request, timeout=max(left, 0.05))
             except grpc.aio.AioRpcError as e:
@@ -401,7 +406,11 @@ class EtcdStore:
                      what: str = "etcd range") -> Any:
         req = rpc.RangeRequest(key=key, range_end=range_end, revision=revision, limit=limit,
                                count_only=count_only, keys_only=keys_only)
-        return await self._call("Range", req, idempotent=True, what=what, timeout=timeout)
+        if range_end and not count_only:  # a list may be large: the API server's own timeout is 60 s
+            return await self._call("Range", req, idempotent=True, what=what, timeout=timeout,
+                                    attempt=-LIST_TIMEOUT)
+        return await self._call("Range", req, idempotent=True, what=what, timeout=timeout,
+                                attempt=max(2.0, self.request_timeout / 3))
 
     # -- reads -----------------------------------------------------------------------------------
 
