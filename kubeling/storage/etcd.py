@@ -14,11 +14,14 @@ One gRPC channel per endpoint (``http://`` insecure, ``https://`` TLS with an op
 certificate). Calls go to the current endpoint; an ``UNAVAILABLE`` answer (member down, no
 leader, leader changed) moves to the next one. Reads are retried there until ``request_timeout``
 runs out. A write that failed with ``UNAVAILABLE`` may or may not have been applied, so it is
-never blindly re-sent: the key is read back (from another member), and the write is retried only
-when that read proves it did not happen (create: the key is absent; update/delete: the key still
-has the expected mod revision), taken as done when the key holds exactly what it wrote, and
-otherwise reported as :class:`StorageTimeoutError` (504: outcome unknown), as etcd's own clients
-report ``context deadline exceeded``. Every member unreachable: :class:`UnavailableError` (503).
+never blindly re-sent: the key is read back (from another member). If the read proves the write
+did not happen (create: the key is absent; update/delete: the key still has the expected mod
+revision), it is sent again. Otherwise the key's history tells: at most one write can apply
+after the revision it was conditioned on, so the first event of the key after that revision is
+either ours (same value; for a delete, a DELETE) -- acknowledged with its revision -- or the one
+ours lost to -- answered as a lost compare-and-swap. Only when that history is compacted first
+is the outcome unknown: :class:`StorageTimeoutError` (504), as etcd's own clients report
+``context deadline exceeded``. Every member unreachable: :class:`UnavailableError` (503).
 
 Watches: one stream for the whole keyspace
 ------------------------------------------
@@ -509,16 +512,22 @@ class EtcdStore:
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=k))])
         deadline = time.monotonic() + self.request_timeout
         while True:
+            since = self._hub.revision  # the write, if applied, has a later revision
             try:
                 resp = await self._txn(req, f"create {key}")
             except _Ambiguous as amb:
-                _, cur = await self._resolve_read(key, amb, deadline)
+                cur = await self._resolve_read(key, amb, deadline)
                 if cur is None:
                     continue  # it did not happen: the create is still conditional, send it again
-                if cur.value == value and cur.create_revision == cur.mod_revision:
-                    await self._ack(cur.mod_revision)
-                    return True, cur  # ours
-                return False, cur  # someone else's create won
+                if cur.create_revision <= since:
+                    return False, cur  # the key existed all along: ours could not apply
+                # created since: by us? the first create after `since` says (at most one applies)
+                ev = await self._first_event(key, since, lambda e: e.prev_kv is None and e.type == PUT,
+                                             amb, deadline)
+                if ev.kv.value == value:
+                    await self._ack(ev.kv.mod_revision)
+                    return True, ev.kv
+                return False, cur
             if resp.succeeded:
                 rev = resp.header.revision
                 await self._ack(rev)
@@ -544,13 +553,17 @@ class EtcdStore:
             try:
                 resp = await self._txn(req, f"update {key}")
             except _Ambiguous as amb:
-                _, cur = await self._resolve_read(key, amb, deadline)
+                cur = await self._resolve_read(key, amb, deadline)
                 if cur is not None and cur.mod_revision == expected_mod_revision:
                     continue  # not applied: the compare still holds, send it again
-                if cur is not None and cur.value == value and cur.mod_revision > expected_mod_revision:
-                    await self._ack(cur.mod_revision)
-                    return True, cur
-                raise _map_error(amb.cause, f"update {key}: outcome unknown") from None
+                # the key changed: the change right after the expected revision was ours, or ours
+                # lost to it
+                ev = await self._first_event(key, expected_mod_revision, None, amb, deadline)
+                if ev.type == PUT and ev.kv.value == value and ev.prev_kv is not None \
+                        and ev.prev_kv.mod_revision == expected_mod_revision:
+                    await self._ack(ev.kv.mod_revision)
+                    return True, ev.kv
+                return False, cur
             if resp.succeeded:
                 rev = resp.header.revision
                 created = resp.responses[1].response_range.kvs[0].create_revision
@@ -578,15 +591,27 @@ class EtcdStore:
                              failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=k))])
         deadline = time.monotonic() + self.request_timeout
         while True:
+            since = self._hub.revision
             try:
                 resp = await self._txn(req, f"delete {key}")
             except _Ambiguous as amb:
-                _, cur = await self._resolve_read(key, amb, deadline)
-                if cur is not None and expected_mod_revision in (0, cur.mod_revision):
-                    continue  # still there as expected: not applied, send it again
-                if cur is None and not expected_mod_revision:
-                    return False, None  # gone either way; an unconditional delete asked nothing more
-                raise _map_error(amb.cause, f"delete {key}: outcome unknown") from None
+                cur = await self._resolve_read(key, amb, deadline)
+                if expected_mod_revision:
+                    if cur is not None and cur.mod_revision == expected_mod_revision:
+                        continue  # not applied: the compare still holds, send it again
+                    after = expected_mod_revision
+                else:
+                    if cur is not None and cur.create_revision <= since:
+                        continue  # still the same incarnation: not deleted, send it again
+                    if cur is None and (await self._get_at(key, since, amb, deadline)) is None:
+                        return False, None  # there was nothing to delete
+                    after = since
+                # the key changed: the change right after `after` was our delete, or ours lost to it
+                ev = await self._first_event(key, after, None, amb, deadline)
+                if ev.type == DELETE:
+                    await self._ack(ev.kv.mod_revision)
+                    return True, ev.kv
+                return False, cur
             if resp.succeeded:
                 rev = resp.header.revision
                 prev = resp.responses[0].response_delete_range.prev_kvs[0]
@@ -595,18 +620,56 @@ class EtcdStore:
             kvs = resp.responses[0].response_range.kvs
             return False, (_kv(kvs[0]) if kvs else None)
 
-    async def _resolve_read(self, key: str, amb: _Ambiguous, deadline: float) -> tuple[int, KeyValue | None]:
-        """After an ambiguous write failure: read the key back (failing over), or give up with
-        the error the write met once the request time is spent."""
+    # -- telling what became of a write whose answer was lost ------------------------------------
+
+    @staticmethod
+    def _unknown(amb: _Ambiguous, key: str, why: str = "") -> StorageTimeoutError:
+        return StorageTimeoutError(f"write to {key}: outcome unknown (etcd: {amb.cause.details() or amb.cause.code().name}"
+                                   f"{'; ' + why if why else ''})")
+
+    async def _resolve_read(self, key: str, amb: _Ambiguous, deadline: float) -> KeyValue | None:
+        """After an ambiguous write failure: the key now (read from any member), or the
+        outcome-unknown error once the request time is spent."""
         left = deadline - time.monotonic()
         if left <= 0.05:
-            raise _map_error(amb.cause, f"write {key}: outcome unknown") from None
+            raise self._unknown(amb, key) from None
         log.info("etcd: write to %s failed (%s); reading it back", key, amb.cause.details())
         try:
             resp = await self._range(_b(key), timeout=left, what=f"get {key}")
-        except UnavailableError:
-            raise _map_error(amb.cause, f"write {key}: outcome unknown") from None
-        return resp.header.revision, (_kv(resp.kvs[0]) if resp.kvs else None)
+        except UnavailableError as e:
+            raise self._unknown(amb, key, str(e)) from None
+        return _kv(resp.kvs[0]) if resp.kvs else None
+
+    async def _get_at(self, key: str, revision: int, amb: _Ambiguous, deadline: float) -> KeyValue | None:
+        try:
+            resp = await self._range(_b(key), revision=revision, timeout=max(deadline - time.monotonic(), 0.1),
+                                     what=f"get {key}")
+        except StorageError as e:
+            raise self._unknown(amb, key, str(e)) from None
+        return _kv(resp.kvs[0]) if resp.kvs else None
+
+    async def _first_event(self, key: str, after: int, pred: Any, amb: _Ambiguous, deadline: float) -> Event:
+        """The first event of ``key`` after revision ``after`` (matching ``pred``), from its
+        history; the caller knows one exists. Outcome unknown if the history is compacted or no
+        member answers in time."""
+        ep = self._eps[self._cur]
+        call = ep.watch.Watch(metadata=_REQUIRE_LEADER)
+        try:
+            await call.write(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+                key=_b(key), start_revision=after + 1, prev_kv=True)))
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.5)):
+                while True:
+                    resp = await call.read()
+                    if resp is grpc.aio.EOF or resp.canceled or resp.compact_revision:
+                        raise self._unknown(amb, key, "its history is gone")
+                    for pb in resp.events:
+                        ev = _event(pb)
+                        if pred is None or pred(ev):
+                            return ev
+        except (grpc.aio.AioRpcError, TimeoutError) as e:
+            raise self._unknown(amb, key, f"reading its history: {e}") from None
+        finally:
+            call.cancel()
 
     async def compact(self, revision: int) -> int:
         """etcd's Compact(revision); at or below the compact revision in force it is a no-op."""

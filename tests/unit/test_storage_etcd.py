@@ -376,3 +376,86 @@ def test_the_watch_cache_is_fresh_at_once_after_writes_outside_its_prefix(etcd):
             await s.close()
 
     run(main())
+
+
+def test_a_write_whose_answer_was_lost_is_not_answered_wrongly(etcd):
+    """The member applies a write and the connection dies before the answer (what kill -9 of a
+    member during writes does). The store must not re-send it into a wrong answer: a create that
+    happened is acknowledged (not AlreadyExists), an update or delete that happened is
+    acknowledged (not a conflict, not NotFound) with its revision read from the key's history, one
+    that did not is sent again, one that lost to another writer is a conflict, and when the
+    history is compacted before it could be read, the outcome is unknown: a 504."""
+    import grpc
+
+    async def main():
+        s = await EtcdStore.open(etcd.endpoints, compact_interval=0)
+        ep = s._eps[0]
+        real_txn = ep.kv.Txn
+        lose = {"answer": 0, "request": 0}
+
+        async def txn(request, **kw):
+            if lose["request"]:
+                lose["request"] -= 1
+                raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                           grpc.aio.Metadata(), "Socket closed")
+            resp = await real_txn(request, **kw)
+            if lose["answer"]:
+                lose["answer"] -= 1  # applied, but the caller never hears of it
+                raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                           grpc.aio.Metadata(), "Connection reset by peer")
+            return resp
+
+        ep.kv.Txn = txn
+        try:
+            lose["answer"] = 1
+            ok, kv = await s.create("/lost/a", b"v1")
+            assert ok and kv.value == b"v1" and kv.create_revision == kv.mod_revision
+            assert (await s.get("/lost/a"))[1] == kv
+            lose["answer"] = 1
+            ok, kv2 = await s.update("/lost/a", b"v2", kv.mod_revision)
+            assert ok and kv2.value == b"v2" and kv2.mod_revision > kv.mod_revision
+            lose["request"] = 1  # lost before it was applied: sent again, once
+            ok, kv3 = await s.update("/lost/a", b"v3", kv2.mod_revision)
+            assert ok and kv3.mod_revision == kv2.mod_revision + 1
+            lose["request"] = 1
+            ok, kv4 = await s.create("/lost/b", b"b")
+            assert ok and (await s.get("/lost/b"))[1] == kv4
+            lose["answer"] = 1
+            ok, gone = await s.delete("/lost/a", kv3.mod_revision)
+            assert ok and gone.value == b"v3" and gone.mod_revision > kv3.mod_revision
+            assert (await s.get("/lost/a"))[1] is None
+            lose["answer"] = 1  # unconditional
+            ok, gone = await s.delete("/lost/b")
+            assert ok and gone.value == b"b" and gone.create_revision == kv4.create_revision
+            # an update that lost to another writer while its own answer was lost: a conflict
+            _, c1 = await s.create("/lost/c", b"c1")
+            lose["request"] = 1
+            real = s._resolve_read
+
+            async def someone_else_first(key, amb, deadline):
+                await s.update("/lost/c", b"theirs", c1.mod_revision)
+                return await real(key, amb, deadline)
+
+            s._resolve_read = someone_else_first
+            ok, cur = await s.update("/lost/c", b"ours", c1.mod_revision)
+            assert not ok and cur.value == b"theirs"
+            s._resolve_read = real
+            # history compacted before it could be read: the outcome cannot be told (504)
+            _, d1 = await s.create("/lost/d", b"d1")
+            lose["answer"] = 1
+
+            async def compacted_first(key, amb, deadline):
+                cur = await real(key, amb, deadline)
+                await s.create("/lost/e", b"e")
+                await s.compact(await s.current_revision())
+                return cur
+
+            s._resolve_read = compacted_first
+            with pytest.raises(StorageTimeoutError, match="outcome unknown"):
+                await s.update("/lost/d", b"d2", d1.mod_revision)
+            s._resolve_read = real
+        finally:
+            ep.kv.Txn = real_txn
+            await s.close()
+
+    run(main())
