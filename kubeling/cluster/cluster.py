@@ -31,10 +31,11 @@ Lifecycle (every step records itself in the state file before the next one)::
 The etcd layout (``up --datastore etcd [--control-planes N]``): no server in the caller's
 namespace; each control plane ``server-<i>`` gets a netns ``<cluster>-server-<i>`` on the bridge
 (made as a node's, `ControlPlaneState`) with its own address, where run an etcd member ``etcd-<i>``
-(client ``http://<ip>:2379`` and ``127.0.0.1:2379``, peer ``<ip>:2380``, one ``--initial-cluster``
-of all N; data in DIR/etcd/etcd-<i>/), a ``kubeling server --bind-address <ip> --datastore-endpoint
-<every member>`` (data dir DIR/server-<i>/, its own admin.kubeconfig there) and a routes helper
-(below). ``up``: namespaces ─▶ every member, healthy together ─▶ server-1 ready ─▶ the others,
+(client ``https://<ip>:2379`` and ``127.0.0.1:2379``, peer ``<ip>:2380``, one ``--initial-cluster``
+of all N; data in DIR/etcd/etcd-<i>/; TLS with client certificates for clients and peers, from the
+layout's own etcd CA in DIR/etcd/pki/, `ensure_etcd_pki`: pods reach the bridge), a ``kubeling
+server --bind-address <ip> --datastore-endpoint <every member>`` with the client certificate
+(data dir DIR/server-<i>/, its own admin.kubeconfig there) and a routes helper (below). ``up``: namespaces ─▶ every member, healthy together ─▶ server-1 ready ─▶ the others,
 sharing server-1's CA and keys through etcd (one ``--token``, k3s's bootstrap data) ─▶ routes ─▶ nodes, joining server-1 (or the first server that runs). ``server stop|start|kill
 NAME`` and ``etcd stop|start|kill NAME`` take one down (kill: SIGKILL, a crash; data stays) or
 bring it back; ``down`` removes the control planes after the nodes.
@@ -116,11 +117,11 @@ class ControlPlaneState:
 
     @property
     def etcd_url(self) -> str:
-        return f"http://{self.ip}:{ETCD_CLIENT_PORT}"
+        return f"https://{self.ip}:{ETCD_CLIENT_PORT}"
 
     @property
     def etcd_peer_url(self) -> str:
-        return f"http://{self.ip}:{ETCD_PEER_PORT}"
+        return f"https://{self.ip}:{ETCD_PEER_PORT}"
 
 
 @dataclass
@@ -236,6 +237,67 @@ def _kill_all(group: list[tuple[int, str]]) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def ensure_etcd_pki(pki: Path, members: dict[str, list[str]]) -> None:
+    """The etcd layout's own CA under ``pki`` (DIR/etcd/pki, as kubeadm's etcd/ca): ``ca.crt``,
+    for each member ``<name>.crt``/``.key`` (server and peer: its addresses, 127.0.0.1, localhost)
+    and ``client.crt``/``.key`` (CN kube-apiserver-etcd-client), what the API servers and
+    etcdctl present. EC P-256; made once, missing pieces issued from the CA that exists."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    pki.mkdir(mode=0o700, parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def write(path: Path, data: bytes, private: bool) -> None:
+        fd, tmp = tempfile.mkstemp(dir=pki, prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o600 if private else 0o644)
+            f.write(data)
+        os.replace(tmp, path)
+
+    def save(name: str, key, cert) -> None:
+        write(pki / f"{name}.key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()), True)
+        write(pki / f"{name}.crt", cert.public_bytes(serialization.Encoding.PEM), False)
+
+    def builder(subject: str, issuer: x509.Name, pub, days: int) -> x509.CertificateBuilder:
+        return (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                .issuer_name(issuer).public_key(pub).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days)))
+
+    if not (pki / "ca.crt").exists() or not (pki / "ca.key").exists():
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubeling-etcd-ca")])
+        cert = (builder("kubeling-etcd-ca", name, key.public_key(), 3650)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+                .sign(key, hashes.SHA256()))
+        save("ca", key, cert)
+        for old in pki.glob("*.crt"):
+            if old.name != "ca.crt":
+                old.unlink()
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    leaves = {member: (addresses, [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+              for member, addresses in members.items()}
+    leaves["client"] = ([], [ExtendedKeyUsageOID.CLIENT_AUTH])
+    for name, (addresses, usages) in leaves.items():
+        if (pki / f"{name}.crt").exists() and (pki / f"{name}.key").exists():
+            continue
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (builder(name if addresses else "kube-apiserver-etcd-client", ca.subject, key.public_key(), 3650)
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+             .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
+        if addresses:
+            ips = [x509.IPAddress(ipaddress.ip_address(a)) for a in [*addresses, "127.0.0.1"]]
+            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), *ips]), critical=False)
+        save(name, key, b.sign(ca_key, hashes.SHA256()))
 
 
 class Cluster:
@@ -461,6 +523,20 @@ class Cluster:
         names = ", ".join(n for cp in st.control_planes.values() for n in (cp.name, cp.etcd_name))
         raise ClusterError(f"no control plane {name} in this cluster ({names or 'it has one server, no etcd'})")
 
+    @property
+    def etcd_pki(self) -> Path:
+        return self.dir / "etcd" / "pki"
+
+    def etcd_client_args(self) -> list[str]:
+        """How a client (a server: ``--datastore-*``) presents itself to the members."""
+        return ["--datastore-cafile", str(self.etcd_pki / "ca.crt"), "--datastore-certfile",
+                str(self.etcd_pki / "client.crt"), "--datastore-keyfile", str(self.etcd_pki / "client.key")]
+
+    def _etcd_ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.etcd_pki / "ca.crt"))
+        ctx.load_cert_chain(str(self.etcd_pki / "client.crt"), str(self.etcd_pki / "client.key"))
+        return ctx
+
     def cp_kubeconfig(self, cp: ControlPlaneState) -> Path:
         """The admin kubeconfig the server ``cp`` writes, pointing at its own address."""
         return Path(cp.data_dir) / "admin.kubeconfig"
@@ -473,6 +549,7 @@ class Cluster:
         for cp in st.control_planes.values():
             net.create_node_netns(cp.netns, cp.veth, st.bridge, ipaddress.ip_interface(f"{cp.ip}/{prefix}"),
                                   unreachable=(st.cluster_cidr, st.service_cidr))
+        ensure_etcd_pki(self.etcd_pki, {cp.etcd_name: [cp.ip] for cp in st.control_planes.values()})
         for cp in st.control_planes.values():
             self.start_etcd(cp.etcd_name, wait=False)
         self.wait_etcd(list(st.control_planes.values()), timeout)
@@ -486,12 +563,19 @@ class Cluster:
     def etcd_argv(self, cp: ControlPlaneState) -> list[str]:
         st = self.load()
         initial = ",".join(f"{o.etcd_name}={o.etcd_peer_url}" for o in st.control_planes.values())
+        pki = self.etcd_pki
         return [shutil.which("etcd") or "/usr/bin/etcd", "--name", cp.etcd_name, "--data-dir", cp.etcd_dir,
-                "--listen-client-urls", f"{cp.etcd_url},http://127.0.0.1:{ETCD_CLIENT_PORT}",
+                "--listen-client-urls", f"{cp.etcd_url},https://127.0.0.1:{ETCD_CLIENT_PORT}",
                 "--advertise-client-urls", cp.etcd_url,
                 "--listen-peer-urls", cp.etcd_peer_url, "--initial-advertise-peer-urls", cp.etcd_peer_url,
                 "--initial-cluster", initial, "--initial-cluster-token", f"kubeling-{st.name}",
-                "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"]
+                "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr",
+                # TLS with client certificates, clients and peers (the bridge is reachable from pods)
+                "--cert-file", str(pki / f"{cp.etcd_name}.crt"), "--key-file", str(pki / f"{cp.etcd_name}.key"),
+                "--trusted-ca-file", str(pki / "ca.crt"), "--client-cert-auth",
+                "--peer-cert-file", str(pki / f"{cp.etcd_name}.crt"),
+                "--peer-key-file", str(pki / f"{cp.etcd_name}.key"),
+                "--peer-trusted-ca-file", str(pki / "ca.crt"), "--peer-client-cert-auth"]
 
     def start_etcd(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
         cp = self.control_plane(name)
@@ -506,7 +590,7 @@ class Cluster:
 
     def etcd_healthy(self, cp: ControlPlaneState, timeout: float = 2.0) -> bool:
         try:
-            with urllib.request.urlopen(cp.etcd_url + "/health", timeout=timeout) as r:
+            with urllib.request.urlopen(cp.etcd_url + "/health", timeout=timeout, context=self._etcd_ssl()) as r:
                 return json.loads(r.read()).get("health") == "true"
         except (OSError, ValueError):
             return False
@@ -545,7 +629,8 @@ class Cluster:
         argv = [*_kubeling(), "server", "--data-dir", cp.data_dir, "--disable-agent",
                 "--bind-address", st.bind_address or cp.ip, "--advertise-address", cp.ip,
                 "--secure-port", str(st.secure_port), "--cluster-cidr", st.cluster_cidr,
-                "--service-cluster-ip-range", st.service_cidr, "--datastore-endpoint", st.etcd_endpoints()]
+                "--service-cluster-ip-range", st.service_cidr, "--datastore-endpoint", st.etcd_endpoints(),
+                *self.etcd_client_args()]
         return [*argv, "--token", st.token, *st.server_args]
 
     def start_cp_server(self, name: str, *, wait: bool = True, timeout: float = 180.0) -> None:

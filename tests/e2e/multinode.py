@@ -221,11 +221,16 @@ class MultiNodeCluster(harness.Cluster):
             raise harness.CommandFailed(proc)
         return proc
 
-    def etcdctl(self, server: str, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-        """``etcdctl`` (API v3) inside control plane ``server``'s namespace, against every member."""
+    def etcdctl(self, server: str, *args: str, endpoints: str = "", check: bool = True,
+                timeout: float = 30) -> subprocess.CompletedProcess:
+        """``etcdctl`` (API v3) inside control plane ``server``'s namespace, against every member (or
+        ``endpoints``), with the etcd layout's client certificate."""
         st = self.state()
         cp = st.control_planes[server]
-        return self.in_netns(cp.netns, "env", "ETCDCTL_API=3", "etcdctl", "--endpoints", st.etcd_endpoints(),
+        pki = self.cluster_dir / "etcd" / "pki"
+        return self.in_netns(cp.netns, "env", "ETCDCTL_API=3", "etcdctl", "--endpoints",
+                             endpoints or st.etcd_endpoints(), "--cacert", str(pki / "ca.crt"),
+                             "--cert", str(pki / "client.crt"), "--key", str(pki / "client.key"),
                              "--dial-timeout", "3s", "--command-timeout", "10s", *args, check=check, timeout=timeout)
 
     def destroy(self) -> None:

@@ -51,6 +51,19 @@ except OSError as e:
 """
 
 
+NO_CERT = """
+import ssl, sys, urllib.request
+url, ca = sys.argv[1], sys.argv[2]
+for attempt in (url, url.replace("https://", "http://")):
+    try:
+        urllib.request.urlopen(attempt + "/v3/kv/range", data=b'{"key": "Lw=="}', timeout=5,
+                               context=ssl.create_default_context(cafile=ca))
+        print("answered")
+    except OSError as e:
+        print("refused")
+"""
+
+
 @pytest.fixture(scope="module")
 def ha_cluster(tmp_path_factory, images_dir):
     c = multinode.MultiNodeCluster(tmp_path_factory.mktemp("ha-cluster"), images_dir=images_dir, nodes=NODES,
@@ -105,7 +118,7 @@ def test_every_node_server_and_member_is_up(ha_cluster):
     rows = status(c)
     for name, cp in st.control_planes.items():
         assert rows[name][0] == f"https://{cp.ip}:{st.secure_port}" and rows[name][2:] == ["True", "up"]
-        assert rows[cp.etcd_name][0] == f"http://{cp.ip}:2379" and rows[cp.etcd_name][2:] == ["True", "up"]
+        assert rows[cp.etcd_name][0] == f"https://{cp.ip}:2379" and rows[cp.etcd_name][2:] == ["True", "up"]
     for name in st.nodes:
         assert rows[name][2:] == ["True", "up"]
 
@@ -123,6 +136,12 @@ def test_etcd_has_three_started_members_holding_the_cluster(ha_cluster):
     assert len(table) == 3 and all(", started, etcd-" in line for line in table)
     keys = c.etcdctl("server-3", "get", "--prefix", "--keys-only", "/registry/").stdout.split()
     assert any(k.endswith("/nodes/node-1") for k in keys) and any(k.endswith("/nodes/node-2") for k in keys)
+    # TLS with client certificates: from a node's namespace (where pods' packets pass), no
+    # certificate, no data; plain HTTP is not spoken at all
+    url = st.control_planes["server-1"].etcd_url
+    refused = c.in_netns(st.nodes["node-1"].netns, sys.executable, "-c", NO_CERT, url,
+                         str(c.cluster_dir / "etcd" / "pki" / "ca.crt")).stdout
+    assert refused.split() == ["refused", "refused"], (url, refused)
     # the members listen on the control plane's address and loopback only
     cp = st.control_planes["server-1"]
     listening = c.in_netns(cp.netns, "ss", "-Hltn").stdout.split("\n")
@@ -202,8 +221,8 @@ def test_killing_the_etcd_leader_keeps_writes_working(ha_cluster, ns):
     # it caught up: its own copy of the keys holds what was written while it was dead
     cp = next(cp for cp in c.state().control_planes.values() if cp.etcd_name == leader)
     def caught_up():
-        got = c.in_netns(cp.netns, "env", "ETCDCTL_API=3", "etcdctl", "--endpoints", cp.etcd_url,
-                         "get", "--prefix", "--keys-only", "--consistency=s", "/registry/", check=False).stdout
+        got = c.etcdctl(cp.name, "get", "--prefix", "--keys-only", "--consistency=s", "/registry/",
+                        endpoints=cp.etcd_url, check=False).stdout
         return all(any(k.endswith(f"/{ns}/after-kill-{s}") for k in got.split()) for s in SERVERS)
     harness.eventually(caught_up, timeout=60, interval=1, what=f"{leader} caught up")
 

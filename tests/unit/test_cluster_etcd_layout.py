@@ -39,7 +39,7 @@ def test_state_round_trips_with_control_planes(tmp_path):
     assert len({cp.veth for cp in cps} | {n.veth for n in again.nodes.values()}) == 5
     # the bridge keeps .1; control planes .2-.4; nodes after them
     assert [n.ip for n in again.nodes.values()] == ["10.44.3.5", "10.44.3.6"]
-    assert again.etcd_endpoints() == "http://10.44.3.2:2379,http://10.44.3.3:2379,http://10.44.3.4:2379"
+    assert again.etcd_endpoints() == "https://10.44.3.2:2379,https://10.44.3.3:2379,https://10.44.3.4:2379"
     # the admin kubeconfig and node token are server-1's
     assert cl.Cluster(tmp_path).kubeconfig == tmp_path / "server-1" / "admin.kubeconfig"
     assert str(cl.Cluster(tmp_path).token_file).startswith(str(tmp_path / "server-1"))
@@ -52,18 +52,42 @@ def test_member_and_server_command_lines(tmp_path):
     argv = c.etcd_argv(cp)
     flag = {argv[i]: argv[i + 1] for i in range(1, len(argv) - 1) if argv[i].startswith("--")}
     assert flag["--name"] == "etcd-2" and flag["--data-dir"] == cp.etcd_dir
-    assert flag["--listen-client-urls"] == "http://10.44.3.3:2379,http://127.0.0.1:2379"
-    assert flag["--listen-peer-urls"] == flag["--initial-advertise-peer-urls"] == "http://10.44.3.3:2380"
-    assert flag["--initial-cluster"] == ("etcd-1=http://10.44.3.2:2380,etcd-2=http://10.44.3.3:2380,"
-                                         "etcd-3=http://10.44.3.4:2380")
+    assert flag["--listen-client-urls"] == "https://10.44.3.3:2379,https://127.0.0.1:2379"
+    assert flag["--listen-peer-urls"] == flag["--initial-advertise-peer-urls"] == "https://10.44.3.3:2380"
+    assert flag["--initial-cluster"] == ("etcd-1=https://10.44.3.2:2380,etcd-2=https://10.44.3.3:2380,"
+                                         "etcd-3=https://10.44.3.4:2380")
+    pki = tmp_path / "etcd" / "pki"
+    assert flag["--trusted-ca-file"] == flag["--peer-trusted-ca-file"] == str(pki / "ca.crt")
+    assert flag["--cert-file"] == flag["--peer-cert-file"] == str(pki / "etcd-2.crt")
+    assert "--client-cert-auth" in argv and "--peer-client-cert-auth" in argv
     server = c.cp_server_argv(cp)
     flag = {server[i]: server[i + 1] for i in range(len(server) - 1) if server[i].startswith("--")}
     assert flag["--bind-address"] == flag["--advertise-address"] == "10.44.3.3"
     assert flag["--datastore-endpoint"] == c.state.etcd_endpoints()
     assert flag["--token"] == c.state.token and flag["--data-dir"] == cp.data_dir
     assert "--disable-agent" in server
+    assert (flag["--datastore-cafile"], flag["--datastore-certfile"], flag["--datastore-keyfile"]) == (
+        str(pki / "ca.crt"), str(pki / "client.crt"), str(pki / "client.key"))
     # agents are given every server (none runs here: all, in order)
     assert c.agent_server() == "https://10.44.3.2:6443,https://10.44.3.3:6443,https://10.44.3.4:6443"
+
+
+def test_the_etcd_pki(tmp_path):
+    from cryptography import x509
+    pki = tmp_path / "pki"
+    cl.ensure_etcd_pki(pki, {"etcd-1": ["10.44.3.2"], "etcd-2": ["10.44.3.3"]})
+    assert sorted(p.name for p in pki.iterdir()) == ["ca.crt", "ca.key", "client.crt", "client.key", "etcd-1.crt",
+                                                     "etcd-1.key", "etcd-2.crt", "etcd-2.key"]
+    assert all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in pki.glob("*.key"))
+    member = x509.load_pem_x509_certificate((pki / "etcd-2.crt").read_bytes())
+    ips = [str(i) for i in member.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+           .get_values_for_type(x509.IPAddress)]
+    assert ips == ["10.44.3.3", "127.0.0.1"]
+    client = x509.load_pem_x509_certificate((pki / "client.crt").read_bytes())
+    assert client.subject.rfc4514_string() == "CN=kube-apiserver-etcd-client"
+    before = (pki / "etcd-1.crt").read_bytes()
+    cl.ensure_etcd_pki(pki, {"etcd-1": ["10.44.3.2"], "etcd-2": ["10.44.3.3"]})      # kept
+    assert (pki / "etcd-1.crt").read_bytes() == before
 
 
 def test_the_token_is_private_and_kept(tmp_path):
