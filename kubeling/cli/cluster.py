@@ -16,10 +16,11 @@
                                                  (run by ``up``: routes to every node's pods)
 
 ``--datastore etcd`` (with ``--control-planes N``, default 1) gives each control plane a network
-namespace on the bridge (``<name>-server-<i>``) with an etcd member (client ``<ip>:2379``, peer
-``<ip>:2380``) and a ``kubeling server --datastore-endpoint <every member>``; agents join
-server-1, whose admin kubeconfig ``up`` prints; each server writes its own in
-``DIR/server-<i>/admin.kubeconfig``. ``server kill`` and ``etcd kill`` are SIGKILL (a crash),
+namespace on the bridge (``<name>-server-<i>``) with an etcd member (client ``https://<ip>:2379``,
+peer ``<ip>:2380``, client certificates required: DIR/etcd/pki/ has the CA and ``client.crt``/
+``.key`` for etcdctl) and a ``kubeling server --datastore-endpoint <every member> --token <DIR/token>``;
+agents are given every server; ``up`` prints server-1's admin kubeconfig, and each server writes
+its own in ``DIR/server-<i>/admin.kubeconfig``. ``server kill`` and ``etcd kill`` are SIGKILL (a crash),
 ``stop`` a clean shutdown; ``start`` brings one back with its data.
 
 ``--agent-arg`` flags go to every agent, ``--node-agent-arg node-2=--kube-proxy-arg=proxy-mode=nftables``
