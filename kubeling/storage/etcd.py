@@ -157,7 +157,10 @@ def _b(s: str) -> bytes:
 
 
 def _s(b: bytes) -> str:
-    return b.decode("utf-8", "surrogatepass")
+    try:
+        return b.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:  # another tenant's binary key: kept apart, matches no prefix of ours
+        return b.decode("utf-8", "surrogateescape")
 
 
 def _kv(pb: Any) -> KeyValue:
@@ -815,6 +818,10 @@ class EtcdStore:
                 self._next_endpoint(idx)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+            except Exception as e:  # noqa: BLE001 - a bug here must not leave every cache stale
+                log.exception("etcd: watch stream failed; ending every watch, resuming at revision %d", start)
+                self._fail_watchers(StorageError(f"etcd watch stream failed: {e}"))
+                await asyncio.sleep(1.0)
             finally:
                 if call is not None:
                     call.cancel()

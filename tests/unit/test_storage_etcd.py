@@ -459,3 +459,24 @@ def test_a_write_whose_answer_was_lost_is_not_answered_wrongly(etcd):
             await s.close()
 
     run(main())
+
+
+def test_other_tenants_binary_keys_do_not_disturb_the_stream(etcd):
+    """An etcd shared with another application: its keys need not be UTF-8. They pass the
+    whole-keyspace stream without breaking it, and match no prefix of ours."""
+    from aetcd import rpc
+
+    async def main():
+        s = await EtcdStore.open(etcd.endpoints, compact_interval=0)
+        try:
+            w = s.watch("/registry/", 0)
+            await s._eps[0].kv.Put(rpc.PutRequest(key=b"\xff\xfe/binary\x80", value=b"\x00"))
+            _, kv = await s.create("/registry/core/configmaps/default/after-binary", b"{}")
+            (ev,) = await take(w, 1)
+            assert ev.kv == kv
+            assert s._hub_task is not None and not s._hub_task.done()
+            w.close()
+        finally:
+            await s.close()
+
+    run(main())
