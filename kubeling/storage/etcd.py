@@ -123,11 +123,15 @@ _CHANNEL_OPTIONS = [
 _REQUIRE_LEADER = (("hasleader", "true"),)
 
 
+class EtcdConfigError(StorageError, ValueError):
+    """A bad ``--datastore-*`` setting (endpoint URL, certificate file): one line, no traceback."""
+
+
 class _Endpoint:
     def __init__(self, url: str, credentials: grpc.ChannelCredentials | None) -> None:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"bad etcd endpoint {url!r}: want http(s)://host:port")
+            raise EtcdConfigError(f"--datastore-endpoint: bad etcd endpoint {url!r}: want http(s)://host:port")
         self.url = url
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         self.target = f"{host}:{parts.port or 2379}"
@@ -148,7 +152,7 @@ def parse_endpoints(endpoints: str | Iterable[str]) -> list[str]:
         endpoints = endpoints.split(",")
     out = [e.strip() for e in endpoints if e and e.strip()]
     if not out:
-        raise ValueError("no etcd endpoint given")
+        raise EtcdConfigError("--datastore-endpoint: no etcd endpoint given")
     return out
 
 
@@ -237,14 +241,19 @@ class EtcdStore:
         self.open_timeout = open_timeout
         creds = None
         if any(u.startswith("https://") for u in self.endpoints) or ca_file or cert_file:
-            def read(path: str | None) -> bytes | None:
+            def read(path: str | None, flag: str) -> bytes | None:
                 if not path:
                     return None
-                with open(path, "rb") as f:
-                    return f.read()
+                try:
+                    with open(path, "rb") as f:
+                        return f.read()
+                except OSError as e:
+                    raise EtcdConfigError(f"{flag} {path}: {e.strerror}") from None
             if bool(cert_file) != bool(key_file):
-                raise ValueError("--datastore-certfile and --datastore-keyfile go together")
-            creds = grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
+                raise EtcdConfigError("--datastore-certfile and --datastore-keyfile go together")
+            creds = grpc.ssl_channel_credentials(read(ca_file, "--datastore-cafile"),
+                                                 read(key_file, "--datastore-keyfile"),
+                                                 read(cert_file, "--datastore-certfile"))
         self._creds = creds
         self._eps: list[_Endpoint] = []
         self._cur = 0
