@@ -1,7 +1,8 @@
 """Storage: an etcd v3 shaped key-value store with revisions (see ``interface``).
 
-``interface`` holds the contract; ``sqlite`` the embedded backend; ``memory`` an in-memory fake
-for in-process tests; ``backup`` online backups, offline restores and integrity checks of a
+``interface`` holds the contract; ``sqlite`` the embedded backend; ``etcd`` the etcd v3 backend
+(``kubeling server --datastore-endpoint``, imported on use); ``memory`` an in-memory fake for
+in-process tests; ``backup`` online backups, offline restores and integrity checks of a
 SQLite state file. Nothing here knows about Kubernetes objects: keys are strings, values are
 bytes, revisions are resourceVersions.
 """

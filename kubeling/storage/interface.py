@@ -2,7 +2,7 @@
 
 Every Kubernetes object is stored as JSON bytes under a key such as
 ``/registry/apps/deployments/default/web``. The store knows nothing about Kubernetes; it keeps
-keys, values and revisions, exactly like etcd, so that a later ``etcd.py`` backend can map each
+keys, values and revisions, exactly like etcd, so that the etcd backend (``etcd.py``) maps each
 method 1:1 onto an etcd v3 RPC:
 
 ====================  ======================================================================
