@@ -139,6 +139,15 @@ def test_failover_when_a_member_of_three_dies_during_writes(tmp_path):
             assert revs == sorted(set(revs)) and {e.kv.key for e in events} == set(listed)
             assert await s.check() is None  # two of three members: healthy
             w.close()
+            # a server started now, with the dead member first in its list, works at once
+            dead = next(i for i, m in enumerate(cluster.members) if not m.running)
+            order = [cluster.endpoints[dead]] + [u for i, u in enumerate(cluster.endpoints) if i != dead]
+            s2 = await EtcdStore.open(order, compact_interval=0)
+            try:
+                assert (await s2.create("/f/late", b"v"))[0]
+                assert len((await s2.list("/f/")).kvs) == len(listed) + 1
+            finally:
+                await s2.close()
         finally:
             await s.close()
 
