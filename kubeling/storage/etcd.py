@@ -308,7 +308,7 @@ class EtcdStore:
         current = resp.header.revision
         if resp.kvs:
             self._compact_version = resp.kvs[0].version
-            self._compactor_revs.append(resp.kvs[0].mod_revision)
+            self._mark_compactor_write(resp.kvs[0].mod_revision)
             try:
                 self._hub.compact_revision = int(resp.kvs[0].value)
             except ValueError:
@@ -716,6 +716,8 @@ class EtcdStore:
         ``current - compact_keep`` if this server wins the compare-and-swap on
         ``compact_rev_key``'s version. Returns the compact revision in force."""
         resp = await self._range(COMPACT_REV_KEY, what="compactor")
+        if resp.kvs:  # the latest compactor write, even if our stream has not delivered it yet
+            self._mark_compactor_write(resp.kvs[0].mod_revision)
         target = self._keep_target(resp.header.revision)
         if target <= self._hub.compact_revision or target <= 0:
             return self._hub.compact_revision
@@ -734,6 +736,12 @@ class EtcdStore:
         await self._ack(tr.header.revision)
         # (the stream has already announced `target` as compacted: compact unconditionally)
         return await self._compact(target)
+
+    def _mark_compactor_write(self, revision: int) -> None:
+        marks = self._compactor_revs
+        i = bisect.bisect_left(marks, revision)
+        if i == len(marks) or marks[i] != revision:
+            marks.insert(i, revision)
 
     def _keep_target(self, current: int) -> int:
         """The revision R that leaves ``compact_keep`` revisions after it, not counting the
@@ -839,7 +847,7 @@ class EtcdStore:
         events = [_event(pb) for pb in pbs]
         for ev in events:
             if ev.kv.key == "compact_rev_key" and ev.type == PUT:
-                self._compactor_revs.append(ev.kv.mod_revision)
+                self._mark_compactor_write(ev.kv.mod_revision)
                 try:  # another API server's compactor announced a compaction
                     self._hub.compact_revision = max(self._hub.compact_revision, int(ev.kv.value))
                 except ValueError:
