@@ -489,3 +489,18 @@ def test_other_tenants_binary_keys_do_not_disturb_the_stream(etcd):
             await s.close()
 
     run(main())
+
+
+def test_datastore_faults_become_upstreams_statuses():
+    """What the API server answers for each datastore fault (kubeling/apiserver/registry/
+    generic.py storage_status): no member answers 503, no answer in time (a write's outcome
+    unknown) 504, etcd's "database space exceeded" 507, anything else 500."""
+    from kubeling.apiserver.registry.generic import storage_status
+
+    cases = [(UnavailableError("etcd: no leader"), 503, "ServiceUnavailable"),
+             (StorageTimeoutError("write to /k: outcome unknown"), 504, "Timeout"),
+             (InsufficientStorageError("mvcc: database space exceeded"), 507, "InsufficientStorage"),
+             (StorageError("etcd: something else"), 500, "InternalError")]
+    for err, code, reason in cases:
+        st = storage_status(err)
+        assert (st.code, st.reason) == (code, reason), err
