@@ -259,11 +259,9 @@ class EtcdStore:
         self._cur = 0
         self._hub = Broadcaster(self._read_backfill, revision=0, compact_revision=0, buffer=watch_buffer)
         self._hub_task: asyncio.Task[None] | None = None
-        self._hub_live: asyncio.Event | None = None  # set once the watch stream is open
         self._acks: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._compactor: asyncio.Task[None] | None = None
-        self._compact_version = 0      # version of compact_rev_key at our last look
         self._compactor_revs: list[int] = []  # revisions of compactors' writes, ascending
         self._health: tuple[float, StorageError | None] = (0.0, None)
         self._health_lock: asyncio.Lock | None = None
@@ -293,7 +291,6 @@ class EtcdStore:
     async def _start(self) -> None:
         self._eps = [_Endpoint(u, self._creds) for u in self.endpoints]
         self._health_lock = asyncio.Lock()
-        self._hub_live = asyncio.Event()
         self._opened = True
         deadline = time.monotonic() + self.open_timeout
         while True:  # etcd may be starting with us (a cluster coming up): wait for it a while
@@ -307,7 +304,6 @@ class EtcdStore:
                 await asyncio.sleep(1)
         current = resp.header.revision
         if resp.kvs:
-            self._compact_version = resp.kvs[0].version
             self._mark_compactor_write(resp.kvs[0].mod_revision)
             try:
                 self._hub.compact_revision = int(resp.kvs[0].value)
@@ -820,7 +816,6 @@ class EtcdStore:
                             self._rewound(resp.header.revision)
                             start = resp.header.revision + 1
                             break
-                        self._hub_live.set()
                         delay = 0.05
                     if resp.events:
                         start = self._publish(resp.events) + 1
