@@ -804,8 +804,11 @@ class EtcdStore:
                     if resp is grpc.aio.EOF:
                         raise ConnectionError("watch stream ended")
                     if resp.compact_revision:
-                        self._watch_compacted(resp.compact_revision, resp.header.revision)
-                        start = resp.header.revision + 1
+                        # (etcd's compacted answer carries no current revision: read it)
+                        current = (await self._range(COMPACT_REV_KEY, count_only=True,
+                                                     what="current revision")).header.revision
+                        self._watch_compacted(resp.compact_revision, current)
+                        start = current + 1
                         break
                     if resp.canceled:
                         raise ConnectionError(f"watch canceled: {resp.cancel_reason}")
@@ -821,7 +824,7 @@ class EtcdStore:
                         start = self._publish(resp.events) + 1
             except asyncio.CancelledError:
                 raise
-            except (grpc.aio.AioRpcError, ConnectionError) as e:
+            except (grpc.aio.AioRpcError, ConnectionError, StorageError) as e:
                 if self._closed:
                     return
                 detail = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
@@ -900,7 +903,7 @@ class EtcdStore:
                         raise ConnectionError("watch stream ended")
                     if resp.compact_revision:
                         self._hub.compact_revision = max(self._hub.compact_revision, resp.compact_revision)
-                        raise CompactedError(resp.compact_revision, resp.header.revision)
+                        raise CompactedError(resp.compact_revision, max(target, resp.header.revision))
                     if resp.canceled:
                         raise ConnectionError(f"watch canceled: {resp.cancel_reason}")
                     for pb in resp.events:

@@ -504,3 +504,32 @@ def test_datastore_faults_become_upstreams_statuses():
     for err, code, reason in cases:
         st = storage_status(err)
         assert (st.code, st.reason) == (code, reason), err
+
+
+def test_a_stream_that_fell_behind_compaction_ends_every_watch(etcd):
+    """This server's watch stream was down while another server wrote and compacted past where
+    it stopped: its watches end with 410 (the clients relist) and the stream goes on from now."""
+
+    async def main():
+        a = await EtcdStore.open(etcd.endpoints, compact_interval=0)
+        b = await EtcdStore.open(etcd.endpoints, compact_interval=0)
+        try:
+            w = a.watch("/behind/", 0)
+            a._hub_task.cancel()  # the stream is down (as across a long outage of its member)
+            await asyncio.gather(a._hub_task, return_exceptions=True)
+            for i in range(5):
+                await b.create(f"/behind/{i}", b"v")
+            await b.compact(await b.current_revision())
+            a._hub_task = asyncio.create_task(a._hub_loop(a._hub.revision + 1))
+            with pytest.raises(CompactedError):
+                await take(w, 1, timeout=30)
+            w2 = a.watch("/behind/", 0)
+            ok, kv = await a.create("/behind/new", b"v")
+            (ev,) = await take(w2, 1, timeout=30)
+            assert ev.kv == kv
+            w2.close()
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())
