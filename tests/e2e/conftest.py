@@ -166,14 +166,8 @@ def multinode_cluster(tmp_path_factory, images_dir):
     seeded registry on the bridge (tests/e2e/multinode.py). Shared: tests that break a node mend
     it before they end (or make a private `MultiNodeCluster`); each works in its own namespace."""
     import multinode
-    c = multinode.MultiNodeCluster(tmp_path_factory.mktemp("multinode"), images_dir=images_dir, nodes=3)
-    try:
-        c.start()
-    except (harness.ServerNotReady, harness.CommandFailed) as e:
-        c.destroy()
-        pytest.fail(str(e), pytrace=False)
-    yield c
-    c.destroy()
+    with multinode.running(tmp_path_factory.mktemp("multinode"), images_dir=images_dir, nodes=3) as c:
+        yield c
 
 
 @pytest.fixture

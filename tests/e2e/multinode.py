@@ -32,11 +32,13 @@ left.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -344,6 +346,23 @@ except urllib.error.HTTPError as e:
     status, body = e.code, e.read()
 print(json.dumps({"status": status, "body": base64.b64encode(body).decode()}))
 """
+
+
+@contextlib.contextmanager
+def running(directory: Path, **kwargs) -> Iterator[MultiNodeCluster]:
+    """A started `MultiNodeCluster` (the keyword arguments are its own), destroyed on leaving. A
+    cluster that does not come up fails the test with the reason, not a traceback."""
+    import pytest
+
+    c = MultiNodeCluster(directory, **kwargs)
+    try:
+        try:
+            c.start()
+        except (harness.ServerNotReady, harness.CommandFailed) as e:
+            pytest.fail(str(e), pytrace=False)
+        yield c
+    finally:
+        c.destroy()
 
 
 def running_and_ready(pod: dict) -> bool:

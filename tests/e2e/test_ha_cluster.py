@@ -66,18 +66,13 @@ for attempt in (url, url.replace("https://", "http://")):
 
 @pytest.fixture(scope="module")
 def ha_cluster(tmp_path_factory, images_dir):
-    c = multinode.MultiNodeCluster(tmp_path_factory.mktemp("ha-cluster"), images_dir=images_dir, nodes=NODES,
-                                   control_planes=len(SERVERS), datastore="etcd", startup_timeout=300)
     started = time.monotonic()
-    try:
-        c.start()
-    except (harness.ServerNotReady, harness.CommandFailed) as e:
-        c.destroy()
-        pytest.fail(str(e), pytrace=False)
-    print(f"\n[ha-cluster] cluster up --control-planes 3 --nodes 2 --datastore etcd: "
-          f"{time.monotonic() - started:.1f}s")
-    yield c
-    c.destroy()    # idempotent: test_down_leaves_nothing did it already when it ran
+    # destroy() is idempotent: test_down_leaves_nothing did it already when it ran
+    with multinode.running(tmp_path_factory.mktemp("ha-cluster"), images_dir=images_dir, nodes=NODES,
+                           control_planes=len(SERVERS), datastore="etcd", startup_timeout=300) as c:
+        print(f"\n[ha-cluster] cluster up --control-planes 3 --nodes 2 --datastore etcd: "
+              f"{time.monotonic() - started:.1f}s")
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 import harness
-from multinode import BRIDGE_IP, MultiNodeCluster
+from multinode import BRIDGE_IP, MultiNodeCluster, running
 
 NODE = "node-bt"
 ROTATE_AFTER = 25
@@ -37,14 +37,8 @@ ROTATE_AFTER = 25
 
 @pytest.fixture(scope="module")
 def join_cluster(tmp_path_factory, images_dir):
-    c = MultiNodeCluster(tmp_path_factory.mktemp("join-bootstrap"), images_dir=images_dir, nodes=1)
-    try:
-        c.start()
-    except (harness.ServerNotReady, harness.CommandFailed) as e:
-        c.destroy()
-        pytest.fail(str(e), pytrace=False)
-    yield c
-    c.destroy()
+    with running(tmp_path_factory.mktemp("join-bootstrap"), images_dir=images_dir, nodes=1) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

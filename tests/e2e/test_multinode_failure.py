@@ -25,7 +25,7 @@ import time
 import pytest
 
 import harness
-from multinode import MultiNodeCluster, namespace_name, running_and_ready
+from multinode import namespace_name, running, running_and_ready
 from workloads import deployment, get_json, live, pdb, wait_pods
 
 # --node-monitor-grace-period: above the agent's 10 s Lease renewal (upstream wants a few times
@@ -36,17 +36,11 @@ TOLERATION = 10     # --default-unreachable/not-ready-toleration-seconds
 
 @pytest.fixture(scope="module")
 def failing_cluster(tmp_path_factory, images_dir):
-    c = MultiNodeCluster(tmp_path_factory.mktemp("multinode-failure"), images_dir=images_dir, nodes=3,
-                         controller_manager_args=(f"--node-monitor-grace-period={GRACE}s", "--node-monitor-period=2s"),
-                         server_args=(f"--default-not-ready-toleration-seconds={TOLERATION}",
-                                      f"--default-unreachable-toleration-seconds={TOLERATION}"))
-    try:
-        c.start()
-    except (harness.ServerNotReady, harness.CommandFailed) as e:
-        c.destroy()
-        pytest.fail(str(e), pytrace=False)
-    yield c
-    c.destroy()
+    with running(tmp_path_factory.mktemp("multinode-failure"), images_dir=images_dir, nodes=3,
+                 controller_manager_args=(f"--node-monitor-grace-period={GRACE}s", "--node-monitor-period=2s"),
+                 server_args=(f"--default-not-ready-toleration-seconds={TOLERATION}",
+                              f"--default-unreachable-toleration-seconds={TOLERATION}")) as c:
+        yield c
 
 
 @pytest.fixture

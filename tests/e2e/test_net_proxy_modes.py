@@ -43,16 +43,10 @@ spec:
 
 @pytest.fixture(scope="module")
 def userspace_cluster(tmp_path_factory, images_dir):
-    c = multinode.MultiNodeCluster(tmp_path_factory.mktemp("proxymodes"), images_dir=images_dir, nodes=2,
-                                   node_agent_args={"node-1": ("--kube-proxy-arg=proxy-mode=userspace",),
-                                                    "node-2": ("--kube-proxy-arg=proxy-mode=nftables",)})
-    try:
-        c.start()
-    except (harness.ServerNotReady, harness.CommandFailed) as e:
-        c.destroy()
-        pytest.fail(str(e), pytrace=False)
-    yield c
-    c.destroy()
+    with multinode.running(tmp_path_factory.mktemp("proxymodes"), images_dir=images_dir, nodes=2,
+                           node_agent_args={"node-1": ("--kube-proxy-arg=proxy-mode=userspace",),
+                                            "node-2": ("--kube-proxy-arg=proxy-mode=nftables",)}) as c:
+        yield c
 
 
 def _loop(cluster, ns: str, url: str, n: int, client: str = "client") -> list[str]:
