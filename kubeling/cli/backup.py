@@ -37,6 +37,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_restore)
     p = sub.add_parser("doctor", help="check the cluster state for damage (integrity_check)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="the server's data directory")
+    p.add_argument("--datastore-endpoint", default="", help="etcd: refused, etcdctl checks etcd")
     p.set_defaults(func=cmd_doctor)
 
 
@@ -49,9 +50,13 @@ def _on_etcd(command: str, args: argparse.Namespace) -> int | None:
     """The state is in etcd, not in a SQLite file: say which command backs it up."""
     if not args.datastore_endpoint:
         return None
-    verb = "save" if command == "backup" else "restore"
+    if command == "doctor":
+        instead = ("check etcd with `etcdctl endpoint health --cluster` and `etcdctl endpoint status "
+                   "--cluster -w table` (and `etcdctl alarm list`)")
+    else:
+        instead = f"use `kubeling etcd-snapshot {'save' if command == 'backup' else 'restore'}`"
     return _fail(command, StorageError(f"the datastore is etcd (--datastore-endpoint): `kubeling {command}` handles "
-                                       f"the SQLite state only; use `kubeling etcd-snapshot {verb}`"))
+                                       f"the SQLite state only; {instead}"))
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -80,8 +85,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    if (code := _on_etcd("doctor", args)) is not None:
+        return code
     data = Path(args.data_dir)
     db = data / backup.STATE_FILE
+    migrated = sorted(data.glob(f"{backup.STATE_FILE}.migrated-*"))
+    if migrated and not db.exists():
+        return _fail("doctor", StorageError(f"{data} has no {backup.STATE_FILE}: it was moved into etcd "
+                                            f"(kept as {migrated[-1].name}); check etcd with `etcdctl endpoint "
+                                            f"health --cluster`"))
     print(f"{db}:")
     problems = backup.verify(db, full=True)
     if problems:

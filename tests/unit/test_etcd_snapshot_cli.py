@@ -216,6 +216,15 @@ def test_backup_points_etcd_users_at_etcd_snapshot(tmp_path, capsys, command, hi
     assert not (tmp_path / "b.db").exists()
 
 
+def test_doctor_on_etcd_points_at_etcdctl(tmp_path, capsys):
+    assert main(["doctor", "--data-dir", str(tmp_path), "--datastore-endpoint", "http://127.0.0.1:2379"]) == 1
+    assert "etcdctl endpoint health --cluster" in capsys.readouterr().err
+    (tmp_path / "state.db.migrated-20261203T000000Z").write_bytes(b"")
+    assert main(["doctor", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "moved into etcd" in err and "state.db.migrated-20261203T000000Z" in err
+    assert not (tmp_path / "state.db").exists()
+
 
 def test_save_makes_a_private_directory_and_leaves_an_existing_one_alone(tmp_path):
     with socket.socket() as s:  # a port nothing listens on: save fails fast, after making the dir
