@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PYTEST_ARGS ?= -q
+PYTEST_ARGS ?= -q --durations=40
 
 .PHONY: venv clients deps up down test test-unit test-e2e test-etcd clean
 

@@ -229,16 +229,33 @@ def cmd_routes(args: argparse.Namespace) -> int:
     c = Cluster(args.data_dir)
     st = c.load()
     kubeconfig = c.cp_kubeconfig(c.control_plane(args.control_plane)) if args.control_plane else c.kubeconfig
+    # beside several servers (the etcd layout), the helper outside them balances over all of them
+    # as an agent does, so that it outlives any one server; each control plane's own helper asks
+    # its own server, which dies with it
+    servers = [] if args.control_plane else [f"{cp.ip}:{st.secure_port}" for cp in st.control_planes.values()]
 
     async def main() -> None:
+        import dataclasses
+
+        from kubeling.kubelet.loadbalancer import LoadBalancer, readyz_check
+
         stop = asyncio.Event()
         install_stop_handlers(stop)
-        client = RESTClient.from_config(kc.load(str(kubeconfig)), component="kubeling-cluster-routes")
+        cfg = kc.load(str(kubeconfig))
+        lb = None
+        if len(servers) > 1:
+            lb = LoadBalancer(servers, port=0, name="routes", health_check=readyz_check(ca) if (ca := cfg.certificate_authority_data) else None,
+                              state_dir=c.dir / "routes")
+            await lb.start()
+            cfg = dataclasses.replace(cfg, server=lb.url, tls_server_name=None)
+        client = RESTClient.from_config(cfg, component="kubeling-cluster-routes")
         try:
             await Overlay(client, "", backend="host-gw", node_ip="", pod_cidr="", cluster_cidr=st.cluster_cidr,
                           routes_only=True).run(stop)
         finally:
             await client.close()
+            if lb is not None:
+                await lb.close()
 
     # the standard event loop: pyroute2's netlink sockets are refused by uvloop
     asyncio.run(main())

@@ -45,8 +45,10 @@ network; ``kubeling cluster routes`` (a process beside it, recorded as ``routes_
 route to every Node's podCIDR via that node's IP on the bridge, from the Node objects
 (`kubeling.kubelet.network.overlay`, routes-only mode). The API server so reaches pods
 (services/pods proxy, webhooks), and pods' answers to it find their way back. In the etcd layout
-one more such helper runs in each control plane's netns (``routes --control-plane NAME``, on its
-own server's kubeconfig), for the same reason.
+it reaches the servers through a load balancer of its own over all of them (an agent's,
+`kubeling.kubelet.loadbalancer`; state in DIR/routes/), so it outlives any one server, and one more
+such helper runs in each control plane's netns (``routes --control-plane NAME``, on its own
+server's kubeconfig), for the same reason.
 
 Processes are detached (their own session) and are only ever signalled by the PID recorded
 here, after checking that ``/proc/<pid>/cmdline`` is still theirs (names their data dir), so a

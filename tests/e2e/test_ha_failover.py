@@ -130,6 +130,17 @@ def test_killing_the_api_server_the_agents_use(ha_cluster, tmp_path, keep_logs):
     states = harness.eventually(switched, timeout=90, interval=0.2, what="every agent on a live server")
     figures["agent_switch_s"] = {n: round(s["switched_at"] - t_dead, 2) for n, s in states.items()}
 
+    # so did the balancer of the host's routes helper (`kubeling cluster routes`), over the same servers
+    routes_state = c.cluster_dir / "routes" / "agent-load-balancer.json"
+
+    def routes_on_live_server():
+        try:
+            active = json.loads(routes_state.read_text()).get("active")
+        except (OSError, ValueError):
+            return False
+        return active in by_address and by_address[active] != victim
+    harness.eventually(routes_on_live_server, timeout=90, interval=0.2, what="the routes helper on a live server")
+
     # ... and the nodes' heartbeats go on through it: the first renewal of each node's Lease
     # (every 10 s) after the crash
     def renewed():
