@@ -70,7 +70,7 @@ class Kubelet:
         self.current_containers: dict[tuple[str, str], str] = {}
         self.current_sandboxes: dict[str, str] = {}
         self.workers = PodWorkers(self.sync_pod, self.sync_terminating_pod, self.sync_terminated_pod,
-                                  self.sync_removed_pod)
+                                  self.sync_removed_pod, grace_period=grace_period)
         self.ctx = StartContext(runtime=runtime, images=images, volume_host=volume_host, root=self.root,
                                 record=self.record, services=self._services, memory_capacity=memory_capacity,
                                 pull_secrets=self._pull_secrets)

@@ -18,7 +18,9 @@ Guarantees (as upstream's ``pod_workers.go``):
 - A pod never goes back from TERMINATING to SYNCING: a UID that started terminating is never
   started again (a new pod with the same name has a new UID).
 - ``sync_terminating_pod`` runs until it returns normally; an exception retries it after a
-  short delay. A newer update that shortens the grace period is seen on the retry.
+  short delay. An update that shortens the grace period (a second delete with a smaller
+  ``--grace-period``, or the pod gone from the API) cancels the one in flight, which starts again
+  with the shorter grace, as upstream cancels the terminating sync's context.
 - ``sync_pod`` returning a number asks for another sync after that many seconds (CrashLoop
   back-off, image pull back-off, probe-driven restarts); an exception retries after 1 s.
 - A worker that crashes in a way the ``sync_*`` functions did not catch is logged and restarted
@@ -61,18 +63,24 @@ class _Worker:
     cleaned: bool = False               # sync_terminated_pod has run
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+    kill: asyncio.Task | None = None    # the sync_terminating_pod in flight
+    kill_grace: float | None = None     # ... and the grace period it was started with
 
 
 SyncPod = Callable[[dict], Awaitable[float | None]]
 SyncTerminating = Callable[[dict, bool], Awaitable[None]]
 SyncTerminated = Callable[[dict], Awaitable[None]]
+GracePeriod = Callable[[dict, bool], float]   # (pod, removed) -> seconds its containers get
 
 
 class PodWorkers:
-    """See the module docstring. The four callables are the kubelet's."""
+    """See the module docstring. The four callables are the kubelet's; ``grace_period`` tells
+    the grace a terminating pod gets (without it, a shortened grace waits for the kill in flight)."""
 
     def __init__(self, sync_pod: SyncPod, sync_terminating_pod: SyncTerminating,
-                 sync_terminated_pod: SyncTerminated, sync_removed_pod: SyncTerminated) -> None:
+                 sync_terminated_pod: SyncTerminated, sync_removed_pod: SyncTerminated,
+                 grace_period: GracePeriod | None = None) -> None:
+        self._grace_period = grace_period
         self._sync_pod = sync_pod
         self._sync_terminating = sync_terminating_pod
         self._sync_terminated = sync_terminated_pod
@@ -99,9 +107,22 @@ class PodWorkers:
         else:
             w.pod = pod if not removed else w.pod
             w.removed = w.removed or removed
+            self._shorten_grace(w)
         if w.task is None or w.task.done():
             w.task = asyncio.create_task(self._run(w), name=f"pod-worker-{uid}")
         w.wake.set()
+
+    def _shorten_grace(self, w: _Worker) -> None:
+        """Cancel the kill in flight when the newest pod gives a shorter grace period: `_step`
+        starts it again with that one."""
+        if w.kill is None or w.kill.done() or self._grace_period is None or w.kill_grace is None:
+            return
+        grace = self._grace_period(w.pod, w.removed)
+        if grace < w.kill_grace:
+            log.info("pod %s/%s: grace period shortened from %gs to %gs: stopping it again",
+                     w.pod["metadata"].get("namespace"), w.pod["metadata"].get("name"), w.kill_grace, grace)
+            w.kill_grace = grace
+            w.kill.cancel()
 
     def refresh(self, pod: dict) -> None:
         """Keep the newest copy of a pod without waking its worker (a status-only change)."""
@@ -160,7 +181,7 @@ class PodWorkers:
             else:
                 return await self._sync_pod(w.pod)
         if w.state == PodState.TERMINATING:
-            await self._sync_terminating(w.pod, w.removed)
+            await self._terminate(w)
             w.state = PodState.TERMINATED
         if w.state == PodState.TERMINATED:
             if not w.cleaned:
@@ -170,3 +191,19 @@ class PodWorkers:
                 await self._sync_removed(w.pod)
                 return -1
         return None
+
+    async def _terminate(self, w: _Worker) -> None:
+        """``sync_terminating_pod`` as a task of its own, so that `_shorten_grace` can cancel it;
+        then it runs again, with the newest pod."""
+        while True:
+            w.kill_grace = self._grace_period(w.pod, w.removed) if self._grace_period else None
+            w.kill = asyncio.create_task(self._sync_terminating(w.pod, w.removed), name=f"pod-kill-{w.uid}")
+            try:
+                await w.kill
+                return
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not w.kill.cancelled() or (current is not None and current.cancelling()):
+                    raise     # the worker itself is being stopped
+            finally:
+                w.kill = None

@@ -6,6 +6,8 @@
   for the pod to be gone): a container that traps TERM and keeps running goes at about
   ``terminationGracePeriodSeconds`` (or ``--grace-period=N``) and saw the TERM; one that exits on
   TERM goes at once even with a long grace period.
+- A second ``kubectl delete --grace-period=N`` with a shorter grace reaches the kill already in
+  flight: the pod goes after the shorter one, not after the first.
 """
 
 from __future__ import annotations
@@ -121,3 +123,17 @@ def test_a_container_that_exits_on_sigterm_goes_at_once(node_cluster, node_names
     took = _delete(node_cluster, ns, "polite")
     assert (out / "signals").read_text().split() == ["TERM"]
     assert took <= SLACK, f"a container that exits on TERM took {took:.1f}s with a 60s grace period"
+
+
+def test_a_second_delete_with_a_shorter_grace_period_cuts_the_kill_in_flight(node_cluster, node_namespace, tmp_path):
+    ns, out = node_namespace, tmp_path / "shortened"
+    node_cluster.kubectl("create", "-n", ns, "-f", "-", input=pod_manifest("shortened", out, STUBBORN, grace=300))
+    wait_pod(node_cluster, ns, "shortened", running)
+    node_cluster.kubectl("delete", "pod", "shortened", "-n", ns, "--wait=false")
+    signals = out / "signals"
+    deadline = time.monotonic() + 60
+    while not (signals.exists() and "TERM" in signals.read_text()):   # the 300 s kill is under way
+        assert time.monotonic() < deadline, "the container never saw SIGTERM"
+        time.sleep(0.2)
+    took = _delete(node_cluster, ns, "shortened", "--grace-period=2")
+    assert took <= 2 + SLACK, f"gone {took:.1f}s after delete --grace-period=2 (the first delete gave 300s)"
