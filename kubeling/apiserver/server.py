@@ -24,9 +24,10 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kubeling.api import errors
-from kubeling.apiserver import audit, bootstrapdata, datadir, join, memory, proxy, registry, serving
+from kubeling.apiserver import audit, bootstrapdata, datadir, etcdsnapshots, join, memory, proxy, registry, serving
 from kubeling.apiserver.aggregator import Aggregator
 from kubeling.apiserver.app import APIServer, server_ssl_context
 from kubeling.apiserver.cacher import Cacher
@@ -110,6 +111,11 @@ class Options:
     # share (kubeling.apiserver.bootstrapdata), and the secret of a new node token
     token: str = ""
     token_file: str = ""
+    # k3s's scheduled etcd snapshots (kubeling.apiserver.etcdsnapshots); on etcd only
+    etcd_snapshot_schedule_cron: str = etcdsnapshots.DEFAULT_SCHEDULE
+    etcd_snapshot_retention: int = etcdsnapshots.DEFAULT_RETENTION
+    etcd_snapshot_dir: str = ""
+    etcd_disable_snapshots: bool = False
 
 
 def kubernetes_service_ip(service_cidr: str) -> str:
@@ -227,6 +233,8 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
         tasks.append(asyncio.create_task(api.admission.run(stop), name="admission"))
         tasks.append(asyncio.create_task(aggregator.run(stop), name="aggregator"))
         tasks.append(asyncio.create_task(endpoints.run(stop), name="endpoint-reconciler"))
+        if opts.datastore_endpoint and not opts.etcd_disable_snapshots:
+            tasks.append(asyncio.create_task(snapshot_scheduler(opts).run(stop), name="etcd-snapshots"))
         if opts.controllers:
             # A child process: controllers are API clients, and a second interpreter keeps their
             # CPU off the API server's event loop.
@@ -283,6 +291,20 @@ async def run(opts: Options, stop: asyncio.Event, *, on_ready=None) -> None:
                 raise t.exception()
     finally:
         await asyncio.shield(_shutdown(tasks, listeners, store, cacher, endpoints))
+
+
+def snapshot_scheduler(opts: Options) -> etcdsnapshots.SnapshotScheduler:
+    """k3s's scheduled snapshots of the etcd datastore, into --etcd-snapshot-dir."""
+    store_args = ["--datastore-endpoint", opts.datastore_endpoint]
+    for flag, value in (("--datastore-cafile", opts.datastore_cafile),
+                        ("--datastore-certfile", opts.datastore_certfile),
+                        ("--datastore-keyfile", opts.datastore_keyfile)):
+        if value:
+            store_args += [flag, value]
+    directory = opts.etcd_snapshot_dir or Path(opts.data_dir) / "server" / "db" / "snapshots"
+    node = opts.node_name or socket.gethostname().split(".")[0]
+    return etcdsnapshots.SnapshotScheduler(etcdsnapshots.Schedule(opts.etcd_snapshot_schedule_cron), directory,
+                                           node, opts.etcd_snapshot_retention, store_args)
 
 
 async def local_secrets(opts: Options, data, store, advertise: str):

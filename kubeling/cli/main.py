@@ -66,6 +66,14 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datastore-cafile", default="", help="CA bundle that signs the etcd members' certificates")
     p.add_argument("--datastore-certfile", default="", help="client certificate for etcd")
     p.add_argument("--datastore-keyfile", default="", help="client key for etcd")
+    p.add_argument("--etcd-snapshot-schedule-cron", default="0 */12 * * *", metavar="SPEC",
+                   help="on etcd: when to take a snapshot, a cron expression in local time or '@every 6h' "
+                        "(default: '0 */12 * * *')")
+    p.add_argument("--etcd-snapshot-retention", type=int, default=5,
+                   help="on etcd: how many scheduled snapshots to keep (default: 5)")
+    p.add_argument("--etcd-snapshot-dir", default="", metavar="DIR",
+                   help="on etcd: where snapshots go (default: <data-dir>/server/db/snapshots)")
+    p.add_argument("--etcd-disable-snapshots", action="store_true", help="on etcd: take no scheduled snapshots")
     p.add_argument("--controllers", default="*", help="comma-separated controllers to run ('*' = all, '' = none)")
     p.add_argument("--request-timeout", default="1m0s",
                    help="deadline of a non-long-running request, a Go duration (default: 1m0s)")
@@ -144,6 +152,21 @@ def _port_range(text: str) -> tuple[int, int]:
     return first, last
 
 
+def _snapshot_schedule(text: str) -> str:
+    from kubeling.apiserver.etcdsnapshots import Schedule
+    try:
+        Schedule(text)
+    except ValueError as e:
+        raise SystemExit(f"kubeling server: --etcd-snapshot-schedule-cron: {e}")
+    return text
+
+
+def _positive(flag: str, value: int) -> int:
+    if value < 1:
+        raise SystemExit(f"kubeling server: {flag} must be at least 1")
+    return value
+
+
 def _duration(text: str) -> float:
     from kubeling.apiserver.filters.timeout import parse_go_duration
     try:
@@ -213,7 +236,10 @@ def cmd_server(args: argparse.Namespace) -> int:
                           disable=[c.strip() for d in args.disable for c in d.split(",") if c.strip()],
                           ingress_http_port=args.ingress_http_port, ingress_https_port=args.ingress_https_port,
                           cluster_dns=args.cluster_dns, cluster_domain=args.cluster_domain,
-                          token=args.token, token_file=args.token_file)
+                          token=args.token, token_file=args.token_file,
+                          etcd_snapshot_schedule_cron=_snapshot_schedule(args.etcd_snapshot_schedule_cron),
+                          etcd_snapshot_retention=_positive("--etcd-snapshot-retention", args.etcd_snapshot_retention),
+                          etcd_snapshot_dir=args.etcd_snapshot_dir, etcd_disable_snapshots=args.etcd_disable_snapshots)
 
     def ready(api, kubeconfig) -> None:
         print(f"kubeling: ready. export KUBECONFIG={kubeconfig.resolve()}", file=sys.stderr, flush=True)

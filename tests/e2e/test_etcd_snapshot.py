@@ -10,6 +10,8 @@ each from the snapshot: the cluster comes back with every object.
   the same value and mod_revision, and new writes work and are newer than everything restored.
 - `test_snapshot_restore_of_a_tls_cluster_keeps_every_key`: the same round trip for etcd alone,
   over TLS with client certificates, with keys and revisions compared directly.
+- `test_scheduled_snapshots_are_taken_and_pruned`: k3s's --etcd-snapshot-schedule-cron and
+  --etcd-snapshot-retention on a server over TLS.
 """
 
 from __future__ import annotations
@@ -323,6 +325,42 @@ def test_etcd_auto_compaction_with_the_servers_compactor_off(tmp_path):
             assert {"configmap/first", f"configmap/after-{round}"} <= set(names)
             if round == 0:
                 c.restart()  # the server only: this etcd is the test's
+    finally:
+        c.stop()
+        etcd.stop()
+
+
+def test_scheduled_snapshots_are_taken_and_pruned(tmp_path):
+    """A server on etcd (TLS) with ``--etcd-snapshot-schedule-cron '@every 2s'`` and a retention of
+    2 takes snapshot after snapshot, named ``etcd-snapshot-<node>-<time>``, each a whole etcd
+    snapshot (its checksum holds, ``etcd-snapshot ls`` lists it), and keeps only the newest 2;
+    the on-demand ones beside them are not pruned."""
+    from kubeling.cli.etcd_snapshot import list_snapshots, verify_checksum
+
+    etcd = EtcdCluster(tmp_path / "etcd", members=1, tls=True)
+    snaps = tmp_path / "snaps"
+    c = harness.Cluster(tmp_path / "server", extra_args=(
+        *etcd.datastore_args(), "--etcd-snapshot-schedule-cron", "@every 2s", "--etcd-snapshot-retention", "2",
+        "--etcd-snapshot-dir", str(snaps), "--node-name", "cp-9", "--controllers=", "--disable-scheduler"),
+        datastore="sqlite")
+    try:
+        etcd.start(timeout=60)
+        c.start()
+        on_demand, _ = save_snapshot(etcd, snaps)
+        c.kubectl("create", "namespace", NS)
+        harness.eventually(lambda: c.log().count("scheduled etcd snapshot: Snapshot") >= 4, timeout=90,
+                           interval=0.5, what="4 scheduled snapshots")
+        scheduled = [s for s in list_snapshots(snaps) if s.prefix == "etcd-snapshot-cp-9"]
+        assert 1 <= len(scheduled) <= 3, [s.name for s in scheduled]   # 3 only until the prune after a save
+        harness.eventually(lambda: len([s for s in list_snapshots(snaps) if s.prefix == "etcd-snapshot-cp-9"]) == 2,
+                           timeout=30, interval=0.2, what="2 scheduled snapshots kept")
+        for s in list_snapshots(snaps):
+            verify_checksum(s.path)
+            assert oct(s.path.stat().st_mode & 0o777) == "0o600"
+        listed = kubeling("etcd-snapshot", "ls", "--dir", str(snaps)).stdout
+        assert on_demand.name in listed and listed.count("etcd-snapshot-cp-9-") >= 2, listed
+        assert "Snapshot etcd-snapshot-cp-9-" in c.log() and "deleted" in c.log()   # the prune's words
+        assert "scheduled etcd snapshot failed" not in c.log()
     finally:
         c.stop()
         etcd.stop()

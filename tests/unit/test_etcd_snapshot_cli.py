@@ -239,3 +239,28 @@ def test_save_makes_a_private_directory_and_leaves_an_existing_one_alone(tmp_pat
         assert os.listdir(d) == []
     assert oct(shared.stat().st_mode & 0o777) == "0o755"
     assert oct((tmp_path / "new" / "snapshots").stat().st_mode & 0o777) == "0o700"
+
+
+# -- scheduled snapshots (kubeling server --etcd-snapshot-*) ------------------------------------
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--etcd-snapshot-schedule-cron", "every noon"], "--etcd-snapshot-schedule-cron: 'every noon'"),
+    (["--etcd-snapshot-schedule-cron", "@every 0.5s"], "at least 1s"),
+    (["--etcd-snapshot-retention", "0"], "--etcd-snapshot-retention must be at least 1"),
+])
+def test_server_refuses_a_bad_snapshot_schedule_in_one_line(tmp_path, flags, message):
+    with pytest.raises(SystemExit) as e:
+        main(["server", "--data-dir", str(tmp_path / "d"), *flags])
+    assert str(e.value).startswith("kubeling server: ") and message in str(e.value)
+    assert not (tmp_path / "d").exists()
+
+
+def test_snapshot_schedule_next_times():
+    import datetime as dt
+
+    from kubeling.apiserver.etcdsnapshots import DEFAULT_SCHEDULE, Schedule
+
+    t = dt.datetime(2026, 12, 3, 11, 59, 30, tzinfo=dt.timezone.utc)
+    assert Schedule(DEFAULT_SCHEDULE).next(t) == dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.timezone.utc)
+    assert Schedule("@every 90s").next(t) == t + dt.timedelta(seconds=90)
