@@ -331,6 +331,10 @@ def test_eviction_respects_and_charges_the_disruption_budget(cluster, namespace)
     assert status == 201, st
     _, obj = call(cluster, "GET", f"{base}/e1")
     assert obj["metadata"]["deletionTimestamp"]  # graceful: it is on a node
+    # marked before the delete, as upstream's eviction does
+    target = [c for c in obj["status"]["conditions"] if c["type"] == "DisruptionTarget"]
+    assert [(c["status"], c["reason"], c["message"]) for c in target] == [
+        ("True", "EvictionByEvictionAPI", "Eviction API: evicting")], obj["status"]["conditions"]
     # Charged at once; the controller then drops e1 from disruptedPods (it is terminating) and
     # counts one healthy pod of the one needed.
     _, charged = call(cluster, "GET", f"{pdbs}/budget")

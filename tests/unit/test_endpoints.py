@@ -142,6 +142,41 @@ def test_binding_then_eviction_honours_the_budget():
     run(main())
 
 
+def test_eviction_marks_the_pod_a_disruption_target_and_keeps_its_preconditions():
+    async def main():
+        api = await api_server()
+        async with http(api) as c:
+            base = "/api/v1/namespaces/default/pods"
+            for name in ("q", "r"):
+                pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                       "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}}
+                assert (await c.post(base, json=pod)).status == 201
+            # a stale resourceVersion precondition: 409, and the pod is left as it was
+            q = await (await c.get(f"{base}/q")).json()
+            ev = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "q"},
+                  "deleteOptions": {"preconditions": {"resourceVersion": "1"}}}
+            r = await c.post(f"{base}/q/eviction", json=ev)
+            assert r.status == 409 and "Precondition failed" in (await r.json())["message"]
+            same = await (await c.get(f"{base}/q")).json()
+            assert same["metadata"]["resourceVersion"] == q["metadata"]["resourceVersion"]
+            # the current one: the condition is written first, and the delete still applies
+            ev["deleteOptions"]["preconditions"]["resourceVersion"] = q["metadata"]["resourceVersion"]
+            r = await c.post(f"{base}/q/eviction", json=ev)
+            assert r.status == 201, await r.text()
+            gone = await (await c.get(f"{base}/q")).json()
+            assert gone["metadata"]["deletionTimestamp"]
+            assert [(x["reason"], x["message"]) for x in gone["status"]["conditions"] if x["type"] == "DisruptionTarget"] \
+                == [("EvictionByEvictionAPI", "Eviction API: evicting")]
+            # a dry run changes nothing
+            r = await c.post(f"{base}/r/eviction?dryRun=All", json={**ev, "metadata": {"name": "r"},
+                                                                    "deleteOptions": {}})
+            assert r.status == 201
+            kept = await (await c.get(f"{base}/r")).json()
+            assert not kept["metadata"].get("deletionTimestamp")
+            assert not [x for x in (kept.get("status") or {}).get("conditions") or () if x["type"] == "DisruptionTarget"]
+    run(main())
+
+
 def test_apiservices_local_registered_and_remote_unavailable():
     async def main():
         api = await api_server()

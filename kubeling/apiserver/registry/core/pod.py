@@ -71,6 +71,9 @@ class BindingREST:
         return SUCCESS, 201
 
 
+DISRUPTION_TARGET = "DisruptionTarget"
+
+
 class EvictionREST:
     """POST ``pods/<name>/eviction``: an Eviction (policy/v1) with optional deleteOptions."""
 
@@ -93,8 +96,44 @@ class EvictionREST:
                                   "does not support.")
         if matching and not _can_ignore_budget(pod) and not _unhealthy_may_go(pod, matching[0]) and not ctx.dry_run:
             await self._charge_budget(pdbs, matching[0]["metadata"]["name"], namespace, name, ctx)
+        if not ctx.dry_run:
+            opts = await self._mark_disruption_target(served, namespace, name, opts, ctx)
         await self.store.delete(served, namespace, name, opts, ctx)
         return SUCCESS, 201
+
+    async def _mark_disruption_target(self, served, namespace: str, name: str, opts: dict, ctx) -> dict:
+        """Before the delete, as upstream's eviction does: the pod's ``DisruptionTarget`` condition
+        (reason ``EvictionByEvictionAPI``), written through the status subresource, with the delete
+        options' preconditions checked against the pod it changes. A resourceVersion precondition
+        then names the pod this write made, so the delete still applies."""
+        pre = opts.get("preconditions") or {}
+
+        async def mutate(current):
+            if current is None:
+                raise errors.not_found("pods", "", name)
+            meta = current["metadata"]
+            if pre.get("uid") and pre["uid"] != meta.get("uid"):
+                raise errors.conflict("pods", "", name, f"Precondition failed: UID in precondition: {pre['uid']}, "
+                                      f"UID in object meta: {meta.get('uid')}")
+            if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
+                raise errors.conflict("pods", "", name, f"Precondition failed: ResourceVersion in precondition: "
+                                      f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                                      f"{meta.get('resourceVersion')}")
+            new = copy.deepcopy(current)
+            conds = new.setdefault("status", {}).setdefault("conditions", [])
+            old = next((c for c in conds if c.get("type") == DISRUPTION_TARGET), {})
+            since = old.get("lastTransitionTime") if old.get("status") == "True" else None
+            conds[:] = [c for c in conds if c.get("type") != DISRUPTION_TARGET]
+            conds.append({"type": DISRUPTION_TARGET, "status": "True", "lastProbeTime": None,
+                          "lastTransitionTime": since or now_rfc3339(), "reason": "EvictionByEvictionAPI",
+                          "message": "Eviction API: evicting"})
+            return new
+
+        status_ctx = dataclasses.replace(ctx, subresource="status")
+        updated, _ = await self.store.guaranteed_update(served, namespace, name, mutate, status_ctx)
+        if pre.get("resourceVersion"):
+            opts = {**opts, "preconditions": {**pre, "resourceVersion": updated["metadata"]["resourceVersion"]}}
+        return opts
 
     async def _charge_budget(self, pdbs, pdb_name: str, namespace: str, pod_name: str, ctx) -> None:
         async def mutate(current):
