@@ -63,6 +63,10 @@ class Options:
     audit_log_maxage: int = 0
     audit_log_maxbackup: int = 0
     audit_log_maxsize: int = 0
+    # --audit-webhook-config-file (a kubeconfig) and the batch settings: audit.WebhookBackend's
+    # keyword arguments (mode, max_batch_size, max_batch_wait, buffer_size, initial_backoff)
+    audit_webhook_config_file: str | None = None
+    audit_webhook: dict = field(default_factory=dict)
     # --authorization-mode: the authorizer chain (kubeling.apiserver.authorizer)
     authorization_mode: tuple[str, ...] = ("Node", "RBAC")
     # --encryption-provider-config FILE (an EncryptionConfiguration), or k3s's --secrets-encryption
@@ -350,9 +354,12 @@ def audit_from_options(opts: Options) -> audit.Auditor:
     """The audit filter of ``--audit-policy-file`` and ``--audit-log-*`` (a bad policy stops the start)."""
     try:
         return audit.from_options(opts.audit_policy_file, opts.audit_log_path, max_age=opts.audit_log_maxage,
-                                  max_backup=opts.audit_log_maxbackup, max_size=opts.audit_log_maxsize)
+                                  max_backup=opts.audit_log_maxbackup, max_size=opts.audit_log_maxsize,
+                                  webhook_config_file=opts.audit_webhook_config_file, webhook=opts.audit_webhook)
     except audit.PolicyError as e:
         raise datadir.DataDirError(f"--audit-policy-file: {e}") from None
+    except audit.WebhookError as e:
+        raise datadir.DataDirError(str(e)) from None
     except OSError as e:
         raise datadir.DataDirError(f"--audit-log-path: {e}") from None
 

@@ -52,6 +52,16 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audit-log-maxbackup", type=int, default=0, help="rotated audit logs to keep (0: all)")
     p.add_argument("--audit-log-maxsize", type=int, default=0,
                    help="megabytes an audit log may grow to before it is rotated (0: 100)")
+    p.add_argument("--audit-webhook-config-file", default=None,
+                   help="a kubeconfig naming the webhook audit events are POSTed to")
+    p.add_argument("--audit-webhook-mode", default="batch", help="batch (the only mode built)")
+    p.add_argument("--audit-webhook-batch-max-size", type=int, default=400, help="events per batch (default: 400)")
+    p.add_argument("--audit-webhook-batch-max-wait", default="30s",
+                   help="how long a batch waits to fill before it is sent (default: 30s)")
+    p.add_argument("--audit-webhook-batch-buffer-size", type=int, default=10000,
+                   help="events buffered before new ones are dropped (default: 10000)")
+    p.add_argument("--audit-webhook-initial-backoff", default="10s",
+                   help="wait before the first retry of a failed batch (default: 10s)")
     p.add_argument("--authorization-mode", default="Node,RBAC",
                    help="ordered authorizers: Node, RBAC, AlwaysAllow, AlwaysDeny (default: Node,RBAC)")
     p.add_argument("--encryption-provider-config", default=None, metavar="FILE",
@@ -167,6 +177,14 @@ def _positive(flag: str, value: int) -> int:
     return value
 
 
+def _go_duration(flag: str, text: str) -> float:
+    from kubeling.apiserver.filters.timeout import parse_go_duration
+    try:
+        return float(parse_go_duration(text))
+    except Exception as e:  # noqa: BLE001 - any parse failure is a usage error
+        raise SystemExit(f"kubeling server: {flag}: {getattr(e, 'message', e)}")
+
+
 def _duration(text: str) -> float:
     from kubeling.apiserver.filters.timeout import parse_go_duration
     try:
@@ -213,6 +231,14 @@ def cmd_server(args: argparse.Namespace) -> int:
                           anonymous_auth=args.anonymous_auth, audit_policy_file=args.audit_policy_file,
                           audit_log_path=args.audit_log_path, audit_log_maxage=args.audit_log_maxage,
                           audit_log_maxbackup=args.audit_log_maxbackup, audit_log_maxsize=args.audit_log_maxsize,
+                          audit_webhook_config_file=args.audit_webhook_config_file,
+                          audit_webhook=dict(mode=args.audit_webhook_mode,
+                                             max_batch_size=args.audit_webhook_batch_max_size,
+                                             max_batch_wait=_go_duration("--audit-webhook-batch-max-wait",
+                                                                         args.audit_webhook_batch_max_wait),
+                                             buffer_size=args.audit_webhook_batch_buffer_size,
+                                             initial_backoff=_go_duration("--audit-webhook-initial-backoff",
+                                                                          args.audit_webhook_initial_backoff)),
                           authorization_mode=_authorization_modes(args.authorization_mode),
                           encryption_provider_config=args.encryption_provider_config,
                           secrets_encryption=args.secrets_encryption,

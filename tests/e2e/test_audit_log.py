@@ -7,6 +7,10 @@ RequestReceived omitted) and ``--audit-log-path``. A create by bob leaves one JS
 the request and response objects at RequestResponse; a secret's data never reaches the log; an
 impersonated request records both users; a watch has ResponseStarted; a refused token and an
 anonymous request (401 with anonymous auth off) are audited; every response carries Audit-Id.
+
+The same server also sends its events to a webhook (``--audit-webhook-config-file``, batches
+sent after at most 1 s): the webhook gets ``audit.k8s.io/v1`` EventLists holding the same
+events as the log.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import urllib.request
 
 import harness
 import pytest
+from aiohttp import web
+
+from tests.support.webhookserver import WebhookServer
 
 TOKENS = ('alicetoken,alice,1,"system:masters"\n'
           'bobtoken,bob,2,dev\n')
@@ -48,15 +55,44 @@ rules:
 K = "1.32"
 
 
+class AuditSink(WebhookServer):
+    """An HTTPS audit webhook: keeps every EventList POSTed to /audit."""
+
+    def __init__(self) -> None:
+        super().__init__({"/audit": None})
+        self.lists: list[dict] = []
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.lists.append({"content_type": request.content_type, **await request.json()})
+        return web.json_response({})
+
+    def events(self) -> list[dict]:
+        return [e for body in list(self.lists) for e in body.get("items", [])]
+
+
 @pytest.fixture(scope="module")
-def audit_cluster(tmp_path_factory):
+def audit_sink():
+    sink = AuditSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="module")
+def audit_cluster(tmp_path_factory, audit_sink):
     d = tmp_path_factory.mktemp("audit")
     (d / "tokens.csv").write_text(TOKENS)
     (d / "policy.yaml").write_text(POLICY)
+    (d / "webhook.kubeconfig").write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "audit",
+        "clusters": [{"name": "sink", "cluster": {"server": audit_sink.url("/audit"),
+                                                  "certificate-authority-data": audit_sink.ca_bundle}}],
+        "users": [{"name": "apiserver", "user": {}}],
+        "contexts": [{"name": "audit", "context": {"cluster": "sink", "user": "apiserver"}}]}))
     c = harness.started_cluster(d / "cluster", extra_args=(
                 "--token-auth-file", str(d / "tokens.csv"), "--disable-scheduler", "--anonymous-auth=false",
                 "--audit-policy-file", str(d / "policy.yaml"), "--audit-log-path", str(d / "audit" / "audit.log"),
-                "--audit-log-maxsize", "5", "--audit-log-maxbackup", "2"))
+                "--audit-log-maxsize", "5", "--audit-log-maxbackup", "2",
+                "--audit-webhook-config-file", str(d / "webhook.kubeconfig"), "--audit-webhook-batch-max-wait", "1s"))
     c.tmp = d
     c.audit_log = d / "audit" / "audit.log"
     c.kubectl("create", "namespace", "audit-team", version=K)
@@ -160,3 +196,25 @@ def test_unauthenticated_requests_are_401_and_audited(audit_cluster):
     assert evs[0]["user"] == {}
     code, headers = get("/version", "alicetoken")
     assert code == 200 and headers.get("Audit-Id")
+
+
+def test_the_webhook_gets_the_same_events_in_event_lists(audit_cluster, audit_sink):
+    c = audit_cluster
+    done = as_user(c, "bobtoken", "create", "configmap", "hooked", "-n", "audit-team", "--from-literal=k=v")
+    assert done.returncode == 0, done.stderr
+
+    def hooked(events):
+        """The create's events: the name is known from ResponseComplete on, its auditID throughout."""
+        ids = {e["auditID"] for e in events if (e.get("objectRef") or {}).get("name") == "hooked"
+               and e["verb"] == "create"}
+        return [e for e in events if e["auditID"] in ids]
+    got = harness.eventually(lambda: (lambda h: h if len(h) >= 2 else None)(hooked(audit_sink.events())),
+                             timeout=20, what="the create's events at the webhook")
+    assert [e["stage"] for e in got] == ["RequestReceived", "ResponseComplete"]
+    assert all(e["user"]["username"] == "bob" and e["apiVersion"] == "audit.k8s.io/v1" for e in got)
+    assert got[1]["responseStatus"]["code"] == 201 and got[1]["responseObject"]["data"] == {"k": "v"}
+    assert all(b["kind"] == "EventList" and b["apiVersion"] == "audit.k8s.io/v1" and
+               b["content_type"] == "application/json" for b in audit_sink.lists)
+    # the same events as the log's lines
+    logged = {e["auditID"] + e["stage"] for e in hooked(events(c))}
+    assert {e["auditID"] + e["stage"] for e in got} == logged

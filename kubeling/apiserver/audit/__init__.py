@@ -9,8 +9,12 @@
 - `filter`: the HTTP filter that builds the events (stages RequestReceived, ResponseStarted,
   ResponseComplete, Panic) and the ``Audit-Id`` response header.
 
-`from_options` builds the server's `Auditor` from the flags: no policy file or no log path
-means nothing is audited (as upstream, which needs both a policy and a backend).
+- `webhook`: the webhook backend (``--audit-webhook-config-file``, batched), and the union of
+  both backends when both are configured.
+
+`from_options` builds the server's `Auditor` from the flags: no policy file, or neither a log
+path nor a webhook, means nothing is audited (as upstream, which needs both a policy and a
+backend).
 """
 
 from __future__ import annotations
@@ -18,16 +22,26 @@ from __future__ import annotations
 from kubeling.apiserver.audit.filter import Auditor
 from kubeling.apiserver.audit.log import LogBackend
 from kubeling.apiserver.audit.policy import PolicyError, load
+from kubeling.apiserver.audit.webhook import UnionBackend, WebhookBackend, WebhookError
 
-__all__ = ["Auditor", "LogBackend", "PolicyError", "from_options"]
+__all__ = ["Auditor", "LogBackend", "PolicyError", "WebhookBackend", "WebhookError", "from_options"]
 
 
 def from_options(policy_file: str | None, log_path: str | None, *, max_age: int = 0, max_backup: int = 0,
-                 max_size: int = 0) -> Auditor:
-    """The auditor for ``--audit-policy-file`` and ``--audit-log-*``; `PolicyError` for a bad policy."""
-    if not policy_file or not log_path:
+                 max_size: int = 0, webhook_config_file: str | None = None,
+                 webhook: dict | None = None) -> Auditor:
+    """The auditor for ``--audit-policy-file``, ``--audit-log-*`` and ``--audit-webhook-*``
+    (``webhook``: `WebhookBackend`'s keyword arguments); `PolicyError` for a bad policy,
+    `WebhookError` for a bad webhook flag."""
+    hook = WebhookBackend(webhook_config_file, **(webhook or {})) if webhook_config_file else None
+    if not policy_file or not (log_path or hook):
         if policy_file:
             load(policy_file)   # still refuse a broken policy at start
         return Auditor()
     policy = load(policy_file)
-    return Auditor(policy, LogBackend(log_path, max_size_mb=max_size, max_backups=max_backup, max_age_days=max_age))
+    backends = []
+    if log_path:
+        backends.append(LogBackend(log_path, max_size_mb=max_size, max_backups=max_backup, max_age_days=max_age))
+    if hook is not None:
+        backends.append(hook)
+    return Auditor(policy, backends[0] if len(backends) == 1 else UnionBackend(backends))

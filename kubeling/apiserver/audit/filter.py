@@ -170,11 +170,15 @@ class Auditor:
         return self.policy is not None and self.backend is not None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until the server stops; then the backend writes what is queued and closes."""
+        """Until the server stops; then the backend writes (or sends) what is queued and closes."""
+        if self.backend is not None and hasattr(self.backend, "start"):
+            await self.backend.start()
         try:
             await stop.wait()
         finally:
-            if self.backend is not None and hasattr(self.backend, "close"):
+            if self.backend is not None and hasattr(self.backend, "aclose"):
+                await self.backend.aclose()
+            elif self.backend is not None and hasattr(self.backend, "close"):
                 await asyncio.to_thread(self.backend.close)
 
     # -- the hooks -----------------------------------------------------------------------------
