@@ -25,8 +25,6 @@ import logging
 import sys
 from pathlib import Path
 
-from kubeling.client.clock import REAL_CLOCK, sleep_or_stop
-
 log = logging.getLogger(__name__)
 
 DEFAULT_SCHEDULE = "0 */12 * * *"   # k3s's --etcd-snapshot-schedule-cron
@@ -83,8 +81,11 @@ class SnapshotScheduler:
         while not stop.is_set():
             now = dt.datetime.now().astimezone()
             delay = max((self.schedule.next(now) - now).total_seconds(), 0.0)
-            if await sleep_or_stop(REAL_CLOCK, delay, stop):
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
                 return
+            except asyncio.TimeoutError:
+                pass
             try:
                 await self.take()
             except Exception:  # noqa: BLE001 - one bad round must not stop the server
