@@ -23,7 +23,9 @@ import asyncio
 import datetime as dt
 import logging
 import sys
-from pathlib import Path
+
+from kubeling.api import cron
+from kubeling.api.cron import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -33,51 +35,32 @@ NAME = "etcd-snapshot"              # k3s's --etcd-snapshot-name
 RUN_TIMEOUT = 600.0                 # seconds a save (or prune) child may take
 
 
-class Schedule:
-    """``next(t)``: the first time strictly after the aware datetime ``t``."""
-
-    def __init__(self, expr: str) -> None:
-        from croniter import croniter
-
-        expr = expr.strip()
-        self.expr = expr
-        self.every: float | None = None
-        if expr.startswith("@every "):
-            from kubeling.apiserver.filters.timeout import parse_go_duration
-            try:
-                self.every = float(parse_go_duration(expr[len("@every "):].strip()))
-            except Exception as e:  # noqa: BLE001 - any parse failure is the user's
-                raise ValueError(f"{expr!r}: {getattr(e, 'message', e)}") from None
-            if self.every < 1:
-                raise ValueError(f"{expr!r}: at least 1s")
-            return
-        try:
-            croniter(expr)
-        except Exception as e:  # noqa: BLE001 - croniter raises several types for one user error
-            raise ValueError(f"{expr!r}: {e}") from None
-
-    def next(self, t: dt.datetime) -> dt.datetime:
-        if self.every is not None:
-            return t + dt.timedelta(seconds=self.every)
-        from croniter import croniter
-        return croniter(self.expr, t).get_next(dt.datetime)
+def parse_schedule(expr: str) -> Schedule:
+    """``--etcd-snapshot-schedule-cron``, in the server's local time; ValueError naming it when bad
+    (an ``@every`` under 1 s too: the flag is refused rather than raised to 1 s)."""
+    try:
+        schedule = cron.parse_schedule(expr, dt.datetime.now().astimezone().tzinfo)
+    except ValueError as e:
+        raise ValueError(f"{expr.strip()!r}: {e}") from None
+    if schedule.every is not None and schedule.every < 1:
+        raise ValueError(f"{schedule.expr!r}: at least 1s")
+    return schedule
 
 
 class SnapshotScheduler:
     """Takes and prunes this server's scheduled snapshots until ``stop`` (see the module docstring).
 
-    ``datastore_args`` are the ``--datastore-*`` flags, as the server got them."""
+    ``where`` are the flags that place the files (``--data-dir``, ``--dir``, ``--node-name``: the
+    ``etcd-snapshot`` commands' own defaults apply to the others); ``datastore_args`` are the
+    ``--datastore-*`` flags, as the server got them."""
 
-    def __init__(self, schedule: Schedule, directory: Path | str, node: str, retention: int,
-                 datastore_args: list[str]) -> None:
-        self.schedule, self.directory, self.node, self.retention = schedule, Path(directory), node, retention
-        self.datastore_args = datastore_args
-        self.taken = 0
-        self.failed = 0
+    def __init__(self, schedule: Schedule, retention: int, where: list[str], datastore_args: list[str]) -> None:
+        self.schedule, self.retention = schedule, retention
+        self.where, self.datastore_args = where, datastore_args
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("etcd snapshots: %s (%s) into %s, keeping %d", self.schedule.expr, "local time",
-                 self.directory, self.retention)
+        log.info("etcd snapshots: %s (local time), keeping %d (%s)", self.schedule.expr, self.retention,
+                 " ".join(self.where))
         while not stop.is_set():
             now = dt.datetime.now().astimezone()
             delay = max((self.schedule.next(now) - now).total_seconds(), 0.0)
@@ -93,15 +76,12 @@ class SnapshotScheduler:
 
     async def take(self) -> bool:
         """One scheduled snapshot, then the prune; False (logged) when the save failed."""
-        where = ["--node-name", self.node, "--dir", str(self.directory)]
-        ok, out = await _kubeling("etcd-snapshot", "save", "--name", NAME, *where, *self.datastore_args)
+        ok, out = await _kubeling("etcd-snapshot", "save", "--name", NAME, *self.where, *self.datastore_args)
         if not ok:
-            self.failed += 1
             log.warning("scheduled etcd snapshot failed: %s", out)
             return False
-        self.taken += 1
         log.info("scheduled etcd snapshot: %s", out)
-        ok, out = await _kubeling("etcd-snapshot", "prune", "--name", NAME, *where,
+        ok, out = await _kubeling("etcd-snapshot", "prune", "--name", NAME, *self.where,
                                   "--snapshot-retention", str(self.retention))
         if not ok:
             log.warning("pruning scheduled etcd snapshots: %s", out)

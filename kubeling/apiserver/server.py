@@ -24,7 +24,6 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from kubeling.api import errors
 from kubeling.apiserver import audit, bootstrapdata, datadir, etcdsnapshots, join, memory, proxy, registry, serving
@@ -305,10 +304,12 @@ def snapshot_scheduler(opts: Options) -> etcdsnapshots.SnapshotScheduler:
                         ("--datastore-keyfile", opts.datastore_keyfile)):
         if value:
             store_args += [flag, value]
-    directory = opts.etcd_snapshot_dir or Path(opts.data_dir) / "server" / "db" / "snapshots"
-    node = opts.node_name or socket.gethostname().split(".")[0]
-    return etcdsnapshots.SnapshotScheduler(etcdsnapshots.Schedule(opts.etcd_snapshot_schedule_cron), directory,
-                                           node, opts.etcd_snapshot_retention, store_args)
+    where = ["--data-dir", opts.data_dir]
+    for flag, value in (("--dir", opts.etcd_snapshot_dir), ("--node-name", opts.node_name)):
+        if value:
+            where += [flag, value]
+    return etcdsnapshots.SnapshotScheduler(etcdsnapshots.parse_schedule(opts.etcd_snapshot_schedule_cron),
+                                           opts.etcd_snapshot_retention, where, store_args)
 
 
 async def local_secrets(opts: Options, data, store, advertise: str):

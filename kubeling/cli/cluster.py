@@ -244,7 +244,8 @@ def cmd_routes(args: argparse.Namespace) -> int:
         cfg = kc.load(str(kubeconfig))
         lb = None
         if len(servers) > 1:
-            lb = LoadBalancer(servers, port=0, name="routes", health_check=readyz_check(ca) if (ca := cfg.certificate_authority_data) else None,
+            ca = cfg.certificate_authority_data
+            lb = LoadBalancer(servers, port=0, name="routes", health_check=readyz_check(ca) if ca else None,
                               state_dir=c.dir / "routes")
             await lb.start()
             cfg = dataclasses.replace(cfg, server=lb.url, tls_server_name=None)

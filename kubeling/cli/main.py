@@ -163,9 +163,9 @@ def _port_range(text: str) -> tuple[int, int]:
 
 
 def _snapshot_schedule(text: str) -> str:
-    from kubeling.apiserver.etcdsnapshots import Schedule
+    from kubeling.apiserver.etcdsnapshots import parse_schedule
     try:
-        Schedule(text)
+        parse_schedule(text)
     except ValueError as e:
         raise SystemExit(f"kubeling server: --etcd-snapshot-schedule-cron: {e}")
     return text
@@ -186,11 +186,7 @@ def _go_duration(flag: str, text: str) -> float:
 
 
 def _duration(text: str) -> float:
-    from kubeling.apiserver.filters.timeout import parse_go_duration
-    try:
-        seconds = parse_go_duration(text)
-    except Exception as e:  # noqa: BLE001 - any parse failure is a usage error
-        raise SystemExit(f"kubeling server: --request-timeout: {getattr(e, 'message', e)}")
+    seconds = _go_duration("--request-timeout", text)
     if seconds <= 0:
         raise SystemExit("kubeling server: --request-timeout must be positive")
     return seconds

@@ -1,10 +1,8 @@
 """Schedule arithmetic for the CronJob controller: upstream's ``pkg/controller/cronjob/utils.go``.
 
-- `parse_schedule`: standard five-field cron, the ``@yearly``/``@annually``/``@monthly``/
-  ``@weekly``/``@daily``/``@midnight``/``@hourly`` descriptors (croniter), and robfig/cron's
-  ``@every <duration>``, evaluated in the CronJob's ``timeZone`` (UTC without one, as a
-  kube-controller-manager running in UTC does). ``TZ=``/``CRON_TZ=`` prefixes never get here:
-  validation refuses them.
+- `parse_schedule` (`kubeling.api.cron`): the schedule in the CronJob's ``timeZone`` (UTC
+  without one, as a kube-controller-manager running in UTC does). ``TZ=``/``CRON_TZ=`` prefixes
+  never get here: validation refuses them.
 - `most_recent_schedule_time`: the latest schedule time in ``(earliest, now]``, where earliest is
   ``status.lastScheduleTime`` or the creation time, moved up to ``now - startingDeadlineSeconds``
   when that is set, plus how many were missed (more than 100 makes upstream's
@@ -21,12 +19,12 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from croniter import croniter
+
+from kubeling.api.cron import Schedule, parse_schedule, time_zone  # noqa: F401 - this module's API
 
 from kubeling.controllers.controller_utils import parse_time
 
@@ -34,41 +32,6 @@ SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 TOO_MANY_MISSED = 100
 NEXT_SCHEDULE_DELTA = 0.1  # requeue a little after the slot, so the slot has surely come
 NONE, FEW, MANY = "none", "few", "many"
-
-
-class Schedule:
-    """``next(t)``: the first schedule time strictly after the aware datetime ``t``."""
-
-    def __init__(self, expr: str, tz: dt.tzinfo) -> None:
-        self.tz = tz
-        self.every: float | None = None
-        if expr.startswith("@every "):
-            from kubeling.apiserver.filters.timeout import parse_go_duration
-            self.every = max(float(parse_go_duration(expr[len("@every "):].strip())), 1.0)
-            return
-        self.expr = expr
-        croniter(expr)  # raises on a bad expression
-
-    def next(self, t: dt.datetime) -> dt.datetime:
-        if self.every is not None:
-            return t.replace(microsecond=0) + dt.timedelta(seconds=self.every)
-        return croniter(self.expr, t.astimezone(self.tz)).get_next(dt.datetime)
-
-
-def time_zone(name: str | None) -> dt.tzinfo:
-    """The zone named by ``spec.timeZone`` (UTC when unset); raises for an unknown name."""
-    if not name:
-        return dt.UTC
-    return zoneinfo.ZoneInfo(name)
-
-
-def parse_schedule(expr: str, tz_name: str | None = None) -> Schedule:
-    try:
-        return Schedule(expr.strip(), time_zone(tz_name))
-    except zoneinfo.ZoneInfoNotFoundError:
-        raise
-    except Exception as e:  # noqa: BLE001 - croniter raises several types for one user error
-        raise ValueError(str(e) or "unparseable schedule") from None
 
 
 def rfc3339(t: dt.datetime) -> str:

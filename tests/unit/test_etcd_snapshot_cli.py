@@ -259,8 +259,9 @@ def test_server_refuses_a_bad_snapshot_schedule_in_one_line(tmp_path, flags, mes
 def test_snapshot_schedule_next_times():
     import datetime as dt
 
-    from kubeling.apiserver.etcdsnapshots import DEFAULT_SCHEDULE, Schedule
+    from kubeling.api.cron import parse_schedule
+    from kubeling.apiserver.etcdsnapshots import DEFAULT_SCHEDULE
 
     t = dt.datetime(2026, 12, 3, 11, 59, 30, tzinfo=dt.timezone.utc)
-    assert Schedule(DEFAULT_SCHEDULE).next(t) == dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.timezone.utc)
-    assert Schedule("@every 90s").next(t) == t + dt.timedelta(seconds=90)
+    assert parse_schedule(DEFAULT_SCHEDULE, "UTC").next(t) == dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.timezone.utc)
+    assert parse_schedule("@every 90s").next(t) == t + dt.timedelta(seconds=90)

@@ -178,8 +178,6 @@ class Auditor:
         finally:
             if self.backend is not None and hasattr(self.backend, "aclose"):
                 await self.backend.aclose()
-            elif self.backend is not None and hasattr(self.backend, "close"):
-                await asyncio.to_thread(self.backend.close)
 
     # -- the hooks -----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ batch. `close` drains the queue.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
@@ -170,6 +171,10 @@ class LogBackend:
                 log.exception("writing the audit log")
             if stop:
                 return
+
+    async def aclose(self) -> None:
+        """`close` off the event loop (the server's shutdown)."""
+        await asyncio.to_thread(self.close)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop the writer."""

@@ -97,8 +97,7 @@ class WebhookBackend:
                     await self._send(rest[i:i + self.max_batch_size], tries=1)
         except TimeoutError:
             log.error("audit webhook: %d events not sent at shutdown", len(rest))
-        if self._session is not None:
-            await self._session.close()
+        await self._session.close()
 
     # -- the sender ----------------------------------------------------------------------------
 
@@ -157,7 +156,4 @@ class UnionBackend:
 
     async def aclose(self) -> None:
         for b in self.backends:
-            if hasattr(b, "aclose"):
-                await b.aclose()
-            elif hasattr(b, "close"):
-                await asyncio.to_thread(b.close)
+            await b.aclose()

@@ -481,16 +481,7 @@ class GenericStore:
             if kv is None:
                 raise errors.not_found(res.resource, res.group, name)
             obj = self._decode(served, kv)
-            pre = options.get("preconditions") or {}
-            if pre.get("uid") and pre["uid"] != obj["metadata"].get("uid"):
-                raise errors.conflict(res.resource, res.group, name,
-                                      f"Precondition failed: UID in precondition: {pre['uid']}, UID in object "
-                                      f"meta: {obj['metadata'].get('uid')}")
-            if pre.get("resourceVersion") and pre["resourceVersion"] != obj["metadata"]["resourceVersion"]:
-                raise errors.conflict(res.resource, res.group, name,
-                                      f"Precondition failed: ResourceVersion in precondition: "
-                                      f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                                      f"{obj['metadata']['resourceVersion']}")
+            check_preconditions(res.resource, res.group, name, obj, options.get("preconditions"))
             await self._admit("DELETE", served, None, obj, ctx, validating=True)
             new, delete_now = plan_delete(served, obj, options)
             if ctx.dry_run:
@@ -552,6 +543,18 @@ class GenericStore:
 async def _maybe_await(value) -> None:
     if asyncio.iscoroutine(value):
         await value
+
+
+def check_preconditions(resource: str, group: str, name: str, obj: dict, pre: dict | None) -> None:
+    """DeleteOptions.preconditions against the stored object: 409 with upstream's message."""
+    pre, meta = pre or {}, obj["metadata"]
+    if pre.get("uid") and pre["uid"] != meta.get("uid"):
+        raise errors.conflict(resource, group, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
+                              f"UID in object meta: {meta.get('uid')}")
+    if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
+        raise errors.conflict(resource, group, name, f"Precondition failed: ResourceVersion in precondition: "
+                              f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                              f"{meta.get('resourceVersion')}")
 
 
 def object_too_large(served: Served, size: int) -> errors.StatusError:

@@ -29,7 +29,7 @@ from kubeling.api.printers import pod as printers
 from kubeling.api.resource import compute_qos
 from kubeling.api.validation import pod as validation
 from kubeling.apiserver import proxy
-from kubeling.apiserver.registry.generic import Context, now_rfc3339
+from kubeling.apiserver.registry.generic import Context, check_preconditions, now_rfc3339
 from kubeling.apiserver.registry.rest import Deps
 from kubeling.apiserver.registry.status import StatusREST
 from kubeling.apiserver.registry.strategy import Strategy
@@ -111,14 +111,7 @@ class EvictionREST:
         async def mutate(current):
             if current is None:
                 raise errors.not_found("pods", "", name)
-            meta = current["metadata"]
-            if pre.get("uid") and pre["uid"] != meta.get("uid"):
-                raise errors.conflict("pods", "", name, f"Precondition failed: UID in precondition: {pre['uid']}, "
-                                      f"UID in object meta: {meta.get('uid')}")
-            if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
-                raise errors.conflict("pods", "", name, f"Precondition failed: ResourceVersion in precondition: "
-                                      f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                                      f"{meta.get('resourceVersion')}")
+            check_preconditions("pods", "", name, current, pre)
             new = copy.deepcopy(current)
             conds = new.setdefault("status", {}).setdefault("conditions", [])
             old = next((c for c in conds if c.get("type") == DISRUPTION_TARGET), {})
