@@ -174,8 +174,10 @@ def test_a_watch_on_a_sees_configmap_writes_through_b_in_order(ha):
         expected.append(("DELETED", f"cm-{i}"))
     harness.eventually(lambda: len(seen) >= len(expected), timeout=60,
                        what=f"{len(expected)} events on A (seen {len(seen)})")
-    w.stop()
+    # done first: the client's Watch.stop() shuts the watch's socket down, and the consumer may
+    # see that as "Response ended prematurely" before this thread runs its next line
     done.set()
+    w.stop()
     api_a.api_client.rest_client.pool_manager.clear()   # ends the watch's connection now
     t.join(10)
     assert [(t_, n) for t_, n, _ in seen] == expected
