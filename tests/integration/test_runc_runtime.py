@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -61,9 +61,18 @@ class World:
     cgroup_root: str
     image: Image
     logs: Path
+    runtimes: list[RuncRuntime] = field(default_factory=list)
 
     def runtime(self, **kw) -> RuncRuntime:
-        return RuncRuntime(self.root, cgroup_root=self.cgroup_root, **kw)
+        rt = RuncRuntime(self.root, cgroup_root=self.cgroup_root, **kw)
+        self.runtimes.append(rt)
+        return rt
+
+    def close_runtimes(self) -> None:
+        """End the shim zygotes of this test's runtimes (their shims live on, as in the agent)."""
+        runtimes, self.runtimes = self.runtimes, []
+        for rt in runtimes:
+            asyncio.run(rt.close())
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +87,12 @@ def world(tmp_path_factory):
     finally:
         cleanup_all(w.root, w.cgroup_root)
     assert leaks(w.root, w.cgroup_root) == {"netns": 0, "runc": 0, "mounts": 0, "cgroups": 0, "shims": 0}
+
+
+@pytest.fixture(autouse=True)
+def _close_runtimes(world):
+    yield
+    world.close_runtimes()
 
 
 _seq = iter(range(10**6))
