@@ -296,8 +296,10 @@ def test_stop_with_grace_period(world):
             t0 = time.monotonic()
             await rt.stop_container(stubborn, 1.0)
             stubborn_took = time.monotonic() - t0
-            assert polite_took < 1.0 and (await rt.container_status(polite)).exit_code == 0
-            assert 1.0 <= stubborn_took < 3.0
+            # bounds that show the grace period at work (polite: well under its 5 s; stubborn: its
+            # 1 s, then SIGKILL), loose enough for runc calls on a loaded machine
+            assert polite_took < 4.0 and (await rt.container_status(polite)).exit_code == 0
+            assert 1.0 <= stubborn_took < 8.0
             assert (await rt.container_status(stubborn)).exit_code == 137
             await rt.stop_container(stubborn, 1.0)   # idempotent
             await rt.stop_pod_sandbox(sid)
