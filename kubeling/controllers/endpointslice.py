@@ -455,10 +455,10 @@ class EndpointSliceController(Controller):
                   and self._managed(s) and not s["metadata"].get("deletionTimestamp")]
         if self.tracker.stale(key, slices):
             raise StaleInformerCache("EndpointSlice informer cache is out of date")
-        trigger = self.trigger_times.compute(key, service, pods)
-        try:
-            await self.reconciler.reconcile(service, pods, slices, trigger)
-        except Exception as e:
-            self.recorder.eventf(service, WARNING, "FailedToUpdateEndpointSlices",
-                                 "Error updating Endpoint Slices for Service %s/%s: %s", namespace, name, e)
-            raise
+        with self.trigger_times.computing(key, service, pods) as trigger:
+            try:
+                await self.reconciler.reconcile(service, pods, slices, trigger)
+            except Exception as e:
+                self.recorder.eventf(service, WARNING, "FailedToUpdateEndpointSlices",
+                                     "Error updating Endpoint Slices for Service %s/%s: %s", namespace, name, e)
+                raise

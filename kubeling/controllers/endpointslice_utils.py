@@ -17,7 +17,10 @@
 - `TriggerTimeTracker`: upstream's ``ComputeEndpointLastChangeTriggerTime``: the earliest
   trigger time (a pod's Ready transition, the Service's creation) that changed since the last
   sync of the Service; the Service's creation time on its first sync; ``None`` when nothing
-  changed (the annotation is then removed).
+  changed (the annotation is then removed). Used as ``with tracker.computing(key, svc, pods) as
+  trigger:``, its state moves on only when the sync's body ends without an exception: a sync
+  that failed and is retried still carries the trigger time (upstream's tracker moves on at
+  compute time, so the retry's write drops the annotation).
 - `EndpointSliceTracker`: the slices a controller wrote, by resourceVersion, and those it
   deleted, so that a sync working from an informer cache that has not caught up with its own
   writes fails (``StaleInformerCache``) instead of creating a duplicate slice; and so that
@@ -28,9 +31,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import orjson
 
@@ -191,7 +195,15 @@ class TriggerTimeTracker:
     def __init__(self) -> None:
         self._states: dict[str, tuple[dict[str, dt.datetime], dt.datetime | None]] = {}
 
-    def compute(self, key: str, service: dict, pods: Iterable[dict]) -> dt.datetime | None:
+    @contextlib.contextmanager
+    def computing(self, key: str, service: dict, pods: Iterable[dict]) -> Iterator[dt.datetime | None]:
+        """The trigger time for this sync of ``key``; the tracker remembers this sync's state
+        only if the body ends without an exception (a return is fine)."""
+        trigger, state = self._compute(key, service, pods)
+        yield trigger
+        self._states[key] = state
+
+    def _compute(self, key: str, service: dict, pods: Iterable[dict]) -> tuple[dt.datetime | None, tuple]:
         known = key in self._states
         last_pods, last_service = self._states.get(key, ({}, None))
         earliest: dt.datetime | None = None
@@ -207,10 +219,10 @@ class TriggerTimeTracker:
         created = parse_time(service["metadata"].get("creationTimestamp"))
         if created is not None and (last_service is None or created > last_service):
             earliest = created if earliest is None else min(earliest, created)
-        self._states[key] = (now_pods, created)
+        state = (now_pods, created)
         if not known:
-            return created
-        return earliest
+            return created, state
+        return earliest, state
 
     def delete(self, key: str) -> None:
         self._states.pop(key, None)

@@ -36,7 +36,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -49,6 +48,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
+
+if str(Path(__file__).resolve().parents[2]) not in sys.path:   # tests.support, for bench/ scripts too
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support import ports  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 # /usr/bin/kubectl is Google Cloud SDK's dispatcher, which may pick another build depending on
@@ -127,9 +130,8 @@ def helm_binary() -> str:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a server to bind (see `tests.support.ports`)."""
+    return ports.free_port()
 
 
 def _server_command() -> list[str]:

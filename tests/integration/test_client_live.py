@@ -1,7 +1,6 @@
 """kubeling.client against the real API server, started as a subprocess on 127.0.0.1."""
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -18,12 +17,11 @@ from kubeling.client.rest import RESTClient
 from kubeling.client.store import DeletedFinalStateUnknown
 from kubeling.api.errors import StatusError
 from kubeling.controllers import manager
+from tests.support import ports
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return ports.free_port()
 
 
 def _start(data, *extra):

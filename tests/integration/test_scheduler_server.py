@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +15,11 @@ from kubeling.api.errors import StatusError
 from kubeling.client import kubeconfig
 from kubeling.client.exceptions import TransportError
 from kubeling.client.rest import RESTClient
+from tests.support import ports
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return ports.free_port()
 
 
 async def _ready(kc: str) -> bool:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 
 import pytest
 
 from test_streaming_agent import SHELL_LOOP, http_hello, kubectl_path, stack, tcp_server
+
+from tests.support import ports
 
 TRANSPORTS = {"websocket": {}, "spdy": {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false",
                                        "KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}}
@@ -42,9 +43,7 @@ class Kubectl:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return ports.free_port()
 
 
 @pytest.mark.parametrize("version,transport", CASES)

@@ -28,7 +28,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support import ports
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_BIN = "/usr/bin/docker-registry"
 SERVICE = "kubeling-test-registry"
@@ -45,9 +46,7 @@ ISSUER = "kubeling-test-token-issuer"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return ports.free_port()
 
 
 def bcrypt_hash(password: str) -> str:

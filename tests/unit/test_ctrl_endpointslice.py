@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from controller_testing import NS, ControllerHarness
 from ctrl_endpoint_objects import clock, node, pod, service, ts
 
 from kubeling.controllers.endpointslice import CONTROLLER_NAME, EndpointSliceController
+from kubeling.controllers.endpointslice_utils import TriggerTimeTracker, format_trigger_time
 
 NODES = [node("n1", labels={"topology.kubernetes.io/zone": "zone-a"}), node("n2")]
 
@@ -188,6 +191,26 @@ def test_readiness_flip_updates_in_place_with_the_transition_as_trigger_time():
             await h.set_pod("b", lambda p: p["metadata"].setdefault("annotations", {}).update(x="y"))
             assert len(h.client.filter_actions("update", "endpointslices")) == writes
     run(main())
+
+
+def test_a_failed_sync_keeps_its_trigger_time_for_the_retry():
+    """The tracker moves on only once a sync's write succeeded: the retry of a failed write still
+    carries the pod's transition (upstream's moves on at compute time and drops it)."""
+    svc = service()
+    p = pod("a", "10.42.0.1")
+    p["status"]["conditions"] = [{"type": "Ready", "status": "True", "lastTransitionTime": ts(1)}]
+    t = TriggerTimeTracker()
+    with t.computing("default/web", svc, [p]) as first:
+        pass
+    p["status"]["conditions"][0].update(status="False", lastTransitionTime=ts(42))
+    with pytest.raises(RuntimeError), t.computing("default/web", svc, [p]) as trigger:
+        assert format_trigger_time(trigger) == ts(42)
+        raise RuntimeError("409 Conflict")   # the write failed: the key is retried
+    with t.computing("default/web", svc, [p]) as trigger:
+        assert format_trigger_time(trigger) == ts(42)
+    with t.computing("default/web", svc, [p]) as trigger:
+        assert trigger is None                # written: nothing changed since
+    assert first is not None                  # the Service's creation, on its first sync
 
 
 def test_labels_follow_the_service():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import time
 from concurrent import futures
 
@@ -22,6 +21,7 @@ from kubeling.kubelet.prober.probe import ProbeError, Result, go_duration, resol
 from kubeling.kubelet.prober.prober import Prober, kill_message
 from kubeling.kubelet.prober.tcp import probe_tcp
 from kubeling.kubelet.runtime import NotFound
+from tests.support import ports
 
 
 class LocalRuntime:
@@ -48,10 +48,8 @@ class LocalRuntime:
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on."""
+    return ports.free_port()
 
 
 # -- exec ---------------------------------------------------------------------------------

@@ -294,11 +294,8 @@ def test_service_health_check_node_port_answers_by_local_endpoints():
 
         from kubeling.proxy.healthcheck import ServiceHealthServer
         hs = ServiceHealthServer(bind="127.0.0.1")
-        import socket
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        from tests.support.ports import free_port
+        port = free_port()
         await hs.sync({"default/web": port}, {"default/web": 2})
         try:
             async with aiohttp.ClientSession() as http:
