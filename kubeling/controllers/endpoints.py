@@ -33,6 +33,7 @@ Pod events enqueue at once (no batching period, as upstream's default).
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import logging
 import math
 
@@ -285,56 +286,59 @@ class EndpointController(Controller):
         pods = [p for p in self.pods.indexer.by_namespace(namespace)
                 if service_selects(service, p["metadata"].get("labels"))]
         with self.trigger_times.computing(key, service, pods) as trigger:
-            subsets = desired_subsets(service, pods)
-            current = self.endpoints.get(key)
-            if current is not None and self.stale_versions.get(key) == current["metadata"].get("resourceVersion"):
-                raise RuntimeError(f"endpoints informer cache is out of date, resource version "
-                                   f"{current['metadata'].get('resourceVersion')} already processed "
-                                   f"for endpoints {key}")
-            svc_labels = service["metadata"].get("labels") or {}
-            create = current is None
-            if current is None:
-                current = {"apiVersion": "v1", "kind": "Endpoints",
-                           "metadata": {"name": name, "namespace": namespace, "labels": dict(svc_labels)}}
-            compare_labels = {k: v for k, v in (current["metadata"].get("labels") or {}).items()
-                              if k != LABEL_HEADLESS}
-            if not create and _normalized(current.get("subsets")) == _normalized(subsets) \
-                    and compare_labels == svc_labels \
-                    and capacity_annotation_set_correctly(current["metadata"].get("annotations"),
-                                                          current.get("subsets")):
+            await self._write_endpoints(key, service, pods, trigger)
+
+    async def _write_endpoints(self, key: str, service: dict, pods: list[dict],
+                               trigger: dt.datetime | None) -> None:
+        """Create or update the Service's Endpoints to hold ``pods`` (nothing if they do already)."""
+        namespace, name = split_meta_namespace_key(key)
+        subsets = desired_subsets(service, pods)
+        current = self.endpoints.get(key)
+        if current is not None and self.stale_versions.get(key) == current["metadata"].get("resourceVersion"):
+            raise RuntimeError(f"endpoints informer cache is out of date, resource version "
+                               f"{current['metadata'].get('resourceVersion')} already processed for endpoints {key}")
+        svc_labels = service["metadata"].get("labels") or {}
+        create = current is None
+        if current is None:
+            current = {"apiVersion": "v1", "kind": "Endpoints",
+                       "metadata": {"name": name, "namespace": namespace, "labels": dict(svc_labels)}}
+        compare_labels = {k: v for k, v in (current["metadata"].get("labels") or {}).items() if k != LABEL_HEADLESS}
+        if not create and _normalized(current.get("subsets")) == _normalized(subsets) \
+                and compare_labels == svc_labels \
+                and capacity_annotation_set_correctly(current["metadata"].get("annotations"), current.get("subsets")):
+            return
+        new = copy.deepcopy(current)
+        new.setdefault("apiVersion", "v1")
+        new.setdefault("kind", "Endpoints")
+        new["subsets"] = subsets
+        labels = dict(svc_labels)
+        if not is_service_ip_set(service):
+            labels[LABEL_HEADLESS] = ""
+        new["metadata"]["labels"] = labels
+        annotations = dict(new["metadata"].get("annotations") or {})
+        if trigger is not None:
+            annotations[LAST_CHANGE_TRIGGER_TIME] = format_trigger_time(trigger)
+        else:
+            annotations.pop(LAST_CHANGE_TRIGGER_TIME, None)
+        if truncate_endpoints(new):
+            annotations[OVER_CAPACITY] = TRUNCATED
+        else:
+            annotations.pop(OVER_CAPACITY, None)
+        new["metadata"]["annotations"] = annotations
+        try:
+            if create:
+                await self.client.create("", "v1", "endpoints", new, namespace=namespace)
+            else:
+                updated = await self.client.update("", "v1", "endpoints", new, namespace=namespace)
+                if updated["metadata"].get("resourceVersion") != current["metadata"].get("resourceVersion"):
+                    self.stale_versions[key] = current["metadata"].get("resourceVersion")
+        except Exception as e:
+            if create and namespace_terminating(e):
                 return
-            new = copy.deepcopy(current)
-            new.setdefault("apiVersion", "v1")
-            new.setdefault("kind", "Endpoints")
-            new["subsets"] = subsets
-            labels = dict(svc_labels)
-            if not is_service_ip_set(service):
-                labels[LABEL_HEADLESS] = ""
-            new["metadata"]["labels"] = labels
-            annotations = dict(new["metadata"].get("annotations") or {})
-            if trigger is not None:
-                annotations[LAST_CHANGE_TRIGGER_TIME] = format_trigger_time(trigger)
+            if create:
+                self.recorder.eventf(new, WARNING, "FailedToCreateEndpoint",
+                                     "Failed to create endpoint for service %s/%s: %s", namespace, name, e)
             else:
-                annotations.pop(LAST_CHANGE_TRIGGER_TIME, None)
-            if truncate_endpoints(new):
-                annotations[OVER_CAPACITY] = TRUNCATED
-            else:
-                annotations.pop(OVER_CAPACITY, None)
-            new["metadata"]["annotations"] = annotations
-            try:
-                if create:
-                    await self.client.create("", "v1", "endpoints", new, namespace=namespace)
-                else:
-                    updated = await self.client.update("", "v1", "endpoints", new, namespace=namespace)
-                    if updated["metadata"].get("resourceVersion") != current["metadata"].get("resourceVersion"):
-                        self.stale_versions[key] = current["metadata"].get("resourceVersion")
-            except Exception as e:
-                if create and namespace_terminating(e):
-                    return
-                if create:
-                    self.recorder.eventf(new, WARNING, "FailedToCreateEndpoint",
-                                         "Failed to create endpoint for service %s/%s: %s", namespace, name, e)
-                else:
-                    self.recorder.eventf(new, WARNING, "FailedToUpdateEndpoint",
-                                         "Failed to update endpoint %s/%s: %s", namespace, name, e)
-                raise
+                self.recorder.eventf(new, WARNING, "FailedToUpdateEndpoint",
+                                     "Failed to update endpoint %s/%s: %s", namespace, name, e)
+            raise

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # tests.support
 import harness  # noqa: E402
 
 KUBECTL_VERSIONS = ("1.32", "1.33")

@@ -49,9 +49,10 @@ from pathlib import Path
 
 import yaml
 
-if str(Path(__file__).resolve().parents[2]) not in sys.path:   # tests.support, for bench/ scripts too
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.support import ports  # noqa: E402
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:   # tests.support, for the bench/ scripts too
+    sys.path.insert(0, _ROOT)
+from tests.support.ports import free_port  # noqa: E402 - also `harness.free_port()` for the tests
 
 VENV_BIN = Path(sys.executable).parent
 # /usr/bin/kubectl is Google Cloud SDK's dispatcher, which may pick another build depending on
@@ -127,11 +128,6 @@ def helm_binary() -> str:
         if got and got.startswith("v4."):
             return path
     raise ClientMissing(f"helm 4 not found at {', '.join(HELM_CANDIDATES)}; run `make clients`")
-
-
-def free_port() -> int:
-    """A loopback port for a server to bind (see `tests.support.ports`)."""
-    return ports.free_port()
 
 
 def _server_command() -> list[str]:

@@ -151,7 +151,7 @@ def test_a_pod_failing_readiness_leaves_the_ready_endpoints_and_comes_back(multi
     # the pod's last transition is not later than it, and (as upstream) carries no annotation.
     became_ready = next(x for x in get_json(c, "pod", victim, "-n", ns)["status"]["conditions"]
                         if x["type"] == "Ready")["lastTransitionTime"]
-    since = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(became_ready.replace("Z", "+00:00"))
+    since = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(became_ready)
     time.sleep(max(0.0, 1.1 - since.total_seconds()))
 
     c.kubectl("exec", "-n", ns, victim, "--", "rm", "/www/ready")

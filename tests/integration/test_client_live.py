@@ -17,16 +17,12 @@ from kubeling.client.rest import RESTClient
 from kubeling.client.store import DeletedFinalStateUnknown
 from kubeling.api.errors import StatusError
 from kubeling.controllers import manager
-from tests.support import ports
-
-
-def _free_port() -> int:
-    return ports.free_port()
+from tests.support.ports import free_port
 
 
 def _start(data, *extra):
     """Start ``kubeling server`` on a free loopback port; yield its admin kubeconfig path."""
-    port = _free_port()
+    port = free_port()
     log = open(data / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "kubeling.cli.main", "server", "--data-dir", str(data),
                              "--secure-port", str(port), "--bind-address", "127.0.0.1", "--controllers", "", "--disable-scheduler", "--disable-agent",

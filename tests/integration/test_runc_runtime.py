@@ -526,8 +526,8 @@ def test_shims_are_forked_by_one_zygote_and_outlive_it(world):
     async def main():
         rt = world.runtime()
         async with pod(rt) as (sid, config):
-            # runtimes of earlier tests that were never closed end their zygotes when collected:
-            # only the zygotes that appear from here on are this runtime's
+            # other modules' runtimes in this pytest process may hold zygotes of their own: only
+            # the zygotes that appear from here on are this runtime's
             older = set(_my_zygotes())
             first = await run(rt, world, sid, config, ["sh", "-c", "while :; do echo tick; sleep 0.1; done"],
                               name="first")

@@ -15,11 +15,7 @@ from kubeling.api.errors import StatusError
 from kubeling.client import kubeconfig
 from kubeling.client.exceptions import TransportError
 from kubeling.client.rest import RESTClient
-from tests.support import ports
-
-
-def _free_port() -> int:
-    return ports.free_port()
+from tests.support.ports import free_port
 
 
 async def _ready(kc: str) -> bool:
@@ -34,7 +30,7 @@ async def _ready(kc: str) -> bool:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("sched-server")
-    port = _free_port()
+    port = free_port()
     with open(data / "server.log", "wb") as log:
         yield from _serve(data, port, log)
 

@@ -12,7 +12,7 @@ import pytest
 
 from test_streaming_agent import SHELL_LOOP, http_hello, kubectl_path, stack, tcp_server
 
-from tests.support import ports
+from tests.support.ports import free_port
 
 TRANSPORTS = {"websocket": {}, "spdy": {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false",
                                        "KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}}
@@ -40,10 +40,6 @@ class Kubectl:
                 proc.kill()
                 await proc.wait()
         return proc.returncode, out.decode(), err.decode()
-
-
-def free_port() -> int:
-    return ports.free_port()
 
 
 @pytest.mark.parametrize("version,transport", CASES)

@@ -26,13 +26,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.support import ports
+from tests.support.ports import free_port
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
-
-
-def _free_port() -> int:
-    return ports.free_port()
 
 
 class EtcdNotReady(RuntimeError):
@@ -46,8 +42,8 @@ class _Member:
         self.data_dir = self.dir / "data"
         self.log_path = self.dir / "etcd.log"
         self.host = host
-        self.client_port = _free_port()
-        self.peer_port = _free_port()
+        self.client_port = free_port()
+        self.peer_port = free_port()
         self.proc: subprocess.Popen | None = None
 
     def client_url(self, scheme: str) -> str:

@@ -11,6 +11,7 @@ it yet.
 
 from __future__ import annotations
 
+import functools
 import random
 import socket
 import threading
@@ -25,6 +26,7 @@ _lock = threading.Lock()
 _random = random.Random()   # not the global one: a test that seeds it must not repeat our picks
 
 
+@functools.cache
 def ephemeral_range() -> tuple[int, int]:
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:

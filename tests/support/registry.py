@@ -37,16 +37,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support import ports
+from tests.support.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_BIN = "/usr/bin/docker-registry"
 SERVICE = "kubeling-test-registry"
 ISSUER = "kubeling-test-token-issuer"
-
-
-def free_port() -> int:
-    return ports.free_port()
 
 
 def bcrypt_hash(password: str) -> str:

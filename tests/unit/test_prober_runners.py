@@ -21,7 +21,7 @@ from kubeling.kubelet.prober.probe import ProbeError, Result, go_duration, resol
 from kubeling.kubelet.prober.prober import Prober, kill_message
 from kubeling.kubelet.prober.tcp import probe_tcp
 from kubeling.kubelet.runtime import NotFound
-from tests.support import ports
+from tests.support.ports import free_port
 
 
 class LocalRuntime:
@@ -45,11 +45,6 @@ class LocalRuntime:
             await proc.wait()
             raise
         return proc.returncode, out, err
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on."""
-    return ports.free_port()
 
 
 # -- exec ---------------------------------------------------------------------------------
